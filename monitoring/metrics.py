@@ -1,0 +1,130 @@
+"""The gateway's Prometheus metrics: one definition, shared by the gateway (writes) and the canary (reads by name).
+
+Base units (seconds), low cardinality (labels are the model name, the variant, the version, a status word and a
+class label; never a request id). Metrics live on a registry passed in, so two gateways in one process (tests) do
+not share counters. With ``PROMETHEUS_MULTIPROC_DIR`` set *before* ``prometheus_client`` is first imported, every
+worker process writes its own memory-mapped files and :func:`render_latest` merges them, so several uvicorn
+workers report correct totals.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REQUESTS_TOTAL = "nasops_requests_total"
+REQUEST_DURATION_SECONDS = "nasops_request_duration_seconds"
+PREDICTIONS_TOTAL = "nasops_predictions_total"
+FEEDBACK_TOTAL = "nasops_feedback_total"
+FALLBACK_TOTAL = "nasops_fallback_total"
+SHADOW_TOTAL = "nasops_shadow_total"
+DRIFT_SHARE = "nasops_drift_share"
+INVALID_REQUESTS_TOTAL = "nasops_invalid_requests_total"
+MODEL_INFO = "nasops_model_version_info"
+CHALLENGER_WEIGHT = "nasops_challenger_weight"
+
+# Latency buckets in seconds: sub-millisecond model calls up to multi-second stalls.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# Values of the ``status`` label of nasops_requests_total (the set is closed: low cardinality).
+STATUSES = ("ok", "error", "timeout", "fallback", "invalid")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def multiprocess_dir() -> str | None:
+    """The prometheus_client multiprocess directory, if this process runs in multiprocess mode."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
+@dataclass
+class GatewayMetrics:
+    """The metric objects one gateway updates. Build with :meth:`create`."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    duration: Histogram
+    predictions: Counter
+    feedback: Counter
+    fallback: Counter
+    shadow: Counter
+    drift_share: Gauge
+    invalid: Counter
+    model_info: Gauge
+    challenger_weight: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
+        """New metric objects on ``registry`` (a fresh one by default)."""
+        reg = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        return cls(
+            registry=reg,
+            requests=Counter(
+                REQUESTS_TOTAL,
+                "Answers attempted per variant (shadow calls included), by outcome: ok, error, timeout, fallback "
+                "(the champion answering for a failed challenger) or invalid (a rejected client request).",
+                ["model", "variant", "version", "status"],
+                registry=reg,
+            ),
+            duration=Histogram(
+                REQUEST_DURATION_SECONDS,
+                "Seconds a variant took to answer one request (model call and post-processing).",
+                ["variant"],
+                buckets=LATENCY_BUCKETS,
+                registry=reg,
+            ),
+            predictions=Counter(
+                PREDICTIONS_TOTAL, "Predicted rows per variant and predicted class.", ["variant", "class"],
+                registry=reg,
+            ),
+            feedback=Counter(
+                FEEDBACK_TOTAL, "Rows whose true label arrived, per variant, by correctness.", ["variant", "correct"],
+                registry=reg,
+            ),
+            fallback=Counter(
+                FALLBACK_TOTAL, "Challenger answers replaced by the champion's, by reason (error, timeout, invalid_output).",
+                ["reason"], registry=reg,
+            ),
+            shadow=Counter(
+                SHADOW_TOTAL, "Mirrored (shadow) challenger calls by outcome (ok, error, timeout, invalid_output, "
+                "dropped).", ["status"], registry=reg,
+            ),
+            drift_share=Gauge(
+                DRIFT_SHARE, "Share of drifted input features (0-1) per variant's traffic, set by the drift step.",
+                ["variant"], registry=reg, multiprocess_mode="mostrecent",
+            ),
+            invalid=Counter(
+                INVALID_REQUESTS_TOTAL, "Rejected client requests by reason (json, schema, shape, dtype, non_finite, "
+                "batch_size, body_size).", ["reason"], registry=reg,
+            ),
+            model_info=Gauge(
+                MODEL_INFO, "1 for the model version each alias currently serves.", ["model", "variant", "version"],
+                registry=reg, multiprocess_mode="mostrecent",
+            ),
+            challenger_weight=Gauge(
+                CHALLENGER_WEIGHT, "Share of traffic routed to the challenger in split mode (0 in shadow mode).",
+                registry=reg, multiprocess_mode="mostrecent",
+            ),
+        )
+
+
+def render_latest(registry: CollectorRegistry) -> bytes:
+    """Prometheus text exposition: merged over all worker processes in multiprocess mode, else ``registry``."""
+    path = multiprocess_dir()
+    if path:
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=path)
+        return generate_latest(merged)
+    return generate_latest(registry)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (multiprocess mode); counters and histograms keep their totals."""
+    path = multiprocess_dir()
+    if path:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)

@@ -1,0 +1,145 @@
+"""Evaluators turn an architecture into measured results; strategies only ever see those results.
+
+``evaluate(arch, fidelity) -> Result(metrics, cost)``. :class:`TrainingEvaluator` really trains (at a fidelity: a
+number of epochs and a fraction of the training rows) and measures CPU inference latency; :class:`TabularEvaluator`
+looks the answer up in a benchmark table, so every strategy can be measured on published benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from nas.data import TaskData
+from nas.spaces.base import Architecture
+from nas.tabular import BenchmarkTable
+
+
+@dataclass
+class Result:
+    """What one evaluation measured (``metrics``), what it cost in seconds, and at which fidelity."""
+
+    metrics: dict[str, float]
+    cost: float = 0.0
+    fidelity: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": dict(self.metrics), "cost": float(self.cost), "fidelity": dict(self.fidelity)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        return cls(
+            {k: float(v) for k, v in data["metrics"].items()}, float(data.get("cost", 0.0)),
+            dict(data.get("fidelity", {})),
+        )
+
+
+class Evaluator(Protocol):
+    """Anything with an ``evaluate`` method and the name of the metric it reports (higher is better)."""
+
+    metric: str
+
+    def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result: ...
+
+
+class TrainingEvaluator:
+    """Train each architecture from scratch on ``data`` at a fidelity; report validation accuracy and latency.
+
+    ``fidelity`` keys: ``epochs`` (int) and ``data_fraction`` (0-1]; anything else is an error so a typo does not
+    silently train at the default. The training seed is fixed, so the same arch and fidelity give the same result.
+    """
+
+    metric = "val_accuracy"
+    FIDELITY_KEYS = ("epochs", "data_fraction")
+
+    def __init__(
+        self,
+        data: TaskData,
+        *,
+        epochs: int = 3,
+        data_fraction: float = 1.0,
+        batch_size: int = 64,
+        lr: float = 0.05,
+        optimizer: str = "sgd",
+        seed: int = 0,
+        measure_latency: bool = True,
+        latency_repeats: int = 20,
+    ) -> None:
+        self.data = data
+        self.default = {"epochs": epochs, "data_fraction": data_fraction}
+        self.batch_size, self.lr, self.optimizer, self.seed = batch_size, lr, optimizer, seed
+        self.measure_latency, self.latency_repeats = measure_latency, latency_repeats
+
+    def resolve(self, fidelity: Mapping[str, float] | None) -> dict[str, float]:
+        fid = dict(self.default)
+        for key, value in (fidelity or {}).items():
+            if key not in self.FIDELITY_KEYS:
+                raise ValueError(f"unknown fidelity key {key!r}; use {', '.join(self.FIDELITY_KEYS)}")
+            fid[key] = value
+        fid["epochs"] = int(fid["epochs"])
+        fid["data_fraction"] = float(fid["data_fraction"])
+        return fid
+
+    def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
+        from nas.trainer import TrainConfig, measure_latency_ms, train
+
+        fid = self.resolve(fidelity)
+        start = time.perf_counter()
+        model = arch.build(self.data.num_classes, self.data.input_shape)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        config = TrainConfig(
+            epochs=fid["epochs"], data_fraction=fid["data_fraction"], batch_size=self.batch_size, lr=self.lr,
+            optimizer=self.optimizer, seed=self.seed,
+        )
+        try:
+            trained = train(model, self.data, config)
+            accuracy, train_seconds = trained.val_accuracy, trained.train_seconds
+        except FloatingPointError:  # a diverging network is a legitimate (bad) result, not a crash of the search
+            accuracy, train_seconds = 1.0 / self.data.num_classes, time.perf_counter() - start
+        metrics = {"val_accuracy": float(accuracy), "params": float(params), "train_seconds": float(train_seconds)}
+        if self.measure_latency:
+            metrics["latency_ms"] = measure_latency_ms(model, self.data.input_shape, repeats=self.latency_repeats)
+        return Result(metrics, cost=time.perf_counter() - start, fidelity=fid)
+
+
+class TabularEvaluator:
+    """Look results up in a :class:`~nas.tabular.BenchmarkTable`.
+
+    ``metric`` is the searched column; every metric column of the row is returned. With a fidelity ``epochs`` and
+    ``METRIC@EPOCHS`` columns, the metric at the nearest tabulated epoch count at or below it is returned (the final
+    column when no fidelity is given). ``cost`` comes from the cost column (0 without one), scaled by
+    ``epochs / max_epochs`` at a lower fidelity.
+    """
+
+    def __init__(self, table: BenchmarkTable, metric: str | None = None) -> None:
+        self.table = table
+        self.metric = metric or next(iter(table.metrics))
+        if self.metric not in table.metrics:
+            raise ValueError(f"metric {self.metric!r} is not a metric column; choose one of {list(table.metrics)}")
+
+    def true_value(self, arch: Architecture | str) -> float:
+        """The searched metric at full fidelity (used for regret and predictor Kendall τ on unseen rows)."""
+        return float(self.table.metrics[self.metric][self.table.row(str(arch))])
+
+    def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
+        i = self.table.row(str(arch))
+        metrics = {m: float(v[i]) for m, v in self.table.metrics.items()}
+        cost = float(self.table.cost[i]) if self.table.cost is not None else 0.0
+        fid: dict[str, float] = {}
+        epochs = (fidelity or {}).get("epochs")
+        levels = self.table.fidelities.get(self.metric)
+        if epochs is not None and levels:
+            usable = [e for e in levels if e <= epochs] or [min(levels)]
+            level = max(usable)
+            metrics[self.metric] = float(levels[level][i])
+            cost *= level / max(levels)
+            fid = {"epochs": level}
+        for name, values in self.table.proxies.items():
+            metrics.setdefault(f"proxy.{name}", float(values[i]))
+        if not np.isfinite(metrics[self.metric]):
+            metrics[self.metric] = float("-inf")
+        return Result(metrics, cost=cost, fidelity=fid)

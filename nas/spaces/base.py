@@ -1,0 +1,129 @@
+"""The two seams every search strategy, proxy and evaluator is written against.
+
+An :class:`Architecture` is an immutable value: a search space plus that space's canonical string. It can be
+hashed, compared, sent through Prefect as its string, and turned back into a ``torch.nn.Module``. A
+:class:`SearchSpace` knows how to sample, mutate, enumerate, canonicalise, encode and build its architectures.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+
+class InvalidArchitectureError(ValueError):
+    """An architecture string that does not belong to a space; the message names the valid choices."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One point of a search space: the space and its canonical string (e.g. the NAS-Bench-201 string)."""
+
+    space: SearchSpace
+    string: str
+
+    def __str__(self) -> str:
+        return self.string
+
+    def build(self, num_classes: int, input_shape: Sequence[int]) -> nn.Module:
+        """A fresh, randomly initialised network taking ``(batch, *input_shape)`` and returning logits."""
+        return self.space.build(self, num_classes, tuple(input_shape))
+
+    def encode(self) -> np.ndarray:
+        """A fixed-length float vector for performance predictors."""
+        return self.space.encode(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, serialisable description: enough for :func:`nas.spaces.architecture_from_dict`."""
+        return {"space": self.space.name, "space_config": self.space.config(), "arch": self.string}
+
+
+class SearchSpace(ABC):
+    """A family of architectures. Subclasses must be hashable values (frozen dataclasses)."""
+
+    name: str = ""
+
+    # -- identity -----------------------------------------------------------------------------------
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this space through the registry (e.g. ``{"C": 16, "N": 5}``)."""
+
+    # -- strings ------------------------------------------------------------------------------------
+    @abstractmethod
+    def from_string(self, text: str) -> Architecture:
+        """Parse a string; raise :class:`InvalidArchitectureError` naming what is wrong and the valid choices."""
+
+    def canonicalize(self, arch: Architecture) -> Architecture:
+        """The representative of ``arch``'s equivalence class (same network function). Default: itself."""
+        return arch
+
+    # -- sampling -----------------------------------------------------------------------------------
+    @abstractmethod
+    def sample(self, rng: np.random.Generator) -> Architecture:
+        """One architecture drawn uniformly (as the space defines it) using ``rng`` only."""
+
+    def sample_many(self, n: int, rng: np.random.Generator, *, unique: bool = True) -> list[Architecture]:
+        """``n`` samples; with ``unique`` no two share a canonical form (stops early if the space runs out)."""
+        out: list[Architecture] = []
+        seen: set[str] = set()
+        attempts = 0
+        limit = max(100, 50 * n)
+        while len(out) < n and attempts < limit:
+            attempts += 1
+            arch = self.sample(rng)
+            key = self.canonicalize(arch).string
+            if unique and key in seen:
+                continue
+            seen.add(key)
+            out.append(arch)
+        return out
+
+    @abstractmethod
+    def mutate(self, arch: Architecture, rng: np.random.Generator) -> Architecture:
+        """A random neighbour that differs from ``arch`` in one decision."""
+
+    @abstractmethod
+    def neighbours(self, arch: Architecture) -> list[Architecture]:
+        """Every architecture one decision away (for local search); may be a sample for huge spaces."""
+
+    def enumerate(self) -> Iterator[Architecture]:
+        """Every architecture of a finite space; infinite or huge spaces raise ``NotImplementedError``."""
+        raise NotImplementedError(f"search space {self.name!r} is not enumerable")
+
+    def size(self) -> int | None:
+        """How many architecture strings the space holds (``None`` if not finite)."""
+        return None
+
+    # -- numbers ------------------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, arch: Architecture) -> np.ndarray:
+        """A fixed-length float32 vector for predictors (the same length for every arch of this space)."""
+
+    @abstractmethod
+    def build(self, arch: Architecture, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+        """A network for ``(batch, *input_shape)`` inputs and ``num_classes`` logits."""
+
+    def supports_input(self, input_shape: Sequence[int]) -> str | None:
+        """``None`` if the space can build for this input shape, else a sentence saying why not."""
+        return None
+
+    def count_params(self, arch: Architecture, num_classes: int, input_shape: Sequence[int]) -> int:
+        """Trainable parameters of the built network."""
+        model = self.build(arch, num_classes, tuple(input_shape))
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def count_flops(self, arch: Architecture, num_classes: int, input_shape: Sequence[int]) -> int:
+        """FLOPs of one forward pass for a single input, counted by ``torch.utils.flop_counter``."""
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        model = self.build(arch, num_classes, tuple(input_shape)).eval()
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, *input_shape))
+        return int(counter.get_total_flops())

@@ -1,0 +1,179 @@
+"""Train one network on a :class:`~nas.data.TaskData` — the only place in ``nas`` that runs optimisers.
+
+Used at low fidelity by the search (a few epochs, a fraction of the data) and at full fidelity by the retraining
+stage (early stopping on validation accuracy, best weights restored).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas.data import TaskData
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``patience=None`` trains every epoch; otherwise stop after that many epochs without gain."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    optimizer: str = "sgd"
+    patience: int | None = None
+    data_fraction: float = 1.0
+    seed: int = 0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: per-epoch history, the best validation accuracy and the time spent."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    val_accuracy: float = 0.0
+    val_loss: float = float("inf")
+    train_seconds: float = 0.0
+    epochs_run: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)`` in eval mode."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    correct = 0
+    total_loss = 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            logits = model(xb)
+            total_loss += float(loss_fn(logits, yb))
+            correct += int((logits.argmax(1) == yb).sum())
+    n = max(len(x), 1)
+    return correct / n, total_loss / n
+
+
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """Softmax probabilities, ``(n, num_classes)``."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out.append(torch.softmax(model(x[start : start + batch_size]), dim=1))
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def train(
+    model: nn.Module,
+    data: TaskData,
+    config: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; with ``patience`` the best-validation weights are restored at the end."""
+    torch.manual_seed(config.seed)
+    task = data.subset(config.data_fraction, seed=config.seed)
+    x, y = task.tensors("train")
+    x_val, y_val = task.tensors("val")
+    if config.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+        )
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    result = TrainResult()
+    best_state = None
+    bad_epochs = 0
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        seen, running_loss, correct = 0, 0.0, 0
+        for i in range(0, len(x), config.batch_size):
+            idx = perm[i : i + config.batch_size]
+            if len(idx) < 2 and seen:  # a batch of one breaks batch-norm; drop the remainder
+                continue
+            xb, yb = x[idx], y[idx]
+            opt.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged at epoch {epoch} (loss={float(loss)}); lower the lr")
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            seen += len(idx)
+            running_loss += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+        sched.step()
+        val_acc, val_loss = evaluate(model, x_val, y_val)
+        row = {
+            "epoch": epoch,
+            "train_loss": running_loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": sched.get_last_lr()[0],
+        }
+        result.history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        result.epochs_run = epoch
+        if val_acc > result.val_accuracy or best_state is None:
+            result.val_accuracy, result.val_loss, result.best_epoch = val_acc, val_loss, epoch
+            bad_epochs = 0
+            if config.patience is not None:
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if config.patience is not None and bad_epochs >= config.patience:
+                result.stopped_early = True
+                break
+    if config.patience is None:
+        # Without early stopping the reported figure is the last epoch's (what the weights actually give).
+        result.val_accuracy = result.history[-1]["val_accuracy"]
+        result.val_loss = result.history[-1]["val_loss"]
+        result.best_epoch = result.epochs_run
+    elif best_state is not None:
+        model.load_state_dict(best_state)
+    result.train_seconds = time.perf_counter() - start
+    return result
+
+
+def measure_latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1, repeats: int = 30) -> float:
+    """Median single-call CPU inference latency in milliseconds (after a warm-up), for hardware-aware search."""
+    model.eval()
+    x = torch.zeros(batch_size, *input_shape)
+    times = []
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000.0)

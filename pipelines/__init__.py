@@ -1,0 +1,1 @@
+"""Prefect flows, data preparation, MLflow registry glue, configuration and the ``nasops`` CLI."""

@@ -1,0 +1,61 @@
+"""Entry point of ``nasops``: assembles the command modules into one typer app.
+
+Each module in :data:`COMMAND_MODULES` exposes ``register(app: typer.Typer) -> None``. User mistakes raise
+:class:`pipelines.errors.UserError`, which :func:`main` turns into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from pipelines.errors import UserError
+from pipelines.settings import apply_offline_defaults
+
+COMMAND_MODULES: list[str] = [
+    "pipelines.cli.refresh",
+]
+
+app = typer.Typer(
+    name="nasops",
+    help="Neural architecture search in scheduled model refreshes, proven on live traffic before it takes over.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _assemble() -> typer.Typer:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+    return app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    apply_offline_defaults()
+    _assemble()
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code or 0)
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors carry their exit code
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
