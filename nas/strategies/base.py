@@ -91,7 +91,8 @@ class Strategy(ABC):
         """Up to ``n`` candidates; the base class drops already-seen ones and fills up with random samples."""
 
     def observe(self, obs: Observation) -> None:
-        """Hook called after each :meth:`tell`."""
+        """Hook called after each :meth:`tell` (default: nothing beyond the shared history)."""
+        return None
 
     def key(self, arch: Architecture) -> str:
         return self.space.canonicalize(arch).string

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections import deque
 
-import numpy as np
-
 from nas.spaces.base import Architecture
 from nas.strategies.base import Observation, Strategy
 

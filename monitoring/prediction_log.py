@@ -1,0 +1,271 @@
+"""The prediction log: every row the gateway predicted, joined later to its true label (SQLAlchemy Core).
+
+SQLite file by default; a PostgreSQL URL works with the same code. The gateway appends through
+:class:`PredictionLogWriter` (a background thread that batches inserts, so a request never waits on a disk commit);
+``/feedback`` joins labels with :func:`apply_feedback`; the canary judge reads with :func:`read_predictions`.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(128), nullable=False, index=True),
+    sa.Column("row", sa.Integer, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("variant", sa.String(16), nullable=False),
+    sa.Column("shadow", sa.Boolean, nullable=False, default=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),
+    sa.Column("prediction", sa.Text, nullable=True),
+    sa.Column("probabilities", sa.Text, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("label", sa.Text, nullable=True),
+    sa.Column("correct", sa.Boolean, nullable=True),
+    sa.Column("label_ts", sa.Float, nullable=True),
+)
+
+ROW_STATUSES = ("ok", "error", "fallback", "timeout")
+
+
+def create_log_engine(url: str) -> Engine:
+    """An engine for ``url`` with the table created. SQLite gets WAL and a busy timeout so several gateway workers
+    (and a reader) can share one file."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - driver callback
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except sa.exc.OperationalError:
+        # Two workers racing to create the table: the loser finds it there.
+        time.sleep(0.2)
+        metadata.create_all(engine, checkfirst=True)
+    return engine
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, as stored in the text columns."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def prediction_rows(
+    *,
+    request_id: str,
+    variant: str,
+    model_version: str,
+    inputs: Sequence[Sequence[float]],
+    predictions_: Sequence[Any] | None,
+    probabilities: Sequence[Sequence[float]] | None,
+    latency_ms: float,
+    status: str,
+    shadow: bool = False,
+    ts: float | None = None,
+) -> list[dict]:
+    """One dict per batch row, ready for :meth:`PredictionLogWriter.append` (``None`` predictions: a failed call)."""
+    ts = time.time() if ts is None else ts
+    if hasattr(inputs, "tolist"):
+        inputs = inputs.tolist()
+    if probabilities is not None and hasattr(probabilities, "tolist"):
+        probabilities = probabilities.tolist()
+    rows = []
+    for i, x in enumerate(inputs):
+        rows.append(
+            {
+                "request_id": request_id,
+                "row": i,
+                "ts": ts,
+                "variant": variant,
+                "shadow": shadow,
+                "model_version": model_version,
+                "inputs": dumps(x),
+                "prediction": None if predictions_ is None else dumps(predictions_[i]),
+                "probabilities": None if probabilities is None else dumps([round(float(p), 6) for p in probabilities[i]]),
+                "latency_ms": float(latency_ms),
+                "status": status,
+            }
+        )
+    return rows
+
+
+class PredictionLogWriter:
+    """Appends rows from a background thread in batches; :meth:`flush` waits until everything queued is stored."""
+
+    def __init__(self, engine: Engine, *, batch_size: int = 256, interval_s: float = 0.05) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._pending = 0
+        self._lock = threading.Condition()
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        self._thread.start()
+
+    def append(self, rows: Iterable[dict]) -> None:
+        """Queue ready-made rows."""
+        rows = list(rows)
+        if rows:
+            self._put(rows)
+
+    def append_later(self, build: Callable[..., list[dict]], /, **kwargs: Any) -> None:
+        """Queue ``build(**kwargs)``, called on the writer thread (keeps JSON encoding off the request path)."""
+        self._put((build, kwargs))
+
+    def _put(self, item) -> None:
+        with self._lock:
+            self._pending += 1
+        self._queue.put(item)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until every appended row is committed (or ``timeout``); True when nothing is left pending."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._pending > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def close(self) -> None:
+        self.flush()
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() or not self._queue.empty():
+            try:
+                items = [self._queue.get(timeout=self.interval_s)]
+            except queue.Empty:
+                continue
+            while len(items) < self.batch_size:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                batch: list[dict] = []
+                for item in items:
+                    batch.extend(item if isinstance(item, list) else item[0](**item[1]))
+                with self.engine.begin() as conn:
+                    conn.execute(predictions.insert(), batch)
+            except Exception:  # keep serving: a lost log batch must never take the gateway down
+                self.errors += 1
+            with self._lock:
+                self._pending -= len(items)
+                self._lock.notify_all()
+
+
+def _same_label(prediction_json: str | None, label: Any) -> bool | None:
+    if prediction_json is None:
+        return None
+    predicted = json.loads(prediction_json)
+    return predicted == label or str(predicted) == str(label)
+
+
+@dataclass
+class FeedbackResult:
+    """What one ``/feedback`` call changed: labelled rows per (variant, correct) pair, newly labelled only."""
+
+    request_id: str
+    rows: int = 0
+    counts: dict[tuple[str, bool], int] = field(default_factory=dict)
+
+
+def find_request_rows(engine: Engine, request_id: str) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(
+                    predictions.c.id, predictions.c.row, predictions.c.variant, predictions.c.prediction,
+                    predictions.c.label,
+                ).where(predictions.c.request_id == request_id)
+            )
+        )
+
+
+def apply_feedback(engine: Engine, request_id: str, labels: Sequence[Any], *, ts: float | None = None) -> FeedbackResult:
+    """Join true ``labels`` (one per batch row) to every logged row of ``request_id`` (served and shadow).
+
+    Raises ``KeyError`` for an unknown request id and ``ValueError`` when the number of labels does not match the
+    batch. Only rows that had no label before are counted in the result (so resending feedback does not double
+    count the online accuracy).
+    """
+    ts = time.time() if ts is None else ts
+    rows = find_request_rows(engine, request_id)
+    if not rows:
+        raise KeyError(f"unknown request_id {request_id!r}: no logged prediction has it")
+    n_rows = max(r.row for r in rows) + 1
+    if len(labels) != n_rows:
+        raise ValueError(
+            f"request {request_id!r} had {n_rows} row(s) but {len(labels)} label(s) were sent; send one label per row"
+        )
+    result = FeedbackResult(request_id=request_id)
+    with engine.begin() as conn:
+        for r in rows:
+            label = labels[r.row]
+            correct = _same_label(r.prediction, label)
+            conn.execute(
+                predictions.update()
+                .where(predictions.c.id == r.id)
+                .values(label=dumps(label), correct=correct, label_ts=ts)
+            )
+            result.rows += 1
+            if r.label is None and correct is not None:
+                key = (r.variant, bool(correct))
+                result.counts[key] = result.counts.get(key, 0) + 1
+    return result
+
+
+def read_predictions(
+    engine: Engine,
+    since: float | None = None,
+    until: float | None = None,
+    variant: str | None = None,
+    *,
+    include_shadow: bool = True,
+):
+    """Logged rows as a pandas DataFrame (JSON columns decoded), optionally in ``[since, until)`` unix seconds and
+    for one variant. Columns: those of the ``predictions`` table."""
+    import pandas as pd
+
+    query = sa.select(predictions)
+    if since is not None:
+        query = query.where(predictions.c.ts >= since)
+    if until is not None:
+        query = query.where(predictions.c.ts < until)
+    if variant is not None:
+        query = query.where(predictions.c.variant == variant)
+    if not include_shadow:
+        query = query.where(predictions.c.shadow.is_(False))
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query.order_by(predictions.c.id)).mappings().all(),
+                             columns=[c.name for c in predictions.columns])
+    for column in ("inputs", "prediction", "probabilities", "label"):
+        frame[column] = frame[column].map(lambda v: None if v is None else json.loads(v))
+    return frame

@@ -1,0 +1,114 @@
+"""What every proxy shares: the scoring context, the worst score, which tensors count as weights, and modes.
+
+Conventions (documented in docs/proxies.md):
+
+- *Weights* are the parameters with two or more dimensions (conv kernels, linear and attention projections,
+  embeddings). Per-weight proxies (SNIP, GraSP, SynFlow, grad_norm, ...) sum over these, as Abdelfattah et al.
+  (2021) sum over conv/linear layers; biases and normalisation affines are left out.
+- *Proxy mode*: batch-norm uses batch statistics (train mode, as SNIP/GraSP/NASWOT/Zen score freshly initialised
+  networks) while dropout is off, so a score depends on the network and the seed only, not on dropout noise.
+- A network whose output does not depend on its input, or a proxy that comes out NaN/inf, gets
+  :data:`WORST_SCORE`, a finite number below every real score, so rankings put it last and nothing crashes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+WORST_SCORE: float = -1.0e300
+"""The score of a degenerate network (output independent of input) or a proxy that is not finite."""
+
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_NORM = (nn.modules.batchnorm._BatchNorm,)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Hardswish, nn.Mish, nn.PReLU, nn.SELU)
+FEATURE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """The inputs of one scoring call: an optional labelled batch, the input shape and the seed."""
+
+    batch: tuple[torch.Tensor, torch.Tensor] | None
+    input_shape: tuple[int, ...]
+    seed: int = 0
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A private generator, so a proxy's random inputs do not depend on what ran before it."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+
+    def gaussian(self, n: int, offset: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``n`` seeded standard-normal inputs of the network's input shape."""
+        return torch.randn((n, *self.input_shape), generator=self.generator(offset), dtype=torch.float64).to(dtype)
+
+    def require_batch(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch is None:
+            raise ValueError(f"proxy {name!r} needs data: pass --dataset / a batch")
+        return self.batch
+
+
+def weight_params(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters per-weight proxies sum over (see the module docstring)."""
+    return [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+
+
+def finite_or_worst(value: float | torch.Tensor) -> float:
+    """``value`` as a float, or :data:`WORST_SCORE` if it is NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else WORST_SCORE
+
+
+def proxy_mode(model: nn.Module) -> nn.Module:
+    """Batch-norm on batch statistics, dropout off (see the module docstring)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, _DROPOUT):
+            module.eval()
+    return model
+
+
+def forward_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``x`` in the dtype of the model's first floating parameter."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return x.to(p.dtype)
+    return x
+
+
+@contextmanager
+def hooks_removed_after() -> Iterator[list[torch.utils.hooks.RemovableHandle]]:
+    """Collect hook handles and remove every one on exit, even on error (memory stays flat over thousands)."""
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def output_ignores_input(model: nn.Module, ctx: ScoringContext, n: int = 4) -> bool:
+    """Whether the network's logits are the same for ``n`` different random inputs (e.g. a cell cut by ``none``).
+
+    Evaluated in eval mode (running statistics), so batch-norm cannot create a spurious dependence between
+    samples; a NaN/inf output also counts as degenerate.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(forward_input(ctx.gaussian(n, offset=7), model)).double()
+    finally:
+        model.train(was_training)
+    if not torch.isfinite(y).all():
+        return True
+    spread = (y - y.mean(0, keepdim=True)).abs().max()
+    return bool(spread <= 1e-6 * (y.abs().max() + 1e-12))
+
+
+def sequence_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(d) for d in shape)

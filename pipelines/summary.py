@@ -1,0 +1,142 @@
+"""Rich tables for the end of a refresh and for ``nasops status``: what was found, how it did, what was decided."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "—"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def mlflow_ui_hint(tracking_uri: str) -> str:
+    """How to look at the runs: the server's address, or the command that opens the embedded store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def refresh_table(result: dict[str, Any]) -> Table:
+    """One table: architecture, offline champion vs challenger, online per variant, drift, decision, where to look."""
+    table = Table(title=f"nasops refresh — {result['model_name']}", show_lines=False, title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("champion")
+    table.add_column("challenger")
+    champ = result.get("champion_before") or {}
+    chall = result.get("challenger") or {}
+    search = result.get("search") or {}
+    table.add_row("version", _fmt(champ.get("version")), _fmt(chall.get("version")))
+    table.add_row("architecture", _fmt(champ.get("arch")), _fmt(chall.get("arch")))
+    table.add_row("val accuracy (offline)", _fmt(champ.get("val_accuracy")), _fmt(chall.get("val_accuracy")))
+    table.add_row("test accuracy (offline)", _fmt(champ.get("test_accuracy")), _fmt(chall.get("test_accuracy")))
+    table.add_row("latency ms (offline, batch 1)", _fmt(champ.get("latency_ms"), 3), _fmt(chall.get("latency_ms"), 3))
+    canary = result.get("canary") or {}
+    online = canary.get("online") or {}
+    if online:
+        c, n = online.get("champion", {}), online.get("challenger", {})
+        table.add_row("requests (online)", _fmt(c.get("requests")), _fmt(n.get("requests")))
+        table.add_row("errors (online)", _fmt(c.get("errors")), _fmt(n.get("errors")))
+        table.add_row("accuracy (online, feedback)", _fmt(c.get("accuracy")), _fmt(n.get("accuracy")))
+        table.add_row("p99 latency ms (online)", _fmt(c.get("p99_ms"), 2), _fmt(n.get("p99_ms"), 2))
+    table.add_section()
+    table.add_row("search", f"{search.get('space', '?')}: pool {search.get('pool_size', '?')}, "
+                  f"{search.get('evaluations', '?')} low-fidelity trainings", f"{_fmt(search.get('seconds'), 1)} s")
+    drift = canary.get("drift") or {}
+    if drift:
+        table.add_row("drift (production vs training)",
+                      f"share {_fmt(drift.get('share'), 2)}, dataset drift: {drift.get('dataset_drift')}",
+                      f"prediction drift {_fmt(drift.get('prediction_drift'), 3)}")
+    if canary:
+        table.add_row("decision", f"[bold]{canary.get('decision', '?')}[/bold] ({canary.get('verdict', '?')}, "
+                      f"score {_fmt(canary.get('score'), 1)})", _fmt(canary.get("reason")))
+        table.add_row("champion now", f"version {canary.get('champion_version', '?')}", "")
+        table.add_row("report", _fmt(canary.get("report_uri")), "")
+    else:
+        table.add_row("decision", "canary skipped: challenger registered, aliases unchanged", "")
+    table.add_row("MLflow", mlflow_ui_hint(result.get("tracking_uri", "")), f"run {result.get('refresh_run_id')}")
+    table.add_row("time", f"{_fmt(result.get('seconds'), 1)} s", "")
+    return table
+
+
+def status_table(model_name: str, versions: list[dict[str, Any]]) -> Table:
+    """Registered versions with aliases, role, architecture, offline accuracy and the canary decision."""
+    table = Table(title=f"{model_name}: registered versions", title_justify="left")
+    for col in ("version", "aliases", "role", "architecture", "test acc", "decision", "decided at"):
+        table.add_column(col)
+    for row in versions:
+        tags = row["tags"]
+        arch = tags.get("arch", "")
+        table.add_row(
+            row["version"],
+            ", ".join(row["aliases"]) or "",
+            tags.get("role", ""),
+            arch if len(arch) <= 60 else arch[:57] + "…",
+            _fmt(_float(tags.get("test_accuracy"))),
+            tags.get("decision", "rejected" if row.get("rejected") else ""),
+            tags.get("decision_time", ""),
+        )
+    return table
+
+
+def history_table(model_name: str, versions: list[dict[str, Any]]) -> Table:
+    """Every canary decision, oldest first, with its verdict and reason."""
+    table = Table(title=f"{model_name}: decision history", title_justify="left")
+    for col in ("decided at", "version", "decision", "verdict", "score", "reason"):
+        table.add_column(col)
+    for row in decisions(versions):
+        table.add_row(row["decision_time"], row["version"], row["decision"], row["verdict"],
+                      _fmt(_float(row["score"]), 1), row["reason"])
+    return table
+
+
+def decisions(versions: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The decision tags of every decided version, oldest first."""
+    rows = []
+    for row in versions:
+        tags = row["tags"]
+        if "decision" not in tags:
+            continue
+        rows.append({
+            "version": row["version"],
+            "decision": tags["decision"],
+            "verdict": tags.get("verdict", ""),
+            "score": tags.get("verdict_score", ""),
+            "reason": tags.get("decision_reason", ""),
+            "decision_time": tags.get("decision_time", ""),
+        })
+    rows.sort(key=lambda r: r["decision_time"])
+    return rows
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def print_json(data: Any, console: Console | None = None) -> None:
+    """One line of JSON on stdout (machine-readable output of ``--json``)."""
+    text = json.dumps(data, default=_json_default)
+    (console or Console()).out(text, highlight=False, soft_wrap=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

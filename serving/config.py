@@ -1,0 +1,77 @@
+"""Gateway configuration (pydantic settings, env prefix ``NASOPS_GATEWAY_``).
+
+The defaults follow the rest of nasops without importing it (serving never imports pipelines): the MLflow store is
+``MLFLOW_TRACKING_URI`` or the SQLite file under ``$NASOPS_HOME`` (default ``./.nasops``), and so is the prediction
+log.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _home() -> Path:
+    path = Path(os.environ.get("NASOPS_HOME", ".nasops")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_home() / 'mlflow.db'}"
+
+
+def _default_log_url() -> str:
+    return os.environ.get("NASOPS_PREDICTION_LOG_URL") or f"sqlite:///{_home() / 'predictions.db'}"
+
+
+def _default_model_name() -> str:
+    return os.environ.get("NASOPS_MODEL_NAME", "nasops-classifier")
+
+
+Mode = Literal["split", "shadow"]
+
+
+class GatewaySettings(BaseSettings):
+    """Everything one gateway needs; every field can be set as ``NASOPS_GATEWAY_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="NASOPS_GATEWAY_", extra="ignore")
+
+    tracking_uri: str = Field(default_factory=_default_tracking_uri, description="MLflow tracking/registry URI")
+    model_name: str = Field(default_factory=_default_model_name, description="registered model name")
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+    challenger_weight: float = Field(default=0.1, ge=0.0, le=1.0, description="share of traffic for the challenger")
+    mode: Mode = Field(default="split", description="split: weighted routing; shadow: challenger gets a mirror copy")
+    sticky_header: str = Field(default="X-Request-Key", description="header whose value pins a caller to a variant")
+    challenger_timeout_s: float = Field(default=0.25, gt=0, description="slower challenger answers fall back")
+    admin_token: str | None = Field(default=None, description="bearer token of the admin API (None: admin off)")
+    prediction_log_url: str = Field(default_factory=_default_log_url, description="SQLAlchemy URL of the log")
+    max_batch: int = Field(default=1024, ge=1, description="most rows in one /predict request")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    poll_interval_s: float = Field(default=10.0, ge=0, description="alias poll period (0: poll off)")
+    control_file: str | None = Field(
+        default=None, description="JSON file shared by worker processes for admin changes (set by the launcher)"
+    )
+    torch_threads: int = Field(default=1, ge=1, description="intra-op threads per model call")
+    shadow_max_in_flight: int = Field(default=8, ge=1, description="mirrored calls beyond this are dropped")
+    feedback_wait_s: float = Field(default=2.0, ge=0, description="how long /feedback waits for a row to be logged")
+
+    @field_validator("sticky_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"sticky_header must be an HTTP header name without spaces, got {value!r}")
+        return value
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``NASOPS_GATEWAY_*`` variables (how a launcher hands them to worker processes)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[f"NASOPS_GATEWAY_{name.upper()}"] = str(value)
+        return env

@@ -1,0 +1,339 @@
+"""The gateway's core, free of HTTP: route a validated batch to a variant, fall back, mirror, log, count.
+
+Guarantees: a challenger that raises, stalls past ``challenger_timeout_s`` or returns garbage never reaches the
+caller (the champion answers, the failure is counted and logged); shadow calls run after the response is ready and
+are bounded; alias changes swap whole :class:`~serving.models.LoadedModel` objects, so requests in flight finish on
+the model they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+
+from monitoring.metrics import GatewayMetrics
+from monitoring.prediction_log import PredictionLogWriter, apply_feedback, create_log_engine, prediction_rows
+from serving.config import GatewaySettings
+from serving.control import ControlFile, ControlState
+from serving.models import InvalidModelOutput, LoadedModel, load_version, resolve_alias
+from serving.routing import CHALLENGER, CHAMPION, choose_variant
+
+log = logging.getLogger("nasops.gateway")
+
+
+class NotReady(RuntimeError):
+    """No champion is loaded: the gateway cannot answer (503, a server-side condition)."""
+
+
+class ChampionFailed(RuntimeError):
+    """The champion itself failed: nothing to fall back to (500, counted)."""
+
+
+@dataclass
+class Answer:
+    request_id: str
+    variant: str
+    model_version: str
+    predictions: list
+    probabilities: np.ndarray
+
+    def to_json(self) -> dict:
+        return {
+            "request_id": self.request_id,
+            "variant": self.variant,
+            "model_version": self.model_version,
+            "predictions": self.predictions,
+            "probabilities": np.round(self.probabilities, 6).tolist(),
+        }
+
+
+class Gateway:
+    """Champion and challenger by alias, routing state, metrics and the prediction log of one worker process."""
+
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics.create()
+        self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        self.models: dict[str, LoadedModel | None] = {CHAMPION: None, CHALLENGER: None}
+        self.alias_absent: dict[str, bool] = {CHAMPION: True, CHALLENGER: True}
+        self.load_errors: dict[str, str] = {}
+        self.control = ControlFile(settings.control_file, ControlState(settings.challenger_weight, settings.mode))
+        self._seen_generation = self.control.state.reload_generation
+        self._pools = {
+            CHAMPION: ThreadPoolExecutor(max_workers=2, thread_name_prefix="champion"),
+            CHALLENGER: ThreadPoolExecutor(max_workers=4, thread_name_prefix="challenger"),
+        }
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._shadow_tasks: set[asyncio.Task] = set()
+        self.log_engine = create_log_engine(settings.prediction_log_url)
+        self.log_writer = PredictionLogWriter(self.log_engine)
+        self.metrics.challenger_weight.set(self.effective_weight())
+
+    # -- life cycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load both aliases (failures are recorded, not raised: /readyz tells) and start the alias poller."""
+        torch.set_num_threads(self.settings.torch_threads)
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        mlflow.set_registry_uri(self.settings.tracking_uri)
+        self.reload()
+        if self.settings.poll_interval_s > 0:
+            self._poller = threading.Thread(target=self._poll_loop, name="alias-poller", daemon=True)
+            self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.log_writer.close()
+        self.log_engine.dispose()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self.settings.poll_interval_s):
+            try:
+                self.reload()
+            except Exception:  # the registry may be briefly unreachable: keep serving what is loaded
+                log.exception("alias poll failed")
+
+    # -- models ------------------------------------------------------------------------------------------
+    def reload(self) -> dict[str, str | None]:
+        """Follow the aliases: load any version that changed and swap it in; returns alias -> version now served.
+
+        A failed load keeps the old model serving (recorded in ``load_errors``). A removed challenger alias stops
+        challenger traffic; a removed champion alias keeps the last champion serving (never drop all traffic).
+        """
+        with self._reload_lock:
+            for alias_key, alias in ((CHAMPION, self.settings.champion_alias),
+                                     (CHALLENGER, self.settings.challenger_alias)):
+                try:
+                    version = resolve_alias(self.client, self.settings.model_name, alias)
+                except Exception as exc:
+                    self.load_errors[alias_key] = f"cannot resolve alias {alias!r}: {exc}"
+                    continue
+                current = self.models[alias_key]
+                self.alias_absent[alias_key] = version is None
+                if version is None:
+                    if alias_key == CHALLENGER and current is not None:
+                        self._swap(alias_key, None)
+                    continue
+                if current is not None and current.version == version:
+                    continue
+                try:
+                    loaded = load_version(self.client, self.settings.model_name, alias_key, version)
+                except Exception as exc:
+                    self.load_errors[alias_key] = f"version {version}: {type(exc).__name__}: {exc}"
+                    log.warning("loading %s version %s failed: %s", alias, version, exc)
+                    continue
+                self.load_errors.pop(alias_key, None)
+                self._swap(alias_key, loaded)
+            self.metrics.challenger_weight.set(self.effective_weight())
+            return self.versions()
+
+    def _swap(self, alias_key: str, loaded: LoadedModel | None) -> None:
+        old = self.models[alias_key]
+        if old is not None:
+            try:
+                self.metrics.model_info.remove(self.settings.model_name, alias_key, old.version)
+            except KeyError:
+                pass
+        self.models[alias_key] = loaded  # one reference assignment: requests in flight keep their model
+        if loaded is not None:
+            self.metrics.model_info.labels(self.settings.model_name, alias_key, loaded.version).set(1)
+            log.info("serving %s version %s", alias_key, loaded.version)
+
+    def versions(self) -> dict[str, str | None]:
+        return {k: (m.version if m else None) for k, m in self.models.items()}
+
+    def ready(self) -> tuple[bool, str]:
+        champion, challenger = self.models[CHAMPION], self.models[CHALLENGER]
+        if champion is None:
+            return False, self.load_errors.get(CHAMPION, f"alias {self.settings.champion_alias!r} not loaded")
+        if challenger is None and not self.alias_absent[CHALLENGER]:
+            return False, self.load_errors.get(CHALLENGER, f"alias {self.settings.challenger_alias!r} not loaded")
+        return True, "ok"
+
+    def contract(self) -> LoadedModel:
+        """The model whose signature requests are validated against (the champion's)."""
+        champion = self.models[CHAMPION]
+        if champion is None:
+            raise NotReady(self.ready()[1])
+        return champion
+
+    # -- routing state -----------------------------------------------------------------------------------
+    def routing(self) -> ControlState:
+        state = self.control.poll()
+        if state.reload_generation > self._seen_generation:
+            self._seen_generation = state.reload_generation
+            threading.Thread(target=self._safe_reload, name="admin-reload", daemon=True).start()
+        return state
+
+    def _safe_reload(self) -> None:
+        try:
+            self.reload()
+        except Exception:
+            log.exception("reload failed")
+
+    def effective_weight(self) -> float:
+        state = self.control.state
+        return 0.0 if state.mode == "shadow" else state.weight
+
+    def set_weight(self, weight: float) -> ControlState:
+        s = self.control.state
+        self.control.write(ControlState(weight, s.mode, s.reload_generation))
+        self.metrics.challenger_weight.set(self.effective_weight())
+        return self.control.state
+
+    def set_mode(self, mode: str) -> ControlState:
+        s = self.control.state
+        self.control.write(ControlState(s.weight, mode, s.reload_generation))
+        self.metrics.challenger_weight.set(self.effective_weight())
+        return self.control.state
+
+    def request_reload(self) -> dict[str, str | None]:
+        """Reload here now and tell the other workers (through the control file) to do the same."""
+        s = self.control.state
+        self._seen_generation = s.reload_generation + 1
+        self.control.write(ControlState(s.weight, s.mode, s.reload_generation + 1))
+        return self.reload()
+
+    def state(self) -> dict:
+        s = self.routing()
+        ready, why = self.ready()
+        return {
+            "model_name": self.settings.model_name,
+            "mode": s.mode,
+            "weight": s.weight,
+            "ready": ready,
+            "ready_detail": why,
+            "models": {k: (m.describe() if m else None) for k, m in self.models.items()},
+            "aliases": {CHAMPION: self.settings.champion_alias, CHALLENGER: self.settings.challenger_alias},
+            "load_errors": dict(self.load_errors),
+            "shadow_in_flight": len(self._shadow_tasks),
+            "prediction_log_errors": self.log_writer.errors,
+        }
+
+    # -- prediction --------------------------------------------------------------------------------------
+    async def _call(self, model: LoadedModel, x: np.ndarray, timeout: float | None) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pools[model.alias], model.predict_proba, x)
+        if timeout is None:
+            return await future
+        return await asyncio.wait_for(future, timeout)
+
+    def _record(self, model: LoadedModel, variant: str, status: str, request_id: str, x: np.ndarray,
+                probs: np.ndarray | None, labels: list | None, seconds: float, shadow: bool = False) -> None:
+        m = self.metrics
+        m.requests.labels(self.settings.model_name, variant, model.version, status).inc()
+        m.duration.labels(variant).observe(seconds)
+        if labels is not None:
+            for label, count in collections.Counter(labels).items():
+                m.predictions.labels(variant, str(label)).inc(count)
+        row_status = "fallback" if status == "fallback" else status
+        self.log_writer.append_later(
+            prediction_rows, request_id=request_id, variant=variant, model_version=model.version, inputs=x,
+            predictions_=labels, probabilities=probs, latency_ms=seconds * 1000.0, status=row_status, shadow=shadow,
+            ts=time.time(),
+        )
+
+    async def predict(self, x: np.ndarray, request_id: str | None, key: str | None) -> Answer:
+        """Answer one batch as a unit (one variant for all its rows)."""
+        state = self.routing()
+        champion, challenger = self.models[CHAMPION], self.models[CHALLENGER]
+        if champion is None:
+            raise NotReady(self.ready()[1])
+        request_id = request_id or uuid.uuid4().hex
+        weight = state.weight if (challenger is not None and state.mode == "split") else 0.0
+        variant = choose_variant(weight, key)
+        champion_status = "ok"
+        if variant == CHALLENGER:
+            t0 = time.perf_counter()
+            failure = None
+            try:
+                probs = await self._call(challenger, x, self.settings.challenger_timeout_s)
+                labels = challenger.labels(probs)
+            except TimeoutError:
+                failure = "timeout"
+            except InvalidModelOutput:
+                failure = "invalid_output"
+            except Exception:
+                failure = "error"
+            seconds = time.perf_counter() - t0
+            if failure is None:
+                self._record(challenger, CHALLENGER, "ok", request_id, x, probs, labels, seconds)
+                return Answer(request_id, CHALLENGER, challenger.version, labels, probs)
+            status = "timeout" if failure == "timeout" else "error"
+            self._record(challenger, CHALLENGER, status, request_id, x, None, None, seconds)
+            self.metrics.fallback.labels(failure).inc()
+            champion_status = "fallback"
+        t0 = time.perf_counter()
+        try:
+            probs = await self._call(champion, x, None)
+            labels = champion.labels(probs)
+        except Exception as exc:
+            self._record(champion, CHAMPION, "error", request_id, x, None, None, time.perf_counter() - t0)
+            raise ChampionFailed(f"champion version {champion.version} failed: {type(exc).__name__}: {exc}") from exc
+        self._record(champion, CHAMPION, champion_status, request_id, x, probs, labels, time.perf_counter() - t0)
+        if state.mode == "shadow" and challenger is not None:
+            self._mirror(challenger, x, request_id)
+        return Answer(request_id, CHAMPION, champion.version, labels, probs)
+
+    def _mirror(self, challenger: LoadedModel, x: np.ndarray, request_id: str) -> None:
+        if len(self._shadow_tasks) >= self.settings.shadow_max_in_flight:
+            self.metrics.shadow.labels("dropped").inc()
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(challenger, x, request_id))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, challenger: LoadedModel, x: np.ndarray, request_id: str) -> None:
+        t0 = time.perf_counter()
+        probs = labels = None
+        try:
+            probs = await self._call(challenger, x, self.settings.challenger_timeout_s)
+            labels = challenger.labels(probs)
+            status = "ok"
+        except TimeoutError:
+            status = "timeout"
+        except InvalidModelOutput:
+            status = "invalid_output"
+        except Exception:
+            status = "error"
+        self.metrics.shadow.labels(status).inc()
+        row_status = status if status in ("ok", "timeout") else "error"
+        self._record(challenger, CHALLENGER, row_status, request_id, x, probs, labels, time.perf_counter() - t0,
+                     shadow=True)
+
+    # -- feedback ----------------------------------------------------------------------------------------
+    def feedback(self, request_id: str, labels: list) -> int:
+        """Join labels to the logged rows of ``request_id`` (waiting briefly for rows still being written).
+
+        Raises KeyError (unknown id) or ValueError (label count). Returns how many rows were labelled.
+        """
+        self.log_writer.flush(timeout=self.settings.feedback_wait_s)
+        deadline = time.monotonic() + self.settings.feedback_wait_s
+        while True:
+            try:
+                result = apply_feedback(self.log_engine, request_id, labels)
+                break
+            except KeyError:
+                # Another worker may have answered this request and not flushed its log yet.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+        for (variant, correct), count in result.counts.items():
+            self.metrics.feedback.labels(variant, "true" if correct else "false").inc(count)
+        return result.rows

@@ -1,0 +1,97 @@
+"""The HTTP contract as pydantic models: what FastAPI validates and what the OpenAPI schema publishes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
+
+Number = StrictFloat | StrictInt
+Row = list[Number]
+Label = StrictInt | StrictStr | StrictFloat
+RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+class DataFrameSplit(BaseModel):
+    """MLflow's ``dataframe_split`` form: column names (the model's feature names) and rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    columns: list[StrictStr] = Field(description="feature names, each exactly once (any order)")
+    data: list[Row] = Field(description="rows of numbers in the order of `columns`")
+    index: list | None = Field(default=None, description="ignored (accepted for MLflow compatibility)")
+
+
+class PredictRequest(BaseModel):
+    """One batch of rows of flat float features; exactly one of `inputs`, `instances`, `dataframe_split`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"inputs": [[0.0, 0.5, 1.0]], "request_id": "order-42"}]},
+    )
+    inputs: list[Row] | None = Field(default=None, description="rows (n, F) of finite numbers")
+    instances: list[Row] | None = Field(default=None, description="same as `inputs` (MLflow/TF-serving spelling)")
+    dataframe_split: DataFrameSplit | None = None
+    request_id: RequestId | None = Field(default=None, description="your id for /feedback (one is generated if absent)")
+
+    @model_validator(mode="after")
+    def _exactly_one_form(self) -> PredictRequest:
+        given = [n for n in ("inputs", "instances", "dataframe_split") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "send exactly one of 'inputs', 'instances' or 'dataframe_split' "
+                f"(got {', '.join(given) if given else 'none'})"
+            )
+        return self
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    variant: Literal["champion", "challenger"] = Field(description="which model answered")
+    model_version: str = Field(description="registered model version that answered")
+    predictions: list[Label] = Field(description="predicted class label per row (from the nasops.classes tag)")
+    probabilities: list[list[float]] = Field(description="class probabilities per row, in the order of the classes")
+
+
+class FeedbackItem(BaseModel):
+    """True labels for a logged request: `labels` (one per row) or `label` (a one-row request)."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: RequestId
+    labels: list[Label] | None = None
+    label: Label | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FeedbackItem:
+        if (self.labels is None) == (self.label is None):
+            raise ValueError("send exactly one of 'labels' (a list, one per row) or 'label' (one row)")
+        return self
+
+    def all_labels(self) -> list:
+        return list(self.labels) if self.labels is not None else [self.label]
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(description="requests whose labels were joined")
+    rows: int = Field(description="logged rows (served and shadow) that received a label")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what was wrong")
+    detail: str = Field(description="what was expected instead")
+
+
+class WeightRequest(BaseModel):
+    weight: float = Field(ge=0.0, le=1.0, description="challenger share of traffic in split mode")
+
+
+class ModeRequest(BaseModel):
+    mode: Literal["split", "shadow"]
+
+
+class DriftRequest(BaseModel):
+    variant: Literal["champion", "challenger", "all"] = "all"
+    share: float = Field(ge=0.0, le=1.0, description="share of drifted features (0-1)")
+
+
+class HealthResponse(BaseModel):
+    status: str

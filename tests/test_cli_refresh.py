@@ -1,0 +1,86 @@
+"""The ``nasops`` entry point as a user runs it: bad input gets one line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
+
+
+def run_cli(*args: str, home: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NASOPS_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([*NASOPS, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def bad_csv(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
+    frame.loc[3, "b"] = np.nan
+    frame["y"] = np.arange(40) % 2
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_refresh_rejects_bad_data_before_any_work(tmp_path, bad_csv):
+    proc = run_cli("refresh", "--data", str(bad_csv), "--target", "y", home=tmp_path / "h")
+    _assert_user_error(proc, "NaN or infinite", "b (1)", "Impute or drop")
+    proc = run_cli("refresh", "--data", str(bad_csv), home=tmp_path / "h")
+    _assert_user_error(proc, "--target COLUMN", "a, b, c, y")
+    proc = run_cli("refresh", "--data", str(tmp_path / "none.parquet"), "--target", "y", home=tmp_path / "h")
+    _assert_user_error(proc, "does not exist")
+    assert not (tmp_path / "h" / "mlflow.db").exists()  # nothing was started, nothing half-written
+
+
+def test_refresh_rejects_bad_options(tmp_path):
+    proc = run_cli("refresh", "--budget", "0", home=tmp_path / "h")
+    _assert_user_error(proc, "invalid search options", "budget")
+    proc = run_cli("refresh", "--epochs", "0", home=tmp_path / "h")
+    _assert_user_error(proc, "invalid refresh configuration", "retrain.epochs")
+    config = tmp_path / "c.yaml"
+    config.write_text("search:\n  no_such_option: 1\n")
+    proc = run_cli("refresh", "--config", str(config), home=tmp_path / "h")
+    _assert_user_error(proc, "no_such_option")
+
+
+def test_schedule_validates_cron_and_builds_the_deployment(tmp_path):
+    proc = run_cli("schedule", "--cron", "0 3 * *", home=tmp_path / "h")
+    _assert_user_error(proc, "not a valid cron expression")
+    proc = run_cli("schedule", "--cron", "0 3 * * 0", "--check", home=tmp_path / "h")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["cron"] == "0 3 * * 0" and info["deployment"] == "model_refresh/nasops-refresh"
+    assert info["parameters"]["config"]["data"] == "digits"
+
+
+def test_status_on_an_empty_store_says_what_to_do(tmp_path):
+    proc = run_cli("status", home=tmp_path / "h")
+    assert proc.returncode == 0, proc.stderr
+    assert "run `nasops refresh` first" in proc.stdout
+    proc = run_cli("status", "--json", home=tmp_path / "h")
+    assert json.loads(proc.stdout)["versions"] == []
+
+
+def test_dead_tracking_server_is_a_clear_error(tmp_path):
+    env_home = tmp_path / "h"
+    env = {**os.environ, "NASOPS_HOME": str(env_home), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    proc = subprocess.run([*NASOPS, "status"], capture_output=True, text=True, timeout=120, env=env)
+    _assert_user_error(proc, "cannot reach the MLflow tracking store", "127.0.0.1:9")

@@ -1,0 +1,90 @@
+"""The whole refresh on digits, small budget, against real MLflow, real Prefect and the real gateway over HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def refresh_result(nasops_home, prefect_server):
+    from pipelines.refresh import RefreshConfig, model_refresh
+
+    config = RefreshConfig(
+        data="digits",
+        seed=0,
+        search={"pool_size": 200, "budget": 4, "top_k": 1},
+        retrain={"epochs": 12, "patience": 4},
+    )
+    return model_refresh(config)
+
+
+def test_refresh_end_to_end(refresh_result, nasops_home):
+    from pipelines import registry
+    from pipelines.settings import Settings
+
+    result = json.loads(json.dumps(refresh_result))  # plain, serialisable values only
+    settings = Settings()
+    assert result["tracking_uri"] == settings.tracking_uri
+    assert (nasops_home / "mlflow.db").exists()
+    client = registry.client_for_active()
+    name = result["model_name"]
+
+    # stage 1 + 2: data fingerprint and a real search over a real space
+    fp = result["data"]["fingerprint"]
+    assert len(fp) == 16
+    search = result["search"]
+    assert search["space"] == "nb201" and search["evaluations"] >= 1 and search["pool_size"] >= 100
+    assert search["candidates"][0]["proxy_scores"]
+
+    # stage 3: baseline champion (first run) and a NAS challenger with lineage tags
+    assert result["baseline"]["version"] == "1"
+    chall_version = result["challenger"]["version"]
+    mv = client.get_model_version(name, chall_version)
+    tags = registry.version_tags(mv)
+    for key in ("dataset_fingerprint", "code_version", "search_run_id", "arch", "proxy_scores", "seed",
+                "classes", "features", "role", "training_run_id"):
+        assert tags.get(key), f"missing lineage tag nasops.{key}"
+    assert tags["dataset_fingerprint"] == fp
+    assert tags["arch"] == search["candidates"][0]["arch"] or tags["arch"] in [c["arch"] for c in search["candidates"]]
+    assert tags["role"] == "nas"
+    assert json.loads(tags["proxy_scores"])
+    run = client.get_run(tags["training_run_id"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/learning_curves.png", "evaluation/confusion_matrix.png"} <= artifacts
+    assert any(m.key == "val_accuracy" for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+    model_info = mlflow.models.get_model_info(f"models:/{name}/{chall_version}")
+    assert model_info.signature is not None and model_info.saved_input_example_info is not None
+
+    # stage 4: both variants served traffic, a decision was taken, recorded, and the aliases agree with it
+    canary = result["canary"]
+    assert canary["decision"] in ("promoted", "rolled_back")
+    assert canary["online"]["champion"]["requests"] > 0
+    assert canary["online"]["challenger"]["requests"] > 0
+    decided = registry.version_tags(client.get_model_version(name, chall_version))
+    assert decided["decision"] == canary["decision"] and decided["decision_reason"]
+    champion = registry.alias_version(client, name, registry.CHAMPION)
+    if canary["decision"] == "promoted":
+        assert str(champion.version) == chall_version
+        assert str(registry.alias_version(client, name, registry.PREVIOUS_CHAMPION).version) == "1"
+    else:
+        assert str(champion.version) == "1"
+        assert client.get_model_version(name, chall_version).tags.get("rejected")
+    assert "drift" in canary and 0.0 <= canary["drift"]["share"] <= 1.0
+    canary_artifacts = [a.path for a in client.list_artifacts(canary["canary_run_id"])]
+    assert any(p.endswith(".html") for p in _walk(client, canary["canary_run_id"], canary_artifacts))
+
+
+def _walk(client, run_id, paths):
+    out = []
+    for path in paths:
+        children = client.list_artifacts(run_id, path)
+        if children and not (len(children) == 1 and children[0].path == path):
+            out.extend(_walk(client, run_id, [c.path for c in children]))
+        else:
+            out.append(path)
+    return out
