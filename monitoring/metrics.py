@@ -35,7 +35,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 def multiprocess_dir() -> str | None:
     """The prometheus_client multiprocess directory, if this process runs in multiprocess mode."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 @dataclass
@@ -83,7 +83,8 @@ class GatewayMetrics:
                 registry=reg,
             ),
             fallback=Counter(
-                FALLBACK_TOTAL, "Challenger answers replaced by the champion's, by reason (error, timeout, invalid_output).",
+                FALLBACK_TOTAL,
+                "Challenger answers replaced by the champion's, by reason (error, timeout, invalid_output).",
                 ["reason"], registry=reg,
             ),
             shadow=Counter(

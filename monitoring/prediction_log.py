@@ -103,7 +103,7 @@ def prediction_rows(
                 "model_version": model_version,
                 "inputs": dumps(x),
                 "prediction": None if predictions_ is None else dumps(predictions_[i]),
-                "probabilities": None if probabilities is None else dumps([round(float(p), 6) for p in probabilities[i]]),
+                "probabilities": None if probabilities is None else dumps([round(p, 6) for p in probabilities[i]]),
                 "latency_ms": float(latency_ms),
                 "status": status,
             }
@@ -209,7 +209,9 @@ def find_request_rows(engine: Engine, request_id: str) -> list[sa.Row]:
         )
 
 
-def apply_feedback(engine: Engine, request_id: str, labels: Sequence[Any], *, ts: float | None = None) -> FeedbackResult:
+def apply_feedback(
+    engine: Engine, request_id: str, labels: Sequence[Any], *, ts: float | None = None
+) -> FeedbackResult:
     """Join true ``labels`` (one per batch row) to every logged row of ``request_id`` (served and shadow).
 
     Raises ``KeyError`` for an unknown request id and ``ValueError`` when the number of labels does not match the

@@ -86,7 +86,7 @@ class TaskData:
         if fraction == 1:
             return self
         rng = np.random.default_rng(seed)
-        n = max(self.num_classes, int(round(len(self.x_train) * fraction)))
+        n = max(self.num_classes, round(len(self.x_train) * fraction))
         idx = np.sort(rng.choice(len(self.x_train), size=min(n, len(self.x_train)), replace=False))
         return TaskData(
             self.x_train[idx], self.y_train[idx], self.x_val, self.y_val, self.input_shape, self.num_classes,
@@ -101,7 +101,11 @@ class TaskData:
         arrays = {k: v for s in SPLITS for k in (f"x_{s}", f"y_{s}") if (v := getattr(self, k)) is not None}
         meta = {"input_shape": list(self.input_shape), "num_classes": self.num_classes, **self.meta}
         np.savez_compressed(
-            path, meta=np.array(json.dumps(meta)), feature_mean=self.feature_mean, feature_std=self.feature_std, **arrays
+            path,
+            meta=np.array(json.dumps(meta)),
+            feature_mean=self.feature_mean,
+            feature_std=self.feature_std,
+            **arrays,
         )
         return path
 

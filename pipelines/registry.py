@@ -137,6 +137,6 @@ def list_versions(client: MlflowClient, model_name: str) -> list[dict[str, Any]]
 
 
 def client_for_active() -> MlflowClient:
-    """A client on whatever store ``mlflow.set_tracking_uri`` configured (see :func:`pipelines.tracking.configure_mlflow`)."""
+    """A client on the store ``mlflow.set_tracking_uri`` configured (see ``pipelines.tracking.configure_mlflow``)."""
     uri = mlflow.get_tracking_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 
@@ -126,10 +126,10 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def print_json(data: Any, console: Console | None = None) -> None:
-    """One line of JSON on stdout (machine-readable output of ``--json``)."""
-    text = json.dumps(data, default=_json_default)
-    (console or Console()).out(text, highlight=False, soft_wrap=True)
+def print_json(data: Any) -> None:
+    """One line of JSON on stdout (machine-readable output of ``--json``), never wrapped or coloured."""
+    sys.stdout.write(json.dumps(data, default=_json_default) + "\n")
+    sys.stdout.flush()
 
 
 def _json_default(value: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -146,10 +147,8 @@ class Gateway:
     def _swap(self, alias_key: str, loaded: LoadedModel | None) -> None:
         old = self.models[alias_key]
         if old is not None:
-            try:
+            with contextlib.suppress(KeyError):
                 self.metrics.model_info.remove(self.settings.model_name, alias_key, old.version)
-            except KeyError:
-                pass
         self.models[alias_key] = loaded  # one reference assignment: requests in flight keep their model
         if loaded is not None:
             self.metrics.model_info.labels(self.settings.model_name, alias_key, loaded.version).set(1)

@@ -6,6 +6,7 @@ already holds the old one finishes on it (nothing in flight is dropped).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -107,7 +108,8 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
     mv = client.get_model_version(name, version)
     tags = dict(mv.tags or {})
     module = mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
-    module.eval()
+    with contextlib.suppress(Exception):  # torch.export (pt2) modules refuse .eval(); MLflow set them up already
+        module.eval()
     n_features, n_out = _signature_width(name, version)
     feature_names = _json_tag(tags, "nasops.features")
     if n_features is None and feature_names:

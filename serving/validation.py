@@ -124,7 +124,8 @@ def to_matrix(req: PredictRequest, n_features: int, max_batch: int,
         bad = np.argwhere(~np.isfinite(x))[0]
         raise RequestRejected(422, "non_finite", f"row {bad[0]} feature {bad[1]} is {x[bad[0], bad[1]]}",
                               "finite numbers only (no NaN or Infinity)")
-    x32 = x.astype(np.float32)
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
     if not np.isfinite(x32).all():
         bad = np.argwhere(~np.isfinite(x32))[0]
         raise RequestRejected(422, "non_finite", f"row {bad[0]} feature {bad[1]} overflows float32",

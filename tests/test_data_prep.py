@@ -72,7 +72,7 @@ def test_csv_with_string_labels_keeps_original_classes(tmp_path):
         (lambda f: f.assign(b=[np.nan] + [0.0] * (len(f) - 1)), "label", "NaN or infinite"),
         (lambda f: f.assign(c=[np.inf] + [0.0] * (len(f) - 1)), "label", "NaN or infinite"),
         (lambda f: f.assign(label=["only"] * len(f)), "label", "at least 2 classes"),
-        (lambda f: f.assign(label=[None] + list(f["label"][1:])), "label", "have no label"),
+        (lambda f: f.assign(label=[None, *list(f["label"][1:])]), "label", "have no label"),
         (lambda f: f.assign(label=np.linspace(0, 1, len(f))), "label", "non-integer"),
         (lambda f: f.iloc[: 3 * (MIN_ROWS_PER_CLASS - 2)], "label", "too few rows per class"),
         (lambda f: f[["label"]], "label", "no feature columns"),
@@ -92,7 +92,7 @@ def test_unreadable_and_missing_files(tmp_path):
         prepare(DataSpec(str(tmp_path / "missing.csv"), target="y"), tmp_path)
     bad = tmp_path / "broken.parquet"
     bad.write_text("this is not parquet")
-    with pytest.raises(DataValidationError, match="could not read broken.parquet"):
+    with pytest.raises(DataValidationError, match=r"could not read broken\.parquet"):
         prepare(DataSpec(str(bad), target="y"), tmp_path)
     other = tmp_path / "table.xlsx"
     other.write_text("x")

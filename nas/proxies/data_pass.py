@@ -130,5 +130,5 @@ def run_data_pass(model: nn.Module, ctx: ScoringContext, names: set[str]) -> Dat
         (jac,) = torch.autograd.grad(logits.sum(), x, allow_unused=True)
         jac = torch.zeros_like(x) if jac is None else jac
         record.jacobian = jac.detach().double().reshape(n, -1)
-    del logits, outputs
+    del logits
     return record

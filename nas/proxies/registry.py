@@ -36,7 +36,7 @@ class ProxyInfo:
 def register_proxy(
     name: str, needs_data: bool, *, family: str | None = None, is_cost: bool = False
 ) -> Callable[[Callable[..., float]], Callable[..., float]]:
-    """Decorator registering ``compute`` under ``name``; ``family`` names a shared pass (see :func:`register_family`)."""
+    """Decorator registering ``compute`` under ``name``; ``family`` names a shared pass (:func:`register_family`)."""
 
     def deco(compute: Callable[..., float]) -> Callable[..., float]:
         if name in _PROXIES:

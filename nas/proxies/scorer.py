@@ -34,7 +34,10 @@ def _context(
 ) -> ScoringContext:
     hungry = [i.name for i in infos if i.needs_data]
     if hungry and batch is None:
-        raise ValueError(f"proxies {', '.join(hungry)} need data: pass --dataset / a batch")
+        raise ValueError(
+            f"proxy {hungry[0]!r} needs data: pass --dataset / a batch (data-dependent here: {', '.join(hungry)}; "
+            "data-free: params, flops, synflow, l2_norm, zen, meco)"
+        )
     if batch is not None:
         x, y = batch
         if len(x) != len(y) or len(x) < 2:

@@ -315,7 +315,7 @@ class NB201Space(SearchSpace):
         for edge in range(len(EDGES)):
             for op in OPS:
                 if op != ops[edge]:
-                    out.append(self.from_ops(ops[:edge] + (op,) + ops[edge + 1 :]))
+                    out.append(self.from_ops((*ops[:edge], op, *ops[edge + 1:])))
         return out
 
     def enumerate(self) -> Iterator[Architecture]:

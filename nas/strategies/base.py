@@ -69,7 +69,9 @@ class Strategy(ABC):
                     self._mark(arch)
                     out.append(arch)
         if len(out) < n:  # the subclass came up short: fill with unseen random samples
-            out.extend(self._random_unseen(n - len(out)))
+            for arch in self._random_unseen(n - len(out)):
+                self._mark(arch)
+                out.append(arch)
         return out
 
     def tell(self, arch: Architecture, result: Result) -> None:
@@ -113,13 +115,16 @@ class Strategy(ABC):
         return out
 
     def _random_unseen(self, n: int, attempts_per: int = 200) -> list[Architecture]:
+        """Up to ``n`` distinct uniform samples never proposed before (not marked: :meth:`ask` marks)."""
         out: list[Architecture] = []
+        keys: set[str] = set()
         for _ in range(n * attempts_per):
             if len(out) >= n:
                 break
             arch = self.space.sample(self.rng)
-            if not self.is_seen(arch):
-                self._mark(arch)
+            key = self.key(arch)
+            if key not in self._seen and key not in keys:
+                keys.add(key)
                 out.append(arch)
         return out
 

@@ -37,17 +37,15 @@ class RegularizedEvolution(Strategy):
             self.population.popleft()
 
     def propose(self, n: int) -> list[Architecture]:
+        if len(self.population) < self.population_size:
+            return self._random_unseen(n)  # the initial population is random
         out: list[Architecture] = []
+        members = list(self.population)
         for _ in range(n):
-            if len(self.population) < self.population_size:
-                out.extend(self._random_unseen(1))  # the initial population is random
-                continue
-            members = list(self.population)
             picks = self.rng.choice(len(members), size=self.tournament_size, replace=False)
             parent = max((members[i] for i in picks), key=lambda o: o.score)
             child = self._mutate_unseen(parent.arch)
-            if child is not None:
-                self._mark(child)
+            if child is not None and all(child.string != c.string for c in out):
                 out.append(child)
         return out
 
@@ -96,7 +94,6 @@ class LocalSearch(Strategy):
             if self.queue:
                 arch = self.queue.pop(0)
                 if not self.is_seen(arch):
-                    self._mark(arch)
                     out.append(arch)
             else:
                 self._move()

@@ -16,6 +16,9 @@ from pipelines.settings import apply_offline_defaults
 
 COMMAND_MODULES: list[str] = [
     "pipelines.cli.refresh",
+    "pipelines.cli.serve",
+    "pipelines.cli.search",
+    "pipelines.cli.proxies",
 ]
 
 app = typer.Typer(

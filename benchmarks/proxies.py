@@ -1,0 +1,221 @@
+"""How well do zero-cost proxies rank architectures, and how much does fusing their passes save?
+
+Reads a ground-truth table made by ``benchmarks/ground_truth/make_ground_truth.py`` (NB201 cells really trained on
+a bundled dataset), rebuilds every cell with the same reduced skeleton (C, N), dataset and seed the table records,
+scores it with every proxy (fused) on one seeded training batch, and prints:
+
+- Spearman ρ and Kendall τ of every proxy, of the named training-free ensembles and of calibrated ensembles
+  (weights fitted on a few architectures, evaluated on the others, repeated) against the trained accuracy;
+- throughput, measured side by side in this run on the same architectures: all proxies in one fused call vs one
+  call per proxy (architectures per second, and the ratio).
+
+    .venv/bin/python benchmarks/proxies.py --csv benchmarks/ground_truth/nb201_mnist5k.csv --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau, spearmanr
+
+from nas.datasets import bundled_task
+from nas.ensemble import ENSEMBLES, CalibratedEnsemble, ensemble_score, rank_aggregate
+from nas.proxies import WORST_SCORE, compute_scores, list_proxies
+from nas.spaces import get_space
+
+DEFAULT_CSV = Path(__file__).resolve().parent / "ground_truth" / "nb201_mnist5k.csv"
+
+
+def read_table(path: Path, target: str) -> tuple[list[dict[str, str]], dict[str, object]]:
+    """Rows of the ground-truth CSV and the settings (dataset, C, N, seed) every row shares."""
+    if not path.exists():
+        raise SystemExit(f"no ground-truth table at {path}; make one with benchmarks/ground_truth/make_ground_truth.py")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"{path} has no rows")
+    needed = {"arch", target, "dataset", "C", "N", "seed"}
+    missing = needed - set(rows[0])
+    if missing:
+        raise SystemExit(f"{path} lacks columns {sorted(missing)}; expected those written by make_ground_truth.py")
+    settings = {"dataset": rows[0]["dataset"], "C": int(rows[0]["C"]), "N": int(rows[0]["N"]),
+                "seed": int(rows[0]["seed"])}
+    for row in rows:
+        if (row["dataset"], int(row["C"]), int(row["N"]), int(row["seed"])) != tuple(settings.values()):
+            raise SystemExit(f"{path} mixes settings: {row['arch']} differs from {settings}")
+    return rows, settings
+
+
+def correlations(values: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    rho, tau = spearmanr(values, truth).statistic, kendalltau(values, truth).statistic
+    return {"spearman": float(rho), "kendall": float(tau)}
+
+
+def calibrated_cv(
+    scores: dict[str, np.ndarray], truth: np.ndarray, size: int, repeats: int, seed: int
+) -> dict[str, float]:
+    """Fit on ``size`` random architectures, measure ρ on all the others; mean and std over ``repeats`` draws."""
+    rng = np.random.default_rng(seed)
+    rhos, taus = [], []
+    weights_sum: dict[str, float] = dict.fromkeys(scores, 0.0)
+    for _ in range(repeats):
+        idx = rng.permutation(len(truth))
+        fit, held = idx[:size], idx[size:]
+        model = CalibratedEnsemble.fit({k: v[fit] for k, v in scores.items()}, truth[fit])
+        agg = model.score({k: v[held] for k, v in scores.items()})
+        c = correlations(agg, truth[held])
+        rhos.append(c["spearman"])
+        taus.append(c["kendall"])
+        for k, w in model.weights.items():
+            weights_sum[k] += w / repeats
+    return {"spearman": float(np.mean(rhos)), "spearman_std": float(np.std(rhos)), "kendall": float(np.mean(taus)),
+            "fit_size": size, "repeats": repeats,
+            "mean_weights": {k: round(v, 3) for k, v in weights_sum.items() if v > 0.005}}
+
+
+def throughput(factories: list, names: list[str], batch, input_shape, seed: int) -> dict[str, float]:
+    """Seconds for all proxies fused vs one call per proxy, alternating per architecture so load hits both alike."""
+    fused_s, single_s = 0.0, 0.0
+    per_proxy = dict.fromkeys(names, 0.0)
+    for factory in factories:
+        t0 = time.perf_counter()
+        fused = compute_scores(factory, names, batch=batch, input_shape=input_shape, seed=seed)
+        fused_s += time.perf_counter() - t0
+        for name in names:
+            t0 = time.perf_counter()
+            alone = compute_scores(factory, [name], batch=batch, input_shape=input_shape, seed=seed)[name]
+            dt = time.perf_counter() - t0
+            single_s += dt
+            per_proxy[name] += dt
+            if not np.isclose(alone, fused[name], rtol=1e-4, atol=1e-9):
+                raise AssertionError(f"{name}: fused {fused[name]} != alone {alone}")
+    n = len(factories)
+    return {"archs": n, "fused_archs_per_s": n / fused_s, "one_at_a_time_archs_per_s": n / single_s,
+            "speedup": single_s / fused_s,
+            "ms_per_arch_alone": {k: round(1000 * v / n, 1) for k, v in per_proxy.items()}}
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(result["correlations"].items(), key=lambda kv: kv[1]["spearman"])
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
+    names = [k for k, _ in rows]
+    rho = [v["spearman"] for _, v in rows]
+    colors = ["tab:orange" if k.startswith(("ensemble", "calibrated", "data_free", "fast")) else "tab:blue"
+              for k in names]
+    ax.barh(names, rho, color=colors)
+    ax.axvline(result["correlations"]["params"]["spearman"], color="grey", ls="--", lw=1, label="params")
+    ax.set_xlabel(f"Spearman ρ vs {result['target']} ({result['archs']} NB201 cells, {result['settings']['dataset']})")
+    ax.set_xlim(min(0.0, min(rho)), 1.0)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="ground-truth table (make_ground_truth.py)")
+    parser.add_argument("--target", default="val_accuracy", help="accuracy column to rank against")
+    parser.add_argument("--batch-size", type=int, default=64, help="labelled batch for data-dependent proxies")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N rows")
+    parser.add_argument("--throughput-archs", type=int, default=30, help="architectures timed fused vs one-at-a-time")
+    parser.add_argument("--calib-size", type=int, default=20, help="trained architectures a calibration may use")
+    parser.add_argument("--calib-repeats", type=int, default=30)
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    parser.add_argument("--plot", type=Path, default=None, help="bar chart of Spearman ρ per proxy (PNG)")
+    parser.add_argument("--scores-out", type=Path, default=None, help="write every architecture's scores (CSV)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    rows, settings = read_table(args.csv, args.target)
+    rows = rows[: args.limit] if args.limit else rows
+    space = get_space("nb201", C=settings["C"], N=settings["N"])
+    task = bundled_task(str(settings["dataset"]), seed=int(settings["seed"]))
+    batch = task.batch(args.batch_size, seed=int(settings["seed"]))
+    shape, seed = task.input_shape, int(settings["seed"])
+    names = list_proxies()
+    truth = np.array([float(r[args.target]) for r in rows])
+    archs = [space.from_string(r["arch"]) for r in rows]
+    factories = [(lambda a=a: a.build(task.num_classes, shape)) for a in archs]
+
+    table: dict[str, list[float]] = {n: [] for n in names}
+    t0 = time.perf_counter()
+    for i, factory in enumerate(factories, start=1):
+        for name, value in compute_scores(factory, names, batch=batch, input_shape=shape, seed=seed).items():
+            table[name].append(value)
+        if i % 50 == 0:
+            print(f"scored {i}/{len(factories)} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    score_seconds = time.perf_counter() - t0
+    scores = {n: np.array(v) for n, v in table.items()}
+    if args.scores_out:
+        with args.scores_out.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["arch", args.target, *names])
+            for i, row in enumerate(rows):
+                writer.writerow([row["arch"], row[args.target], *(repr(float(scores[n][i])) for n in names)])
+
+    corr = {n: correlations(scores[n], truth) for n in names}
+    other = "test_accuracy" if args.target != "test_accuracy" else "val_accuracy"
+    if other in rows[0]:
+        other_truth = np.array([float(r[other]) for r in rows])
+        corr_other = {n: correlations(scores[n], other_truth) for n in names}
+        corr_other["ensemble"] = correlations(ensemble_score("ensemble", scores), other_truth)
+        corr_other["target_vs_" + other] = correlations(truth, other_truth)
+    else:
+        corr_other = {}
+    for ens in ENSEMBLES:
+        corr[ens] = correlations(ensemble_score(ens, scores), truth)
+    corr["all_proxies"] = correlations(rank_aggregate({n: v for n, v in scores.items() if n != "flops"}), truth)
+    calibrated = {}
+    if len(truth) > args.calib_size + 10:
+        quality = {n: scores[n] for n in names if n != "flops"}
+        calibrated["calibrated_all"] = calibrated_cv(quality, truth, args.calib_size, args.calib_repeats, seed)
+        members = {n: scores[n] for n in ENSEMBLES["ensemble"]}
+        calibrated["calibrated_ensemble"] = calibrated_cv(members, truth, args.calib_size, args.calib_repeats, seed)
+        for key, value in calibrated.items():
+            corr[key] = {"spearman": value["spearman"], "kendall": value["kendall"]}
+
+    speed = throughput(factories[: args.throughput_archs], names, batch, shape, seed)
+    result = {
+        "csv": str(args.csv), "target": args.target, "archs": len(truth), "settings": settings,
+        "batch_size": args.batch_size, "degenerate_cells": int(sum(v <= WORST_SCORE for v in scores["synflow"])),
+        "correlations": corr, "calibrated": calibrated, "correlations_" + other: corr_other, "throughput": speed,
+        "scoring_seconds_all_rows": round(score_seconds, 1), "torch_threads": torch.get_num_threads(),
+    }
+
+    print(f"{len(truth)} NB201 cells (C={settings['C']}, N={settings['N']}) trained on {settings['dataset']}; "
+          f"target {args.target}; batch {args.batch_size}; {result['degenerate_cells']} degenerate cells")
+    print(f"{'proxy':<22}{'spearman':>10}{'kendall':>10}")
+    for name, c in sorted(corr.items(), key=lambda kv: -kv[1]["spearman"]):
+        print(f"{name:<22}{c['spearman']:>10.3f}{c['kendall']:>10.3f}")
+    if corr_other:
+        print(f"noise ceiling: {args.target} vs {other} of the same trained nets: "
+              f"ρ={corr_other['target_vs_' + other]['spearman']:.3f}; vs {other}: ensemble "
+              f"ρ={corr_other['ensemble']['spearman']:.3f}, params ρ={corr_other['params']['spearman']:.3f}")
+    for key, value in calibrated.items():
+        print(f"{key}: fit on {value['fit_size']} archs, ρ on the rest = {value['spearman']:.3f} ± "
+              f"{value['spearman_std']:.3f} over {value['repeats']} draws; mean weights {value['mean_weights']}")
+    print(f"throughput on {speed['archs']} archs, all {len(names)} proxies: fused {speed['fused_archs_per_s']:.2f} "
+          f"archs/s vs one at a time {speed['one_at_a_time_archs_per_s']:.2f} archs/s -> {speed['speedup']:.2f}x")
+    print(f"ms per arch, each proxy alone: {speed['ms_per_arch_alone']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot(result, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

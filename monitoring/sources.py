@@ -1,0 +1,201 @@
+"""Where the judge's samples come from: the prediction log (one sample per request or row) or Prometheus (one
+sample per interval from a PromQL range query). Both return, per metric, ``(champion samples, challenger samples)``
+for a time window ``[since, until)`` in unix seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import jensenshannon
+from sqlalchemy.engine import Engine
+
+from monitoring.canary_config import MetricConfig
+from monitoring.prediction_log import create_log_engine, read_predictions
+
+VARIANTS = ("champion", "challenger")
+FAILED_STATUSES = ("error", "timeout")
+
+# PromQL for the gateway's metrics (monitoring.metrics); {variant} and {window} are filled in per query.
+PROMETHEUS_QUERIES = {
+    "error_rate": (
+        'sum(rate(nasops_requests_total{variant="{variant}",status=~"error|timeout"}[{window}])) '
+        '/ sum(rate(nasops_requests_total{variant="{variant}"}[{window}]))'
+    ),
+    "latency_p99_ms": (
+        'histogram_quantile(0.99, sum by (le) (rate(nasops_request_duration_seconds_bucket{variant="{variant}"}'
+        "[{window}]))) * 1000"
+    ),
+    "online_accuracy": (
+        'sum(rate(nasops_feedback_total{variant="{variant}",correct="true"}[{window}])) '
+        '/ sum(rate(nasops_feedback_total{variant="{variant}"}[{window}]))'
+    ),
+}
+
+Samples = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+class SampleSource(Protocol):
+    def collect(self, metrics: Sequence[MetricConfig], since: float, until: float) -> Samples: ...
+
+
+class PredictionLogSource:
+    """Per-request samples from the gateway's prediction log (SQLAlchemy; SQLite or PostgreSQL).
+
+    Measures: ``error`` (1 for a request the variant failed or timed out), ``latency_ms`` (per request),
+    ``correct`` (1/0 per row with a true label), ``confidence`` (top class probability per row) and
+    ``prediction_drift`` (per chunk of consecutive predictions, the Jensen-Shannon distance between the chunk's
+    predicted-class mix and ``reference_classes``, e.g. the training labels' mix).
+    """
+
+    def __init__(
+        self,
+        log: Engine | str,
+        *,
+        reference_classes: Mapping[Any, float] | None = None,
+        chunk: int | None = None,
+    ) -> None:
+        self.engine = create_log_engine(log) if isinstance(log, str) else log
+        self.reference = _normalise(reference_classes) if reference_classes else None
+        self.chunk = chunk
+
+    def frame(self, since: float | None, until: float | None) -> pd.DataFrame:
+        return read_predictions(self.engine, since, until)
+
+    def collect(self, metrics: Sequence[MetricConfig], since: float | None, until: float | None) -> Samples:
+        frame = self.frame(since, until)
+        by_variant = {v: frame[frame["variant"] == v] for v in VARIANTS}
+        reference = self.reference or _normalise(_class_counts(by_variant["champion"]["prediction"]))
+        out: Samples = {}
+        for metric in metrics:
+            if metric.source != "prediction_log":
+                continue
+            out[metric.name] = tuple(  # type: ignore[assignment]
+                self.measure(by_variant[v], metric.measure or "", reference) for v in VARIANTS
+            )
+        return out
+
+    def measure(self, rows: pd.DataFrame, measure: str, reference: Mapping[str, float]) -> np.ndarray:
+        """One variant's samples of ``measure`` from its log rows."""
+        if rows.empty:
+            return np.array([], dtype=float)
+        if measure in ("error", "latency_ms"):
+            requests = rows.drop_duplicates("request_id")
+            if measure == "error":
+                return requests["status"].isin(FAILED_STATUSES).to_numpy(dtype=float)
+            return requests["latency_ms"].to_numpy(dtype=float)
+        if measure == "correct":
+            labelled = rows["correct"].dropna()
+            return labelled.astype(float).to_numpy()
+        if measure == "confidence":
+            probs = rows["probabilities"].dropna()
+            return np.array([max(p) for p in probs if p], dtype=float)
+        if measure == "prediction_drift":
+            return self._chunk_distances(rows["prediction"].dropna().tolist(), reference)
+        raise ValueError(f"unknown prediction-log measure {measure!r}")
+
+    def _chunk_distances(self, predictions: list, reference: Mapping[str, float]) -> np.ndarray:
+        if not reference:
+            return np.array([], dtype=float)
+        classes = sorted(set(reference) | {str(p) for p in predictions})
+        size = self.chunk or max(10, len(reference))
+        q = np.array([reference.get(c, 0.0) for c in classes])
+        index = {c: i for i, c in enumerate(classes)}
+        out = []
+        for start in range(0, len(predictions) - size + 1, size):
+            counts = np.zeros(len(classes))
+            for p in predictions[start:start + size]:
+                counts[index[str(p)]] += 1
+            out.append(float(jensenshannon(counts / counts.sum(), q, base=2)))
+        return np.array(out, dtype=float)
+
+
+def _class_counts(predictions: pd.Series) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for p in predictions.dropna():
+        counts[str(p)] = counts.get(str(p), 0.0) + 1.0
+    return counts
+
+
+def _normalise(mix: Mapping[Any, float]) -> dict[str, float]:
+    total = float(sum(mix.values()))
+    return {str(k): float(v) / total for k, v in mix.items()} if total > 0 else {}
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus answered with an error (bad PromQL, unreachable server)."""
+
+
+class PrometheusSource:
+    """Per-interval samples from a Prometheus server's HTTP API (``/api/v1/query_range``, one point per step).
+
+    Each metric's ``query`` is a PromQL template; ``{variant}`` becomes the variant name and ``{window}`` the rate
+    window (``window_s``, default the step). Intervals without traffic evaluate to NaN/no point and are dropped.
+    """
+
+    def __init__(self, url: str, *, step_s: float, window_s: float | None = None, timeout_s: float = 10.0) -> None:
+        if step_s <= 0:
+            raise ValueError(f"step_s must be positive, got {step_s}")
+        self.url = url.rstrip("/")
+        self.step_s = float(step_s)
+        self.window_s = float(window_s or step_s)
+        self.timeout_s = timeout_s
+
+    def render(self, template: str, variant: str) -> str:
+        window = f"{max(1, math.ceil(self.window_s))}s"
+        return template.replace("{variant}", variant).replace("{window}", window)
+
+    def query_range(self, promql: str, start: float, end: float) -> list[tuple[float, float]]:
+        """``(timestamp, value)`` points of every returned series, in time order."""
+        try:
+            response = httpx.get(
+                f"{self.url}/api/v1/query_range",
+                params={"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{self.step_s:g}s"},
+                timeout=self.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            raise PrometheusError(f"Prometheus at {self.url} answered {response.status_code} without JSON") from None
+        if body.get("status") != "success":
+            raise PrometheusError(f"Prometheus rejected {promql!r}: {body.get('errorType')}: {body.get('error')}")
+        points: list[tuple[float, float]] = []
+        for series in body["data"]["result"]:
+            points.extend((float(ts), float(value)) for ts, value in series.get("values", []))
+        points.sort()
+        return points
+
+    def collect(self, metrics: Sequence[MetricConfig], since: float, until: float) -> Samples:
+        out: Samples = {}
+        for metric in metrics:
+            if metric.source != "prometheus":
+                continue
+            pair = []
+            for variant in VARIANTS:
+                values = np.array([v for _, v in self.query_range(self.render(metric.query or "", variant),
+                                                                  since, until)], dtype=float)
+                pair.append(values[np.isfinite(values)])
+            out[metric.name] = (pair[0], pair[1])
+        return out
+
+
+def collect_samples(
+    metrics: Sequence[MetricConfig], sources: Mapping[str, SampleSource], since: float, until: float
+) -> Samples:
+    """Samples of every metric from its configured source; a metric whose source is absent raises ValueError."""
+    needed = {m.source for m in metrics}
+    missing = needed - set(sources)
+    if missing:
+        raise ValueError(f"metrics need source(s) {sorted(missing)} but only {sorted(sources)} are configured")
+    samples: Samples = {}
+    for name, source in sources.items():
+        if name in needed:
+            samples.update(source.collect([m for m in metrics if m.source == name], since, until))
+    return samples

@@ -1,0 +1,224 @@
+"""``nasops search`` (a resumable architecture search on your data) and ``nasops bench search`` (strategies
+compared on a benchmark table)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipelines.errors import UserError
+
+console = Console(stderr=True)
+
+
+def _task_data(dataset: str, seed: int):
+    from nas.data import TaskData
+    from nas.datasets import BUNDLED_DATASETS, bundled_task
+
+    if dataset in BUNDLED_DATASETS:
+        return bundled_task(dataset, seed=seed)
+    path = Path(dataset)
+    if path.suffix != ".npz" or not path.exists():
+        raise UserError(
+            f"--dataset {dataset!r}: use a bundled dataset ({', '.join(BUNDLED_DATASETS)}) or an existing prepared "
+            ".npz file (nasops data prepare writes one)"
+        )
+    return TaskData.load(path)
+
+
+def search_command(
+    space: str = typer.Option("nb201", help="search space: nb201, mlp or vit"),
+    dataset: str = typer.Option("digits", help="digits, mnist5k (bundled) or a prepared .npz file"),
+    strategy: str = typer.Option("predictor", help="random, evolution, local or predictor"),
+    budget: int = typer.Option(30, min=1, help="number of low-fidelity trainings (in total, counting resumed ones)"),
+    time_budget: float = typer.Option(None, "--time-budget-s", help="stop submitting after this many seconds"),
+    max_latency_ms: float = typer.Option(None, help="only architectures at or under this CPU latency count"),
+    max_params: float = typer.Option(None, help="only architectures with at most this many parameters count"),
+    epochs: int = typer.Option(3, min=1, help="training epochs per evaluation (the low fidelity)"),
+    data_fraction: float = typer.Option(1.0, help="fraction of the training rows per evaluation"),
+    pool_size: int = typer.Option(1000, min=1, help="architectures scored by the zero-cost pre-filter"),
+    prefilter_keep: int = typer.Option(100, min=1, help="how many the pre-filter keeps"),
+    workers: int = typer.Option(1, min=1, help="evaluations in parallel (1 = serial, reproducible)"),
+    seed: int = typer.Option(0),
+    top_k: int = typer.Option(5, min=1, help="rows of the results table"),
+    resume: str = typer.Option(None, "--resume", help="RUN id printed by an earlier (interrupted) search"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+) -> None:
+    """Search architectures for a dataset: zero-cost pre-filter, then the strategy; resumable with --resume."""
+    import numpy as np
+
+    from nas.evaluators import TrainingEvaluator
+    from nas.search import run_search
+    from pipelines.nas_stage import parse_config, prepare_strategy, resolve_space
+    from pipelines.settings import Settings
+
+    cfg = parse_config({"space": space, "strategy": strategy, "budget": budget, "time_budget_s": time_budget,
+                        "max_latency_ms": max_latency_ms, "max_params": max_params, "seed": seed,
+                        "fidelity": {"epochs": epochs, "data_fraction": data_fraction}, "pool_size": pool_size,
+                        "prefilter_keep": prefilter_keep, "workers": workers, "top_k": top_k})
+    root = Settings().state_dir / "searches"
+    if resume:
+        run_dir = root / resume
+        if not (run_dir / "journal.jsonl").exists():
+            known = sorted(p.name for p in root.glob("*") if (p / "journal.jsonl").exists()) if root.exists() else []
+            raise UserError(f"--resume {resume!r}: no such search under {root}; known: {', '.join(known) or 'none'}")
+        saved = json.loads((run_dir / "command.json").read_text())
+        if saved != _comparable(cfg, dataset):
+            raise UserError(f"--resume {resume!r} was started with {saved}; repeat the same options to resume it")
+        run_id = resume
+    else:
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        run_dir = root / run_id
+        run_dir.mkdir(parents=True)
+        (run_dir / "command.json").write_text(json.dumps(_comparable(cfg, dataset)))
+    console.print(f"search run [bold]{run_id}[/] (journal {run_dir / 'journal.jsonl'})")
+
+    data = _task_data(dataset, seed)
+    sp = resolve_space(cfg, data.input_shape)
+    with console.status("zero-cost pre-filter..."):
+        strat, _pool, proxy_scores = prepare_strategy(cfg, sp, data)
+    evaluator = TrainingEvaluator(data, epochs=epochs, data_fraction=data_fraction, seed=seed)
+    with Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[best]}"), console=console, disable=as_json) as progress:
+        bar = progress.add_task("search", total=budget, best="")
+        best = [-np.inf]
+
+        def on_result(rec) -> None:
+            best[0] = max(best[0], rec.score)
+            progress.update(bar, completed=rec.index + 1, best=f"best {best[0]:.4f}")
+
+        try:
+            result = run_search(strat, evaluator, budget=budget, time_budget_s=time_budget, workers=workers,
+                                journal=run_dir / "journal.jsonl", resume=bool(resume), on_result=on_result,
+                                header={"dataset": dataset})
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    records = sorted((r for r in result.records if np.isfinite(r.score)), key=lambda r: -r.score)[:top_k]
+    summary: dict[str, Any] = {
+        "run": run_id, "space": sp.name, "space_config": sp.config(), "evaluations": len(result.records),
+        "resumed": result.resumed, "seconds": result.seconds, "stopped_by": result.stopped_by,
+        "top": [{"arch": r.arch, **r.result.metrics, "proxy_scores": proxy_scores.get(r.arch, {})} for r in records],
+        "predictor_tau": result.tau,
+    }
+    (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    table = Table(title=f"best of {len(result.records)} evaluations ({result.resumed} resumed)")
+    for col in ("rank", "architecture", "val acc", "latency ms", "params"):
+        table.add_column(col)
+    for i, r in enumerate(records, 1):
+        m = r.result.metrics
+        table.add_row(str(i), r.arch, f"{m['val_accuracy']:.4f}", f"{m.get('latency_ms', float('nan')):.2f}",
+                      f"{int(m.get('params', 0)):,}")
+    Console().print(table)
+    if not records:
+        console.print("[yellow]no evaluated architecture met the constraints[/]")
+
+
+def _comparable(cfg, dataset: str) -> dict[str, Any]:
+    keep = ("space", "strategy", "seed", "fidelity", "pool_size", "prefilter_keep", "max_latency_ms", "max_params")
+    return {"dataset": dataset, **{k: getattr(cfg, k) for k in keep}}
+
+
+def bench_search_command(
+    table: Path = typer.Option(..., "--table", help="benchmark CSV: one row per architecture"),
+    arch_column: str = typer.Option("arch", help="column holding the architecture strings"),
+    metric_column: str = typer.Option("val_accuracy", help="column to maximise"),
+    proxy_columns: str = typer.Option("", help="comma list of zero-cost proxy columns"),
+    space: str = typer.Option(None, help="space of the strings (e.g. nb201) to compute --zc proxies on the fly"),
+    zc: str = typer.Option("", help="data-independent proxies to compute from the strings (needs --space)"),
+    strategy: str = typer.Option("all", help="random, evolution, local, predictor or all"),
+    budget: int = typer.Option(100, min=1),
+    seeds: int = typer.Option(20, min=1),
+    batch: int = typer.Option(5, min=1, help="architectures asked per round (the predictor refits once a round)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object: optimum and per-strategy curves"),
+) -> None:
+    """Run strategies against a benchmark table and print mean regret curves over seeds."""
+    from nas.benchmarking import compare_strategies, summary
+    from nas.strategies import list_strategies
+    from nas.tabular import load_table
+
+    names = list_strategies() if strategy == "all" else [strategy]
+    for name in names:
+        if name not in list_strategies():
+            raise UserError(f"--strategy {name!r}: choose one of {', '.join(list_strategies())} or all")
+    proxies = [p.strip() for p in proxy_columns.split(",") if p.strip()]
+    try:
+        bench = load_table(table, arch_column, metric_column, proxy_columns=proxies)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"--table {table}: {exc}") from None
+    if zc:
+        if not space:
+            raise UserError("--zc needs --space (e.g. --space nb201) to build networks from the strings")
+        bench.proxies.update(_zc_columns(bench.archs, space, [z.strip() for z in zc.split(",") if z.strip()]))
+    budget = min(budget, len(bench))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=as_json) as progress:
+        bars = {n: progress.add_task(n, total=seeds) for n in names}
+        curves = compare_strategies(bench, metric_column, names, budget=budget, seeds=seeds, batch=batch,
+                                    progress=lambda n, s: progress.update(bars[n], completed=s + 1))
+    optimum = bench.optimum(metric_column)
+    full = summary(curves, optimum, checkpoints=[c for c in (10, 25, 50, 100, 200, 300, 500) if c <= budget])
+    if as_json:
+        typer.echo(json.dumps({"optimum": optimum, "strategies": {
+            n: {k: e[k] for k in ("budgets", "mean_best", "mean_regret")} for n, e in full["strategies"].items()}}))
+        return
+    marks = sorted({c for c in (1, 5, 10, 25, 50, 100, 200, 300, 500, budget) if c <= budget})
+    out = Table(title=f"mean regret over {seeds} seeds (optimum {optimum:.4f}, {len(bench)} architectures)")
+    out.add_column("strategy")
+    for m in marks:
+        out.add_column(f"@{m}", justify="right")
+    out.add_column("evals to 0.5pt (hit)", justify="right")
+    for n, e in full["strategies"].items():
+        reach = e["evals_to_0.005"]
+        out.add_row(n, *[f"{e['mean_regret'][m - 1]:.4f}" for m in marks],
+                    f"{reach['mean_censored']:.0f} ({reach['reached']}/{seeds})")
+    Console().print(out)
+
+
+def _zc_columns(archs: list[str], space_name: str, names: list[str]) -> dict[str, Any]:
+    """Data-independent proxies of every row's network (32x32x3 input, 10 classes), with a progress bar."""
+    import numpy as np
+
+    from nas.proxies import compute_scores, needs_data
+    from nas.spaces import get_space
+
+    data_needing = [n for n in names if needs_data(n)]
+    if data_needing:
+        raise UserError(f"--zc {','.join(data_needing)} need data; on a table only data-independent proxies work "
+                        "(e.g. synflow, params, flops)")
+    try:
+        sp = get_space(space_name)
+        parsed = [sp.from_string(a) for a in archs]
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"--space {space_name}: {exc}") from None
+    values = {n: np.zeros(len(archs)) for n in names}
+    with Progress(TextColumn("[bold]zero-cost proxies"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        bar = progress.add_task("zc", total=len(archs))
+        for i, arch in enumerate(parsed):
+            scores = compute_scores(lambda a=arch: a.build(10, (3, 32, 32)), names, input_shape=(3, 32, 32),
+                                    num_classes=10)
+            for n in names:
+                values[n][i] = scores[n]
+            progress.advance(bar)
+    return values
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_command)
+    bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)
+    if bench is None:
+        bench = typer.Typer(help="Benchmarks: measure strategies and proxies on benchmark tables.",
+                            no_args_is_help=True)
+        app.add_typer(bench, name="bench")
+    bench.command("search")(bench_search_command)

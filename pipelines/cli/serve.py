@@ -1,0 +1,164 @@
+"""``nasops serve`` (the canary gateway alone, against the registry) and ``nasops replay`` (traffic to a gateway)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.errors import UserError
+from pipelines.settings import Settings
+
+console = Console(stderr=True)
+
+
+def gateway_settings(settings: Settings, **overrides):
+    """:class:`serving.config.GatewaySettings` following the nasops settings (NASOPS_GATEWAY_* env still wins for
+    anything not overridden here)."""
+    from pydantic import ValidationError
+
+    from serving.config import GatewaySettings
+
+    values = {"tracking_uri": settings.tracking_uri, "model_name": settings.model_name,
+              "prediction_log_url": settings.prediction_log_url}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return GatewaySettings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UserError(f"invalid gateway option: {problems}") from None
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 exposes it to the network)"),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes (metrics merged in multiprocess mode)"),
+    weight: float = typer.Option(None, help="challenger share of traffic in split mode, 0-1 (default 0.1)"),
+    mode: str = typer.Option(None, help="split or shadow (default split)"),
+    poll_interval: float = typer.Option(None, help="seconds between alias polls (0: off; default 10)"),
+    challenger_timeout: float = typer.Option(None, help="seconds before a challenger answer falls back"),
+    admin_token: str = typer.Option(None, envvar="NASOPS_GATEWAY_ADMIN_TOKEN",
+                                    help="bearer token enabling the admin API (default: admin off)"),
+) -> None:
+    """Serve champion and challenger from the registry (the canary gateway) until interrupted."""
+    from serving.models import resolve_alias
+    from serving.server import serve_forever
+
+    if mode is not None and mode not in ("split", "shadow"):
+        raise UserError(f"--mode must be 'split' or 'shadow', got {mode!r}")
+    settings = Settings()
+    gw = gateway_settings(settings, challenger_weight=weight, mode=mode, poll_interval_s=poll_interval,
+                          challenger_timeout_s=challenger_timeout, admin_token=admin_token)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=gw.tracking_uri, registry_uri=gw.tracking_uri)
+    try:
+        champion = resolve_alias(client, gw.model_name, gw.champion_alias)
+    except Exception as exc:
+        raise UserError(f"cannot reach the MLflow registry at {gw.tracking_uri!r}: {exc}") from exc
+    if champion is None:
+        console.print(f"[yellow]warning:[/] model {gw.model_name!r} has no alias {gw.champion_alias!r} yet: the "
+                      "gateway starts unready and picks it up when it appears (run `nasops refresh` first)")
+    console.print(f"gateway on http://{host}:{port}  (champion v{champion}, mode {gw.mode}, weight "
+                  f"{gw.challenger_weight}, admin {'on' if gw.admin_token else 'off'}, workers {workers})")
+    serve_forever(gw, host=host, port=port, workers=workers, state_dir=settings.state_dir / "gateway")
+
+
+def _load_rows(data: Path, split: str, target: str | None):
+    """``(x, y, classes)`` from a prepared ``.npz`` (TaskData) or a CSV/Parquet table with a target column."""
+    import numpy as np
+
+    if not data.exists():
+        raise UserError(f"--data {data}: no such file")
+    suffix = data.suffix.lower()
+    if suffix == ".npz":
+        from nas.data import SPLITS, TaskData
+
+        if split not in SPLITS:
+            raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+        try:
+            task = TaskData.load(data)
+        except Exception as exc:
+            raise UserError(f"--data {data}: not a prepared nasops dataset ({exc})") from exc
+        x, y = getattr(task, f"x_{split}"), getattr(task, f"y_{split}")
+        if x is None:
+            raise UserError(f"--data {data} has no {split!r} split; choose --split train/val/test/prod")
+        return x, y, task.meta.get("classes")
+    if suffix in (".csv", ".parquet"):
+        import pandas as pd
+
+        frame = pd.read_csv(data) if suffix == ".csv" else pd.read_parquet(data)
+        y = classes = None
+        if target is not None:
+            if target not in frame.columns:
+                raise UserError(f"--target {target!r} is not a column of {data} (columns: {list(frame.columns)[:10]})")
+            codes, uniques = pd.factorize(frame.pop(target), sort=True)
+            y, classes = codes.astype(np.int64), uniques.tolist()
+        non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+        if non_numeric:
+            raise UserError(f"--data {data}: non-numeric feature columns {non_numeric[:5]}; pass --target for the "
+                            "label column and keep features numeric")
+        return frame.to_numpy(dtype=np.float32), y, classes
+    raise UserError(f"--data {data}: expected a prepared .npz, or a .csv/.parquet table")
+
+
+def replay_command(
+    url: str = typer.Option(..., help="gateway base URL, e.g. http://127.0.0.1:8000"),
+    data: Path = typer.Option(..., help="prepared dataset (.npz from nasops) or a .csv/.parquet table"),
+    split: str = typer.Option("prod", help="split of a .npz dataset to replay"),
+    target: str = typer.Option(None, help="label column of a .csv/.parquet table (enables --feedback)"),
+    rate: float = typer.Option(20.0, help="requests per second"),
+    duration: float = typer.Option(None, help="seconds to run, cycling the rows (default: every row once)"),
+    batch_size: int = typer.Option(1, min=1, help="rows per request"),
+    drift: str = typer.Option(None, help="injected drift, e.g. 'noise=0.3', 'shift=0.5', 'scale=1.5' (commas)"),
+    feedback: bool = typer.Option(True, "--feedback/--no-feedback", help="send true labels to /feedback"),
+    sticky_keys: int = typer.Option(0, min=0, help="simulate N users with sticky X-Request-Key headers (0: none)"),
+    seed: int = typer.Option(0, help="row order and drift noise seed"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
+) -> None:
+    """Drive production-like traffic at a running gateway and summarise what came back."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipelines.replay import replay
+
+    x, y, classes = _load_rows(data, split, target)
+    key_fn = (lambda i: f"user-{i % sticky_keys}") if sticky_keys else None
+    with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=as_json) as bar:
+        task = bar.add_task("replay", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            summary = replay(url, x, y, rate=rate, duration=duration, batch_size=batch_size, drift=drift,
+                             feedback=feedback, seed=seed, classes=classes, request_key_fn=key_fn,
+                             progress=progress)
+        except OSError as exc:
+            raise UserError(f"cannot reach the gateway at {url}: {exc}") from exc
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    table = Table(title=f"replay to {url}", show_header=False)
+    table.add_row("requests sent / ok", f"{summary.sent} / {summary.ok}")
+    table.add_row("errors", ", ".join(f"{k}: {v}" for k, v in summary.errors.items()) or "none")
+    table.add_row("throughput", f"{summary.throughput_rps:.1f} req/s (target {rate:g})")
+    lat = summary.latency_ms
+    if lat:
+        table.add_row("latency ms", f"p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
+                      f"max {lat['max']:.2f}")
+    table.add_row("variants", ", ".join(f"{k}: {v} (v{summary.versions.get(k)})"
+                                        for k, v in summary.variants.items()) or "-")
+    table.add_row("feedback sent / failed", f"{summary.feedback_sent} / {summary.feedback_errors}")
+    table.add_row("drift", drift or "none")
+    Console().print(table)
+    if summary.ok == 0:
+        raise UserError(f"no request succeeded (errors: {summary.errors}); is the gateway at {url} running?")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("replay")(replay_command)

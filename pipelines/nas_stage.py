@@ -1,0 +1,416 @@
+"""The refresh's NAS stage as a Prefect flow: zero-cost pre-filter -> predictor-guided search at low fidelity ->
+the top-k candidates, ready for full retraining.
+
+Candidate trainings are Prefect tasks submitted to a task runner: a thread pool by default, or Dask
+(``runner="dask"``: a temporary LocalCluster, or ``dask_address`` of an existing scheduler), so the same flow scales
+out. The search itself (ask/tell, journal) is :func:`nas.search.run_search`; this module adds Prefect, MLflow
+(one ``search`` run, a nested run per evaluation, PNG plots) and the config a refresh passes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextvars
+import functools
+import json
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nas.data import TaskData
+from nas.evaluators import Result, TrainingEvaluator
+from nas.objectives import Constraints, pareto_front
+from nas.search import Record, SearchResult, run_search
+from nas.spaces import Architecture, SearchSpace, get_space
+from nas.strategies import get_strategy, list_strategies
+from pipelines.errors import UserError
+
+DEFAULT_SPACE_CONFIG: dict[str, dict[str, Any]] = {"nb201": {"C": 8, "N": 1}, "mlp": {}, "vit": {}}
+FLAT_FALLBACK_SPACE = "mlp"
+
+
+class SearchStageConfig(BaseModel):
+    """Options of the NAS stage (every key optional; unknown keys are an error naming the valid ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: str = Field("nb201", description="search space name (nb201, mlp, vit)")
+    space_config: dict[str, Any] | None = Field(None, description="space options; default {'C': 8, 'N': 1} for nb201")
+    pool_size: int = Field(1000, ge=1, description="architectures sampled for the zero-cost pre-filter")
+    prefilter_keep: int = Field(100, ge=1, description="how many the pre-filter keeps (the predictor's pool)")
+    proxies: list[str] | None = Field(None, description="cheap data-independent proxies for the whole pool")
+    costly_proxies: list[str] | None = Field(None, description="data-dependent proxies for the pool's best part")
+    ensemble: str = Field("ensemble", description="zero-cost ensemble used to rank the pool")
+    strategy: str = Field("predictor", description="random, evolution, local or predictor")
+    predictor: str = Field("mlp", description="predictor of the predictor strategy: mlp or lgbm")
+    acquisition: str = Field("its", description="its (Thompson), ucb or ei")
+    warm_start: int = Field(4, ge=0, description="evaluate this many of the zero-cost ranking's top first")
+    budget: int = Field(8, ge=1, description="number of low-fidelity trainings")
+    time_budget_s: float | None = Field(None, gt=0, description="stop submitting after this many seconds")
+    fidelity: dict[str, float] = Field(default_factory=lambda: {"epochs": 3, "data_fraction": 1.0})
+    top_k: int = Field(2, ge=1, description="candidates returned for full retraining")
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_params: float | None = Field(None, gt=0)
+    runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
+    workers: int = Field(2, ge=1, description="evaluations in flight at once")
+    seed: int = 0
+    journal: str | None = Field(None, description="JSON-lines journal path (default: a fresh file in a temp dir)")
+    resume: bool = False
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in list_strategies():
+            raise ValueError(f"unknown strategy {value!r}; choose one of: {', '.join(list_strategies())}")
+        return value
+
+    @field_validator("fidelity")
+    @classmethod
+    def _known_fidelity(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = set(value) - set(TrainingEvaluator.FIDELITY_KEYS)
+        if bad:
+            raise ValueError(f"unknown fidelity keys {sorted(bad)}; use {', '.join(TrainingEvaluator.FIDELITY_KEYS)}")
+        if int(value.get("epochs", 1)) < 1 or not 0 < float(value.get("data_fraction", 1.0)) <= 1:
+            raise ValueError("fidelity needs epochs >= 1 and 0 < data_fraction <= 1")
+        return value
+
+    @property
+    def constraints(self) -> Constraints:
+        return Constraints(max_params=self.max_params, max_latency_ms=self.max_latency_ms)
+
+
+def parse_config(config: Mapping[str, Any] | None) -> SearchStageConfig:
+    """Validate a config dict; a mistake becomes a :class:`UserError` naming each bad key and the valid ones."""
+    try:
+        return SearchStageConfig.model_validate(dict(config or {}))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {where!r} (valid: {', '.join(SearchStageConfig.model_fields)})")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise UserError("invalid search config: " + "; ".join(problems)) from None
+
+
+def resolve_space(cfg: SearchStageConfig, input_shape: Sequence[int]) -> SearchSpace:
+    """The configured space, or ``mlp`` when the data is flat/tabular and the configured one cannot take it."""
+    space_config = cfg.space_config if cfg.space_config is not None else DEFAULT_SPACE_CONFIG.get(cfg.space, {})
+    try:
+        space = get_space(cfg.space, **space_config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"search space {cfg.space!r} with {space_config}: {exc}") from None
+    problem = space.supports_input(input_shape)
+    if problem is None:
+        return space
+    if len(tuple(input_shape)) == 1 and cfg.space != FLAT_FALLBACK_SPACE:
+        fallback = get_space(FLAT_FALLBACK_SPACE, **DEFAULT_SPACE_CONFIG[FLAT_FALLBACK_SPACE])
+        if fallback.supports_input(input_shape) is None:
+            return fallback
+    raise UserError(f"search space {cfg.space!r} cannot take inputs shaped {tuple(input_shape)}: {problem}")
+
+
+# -- evaluation as a Prefect task ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _load_data(path: str) -> TaskData:
+    return TaskData.load(path)
+
+
+@task(name="evaluate_candidate", cache_policy=NO_CACHE, task_run_name="evaluate {arch}")
+def evaluate_candidate(
+    data_path: str, space: str, space_config: dict, arch: str, fidelity: dict, seed: int = 0
+) -> dict:
+    """Train one architecture at low fidelity and measure it; runs on whichever worker the task runner picks."""
+    import torch
+
+    torch.set_num_threads(1)
+    data = _load_data(data_path)
+    sp = get_space(space, **space_config)
+    evaluator = TrainingEvaluator(data, seed=seed)
+    return evaluator.evaluate(sp.from_string(arch), fidelity).to_dict()
+
+
+class TaskRunnerEvaluator:
+    """An evaluator whose ``evaluate`` submits :func:`evaluate_candidate` to a Prefect task runner and waits."""
+
+    metric = "val_accuracy"
+
+    def __init__(self, runner: Any, data_path: str, space: SearchSpace, seed: int) -> None:
+        self.runner, self.data_path, self.space, self.seed = runner, data_path, space, seed
+
+    def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
+        params = {"data_path": self.data_path, "space": self.space.name, "space_config": self.space.config(),
+                  "arch": arch.string, "fidelity": dict(fidelity or {}), "seed": self.seed}
+        future = self.runner.submit(evaluate_candidate, parameters=params)
+        return Result.from_dict(future.result())
+
+
+class ContextThreadExecutor(cf.ThreadPoolExecutor):
+    """A thread pool that runs each call in a copy of the submitting thread's context (the Prefect flow run)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        ctx = contextvars.copy_context()
+        return super().submit(ctx.run, fn, *args, **kwargs)
+
+
+def make_task_runner(cfg: SearchStageConfig) -> Any:
+    if cfg.runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=cfg.workers)
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.dask_address:
+        return DaskTaskRunner(address=cfg.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+# -- zero-cost pool --------------------------------------------------------------------------------------------------
+def zero_cost_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig) -> tuple[list[Architecture],
+                                                                                             dict[str, dict]]:
+    """Sample ``pool_size`` architectures and keep the pre-filter's best ``prefilter_keep`` (best first)."""
+    rng = np.random.default_rng(cfg.seed)
+    pool = space.sample_many(cfg.pool_size, rng)
+    try:
+        from nas.prefilter import prefilter
+    except ModuleNotFoundError:
+        return _rank_by_cheap_proxies(space, pool, data, cfg)
+    kwargs: dict[str, Any] = {"keep": min(cfg.prefilter_keep, len(pool)), "ensemble": cfg.ensemble, "seed": cfg.seed}
+    if cfg.proxies:
+        kwargs["cheap"] = tuple(cfg.proxies)
+    if cfg.costly_proxies is not None:
+        kwargs["costly"] = tuple(cfg.costly_proxies)
+    try:
+        scored = prefilter(space, pool, data, **kwargs)
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"zero-cost pre-filter: {exc}") from None
+    return [s.arch for s in scored], {s.arch.string: dict(s.scores) for s in scored}
+
+
+def _rank_by_cheap_proxies(space: SearchSpace, pool: list[Architecture], data: TaskData,
+                           cfg: SearchStageConfig) -> tuple[list[Architecture], dict[str, dict]]:
+    """Rank the pool by mean rank of data-independent proxies (used where the cascade pre-filter is absent)."""
+    from nas.proxies import compute_scores
+    from nas.strategies import zero_cost_order
+
+    names = list(cfg.proxies or ("params", "synflow"))
+    scores = [compute_scores(lambda a=a: a.build(data.num_classes, data.input_shape), names,
+                             input_shape=data.input_shape, num_classes=data.num_classes, seed=cfg.seed)
+              for a in pool]
+    order = zero_cost_order({n: np.array([s[n] for s in scores]) for n in names})[: cfg.prefilter_keep]
+    return [pool[i] for i in order], {pool[i].string: scores[i] for i in order}
+
+
+# -- MLflow ---------------------------------------------------------------------------------------------------------
+def _log_evaluation(client: MlflowClient, experiment_id: str, parent: str, rec: Record, space: SearchSpace) -> None:
+    run = client.create_run(experiment_id, run_name=f"eval-{rec.index:03d}",
+                            tags={"mlflow.parentRunId": parent, "nasops.stage": "search-evaluation",
+                                  "nasops.arch": rec.arch, "nasops.space": space.name})
+    client.log_batch(
+        run.info.run_id,
+        metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+                 for k, v in rec.result.metrics.items() if np.isfinite(v)]
+        + [mlflow.entities.Metric("cost_seconds", rec.result.cost, int(time.time() * 1000), 0)],
+        params=[mlflow.entities.Param("arch", rec.arch)]
+        + [mlflow.entities.Param(f"fidelity.{k}", str(v)) for k, v in rec.result.fidelity.items()],
+    )
+    client.set_terminated(run.info.run_id)
+
+
+def _plots(out: Path, result: SearchResult, proxy_scores: Mapping[str, Mapping[str, float]],
+           cost_key: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    acc = [r.result.metrics.get("val_accuracy", np.nan) for r in result.records]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(range(1, len(acc) + 1), acc, "o", alpha=0.6, label="evaluation")
+    ax.plot(range(1, len(acc) + 1), np.maximum.accumulate(np.nan_to_num(acc, nan=0.0)), "-", label="best so far")
+    ax.set_xlabel("evaluation")
+    ax.set_ylabel("validation accuracy (low fidelity)")
+    ax.legend()
+    ax.set_title("search trajectory", fontsize=9)
+    paths.append(out / "search_trajectory.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    points = [r.result.metrics for r in result.records]
+    front = pareto_front(points, "val_accuracy", cost_key)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.scatter([p.get(cost_key, np.nan) for p in points], acc, alpha=0.6, label="evaluated")
+    fx = [points[i][cost_key] for i in front]
+    fy = [points[i]["val_accuracy"] for i in front]
+    ax.step(fx, fy, "r-", where="post", label="Pareto front")
+    ax.set_xlabel(cost_key)
+    ax.set_ylabel("validation accuracy")
+    ax.legend()
+    ax.set_title(f"accuracy vs {cost_key}", fontsize=9)
+    paths.append(out / "pareto_front.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    names = sorted({n for r in result.records for n in proxy_scores.get(r.arch, {})})
+    if names:
+        cols = min(len(names), 4)
+        rows = (len(names) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+        for ax, name in zip(axes.ravel(), names, strict=False):
+            xs = [proxy_scores.get(r.arch, {}).get(name, np.nan) for r in result.records]
+            ax.scatter(xs, acc, s=12, alpha=0.7)
+            ax.set_xlabel(name)
+            ax.set_ylabel("val accuracy")
+        for ax in axes.ravel()[len(names):]:
+            ax.axis("off")
+        fig.suptitle("zero-cost proxy vs trained accuracy", fontsize=9)
+        paths.append(out / "proxy_vs_accuracy.png")
+        fig.tight_layout()
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def _proxy_source(space: SearchSpace, data: TaskData, known: dict[str, dict], names: list[str]):
+    """Proxy features for the predictor: the pre-filter's scores, or the cheap proxies computed on the fly."""
+    from nas.proxies import compute_scores
+
+    def scores(arch: Architecture) -> dict[str, float]:
+        if arch.string not in known:
+            known[arch.string] = compute_scores(
+                lambda: arch.build(data.num_classes, data.input_shape), names,
+                input_shape=data.input_shape, num_classes=data.num_classes,
+            )
+        return {n: known[arch.string][n] for n in names if n in known[arch.string]}
+
+    return scores
+
+
+def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData
+                     ) -> tuple[Any, list[Architecture], dict[str, dict]]:
+    """Pre-filter a pool, then the configured strategy warm-started from its zero-cost ranking."""
+    pool, proxy_scores = zero_cost_pool(space, data, cfg)
+    cheap_names = sorted(set.intersection(*(set(s) for s in proxy_scores.values()))) if proxy_scores else []
+    kwargs: dict[str, Any] = {"pool": pool, "metric": "val_accuracy", "constraints": cfg.constraints,
+                              "warm_start": pool[: cfg.warm_start]}
+    if cfg.strategy == "predictor":
+        kwargs.update(proxies=_proxy_source(space, data, proxy_scores, cheap_names), predictor=cfg.predictor,
+                      acquisition=cfg.acquisition, n_init=max(2, min(cfg.warm_start or 4, cfg.budget // 2)))
+    try:
+        strategy = get_strategy(cfg.strategy, space, seed=cfg.seed, **kwargs)
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"strategy {cfg.strategy!r}: {exc}") from None
+    return strategy, pool, proxy_scores
+
+
+# -- the flow -------------------------------------------------------------------------------------------------------
+@flow(name="search_architectures")
+def search_architectures(data_path: str, config: dict | None = None) -> dict:
+    """Zero-cost pre-filter, then a low-fidelity search; returns the top-k candidates (plain JSON)."""
+    from pipelines.tracking import configure_mlflow
+
+    cfg = parse_config(config)
+    logger = get_run_logger()
+    started = time.perf_counter()
+    if not Path(data_path).exists():
+        raise UserError(f"data file {data_path!r} does not exist; prepare the data first (nasops data prepare)")
+    data = TaskData.load(data_path)
+    space = resolve_space(cfg, data.input_shape)
+    logger.info("searching %s %s for input %s, %d classes", space.name, space.config(), data.input_shape,
+                data.num_classes)
+    strategy, pool, proxy_scores = prepare_strategy(cfg, space, data)
+    if mlflow.get_tracking_uri().startswith("file:") or not mlflow.get_tracking_uri():
+        configure_mlflow()
+    active = mlflow.active_run()
+    journal = Path(cfg.journal) if cfg.journal else Path(tempfile.mkdtemp(prefix="nasops-search-")) / "journal.jsonl"
+    with mlflow.start_run(run_name="search", nested=active is not None) as run:
+        client = MlflowClient()
+        mlflow.set_tags({"nasops.stage": "search", "nasops.space": space.name, "nasops.strategy": cfg.strategy})
+        mlflow.log_params({"space": space.name, "space_config": json.dumps(space.config()), "budget": cfg.budget,
+                           "pool_size": cfg.pool_size, "prefilter_keep": cfg.prefilter_keep,
+                           "strategy": cfg.strategy, "fidelity": json.dumps(cfg.fidelity), "runner": cfg.runner,
+                           "workers": cfg.workers, "seed": cfg.seed, "max_latency_ms": cfg.max_latency_ms,
+                           "max_params": cfg.max_params})
+
+        def on_result(rec: Record) -> None:
+            _log_evaluation(client, run.info.experiment_id, run.info.run_id, rec, space)
+            logger.info("evaluation %d: %s val_accuracy=%.4f", rec.index + 1, rec.arch,
+                        rec.result.metrics.get("val_accuracy", float("nan")))
+
+        runner = make_task_runner(cfg)
+        with runner, ContextThreadExecutor(max_workers=cfg.workers, thread_name_prefix="nas-submit") as pool_exec:
+            evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed)
+            try:
+                result = run_search(strategy, evaluator, budget=cfg.budget, time_budget_s=cfg.time_budget_s,
+                                    fidelity=cfg.fidelity, workers=cfg.workers, executor=pool_exec,
+                                    journal=journal, resume=cfg.resume, on_result=on_result)
+            except ValueError as exc:
+                raise UserError(f"search: {exc}") from None
+        seconds = time.perf_counter() - started
+        candidates = _candidates(result, cfg, proxy_scores)
+        if not candidates:
+            raise UserError(
+                "no evaluated architecture meets the constraints "
+                f"(max_latency_ms={cfg.max_latency_ms}, max_params={cfg.max_params}); relax them or raise the budget"
+            )
+        mlflow.log_metrics({"evaluations": len(result.records), "search_seconds": seconds,
+                            "best_val_accuracy": candidates[0]["val_accuracy"]})
+        for t in result.tau:
+            if "tau_prospective" in t:
+                mlflow.log_metric("predictor_tau_prospective", t["tau_prospective"], step=int(t["evaluations"]))
+        with tempfile.TemporaryDirectory() as tmp:
+            cost_key = "latency_ms" if any("latency_ms" in r.result.metrics for r in result.records) else "params"
+            for path in _plots(Path(tmp), result, proxy_scores, cost_key):
+                mlflow.log_artifact(str(path), artifact_path="plots")
+            if journal.exists():
+                mlflow.log_artifact(str(journal), artifact_path="search")
+            (Path(tmp) / "candidates.json").write_text(json.dumps(candidates, indent=2))
+            mlflow.log_artifact(str(Path(tmp) / "candidates.json"), artifact_path="search")
+        run_id = run.info.run_id
+    return {
+        "search_run_id": run_id,
+        "space": space.name,
+        "space_config": space.config(),
+        "input_shape": list(data.input_shape),
+        "num_classes": int(data.num_classes),
+        "pool_size": len(pool) if not cfg.pool_size else int(cfg.pool_size),
+        "evaluations": len(result.records),
+        "seconds": float(seconds),
+        "candidates": candidates,
+        "best": candidates[0],
+        "journal": str(journal),
+        "predictor_tau": [dict(t) for t in result.tau],
+    }
+
+
+def _candidates(result: SearchResult, cfg: SearchStageConfig, proxy_scores: Mapping[str, Mapping[str, float]]
+                ) -> list[dict[str, Any]]:
+    """The top-k feasible records, best first, as plain dicts."""
+    feasible = [r for r in result.records if np.isfinite(r.score)]
+    feasible.sort(key=lambda r: (-r.score, r.result.metrics.get("latency_ms", 0.0)))
+    out = []
+    for r in feasible[: cfg.top_k]:
+        m = r.result.metrics
+        out.append({
+            "arch": r.arch,
+            "val_accuracy": float(m["val_accuracy"]),
+            "latency_ms": float(m.get("latency_ms", float("nan"))),
+            "params": int(m.get("params", 0)),
+            "proxy_scores": {k: float(v) for k, v in proxy_scores.get(r.arch, {}).items()},
+            "fidelity": dict(r.result.fidelity),
+        })
+    return out

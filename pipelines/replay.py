@@ -1,0 +1,222 @@
+"""Drive production-like traffic at a gateway: rows at a steady rate, optional drift, true labels sent back.
+
+Open loop: request ``i`` is due at ``start + i / rate`` whatever happened to earlier ones (at most
+``max_in_flight`` outstanding), so a slow variant shows up as latency, not as a lower offered rate. Each answered
+request's true labels go to ``/feedback`` when ``y`` is given, which is what makes online accuracy measurable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import httpx
+import numpy as np
+
+from pipelines.errors import UserError
+
+DRIFT_KINDS = ("noise", "shift", "scale")
+
+
+class DriftSpecError(UserError, ValueError):
+    """A drift specification the user can fix (unknown kind, not a number)."""
+
+
+def parse_drift(spec: str | None) -> list[tuple[str, float]]:
+    """``"noise=0.3,shift=0.5"`` -> ``[("noise", 0.3), ("shift", 0.5)]`` (applied in that order)."""
+    if spec is None or not spec.strip():
+        return []
+    steps = []
+    for part in spec.split(","):
+        kind, sep, value = part.strip().partition("=")
+        kind = kind.strip().lower()
+        if not sep or kind not in DRIFT_KINDS:
+            raise DriftSpecError(
+                f"bad drift spec {spec!r}: {part.strip()!r} is not KIND=NUMBER with KIND one of "
+                f"{', '.join(DRIFT_KINDS)} (e.g. 'noise=0.3', 'shift=0.5', 'scale=1.5', combinable with commas)"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            raise DriftSpecError(
+                f"bad drift spec {spec!r}: {value.strip()!r} after '{kind}=' is not a number"
+            ) from None
+        if not math.isfinite(number) or (kind == "noise" and number < 0):
+            need = "a finite number >= 0" if kind == "noise" else "a finite number"
+            raise DriftSpecError(f"bad drift spec {spec!r}: {kind} needs {need}, got {value.strip()!r}")
+        steps.append((kind, number))
+    return steps
+
+
+def apply_drift(x: np.ndarray, spec: str | None, seed: int = 0, reference_std: np.ndarray | None = None) -> np.ndarray:
+    """Shifted copy of ``x``: ``noise=a`` adds N(0, (a·std)²), ``shift=b`` adds b·std, ``scale=c`` multiplies by c
+    (std per feature, from ``reference_std`` or ``x`` itself; constant features stay constant under noise/shift)."""
+    steps = parse_drift(spec)
+    x = np.array(x, dtype=np.float32, copy=True)
+    if not steps:
+        return x
+    std = np.asarray(reference_std if reference_std is not None else x.std(axis=0), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    for kind, value in steps:
+        if kind == "noise":
+            x = x + rng.normal(size=x.shape).astype(np.float32) * (value * std)
+        elif kind == "shift":
+            x = x + value * std
+        else:
+            x = x * value
+    return x.astype(np.float32)
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did and saw."""
+
+    sent: int = 0
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    throughput_rps: float = 0.0
+    duration_s: float = 0.0
+    rows: int = 0
+    variants: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    feedback_sent: int = 0
+    feedback_errors: int = 0
+    target_rate: float = 0.0
+    drift: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {}
+    arr = np.asarray(latencies) * 1000.0
+    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
+            "p99": float(np.percentile(arr, 99)), "max": float(arr.max()), "mean": float(arr.mean())}
+
+
+def _label_of(value, classes):
+    if classes is None:
+        return int(value)
+    label = classes[int(value)]
+    return label.item() if hasattr(label, "item") else label
+
+
+def replay(
+    url: str,
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    *,
+    rate: float,
+    duration: float | None = None,
+    batch_size: int = 1,
+    drift: str | None = None,
+    feedback: bool = True,
+    seed: int = 0,
+    classes: list | None = None,
+    request_key_fn: Callable[[int], str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    max_in_flight: int = 32,
+    timeout_s: float = 10.0,
+    sticky_header: str = "X-Request-Key",
+) -> ReplaySummary:
+    """Send ``x`` (rows, in a seeded order) to ``url``/predict at ``rate`` requests per second.
+
+    ``duration=None`` sends each row once; otherwise it cycles through the rows for ``duration`` seconds.
+    ``y`` holds class indices; with ``feedback`` their labels (``classes[y]`` when ``classes`` is given) are posted
+    to ``/feedback``. ``request_key_fn(i)`` gives request ``i`` its sticky routing key. ``progress(done, total)`` is
+    called after every request.
+    """
+    if rate <= 0 or not math.isfinite(rate):
+        raise UserError(f"rate must be a positive number of requests per second, got {rate}")
+    if duration is not None and duration <= 0:
+        raise UserError(f"duration must be positive seconds (or omitted to send every row once), got {duration}")
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise UserError(f"x must be a non-empty 2-D array of rows, got shape {x.shape}")
+    if y is not None and len(y) != len(x):
+        raise UserError(f"x has {len(x)} rows but y has {len(y)} labels")
+    parse_drift(drift)  # fail fast on a bad spec
+    x = apply_drift(x, drift, seed=seed)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_batches = math.ceil(len(x) / batch_size)
+    total = n_batches if duration is None else max(1, round(rate * duration))
+    return asyncio.run(_run(url.rstrip("/"), x, y, order, total, rate, batch_size, feedback, classes,
+                            request_key_fn, progress, max_in_flight, timeout_s, sticky_header, drift, duration is None))
+
+
+async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, request_key_fn, progress,
+               max_in_flight, timeout_s, sticky_header, drift, single_pass) -> ReplaySummary:
+    summary = ReplaySummary(target_rate=rate, drift=drift)
+    errors: Counter = Counter()
+    variants: Counter = Counter()
+    latencies: list[float] = []
+    slots = asyncio.Semaphore(max_in_flight)
+    done = 0
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+
+        async def one(i: int) -> None:
+            nonlocal done
+            if single_pass:
+                idx = order[i * batch_size : (i + 1) * batch_size]
+            else:
+                idx = order[np.arange(i * batch_size, (i + 1) * batch_size) % len(order)]
+            headers = {sticky_header: request_key_fn(i)} if request_key_fn else None
+            t0 = time.perf_counter()
+            try:
+                response = await client.post(f"{url}/predict", json={"inputs": x[idx].tolist()}, headers=headers)
+                latencies.append(time.perf_counter() - t0)
+                if response.status_code == 200:
+                    body = response.json()
+                    summary.ok += 1
+                    summary.rows += len(idx)
+                    variants[body["variant"]] += 1
+                    summary.versions[body["variant"]] = body["model_version"]
+                    if feedback and y is not None:
+                        labels = [_label_of(v, classes) for v in y[idx]]
+                        try:
+                            fb = await client.post(f"{url}/feedback",
+                                                   json={"request_id": body["request_id"], "labels": labels})
+                            summary.feedback_sent += 1
+                            if fb.status_code != 200:
+                                summary.feedback_errors += 1
+                        except httpx.HTTPError:
+                            summary.feedback_errors += 1
+                else:
+                    errors[str(response.status_code)] += 1
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] += 1
+            finally:
+                slots.release()
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+
+        start = time.perf_counter()
+        tasks = []
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await slots.acquire()
+            summary.sent += 1
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        summary.duration_s = time.perf_counter() - start
+
+    summary.errors = dict(errors)
+    summary.variants = dict(variants)
+    summary.latency_ms = _percentiles(latencies)
+    summary.throughput_rps = summary.ok / summary.duration_s if summary.duration_s > 0 else 0.0
+    return summary

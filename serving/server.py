@@ -1,0 +1,202 @@
+"""Start the gateway: in a background thread of this process, or as uvicorn worker processes.
+
+``start_gateway`` returns once ``/healthz`` answers (models loading was attempted by then) and gives a handle with
+``.url`` and ``.stop()``; use it as a context manager. Thread mode is quick to start and is what tests and the
+refresh flow use; process mode (``workers >= 2`` implies it) runs ``uvicorn --workers N`` with prometheus_client
+multiprocess mode and a shared control file so admin changes reach every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from serving.config import GatewaySettings
+
+
+class GatewayStartError(RuntimeError):
+    """The gateway did not come up (the message carries its log tail)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, timeout: float, alive) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not alive():
+            raise GatewayStartError(f"gateway at {url} exited while starting")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}"
+        time.sleep(0.05)
+    raise GatewayStartError(f"gateway at {url} did not answer /healthz within {timeout:.0f}s ({last})")
+
+
+class GatewayHandle:
+    """A running gateway: ``url``, ``settings``, ``stop()``; a context manager that stops on exit."""
+
+    def __init__(self, url: str, settings: GatewaySettings, stopper, mode: str) -> None:
+        self.url = url
+        self.settings = settings
+        self.mode = mode
+        self._stopper = stopper
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._stopper()
+
+    def __enter__(self) -> GatewayHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"GatewayHandle(url={self.url!r}, mode={self.mode!r})"
+
+
+def _start_thread(settings: GatewaySettings, host: str, port: int, timeout: float) -> GatewayHandle:
+    import uvicorn
+
+    from serving.app import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    actual_port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nasops-gateway", daemon=True)
+    thread.start()
+    url = f"http://{host}:{actual_port}"
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+    try:
+        _wait_healthy(url, timeout, thread.is_alive)
+    except GatewayStartError:
+        stop()
+        raise
+    return GatewayHandle(url, settings, stop, "thread")
+
+
+def _start_process(settings: GatewaySettings, host: str, port: int, workers: int, timeout: float) -> GatewayHandle:
+    run_dir = Path(tempfile.mkdtemp(prefix="nasops-gateway-"))
+    metrics_dir = run_dir / "prometheus"
+    metrics_dir.mkdir()
+    if settings.control_file is None:
+        settings = settings.model_copy(update={"control_file": str(run_dir / "control.json")})
+    env = {**os.environ, **settings.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    log_path = run_dir / "gateway.log"
+    attempts = 3 if port == 0 else 1
+    for attempt in range(attempts):
+        chosen = port or free_port(host)
+        cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app_from_env", "--factory", "--host", host,
+               "--port", str(chosen), "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+               "--timeout-graceful-shutdown", "10"]
+        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://{host}:{chosen}"
+
+        def stop(proc=proc, log_file=log_file) -> None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            log_file.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+        try:
+            _wait_healthy(url, timeout, lambda proc=proc: proc.poll() is None)
+            return GatewayHandle(url, settings, stop, "process")
+        except GatewayStartError as exc:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            log_file.close()
+            if attempt + 1 < attempts and "address already in use" in tail.lower():
+                continue
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise GatewayStartError(f"{exc}\n--- gateway log ---\n{tail}") from None
+    raise GatewayStartError("no free port found for the gateway")
+
+
+def start_gateway(
+    settings: GatewaySettings | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    workers: int = 1,
+    mode: Literal["thread", "process"] | None = None,
+    timeout: float = 120.0,
+) -> GatewayHandle:
+    """Run the gateway on ``host:port`` (0: a free port) and return once ``/healthz`` answers.
+
+    ``mode`` defaults to ``"thread"`` for one worker and ``"process"`` for several.
+    """
+    settings = settings or GatewaySettings()
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    mode = mode or ("thread" if workers == 1 else "process")
+    if mode == "thread":
+        if workers != 1:
+            raise ValueError("thread mode runs exactly one worker; use mode='process' for several")
+        return _start_thread(settings, host, port, timeout)
+    if mode == "process":
+        return _start_process(settings, host, port, workers, timeout)
+    raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
+
+
+def serve_forever(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+                  state_dir: Path | None = None) -> None:
+    """Run the gateway in the foreground until interrupted (what ``nasops serve`` does)."""
+    import uvicorn
+
+    if workers > 1:
+        base = Path(state_dir or tempfile.mkdtemp(prefix="nasops-gateway-"))
+        metrics_dir = base / "prometheus-multiproc"
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files from a previous run would add up
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        if settings.control_file is None:
+            settings = settings.model_copy(update={"control_file": str(base / "gateway-control.json")})
+        control = Path(settings.control_file)
+        control.unlink(missing_ok=True)
+        os.environ.update(settings.to_env())
+        uvicorn.run("serving.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="info", access_log=False)
+        return
+    from serving.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)

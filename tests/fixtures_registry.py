@@ -1,0 +1,133 @@
+"""A real MLflow registry (SQLite store) holding a trained champion and a challenger, for gateway-level tests.
+
+Reusable: ``from fixtures_registry import registry  # noqa: F401`` in a test module, then ask for the ``registry``
+fixture; or call :func:`build_registry` with your own challenger module (e.g. a faulty one from
+``support_models``). The versions carry the contract tags (``nasops.classes``, ``nasops.features``, ...) and a
+TensorSpec signature, exactly as the pipelines register them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support_models import digits_data, linear_classifier, mlp_classifier, train_small
+from torch import nn
+
+CLASSES = list(range(10))
+
+
+@dataclass
+class RegistryFixture:
+    """Where the registry is and what it holds."""
+
+    home: Path
+    tracking_uri: str
+    model_name: str
+    prediction_log_url: str
+    champion_version: str
+    challenger_version: str | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list
+
+    def gateway_settings(self, **overrides):
+        """:class:`serving.config.GatewaySettings` pointing at this registry and its own prediction log."""
+        from serving.config import GatewaySettings
+
+        values = {"tracking_uri": self.tracking_uri, "model_name": self.model_name,
+                  "prediction_log_url": self.prediction_log_url, "poll_interval_s": 0, **overrides}
+        return GatewaySettings(**values)
+
+    def register(self, module: nn.Module, alias: str | None = None, role: str = "nas") -> str:
+        """Log and register one more version (optionally moving ``alias`` to it); returns its version."""
+        return register_version(self.tracking_uri, self.model_name, module, alias=alias, role=role)
+
+
+def register_version(tracking_uri: str, model_name: str, module: nn.Module, *, alias: str | None = None,
+                     role: str = "nas", n_features: int = 64, classes: list | None = None,
+                     serialization: str | None = None) -> str:
+    """Log ``module`` like the pipelines do (TensorSpec signature, input example, contract tags) and register it.
+
+    ``serialization="pt2"`` is MLflow's default and what the pipelines use (torch.export, ~10 s per model here);
+    ``"pickle"`` (the default of this helper) is much faster and the only option for the faulty wrappers of
+    ``support_models`` (tracing would freeze their Python behaviour). The gateway serves both.
+    """
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import ModelSignature
+    from mlflow.tracking import MlflowClient
+    from mlflow.types import Schema, TensorSpec
+
+    classes = CLASSES if classes is None else classes
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_features))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)))]),
+    )
+    serialization = serialization or "pickle"
+    example = np.random.default_rng(0).random((4, n_features), dtype=np.float32)
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(module, name="model", signature=signature, input_example=example,
+                                        serialization_format=serialization, registered_model_name=model_name,
+                                        pip_requirements=["torch", "numpy"])
+    version = str(info.registered_model_version)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    tags = {
+        "nasops.classes": json.dumps(classes),
+        "nasops.features": json.dumps([f"pixel_{i}" for i in range(n_features)]),
+        "nasops.input_shape": json.dumps([n_features]),
+        "nasops.arch": type(module).__name__,
+        "nasops.role": role,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    if alias:
+        client.set_registered_model_alias(model_name, alias, version)
+    return version
+
+
+def build_registry(home: Path, challenger: nn.Module | str | None = "mlp",
+                   model_name: str = "nasops-classifier", champion_format: str = "pickle") -> RegistryFixture:
+    """Train a linear champion (and an MLP challenger unless one is given) on digits and register both."""
+    from pipelines.settings import Settings
+    from pipelines.tracking import configure_mlflow
+
+    home.mkdir(parents=True, exist_ok=True)
+    settings = Settings(home=home, model_name=model_name)
+    configure_mlflow(settings)
+    x_tr, y_tr, x_te, y_te = digits_data()
+    champion = train_small(linear_classifier(), x_tr, y_tr, steps=40)
+    champion_version = register_version(settings.tracking_uri, model_name, champion, alias="champion",
+                                        role="baseline", serialization=champion_format)
+    challenger_version = None
+    if challenger is not None:
+        module = train_small(mlp_classifier(), x_tr, y_tr, steps=60) if isinstance(challenger, str) else challenger
+        challenger_version = register_version(settings.tracking_uri, model_name, module, alias="challenger")
+    return RegistryFixture(
+        home=home, tracking_uri=settings.tracking_uri, model_name=model_name,
+        prediction_log_url=f"sqlite:///{home / 'predictions.db'}", champion_version=champion_version,
+        challenger_version=challenger_version, x_test=x_te, y_test=y_te, classes=CLASSES,
+    )
+
+
+@pytest.fixture
+def registry(nasops_home) -> RegistryFixture:
+    """A fresh registry with a trained champion (linear) and challenger (MLP) under ``nasops_home``."""
+    return build_registry(nasops_home)
+
+
+_SESSION: dict[str, RegistryFixture] = {}
+
+
+@pytest.fixture(scope="session")
+def shared_registry(tmp_path_factory) -> RegistryFixture:
+    """The same, built once per test session however many modules import it (tests must not move its aliases);
+    its champion is saved in the pipelines' ``pt2`` format so that path is served too."""
+    if "registry" not in _SESSION:
+        _SESSION["registry"] = build_registry(tmp_path_factory.mktemp("registry"), champion_format="pt2")
+    return _SESSION["registry"]

@@ -1,0 +1,78 @@
+"""Rank aggregation, named ensembles and calibrated weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from nas.ensemble import ENSEMBLES, CalibratedEnsemble, calibrate, ensemble_score, proxy_ranks, rank_aggregate
+from nas.proxies import WORST_SCORE, list_proxies
+
+
+def test_log_rank_aggregation_by_hand():
+    scores = {"a": [3.0, 1.0, 2.0], "b": [10.0, 30.0, 20.0]}
+    agg = rank_aggregate(scores)
+    # ranks/n: a -> (1, 1/3, 2/3), b -> (1/3, 1, 2/3)
+    expected = [math.log(1) + math.log(1 / 3), math.log(1 / 3) + math.log(1), 2 * math.log(2 / 3)]
+    assert np.allclose(agg, expected)
+    assert int(np.argmax(agg)) == 2  # good on both beats great on one, bad on the other
+    mean = rank_aggregate(scores, method="mean")
+    assert np.allclose(mean, [4 / 3, 4 / 3, 4 / 3])
+
+
+def test_ties_average_and_worst_values_rank_last():
+    assert np.allclose(proxy_ranks([1.0, 1.0, 2.0, 0.0], method="mean"), [2.5 / 4, 2.5 / 4, 1.0, 0.25])
+    scores = {"a": [5.0, WORST_SCORE, 1.0, float("nan")], "b": [1.0, 9.0, 2.0, 3.0]}
+    agg = rank_aggregate(scores)
+    assert np.all(np.isfinite(agg))
+    assert set(np.argsort(agg)[:2]) == {1, 3}
+
+
+def test_weights_select_proxies_and_bad_weights_are_errors():
+    scores = {"a": [1.0, 2.0, 3.0], "b": [3.0, 2.0, 1.0]}
+    assert np.argmax(rank_aggregate(scores, {"a": 1.0})) == 2
+    assert np.argmax(rank_aggregate(scores, {"a": 0.0, "b": 1.0})) == 0
+    with pytest.raises(KeyError, match="c"):
+        rank_aggregate(scores, {"c": 1.0})
+    with pytest.raises(ValueError, match="non-negative"):
+        rank_aggregate(scores, {"a": -1.0})
+    with pytest.raises(ValueError, match="same architectures"):
+        rank_aggregate({"a": [1.0], "b": [1.0, 2.0]})
+
+
+def test_named_ensembles_use_registered_proxies():
+    known = set(list_proxies())
+    for name, members in ENSEMBLES.items():
+        assert members and set(members) <= known, name
+    scores = {p: list(np.arange(5.0)) for p in ENSEMBLES["ensemble"]}
+    assert np.argmax(ensemble_score("ensemble", scores)) == 4
+    with pytest.raises(KeyError, match="ensemble"):
+        ensemble_score("nope", scores)
+
+
+def test_calibration_weights_the_informative_proxy():
+    rng = np.random.default_rng(0)
+    acc = rng.uniform(0.5, 0.9, 20)
+    scores = {"good": acc + rng.normal(0, 0.02, 20), "noise": rng.normal(size=20), "anti": -acc}
+    weights = calibrate(scores, acc, ridge=0.1)
+    assert set(weights) == set(scores)
+    assert all(w >= 0 for w in weights.values()) and sum(weights.values()) == pytest.approx(1.0)
+    assert weights["good"] > weights["noise"] and weights["anti"] == 0.0
+    model = CalibratedEnsemble.fit(scores, acc, ridge=0.1)
+    assert spearmanr(model.score(scores), acc).statistic > 0.9
+    with pytest.raises(ValueError, match="at least 3"):
+        calibrate({"good": [1.0, 2.0]}, [0.1, 0.2])
+
+
+def test_calibrated_ensemble_round_trips_through_json(tmp_path):
+    model = CalibratedEnsemble({"synflow": 0.7, "nwot": 0.3, "zen": 0.0}, "log", {"fitted_on": 12})
+    path = model.save(tmp_path / "ens.json")
+    loaded = CalibratedEnsemble.load(path)
+    assert loaded == model and loaded.proxies == ["synflow", "nwot"]
+    scores = {"synflow": [1.0, 2.0, 3.0], "nwot": [3.0, 1.0, 2.0], "zen": [0.0, 0.0, 0.0]}
+    assert np.array_equal(loaded.score(scores), model.score(scores))
+    with pytest.raises(ValueError, match="weights"):
+        CalibratedEnsemble.from_json('{"method": "log"}')
