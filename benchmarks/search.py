@@ -96,7 +96,7 @@ def main() -> None:
 
         cols = pd.read_csv(path, nrows=1).columns
         metric = "val_accuracy" if "val_accuracy" in cols else cols[1]
-        proxies = [c for c in cols if c.startswith("proxy_") or c in ("synflow", "params", "nwot", "ensemble")]
+        proxies = [c for c in cols if c.startswith("proxy_") or c in ("synflow", "params", "flops", "nwot", "ensemble")]
         jobs.append((f"nasops NB201 ground truth {path.name} (proxy columns: {', '.join(proxies) or 'none'})",
                      load_table(path, "arch", metric, proxy_columns=proxies)))
     results = {}

@@ -114,7 +114,7 @@ class CanaryConfig(BaseModel):
     )
     shadow_first: bool = Field(False, description="mirror traffic to the challenger before any split step")
     shadow_intervals: int = Field(1, ge=1, description="shadow intervals that must pass before the split steps")
-    rate: float = Field(40.0, gt=0, le=2000, description="replayed requests per second")
+    rate: float = Field(50.0, gt=0, le=2000, description="replayed requests per second")
     batch_size: int = Field(1, ge=1, le=256, description="rows per replayed request")
     drift: str | None = Field(None, description="drift injected into the replayed inputs, e.g. 'noise=0.3'")
     feedback: bool = Field(True, description="send true labels to /feedback (online accuracy)")
@@ -122,6 +122,9 @@ class CanaryConfig(BaseModel):
     drift_threshold: float = Field(0.5, gt=0, le=1, description="share of drifted features that means dataset drift")
     drift_each_interval: bool = Field(True, description="compute drift shares each interval (gauges), not only at end")
     reference_rows: int = Field(1000, ge=50, description="training rows used as the drift reference")
+    drift_report_features: int | None = Field(
+        16, ge=1, description="features with a detailed panel in the Evidently HTML report (None: all)"
+    )
     challenger_timeout_s: float = Field(0.5, gt=0, description="gateway: slower challenger answers fall back")
     keep_challenger_alias: bool = Field(False, description="leave the 'challenger' alias in place after the decision")
     prometheus_url: str | None = Field(None, description="Prometheus server for metrics with source: prometheus")

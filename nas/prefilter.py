@@ -15,6 +15,7 @@ import math
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,38 +141,47 @@ def _run_stage(
     todo: list[str],
     names: list[str],
     journal: _Journal,
-    init_args: tuple,
+    executor: ProcessPoolExecutor | None,
     workers: int,
     on_done: Callable[[], None],
 ) -> None:
     if not todo:
         return
     wants_batch = any(needs_data(n) for n in names)
-    if workers <= 1:
-        _init_worker(*init_args)
+    if executor is None:
         for text in todo:
             for arch, scores in _score_chunk([text], names, wants_batch):
                 journal.record(arch, scores)
                 on_done()
         return
     chunk = max(1, min(16, math.ceil(len(todo) / (workers * 8))))
+    pending: set[Future] = set()
+    chunks = _chunks(todo, chunk)
+    for part in chunks:  # keep a bounded number of chunks in flight
+        pending.add(executor.submit(_score_chunk, part, names, wants_batch))
+        if len(pending) >= workers * 2:
+            break
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            for arch, scores in future.result():
+                journal.record(arch, scores)
+                on_done()
+            part = next(chunks, None)
+            if part is not None:
+                pending.add(executor.submit(_score_chunk, part, names, wants_batch))
+
+
+@contextmanager
+def _executor(workers: int, init_args: tuple) -> Iterator[ProcessPoolExecutor | None]:
+    """``None`` (score in this process) for one worker, else a pool of spawned processes shared by both stages."""
+    if workers <= 1:
+        _init_worker(*init_args)
+        yield None
+        return
     context = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
-        pending: set[Future] = set()
-        chunks = _chunks(todo, chunk)
-        for part in chunks:  # keep a bounded number of chunks in flight
-            pending.add(pool.submit(_score_chunk, part, names, wants_batch))
-            if len(pending) >= workers * 2:
-                break
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                for arch, scores in future.result():
-                    journal.record(arch, scores)
-                    on_done()
-                part = next(chunks, None)
-                if part is not None:
-                    pending.add(pool.submit(_score_chunk, part, names, wants_batch))
+        yield pool
 
 
 def prefilter(
@@ -258,22 +268,26 @@ def prefilter(
         if progress is not None:
             progress(done[0], total)
 
-    init_args = (space, batch, shape, classes, seed)
     todo = book.missing(strings, cheap_names)
     done[0] = len(strings) - len(todo)
     if progress is not None:
         progress(done[0], total)
-    _run_stage(todo, cheap_names, book, init_args, workers, tick)
 
-    stage1 = rank_aggregate({n: [book.scores[a][n] for a in strings] for n in cheap_names})
-    order = np.argsort(-stage1, kind="stable")
-    finalists = [strings[i] for i in order[:n_costly]]
-    if costly_names:
-        todo = book.missing(finalists, costly_names)
-        done[0] += n_costly - len(todo)
-        if progress is not None:
-            progress(done[0], total)
-        _run_stage(todo, costly_names, book, init_args, workers, tick)
+    def best_of_stage1() -> list[str]:
+        stage1 = rank_aggregate({n: [book.scores[a][n] for a in strings] for n in cheap_names})
+        return [strings[i] for i in np.argsort(-stage1, kind="stable")[:n_costly]]
+
+    # one worker pool for both stages, started only if something is left to score (a finished journal needs none)
+    needed = workers if todo or (costly_names and book.missing(best_of_stage1(), costly_names)) else 1
+    with _executor(needed, (space, batch, shape, classes, seed)) as executor:
+        _run_stage(todo, cheap_names, book, executor, workers, tick)
+        finalists = best_of_stage1()
+        if costly_names:
+            todo = book.missing(finalists, costly_names)
+            done[0] += n_costly - len(todo)
+            if progress is not None:
+                progress(done[0], total)
+            _run_stage(todo, costly_names, book, executor, workers, tick)
 
     available = set(cheap_names) | set(costly_names)
     weights = {m: 1.0 for m in members if m in available}

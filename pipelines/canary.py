@@ -10,6 +10,7 @@ an HTML report) goes to an MLflow run nested under the refresh's run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import tempfile
@@ -214,6 +215,58 @@ def _interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryCon
     return out
 
 
+class DriftWorker:
+    """Per-interval drift on one background thread, so Evidently's seconds overlap the next interval's traffic
+    instead of adding to it; each result lands in its step dict and on the gateway's ``nasops_drift_share``.
+    Intervals that end while the previous computation still runs are skipped (recorded as such)."""
+
+    def __init__(self, log_engine, reference: pd.DataFrame, cfg: CanaryConfig, admin: GatewayAdmin) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.log_engine, self.reference, self.cfg, self.admin = log_engine, reference, cfg, admin
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canary-drift")
+        self.futures: list = []
+        self.seconds = 0.0
+        self.pool.submit(_import_evidently)  # its import alone takes seconds: do it while the gateway starts
+
+    def submit(self, step: dict, since: float, until: float) -> None:
+        """Queue one interval's drift, unless the previous one is still computing (then this interval is skipped:
+        at most one computation in flight bounds the overhead on a busy machine)."""
+        if any(not f.done() for f in self.futures):
+            step["drift"] = {"skipped": True}
+            return
+        self.futures.append(self.pool.submit(self._run, step, since, until))
+
+    def _run(self, step: dict, since: float, until: float) -> None:
+        t0 = time.perf_counter()
+        drift = _interval_drift(read_predictions(self.log_engine, since, until), self.reference, self.cfg)
+        step["drift"] = drift
+        for variant in ("champion", "challenger"):
+            if drift.get(variant) is not None:
+                # The gauge is best effort; the values stay in the step record either way.
+                with contextlib.suppress(httpx.HTTPError):
+                    self.admin.publish_drift(variant, float(drift[variant]))
+        self.seconds += time.perf_counter() - t0
+
+    def wait(self, timeout_s: float = 120.0) -> float:
+        """Block until every submitted interval is done; returns the seconds spent computing drift."""
+        from concurrent.futures import wait
+
+        wait(self.futures, timeout=timeout_s)
+        for future in self.futures:
+            if future.done() and future.exception() is not None:
+                _logger().warning("interval drift failed: %s", future.exception())
+        return self.seconds
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _import_evidently() -> None:
+    import evidently.metrics
+    import evidently.presets  # noqa: F401
+
+
 def _replay_interval(url: str, x: np.ndarray, y: np.ndarray, cfg: CanaryConfig, offset: int, seed: int,
                      classes: list) -> Any:
     from pipelines.replay import replay
@@ -310,10 +363,14 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
                            "drift": cfg.drift or "none", "window": cfg.window, "on_marginal": cfg.on_marginal})
         mlflow.log_dict(cfg.model_dump(mode="json"), f"{REPORT_DIR}/canary_config.json")
         log.info("canary: champion v%s vs challenger v%s, steps %s", champion.version, challenger.version, cfg.steps)
+        clock = time.perf_counter()
+        timings = {"gateway_start_s": 0.0, "traffic_s": 0.0, "judge_s": 0.0, "drift_s": 0.0}
         with start_gateway(gateway_settings) as gateway:
             admin = GatewayAdmin(gateway.url, token)
+            drift_worker = DriftWorker(log_engine, reference, cfg, admin) if cfg.drift_each_interval else None
             try:
                 admin.wait_ready()
+                timings["gateway_start_s"] = time.perf_counter() - clock
                 started = time.time()
                 current: Phase | None = None
                 while state.decision is None:
@@ -330,19 +387,17 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
                     sent_total += sent
                     failed_total += failed
                     t1 = time.time()
+                    timings["traffic_s"] += t1 - t0
                     since = started if cfg.window == "cumulative" else t0
                     verdict = judge.judge(collect_samples(cfg.judge.metrics, sources, since, t1 + 1.0))
+                    timings["judge_s"] += time.time() - t1
                     outcome = state.advance(verdict)
                     step = {"interval": state.intervals, "mode": phase.mode, "weight": phase.weight,
                             "verdict": verdict.verdict, "outcome": outcome, "score": round(verdict.score, 2),
                             "failed_metrics": verdict.failed_metrics, "sent": sent, "failed_requests": failed,
                             "evidence": verdict.table()}
-                    if cfg.drift_each_interval:
-                        drift = _interval_drift(read_predictions(log_engine, t0, t1 + 1.0), reference, cfg)
-                        step["drift"] = drift
-                        for variant in ("champion", "challenger"):
-                            if drift.get(variant) is not None:
-                                admin.publish_drift(variant, float(drift[variant]))
+                    if drift_worker is not None:
+                        drift_worker.submit(step, t0, t1 + 1.0)
                     state.history.append(step)
                     mlflow.log_metrics({"canary_score": verdict.score, "challenger_weight": phase.weight,
                                         "failed_intervals": state.failures}, step=state.intervals)
@@ -353,13 +408,20 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
                 if state.decision == "rolled_back":
                     admin.set_weight(0.0)
                 finished = time.time()
+                if drift_worker is not None:
+                    timings["drift_s"] = drift_worker.wait()
             finally:
+                if drift_worker is not None:
+                    drift_worker.close()
                 admin.close()
         assert verdict is not None
+        clock = time.perf_counter()
         frame = read_predictions(log_engine, started, finished + 1.0)
         result = _finish(run, model_name, str(champion.version), str(challenger.version), cfg, state, verdict,
                          frame, reference, client, gateway.url)
+        timings["report_s"] = time.perf_counter() - clock
         result["replay"] = {"sent": sent_total, "failed": failed_total}
+        result["timings"] = {k: round(v, 2) for k, v in timings.items()}
         mlflow.log_dict(result, f"{REPORT_DIR}/result.json")
     log_engine.dispose()
     log.info("canary decision: %s (%s)", result["decision"], result["reason"])
@@ -378,7 +440,7 @@ def _finish(run, model_name: str, champion_version: str, challenger_version: str
         drift_html = Path(tmp) / "data_drift.html"
         if len(served) >= 10:
             drift = data_drift_report(reference, features_frame(served, list(reference.columns)), drift_html,
-                                      threshold=cfg.drift_threshold)
+                                      threshold=cfg.drift_threshold, detail_columns=cfg.drift_report_features)
             mlflow.log_artifact(str(drift_html), REPORT_DIR)
             drift_info: dict[str, Any] = {"share": drift.share, "dataset_drift": drift.dataset_drift,
                                           "drifted_features": drift.count, "features": drift.columns}

@@ -47,7 +47,8 @@ class SearchStageConfig(BaseModel):
     space: str = Field("nb201", description="search space name (nb201, mlp, vit)")
     space_config: dict[str, Any] | None = Field(None, description="space options; default {'C': 8, 'N': 1} for nb201")
     pool_size: int = Field(1000, ge=1, description="architectures sampled for the zero-cost pre-filter")
-    prefilter_keep: int = Field(100, ge=1, description="how many the pre-filter keeps (the predictor's pool)")
+    prefilter_keep: int = Field(32, ge=1, description="how many the pre-filter keeps (the predictor's pool)")
+    costly_fraction: float = Field(0.03, gt=0, le=1, description="share of the pool scored by data-dependent proxies")
     proxies: list[str] | None = Field(None, description="cheap data-independent proxies for the whole pool")
     costly_proxies: list[str] | None = Field(None, description="data-dependent proxies for the pool's best part")
     ensemble: str = Field("ensemble", description="zero-cost ensemble used to rank the pool")
@@ -180,13 +181,12 @@ def make_task_runner(cfg: SearchStageConfig) -> Any:
 def zero_cost_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig) -> tuple[list[Architecture],
                                                                                              dict[str, dict]]:
     """Sample ``pool_size`` architectures and keep the pre-filter's best ``prefilter_keep`` (best first)."""
+    from nas.prefilter import prefilter
+
     rng = np.random.default_rng(cfg.seed)
-    pool = space.sample_many(cfg.pool_size, rng)
-    try:
-        from nas.prefilter import prefilter
-    except ModuleNotFoundError:
-        return _rank_by_cheap_proxies(space, pool, data, cfg)
-    kwargs: dict[str, Any] = {"keep": min(cfg.prefilter_keep, len(pool)), "ensemble": cfg.ensemble, "seed": cfg.seed}
+    pool = space.sample_many(cfg.pool_size, rng)  # unique by canonical form
+    kwargs: dict[str, Any] = {"keep": min(cfg.prefilter_keep, len(pool)), "ensemble": cfg.ensemble,
+                              "seed": cfg.seed, "workers": cfg.workers, "costly_fraction": cfg.costly_fraction}
     if cfg.proxies:
         kwargs["cheap"] = tuple(cfg.proxies)
     if cfg.costly_proxies is not None:
@@ -196,20 +196,6 @@ def zero_cost_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig) -
     except (KeyError, ValueError) as exc:
         raise UserError(f"zero-cost pre-filter: {exc}") from None
     return [s.arch for s in scored], {s.arch.string: dict(s.scores) for s in scored}
-
-
-def _rank_by_cheap_proxies(space: SearchSpace, pool: list[Architecture], data: TaskData,
-                           cfg: SearchStageConfig) -> tuple[list[Architecture], dict[str, dict]]:
-    """Rank the pool by mean rank of data-independent proxies (used where the cascade pre-filter is absent)."""
-    from nas.proxies import compute_scores
-    from nas.strategies import zero_cost_order
-
-    names = list(cfg.proxies or ("params", "synflow"))
-    scores = [compute_scores(lambda a=a: a.build(data.num_classes, data.input_shape), names,
-                             input_shape=data.input_shape, num_classes=data.num_classes, seed=cfg.seed)
-              for a in pool]
-    order = zero_cost_order({n: np.array([s[n] for s in scores]) for n in names})[: cfg.prefilter_keep]
-    return [pool[i] for i in order], {pool[i].string: scores[i] for i in order}
 
 
 # -- MLflow ---------------------------------------------------------------------------------------------------------
@@ -287,7 +273,9 @@ def _plots(out: Path, result: SearchResult, proxy_scores: Mapping[str, Mapping[s
 
 def _proxy_source(space: SearchSpace, data: TaskData, known: dict[str, dict], names: list[str]):
     """Proxy features for the predictor: the pre-filter's scores, or the cheap proxies computed on the fly."""
-    from nas.proxies import compute_scores
+    from nas.proxies import compute_scores, needs_data
+
+    names = [n for n in names if not needs_data(n)]  # mutants outside the pool get the data-free ones only
 
     def scores(arch: Architecture) -> dict[str, float]:
         if arch.string not in known:
@@ -333,6 +321,8 @@ def search_architectures(data_path: str, config: dict | None = None) -> dict:
     logger.info("searching %s %s for input %s, %d classes", space.name, space.config(), data.input_shape,
                 data.num_classes)
     strategy, pool, proxy_scores = prepare_strategy(cfg, space, data)
+    prefilter_seconds = time.perf_counter() - started
+    logger.info("pre-filter kept %d of %d architectures in %.1f s", len(pool), cfg.pool_size, prefilter_seconds)
     if mlflow.get_tracking_uri().startswith("file:") or not mlflow.get_tracking_uri():
         configure_mlflow()
     active = mlflow.active_run()
@@ -368,6 +358,7 @@ def search_architectures(data_path: str, config: dict | None = None) -> dict:
                 f"(max_latency_ms={cfg.max_latency_ms}, max_params={cfg.max_params}); relax them or raise the budget"
             )
         mlflow.log_metrics({"evaluations": len(result.records), "search_seconds": seconds,
+                            "prefilter_seconds": prefilter_seconds,
                             "best_val_accuracy": candidates[0]["val_accuracy"]})
         for t in result.tau:
             if "tau_prospective" in t:
@@ -390,6 +381,7 @@ def search_architectures(data_path: str, config: dict | None = None) -> dict:
         "pool_size": len(pool) if not cfg.pool_size else int(cfg.pool_size),
         "evaluations": len(result.records),
         "seconds": float(seconds),
+        "prefilter_seconds": float(prefilter_seconds),
         "candidates": candidates,
         "best": candidates[0],
         "journal": str(journal),

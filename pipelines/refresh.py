@@ -96,23 +96,37 @@ def model_refresh(config: RefreshConfig | None = None) -> dict:
     flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else ""
     with mlflow.start_run(run_name=f"refresh-{time.strftime('%Y%m%d-%H%M%S')}") as parent:
         mlflow.set_tags({"nasops.stage": "refresh", "nasops.prefect_flow_run_id": flow_run_id})
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = now - clock
+            clock = now
+
         spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows)
         data = prepare_data(spec, str(settings.data_dir))
+        lap("prepare_data")
         mlflow.log_params({"data": data["source"], "dataset_fingerprint": data["fingerprint"],
                            "model_name": model_name, "seed": config.seed})
         lineage = {"dataset_fingerprint": data["fingerprint"], "refresh_run_id": parent.info.run_id,
                    "prefect_flow_run_id": flow_run_id, "data_source": data["source"]}
 
         search = search_architectures(data["path"], {"seed": config.seed, **config.search})
+        lap("search_architectures")
         baseline = baseline_champion(data["path"], model_name, config.retrain, lineage)
+        lap("register_baseline_champion")
         champion_before = _champion_summary(model_name)
         challenger = retrain_task(data["path"], search, model_name, config.retrain, lineage)
+        lap("retrain_and_register")
 
         canary: dict[str, Any] = {}
         if not config.skip_canary:
             canary = canary_rollout(model_name, data["path"], {"seed": config.seed, **config.canary})
+            lap("canary_rollout")
         seconds = time.perf_counter() - started
-        mlflow.log_metric("refresh_seconds", seconds)
+        mlflow.log_metrics({"refresh_seconds": seconds, **{f"seconds.{k}": v for k, v in timings.items()}})
         if canary:
             mlflow.set_tag("nasops.decision", canary.get("decision", ""))
         return {
@@ -126,4 +140,5 @@ def model_refresh(config: RefreshConfig | None = None) -> dict:
             "challenger": challenger,
             "canary": canary,
             "seconds": seconds,
+            "timings": timings,
         }

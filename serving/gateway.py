@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -214,6 +215,7 @@ class Gateway:
         ready, why = self.ready()
         return {
             "model_name": self.settings.model_name,
+            "pid": os.getpid(),
             "mode": s.mode,
             "weight": s.weight,
             "ready": ready,

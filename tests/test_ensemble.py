@@ -37,8 +37,10 @@ def test_weights_select_proxies_and_bad_weights_are_errors():
     assert np.argmax(rank_aggregate(scores, {"a": 0.0, "b": 1.0})) == 0
     with pytest.raises(KeyError, match="c"):
         rank_aggregate(scores, {"c": 1.0})
-    with pytest.raises(ValueError, match="non-negative"):
-        rank_aggregate(scores, {"a": -1.0})
+    # A negative weight reads the proxy reversed: b reversed is a.
+    assert np.allclose(rank_aggregate(scores, {"b": -1.0}), rank_aggregate(scores, {"a": 1.0}))
+    with pytest.raises(ValueError, match="finite"):
+        rank_aggregate(scores, {"a": float("nan")})
     with pytest.raises(ValueError, match="same architectures"):
         rank_aggregate({"a": [1.0], "b": [1.0, 2.0]})
 
@@ -57,10 +59,13 @@ def test_calibration_weights_the_informative_proxy():
     rng = np.random.default_rng(0)
     acc = rng.uniform(0.5, 0.9, 20)
     scores = {"good": acc + rng.normal(0, 0.02, 20), "noise": rng.normal(size=20), "anti": -acc}
-    weights = calibrate(scores, acc, ridge=0.1)
+    weights = calibrate(scores, acc, ridge=0.1, signed=False)
     assert set(weights) == set(scores)
     assert all(w >= 0 for w in weights.values()) and sum(weights.values()) == pytest.approx(1.0)
-    assert weights["good"] > weights["noise"] and weights["anti"] == 0.0
+    assert weights["good"] > abs(weights["noise"]) and weights["anti"] == 0.0
+    signed = calibrate(scores, acc, ridge=0.1)
+    assert signed["anti"] < 0 < signed["good"]  # a proxy that ranks backwards on this task is read reversed
+    assert sum(abs(w) for w in signed.values()) == pytest.approx(1.0)
     model = CalibratedEnsemble.fit(scores, acc, ridge=0.1)
     assert spearmanr(model.score(scores), acc).statistic > 0.9
     with pytest.raises(ValueError, match="at least 3"):

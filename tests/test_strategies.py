@@ -69,11 +69,13 @@ def test_ask_returns_unseen_architectures_of_the_space(name, table, space):
 @pytest.mark.parametrize("name", list_strategies())
 def test_same_seed_same_proposals(name, table, space):
     runs = []
+    budget = 14 if name == "predictor" else 25
+    kw = {"n_init": 4, "predictor_kwargs": {"steps": 60}} if name == "predictor" else {}
     for _ in range(2):
-        strategy = get_strategy(name, space, seed=7)
-        runs.append(drive(strategy, TabularEvaluator(table), 25))
+        strategy = get_strategy(name, space, seed=7, **kw)
+        runs.append(drive(strategy, TabularEvaluator(table), budget))
     assert runs[0] == runs[1]
-    other = drive(get_strategy(name, space, seed=8), TabularEvaluator(table), 25)
+    other = drive(get_strategy(name, space, seed=8, **kw), TabularEvaluator(table), budget)
     assert other != runs[0]
 
 

@@ -1,0 +1,241 @@
+"""Serving overhead and throughput: the nasops gateway against the same model in-process and `mlflow models serve`.
+
+All in one run, on this machine:
+
+* latency: ``--requests`` sequential one-row requests over a keep-alive connection to the gateway, minus the same
+  rows through the loaded model in-process (the gateway's own predict path: forward + softmax + labels);
+  the gateway does everything it does in production (validation, routing, metrics, prediction log on SQLite).
+* throughput: ``--concurrency`` closed-loop clients for ``--seconds`` against the gateway, then against
+  ``mlflow models serve --env-manager local`` serving the same registered version, each as one uvicorn worker in
+  its own process.
+
+A small MLP trained on scikit-learn's digits is registered in a temporary MLflow store (MLflow's default ``pt2``
+format, as the pipelines log it). ``--json`` prints exactly the keys the issue lists; details go to stderr.
+
+    python benchmarks/serving.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the `serving` package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def register_model(home: Path) -> tuple[str, str, str, np.ndarray]:
+    """Train a 64-64-10 MLP on digits for a few steps and register it; ``(tracking_uri, name, version, x)``."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.tracking import MlflowClient
+    from mlflow.types import Schema, TensorSpec
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    torch.manual_seed(0)
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    model.eval()
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    exp = client.create_experiment("bench-serving", artifact_location=(home / "artifacts").as_uri())
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 64))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]))
+    name = "bench-classifier"
+    with mlflow.start_run(experiment_id=exp):
+        info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=x[:4],
+                                        registered_model_name=name, pip_requirements=["torch", "numpy"])
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, "nasops.classes", json.dumps(list(range(10))))
+    for alias in ("champion", "challenger"):
+        client.set_registered_model_alias(name, alias, version)
+    return uri, name, version, x
+
+
+def in_process_latencies(uri: str, name: str, version: str, rows: np.ndarray) -> np.ndarray:
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from serving.models import load_version
+
+    torch.set_num_threads(1)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = load_version(MlflowClient(uri, uri), name, "champion", version)
+    out = []
+    for row in rows:
+        x = row.reshape(1, -1)
+        t0 = time.perf_counter()
+        model.labels(model.predict_proba(np.ascontiguousarray(x, dtype=np.float32)))
+        out.append(time.perf_counter() - t0)
+    return np.asarray(out)
+
+
+def http_latencies(url: str, path: str, rows: np.ndarray) -> np.ndarray:
+    out = []
+    with httpx.Client(timeout=30) as client:
+        for row in rows:
+            t0 = time.perf_counter()
+            r = client.post(f"{url}{path}", json={"inputs": [row.tolist()]})
+            out.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                raise RuntimeError(f"{url}{path} answered {r.status_code}: {r.text[:300]}")
+    return np.asarray(out)
+
+
+async def _closed_loop(url: str, path: str, rows: list, seconds: float, concurrency: int) -> tuple[int, int]:
+    done = errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        stop_at = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal done, errors
+            i = k
+            while time.perf_counter() < stop_at:
+                r = await client.post(f"{url}{path}", json={"inputs": [rows[i % len(rows)]]})
+                if r.status_code == 200:
+                    done += 1
+                else:
+                    errors += 1
+                i += concurrency
+
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return done, errors
+
+
+def throughput(url: str, path: str, rows: np.ndarray, seconds: float, concurrency: int) -> float:
+    payload = [r.tolist() for r in rows]
+    asyncio.run(_closed_loop(url, path, payload, min(1.0, seconds), concurrency))  # warm-up
+    t0 = time.perf_counter()
+    done, errors = asyncio.run(_closed_loop(url, path, payload, seconds, concurrency))
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{errors} failed requests to {url}{path} during the throughput run")
+    return done / elapsed
+
+
+def wait_ready(url: str, path: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}{path} not ready within {timeout}s")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the result keys as JSON on stdout")
+    parser.add_argument("--requests", type=int, default=1000, help="sequential requests for the latency figures")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput run")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients in the throughput runs")
+    args = parser.parse_args(argv)
+
+    from serving.config import GatewaySettings
+    from serving.server import free_port, start_gateway
+
+    home = Path(tempfile.mkdtemp(prefix="nasops-bench-serving-"))
+    log(f"registering a digits MLP in {home} ...")
+    uri, name, version, x = register_model(home)
+    rng = np.random.default_rng(0)
+    rows = x[rng.integers(0, len(x), size=args.requests)]
+
+    log("in-process baseline ...")
+    in_process_latencies(uri, name, version, rows[:100])  # warm-up
+    base = in_process_latencies(uri, name, version, rows)
+
+    settings = GatewaySettings(tracking_uri=uri, model_name=name, prediction_log_url=f"sqlite:///{home / 'p.db'}",
+                               challenger_weight=0.0, poll_interval_s=0)
+    log("gateway (one uvicorn worker process) ...")
+    with start_gateway(settings, mode="process") as gw:
+        http_latencies(gw.url, "/predict", rows[:200])  # warm-up
+        gw_lat = http_latencies(gw.url, "/predict", rows)
+        gw_rps = throughput(gw.url, "/predict", rows, args.seconds, args.concurrency)
+
+    log("mlflow models serve --env-manager local (one worker) ...")
+    port = free_port()
+    # mlflow serve execs `uvicorn` by name: the interpreter's bin folder (the venv) must be on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
+    serve_log = open(home / "mlflow-serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}/{version}", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, "/ping", proc)
+        http_latencies(url, "/invocations", rows[:200])  # warm-up (and proves it answers)
+        mlflow_lat = http_latencies(url, "/invocations", rows[:300])
+        mlflow_rps = throughput(url, "/invocations", rows, args.seconds, args.concurrency)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        serve_log.close()
+
+    def ms(values: np.ndarray, q: float) -> float:
+        return float(np.percentile(values, q) * 1000.0)
+
+    result = {
+        "gateway_p50_overhead_ms": round(ms(gw_lat, 50) - ms(base, 50), 3),
+        "gateway_p99_overhead_ms": round(ms(gw_lat, 99) - ms(base, 99), 3),
+        "throughput_rps": round(gw_rps, 1),
+        "mlflow_serve_throughput_rps": round(mlflow_rps, 1),
+        "throughput_ratio_vs_mlflow_serve": round(gw_rps / mlflow_rps, 2),
+    }
+    log(f"in-process p50/p99 {ms(base, 50):.3f}/{ms(base, 99):.3f} ms; gateway p50/p99 {ms(gw_lat, 50):.3f}/"
+        f"{ms(gw_lat, 99):.3f} ms; mlflow serve p50/p99 {ms(mlflow_lat, 50):.3f}/{ms(mlflow_lat, 99):.3f} ms; "
+        f"{args.requests} requests, throughput {args.seconds:g}s x {args.concurrency} clients, cpus {os.cpu_count()}")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:36s} {value}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Several uvicorn workers: /metrics reports the totals of all of them (prometheus_client multiprocess mode), and
+an admin change made through one worker reaches the others."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
+from test_gateway import metric_value
+
+from serving.server import start_gateway
+
+AUTH = {"Authorization": "Bearer w"}
+
+
+def test_two_workers_report_correct_totals_and_share_admin_changes(shared_registry):  # noqa: F811
+    settings = shared_registry.gateway_settings(admin_token="w", challenger_weight=0.5)
+    rows = shared_registry.x_test[:40]
+    with start_gateway(settings, workers=2) as gw:
+        assert gw.mode == "process"
+        pids = set()
+        for row in rows:
+            # a new connection per request, so the kernel spreads them over both workers
+            assert httpx.post(f"{gw.url}/predict", json={"inputs": [row.tolist()]}).status_code == 200
+            pids.add(httpx.get(f"{gw.url}/admin/state", headers=AUTH).json()["pid"])
+        totals = {metric_value(httpx.get(f"{gw.url}/metrics").text, "nasops_requests_total", status="ok")
+                  for _ in range(6)}
+        assert totals == {40.0}, f"scrapes disagree or miss a worker: {totals} (pids seen: {pids})"
+        histogram = metric_value(httpx.get(f"{gw.url}/metrics").text, "nasops_request_duration_seconds_count")
+        assert histogram == 40
+        assert httpx.post(f"{gw.url}/admin/weight", json={"weight": 1.0}, headers=AUTH).status_code == 200
+        time.sleep(0.5)  # workers re-read the control file at most every 0.2 s
+        served = {httpx.post(f"{gw.url}/predict", json={"inputs": [rows[0].tolist()]}).json()["variant"]
+                  for _ in range(20)}
+        assert served == {"challenger"}
+        assert len(pids) == 2, f"only one worker answered 80 fresh connections: {pids}"

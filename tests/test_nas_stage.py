@@ -1,0 +1,97 @@
+"""The refresh's NAS stage as a real Prefect flow with a real MLflow SQLite store (tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines.errors import UserError
+from pipelines.nas_stage import SearchStageConfig, parse_config, resolve_space, search_architectures
+
+TINY = {"pool_size": 12, "prefilter_keep": 4, "costly_proxies": [], "budget": 3, "warm_start": 2,
+        "fidelity": {"epochs": 1, "data_fraction": 0.3}, "workers": 2, "top_k": 2, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def digits_path(tmp_path_factory):
+    from nas.datasets import bundled_task
+
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    bundled_task("digits", seed=0).save(path)
+    return str(path)
+
+
+def test_config_errors_name_the_key_and_the_choices():
+    with pytest.raises(UserError, match=r"unknown key 'budgett' \(valid: space, space_config"):
+        parse_config({"budgett": 3})
+    with pytest.raises(UserError, match="unknown strategy 'bayes'; choose one of: random, evolution"):
+        parse_config({"strategy": "bayes"})
+    with pytest.raises(UserError, match="budget"):
+        parse_config({"budget": 0})
+    with pytest.raises(UserError, match="unknown fidelity keys"):
+        parse_config({"fidelity": {"epoch": 2}})
+    assert parse_config(None) == SearchStageConfig()
+
+
+def test_flat_data_falls_back_to_the_mlp_space():
+    cfg = parse_config({})
+    assert resolve_space(cfg, (1, 8, 8)).name == "nb201"
+    assert resolve_space(cfg, (64,)).name == "mlp"
+    with pytest.raises(UserError, match="cannot take inputs"):
+        resolve_space(parse_config({"space": "nb201"}), (1, 2, 2))
+
+
+def _check(out: dict, budget: int) -> None:
+    assert set(out) >= {"search_run_id", "space", "space_config", "input_shape", "num_classes", "pool_size",
+                        "evaluations", "seconds", "candidates", "best"}
+    assert out["space"] == "nb201" and out["space_config"] == {"C": 8, "N": 1}
+    assert out["input_shape"] == [1, 8, 8] and out["num_classes"] == 10
+    assert out["evaluations"] == budget and len(out["candidates"]) == 2
+    assert out["best"] == out["candidates"][0]
+    assert out["candidates"][0]["val_accuracy"] >= out["candidates"][1]["val_accuracy"]
+    for cand in out["candidates"]:
+        assert cand["arch"].startswith("|") and cand["params"] > 0 and cand["latency_ms"] > 0
+        assert cand["fidelity"] == {"epochs": 1, "data_fraction": 0.3}
+    json.dumps(out)  # plain JSON
+
+
+@pytest.mark.slow
+def test_flow_logs_a_search_run_with_nested_evaluations(prefect_server, nasops_home, digits_path):
+    from pipelines.tracking import configure_mlflow
+
+    configure_mlflow()
+    with mlflow.start_run(run_name="refresh") as parent:
+        out = search_architectures(digits_path, {**TINY, "strategy": "predictor"})
+    _check(out, 3)
+    client = MlflowClient()
+    search = client.get_run(out["search_run_id"])
+    assert search.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert search.data.metrics["evaluations"] == 3
+    children = client.search_runs([search.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{out['search_run_id']}'")
+    assert len(children) == 3
+    assert {c.data.tags["nasops.arch"] for c in children} >= {c["arch"] for c in out["candidates"]}
+    assert all("val_accuracy" in c.data.metrics and "latency_ms" in c.data.metrics for c in children)
+    plots = {f.path for f in client.list_artifacts(out["search_run_id"], "plots")}
+    assert {"plots/search_trajectory.png", "plots/pareto_front.png", "plots/proxy_vs_accuracy.png"} <= plots
+
+
+@pytest.mark.slow
+def test_flow_on_a_two_worker_dask_cluster(prefect_server, nasops_home, digits_path):
+    from pipelines.tracking import configure_mlflow
+
+    configure_mlflow()
+    out = search_architectures(digits_path, {**TINY, "strategy": "evolution", "runner": "dask"})
+    _check(out, 3)
+    run = MlflowClient().get_run(out["search_run_id"])
+    assert run.data.params["runner"] == "dask"
+    assert "mlflow.parentRunId" not in run.data.tags  # no active run: a top-level search run
+
+
+@pytest.mark.slow
+def test_impossible_constraints_are_a_clear_error(prefect_server, nasops_home, digits_path):
+    with pytest.raises(UserError, match="no evaluated architecture meets the constraints"):
+        search_architectures(digits_path, {**TINY, "budget": 2, "max_latency_ms": 1e-6, "strategy": "random"})

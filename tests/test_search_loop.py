@@ -1,0 +1,195 @@
+"""The search loop: journal, resume after a real SIGKILL, determinism, parallel workers, budgets, fidelity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.evaluators import Result, TabularEvaluator
+from nas.fidelity import hyperband, rung_epochs, successive_halving
+from nas.search import Journal, run_search
+from nas.strategies import get_strategy
+from nas.tabular import TableSpace, load_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_toy_csv(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    ops = "abcd"
+    rows = ["arch,val_accuracy,latency_ms,params,val_accuracy@1"]
+    for i in ops:
+        for j in ops:
+            for k in ops:
+                acc = 0.5 + 0.1 * ops.index(i) + 0.05 * ops.index(j) + 0.02 * ops.index(k) + rng.normal(0, 0.003)
+                rows.append(f"{i}|{j}|{k},{acc:.5f},{rng.uniform(0.5, 3):.3f},{1000 + 100 * ops.index(j)},"
+                            f"{acc - 0.1 * ops.index(k):.5f}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def toy(tmp_path):
+    table = load_table(write_toy_csv(tmp_path / "toy.csv"), "arch", ["val_accuracy", "latency_ms", "params"])
+    return table, TableSpace(table.archs)
+
+
+def test_every_result_is_journaled_as_it_arrives(toy, tmp_path):
+    table, space = toy
+    journal = tmp_path / "j.jsonl"
+    lines_when_told: list[int] = []
+
+    def on_result(rec):
+        lines_when_told.append(len(Journal(journal).read()[1]))
+
+    result = run_search(get_strategy("random", space, seed=0), TabularEvaluator(table), budget=10, journal=journal,
+                        on_result=on_result)
+    assert lines_when_told == list(range(1, 11))  # on disk before anyone else hears of it
+    header, entries = Journal(journal).read()
+    assert header["strategy"] == "random" and header["seed"] == 0
+    assert [e["arch"] for e in entries] == [r.arch for r in result.records]
+    assert entries[3]["metrics"]["val_accuracy"] == pytest.approx(result.records[3].result.metrics["val_accuracy"])
+
+
+def test_serial_search_is_deterministic_and_resume_continues_identically(toy, tmp_path):
+    table, space = toy
+    ev = TabularEvaluator(table)
+    full = run_search(get_strategy("evolution", space, seed=3, population_size=5), ev, budget=20)
+    again = run_search(get_strategy("evolution", space, seed=3, population_size=5), ev, budget=20)
+    assert [r.arch for r in full.records] == [r.arch for r in again.records]
+
+    journal = tmp_path / "j.jsonl"
+    run_search(get_strategy("evolution", space, seed=3, population_size=5), ev, budget=8, journal=journal)
+    with pytest.raises(ValueError, match="resume=True"):
+        run_search(get_strategy("evolution", space, seed=3, population_size=5), ev, budget=20, journal=journal)
+    with pytest.raises(ValueError, match="seed=3"):
+        run_search(get_strategy("evolution", space, seed=4, population_size=5), ev, budget=20, journal=journal,
+                   resume=True)
+    resumed = run_search(get_strategy("evolution", space, seed=3, population_size=5), ev, budget=20,
+                         journal=journal, resume=True)
+    assert resumed.resumed == 8
+    assert [r.arch for r in resumed.records] == [r.arch for r in full.records]
+
+
+KILLED_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from nas.evaluators import TabularEvaluator
+    from nas.search import run_search
+    from nas.strategies import get_strategy
+    from nas.tabular import TableSpace, load_table
+
+    csv, journal, log, resume = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    table = load_table(csv, "arch", ["val_accuracy", "latency_ms", "params"])
+
+    class SlowEvaluator(TabularEvaluator):
+        def evaluate(self, arch, fidelity=None):
+            with open(log, "a") as f:  # every evaluation that *starts* is logged
+                f.write(arch.string + "\\n")
+            time.sleep(0.15)
+            return super().evaluate(arch, fidelity)
+
+    strategy = get_strategy("predictor", TableSpace(table.archs), seed=5, n_init=3,
+                            predictor_kwargs={"steps": 40})
+    run_search(strategy, SlowEvaluator(table), budget=16, journal=journal, resume=resume)
+    """
+)
+
+
+def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path):
+    csv = write_toy_csv(tmp_path / "toy.csv")
+    script = tmp_path / "search_script.py"
+    script.write_text(KILLED_SCRIPT)
+    journal, log = tmp_path / "journal.jsonl", tmp_path / "evaluations.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(csv), str(journal), str(log), "0"], env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(Journal(journal).read()[1]) >= 6:
+            break
+        assert proc.poll() is None, "the search ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    finished_before = [e["arch"] for e in Journal(journal).read()[1]]
+    assert 6 <= len(finished_before) < 16
+
+    subprocess.run([sys.executable, str(script), str(csv), str(journal), str(log), "1"], env=env, check=True,
+                   timeout=180)
+    entries = Journal(journal).read()[1]
+    archs = [e["arch"] for e in entries]
+    assert len(archs) == 16 and len(set(archs)) == 16  # nothing lost, nothing twice
+    assert archs[: len(finished_before)] == finished_before
+    started = log.read_text().split()
+    assert all(started.count(a) == 1 for a in finished_before), "a journaled evaluation was run again"
+
+    # and the resumed search is the one an uninterrupted run makes
+    fresh_journal, fresh_log = tmp_path / "fresh.jsonl", tmp_path / "fresh.log"
+    subprocess.run([sys.executable, str(script), str(csv), str(fresh_journal), str(fresh_log), "0"], env=env,
+                   check=True, timeout=180)
+    assert [e["arch"] for e in Journal(fresh_journal).read()[1]] == archs
+
+
+def test_parallel_workers_and_budgets(toy):
+    table, space = toy
+
+    class Sleepy(TabularEvaluator):
+        def evaluate(self, arch, fidelity=None):
+            time.sleep(0.05)
+            return super().evaluate(arch, fidelity)
+
+    result = run_search(get_strategy("random", space, seed=0), Sleepy(table), budget=12, workers=3)
+    assert len(result.records) == 12 and len({r.arch for r in result.records}) == 12
+    assert result.stopped_by == "budget"
+    timed = run_search(get_strategy("random", space, seed=0), Sleepy(table), time_budget_s=0.3)
+    assert timed.stopped_by == "time" and 1 <= len(timed.records) < 64
+    exhausted = run_search(get_strategy("random", space, seed=0), TabularEvaluator(table), budget=100)
+    assert len(exhausted.records) == 64 and exhausted.stopped_by == "exhausted"
+    with pytest.raises(ValueError, match="budget"):
+        run_search(get_strategy("random", space), TabularEvaluator(table))
+
+
+def test_predictor_tau_is_reported_on_the_unevaluated_pool(toy):
+    table, space = toy
+    ev = TabularEvaluator(table)
+    pool = list(space.enumerate())
+    strategy = get_strategy("predictor", space, seed=0, pool=pool, n_init=4, predictor_kwargs={"steps": 60})
+    result = run_search(strategy, ev, budget=20, pool_truth=ev.true_value, tau_pool=pool, tau_every=5)
+    assert result.tau, "no Kendall tau reported"
+    last = result.tau[-1]
+    assert last["evaluations"] == 20 and -1 <= last["tau_pool"] <= 1
+    assert last["tau_pool"] > 0.3  # the toy table is learnable
+
+
+def test_successive_halving_and_hyperband(toy):
+    table, space = toy
+    table.fidelities["val_accuracy"] = {1: table.metrics["val_accuracy"] - 0.05, 9: table.metrics["val_accuracy"]}
+    ev = TabularEvaluator(table)
+    archs = [space.from_string(a) for a in table.archs[:27]]
+    assert rung_epochs(1, 9, 3) == [1, 3, 9]
+    sh = successive_halving(archs, ev, min_epochs=1, max_epochs=9, eta=3)
+    assert [len(r.results) for r in sh.rungs] == [27, 9, 3]
+    assert sh.epochs_spent == 27 * 1 + 9 * 3 + 3 * 9
+    best_true = max(archs, key=ev.true_value)
+    assert sh.best[0].string == best_true.string  # rank-preserving low fidelity keeps the winner
+    strategy = get_strategy("random", space, seed=0)
+    brackets = hyperband(strategy.ask, ev, min_epochs=1, max_epochs=9, eta=3, tell=strategy.tell)
+    assert [len(b.rungs[0].results) for b in brackets] == [9, 5, 3]
+    assert len(strategy.history) == sum(b.evaluations for b in brackets)
+    with pytest.raises(ValueError, match="eta"):
+        rung_epochs(1, 9, 1)
+
+
+def test_result_round_trip():
+    r = Result({"val_accuracy": 0.5}, cost=1.5, fidelity={"epochs": 3})
+    assert Result.from_dict(json.loads(json.dumps(r.to_dict()))) == r
