@@ -77,7 +77,7 @@ def calibrated_cv(
             weights_sum[k] += w / repeats
     return {"spearman": float(np.mean(rhos)), "spearman_std": float(np.std(rhos)), "kendall": float(np.mean(taus)),
             "fit_size": size, "repeats": repeats,
-            "mean_weights": {k: round(v, 3) for k, v in weights_sum.items() if v > 0.005}}
+            "mean_weights": {k: round(v, 3) for k, v in weights_sum.items() if abs(v) > 0.005}}
 
 
 def throughput(factories: list, names: list[str], batch, input_shape, seed: int) -> dict[str, float]:
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="labelled batch for data-dependent proxies")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N rows")
     parser.add_argument("--throughput-archs", type=int, default=30, help="architectures timed fused vs one-at-a-time")
-    parser.add_argument("--calib-size", type=int, default=20, help="trained architectures a calibration may use")
+    parser.add_argument("--calib-size", type=int, nargs="+", default=[10, 20, 40],
+                        help="trained architectures a calibration may use (one evaluation per size)")
     parser.add_argument("--calib-repeats", type=int, default=30)
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, default=None, help="bar chart of Spearman ρ per proxy (PNG)")
@@ -181,13 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         corr[ens] = correlations(ensemble_score(ens, scores), truth)
     corr["all_proxies"] = correlations(rank_aggregate({n: v for n, v in scores.items() if n != "flops"}), truth)
     calibrated = {}
-    if len(truth) > args.calib_size + 10:
-        quality = {n: scores[n] for n in names if n != "flops"}
-        calibrated["calibrated_all"] = calibrated_cv(quality, truth, args.calib_size, args.calib_repeats, seed)
-        members = {n: scores[n] for n in ENSEMBLES["ensemble"]}
-        calibrated["calibrated_ensemble"] = calibrated_cv(members, truth, args.calib_size, args.calib_repeats, seed)
-        for key, value in calibrated.items():
-            corr[key] = {"spearman": value["spearman"], "kendall": value["kendall"]}
+    quality = {n: scores[n] for n in names if n != "flops"}
+    members = {n: scores[n] for n in ENSEMBLES["ensemble"]}
+    for size in args.calib_size:
+        if len(truth) > size + 10:
+            calibrated[f"calibrated_all@{size}"] = calibrated_cv(quality, truth, size, args.calib_repeats, seed)
+            calibrated[f"calibrated_ensemble@{size}"] = calibrated_cv(members, truth, size, args.calib_repeats, seed)
+    for key, value in calibrated.items():
+        corr[key] = {"spearman": value["spearman"], "kendall": value["kendall"]}
 
     speed = throughput(factories[: args.throughput_archs], names, batch, shape, seed)
     result = {

@@ -5,9 +5,10 @@ All in one run, on this machine:
 * latency: ``--requests`` sequential one-row requests over a keep-alive connection to the gateway, minus the same
   rows through the loaded model in-process (the gateway's own predict path: forward + softmax + labels);
   the gateway does everything it does in production (validation, routing, metrics, prediction log on SQLite).
-* throughput: ``--concurrency`` closed-loop clients for ``--seconds`` against the gateway, then against
-  ``mlflow models serve --env-manager local`` serving the same registered version, each as one uvicorn worker in
-  its own process.
+* throughput: ``--concurrency`` closed-loop keep-alive clients for ``--seconds`` against the gateway and against
+  ``mlflow models serve --env-manager local`` serving the same registered version, each one uvicorn worker in its
+  own process. Both servers run side by side and are measured in ``--rounds`` interleaved rounds (median), so the
+  load other programs put on the machine falls on both alike.
 
 A small MLP trained on scikit-learn's digits is registered in a temporary MLflow store (MLflow's default ``pt2``
 format, as the pipelines log it). ``--json`` prints exactly the keys the issue lists; details go to stderr.
@@ -84,7 +85,8 @@ def register_model(home: Path) -> tuple[str, str, str, np.ndarray]:
     return uri, name, version, x
 
 
-def in_process_latencies(uri: str, name: str, version: str, rows: np.ndarray) -> np.ndarray:
+def load_in_process(uri: str, name: str, version: str):
+    """The registered version loaded here exactly as the gateway loads it."""
     import mlflow
     import torch
     from mlflow.tracking import MlflowClient
@@ -94,54 +96,120 @@ def in_process_latencies(uri: str, name: str, version: str, rows: np.ndarray) ->
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    model = load_version(MlflowClient(uri, uri), name, "champion", version)
+    return load_version(MlflowClient(uri, uri), name, "champion", version)
+
+
+def in_process_latencies(model, rows: np.ndarray) -> np.ndarray:
+    """Seconds per one-row call of the gateway's own predict path (forward, softmax, labels), no HTTP."""
     out = []
     for row in rows:
-        x = row.reshape(1, -1)
+        x = np.ascontiguousarray(row.reshape(1, -1), dtype=np.float32)
         t0 = time.perf_counter()
-        model.labels(model.predict_proba(np.ascontiguousarray(x, dtype=np.float32)))
+        model.labels(model.predict_proba(x))
         out.append(time.perf_counter() - t0)
     return np.asarray(out)
 
 
-def http_latencies(url: str, path: str, rows: np.ndarray) -> np.ndarray:
+class RawHttpClient:
+    """A lean keep-alive HTTP/1.1 client on asyncio streams: JSON POSTs with pre-encoded bodies.
+
+    httpx costs more CPU per request than the servers measured here, so on a 2-core machine it would measure itself;
+    this client does the minimum (write the request bytes, read the headers, read Content-Length body bytes).
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def request_bytes(self, path: str, body: bytes) -> bytes:
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        return head.encode() + body
+
+    async def send(self, raw: bytes) -> tuple[int, bytes]:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = None
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length is None:
+            raise RuntimeError("response without Content-Length")
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+def _bodies(rows: np.ndarray) -> list[bytes]:
+    return [json.dumps({"inputs": [row.tolist()]}).encode() for row in rows]
+
+
+def _split(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+async def _sequential(url: str, path: str, bodies: list[bytes]) -> np.ndarray:
+    client = RawHttpClient(*_split(url))
+    await client.connect()
+    raws = [client.request_bytes(path, b) for b in bodies]
     out = []
-    with httpx.Client(timeout=30) as client:
-        for row in rows:
+    try:
+        for raw in raws:
             t0 = time.perf_counter()
-            r = client.post(f"{url}{path}", json={"inputs": [row.tolist()]})
+            status, body = await client.send(raw)
             out.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                raise RuntimeError(f"{url}{path} answered {r.status_code}: {r.text[:300]}")
+            if status != 200:
+                raise RuntimeError(f"{url}{path} answered {status}: {body[:300]!r}")
+    finally:
+        await client.close()
     return np.asarray(out)
 
 
-async def _closed_loop(url: str, path: str, rows: list, seconds: float, concurrency: int) -> tuple[int, int]:
-    done = errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        stop_at = time.perf_counter() + seconds
+def http_latencies(url: str, path: str, rows: np.ndarray) -> np.ndarray:
+    """Seconds per sequential one-row request over one keep-alive connection."""
+    return asyncio.run(_sequential(url, path, _bodies(rows)))
 
-        async def worker(k: int) -> None:
-            nonlocal done, errors
-            i = k
+
+async def _closed_loop(url: str, path: str, bodies: list[bytes], seconds: float, concurrency: int) -> tuple[int, int]:
+    done = errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal done, errors
+        client = RawHttpClient(*_split(url))
+        await client.connect()
+        raws = [client.request_bytes(path, b) for b in bodies]
+        i = k
+        try:
             while time.perf_counter() < stop_at:
-                r = await client.post(f"{url}{path}", json={"inputs": [rows[i % len(rows)]]})
-                if r.status_code == 200:
+                status, _ = await client.send(raws[i % len(raws)])
+                if status == 200:
                     done += 1
                 else:
                     errors += 1
                 i += concurrency
+        finally:
+            await client.close()
 
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return done, errors
 
 
 def throughput(url: str, path: str, rows: np.ndarray, seconds: float, concurrency: int) -> float:
-    payload = [r.tolist() for r in rows]
-    asyncio.run(_closed_loop(url, path, payload, min(1.0, seconds), concurrency))  # warm-up
+    """Answered requests per second with ``concurrency`` closed-loop keep-alive clients."""
+    bodies = _bodies(rows)
+    asyncio.run(_closed_loop(url, path, bodies, min(1.0, seconds), concurrency))  # warm-up
     t0 = time.perf_counter()
-    done, errors = asyncio.run(_closed_loop(url, path, payload, seconds, concurrency))
+    done, errors = asyncio.run(_closed_loop(url, path, bodies, seconds, concurrency))
     elapsed = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"{errors} failed requests to {url}{path} during the throughput run")
@@ -166,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print the result keys as JSON on stdout")
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests for the latency figures")
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each throughput run")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (throughput: median of rounds)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients in the throughput runs")
     args = parser.parse_args(argv)
 
@@ -179,19 +248,13 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     rows = x[rng.integers(0, len(x), size=args.requests)]
 
-    log("in-process baseline ...")
-    in_process_latencies(uri, name, version, rows[:100])  # warm-up
-    base = in_process_latencies(uri, name, version, rows)
+    model = load_in_process(uri, name, version)
+    in_process_latencies(model, rows[:100])  # warm-up
+    base = []
 
     settings = GatewaySettings(tracking_uri=uri, model_name=name, prediction_log_url=f"sqlite:///{home / 'p.db'}",
                                challenger_weight=0.0, poll_interval_s=0)
-    log("gateway (one uvicorn worker process) ...")
-    with start_gateway(settings, mode="process") as gw:
-        http_latencies(gw.url, "/predict", rows[:200])  # warm-up
-        gw_lat = http_latencies(gw.url, "/predict", rows)
-        gw_rps = throughput(gw.url, "/predict", rows, args.seconds, args.concurrency)
-
-    log("mlflow models serve --env-manager local (one worker) ...")
+    log("starting the gateway and mlflow models serve (one uvicorn worker process each) ...")
     port = free_port()
     # mlflow serve execs `uvicorn` by name: the interpreter's bin folder (the venv) must be on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -202,12 +265,23 @@ def main(argv: list[str] | None = None) -> dict:
          "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
         env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    mlflow_url = f"http://127.0.0.1:{port}"
+    gw_lat, mlflow_lat, gw_rps, mlflow_rps = [], [], [], []
     try:
-        wait_ready(url, "/ping", proc)
-        http_latencies(url, "/invocations", rows[:200])  # warm-up (and proves it answers)
-        mlflow_lat = http_latencies(url, "/invocations", rows[:300])
-        mlflow_rps = throughput(url, "/invocations", rows, args.seconds, args.concurrency)
+        with start_gateway(settings, mode="process") as gw:
+            wait_ready(mlflow_url, "/ping", proc)
+            http_latencies(gw.url, "/predict", rows[:200])  # warm-up (and proves it answers)
+            http_latencies(mlflow_url, "/invocations", rows[:200])
+            # Interleaved rounds: other load on the machine hits both servers alike.
+            chunks = np.array_split(rows, args.rounds)
+            for r, chunk in enumerate(chunks):
+                base.append(in_process_latencies(model, chunk))
+                gw_lat.append(http_latencies(gw.url, "/predict", chunk))
+                mlflow_lat.append(http_latencies(mlflow_url, "/invocations", chunk))
+                gw_rps.append(throughput(gw.url, "/predict", rows, args.seconds, args.concurrency))
+                mlflow_rps.append(throughput(mlflow_url, "/invocations", rows, args.seconds, args.concurrency))
+                log(f"round {r + 1}/{args.rounds}: gateway {gw_rps[-1]:.0f} req/s, mlflow serve "
+                    f"{mlflow_rps[-1]:.0f} req/s")
     finally:
         proc.terminate()
         try:
@@ -215,6 +289,8 @@ def main(argv: list[str] | None = None) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
         serve_log.close()
+    base, gw_lat, mlflow_lat = np.concatenate(base), np.concatenate(gw_lat), np.concatenate(mlflow_lat)
+    gw_rps, mlflow_rps = float(np.median(gw_rps)), float(np.median(mlflow_rps))
 
     def ms(values: np.ndarray, q: float) -> float:
         return float(np.percentile(values, q) * 1000.0)
@@ -228,7 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     log(f"in-process p50/p99 {ms(base, 50):.3f}/{ms(base, 99):.3f} ms; gateway p50/p99 {ms(gw_lat, 50):.3f}/"
         f"{ms(gw_lat, 99):.3f} ms; mlflow serve p50/p99 {ms(mlflow_lat, 50):.3f}/{ms(mlflow_lat, 99):.3f} ms; "
-        f"{args.requests} requests, throughput {args.seconds:g}s x {args.concurrency} clients, cpus {os.cpu_count()}")
+        f"{args.requests} requests per server; throughput median of {args.rounds} rounds of {args.seconds:g}s x "
+        f"{args.concurrency} clients; cpus {os.cpu_count()}")
     if args.json:
         print(json.dumps(result))
     else:

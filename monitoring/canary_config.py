@@ -72,7 +72,7 @@ class JudgeConfig(BaseModel):
     metrics: list[MetricConfig] = Field(..., min_length=1)
     groups: dict[str, float] = Field(default_factory=dict, description="group -> weight (missing groups: weight 1)")
     alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
-    min_samples: int = Field(20, ge=1, description="default fewest samples per variant for a metric to have data")
+    min_samples: int = Field(10, ge=1, description="default fewest samples per variant for a metric to have data")
     pass_threshold: float = Field(95.0, ge=0, le=100)
     marginal_threshold: float = Field(75.0, ge=0, le=100)
 
@@ -116,6 +116,7 @@ class CanaryConfig(BaseModel):
     shadow_intervals: int = Field(1, ge=1, description="shadow intervals that must pass before the split steps")
     rate: float = Field(50.0, gt=0, le=2000, description="replayed requests per second")
     batch_size: int = Field(1, ge=1, le=256, description="rows per replayed request")
+    warmup_requests: int = Field(20, ge=0, description="requests mirrored to both models before judging starts")
     drift: str | None = Field(None, description="drift injected into the replayed inputs, e.g. 'noise=0.3'")
     feedback: bool = Field(True, description="send true labels to /feedback (online accuracy)")
     seed: int = 0

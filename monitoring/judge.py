@@ -28,6 +28,10 @@ from monitoring.canary_config import JudgeConfig, MetricConfig
 PASS, HIGH, LOW, NODATA = "Pass", "High", "Low", "NoData"
 # At most this many pairwise differences for the Hodges-Lehmann shift estimate (a random subsample beyond it).
 _MAX_PAIRS = 250_000
+# Below these sizes the U test's normal approximation is not trusted (see mann_whitney).
+_MIN_ASYMPTOTIC = 50
+_MIN_ASYMPTOTIC_MINORITY = 20
+PERMUTATIONS = 1000
 
 
 @dataclass
@@ -130,17 +134,25 @@ def hodges_lehmann_shift(champion: np.ndarray, challenger: np.ndarray, seed: int
     return float(np.median(challenger[i] - champion[j]))
 
 
-def mann_whitney(champion: np.ndarray, challenger: np.ndarray) -> tuple[float, float]:
-    """Two-sided Mann-Whitney U (normal approximation with tie and continuity correction): ``(U, p)``.
+def mann_whitney(champion: np.ndarray, challenger: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U of the challenger against the champion: ``(U, p)``.
 
+    The normal approximation (with tie correction) is used when it is trustworthy; with a small sample or a
+    heavily tied binary one (e.g. 1 error among 10 requests against none among 200) it is far too confident, so
+    there the p-value comes from a permutation test of U (``PERMUTATIONS`` random relabellings).
     Two samples that are one identical constant (e.g. no errors anywhere) are no evidence of a shift: p = 1.
     """
     both = np.concatenate([champion, challenger])
     if np.all(both == both[0]):
         return float(len(champion) * len(challenger) / 2.0), 1.0
-    result = stats.mannwhitneyu(challenger, champion, alternative="two-sided", method="asymptotic")
+    _, counts = np.unique(both, return_counts=True)
+    approximate = min(len(champion), len(challenger)) >= _MIN_ASYMPTOTIC and not (
+        len(counts) <= 2 and counts.min() < _MIN_ASYMPTOTIC_MINORITY
+    )
+    method = "asymptotic" if approximate else stats.PermutationMethod(n_resamples=PERMUTATIONS, random_state=seed)
+    result = stats.mannwhitneyu(challenger, champion, alternative="two-sided", method=method)
     p = float(result.pvalue)
-    return float(result.statistic), (1.0 if not math.isfinite(p) else p)
+    return float(result.statistic), (1.0 if not math.isfinite(p) else min(1.0, p))
 
 
 def classify_metric(

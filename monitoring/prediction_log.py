@@ -57,7 +57,13 @@ def create_log_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
     else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        try:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            raise ValueError(
+                f"prediction log URL {url.split('@')[-1]!r} needs the database driver {exc.name!r}, which is not "
+                "installed; for PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://..."
+            ) from exc
     try:
         metadata.create_all(engine, checkfirst=True)
     except sa.exc.OperationalError:
@@ -67,9 +73,17 @@ def create_log_engine(url: str) -> Engine:
     return engine
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON, as stored in the text columns."""
-    return json.dumps(value, separators=(",", ":"))
+try:  # orjson is ~10x faster on float lists (the log encodes every input row); stdlib json is the fallback
+    import orjson
+
+    def dumps(value: Any) -> str:
+        """Compact JSON, as stored in the text columns."""
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+except ImportError:  # pragma: no cover - orjson ships with the pinned set
+
+    def dumps(value: Any) -> str:
+        """Compact JSON, as stored in the text columns."""
+        return json.dumps(value, separators=(",", ":"))
 
 
 def prediction_rows(
@@ -120,6 +134,7 @@ class PredictionLogWriter:
         self.interval_s = interval_s
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
+        self._flush_requested = threading.Event()
         self._pending = 0
         self._lock = threading.Condition()
         self.errors = 0
@@ -144,13 +159,17 @@ class PredictionLogWriter:
     def flush(self, timeout: float = 10.0) -> bool:
         """Block until every appended row is committed (or ``timeout``); True when nothing is left pending."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._pending > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._lock.wait(left)
-        return True
+        self._flush_requested.set()
+        try:
+            with self._lock:
+                while self._pending > 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._lock.wait(left)
+            return True
+        finally:
+            self._flush_requested.clear()
 
     def close(self) -> None:
         self.flush()
@@ -163,6 +182,16 @@ class PredictionLogWriter:
                 items = [self._queue.get(timeout=self.interval_s)]
             except queue.Empty:
                 continue
+            # Gather for up to interval_s (or until a flush is asked for): one commit per batch, not per request.
+            deadline = time.monotonic() + self.interval_s
+            while len(items) < self.batch_size and not self._flush_requested.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    items.append(self._queue.get(timeout=min(left, 0.005)))
+                except queue.Empty:
+                    continue
             while len(items) < self.batch_size:
                 try:
                     items.append(self._queue.get_nowait())

@@ -22,9 +22,11 @@ VARIANTS = ("champion", "challenger")
 FAILED_STATUSES = ("error", "timeout")
 
 # PromQL for the gateway's metrics (monitoring.metrics); {variant} and {window} are filled in per query.
+# ``or vector(0)``: a variant with no failed request has no error series at all, which means a rate of 0, not "no
+# data"; the denominator stays empty (no data) when the variant served nothing in the window.
 PROMETHEUS_QUERIES = {
     "error_rate": (
-        'sum(rate(nasops_requests_total{variant="{variant}",status=~"error|timeout"}[{window}])) '
+        '(sum(rate(nasops_requests_total{variant="{variant}",status=~"error|timeout"}[{window}])) or vector(0)) '
         '/ sum(rate(nasops_requests_total{variant="{variant}"}[{window}]))'
     ),
     "latency_p99_ms": (
@@ -32,7 +34,7 @@ PROMETHEUS_QUERIES = {
         "[{window}]))) * 1000"
     ),
     "online_accuracy": (
-        'sum(rate(nasops_feedback_total{variant="{variant}",correct="true"}[{window}])) '
+        '(sum(rate(nasops_feedback_total{variant="{variant}",correct="true"}[{window}])) or vector(0)) '
         '/ sum(rate(nasops_feedback_total{variant="{variant}"}[{window}]))'
     ),
 }
@@ -102,29 +104,40 @@ class PredictionLogSource:
     def _chunk_distances(self, predictions: list, reference: Mapping[str, float]) -> np.ndarray:
         if not reference:
             return np.array([], dtype=float)
-        classes = sorted(set(reference) | {str(p) for p in predictions})
+        keys = [label_key(p) for p in predictions]
+        classes = sorted(set(reference) | set(keys))
         size = self.chunk or max(10, len(reference))
         q = np.array([reference.get(c, 0.0) for c in classes])
         index = {c: i for i, c in enumerate(classes)}
         out = []
-        for start in range(0, len(predictions) - size + 1, size):
+        for start in range(0, len(keys) - size + 1, size):
             counts = np.zeros(len(classes))
-            for p in predictions[start:start + size]:
-                counts[index[str(p)]] += 1
+            for key in keys[start:start + size]:
+                counts[index[key]] += 1
             out.append(float(jensenshannon(counts / counts.sum(), q, base=2)))
         return np.array(out, dtype=float)
+
+
+def label_key(label: Any) -> str:
+    """A class label as a comparable string: ``3``, ``3.0`` (pandas turns int columns with gaps into floats) and
+    ``"3"`` are the same class."""
+    if isinstance(label, float | np.floating) and float(label).is_integer():
+        return str(int(label))
+    if isinstance(label, np.integer):
+        return str(int(label))
+    return str(label)
 
 
 def _class_counts(predictions: pd.Series) -> dict[str, float]:
     counts: dict[str, float] = {}
     for p in predictions.dropna():
-        counts[str(p)] = counts.get(str(p), 0.0) + 1.0
+        counts[label_key(p)] = counts.get(label_key(p), 0.0) + 1.0
     return counts
 
 
 def _normalise(mix: Mapping[Any, float]) -> dict[str, float]:
     total = float(sum(mix.values()))
-    return {str(k): float(v) / total for k, v in mix.items()} if total > 0 else {}
+    return {label_key(k): float(v) / total for k, v in mix.items()} if total > 0 else {}
 
 
 class PrometheusError(RuntimeError):

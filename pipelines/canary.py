@@ -31,7 +31,14 @@ from monitoring.drift import data_drift_report, data_drift_share, features_frame
 from monitoring.judge import Judge, Verdict
 from monitoring.prediction_log import create_log_engine, read_predictions
 from monitoring.report import canary_report_html, score_plot_png
-from monitoring.sources import FAILED_STATUSES, PredictionLogSource, PrometheusSource, SampleSource, collect_samples
+from monitoring.sources import (
+    FAILED_STATUSES,
+    PredictionLogSource,
+    PrometheusSource,
+    SampleSource,
+    collect_samples,
+    label_key,
+)
 from nas.data import TaskData
 from pipelines import promotion, registry
 from pipelines.errors import UserError
@@ -68,6 +75,11 @@ class GatewayAdmin:
 
     def set_mode(self, mode: str) -> dict:
         return self._post("/admin/mode", {"mode": mode})
+
+    def state(self) -> dict:
+        response = self.http.get("/admin/state")
+        response.raise_for_status()
+        return response.json()
 
     def publish_drift(self, variant: str, share: float) -> None:
         self._post("/admin/drift", {"variant": variant, "share": share})
@@ -196,7 +208,7 @@ def _served_inputs(frame: pd.DataFrame) -> np.ndarray:
 
 def _predictions(frame: pd.DataFrame, variant: str) -> list:
     rows = frame[(frame["variant"] == variant) & frame["prediction"].notna()]
-    return rows["prediction"].tolist()
+    return [label_key(p) for p in rows["prediction"]]
 
 
 def _interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig) -> dict[str, float | None]:
@@ -267,13 +279,28 @@ def _import_evidently() -> None:
     import evidently.presets  # noqa: F401
 
 
-def _replay_interval(url: str, x: np.ndarray, y: np.ndarray, cfg: CanaryConfig, offset: int, seed: int,
-                     classes: list) -> Any:
+def _replay_interval(url: str, x: np.ndarray, y: np.ndarray, cfg: CanaryConfig, seed: int, classes: list) -> Any:
+    """One interval of traffic; the seed (one per interval) gives each interval its own row order."""
     from pipelines.replay import replay
 
-    order = np.roll(np.arange(len(x)), -offset)
-    return replay(url, x[order], y[order], rate=cfg.rate, duration=cfg.interval_s, batch_size=cfg.batch_size,
+    return replay(url, x, y, rate=cfg.rate, duration=cfg.interval_s, batch_size=cfg.batch_size,
                   drift=cfg.drift, feedback=cfg.feedback, seed=seed, classes=classes)
+
+
+def _warm_up(url: str, admin: GatewayAdmin, x: np.ndarray, cfg: CanaryConfig) -> None:
+    """Mirror a few requests to both models before the judged window opens: first calls of a freshly loaded model
+    are slow (lazy initialisation), and on the variant with fewer samples those outliers would dominate its p99."""
+    if cfg.warmup_requests <= 0:
+        return
+    from pipelines.replay import replay
+
+    admin.set_mode("shadow")
+    rows = x[np.arange(cfg.warmup_requests) % len(x)]
+    replay(url, rows, None, rate=max(cfg.rate, 50.0), feedback=False, seed=cfg.seed)
+    deadline = time.monotonic() + 5.0
+    while admin.state().get("shadow_in_flight", 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the last mirrored calls reach the prediction log before the window opens
 
 
 def _summary_counts(summary: Any) -> tuple[int, int]:
@@ -370,6 +397,7 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
             drift_worker = DriftWorker(log_engine, reference, cfg, admin) if cfg.drift_each_interval else None
             try:
                 admin.wait_ready()
+                _warm_up(gateway.url, admin, data.x_prod, cfg)
                 timings["gateway_start_s"] = time.perf_counter() - clock
                 started = time.time()
                 current: Phase | None = None
@@ -380,9 +408,8 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
                         admin.set_weight(phase.weight)
                         current = phase
                     t0 = time.time()
-                    offset = (state.intervals * int(cfg.rate * cfg.interval_s * cfg.batch_size)) % len(data.x_prod)
-                    summary = _replay_interval(gateway.url, data.x_prod, data.y_prod, cfg, offset,
-                                               cfg.seed + state.intervals, classes)
+                    summary = _replay_interval(gateway.url, data.x_prod, data.y_prod, cfg, cfg.seed + state.intervals,
+                                               classes)
                     sent, failed = _summary_counts(summary)
                     sent_total += sent
                     failed_total += failed
@@ -464,6 +491,7 @@ def _finish(run, model_name: str, champion_version: str, challenger_version: str
             "failed_intervals": state.failures,
             "steps": [{k: s[k] for k in ("interval", "mode", "weight", "verdict", "outcome", "score")}
                       for s in state.history],
+            "evidence": verdict.table(),
             "online": _online_summary(frame),
             "drift": drift_info,
             "report_uri": f"{run.info.artifact_uri}/{REPORT_DIR}/canary_report.html",

@@ -174,7 +174,7 @@ def make_task_runner(cfg: SearchStageConfig) -> Any:
     if cfg.dask_address:
         return DaskTaskRunner(address=cfg.dask_address)
     return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+                                          "dashboard_address": ":0"})
 
 
 # -- zero-cost pool --------------------------------------------------------------------------------------------------
@@ -323,7 +323,9 @@ def search_architectures(data_path: str, config: dict | None = None) -> dict:
     strategy, pool, proxy_scores = prepare_strategy(cfg, space, data)
     prefilter_seconds = time.perf_counter() - started
     logger.info("pre-filter kept %d of %d architectures in %.1f s", len(pool), cfg.pool_size, prefilter_seconds)
-    if mlflow.get_tracking_uri().startswith("file:") or not mlflow.get_tracking_uri():
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if not is_tracking_uri_set():  # a caller (the refresh) that configured MLflow keeps its store
         configure_mlflow()
     active = mlflow.active_run()
     journal = Path(cfg.journal) if cfg.journal else Path(tempfile.mkdtemp(prefix="nasops-search-")) / "journal.jsonl"
@@ -378,7 +380,7 @@ def search_architectures(data_path: str, config: dict | None = None) -> dict:
         "space_config": space.config(),
         "input_shape": list(data.input_shape),
         "num_classes": int(data.num_classes),
-        "pool_size": len(pool) if not cfg.pool_size else int(cfg.pool_size),
+        "pool_size": int(cfg.pool_size),
         "evaluations": len(result.records),
         "seconds": float(seconds),
         "prefilter_seconds": float(prefilter_seconds),

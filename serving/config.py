@@ -57,6 +57,9 @@ class GatewaySettings(BaseSettings):
     control_file: str | None = Field(
         default=None, description="JSON file shared by worker processes for admin changes (set by the launcher)"
     )
+    champion_inline_max_rows: int = Field(
+        default=64, ge=0, description="champion batches up to this size run on the event loop (no thread hop)"
+    )
     torch_threads: int = Field(default=1, ge=1, description="intra-op threads per model call")
     shadow_max_in_flight: int = Field(default=8, ge=1, description="mirrored calls beyond this are dropped")
     feedback_wait_s: float = Field(default=2.0, ge=0, description="how long /feedback waits for a row to be logged")

@@ -167,3 +167,13 @@ def test_better_challenger_is_promoted_with_evidence_in_mlflow(canary_registry, 
     report = Path(client.download_artifacts(result["canary_run_id"], "canary/canary_report.html")).read_text()
     assert "promoted" in report and "online_accuracy" in report
     assert np.isfinite(result["timings"]["traffic_s"])
+
+
+def test_cli_rejects_bad_canary_options_with_a_clear_message(nasops_home):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "canary", "--steps", "0.5,0.2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "steps must not decrease" in proc.stderr

@@ -87,8 +87,16 @@ def test_fallbacks_are_logged_for_the_judge(faulty_registry):
 def test_shadow_mode_mirrors_to_a_flaky_challenger_without_showing_it(faulty_registry):
     settings = faulty_registry.gateway_settings(challenger_alias="flaky", mode="shadow", challenger_weight=0.5)
     rows = [[r.tolist()] for r in faulty_registry.x_test[:20]]
+    labels = [int(v) for v in faulty_registry.y_test[:20]]
     with start_gateway(settings) as gw:
-        responses = _send(gw.url, rows, 40)
+        responses = []
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            for i in range(40):
+                responses.append(client.post("/predict", json={"inputs": rows[i % 20]}))
+                # labels sent right after the answer still reach the mirrored prediction (feedback waits for it)
+                fb = client.post("/feedback", json={"request_id": responses[-1].json()["request_id"],
+                                                    "label": labels[i % 20]})
+                assert fb.status_code == 200
         # mirrored calls finish after the responses: wait (bounded) for all 40 to be counted
         deadline = time.monotonic() + 10
         text = httpx.get(f"{gw.url}/metrics").text
@@ -104,6 +112,9 @@ def test_shadow_mode_mirrors_to_a_flaky_challenger_without_showing_it(faulty_reg
     shadow = frame[frame.request_id.isin(ids) & frame.shadow]
     assert len(shadow) == 40 and set(shadow.variant) == {"challenger"}
     assert (shadow.status == "ok").sum() == 32
+    answered = shadow[shadow.status == "ok"]
+    assert answered.label.notna().all() and answered.correct.notna().all()
+    assert metric(text, "nasops_feedback_total", variant="challenger") == 32
 
 
 def test_malformed_requests_mixed_into_load_get_4xx_and_nothing_gets_5xx(faulty_registry):

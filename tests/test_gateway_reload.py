@@ -6,7 +6,7 @@ import threading
 import time
 
 import httpx
-from fixtures_registry import registry  # noqa: F401  (pytest fixture)
+from fixtures_registry import registry, shared_registry  # noqa: F401  (pytest fixtures)
 from support_models import SlowModel, digits_data, mlp_classifier, train_small
 
 from serving.server import start_gateway
@@ -15,14 +15,17 @@ TOKEN = "reload-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def test_alias_move_is_picked_up_by_polling_under_load(registry):  # noqa: F811
+def test_alias_move_is_picked_up_by_polling_under_load(shared_registry):  # noqa: F811
+    reg = shared_registry  # its own alias, so the shared champion/challenger stay where they are
+    alias = "reload-under-load"
     x_tr, y_tr, _, _ = digits_data()
     # The old challenger answers slowly, so requests are in flight on it while the swap happens.
-    old = registry.register(SlowModel(train_small(mlp_classifier(seed=5), x_tr, y_tr, steps=30), delay_s=0.02),
-                            alias="challenger")
+    old = reg.register(SlowModel(train_small(mlp_classifier(seed=5), x_tr, y_tr, steps=30), delay_s=0.02),
+                       alias=alias)
     new_model = train_small(mlp_classifier(seed=7), x_tr, y_tr, steps=30)
-    settings = registry.gateway_settings(challenger_weight=1.0, poll_interval_s=0.2, challenger_timeout_s=5)
-    row = [registry.x_test[0].tolist()]
+    settings = reg.gateway_settings(challenger_alias=alias, challenger_weight=1.0, poll_interval_s=0.2,
+                                    challenger_timeout_s=5)
+    row = [reg.x_test[0].tolist()]
     results: list[tuple[int, str]] = []
     stop = threading.Event()
     with start_gateway(settings) as gw:
@@ -37,7 +40,7 @@ def test_alias_move_is_picked_up_by_polling_under_load(registry):  # noqa: F811
         for w in workers:
             w.start()
         time.sleep(0.5)
-        new = registry.register(new_model, alias="challenger")
+        new = reg.register(new_model, alias=alias)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (not results or results[-1][1] != new):
             time.sleep(0.05)

@@ -155,8 +155,9 @@ def test_nodata_metrics_are_left_out_of_the_score_and_all_nodata_is_nodata():
 
 def test_default_yaml_has_the_four_default_metrics():
     cfg = default_judge_config()
-    assert [m.name for m in cfg.metrics] == ["error_rate", "latency_p99_ms", "online_accuracy", "prediction_drift"]
-    assert {m.name for m in cfg.metrics if m.critical} == {"error_rate", "latency_p99_ms", "online_accuracy"}
+    assert [m.name for m in cfg.metrics] == ["error_rate", "latency_ms", "latency_p99_ms", "online_accuracy",
+                                             "prediction_drift"]
+    assert {m.name for m in cfg.metrics if m.critical} == {"error_rate", "latency_ms", "online_accuracy"}
 
 
 def test_canary_config_rejects_unknown_keys_and_bad_values(tmp_path):
@@ -175,4 +176,13 @@ def test_canary_config_rejects_unknown_keys_and_bad_values(tmp_path):
     path.write_text("steps: [0.1, 1.0]\ninterval_s: 2\n")
     cfg = load_canary_config(path)
     assert isinstance(cfg, CanaryConfig) and cfg.steps == [0.1, 1.0] and cfg.interval_s == 2
-    assert len(cfg.judge.metrics) == 4  # judge defaults kept
+    assert len(cfg.judge.metrics) == 5  # judge defaults kept
+
+
+def test_small_tied_samples_get_an_honest_permutation_p_value():
+    # One error among 10 requests against none among 190: the normal approximation would call this p ~ 1e-5;
+    # the probability of the one error landing in the challenger's 10 by chance is 10/200 = 0.05.
+    _, p = mann_whitney(np.zeros(190), np.r_[1.0, np.zeros(9)])
+    assert 0.03 < p < 0.2
+    _, p2 = mann_whitney(np.zeros(190), np.r_[1.0, 1.0, 1.0, np.zeros(7)])
+    assert p2 < 0.01

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.errors import UserError
 from pipelines.nas_stage import SearchStageConfig, parse_config, resolve_space, search_architectures
 
-TINY = {"pool_size": 12, "prefilter_keep": 4, "costly_proxies": [], "budget": 3, "warm_start": 2,
+TINY = {"pool_size": 12, "prefilter_keep": 4, "budget": 3, "warm_start": 2,
         "fidelity": {"epochs": 1, "data_fraction": 0.3}, "workers": 2, "top_k": 2, "seed": 0}
 
 

@@ -27,7 +27,9 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_promtool_accepts_config_rules_and_alert_unit_tests():
-    for args in (("check", "config", str(PROM / "prometheus.yml")), ("check", "rules", str(PROM / "alerts.yml")),
+    for args in (("check", "config", str(PROM / "prometheus.yml")),
+                 ("check", "config", str(PROM / "prometheus-compose.yml")),
+                 ("check", "rules", str(PROM / "alerts.yml")),
                  ("test", "rules", str(PROM / "alerts_test.yml"))):
         out = promtool(*args)
         assert out.returncode == 0, f"promtool {' '.join(args)}:\n{out.stdout}\n{out.stderr}"

@@ -233,6 +233,10 @@ def test_vit_space_details():
         "patch=4|depth=1|heads=2|embed=32|mlp_ratio=2", "patch=4|depth=2|heads=2|embed=32|mlp_ratio=2"
     ]
     assert "(channels, height, width)" in space.supports_input((64,))
+    # FLOPs include the attention itself: 5 tokens (4 patches + class), width 32, 2 heads, MLP ratio 2, 2 per MAC:
+    # patch conv 4096 + qkv 30720 + QK^T and AV 3200 + out-proj 10240 + MLP 40960 + head 640
+    arch = space.from_string("patch=4|depth=1|heads=2|embed=32|mlp_ratio=2")
+    assert space.count_flops(arch, 10, (1, 8, 8)) == 89856
     with pytest.raises(InvalidArchitectureError, match="valid: 4"):
         space.from_string("patch=3|depth=1|heads=2|embed=32|mlp_ratio=2")
     with pytest.raises(ValueError, match="divisible"):

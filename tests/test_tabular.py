@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +105,35 @@ def test_constraints_and_pareto_front():
         Constraints(max_latency_ms=0)
     with pytest.raises(KeyError, match="no metric 'top1'"):
         objective_value(points[0], "top1")
+
+
+def _toy_csv(path: Path) -> Path:
+    rows = ["arch,acc,size"]
+    for i, a in enumerate("abcd"):
+        for j, b in enumerate("wxyz"):
+            rows.append(f"{a}|{b},{0.5 + 0.1 * i + 0.01 * j:.3f},{100 + i}")
+    return write(path, "\n".join(rows))
+
+
+def _nasops(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("nasops")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=180)
+
+
+def test_bench_search_cli_json_shape_and_errors(tmp_path):
+    csv = _toy_csv(tmp_path / "toy.csv")
+    done = _nasops("bench", "search", "--table", str(csv), "--arch-column", "arch", "--metric-column", "acc",
+                   "--proxy-columns", "size", "--strategy", "all", "--budget", "8", "--seeds", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["optimum"] == pytest.approx(0.83)
+    assert set(out["strategies"]) == {"random", "evolution", "local", "predictor"}
+    for curve in out["strategies"].values():
+        assert curve["budgets"] == list(range(1, 9))
+        assert len(curve["mean_best"]) == len(curve["mean_regret"]) == 8
+        assert all(np.diff(curve["mean_best"]) >= 0)
+        assert curve["mean_regret"][-1] == pytest.approx(out["optimum"] - curve["mean_best"][-1])
+    bad = _nasops("bench", "search", "--table", str(csv), "--metric-column", "accuracy")
+    assert bad.returncode == 2
+    assert "metric column 'accuracy' is not in toy.csv; its columns are: arch, acc, size" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -53,7 +53,8 @@ class MLPEnsemble(Predictor):
         # bootstrap weights per member: how often each row was drawn
         draws = torch.randint(0, n, (self.members, n), generator=gen)
         weight = torch.zeros(self.members, n).scatter_add_(1, draws, torch.ones(self.members, n))
-        opt = torch.optim.Adam([p for pair in self.params for p in pair], lr=self.lr, weight_decay=self.weight_decay, foreach=True)
+        opt = torch.optim.Adam([p for pair in self.params for p in pair], lr=self.lr,
+                               weight_decay=self.weight_decay, foreach=True)
         for _ in range(self.steps):
             opt.zero_grad(set_to_none=True)
             loss = (weight * (self._forward(xt) - yt) ** 2).sum() / weight.sum()

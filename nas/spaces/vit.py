@@ -25,19 +25,38 @@ from nas.spaces.base import Architecture, InvalidArchitectureError, SearchSpace
 KEYS: tuple[str, ...] = ("patch", "depth", "heads", "embed", "mlp_ratio")
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written out (qkv projection, softmax(QK^T/sqrt(d))V, output projection).
+
+    Written with plain matmuls rather than ``nn.MultiheadAttention``, whose eval-mode fast path hides the attention
+    from ``torch.utils.flop_counter`` (and from per-layer proxy hooks).
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dim // self.heads), dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(batch, tokens, dim))
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + MHSA(LN(x)), then x + MLP(LN(x)) with a GELU MLP of width ``ratio * dim``."""
 
     def __init__(self, dim: int, heads: int, ratio: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = SelfAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, ratio * dim), nn.GELU(), nn.Linear(ratio * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 

@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "pipelines.cli.serve",
     "pipelines.cli.search",
     "pipelines.cli.proxies",
+    "pipelines.cli.canary",
 ]
 
 app = typer.Typer(

@@ -1,0 +1,109 @@
+"""``nasops canary``: prove the registered ``@challenger`` against ``@champion`` on replayed production traffic,
+then promote or roll back (the refresh's canary stage on its own), printing the judge's evidence table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.errors import UserError
+from pipelines.settings import Settings
+
+console = Console()
+
+
+def _latest_prepared(settings: Settings) -> Path:
+    files = sorted(settings.data_dir.glob("*.npz"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise UserError(f"no prepared data under {settings.data_dir}; run `nasops refresh` first or pass --data "
+                        "PATH.npz (a file written by the prepare_data stage)")
+    return files[-1]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def evidence_table(result: dict) -> Table:
+    """The last judge run, one row per metric: samples, U, p-value, effect and the class."""
+    table = Table(title=f"judge evidence (verdict {result['verdict']}, score {result['score']:.0f}/100)",
+                  title_justify="left")
+    for col in ("metric", "class", "critical", "n champ", "n chall", "stat", "champion", "challenger", "effect",
+                "tolerance", "U", "p"):
+        table.add_column(col)
+    colours = {"Pass": "green", "High": "red", "Low": "red", "NoData": "dim"}
+    for row in result.get("evidence", []):
+        cls = row["classification"]
+        table.add_row(row["name"], f"[{colours.get(cls, 'white')}]{cls}[/]", "yes" if row["critical"] else "",
+                      _fmt(row["n_champion"]), _fmt(row["n_challenger"]), row["statistic"],
+                      _fmt(row["champion_value"]), _fmt(row["challenger_value"]), _fmt(row["effect"]),
+                      _fmt(row["tolerance"]), _fmt(row["u_statistic"]), _fmt(row["p_value"]))
+    return table
+
+
+def steps_table(result: dict) -> Table:
+    table = Table(title="rollout", title_justify="left")
+    for col in ("interval", "mode", "challenger %", "verdict", "outcome", "score"):
+        table.add_column(col)
+    for step in result["steps"]:
+        table.add_row(str(step["interval"]), step["mode"], f"{100 * step['weight']:.0f}", step["verdict"],
+                      step["outcome"], _fmt(step["score"]))
+    return table
+
+
+def canary(
+    data: Path | None = typer.Option(None, help="prepared data (.npz from prepare_data; default: the newest one)"),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
+    drift: str | None = typer.Option(None, help="drift injected into the replayed inputs, e.g. noise=0.3"),
+    steps: str | None = typer.Option(None, help="challenger traffic shares, e.g. 0.05,0.25,0.5,1"),
+    interval: float | None = typer.Option(None, help="seconds of traffic per judge run"),
+    rate: float | None = typer.Option(None, help="replayed requests per second"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Run the canary of @challenger against @champion and promote or roll back."""
+    import yaml
+
+    from pipelines.canary import canary_rollout, parse_config
+
+    settings = Settings()
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        if not config_file.is_file():
+            raise UserError(f"--config {str(config_file)!r} does not exist")
+        raw = yaml.safe_load(config_file.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise UserError(f"--config {str(config_file)!r} must hold a mapping of canary options")
+    if steps is not None:
+        try:
+            raw["steps"] = [float(s) for s in steps.split(",") if s.strip()]
+        except ValueError:
+            raise UserError(f"--steps must be comma-separated numbers in (0, 1], got {steps!r}") from None
+    for key, value in (("drift", drift), ("interval_s", interval), ("rate", rate)):
+        if value is not None:
+            raw[key] = value
+    parse_config(raw)  # a typo fails here, before a gateway starts
+    path = data or _latest_prepared(settings)
+    if not path.is_file():
+        raise UserError(f"--data {str(path)!r} does not exist")
+    result = canary_rollout(settings.model_name, str(path), raw)
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    console.print(steps_table(result))
+    console.print(evidence_table(result))
+    colour = "green" if result["decision"] == "promoted" else "red"
+    console.print(f"[bold {colour}]{result['decision']}[/]: {result['reason']}")
+    console.print(f"champion is version {result['champion_version']}; report: {result['report_uri']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("canary")(canary)
