@@ -46,6 +46,9 @@ class MetricConfig(BaseModel):
     effect: Effect = Field("relative", description="effect size: relative (ratio - 1) or absolute (difference)")
     tolerance: float = Field(0.1, ge=0, description="largest effect (in the effect's unit) still treated as no change")
     min_samples: int | None = Field(None, ge=1, description="fewer samples per variant -> NoData (default: judge's)")
+    judge_in_shadow: bool = Field(
+        True, description="judge it in shadow mode too (latency of mirrored calls is not comparable: false for it)"
+    )
 
     @model_validator(mode="after")
     def _source_fields(self) -> MetricConfig:
@@ -93,6 +96,11 @@ class JudgeConfig(BaseModel):
 
     def group_weight(self, group: str) -> float:
         return float(self.groups.get(group, 1.0))
+
+    def for_shadow(self) -> JudgeConfig:
+        """The judge of a shadow phase: only the metrics that mean the same for mirrored calls."""
+        kept = [m for m in self.metrics if m.judge_in_shadow]
+        return self.model_copy(update={"metrics": kept}) if kept else self
 
 
 class CanaryConfig(BaseModel):

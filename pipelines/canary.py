@@ -378,6 +378,7 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
     if cfg.prometheus_url:
         sources["prometheus"] = PrometheusSource(cfg.prometheus_url, step_s=cfg.interval_s)
     judge = Judge(cfg.judge)
+    shadow_judge = Judge(cfg.judge.for_shadow())
     state = RolloutState(phases, cfg)
     parent = mlflow.active_run()
     sent_total = failed_total = 0
@@ -399,13 +400,15 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
                 admin.wait_ready()
                 _warm_up(gateway.url, admin, data.x_prod, cfg)
                 timings["gateway_start_s"] = time.perf_counter() - clock
-                started = time.time()
+                started = window_start = time.time()
                 current: Phase | None = None
                 while state.decision is None:
                     phase = state.phase
                     if phase != current:
                         admin.set_mode(phase.mode)
                         admin.set_weight(phase.weight)
+                        if current is not None and current.mode == "shadow" and phase.mode == "split":
+                            window_start = time.time()  # split-phase evidence starts clean (no mirrored calls)
                         current = phase
                     t0 = time.time()
                     summary = _replay_interval(gateway.url, data.x_prod, data.y_prod, cfg, cfg.seed + state.intervals,
@@ -415,8 +418,9 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
                     failed_total += failed
                     t1 = time.time()
                     timings["traffic_s"] += t1 - t0
-                    since = started if cfg.window == "cumulative" else t0
-                    verdict = judge.judge(collect_samples(cfg.judge.metrics, sources, since, t1 + 1.0))
+                    since = window_start if cfg.window == "cumulative" else t0
+                    active = shadow_judge if phase.mode == "shadow" else judge
+                    verdict = active.judge(collect_samples(active.config.metrics, sources, since, t1 + 1.0))
                     timings["judge_s"] += time.time() - t1
                     outcome = state.advance(verdict)
                     step = {"interval": state.intervals, "mode": phase.mode, "weight": phase.weight,

@@ -38,7 +38,7 @@ class RetrainConfig(BaseModel):
     batch_size: int = Field(64, ge=2)
     optimizer: str = Field("sgd", pattern="^(sgd|adam)$")
     weight_decay: float = Field(5e-4, ge=0)
-    top_k: int = Field(1, ge=1, description="how many of the search's best candidates to retrain fully")
+    top_k: int = Field(2, ge=1, description="how many of the search's best candidates to retrain fully")
     seed: int = 0
 
     def train_config(self) -> TrainConfig:

@@ -186,3 +186,8 @@ def test_small_tied_samples_get_an_honest_permutation_p_value():
     assert 0.03 < p < 0.2
     _, p2 = mann_whitney(np.zeros(190), np.r_[1.0, 1.0, 1.0, np.zeros(7)])
     assert p2 < 0.01
+
+
+def test_shadow_phases_leave_out_latency():
+    shadow = default_judge_config().for_shadow()
+    assert [m.name for m in shadow.metrics] == ["error_rate", "online_accuracy", "prediction_drift"]

@@ -65,25 +65,57 @@ def score_model(
     seed: int = 0,
 ) -> dict[str, float]:
     """Score an existing network (left unchanged) with every proxy in ``names``; see :func:`compute_scores`."""
+    return _score(model, names, batch=batch, input_shape=input_shape, num_classes=num_classes, seed=seed, owned=False)
+
+
+def _score(
+    model: nn.Module,
+    names: Sequence[str],
+    *,
+    batch: tuple[torch.Tensor, torch.Tensor] | None,
+    input_shape: Sequence[int] | None,
+    num_classes: int | None,
+    seed: int,
+    owned: bool,
+) -> dict[str, float]:
+    """The scoring itself. ``owned``: the network is ours to change, so its last user needs no copy.
+
+    Cost proxies only read the network (their mode change is undone), so they run first on it without a copy; every
+    other standalone proxy or pass family works on a pristine deep copy, except the last one when ``owned``. Copies
+    were a large share of a cheap proxy's time on small networks.
+    """
     infos = _resolve(names)
     ctx = _context(infos, batch, input_shape, num_classes, seed)
     degenerate = output_ignores_input(model, ctx)
     scores: dict[str, float] = {}
     families: dict[str, list[ProxyInfo]] = {}
+    standalone: list[ProxyInfo] = []
     for info in infos:
-        if degenerate and not info.is_cost:
+        if info.is_cost:
+            modes = [(m, m.training) for m in model.modules()]
+            torch.manual_seed(ctx.seed)
+            scores[info.name] = finite_or_worst(info.compute(model, ctx))
+            for module, training in modes:
+                module.training = training
+        elif degenerate:
             scores[info.name] = WORST_SCORE
         elif info.family is not None:
             families.setdefault(info.family, []).append(info)
         else:
-            torch.manual_seed(ctx.seed)
-            scores[info.name] = finite_or_worst(info.compute(copy.deepcopy(model), ctx))
-    for family, members in families.items():
+            standalone.append(info)
+    jobs = [("proxy", info) for info in standalone] + [("family", fam) for fam in families]
+    for i, (kind, job) in enumerate(jobs):
+        net = model if owned and i == len(jobs) - 1 else copy.deepcopy(model)
         torch.manual_seed(ctx.seed)
-        record = family_runner(family)(copy.deepcopy(model), ctx, {m.name for m in members})
-        for info in members:
-            scores[info.name] = finite_or_worst(info.compute(record, ctx))
-        del record
+        if kind == "proxy":
+            scores[job.name] = finite_or_worst(job.compute(net, ctx))
+        else:
+            members = families[job]
+            record = family_runner(job)(net, ctx, {m.name for m in members})
+            for info in members:
+                scores[info.name] = finite_or_worst(info.compute(record, ctx))
+            del record
+        del net
     return {info.name: scores[info.name] for info in infos}
 
 
@@ -109,4 +141,4 @@ def compute_scores(
     _context(infos, batch, input_shape, num_classes, seed)  # fail on bad arguments before building anything
     torch.manual_seed(int(seed))
     model = model_factory()
-    return score_model(model, names, batch=batch, input_shape=input_shape, num_classes=num_classes, seed=seed)
+    return _score(model, names, batch=batch, input_shape=input_shape, num_classes=num_classes, seed=seed, owned=True)
