@@ -28,45 +28,54 @@ def mlflow_ui_hint(tracking_uri: str) -> str:
 
 
 def refresh_table(result: dict[str, Any]) -> Table:
-    """One table: architecture, offline champion vs challenger, online per variant, drift, decision, where to look."""
-    table = Table(title=f"nasops refresh — {result['model_name']}", show_lines=False, title_justify="left")
+    """Champion against challenger, offline and online, side by side (short values only)."""
+    table = Table(title=f"nasops refresh — {result['model_name']}", title_justify="left")
     table.add_column("", style="bold")
-    table.add_column("champion")
-    table.add_column("challenger")
+    table.add_column("champion", overflow="fold")
+    table.add_column("challenger", overflow="fold")
     champ = result.get("champion_before") or {}
     chall = result.get("challenger") or {}
-    search = result.get("search") or {}
     table.add_row("version", _fmt(champ.get("version")), _fmt(chall.get("version")))
-    table.add_row("architecture", _fmt(champ.get("arch")), _fmt(chall.get("arch")))
     table.add_row("val accuracy (offline)", _fmt(champ.get("val_accuracy")), _fmt(chall.get("val_accuracy")))
     table.add_row("test accuracy (offline)", _fmt(champ.get("test_accuracy")), _fmt(chall.get("test_accuracy")))
-    table.add_row("latency ms (offline, batch 1)", _fmt(champ.get("latency_ms"), 3), _fmt(chall.get("latency_ms"), 3))
-    canary = result.get("canary") or {}
-    online = canary.get("online") or {}
+    table.add_row("latency ms (batch 1)", _fmt(champ.get("latency_ms"), 3), _fmt(chall.get("latency_ms"), 3))
+    online = (result.get("canary") or {}).get("online") or {}
     if online:
         c, n = online.get("champion", {}), online.get("challenger", {})
         table.add_row("requests (online)", _fmt(c.get("requests")), _fmt(n.get("requests")))
         table.add_row("errors (online)", _fmt(c.get("errors")), _fmt(n.get("errors")))
-        table.add_row("accuracy (online, feedback)", _fmt(c.get("accuracy")), _fmt(n.get("accuracy")))
+        table.add_row("accuracy (online)", _fmt(c.get("accuracy")), _fmt(n.get("accuracy")))
         table.add_row("p99 latency ms (online)", _fmt(c.get("p99_ms"), 2), _fmt(n.get("p99_ms"), 2))
-    table.add_section()
-    table.add_row("search", f"{search.get('space', '?')}: pool {search.get('pool_size', '?')}, "
-                  f"{search.get('evaluations', '?')} low-fidelity trainings", f"{_fmt(search.get('seconds'), 1)} s")
+    return table
+
+
+def refresh_details(result: dict[str, Any]) -> list[str]:
+    """The long facts (architectures, decision, paths) as lines, so they never wrap inside table cells."""
+    champ = result.get("champion_before") or {}
+    chall = result.get("challenger") or {}
+    search = result.get("search") or {}
+    canary = result.get("canary") or {}
+    lines = [
+        f"[bold]architecture found[/bold]  {chall.get('arch', '—')} ({search.get('space', '?')})",
+        f"[bold]champion was[/bold]        {champ.get('arch', '—')}",
+        f"[bold]search[/bold]              pool {search.get('pool_size', '?')}, "
+        f"{search.get('evaluations', '?')} low-fidelity trainings, {_fmt(search.get('seconds'), 1)} s",
+    ]
     drift = canary.get("drift") or {}
     if drift:
-        table.add_row("drift (production vs training)",
-                      f"share {_fmt(drift.get('share'), 2)}, dataset drift: {drift.get('dataset_drift')}",
-                      f"prediction drift {_fmt(drift.get('prediction_drift'), 3)}")
+        lines.append(f"[bold]drift[/bold]               data drift share {_fmt(drift.get('share'), 2)} "
+                     f"(dataset drift: {drift.get('dataset_drift')}), prediction drift "
+                     f"{_fmt(drift.get('prediction_drift'), 3)}")
     if canary:
-        table.add_row("decision", f"[bold]{canary.get('decision', '?')}[/bold] ({canary.get('verdict', '?')}, "
-                      f"score {_fmt(canary.get('score'), 1)})", _fmt(canary.get("reason")))
-        table.add_row("champion now", f"version {canary.get('champion_version', '?')}", "")
-        table.add_row("report", _fmt(canary.get("report_uri")), "")
+        lines.append(f"[bold]decision[/bold]            {canary.get('decision', '?')} — {canary.get('reason', '')}")
+        lines.append(f"[bold]champion now[/bold]        version {canary.get('champion_version', '?')}")
+        lines.append(f"[bold]report[/bold]              {canary.get('report_uri', '—')}")
     else:
-        table.add_row("decision", "canary skipped: challenger registered, aliases unchanged", "")
-    table.add_row("MLflow", mlflow_ui_hint(result.get("tracking_uri", "")), f"run {result.get('refresh_run_id')}")
-    table.add_row("time", f"{_fmt(result.get('seconds'), 1)} s", "")
-    return table
+        lines.append("[bold]decision[/bold]            canary skipped: challenger registered, aliases unchanged")
+    lines.append(f"[bold]MLflow UI[/bold]           {mlflow_ui_hint(result.get('tracking_uri', ''))}  "
+                 f"(refresh run {result.get('refresh_run_id')})")
+    lines.append(f"[bold]time[/bold]                {_fmt(result.get('seconds'), 1)} s")
+    return lines
 
 
 def status_table(model_name: str, versions: list[dict[str, Any]]) -> Table:

@@ -20,7 +20,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import mlflow
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
@@ -93,8 +92,6 @@ class Gateway:
     def start(self) -> None:
         """Load both aliases (failures are recorded, not raised: /readyz tells) and start the alias poller."""
         torch.set_num_threads(self.settings.torch_threads)
-        mlflow.set_tracking_uri(self.settings.tracking_uri)
-        mlflow.set_registry_uri(self.settings.tracking_uri)
         self.reload()
         if self.settings.poll_interval_s > 0:
             self._poller = threading.Thread(target=self._poll_loop, name="alias-poller", daemon=True)

@@ -80,12 +80,12 @@ def _json_tag(tags: dict, key: str):
         return None
 
 
-def _signature_width(name: str, version: str) -> tuple[int | None, int | None]:
+def _signature_width(model_dir: str) -> tuple[int | None, int | None]:
     """``(F, C)`` from the logged signature (TensorSpec float32 (-1, F) -> (-1, C)); None where absent."""
-    import mlflow.models
+    from mlflow.models import Model
 
     try:
-        signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+        signature = Model.load(model_dir).signature
     except Exception:
         return None, None
     if signature is None:
@@ -103,14 +103,19 @@ def _signature_width(name: str, version: str) -> tuple[int | None, int | None]:
 
 def load_version(client: MlflowClient, name: str, alias: str, version: str) -> LoadedModel:
     """Load ``models:/name/version`` and its contract (features from the signature, class labels from tags)."""
+    import mlflow.artifacts
     import mlflow.pytorch
 
     mv = client.get_model_version(name, version)
     tags = dict(mv.tags or {})
-    module = mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
+    # Resolve and fetch through this client's store, not MLflow's process-wide URIs (or MLFLOW_*_URI variables
+    # another part of the process may have set): two gateways on two registries can share a process.
+    source = client.get_model_version_download_uri(name, version)
+    model_dir = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=client.tracking_uri)
+    module = mlflow.pytorch.load_model(model_dir, map_location="cpu")
     with contextlib.suppress(Exception):  # torch.export (pt2) modules refuse .eval(); MLflow set them up already
         module.eval()
-    n_features, n_out = _signature_width(name, version)
+    n_features, n_out = _signature_width(model_dir)
     feature_names = _json_tag(tags, "nasops.features")
     if n_features is None and feature_names:
         n_features = len(feature_names)

@@ -13,10 +13,15 @@ from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 from servers import free_port
 
 
+def out_so_far(proc: subprocess.Popen) -> str:
+    return "" if proc.poll() is None else proc.stdout.read()
+
+
 def test_nasops_serve_answers_and_stops_cleanly(shared_registry):  # noqa: F811
     port = free_port()
     env = {**os.environ, "NASOPS_HOME": str(shared_registry.home), "NASOPS_MODEL_NAME": shared_registry.model_name}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(leaked, None)  # set in os.environ by mlflow.set_*_uri calls of earlier tests
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli.app", "serve", "--port", str(port), "--weight", "0", "--poll-interval",
          "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -31,6 +36,7 @@ def test_nasops_serve_answers_and_stops_cleanly(shared_registry):  # noqa: F811
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        assert httpx.get(f"{url}/readyz").status_code == 200, out_so_far(proc)
         r = httpx.post(f"{url}/predict", json={"inputs": [shared_registry.x_test[0].tolist()]})
         assert r.status_code == 200, r.text
         assert r.json()["variant"] == "champion"

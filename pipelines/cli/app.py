@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 
@@ -40,6 +41,8 @@ def _assemble() -> typer.Typer:
 def main() -> None:
     """Console-script entry point."""
     apply_offline_defaults()
+    # scipy's note that an exact KS p-value fell back to the asymptotic one is not news to a user of the CLI
+    warnings.filterwarnings("ignore", message="ks_2samp: Exact calculation unsuccessful")
     _assemble()
     try:
         app(standalone_mode=False)

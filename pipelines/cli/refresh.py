@@ -136,15 +136,18 @@ def refresh(
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary)
     _preflight_data(config)
     from pipelines.refresh import model_refresh
-    from pipelines.summary import print_json, refresh_table
+    from pipelines.summary import print_json, refresh_details, refresh_table
 
     console.rule("[bold]nasops refresh")
     console.print(f"data: {config.data}   model: {config.model_name or 'default'}   seed: {config.seed}")
     result = model_refresh(config)
     if as_json:
         print_json(result)
-    else:
-        Console().print(refresh_table(result))
+        return
+    out = Console()
+    out.print(refresh_table(result))
+    for line in refresh_details(result):
+        out.print(line, overflow="fold", highlight=False)
 
 
 def schedule(
