@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   - set up .venv (pinned working set) and run 'nasops refresh' on the bundled digits data"
-	@echo "make test   - set up .venv and the Prometheus server binary, then run the whole test suite"
+	@echo "make test   - set up .venv and the Prometheus and PostgreSQL server binaries, then run the whole test suite"
 	@echo "make test-fast - the suite without tests marked slow"
 	@echo "make lint   - ruff"
 	@echo "make lock   - re-resolve requirements.in into constraints.txt (the tested working set)"
@@ -32,15 +32,25 @@ $(STAMP): $(BIN)/python requirements.in constraints.txt pyproject.toml
 
 install: $(STAMP)
 
-# The Prometheus server the integration tests start on 127.0.0.1 (Debian package). Where it cannot be installed,
-# those tests skip with a visible reason locally; under CI=true a skip fails the run.
+# The servers the integration tests start on 127.0.0.1 (Debian packages): Prometheus, and PostgreSQL (its
+# initdb/pg_ctl/postgres live in /usr/lib/postgresql/<version>/bin; the tests make their own throw-away cluster, so
+# a service the package starts is stopped again). Where they cannot be installed, those tests skip with a visible
+# reason locally; under CI=true a skip fails the run.
 system-deps:
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	@missing=""; \
+	{ command -v prometheus && command -v promtool; } >/dev/null || missing="prometheus"; \
+	{ command -v initdb && command -v pg_ctl; } >/dev/null \
+		|| ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+		|| missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing the Debian package 'prometheus' (used by the tests, on 127.0.0.1 only)"; \
-		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-		&& (service prometheus stop >/dev/null 2>&1 || true; pkill -x prometheus 2>/dev/null || true); \
-	else echo "warning: prometheus is not installed and cannot be installed here; its tests will skip"; fi
+		echo "installing the Debian package(s)$${missing:+ }$${missing# } (used by the tests, on 127.0.0.1 only)"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+		&& { case " $$missing " in *" prometheus "*) service prometheus stop >/dev/null 2>&1 || true; pkill -x prometheus 2>/dev/null || true;; esac; \
+		     case " $$missing " in *" postgresql "*) service postgresql stop >/dev/null 2>&1 || true; \
+		       pg_lsclusters -h 2>/dev/null | while read -r ver name _ status _; do \
+		         [ "$$status" = online ] && pg_ctlcluster "$$ver" "$$name" stop >/dev/null 2>&1; done; true;; esac; }; \
+	else echo "warning: $${missing# } not installed and cannot be installed here (needs root and apt-get); their tests will skip"; fi
 
 demo: install
 	$(BIN)/nasops refresh

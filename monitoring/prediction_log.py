@@ -27,7 +27,9 @@ predictions = sa.Table(
     sa.Column("request_id", sa.String(128), nullable=False, index=True),
     sa.Column("row", sa.Integer, nullable=False),
     sa.Column("ts", sa.Float, nullable=False, index=True),
-    sa.Column("variant", sa.String(16), nullable=False),
+    # champion, challenger, or a shadow alias name (MLflow allows 255 characters). PostgreSQL enforces the length,
+    # SQLite does not: too short a column would make PostgreSQL refuse a whole logged batch.
+    sa.Column("variant", sa.String(255), nullable=False),
     sa.Column("shadow", sa.Boolean, nullable=False, default=False),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("inputs", sa.Text, nullable=False),
@@ -57,20 +59,48 @@ def create_log_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
     else:
+        parsed = _with_installed_postgres_driver(sa.engine.make_url(url))
+        # libpq waits forever for a host that drops packets; a gateway should fail its start instead.
+        connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
         try:
-            engine = sa.create_engine(url, pool_pre_ping=True)
+            engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
         except ModuleNotFoundError as exc:
             raise ValueError(
                 f"prediction log URL {url.split('@')[-1]!r} needs the database driver {exc.name!r}, which is not "
                 "installed; for PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://..."
             ) from exc
-    try:
-        metadata.create_all(engine, checkfirst=True)
-    except sa.exc.OperationalError:
-        # Two workers racing to create the table: the loser finds it there.
-        time.sleep(0.2)
-        metadata.create_all(engine, checkfirst=True)
+    for attempt in range(3):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            break
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
+            # Workers racing to create the table: the loser finds it there on the next try (SQLite reports the
+            # race as "table already exists", PostgreSQL as a duplicate table or a duplicate pg_type row).
+            if attempt < 2:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            if isinstance(exc, sa.exc.OperationalError):
+                cause = " ".join(str(exc.orig).split())
+                fix = ("check that its directory exists and is writable" if engine.dialect.name == "sqlite" else
+                       "check that the database server runs and that the URL (host, port, user, database) is right")
+                raise ValueError(
+                    f"cannot open the prediction log {engine.url.render_as_string(hide_password=True)!r}: {cause}; "
+                    f"{fix}"
+                ) from exc
+            raise
     return engine
+
+
+def _with_installed_postgres_driver(url: sa.engine.URL) -> sa.engine.URL:
+    """A plain ``postgresql://`` URL means psycopg2 to SQLAlchemy; use psycopg 3 (the pinned driver) when only it
+    is installed, so the URL a database administrator hands out works as given."""
+    if url.drivername != "postgresql":
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+        return url.set(drivername="postgresql+psycopg")
+    return url
 
 
 try:  # orjson is ~10x faster on float lists (the log encodes every input row); stdlib json is the fallback

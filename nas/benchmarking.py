@@ -78,7 +78,8 @@ def table_search(
             best = max(best, result.metrics[metric])
             trace.append(best)
         if strategy == "predictor" and len(trace) % 50 < batch:
-            sample = [space.from_string(table.archs[i]) for i in rng.choice(len(table), 500, replace=False)]
+            rows = rng.choice(len(table), min(500, len(table)), replace=False)
+            sample = [space.from_string(table.archs[i]) for i in rows]
             sample = [a for a in sample if not strat.is_seen(a)]
             pred = strat.predict(sample)
             if pred is not None:

@@ -54,7 +54,7 @@ class SearchStageConfig(BaseModel):
     ensemble: str = Field("ensemble", description="zero-cost ensemble used to rank the pool")
     strategy: str = Field("predictor", description="random, evolution, local or predictor")
     predictor: str = Field("mlp", description="predictor of the predictor strategy: mlp or lgbm")
-    acquisition: str = Field("its", description="its (Thompson), ucb or ei")
+    acquisition: str = Field("ucb", description="ucb, its (Thompson) or ei")
     warm_start: int = Field(4, ge=0, description="evaluate this many of the zero-cost ranking's top first")
     budget: int = Field(8, ge=1, description="number of low-fidelity trainings")
     time_budget_s: float | None = Field(None, gt=0, description="stop submitting after this many seconds")

@@ -37,6 +37,9 @@ class RefreshConfig(BaseModel):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     canary: dict[str, Any] = Field(default_factory=dict, description="canary stage options (CanaryConfig)")
     skip_canary: bool = Field(False, description="register the challenger but do not run the canary")
+    tournament: dict[str, Any] = Field(default_factory=dict, description="shadow tournament options "
+                                       "(TournamentConfig)")
+    skip_tournament: bool = Field(False, description="do not serve the retrained candidates in a shadow tournament")
 
 
 @task(name="prepare_data", cache_policy=NO_CACHE)
@@ -86,8 +89,11 @@ def model_refresh(config: RefreshConfig | None = None) -> dict:
     """One scheduled refresh; returns a JSON-able summary of every stage."""
     from pipelines.canary import canary_rollout
     from pipelines.nas_stage import search_architectures
+    from pipelines.tournament import parse_config as parse_tournament_config
+    from pipelines.tournament import shadow_tournament
 
     config = config or RefreshConfig()
+    parse_tournament_config({"seed": config.seed, **config.tournament})  # option mistakes fail before any work
     settings = Settings()
     model_name = config.model_name or settings.model_name
     configure_mlflow(settings)
@@ -121,6 +127,17 @@ def model_refresh(config: RefreshConfig | None = None) -> dict:
         challenger = retrain_task(data["path"], search, model_name, config.retrain, lineage)
         lap("retrain_and_register")
 
+        tournament: dict[str, Any] = {}
+        if not config.skip_tournament and len(challenger.get("candidates", [])) >= 2:
+            aliases = [c["alias"] for c in challenger["candidates"]]
+            try:
+                tournament = shadow_tournament(model_name, data["path"],
+                                               {"seed": config.seed, "aliases": aliases, **config.tournament})
+            except Exception as exc:  # the tournament informs; it must not block the canary that decides
+                get_run_logger().warning("shadow tournament failed: %s", exc)
+                tournament = {"error": f"{type(exc).__name__}: {exc}"}
+            lap("shadow_tournament")
+
         canary: dict[str, Any] = {}
         if not config.skip_canary:
             canary = canary_rollout(model_name, data["path"], {"seed": config.seed, **config.canary})
@@ -138,6 +155,7 @@ def model_refresh(config: RefreshConfig | None = None) -> dict:
             "baseline": baseline,
             "champion_before": champion_before,
             "challenger": challenger,
+            "tournament": tournament,
             "canary": canary,
             "seconds": seconds,
             "timings": timings,

@@ -125,7 +125,8 @@ def register_baseline(data_path: str, model_name: str, config: RetrainConfig, li
 def retrain_and_register(
     data_path: str, search: dict[str, Any], model_name: str, config: RetrainConfig, lineage: dict[str, Any]
 ) -> dict:
-    """Fully train the search's top candidates, register the best by validation accuracy as ``challenger``."""
+    """Fully train the search's top candidates and register each once; the best by validation accuracy becomes
+    ``challenger``, and aliases ``candidate-1`` .. ``candidate-k`` follow the offline rank (for the tournament)."""
     data = TaskData.load(data_path)
     space = get_space(search["space"], **search.get("space_config", {}))
     candidates = search["candidates"][: config.top_k]
@@ -141,17 +142,48 @@ def retrain_and_register(
         )
         trained.append((metrics["val_accuracy"], rank, cand, model, metrics, run_id))
     trained.sort(key=lambda t: (-t[0], t[1]))
-    _, _, cand, model, metrics, run_id = trained[0]
-    with mlflow.start_run(run_id=run_id, nested=True):
-        version = _register(
-            model, data, model_name=model_name,
-            tags={**lineage, "arch": cand["arch"], "space": space.name, "space_config": space.config(),
-                  "role": "nas", "proxy_scores": cand.get("proxy_scores", {}),
-                  "search_run_id": search.get("search_run_id", ""), "seed": config.seed,
-                  "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-                  "latency_ms": metrics["latency_ms"], "search_val_accuracy": cand.get("val_accuracy")},
-        )
     client = registry.client_for_active()
-    client.set_registered_model_alias(model_name, registry.CHALLENGER, version)
-    return {"version": version, "arch": cand["arch"], "space": space.name, "run_id": run_id,
-            "retrained": len(trained), **metrics}
+    registered = []
+    for offline_rank, (_, search_rank, cand, model, metrics, run_id) in enumerate(trained, start=1):
+        # Each candidate is registered once, in its own training run; the best is the challenger, the others
+        # are "candidate" versions a shadow tournament can serve next to it.
+        role = "nas" if offline_rank == 1 else "candidate"
+        with mlflow.start_run(run_id=run_id, nested=True):
+            version = _register(
+                model, data, model_name=model_name,
+                tags={**lineage, "arch": cand["arch"], "space": space.name, "space_config": space.config(),
+                      "role": role, "tournament_rank": offline_rank, "search_rank": search_rank,
+                      "proxy_scores": cand.get("proxy_scores", {}),
+                      "search_run_id": search.get("search_run_id", ""), "seed": config.seed,
+                      "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
+                      "latency_ms": metrics["latency_ms"], "search_val_accuracy": cand.get("val_accuracy")},
+            )
+        alias = candidate_alias(offline_rank)
+        client.set_registered_model_alias(model_name, alias, version)
+        registered.append({"version": version, "arch": cand["arch"], "val_accuracy": metrics["val_accuracy"],
+                           "test_accuracy": metrics["test_accuracy"], "latency_ms": metrics["latency_ms"],
+                           "alias": alias, "run_id": run_id})
+    _drop_stale_candidate_aliases(client, model_name, len(registered))
+    best = registered[0]
+    client.set_registered_model_alias(model_name, registry.CHALLENGER, best["version"])
+    _, _, cand, _, metrics, run_id = trained[0]
+    return {"version": best["version"], "arch": cand["arch"], "space": space.name, "run_id": run_id,
+            "retrained": len(trained), **metrics, "candidates": registered}
+
+
+CANDIDATE_ALIAS_PREFIX = "candidate-"
+
+
+def candidate_alias(rank: int) -> str:
+    """``candidate-<rank>``: the alias of the retrained candidate with this offline rank (1 = the challenger)."""
+    return f"{CANDIDATE_ALIAS_PREFIX}{rank}"
+
+
+def _drop_stale_candidate_aliases(client, model_name: str, kept: int) -> None:
+    """A previous refresh with a larger top_k left ``candidate-N`` aliases beyond this one's: remove them, so the
+    tournament never serves a stale candidate from an older refresh."""
+    aliases = client.get_registered_model(model_name).aliases or {}
+    for alias in aliases:
+        suffix = alias[len(CANDIDATE_ALIAS_PREFIX):] if alias.startswith(CANDIDATE_ALIAS_PREFIX) else ""
+        if suffix.isdigit() and int(suffix) > kept:
+            client.delete_registered_model_alias(model_name, alias)

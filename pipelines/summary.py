@@ -61,6 +61,10 @@ def refresh_details(result: dict[str, Any]) -> list[str]:
         f"[bold]search[/bold]              pool {search.get('pool_size', '?')}, "
         f"{search.get('evaluations', '?')} low-fidelity trainings, {_fmt(search.get('seconds'), 1)} s",
     ]
+    if result.get("tournament"):
+        from pipelines.tournament import summary_line
+
+        lines.append(f"[bold]tournament[/bold]          {summary_line(result['tournament'])}")
     drift = canary.get("drift") or {}
     if drift:
         lines.append(f"[bold]drift[/bold]               data drift share {_fmt(drift.get('share'), 2)} "

@@ -220,7 +220,7 @@ def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics 
     @app.get("/healthz", response_model=HealthResponse, tags=["operations"])
     async def healthz() -> dict:
         """The process is up and answering."""
-        return {"status": "ok"}
+        return {"status": "ok", "instance": settings.instance_id}
 
     @app.get("/readyz", tags=["operations"], responses={503: {"model": ErrorResponse}})
     async def readyz() -> Response:

@@ -7,12 +7,14 @@ log.
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _home() -> Path:
@@ -62,7 +64,41 @@ class GatewaySettings(BaseSettings):
     )
     torch_threads: int = Field(default=1, ge=1, description="intra-op threads per model call")
     shadow_max_in_flight: int = Field(default=8, ge=1, description="mirrored calls beyond this are dropped")
+    instance_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex[:16],
+        description="answered by /healthz, so a launcher knows the server on its port is the one it started",
+    )
     feedback_wait_s: float = Field(default=2.0, ge=0, description="how long /feedback waits for a row to be logged")
+    shadow_aliases: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="extra aliases (e.g. candidate-1,candidate-2) that get a mirrored copy of every request; "
+        "comma-separated or a JSON list in the environment",
+    )
+
+    @field_validator("shadow_aliases", mode="before")
+    @classmethod
+    def _split_aliases(cls, value):
+        # The environment gives one string: accept a JSON list or a comma-separated list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"shadow_aliases is not a valid JSON list: {exc}") from None
+            else:
+                value = [part for part in (p.strip() for p in text.split(",")) if part]
+        return value
+
+    @field_validator("shadow_aliases")
+    @classmethod
+    def _alias_names(cls, value: list[str]) -> list[str]:
+        cleaned = [str(a).strip() for a in value]
+        if any(not a for a in cleaned):
+            raise ValueError("shadow_aliases must not contain empty alias names")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError(f"shadow_aliases lists an alias twice: {cleaned}")
+        return cleaned
 
     @field_validator("sticky_header")
     @classmethod
@@ -71,10 +107,22 @@ class GatewaySettings(BaseSettings):
             raise ValueError(f"sticky_header must be an HTTP header name without spaces, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _shadows_distinct(self) -> GatewaySettings:
+        # A shadow alias is also its variant label: it must not collide with the champion/challenger variants.
+        taken = {self.champion_alias, self.challenger_alias, "champion", "challenger"}
+        clash = [a for a in self.shadow_aliases if a in taken]
+        if clash:
+            raise ValueError(f"shadow_aliases {clash} collide with the champion/challenger aliases; list only extra "
+                             "aliases such as candidate-1, candidate-2")
+        return self
+
     def to_env(self) -> dict[str, str]:
         """These settings as ``NASOPS_GATEWAY_*`` variables (how a launcher hands them to worker processes)."""
         env = {}
         for name, value in self.model_dump().items():
-            if value is not None:
+            if isinstance(value, list):
+                env[f"NASOPS_GATEWAY_{name.upper()}"] = json.dumps(value)
+            elif value is not None:
                 env[f"NASOPS_GATEWAY_{name.upper()}"] = str(value)
         return env

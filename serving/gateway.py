@@ -1,9 +1,10 @@
 """The gateway's core, free of HTTP: route a validated batch to a variant, fall back, mirror, log, count.
 
 Guarantees: a challenger that raises, stalls past ``challenger_timeout_s`` or returns garbage never reaches the
-caller (the champion answers, the failure is counted and logged); shadow calls run after the response is ready and
-are bounded; alias changes swap whole :class:`~serving.models.LoadedModel` objects, so requests in flight finish on
-the model they started with.
+caller (the champion answers, the failure is counted and logged); shadow calls (the challenger in shadow mode, and
+every ``shadow_aliases`` model, e.g. a tournament's candidates) run after the response is ready, never raise into
+the caller's request and are bounded (``shadow_max_in_flight``, ``challenger_timeout_s``); alias changes swap whole
+:class:`~serving.models.LoadedModel` objects, so requests in flight finish on the model they started with.
 """
 
 from __future__ import annotations
@@ -70,17 +71,23 @@ class Gateway:
         self.models: dict[str, LoadedModel | None] = {CHAMPION: None, CHALLENGER: None}
         self.alias_absent: dict[str, bool] = {CHAMPION: True, CHALLENGER: True}
         self.load_errors: dict[str, str] = {}
+        # Extra aliases served only in shadow (keyed by alias name, which is also their variant label).
+        self.shadow_models: dict[str, LoadedModel | None] = {a: None for a in settings.shadow_aliases}
         self.control = ControlFile(settings.control_file, ControlState(settings.challenger_weight, settings.mode))
         self._seen_generation = self.control.state.reload_generation
         self._pools = {
             CHAMPION: ThreadPoolExecutor(max_workers=2, thread_name_prefix="champion"),
             CHALLENGER: ThreadPoolExecutor(max_workers=4, thread_name_prefix="challenger"),
         }
+        for alias in settings.shadow_aliases:
+            # One thread per shadow alias: a slow or stuck candidate cannot starve the others (their latencies
+            # stay comparable), and the thread count stays k.
+            self._pools[alias] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shadow-{alias}")
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._shadow_tasks: set[asyncio.Task] = set()
-        self._shadow_by_request: dict[str, asyncio.Task] = {}
+        self._shadow_by_request: dict[str, list[asyncio.Task]] = {}
         # Request ids: a random per-process prefix and a counter (uuid4 reads the OS entropy pool every call).
         self._id_prefix = uuid.uuid4().hex[:12]
         self._id_counter = itertools.count(1)
@@ -144,8 +151,44 @@ class Gateway:
                     continue
                 self.load_errors.pop(alias_key, None)
                 self._swap(alias_key, loaded)
+            for alias in self.settings.shadow_aliases:
+                self._reload_shadow(alias)
             self.metrics.challenger_weight.set(self.effective_weight())
             return self.versions()
+
+    def _reload_shadow(self, alias: str) -> None:
+        """Follow one shadow alias; a failure is recorded and the old model (if any) keeps shadowing."""
+        key = f"shadow:{alias}"
+        try:
+            version = resolve_alias(self.client, self.settings.model_name, alias)
+        except Exception as exc:
+            self.load_errors[key] = f"cannot resolve alias {alias!r}: {exc}"
+            return
+        current = self.shadow_models.get(alias)
+        if version is None:
+            self.load_errors[key] = f"alias {alias!r} does not exist"
+            self._swap_shadow(alias, None)
+            return
+        if current is not None and current.version == version:
+            return
+        try:
+            loaded = load_version(self.client, self.settings.model_name, alias, version)
+        except Exception as exc:
+            self.load_errors[key] = f"version {version}: {type(exc).__name__}: {exc}"
+            log.warning("loading shadow alias %s version %s failed: %s", alias, version, exc)
+            return
+        self.load_errors.pop(key, None)
+        self._swap_shadow(alias, loaded)
+
+    def _swap_shadow(self, alias: str, loaded: LoadedModel | None) -> None:
+        old = self.shadow_models.get(alias)
+        if old is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.model_info.remove(self.settings.model_name, alias, old.version)
+        self.shadow_models[alias] = loaded
+        if loaded is not None:
+            self.metrics.model_info.labels(self.settings.model_name, alias, loaded.version).set(1)
+            log.info("shadowing %s version %s", alias, loaded.version)
 
     def _swap(self, alias_key: str, loaded: LoadedModel | None) -> None:
         old = self.models[alias_key]
@@ -158,7 +201,8 @@ class Gateway:
             log.info("serving %s version %s", alias_key, loaded.version)
 
     def versions(self) -> dict[str, str | None]:
-        return {k: (m.version if m else None) for k, m in self.models.items()}
+        """Variant -> version served (shadow aliases included, under their alias names)."""
+        return {k: (m.version if m else None) for k, m in {**self.models, **self.shadow_models}.items()}
 
     def ready(self) -> tuple[bool, str]:
         champion, challenger = self.models[CHAMPION], self.models[CHALLENGER]
@@ -223,6 +267,7 @@ class Gateway:
             "ready": ready,
             "ready_detail": why,
             "models": {k: (m.describe() if m else None) for k, m in self.models.items()},
+            "shadow_models": {k: (m.describe() if m else None) for k, m in self.shadow_models.items()},
             "aliases": {CHAMPION: self.settings.champion_alias, CHALLENGER: self.settings.challenger_alias},
             "load_errors": dict(self.load_errors),
             "shadow_in_flight": len(self._shadow_tasks),
@@ -297,30 +342,43 @@ class Gateway:
             raise ChampionFailed(f"champion version {champion.version} failed: {type(exc).__name__}: {exc}") from exc
         self._record(champion, CHAMPION, champion_status, request_id, x, probs, labels, time.perf_counter() - t0)
         if state.mode == "shadow" and challenger is not None:
-            self._mirror(challenger, x, request_id)
+            self._mirror(challenger, CHALLENGER, x, request_id)
+        for alias, model in list(self.shadow_models.items()):
+            if model is not None:
+                self._mirror(model, alias, x, request_id)
         return Answer(request_id, CHAMPION, champion.version, labels, probs)
 
-    def _mirror(self, challenger: LoadedModel, x: np.ndarray, request_id: str) -> None:
+    def _mirror(self, model: LoadedModel, variant: str, x: np.ndarray, request_id: str) -> None:
+        """Start one shadow call in the background (dropped, and counted, beyond ``shadow_max_in_flight``)."""
         if len(self._shadow_tasks) >= self.settings.shadow_max_in_flight:
             self.metrics.shadow.labels("dropped").inc()
             return
-        task = asyncio.get_running_loop().create_task(self._shadow(challenger, x, request_id))
+        task = asyncio.get_running_loop().create_task(self._shadow(model, variant, x, request_id))
         self._shadow_tasks.add(task)
-        self._shadow_by_request[request_id] = task
-        task.add_done_callback(lambda t: (self._shadow_tasks.discard(t), self._shadow_by_request.pop(request_id, None)))
+        self._shadow_by_request.setdefault(request_id, []).append(task)
+        task.add_done_callback(lambda t: self._shadow_done(t, request_id))
+
+    def _shadow_done(self, task: asyncio.Task, request_id: str) -> None:
+        self._shadow_tasks.discard(task)
+        tasks = self._shadow_by_request.get(request_id)
+        if tasks is not None:
+            with contextlib.suppress(ValueError):
+                tasks.remove(task)
+            if not tasks:
+                self._shadow_by_request.pop(request_id, None)
 
     async def shadow_settled(self, request_ids: list[str]) -> None:
         """Wait (bounded) until the mirrored calls of these requests are logged, so their labels join them too."""
-        pending = [t for rid in request_ids if (t := self._shadow_by_request.get(rid)) is not None]
+        pending = [t for rid in request_ids for t in self._shadow_by_request.get(rid, ())]
         if pending:
             await asyncio.wait(pending, timeout=self.settings.feedback_wait_s)
 
-    async def _shadow(self, challenger: LoadedModel, x: np.ndarray, request_id: str) -> None:
+    async def _shadow(self, model: LoadedModel, variant: str, x: np.ndarray, request_id: str) -> None:
         t0 = time.perf_counter()
         probs = labels = None
         try:
-            probs = await self._call(challenger, x, self.settings.challenger_timeout_s)
-            labels = challenger.labels(probs)
+            probs = await self._call(model, x, self.settings.challenger_timeout_s)
+            labels = model.labels(probs)
             status = "ok"
         except TimeoutError:
             status = "timeout"
@@ -330,8 +388,11 @@ class Gateway:
             status = "error"
         self.metrics.shadow.labels(status).inc()
         row_status = status if status in ("ok", "timeout") else "error"
-        self._record(challenger, CHALLENGER, row_status, request_id, x, probs, labels, time.perf_counter() - t0,
-                     shadow=True)
+        try:
+            self._record(model, variant, row_status, request_id, x, probs, labels, time.perf_counter() - t0,
+                         shadow=True)
+        except Exception:  # a shadow must never surface an error anywhere (it runs after the answer is sent)
+            log.exception("recording the shadow call of %s failed", variant)
 
     # -- feedback ----------------------------------------------------------------------------------------
     def feedback(self, request_id: str, labels: list) -> int:

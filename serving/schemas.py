@@ -95,3 +95,4 @@ class DriftRequest(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+    instance: str = Field(description="the gateway's instance id (tells launchers it is the process they started)")

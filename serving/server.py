@@ -8,8 +8,10 @@ multiprocess mode and a shared control file so admin changes reach every worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,16 +36,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _wait_healthy(url: str, timeout: float, alive) -> None:
+class PortTaken(GatewayStartError):
+    """Another server answered on the port chosen for this gateway (it was taken between choosing and binding)."""
+
+
+def _wait_healthy(url: str, timeout: float, alive, instance_id: str) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if not alive():
             raise GatewayStartError(f"gateway at {url} exited while starting")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+            response = httpx.get(f"{url}/healthz", timeout=1.0)
+            body = response.json() if response.status_code == 200 else {}
+            if body.get("instance") == instance_id:
                 return
-        except httpx.HTTPError as exc:
+            raise PortTaken(f"another server answers on {url} (not the gateway started here)")
+        except (httpx.HTTPError, ValueError) as exc:
             last = f"{type(exc).__name__}"
         time.sleep(0.05)
     raise GatewayStartError(f"gateway at {url} did not answer /healthz within {timeout:.0f}s ({last})")
@@ -100,7 +109,7 @@ def _start_thread(settings: GatewaySettings, host: str, port: int, timeout: floa
         sock.close()
 
     try:
-        _wait_healthy(url, timeout, thread.is_alive)
+        _wait_healthy(url, timeout, thread.is_alive, settings.instance_id)
     except GatewayStartError:
         stop()
         raise
@@ -137,15 +146,17 @@ def _start_process(settings: GatewaySettings, host: str, port: int, workers: int
             shutil.rmtree(run_dir, ignore_errors=True)
 
         try:
-            _wait_healthy(url, timeout, lambda proc=proc: proc.poll() is None)
+            _wait_healthy(url, timeout, lambda proc=proc: proc.poll() is None, settings.instance_id)
             return GatewayHandle(url, settings, stop, "process")
         except GatewayStartError as exc:
+            taken = isinstance(exc, PortTaken)
             tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
             if proc.poll() is None:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: the uvicorn parent and its workers
                 proc.wait(timeout=10)
             log_file.close()
-            if attempt + 1 < attempts and "address already in use" in tail.lower():
+            if attempt + 1 < attempts and (taken or "address already in use" in tail.lower()):
                 continue
             shutil.rmtree(run_dir, ignore_errors=True)
             raise GatewayStartError(f"{exc}\n--- gateway log ---\n{tail}") from None

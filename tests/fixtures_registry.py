@@ -9,6 +9,7 @@ TensorSpec signature, exactly as the pipelines register them.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,12 @@ def build_registry(home: Path, challenger: nn.Module | str | None = "mlp",
     from pipelines.tracking import configure_mlflow
 
     home.mkdir(parents=True, exist_ok=True)
+    # mlflow.set_tracking_uri/set_registry_uri export MLFLOW_*_URI into os.environ, and Settings.tracking_uri
+    # prefers that variable: without this, a second registry in the same process would land in the first one.
+    for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+        os.environ.pop(leaked, None)
     settings = Settings(home=home, model_name=model_name)
+    assert settings.tracking_uri == f"sqlite:///{home.resolve() / 'mlflow.db'}", settings.tracking_uri
     configure_mlflow(settings)
     x_tr, y_tr, x_te, y_te = digits_data()
     champion = train_small(linear_classifier(), x_tr, y_tr, steps=40)

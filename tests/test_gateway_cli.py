@@ -13,30 +13,39 @@ from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 from servers import free_port
 
 
-def out_so_far(proc: subprocess.Popen) -> str:
-    return "" if proc.poll() is None else proc.stdout.read()
-
-
-def test_nasops_serve_answers_and_stops_cleanly(shared_registry):  # noqa: F811
-    port = free_port()
-    env = {**os.environ, "NASOPS_HOME": str(shared_registry.home), "NASOPS_MODEL_NAME": shared_registry.model_name}
-    for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
-        env.pop(leaked, None)  # set in os.environ by mlflow.set_*_uri calls of earlier tests
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli.app", "serve", "--port", str(port), "--weight", "0", "--poll-interval",
-         "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+def start_serve(env: dict, attempts: int = 3) -> tuple[subprocess.Popen, str]:
+    """``nasops serve`` on a free port, retried if another program takes the port while it starts (other test
+    suites run on this machine too): /healthz must name the instance id given to this process."""
+    for _ in range(attempts):
+        port = free_port()
+        instance = f"cli-test-{port}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli.app", "serve", "--port", str(port), "--weight", "0",
+             "--poll-interval", "0"], env={**env, "NASOPS_GATEWAY_INSTANCE_ID": instance},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
+                health = httpx.get(f"{url}/healthz", timeout=1)
+                if health.status_code == 200 and health.json().get("instance") == instance:
+                    return proc, url
+                break  # someone else answers on this port
             except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        assert httpx.get(f"{url}/readyz").status_code == 200, out_so_far(proc)
+                time.sleep(0.2)
+        proc.kill()
+        proc.communicate(timeout=30)
+    raise AssertionError("nasops serve did not come up on a port of its own")
+
+
+def test_nasops_serve_answers_and_stops_cleanly(shared_registry):  # noqa: F811
+    env = {**os.environ, "NASOPS_HOME": str(shared_registry.home), "NASOPS_MODEL_NAME": shared_registry.model_name}
+    for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(leaked, None)  # set in os.environ by mlflow.set_*_uri calls of earlier tests
+    proc, url = start_serve(env)
+    try:
+        assert httpx.get(f"{url}/readyz").status_code == 200
         r = httpx.post(f"{url}/predict", json={"inputs": [shared_registry.x_test[0].tolist()]})
         assert r.status_code == 200, r.text
         assert r.json()["variant"] == "champion"

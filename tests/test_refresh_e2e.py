@@ -61,6 +61,15 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
     assert model_info.signature is not None and model_info.saved_input_example_info is not None
 
     # stage 4: both variants served traffic, a decision was taken, recorded, and the aliases agree with it
+    # every retrained candidate is registered once; candidate-1 is the challenger; the tournament ran when >= 2
+    candidates = result["challenger"]["candidates"]
+    assert candidates[0]["alias"] == "candidate-1" and candidates[0]["version"] == chall_version
+    assert len({c["version"] for c in candidates}) == len(candidates) == result["challenger"]["retrained"]
+    if len(candidates) >= 2:
+        assert {c["alias"] for c in result["tournament"]["candidates"]} == {c["alias"] for c in candidates}
+    else:
+        assert result["tournament"] == {}
+
     canary = result["canary"]
     assert canary["decision"] in ("promoted", "rolled_back")
     assert canary["online"]["champion"]["requests"] > 0

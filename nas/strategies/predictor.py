@@ -46,7 +46,7 @@ class PredictorGuided(Strategy):
         space,
         *,
         predictor: str = "mlp",
-        acquisition: str = "its",
+        acquisition: str = "ucb",
         proxies: ProxySource | None = None,
         n_init: int = 8,
         n_parents: int = 10,

@@ -59,6 +59,12 @@ def serve(
         champion = resolve_alias(client, gw.model_name, gw.champion_alias)
     except Exception as exc:
         raise UserError(f"cannot reach the MLflow registry at {gw.tracking_uri!r}: {exc}") from exc
+    from monitoring.prediction_log import create_log_engine
+
+    try:  # a wrong log URL is the user's to fix: say so here, not inside a worker's traceback
+        create_log_engine(gw.prediction_log_url).dispose()
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"prediction log: {exc}") from exc
     if champion is None:
         console.print(f"[yellow]warning:[/] model {gw.model_name!r} has no alias {gw.champion_alias!r} yet: the "
                       "gateway starts unready and picks it up when it appears (run `nasops refresh` first)")

@@ -1,0 +1,374 @@
+"""The shadow tournament: does the offline ranking of the NAS candidates hold on production traffic?
+
+One run serves ``@champion`` to every caller and mirrors each request to the retrained candidates (aliases
+``candidate-1`` .. ``candidate-k``, see :mod:`pipelines.retrain`) through the gateway's ``shadow_aliases``; the
+``prod`` split is replayed once with feedback, so every candidate answers the same rows and gets the same labels.
+From the prediction log it ranks the candidates online (accuracy from feedback, median latency) and compares with
+their offline ranking (validation accuracy and latency from the version tags): Spearman's rho and Kendall's tau,
+and whether the offline winner is also the online winner; when it is not, the gap and an exact McNemar test on
+the rows both answered (paired: same inputs, same labels) tell whether the winner *significantly* falls behind.
+A PNG plot and a JSON table go to an MLflow run nested under the active run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scipy import stats
+
+from monitoring.prediction_log import create_log_engine, read_predictions
+from pipelines import registry
+from pipelines.errors import UserError
+from pipelines.retrain import CANDIDATE_ALIAS_PREFIX
+from pipelines.settings import Settings
+
+REPORT_DIR = "tournament"
+
+
+class TournamentConfig(BaseModel):
+    """How the tournament drives traffic and judges a winner that falls behind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aliases: list[str] | None = Field(
+        None, description="candidate aliases to serve in shadow (default: every candidate-N alias, in rank order)")
+    rate: float = Field(150.0, gt=0, description="requests per second of the replay (each prod row once)")
+    batch_size: int = Field(1, ge=1, description="rows per request (1: one latency sample per row)")
+    max_rows: int | None = Field(None, ge=10, description="replay at most this many prod rows")
+    shadow_timeout_s: float = Field(1.0, gt=0, description="a candidate slower than this is logged as a timeout")
+    shadow_max_in_flight: int = Field(64, ge=1, description="mirrored calls in flight before the gateway drops some")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the 'winner falls behind' test")
+    warmup_requests: int = Field(10, ge=0, description="requests before the measured window (lazy first calls)")
+    ready_timeout_s: float = Field(120.0, gt=0, description="how long to wait for every candidate to load")
+    seed: int = 0
+
+
+def parse_config(config: dict[str, Any] | TournamentConfig | None) -> TournamentConfig:
+    """Validate the tournament options; a mistake becomes a UserError naming the option."""
+    if isinstance(config, TournamentConfig):
+        return config
+    try:
+        return TournamentConfig(**(config or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise UserError(f"invalid tournament options: {problems} (valid options: "
+                        f"{', '.join(TournamentConfig.model_fields)})") from None
+
+
+def candidate_aliases(client, model_name: str) -> list[str]:
+    """Every ``candidate-N`` alias of the model, ordered by N (its offline rank)."""
+    try:
+        aliases = client.get_registered_model(model_name).aliases or {}
+    except Exception:
+        return []
+    ranked = [(int(a[len(CANDIDATE_ALIAS_PREFIX):]), a) for a in aliases
+              if a.startswith(CANDIDATE_ALIAS_PREFIX) and a[len(CANDIDATE_ALIAS_PREFIX):].isdigit()]
+    return [a for _, a in sorted(ranked)]
+
+
+def _tag_float(tags: dict[str, str], key: str) -> float | None:
+    try:
+        value = float(tags[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _offline(client, model_name: str, alias: str) -> dict[str, Any]:
+    mv = registry.alias_version(client, model_name, alias)
+    if mv is None:
+        raise UserError(f"model {model_name!r} has no alias {alias!r}; run a refresh (it registers candidate-1.."
+                        "candidate-k) or list existing aliases in the tournament option 'aliases'")
+    tags = registry.version_tags(mv)
+    return {"alias": alias, "version": str(mv.version), "arch": tags.get("arch", ""),
+            "val_accuracy": _tag_float(tags, "val_accuracy"), "offline_latency_ms": _tag_float(tags, "latency_ms")}
+
+
+def _online(frame: pd.DataFrame, variant: str) -> dict[str, Any]:
+    rows = frame[frame["variant"] == variant]
+    requests = rows.drop_duplicates("request_id")
+    labelled = rows["correct"].dropna()
+    latency = requests.loc[requests["status"] == "ok", "latency_ms"].to_numpy(dtype=float)
+    return {
+        "requests": len(requests),
+        "errors": int((requests["status"] != "ok").sum()),
+        "labelled_rows": len(labelled),
+        "correct_rows": int(labelled.astype(bool).sum()),
+        "online_accuracy": float(labelled.astype(float).mean()) if len(labelled) else None,
+        "online_latency_ms": float(np.median(latency)) if len(latency) else None,
+    }
+
+
+def _ranks(values: list[float | None], higher_is_better: bool) -> list[int | None]:
+    """1-based ranks (ties share the better rank); None where the value is missing."""
+    present = [v for v in values if v is not None]
+    ordered = sorted(present, reverse=higher_is_better)
+    return [None if v is None else ordered.index(v) + 1 for v in values]
+
+
+def _correlation(offline: list[float | None], online: list[float | None]) -> dict[str, Any]:
+    pairs = [(a, b) for a, b in zip(offline, online, strict=True) if a is not None and b is not None]
+    out: dict[str, Any] = {"n": len(pairs), "spearman": None, "spearman_p": None, "kendall_tau": None,
+                           "kendall_p": None}
+    if len(pairs) < 2:
+        return out
+    a, b = (np.array(v, dtype=float) for v in zip(*pairs, strict=True))
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant side has no ranking to correlate
+        return out
+    rho = stats.spearmanr(a, b)
+    tau = stats.kendalltau(a, b)
+    out.update(spearman=float(rho.statistic), spearman_p=_finite(rho.pvalue), kendall_tau=float(tau.statistic),
+               kendall_p=_finite(tau.pvalue))
+    return out
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
+    """Exact McNemar test on paired correctness (same rows): a two-sided binomial test on the discordant pairs.
+
+    Paired beats a two-proportion test here: both candidates answered the same inputs, so only the rows where they
+    disagree carry evidence (McNemar 1947)."""
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_a + only_b
+    p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
+    return {"test": "mcnemar_exact", "paired_rows": len(a), "only_first_correct": only_a,
+            "only_second_correct": only_b, "p_value": p}
+
+
+def _paired_correct(frame: pd.DataFrame, first: str, second: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = frame[frame["correct"].notna()]
+    a = rows[rows["variant"] == first].drop_duplicates(["request_id", "row"]).set_index(["request_id", "row"])
+    b = rows[rows["variant"] == second].drop_duplicates(["request_id", "row"]).set_index(["request_id", "row"])
+    joined = a[["correct"]].join(b[["correct"]], how="inner", lsuffix="_a", rsuffix="_b")
+    return joined["correct_a"].astype(bool).to_numpy(), joined["correct_b"].astype(bool).to_numpy()
+
+
+def analyse(frame: pd.DataFrame, candidates: list[dict[str, Any]], champion: dict[str, Any],
+            alpha: float = 0.05) -> dict[str, Any]:
+    """Rankings, rank correlations and the 'winner falls behind' test from the logged rows of one tournament.
+
+    ``candidates`` carry the offline facts (alias, version, val_accuracy, offline_latency_ms); each alias is also
+    the variant its shadow rows are logged under."""
+    table = []
+    for cand in candidates:
+        table.append({**cand, "role": "candidate", **_online(frame, cand["alias"])})
+    offline_acc = [c["val_accuracy"] for c in table]
+    online_acc = [c["online_accuracy"] for c in table]
+    offline_lat = [c["offline_latency_ms"] for c in table]
+    online_lat = [c["online_latency_ms"] for c in table]
+    for row, r_off, r_on, l_off, l_on in zip(table, _ranks(offline_acc, True), _ranks(online_acc, True),
+                                             _ranks(offline_lat, False), _ranks(online_lat, False), strict=True):
+        row.update(offline_rank=r_off, online_rank=r_on, offline_latency_rank=l_off, online_latency_rank=l_on)
+    champion_row = {**champion, "role": "champion", **_online(frame, "champion")}
+    ranked = [c for c in table if c["offline_rank"] is not None and c["online_accuracy"] is not None]
+    winner: dict[str, Any] = {"offline_winner": None, "online_winner": None, "falls_behind": False,
+                              "significant": False, "gap": 0.0, "test": None}
+    if ranked:
+        offline_best = min(ranked, key=lambda c: c["offline_rank"])  # ties: the first alias (offline order)
+        online_best = max(ranked, key=lambda c: (c["online_accuracy"], -c["offline_rank"]))
+        winner.update(offline_winner=offline_best["alias"], online_winner=online_best["alias"])
+        gap = online_best["online_accuracy"] - offline_best["online_accuracy"]
+        if online_best["alias"] != offline_best["alias"] and gap > 0:
+            test = mcnemar_exact(*_paired_correct(frame, online_best["alias"], offline_best["alias"]))
+            winner.update(falls_behind=True, gap=float(gap), test=test, significant=test["p_value"] < alpha)
+        champ_acc = champion_row["online_accuracy"]
+        if champ_acc is not None:
+            winner["winner_vs_champion_gap"] = float(offline_best["online_accuracy"] - champ_acc)
+    return {
+        "candidates": table,
+        "champion": champion_row,
+        "accuracy_correlation": _correlation(offline_acc, online_acc),
+        "latency_correlation": _correlation(offline_lat, online_lat),
+        "winner": winner,
+        "alpha": alpha,
+    }
+
+
+def plot_png(report: dict[str, Any], path: Path) -> Path:
+    """Offline (validation) vs online accuracy per candidate, the champion as a reference line, y = x dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    points = [c for c in report["candidates"] if c["val_accuracy"] is not None and c["online_accuracy"] is not None]
+    for c in points:
+        winner = c["alias"] == report["winner"]["offline_winner"]
+        ax.scatter(c["val_accuracy"], c["online_accuracy"], s=70, marker="*" if winner else "o",
+                   color="tab:orange" if winner else "tab:blue", zorder=3)
+        ax.annotate(f"{c['alias']} (v{c['version']})", (c["val_accuracy"], c["online_accuracy"]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+    values = [v for c in points for v in (c["val_accuracy"], c["online_accuracy"])]
+    champ = report["champion"]
+    if champ.get("online_accuracy") is not None:
+        ax.axhline(champ["online_accuracy"], color="tab:gray", linestyle=":",
+                   label=f"champion v{champ.get('version', '?')} online")
+        values.append(champ["online_accuracy"])
+    if values:
+        lo, hi = min(values) - 0.02, max(values) + 0.02
+        ax.plot([lo, hi], [lo, hi], color="lightgray", linestyle="--", label="online = offline")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+    rho = report["accuracy_correlation"]["spearman"]
+    tau = report["accuracy_correlation"]["kendall_tau"]
+    ax.set_title("Shadow tournament: offline vs online accuracy\n"
+                 f"Spearman {'n/a' if rho is None else f'{rho:.2f}'}, Kendall tau "
+                 f"{'n/a' if tau is None else f'{tau:.2f}'}", fontsize=10)
+    ax.set_xlabel("validation accuracy (offline)")
+    ax.set_ylabel("accuracy on production traffic (online)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _wait_loaded(url: str, token: str, aliases: list[str], timeout_s: float) -> dict:
+    """Block until the champion and every shadow alias are loaded (a load error ends the wait with a UserError)."""
+    deadline = time.monotonic() + timeout_s
+    state: dict = {}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0) as http:
+        while time.monotonic() < deadline:
+            state = http.get("/admin/state").json()
+            shadows = state.get("shadow_models") or {}
+            if state.get("models", {}).get("champion") and all(shadows.get(a) for a in aliases):
+                return state
+            errors = {k: v for k, v in (state.get("load_errors") or {}).items() if k.startswith("shadow:")}
+            if errors:
+                raise UserError(f"the gateway could not load tournament candidates: {errors}")
+            time.sleep(0.2)
+    raise UserError(f"the gateway did not load the champion and {aliases} within {timeout_s:.0f}s: "
+                    f"{state.get('load_errors')}")
+
+
+def run_tournament(model_name: str, data_path: str, config: dict | TournamentConfig | None = None) -> dict:
+    """The body of :func:`shadow_tournament` (no Prefect needed); returns a JSON-serialisable report."""
+    from pipelines.canary import _ensure_tracking, _load_data
+    from pipelines.replay import replay
+    from serving.config import GatewaySettings
+    from serving.server import start_gateway
+
+    cfg = parse_config(config)
+    data = _load_data(data_path)
+    _ensure_tracking()
+    client = registry.client_for_active()
+    aliases = cfg.aliases if cfg.aliases is not None else candidate_aliases(client, model_name)
+    if len(aliases) < 2:
+        raise UserError(f"a tournament needs at least 2 candidate aliases of {model_name!r}, found {aliases}; "
+                        "retrain with top_k >= 2 (RetrainConfig.top_k) or pass the option 'aliases'")
+    champion = registry.alias_version(client, model_name, registry.CHAMPION)
+    if champion is None:
+        raise UserError(f"model {model_name!r} has no 'champion' alias; the tournament serves callers from it")
+    candidates = [_offline(client, model_name, a) for a in aliases]
+    champion_info = {"alias": registry.CHAMPION, "version": str(champion.version),
+                     "val_accuracy": _tag_float(registry.version_tags(champion), "val_accuracy")}
+    classes = list(data.meta.get("classes") or range(data.num_classes))
+    x, y = data.x_prod, data.y_prod
+    if cfg.max_rows is not None and len(x) > cfg.max_rows:
+        idx = np.sort(np.random.default_rng(cfg.seed).choice(len(x), cfg.max_rows, replace=False))
+        x, y = x[idx], y[idx]
+
+    settings = Settings()
+    token = secrets.token_urlsafe(24)
+    gateway_settings = GatewaySettings(
+        tracking_uri=mlflow.get_tracking_uri(), model_name=model_name, challenger_weight=0.0, mode="split",
+        shadow_aliases=aliases, admin_token=token, prediction_log_url=settings.prediction_log_url,
+        poll_interval_s=0, challenger_timeout_s=cfg.shadow_timeout_s, shadow_max_in_flight=cfg.shadow_max_in_flight,
+    )
+    log_engine = create_log_engine(settings.prediction_log_url)
+    parent = mlflow.active_run()
+    started_clock = time.perf_counter()
+    try:
+        with mlflow.start_run(run_name=f"tournament-{model_name}", nested=parent is not None) as run, \
+                start_gateway(gateway_settings) as gateway:
+            mlflow.set_tags({"nasops.stage": "tournament", "nasops.champion_version": champion_info["version"]})
+            mlflow.log_params({"aliases": json.dumps(aliases), "rate": cfg.rate, "rows": len(x),
+                               "batch_size": cfg.batch_size, "alpha": cfg.alpha})
+            _wait_loaded(gateway.url, token, aliases, cfg.ready_timeout_s)
+            if cfg.warmup_requests:
+                replay(gateway.url, x[np.arange(cfg.warmup_requests) % len(x)], None, rate=cfg.rate, feedback=False,
+                       seed=cfg.seed)
+                time.sleep(0.3)  # the warm-up's mirrored calls land before the window opens
+            since = time.time()
+            summary = replay(gateway.url, x, y, rate=cfg.rate, batch_size=cfg.batch_size, feedback=True,
+                             seed=cfg.seed, classes=classes)
+            until = time.time() + 1.0
+            frame = read_predictions(log_engine, since, until)
+            report = analyse(frame, candidates, champion_info, alpha=cfg.alpha)
+            report.update(model_name=model_name, aliases=aliases, tournament_run_id=run.info.run_id,
+                          replay={"sent": summary.sent, "ok": summary.ok, "rows": summary.rows,
+                                  "feedback_errors": summary.feedback_errors, "errors": summary.errors},
+                          seconds=round(time.perf_counter() - started_clock, 2))
+            _log_report(report)
+    finally:
+        log_engine.dispose()
+    return json.loads(json.dumps(report, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _log_report(report: dict[str, Any]) -> None:
+    """Plot, per-candidate table and the whole report as artifacts; headline numbers as metrics and tags."""
+    rows = [dict(c) for c in [*report["candidates"], report["champion"]]]
+    mlflow.log_table(pd.DataFrame(rows), artifact_file=f"{REPORT_DIR}/table.json")
+    with tempfile.TemporaryDirectory(prefix="nasops-tournament-") as tmp:
+        plot = plot_png(report, Path(tmp) / "offline_vs_online.png")
+        mlflow.log_artifact(str(plot), REPORT_DIR)
+    report["plot_uri"] = f"{mlflow.get_artifact_uri(REPORT_DIR)}/offline_vs_online.png"
+    mlflow.log_dict(json.loads(json.dumps(report, default=_json_default)), f"{REPORT_DIR}/report.json")
+    corr = report["accuracy_correlation"]
+    metrics = {"spearman": corr["spearman"], "kendall_tau": corr["kendall_tau"],
+               "winner_gap": report["winner"]["gap"]}
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+    mlflow.set_tags({"nasops.winner_falls_behind": str(report["winner"]["falls_behind"]).lower(),
+                     "nasops.offline_winner": str(report["winner"]["offline_winner"]),
+                     "nasops.online_winner": str(report["winner"]["online_winner"])})
+
+
+@flow(name="shadow_tournament", log_prints=True)
+def shadow_tournament(model_name: str, data_path: str, config: dict | None = None) -> dict:
+    """Serve the retrained candidates in shadow next to the champion and compare offline with online ranking."""
+    return run_tournament(model_name, data_path, config)
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line for the refresh summary: correlation and the winner's fate."""
+    if not report:
+        return "tournament skipped"
+    if report.get("error"):
+        return f"tournament failed: {report['error']}"
+    corr = report.get("accuracy_correlation") or {}
+    win = report.get("winner") or {}
+    rho = corr.get("spearman")
+    tau = corr.get("kendall_tau")
+    head = (f"{len(report.get('candidates', []))} candidates, Spearman {'n/a' if rho is None else f'{rho:.2f}'}, "
+            f"Kendall {'n/a' if tau is None else f'{tau:.2f}'}; ")
+    if win.get("falls_behind"):
+        p = (win.get("test") or {}).get("p_value")
+        return head + (f"offline winner {win.get('offline_winner')} falls behind {win.get('online_winner')} by "
+                       f"{win.get('gap', 0):.3f} accuracy (p={p:.3g}, "
+                       f"{'significant' if win.get('significant') else 'not significant'})")
+    return head + f"offline winner {win.get('offline_winner')} also wins online"

@@ -1,0 +1,169 @@
+"""Shadow tournament: real registry (SQLite), real gateway over HTTP, real replay with feedback.
+
+Candidates are real trained models with known, clearly different accuracies; their offline (validation) accuracy
+tags are set so the offline winner is the worst model online, which the tournament must report as a winner that
+falls behind, with the rank correlations that ordering implies.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures_registry import build_registry, register_version
+from mlflow.tracking import MlflowClient
+from support_models import FlakyModel, SlowModel, digits_data, linear_classifier, mlp_classifier, train_small
+
+from monitoring.prediction_log import create_log_engine, read_predictions
+from nas.data import TaskData
+from pipelines.errors import UserError
+from pipelines.tournament import TournamentConfig, analyse, mcnemar_exact, parse_config, run_tournament
+from serving.config import GatewaySettings
+from serving.server import start_gateway
+
+
+def _prepared_digits(path) -> str:
+    x_tr, y_tr, x_te, y_te = digits_data()
+    data = TaskData(x_tr, y_tr, x_te[:100], y_te[:100], (64,), 10, x_test=x_te, y_test=y_te, x_prod=x_te,
+                    y_prod=y_te, meta={"classes": list(range(10))})
+    return str(data.save(path / "digits.npz"))
+
+
+def _tag(reg, version: str, **tags) -> None:
+    client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(reg.model_name, version, f"nasops.{key}", str(value))
+
+
+def test_tournament_reports_a_winner_that_falls_behind(nasops_home):
+    reg = build_registry(nasops_home, challenger=None)
+    x_tr, y_tr, _, _ = digits_data()
+    bad = train_small(linear_classifier(seed=5), x_tr, y_tr, steps=2, lr=0.01)
+    good = train_small(mlp_classifier(seed=2), x_tr, y_tr, steps=80)
+    mid = train_small(linear_classifier(seed=6), x_tr, y_tr, steps=12)
+    # offline ranking (validation accuracy tags): bad 1st, good 2nd, mid 3rd
+    for alias, module, val in (("candidate-1", bad, 0.99), ("candidate-2", good, 0.95), ("candidate-3", mid, 0.90)):
+        version = register_version(reg.tracking_uri, reg.model_name, module, alias=alias, role="candidate")
+        _tag(reg, version, val_accuracy=val, latency_ms=0.1)
+    data_path = _prepared_digits(nasops_home)
+
+    report = run_tournament(reg.model_name, data_path, {"rate": 200, "max_rows": 300})
+
+    json.dumps(report)  # JSON-serialisable
+    by_alias = {c["alias"]: c for c in report["candidates"]}
+    assert list(by_alias) == ["candidate-1", "candidate-2", "candidate-3"]
+    for cand in by_alias.values():
+        assert cand["labelled_rows"] == 300, cand  # every candidate saw and was labelled on every row
+        assert cand["online_latency_ms"] is not None and cand["online_latency_ms"] > 0
+    acc = {a: c["online_accuracy"] for a, c in by_alias.items()}
+    assert acc["candidate-2"] > acc["candidate-3"] > acc["candidate-1"], acc
+    assert [by_alias[a]["offline_rank"] for a in by_alias] == [1, 2, 3]
+    assert [by_alias[a]["online_rank"] for a in by_alias] == [3, 1, 2]
+    # offline ranks [1, 2, 3] vs online [3, 1, 2]: rho = 1 - 6 * 6 / 24 = -0.5, tau = (1 - 2) / 3
+    assert report["accuracy_correlation"]["spearman"] == pytest.approx(-0.5)
+    assert report["accuracy_correlation"]["kendall_tau"] == pytest.approx(-1 / 3)
+    winner = report["winner"]
+    assert winner["offline_winner"] == "candidate-1" and winner["online_winner"] == "candidate-2"
+    assert winner["falls_behind"] and winner["significant"]
+    assert winner["gap"] == pytest.approx(acc["candidate-2"] - acc["candidate-1"])
+    assert winner["test"]["test"] == "mcnemar_exact" and winner["test"]["p_value"] < 1e-6
+    assert report["champion"]["requests"] == report["replay"]["ok"] > 0  # every caller served by the champion
+    # the evidence is in MLflow: plot, table, report, headline metrics
+    client = MlflowClient(tracking_uri=reg.tracking_uri)
+    run = client.get_run(report["tournament_run_id"])
+    assert run.data.tags["nasops.winner_falls_behind"] == "true"
+    assert run.data.metrics["spearman"] == pytest.approx(-0.5)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "tournament")}
+    assert {"tournament/offline_vs_online.png", "tournament/table.json", "tournament/report.json"} <= artifacts
+
+
+def _frame(correct: dict[str, list[bool]], latency: dict[str, float]) -> pd.DataFrame:
+    rows = []
+    for variant, flags in correct.items():
+        for i, ok in enumerate(flags):
+            rows.append({"request_id": f"r{i}", "row": 0, "variant": variant, "status": "ok", "correct": ok,
+                         "latency_ms": latency[variant], "shadow": variant != "champion"})
+    return pd.DataFrame(rows)
+
+
+def test_analyse_when_the_offline_ranking_holds():
+    rng = np.random.default_rng(0)
+    correct = {v: list(rng.random(400) < p) for v, p in
+               (("champion", 0.8), ("candidate-1", 0.95), ("candidate-2", 0.85), ("candidate-3", 0.6))}
+    frame = _frame(correct, {"champion": 1.0, "candidate-1": 3.0, "candidate-2": 2.0, "candidate-3": 1.0})
+    cands = [{"alias": f"candidate-{i}", "version": str(i), "val_accuracy": v, "offline_latency_ms": lat}
+             for i, v, lat in ((1, 0.97, 0.3), (2, 0.9, 0.2), (3, 0.7, 0.1))]
+    report = analyse(frame, cands, {"alias": "champion", "version": "9"})
+    assert report["accuracy_correlation"]["spearman"] == pytest.approx(1.0)
+    assert report["accuracy_correlation"]["kendall_tau"] == pytest.approx(1.0)
+    assert report["latency_correlation"]["spearman"] == pytest.approx(1.0)
+    assert report["winner"] == {"offline_winner": "candidate-1", "online_winner": "candidate-1",
+                                "falls_behind": False, "significant": False, "gap": 0.0, "test": None,
+                                "winner_vs_champion_gap": pytest.approx(report["candidates"][0]["online_accuracy"]
+                                                                        - report["champion"]["online_accuracy"])}
+
+
+def test_mcnemar_counts_only_discordant_pairs():
+    a = np.array([True] * 30 + [False] * 2 + [True] * 60)
+    b = np.array([False] * 30 + [True] * 2 + [True] * 60)
+    result = mcnemar_exact(a, b)
+    assert (result["only_first_correct"], result["only_second_correct"]) == (30, 2)
+    assert result["p_value"] < 1e-5
+    assert mcnemar_exact(a, a)["p_value"] == 1.0
+
+
+def test_config_mistakes_are_user_errors(nasops_home):
+    with pytest.raises(UserError, match="rate"):
+        parse_config({"rate": -1})
+    with pytest.raises(UserError, match="ratee"):
+        parse_config({"ratee": 10})
+    assert parse_config(None) == TournamentConfig()
+    data_path = _prepared_digits(nasops_home)
+    reg = build_registry(nasops_home / "reg", challenger=None)
+    with pytest.raises(UserError, match="at least 2 candidate aliases"):
+        run_tournament(reg.model_name, data_path, {})
+
+
+def test_shadow_aliases_never_affect_the_caller(tmp_path):
+    reg = build_registry(tmp_path / "reg", challenger=None)
+    x_tr, y_tr, _, _ = digits_data()
+    inner = train_small(linear_classifier(seed=3), x_tr, y_tr, steps=20)
+    register_version(reg.tracking_uri, reg.model_name, FlakyModel(inner, period=1), alias="candidate-1")  # raises
+    register_version(reg.tracking_uri, reg.model_name, SlowModel(inner, delay_s=0.2), alias="candidate-2")
+    register_version(reg.tracking_uri, reg.model_name, inner, alias="candidate-3")
+    settings = reg.gateway_settings(challenger_weight=0.0, shadow_aliases=["candidate-1", "candidate-2", "candidate-3"],
+                                    challenger_timeout_s=0.05, shadow_max_in_flight=4)
+    rows = reg.x_test[:40]
+    with start_gateway(settings) as gw, httpx.Client(base_url=gw.url, timeout=30) as client:
+        assert set(client.get("/readyz").json()["versions"]) >= {"champion", "candidate-1", "candidate-2"}
+        answers = [client.post("/predict", json={"inputs": [r.tolist()]}) for r in rows]
+        assert all(a.status_code == 200 for a in answers)
+        assert {a.json()["variant"] for a in answers} == {"champion"}
+        labels = [{"request_id": a.json()["request_id"], "labels": [int(y)]}
+                  for a, y in zip(answers, reg.y_test[:40], strict=True)]
+        assert client.post("/feedback", json=labels).status_code == 200
+        metrics = client.get("/metrics").text
+    frame = read_predictions(create_log_engine(reg.prediction_log_url))
+    shadow = frame[frame["shadow"].astype(bool)]
+    assert set(shadow["variant"]) <= {"candidate-1", "candidate-2", "candidate-3"}
+    flaky = shadow[shadow["variant"] == "candidate-1"]
+    assert "error" in set(flaky["status"]) and "ok" not in set(flaky["status"])
+    slow = shadow[shadow["variant"] == "candidate-2"]
+    assert len(slow) > 0 and set(slow["status"]) == {"timeout"}
+    good = shadow[shadow["variant"] == "candidate-3"]
+    assert len(good) > 0 and good["correct"].notna().all()  # feedback reached the shadow rows
+    assert 'variant="candidate-3"' in metrics and 'variant="candidate-1"' in metrics
+
+
+def test_shadow_aliases_setting_parses_env(monkeypatch):
+    monkeypatch.setenv("NASOPS_GATEWAY_SHADOW_ALIASES", "candidate-1, candidate-2")
+    assert GatewaySettings().shadow_aliases == ["candidate-1", "candidate-2"]
+    monkeypatch.setenv("NASOPS_GATEWAY_SHADOW_ALIASES", '["a", "b"]')
+    settings = GatewaySettings()
+    assert settings.shadow_aliases == ["a", "b"]
+    assert json.loads(settings.to_env()["NASOPS_GATEWAY_SHADOW_ALIASES"]) == ["a", "b"]
+    with pytest.raises(ValueError, match="collide"):
+        GatewaySettings(shadow_aliases=["challenger"])
