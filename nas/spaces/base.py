@@ -20,6 +20,27 @@ class InvalidArchitectureError(ValueError):
     """An architecture string that does not belong to a space; the message names the valid choices."""
 
 
+def parse_key_values(text: object, keys: Sequence[str], space: str, example: str) -> dict[str, str]:
+    """``"k1=v1|k2=v2"`` -> ``{"k1": "v1", ...}`` with every key of ``keys`` exactly once (spaces like mlp, vit)."""
+    if not isinstance(text, str):
+        raise InvalidArchitectureError(f"a {space} architecture is a string like {example!r}")
+    fields: dict[str, str] = {}
+    for part in text.strip().split("|"):
+        key, sep, value = part.partition("=")
+        if not sep or key not in keys or key in fields:
+            raise InvalidArchitectureError(
+                f"malformed {space} architecture {text!r}: {part!r} is not one of the keys {', '.join(keys)} "
+                f"given once as key=value; example: {example!r}"
+            )
+        fields[key] = value.strip()
+    missing = [k for k in keys if k not in fields]
+    if missing:
+        raise InvalidArchitectureError(
+            f"{space} architecture {text!r} lacks {', '.join(missing)}; example: {example!r}"
+        )
+    return fields
+
+
 @dataclass(frozen=True)
 class Architecture:
     """One point of a search space: the space and its canonical string (e.g. the NAS-Bench-201 string)."""
@@ -111,6 +132,14 @@ class SearchSpace(ABC):
     def supports_input(self, input_shape: Sequence[int]) -> str | None:
         """``None`` if the space can build for this input shape, else a sentence saying why not."""
         return None
+
+    def check_build_args(self, input_shape: Sequence[int], num_classes: int) -> None:
+        """Raise ``ValueError`` (saying why) if :meth:`build` cannot make a network for these arguments."""
+        problem = self.supports_input(input_shape)
+        if problem is not None:
+            raise ValueError(problem)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
 
     def count_params(self, arch: Architecture, num_classes: int, input_shape: Sequence[int]) -> int:
         """Trainable parameters of the built network."""

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nas.spaces import register_space
-from nas.spaces.base import Architecture, InvalidArchitectureError, SearchSpace
+from nas.spaces.base import Architecture, InvalidArchitectureError, SearchSpace, parse_key_values
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 NORMS: tuple[str, ...] = ("none", "batch", "layer")
@@ -124,22 +124,7 @@ class MLPSpace(SearchSpace):
     def parse(self, text: str) -> MLPConfig:
         """The :class:`MLPConfig` of a string; ``InvalidArchitectureError`` names the problem and valid choices."""
         example = "depth=2|widths=64-32|act=relu|norm=batch|dropout=0.1|residual=0"
-        if not isinstance(text, str):
-            raise InvalidArchitectureError(f"an mlp architecture is a string like {example!r}")
-        fields: dict[str, str] = {}
-        for part in text.strip().split("|"):
-            key, sep, value = part.partition("=")
-            if not sep or key not in KEYS or key in fields:
-                raise InvalidArchitectureError(
-                    f"malformed mlp architecture {text!r}: {part!r} is not one of the keys {', '.join(KEYS)} "
-                    f"given once as key=value; example: {example!r}"
-                )
-            fields[key] = value.strip()
-        missing = [k for k in KEYS if k not in fields]
-        if missing:
-            raise InvalidArchitectureError(
-                f"mlp architecture {text!r} lacks {', '.join(missing)}; example: {example!r}"
-            )
+        fields = parse_key_values(text, KEYS, "mlp", example)
         try:
             depth = int(fields["depth"])
             widths = tuple(int(w) for w in fields["widths"].split("-"))
@@ -252,9 +237,5 @@ class MLPSpace(SearchSpace):
         return None
 
     def build(self, arch: Architecture, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-        problem = self.supports_input(input_shape)
-        if problem is not None:
-            raise ValueError(problem)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.check_build_args(input_shape, num_classes)
         return MLPNetwork(self.parse(arch.string), int(np.prod(input_shape)), int(num_classes))

@@ -353,11 +353,7 @@ class NB201Space(SearchSpace):
         return None
 
     def build(self, arch: Architecture, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-        problem = self.supports_input(input_shape)
-        if problem is not None:
-            raise ValueError(problem)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.check_build_args(input_shape, num_classes)
         return NB201Network(self.to_ops(arch), self.C, self.N, int(input_shape[0]), int(num_classes))
 
 

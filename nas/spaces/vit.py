@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.spaces import register_space
-from nas.spaces.base import Architecture, InvalidArchitectureError, SearchSpace
+from nas.spaces.base import Architecture, InvalidArchitectureError, SearchSpace, parse_key_values
 
 KEYS: tuple[str, ...] = ("patch", "depth", "heads", "embed", "mlp_ratio")
 
@@ -132,16 +132,8 @@ class ViTSpace(SearchSpace):
     def parse(self, text: str) -> dict[str, int]:
         """``{"patch": 4, "depth": 2, ...}`` of a string; ``InvalidArchitectureError`` names valid choices."""
         example = "patch=4|depth=2|heads=2|embed=64|mlp_ratio=2"
-        if not isinstance(text, str):
-            raise InvalidArchitectureError(f"a vit architecture is a string like {example!r}")
         found: dict[str, int] = {}
-        for part in text.strip().split("|"):
-            key, sep, value = part.partition("=")
-            if not sep or key not in KEYS or key in found:
-                raise InvalidArchitectureError(
-                    f"malformed vit architecture {text!r}: {part!r} is not one of the keys {', '.join(KEYS)} given "
-                    f"once as key=value; example: {example!r}"
-                )
+        for key, value in parse_key_values(text, KEYS, "vit", example).items():
             try:
                 number = int(value)
             except ValueError:
@@ -151,11 +143,6 @@ class ViTSpace(SearchSpace):
                     f"vit {key}={number} is not a choice; valid: {', '.join(map(str, self.choices[key]))}"
                 )
             found[key] = number
-        missing = [k for k in KEYS if k not in found]
-        if missing:
-            raise InvalidArchitectureError(
-                f"vit architecture {text!r} lacks {', '.join(missing)}; example: {example!r}"
-            )
         return found
 
     def from_string(self, text: str) -> Architecture:
@@ -204,10 +191,6 @@ class ViTSpace(SearchSpace):
         return None
 
     def build(self, arch: Architecture, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-        problem = self.supports_input(input_shape)
-        if problem is not None:
-            raise ValueError(problem)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.check_build_args(input_shape, num_classes)
         c, h, w = (int(d) for d in input_shape)
         return PatchTransformer(self.parse(arch.string), (c, h, w), int(num_classes))
