@@ -121,11 +121,13 @@ def _ranks(values: list[float | None], higher_is_better: bool) -> list[int | Non
 def _correlation(offline: list[float | None], online: list[float | None]) -> dict[str, Any]:
     pairs = [(a, b) for a, b in zip(offline, online, strict=True) if a is not None and b is not None]
     out: dict[str, Any] = {"n": len(pairs), "spearman": None, "spearman_p": None, "kendall_tau": None,
-                           "kendall_p": None}
+                           "kendall_p": None, "note": ""}
     if len(pairs) < 2:
+        out["note"] = "fewer than 2 candidates with both values"
         return out
     a, b = (np.array(v, dtype=float) for v in zip(*pairs, strict=True))
     if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant side has no ranking to correlate
+        out["note"] = "all tied " + ("offline" if np.ptp(a) == 0 else "online")
         return out
     rho = stats.spearmanr(a, b)
     tau = stats.kendalltau(a, b)
@@ -364,8 +366,9 @@ def summary_line(report: dict[str, Any]) -> str:
     win = report.get("winner") or {}
     rho = corr.get("spearman")
     tau = corr.get("kendall_tau")
+    note = f" ({corr['note']})" if corr.get("note") else ""
     head = (f"{len(report.get('candidates', []))} candidates, Spearman {'n/a' if rho is None else f'{rho:.2f}'}, "
-            f"Kendall {'n/a' if tau is None else f'{tau:.2f}'}; ")
+            f"Kendall {'n/a' if tau is None else f'{tau:.2f}'}{note}; ")
     if win.get("falls_behind"):
         p = (win.get("test") or {}).get("p_value")
         return head + (f"offline winner {win.get('offline_winner')} falls behind {win.get('online_winner')} by "

@@ -104,6 +104,11 @@ def test_analyse_when_the_offline_ranking_holds():
                                 "falls_behind": False, "significant": False, "gap": 0.0, "test": None,
                                 "winner_vs_champion_gap": pytest.approx(report["candidates"][0]["online_accuracy"]
                                                                         - report["champion"]["online_accuracy"])}
+    from pipelines.summary import refresh_details
+    from pipelines.tournament import summary_line
+
+    assert summary_line(report).endswith("offline winner candidate-1 also wins online")
+    assert any("Spearman 1.00" in line for line in refresh_details({"tournament": report}))
 
 
 def test_mcnemar_counts_only_discordant_pairs():
@@ -135,7 +140,7 @@ def test_shadow_aliases_never_affect_the_caller(tmp_path):
     register_version(reg.tracking_uri, reg.model_name, SlowModel(inner, delay_s=0.2), alias="candidate-2")
     register_version(reg.tracking_uri, reg.model_name, inner, alias="candidate-3")
     settings = reg.gateway_settings(challenger_weight=0.0, shadow_aliases=["candidate-1", "candidate-2", "candidate-3"],
-                                    challenger_timeout_s=0.05, shadow_max_in_flight=4)
+                                    challenger_timeout_s=0.05, shadow_max_in_flight=4, admin_token="t0ken")
     rows = reg.x_test[:40]
     with start_gateway(settings) as gw, httpx.Client(base_url=gw.url, timeout=30) as client:
         assert set(client.get("/readyz").json()["versions"]) >= {"champion", "candidate-1", "candidate-2"}
@@ -146,6 +151,11 @@ def test_shadow_aliases_never_affect_the_caller(tmp_path):
                   for a, y in zip(answers, reg.y_test[:40], strict=True)]
         assert client.post("/feedback", json=labels).status_code == 200
         metrics = client.get("/metrics").text
+        # hot reload follows the shadow aliases too
+        MlflowClient(tracking_uri=reg.tracking_uri).set_registered_model_alias(reg.model_name, "candidate-3",
+                                                                               reg.champion_version)
+        state = client.post("/admin/reload", headers={"Authorization": "Bearer t0ken"}).json()
+        assert state["shadow_models"]["candidate-3"]["version"] == reg.champion_version
     frame = read_predictions(create_log_engine(reg.prediction_log_url))
     shadow = frame[frame["shadow"].astype(bool)]
     assert set(shadow["variant"]) <= {"candidate-1", "candidate-2", "candidate-3"}
@@ -167,3 +177,43 @@ def test_shadow_aliases_setting_parses_env(monkeypatch):
     assert json.loads(settings.to_env()["NASOPS_GATEWAY_SHADOW_ALIASES"]) == ["a", "b"]
     with pytest.raises(ValueError, match="collide"):
         GatewaySettings(shadow_aliases=["challenger"])
+
+
+def test_retrain_registers_every_candidate_once_with_ranked_aliases(nasops_home):
+    import mlflow
+
+    from pipelines import registry
+    from pipelines.data import DataSpec, prepare
+    from pipelines.retrain import RetrainConfig, retrain_and_register
+    from pipelines.settings import Settings
+    from pipelines.tracking import configure_mlflow
+
+    settings = Settings()
+    configure_mlflow(settings)
+    prepared = prepare(DataSpec("digits", max_rows=300), settings.data_dir)
+    archs = ["depth=1|widths=32|act=relu|norm=none|dropout=0|residual=0",
+             "depth=2|widths=64-32|act=relu|norm=none|dropout=0|residual=0",
+             "depth=1|widths=32|act=tanh|norm=none|dropout=0|residual=0"]
+    search = {"space": "mlp", "candidates": [{"arch": a, "proxy_scores": {"synflow": 1.0}} for a in archs],
+              "search_run_id": "s1"}
+    with mlflow.start_run(run_name="refresh"):
+        out = retrain_and_register(prepared.path, search, settings.model_name, RetrainConfig(epochs=2, top_k=3),
+                                   {"dataset_fingerprint": prepared.fingerprint})
+    client = registry.client_for_active()
+    cands = out["candidates"]
+    assert [c["alias"] for c in cands] == ["candidate-1", "candidate-2", "candidate-3"]
+    assert len({c["version"] for c in cands}) == 3 == len(registry.list_versions(client, settings.model_name))
+    assert [c["val_accuracy"] for c in cands] == sorted((c["val_accuracy"] for c in cands), reverse=True)
+    assert out["version"] == cands[0]["version"]  # backward compatible: the challenger is the offline winner
+    assert str(registry.alias_version(client, settings.model_name, "challenger").version) == cands[0]["version"]
+    for rank, cand in enumerate(cands, start=1):
+        mv = registry.alias_version(client, settings.model_name, cand["alias"])
+        tags = registry.version_tags(mv)
+        assert str(mv.version) == cand["version"] and tags["tournament_rank"] == str(rank)
+        assert tags["role"] == ("nas" if rank == 1 else "candidate")
+        assert tags["dataset_fingerprint"] == prepared.fingerprint and tags["search_run_id"] == "s1"
+    # a later refresh with a smaller k drops the stale candidate-3 alias
+    with mlflow.start_run(run_name="refresh-2"):
+        retrain_and_register(prepared.path, search, settings.model_name, RetrainConfig(epochs=1, top_k=2), {})
+    aliases = client.get_registered_model(settings.model_name).aliases
+    assert {"candidate-1", "candidate-2"} <= set(aliases) and "candidate-3" not in aliases
