@@ -17,7 +17,7 @@ def refresh_result(nasops_home, prefect_server):
     config = RefreshConfig(
         data="digits",
         seed=0,
-        search={"pool_size": 200, "budget": 4, "top_k": 1},
+        search={"pool_size": 200, "budget": 4, "top_k": 2},
         retrain={"epochs": 12, "patience": 4},
     )
     return model_refresh(config)
@@ -64,11 +64,13 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
     # every retrained candidate is registered once; candidate-1 is the challenger; the tournament ran when >= 2
     candidates = result["challenger"]["candidates"]
     assert candidates[0]["alias"] == "candidate-1" and candidates[0]["version"] == chall_version
-    assert len({c["version"] for c in candidates}) == len(candidates) == result["challenger"]["retrained"]
-    if len(candidates) >= 2:
-        assert {c["alias"] for c in result["tournament"]["candidates"]} == {c["alias"] for c in candidates}
-    else:
-        assert result["tournament"] == {}
+    assert len({c["version"] for c in candidates}) == len(candidates) == result["challenger"]["retrained"] == 2
+    tournament = result["tournament"]
+    assert "error" not in tournament, tournament
+    assert {c["alias"] for c in tournament["candidates"]} == {"candidate-1", "candidate-2"}
+    for row in tournament["candidates"]:  # each candidate saw the whole replay in shadow, with labels joined
+        assert row["requests"] > 0 and row["labelled_rows"] > 0 and row["online_accuracy"] is not None
+    assert tournament["winner"]["offline_winner"] == "candidate-1"
 
     canary = result["canary"]
     assert canary["decision"] in ("promoted", "rolled_back")

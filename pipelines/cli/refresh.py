@@ -47,6 +47,7 @@ def build_config(
     top_k: int | None = None,
     drift: str | None = None,
     skip_canary: bool = False,
+    skip_tournament: bool = False,
 ):
     """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig``."""
     from pipelines.refresh import RefreshConfig
@@ -61,19 +62,22 @@ def build_config(
                        "runner": runner, "dask_address": dask_address}.items():
         if value is not None:
             search[key] = value
-    raw["search"] = search
     retrain = dict(raw.get("retrain") or {})
     if epochs is not None:
         retrain["epochs"] = epochs
-    if top_k is not None:
+    if top_k is not None:  # the search must return as many candidates as retraining takes
         retrain["top_k"] = top_k
+        search.setdefault("top_k", top_k)
     raw["retrain"] = retrain
+    raw["search"] = search
     canary = dict(raw.get("canary") or {})
     if drift is not None:
         canary["drift"] = drift
     raw["canary"] = canary
     if skip_canary:
         raw["skip_canary"] = True
+    if skip_tournament:
+        raw["skip_tournament"] = True
     try:
         config = RefreshConfig.model_validate(raw)
     except ValidationError as exc:
@@ -94,9 +98,11 @@ def _check_stage_configs(config) -> None:
     """Validate the NAS and canary options before any work starts, so a typo costs seconds, not a search."""
     from pipelines.canary import CanaryConfig
     from pipelines.nas_stage import SearchStageConfig
+    from pipelines.tournament import TournamentConfig
 
-    for name, model, values in (("search", SearchStageConfig, config.search), ("canary", CanaryConfig,
-                                                                               config.canary)):
+    for name, model, values in (("search", SearchStageConfig, config.search),
+                                ("tournament", TournamentConfig, config.tournament),
+                                ("canary", CanaryConfig, config.canary)):
         try:
             model.model_validate({"seed": config.seed, **values})
         except ValidationError as exc:
@@ -129,11 +135,13 @@ def refresh(
     top_k: int | None = typer.Option(None, help="search candidates retrained fully"),
     drift: str | None = typer.Option(None, help="inject drift into the replayed traffic, e.g. noise=0.3"),
     skip_canary: bool = typer.Option(False, help="register the challenger without running the canary"),
+    skip_tournament: bool = typer.Option(False, help="do not serve the retrained candidates in a shadow tournament"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ) -> None:
     """Run the whole model refresh: data prep, NAS, retrain + register, canary, promote or roll back."""
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
-                          max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary)
+                          max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
+                          skip_tournament)
     _preflight_data(config)
     from pipelines.refresh import model_refresh
     from pipelines.summary import print_json, refresh_details, refresh_table
