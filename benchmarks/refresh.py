@@ -16,6 +16,10 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path, and benchmarks/serving.py would shadow the `serving` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def main() -> None:

@@ -393,7 +393,9 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
         log.info("canary: champion v%s vs challenger v%s, steps %s", champion.version, challenger.version, cfg.steps)
         clock = time.perf_counter()
         timings = {"gateway_start_s": 0.0, "traffic_s": 0.0, "judge_s": 0.0, "drift_s": 0.0}
-        with start_gateway(gateway_settings) as gateway:
+        # Its own process, as in production: the flow's replay and drift threads must not share its GIL, or the
+        # judge would measure their contention as model latency.
+        with start_gateway(gateway_settings, mode="process") as gateway:
             admin = GatewayAdmin(gateway.url, token)
             drift_worker = DriftWorker(log_engine, reference, cfg, admin) if cfg.drift_each_interval else None
             try:

@@ -301,7 +301,7 @@ def run_tournament(model_name: str, data_path: str, config: dict | TournamentCon
     started_clock = time.perf_counter()
     try:
         with mlflow.start_run(run_name=f"tournament-{model_name}", nested=parent is not None) as run, \
-                start_gateway(gateway_settings) as gateway:
+                start_gateway(gateway_settings, mode="process") as gateway:
             mlflow.set_tags({"nasops.stage": "tournament", "nasops.champion_version": champion_info["version"]})
             mlflow.log_params({"aliases": json.dumps(aliases), "rate": cfg.rate, "rows": len(x),
                                "batch_size": cfg.batch_size, "alpha": cfg.alpha})

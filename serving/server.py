@@ -123,6 +123,8 @@ def _start_process(settings: GatewaySettings, host: str, port: int, workers: int
     if settings.control_file is None:
         settings = settings.model_copy(update={"control_file": str(run_dir / "control.json")})
     env = {**os.environ, **settings.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # Models are unpickled in the worker: it must import what the launching process can (its sys.path).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
     log_path = run_dir / "gateway.log"
     attempts = 3 if port == 0 else 1
     for attempt in range(attempts):
