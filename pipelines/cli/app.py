@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "pipelines.cli.search",
     "pipelines.cli.proxies",
     "pipelines.cli.canary",
+    "pipelines.cli.drift",
 ]
 
 app = typer.Typer(
