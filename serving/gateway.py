@@ -130,27 +130,15 @@ class Gateway:
         with self._reload_lock:
             for alias_key, alias in ((CHAMPION, self.settings.champion_alias),
                                      (CHALLENGER, self.settings.challenger_alias)):
-                try:
-                    version = resolve_alias(self.client, self.settings.model_name, alias)
-                except Exception as exc:
-                    self.load_errors[alias_key] = f"cannot resolve alias {alias!r}: {exc}"
-                    continue
                 current = self.models[alias_key]
-                self.alias_absent[alias_key] = version is None
-                if version is None:
-                    if alias_key == CHALLENGER and current is not None:
-                        self._swap(alias_key, None)
+                outcome, loaded = self._fetch(alias_key, alias, alias_key, current)
+                if outcome == "unresolved":
                     continue
-                if current is not None and current.version == version:
-                    continue
-                try:
-                    loaded = load_version(self.client, self.settings.model_name, alias_key, version)
-                except Exception as exc:
-                    self.load_errors[alias_key] = f"version {version}: {type(exc).__name__}: {exc}"
-                    log.warning("loading %s version %s failed: %s", alias, version, exc)
-                    continue
-                self.load_errors.pop(alias_key, None)
-                self._swap(alias_key, loaded)
+                self.alias_absent[alias_key] = outcome == "absent"
+                if outcome == "absent" and alias_key == CHALLENGER and current is not None:
+                    self._swap(alias_key, None)
+                elif outcome == "loaded":
+                    self._swap(alias_key, loaded)
             for alias in self.settings.shadow_aliases:
                 self._reload_shadow(alias)
             self.metrics.challenger_weight.set(self.effective_weight())
@@ -159,26 +147,38 @@ class Gateway:
     def _reload_shadow(self, alias: str) -> None:
         """Follow one shadow alias; a failure is recorded and the old model (if any) keeps shadowing."""
         key = f"shadow:{alias}"
+        outcome, loaded = self._fetch(key, alias, alias, self.shadow_models.get(alias))
+        if outcome == "absent":
+            self.load_errors[key] = f"alias {alias!r} does not exist"
+            self._swap_shadow(alias, None)
+        elif outcome == "loaded":
+            self._swap_shadow(alias, loaded)
+
+    def _fetch(
+        self, key: str, alias: str, load_as: str, current: LoadedModel | None
+    ) -> tuple[str, LoadedModel | None]:
+        """Resolve ``alias`` and load its version if it changed, recording failures under ``key``.
+
+        Returns ``(outcome, model)``: outcome is ``unresolved`` (registry error), ``absent`` (no such alias),
+        ``same`` (already serving it), ``failed`` (load error; keep the old model) or ``loaded`` (swap it in).
+        """
         try:
             version = resolve_alias(self.client, self.settings.model_name, alias)
         except Exception as exc:
             self.load_errors[key] = f"cannot resolve alias {alias!r}: {exc}"
-            return
-        current = self.shadow_models.get(alias)
+            return "unresolved", None
         if version is None:
-            self.load_errors[key] = f"alias {alias!r} does not exist"
-            self._swap_shadow(alias, None)
-            return
+            return "absent", None
         if current is not None and current.version == version:
-            return
+            return "same", None
         try:
-            loaded = load_version(self.client, self.settings.model_name, alias, version)
+            loaded = load_version(self.client, self.settings.model_name, load_as, version)
         except Exception as exc:
             self.load_errors[key] = f"version {version}: {type(exc).__name__}: {exc}"
-            log.warning("loading shadow alias %s version %s failed: %s", alias, version, exc)
-            return
+            log.warning("loading %s version %s failed: %s", alias, version, exc)
+            return "failed", None
         self.load_errors.pop(key, None)
-        self._swap_shadow(alias, loaded)
+        return "loaded", loaded
 
     def _swap_shadow(self, alias: str, loaded: LoadedModel | None) -> None:
         old = self.shadow_models.get(alias)
