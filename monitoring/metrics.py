@@ -121,11 +121,3 @@ def render_latest(registry: CollectorRegistry) -> bytes:
         return generate_latest(merged)
     return generate_latest(registry)
 
-
-def mark_worker_dead(pid: int) -> None:
-    """Drop a dead worker's live gauges (multiprocess mode); counters and histograms keep their totals."""
-    path = multiprocess_dir()
-    if path:
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid, path)

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
+
 
 def _home() -> Path:
     path = Path(os.environ.get("NASOPS_HOME", ".nasops")).expanduser().resolve()
@@ -45,8 +47,8 @@ class GatewaySettings(BaseSettings):
 
     tracking_uri: str = Field(default_factory=_default_tracking_uri, description="MLflow tracking/registry URI")
     model_name: str = Field(default_factory=_default_model_name, description="registered model name")
-    champion_alias: str = "champion"
-    challenger_alias: str = "challenger"
+    champion_alias: str = CHAMPION
+    challenger_alias: str = CHALLENGER
     challenger_weight: float = Field(default=0.1, ge=0.0, le=1.0, description="share of traffic for the challenger")
     mode: Mode = Field(default="split", description="split: weighted routing; shadow: challenger gets a mirror copy")
     sticky_header: str = Field(default="X-Request-Key", description="header whose value pins a caller to a variant")
@@ -110,7 +112,7 @@ class GatewaySettings(BaseSettings):
     @model_validator(mode="after")
     def _shadows_distinct(self) -> GatewaySettings:
         # A shadow alias is also its variant label: it must not collide with the champion/challenger variants.
-        taken = {self.champion_alias, self.challenger_alias, "champion", "challenger"}
+        taken = {self.champion_alias, self.challenger_alias, *VARIANTS}
         clash = [a for a in self.shadow_aliases if a in taken]
         if clash:
             raise ValueError(f"shadow_aliases {clash} collide with the champion/challenger aliases; list only extra "

@@ -76,8 +76,8 @@ class Gateway:
         self.control = ControlFile(settings.control_file, ControlState(settings.challenger_weight, settings.mode))
         self._seen_generation = self.control.state.reload_generation
         self._pools = {
-            CHAMPION: ThreadPoolExecutor(max_workers=2, thread_name_prefix="champion"),
-            CHALLENGER: ThreadPoolExecutor(max_workers=4, thread_name_prefix="challenger"),
+            CHAMPION: ThreadPoolExecutor(max_workers=2, thread_name_prefix=CHAMPION),
+            CHALLENGER: ThreadPoolExecutor(max_workers=4, thread_name_prefix=CHALLENGER),
         }
         for alias in settings.shadow_aliases:
             # One thread per shadow alias: a slow or stuck candidate cannot starve the others (their latencies

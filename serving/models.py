@@ -136,10 +136,3 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
     return LoadedModel(alias=alias, name=name, version=str(version), module=module, n_features=int(n_features),
                        classes=list(classes), feature_names=feature_names)
 
-
-def load_alias(client: MlflowClient, name: str, alias: str) -> LoadedModel | None:
-    """Load what ``alias`` points at now, or None when the alias does not exist."""
-    version = resolve_alias(client, name, alias)
-    if version is None:
-        return None
-    return load_version(client, name, alias, version)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import random
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+from monitoring.vocabulary import CHALLENGER, CHAMPION
+
+__all__ = ["CHALLENGER", "CHAMPION", "choose_variant", "key_point"]
 
 
 def key_point(key: str) -> float:

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
+from monitoring.vocabulary import Variant
+
 Number = StrictFloat | StrictInt
 Row = list[Number]
 Label = StrictInt | StrictStr | StrictFloat
@@ -46,7 +48,7 @@ class PredictRequest(BaseModel):
 
 class PredictResponse(BaseModel):
     request_id: str
-    variant: Literal["champion", "challenger"] = Field(description="which model answered")
+    variant: Variant = Field(description="which model answered")
     model_version: str = Field(description="registered model version that answered")
     predictions: list[Label] = Field(description="predicted class label per row (from the nasops.classes tag)")
     probabilities: list[list[float]] = Field(description="class probabilities per row, in the order of the classes")
@@ -89,7 +91,7 @@ class ModeRequest(BaseModel):
 
 
 class DriftRequest(BaseModel):
-    variant: Literal["champion", "challenger", "all"] = "all"
+    variant: Variant | Literal["all"] = "all"
     share: float = Field(ge=0.0, le=1.0, description="share of drifted features (0-1)")
 
 

@@ -7,10 +7,7 @@ low-cardinality reason (a metric label) and two sentences: what was wrong, what 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-from pydantic import ValidationError
 
 from serving.schemas import PredictRequest
 
@@ -39,19 +36,7 @@ def expected_contract(n_features: int, max_batch: int) -> str:
     )
 
 
-def parse_json(body: bytes, max_body_bytes: int, what: str = "request"):
-    if len(body) > max_body_bytes:
-        raise RequestRejected(413, "body_size", f"{what} body is {len(body)} bytes, over the limit",
-                              f"at most {max_body_bytes} bytes; split the batch into smaller requests")
-    if not body:
-        raise RequestRejected(400, "json", f"{what} body is empty", "a JSON object")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestRejected(400, "json", f"{what} body is not valid JSON ({exc})", "a JSON object") from exc
-
-
-def describe_validation_error(exc: ValidationError, limit: int = 3) -> tuple[str, str]:
+def describe_validation_error(exc, limit: int = 3) -> tuple[str, str]:
     """``(reason, message)`` from a pydantic error: where it is and what pydantic said, first few errors only."""
     parts = []
     reason = "schema"
@@ -64,23 +49,6 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> tuple[str
     if more > 0:
         parts.append(f"(+{more} more)")
     return reason, "; ".join(parts)
-
-
-def parse_predict_request(obj, n_features: int, max_batch: int) -> PredictRequest:
-    expected = expected_contract(n_features, max_batch)
-    if not isinstance(obj, dict):
-        raise RequestRejected(422, "schema", f"request body is a JSON {type(obj).__name__}, not an object", expected)
-    # A cheap guard before pydantic walks a huge list.
-    for key in ("inputs", "instances"):
-        rows = obj.get(key)
-        if isinstance(rows, list) and len(rows) > max_batch:
-            raise RequestRejected(413, "batch_size", f"batch of {len(rows)} rows is over the limit",
-                                  f"at most {max_batch} rows per request")
-    try:
-        return PredictRequest.model_validate(obj)
-    except ValidationError as exc:
-        reason, message = describe_validation_error(exc)
-        raise RequestRejected(422, reason, f"invalid request: {message}", expected) from exc
 
 
 def to_matrix(req: PredictRequest, n_features: int, max_batch: int,

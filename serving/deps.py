@@ -1,0 +1,49 @@
+"""FastAPI dependencies: the one way a route reaches the gateway, the settings, the metrics and the credentials.
+
+Everything lives on ``app.state`` (set by :func:`serving.app.create_app`); routes declare what they need with
+``Depends`` instead of closing over it, so each router module stands alone.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from monitoring.metrics import GatewayMetrics
+from serving.config import GatewaySettings
+from serving.gateway import Gateway
+
+
+def get_settings(request: Request) -> GatewaySettings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> GatewayMetrics:
+    return request.app.state.metrics
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def _check_bearer(request: Request, expected: str | None, what: str) -> None:
+    """401 without a bearer token, 403 for a wrong one, 404 when this credential is not configured at all."""
+    if not expected:
+        raise StarletteHTTPException(404, f"the {what} API is off (no {what} token configured)")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise StarletteHTTPException(401, "missing bearer token")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise StarletteHTTPException(403, f"wrong {what} token")
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    _check_bearer(request, settings.admin_token, "admin")

@@ -1,0 +1,120 @@
+"""Every answer that is not a success: one ``{"error", "detail"}`` body, and the exception handlers that make it.
+
+Client mistakes are 4xx and counted in ``nasops_invalid_requests_total``; server-side conditions (no champion, a
+failing champion) are 5xx and never repeat internal exception text to the caller (it goes to the server log).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from monitoring.vocabulary import CHAMPION
+from serving.schemas import ErrorResponse
+from serving.validation import RequestRejected, describe_validation_error, expected_contract
+
+log = logging.getLogger("nasops.gateway")
+
+SCHEMA_HINT = "see the OpenAPI schema at /docs"
+
+HTTP_HINTS = {
+    404: "see the OpenAPI schema at /docs for the routes",
+    405: "see the OpenAPI schema at /docs for the methods of this route",
+    401: "send the header 'Authorization: Bearer <token>'",
+    403: "send the token the gateway was configured with",
+}
+
+
+def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def documented(*codes: int, **descriptions: str) -> dict:
+    """The ``responses=`` entry of a route: each status code with the error body and a description."""
+    defaults = {
+        400: "malformed JSON", 401: "missing bearer token", 403: "wrong token", 404: "not found",
+        409: "conflict", 413: "body or batch over the configured limit",
+        422: "wrong shape, type or out-of-range values", 503: "no champion model loaded yet",
+    }
+    return {code: {"model": ErrorResponse, "description": descriptions.get(f"d{code}", defaults.get(code, ""))}
+            for code in codes}
+
+
+def count_invalid(app, reason: str) -> None:
+    """Count one rejected client request (both the reason counter and the per-outcome request counter)."""
+    metrics, settings = app.state.metrics, app.state.settings
+    metrics.invalid.labels(reason).inc()
+    metrics.requests.labels(settings.model_name, "none", "none", "invalid").inc()
+
+
+def contract_hint(request: Request) -> str:
+    gateway = getattr(request.app.state, "gateway", None)
+    champion = gateway.models.get(CHAMPION) if gateway is not None else None
+    if champion is None:
+        return SCHEMA_HINT
+    return expected_contract(champion.n_features, request.app.state.settings.max_batch)
+
+
+class _BodyErrors:
+    """Adapter so :func:`describe_validation_error` reads FastAPI's error list (locations start with 'body')."""
+
+    def __init__(self, exc: RequestValidationError) -> None:
+        self.exc = exc
+
+    def errors(self) -> list[dict]:
+        out = []
+        for err in self.exc.errors():
+            loc = tuple(err.get("loc", ()))
+            if loc and loc[0] == "body":
+                loc = loc[1:]
+            out.append({**err, "loc": loc})
+        return out
+
+
+async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
+        count_invalid(request.app, "json")
+        ctx = errors[0].get("ctx") or {}
+        return error_response(400, f"request body is not valid JSON ({ctx.get('error', 'decode error')})",
+                              "a JSON object")
+    reason, message = describe_validation_error(_BodyErrors(exc))
+    if request.url.path == "/predict":
+        count_invalid(request.app, reason)
+        return error_response(422, f"invalid request: {message}", contract_hint(request))
+    return error_response(422, f"invalid request: {message}", SCHEMA_HINT)
+
+
+async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return error_response(exc.status_code, detail, HTTP_HINTS.get(exc.status_code, SCHEMA_HINT),
+                          headers=getattr(exc, "headers", None))
+
+
+async def on_rejected(request: Request, exc: RequestRejected) -> JSONResponse:
+    count_invalid(request.app, exc.reason)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    from serving.gateway import ChampionFailed, NotReady
+
+    settings = app.state.settings
+
+    async def on_not_ready(request: Request, exc: NotReady) -> JSONResponse:
+        return error_response(503, f"no champion model is loaded: {exc}", "register a model version and set its "
+                              f"alias {settings.champion_alias!r}; the gateway picks it up on the next poll or "
+                              "POST /admin/reload")
+
+    async def on_champion_failed(request: Request, exc: ChampionFailed) -> JSONResponse:
+        return error_response(500, str(exc), "a server-side failure; the champion model could not answer")
+
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestRejected, on_rejected)
+    app.add_exception_handler(NotReady, on_not_ready)
+    app.add_exception_handler(ChampionFailed, on_champion_failed)

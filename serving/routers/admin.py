@@ -1,0 +1,50 @@
+"""``/admin/*``: routing weight and mode, reload, drift share, state; all behind the admin bearer token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from monitoring.vocabulary import VARIANTS
+from serving.deps import GatewayDep, MetricsDep, require_admin
+from serving.errors import documented
+from serving.schemas import DriftRequest, ModeRequest, WeightRequest
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses=documented(401, 403, 404, d404="admin API off"))
+
+
+@router.get("/state")
+async def admin_state(gateway: GatewayDep) -> dict:
+    """Mode, weight, loaded versions, load errors."""
+    return gateway.state()
+
+
+@router.post("/weight")
+async def admin_weight(body: WeightRequest, gateway: GatewayDep) -> dict:
+    """Set the challenger's share of traffic (split mode)."""
+    gateway.set_weight(body.weight)
+    return gateway.state()
+
+
+@router.post("/mode")
+async def admin_mode(body: ModeRequest, gateway: GatewayDep) -> dict:
+    """Switch between weighted split and shadow mode."""
+    gateway.set_mode(body.mode)
+    return gateway.state()
+
+
+@router.post("/reload")
+async def admin_reload(gateway: GatewayDep) -> dict:
+    """Follow the aliases now (this worker immediately, the others within a fraction of a second)."""
+    await run_in_threadpool(gateway.request_reload)
+    return gateway.state()
+
+
+@router.post("/drift")
+async def admin_drift(body: DriftRequest, metrics: MetricsDep) -> dict:
+    """Publish the drift step's share of drifted features as ``nasops_drift_share{variant}``."""
+    variants = list(VARIANTS) if body.variant == "all" else [body.variant]
+    for variant in variants:
+        metrics.drift_share.labels(variant).set(body.share)
+    return {"variants": variants, "share": body.share}

@@ -1,0 +1,34 @@
+"""``/healthz``, ``/readyz``, ``/metrics``: what orchestrators and Prometheus ask."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from monitoring.metrics import CONTENT_TYPE, render_latest
+from serving.deps import GatewayDep, MetricsDep, SettingsDep
+from serving.errors import documented, error_response
+from serving.schemas import HealthResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics(metrics: MetricsDep) -> Response:
+    """Prometheus text exposition (all worker processes merged in multiprocess mode)."""
+    return Response(render_latest(metrics.registry), media_type=CONTENT_TYPE)
+
+
+@router.get("/healthz", response_model=HealthResponse)
+async def healthz(settings: SettingsDep) -> dict:
+    """The process is up and answering."""
+    return {"status": "ok", "instance": settings.instance_id}
+
+
+@router.get("/readyz", responses=documented(503))
+async def readyz(gateway: GatewayDep) -> Response:
+    """200 when the champion and the challenger (if its alias exists) are loaded."""
+    ready, why = gateway.ready()
+    if not ready:
+        return error_response(503, f"not ready: {why}", "both aliases resolvable and loadable in the registry")
+    return JSONResponse({"status": "ready", "versions": gateway.versions()})

@@ -1,0 +1,34 @@
+"""``POST /predict``: validate a batch against the champion's signature and answer it from one variant."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from serving.deps import GatewayDep, SettingsDep
+from serving.errors import documented
+from serving.schemas import PredictRequest, PredictResponse
+from serving.validation import to_matrix
+
+try:  # orjson encodes the float lists of an answer several times faster than the stdlib
+    import orjson
+
+    def _encode(payload: dict) -> bytes:
+        return orjson.dumps(payload)
+except ImportError:  # pragma: no cover - orjson ships with the pinned set
+    import json
+
+    def _encode(payload: dict) -> bytes:
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+router = APIRouter(tags=["serving"])
+
+
+@router.post("/predict", response_model=PredictResponse, responses=documented(400, 413, 422, 503))
+async def predict(body: PredictRequest, request: Request, gateway: GatewayDep, settings: SettingsDep) -> Response:
+    """Predict class labels for a batch; the whole batch goes to one variant."""
+    model = gateway.contract()
+    x = to_matrix(body, model.n_features, settings.max_batch, model.feature_names)
+    key = request.headers.get(settings.sticky_header)
+    answer = await gateway.predict(x, body.request_id, key)
+    return Response(_encode(answer.to_json()), media_type="application/json")
