@@ -1,8 +1,10 @@
 """Strategy comparison on a benchmark table: many seeded searches per strategy, regret curves, and how many
 evaluations each strategy needs to come within a tolerance of the table's optimum.
 
-Driven in batches (``ask(batch)`` then ``tell`` each) so the predictor refits once per batch, as BANANAS does; the
-loop is serial and seeded, so a comparison is reproducible.
+Every search runs on the one search loop (:func:`nas.search.run_search`), serially in batches (``ask(batch)`` then
+``tell`` each, so the predictor refits once a batch, as BANANAS does), seeded, so a comparison is reproducible. The
+predictor's candidate pool and warm start are the table's zero-cost ranking by :func:`zero_cost_order`, the rank
+aggregation the refresh's pre-filter uses.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from nas.evaluators import TabularEvaluator
+from nas.search import run_search
 from nas.strategies import get_strategy, zero_cost_order
 from nas.tabular import BenchmarkTable, TableSpace
 
@@ -50,10 +53,11 @@ def table_search(
     proxies: Mapping[str, Mapping[str, float]] | None = None,
     space: TableSpace | None = None,
     strategy_kwargs: Mapping[str, Any] | None = None,
+    tau_rows: int = 500,
+    tau_every: int = 50,
 ) -> tuple[np.ndarray, list[float]]:
-    """One seeded search on the table; returns the best-so-far trace and the predictor's pool Kendall τ values."""
-    from scipy.stats import kendalltau
-
+    """One seeded search on the table; returns the best-so-far trace and the predictor's pool Kendall τ values
+    (on ``tau_rows`` random rows not evaluated yet, every ``tau_every`` evaluations)."""
     space = space or TableSpace(table.archs)
     evaluator = TabularEvaluator(table, metric)
     kwargs: dict[str, Any] = dict(strategy_kwargs or {})
@@ -64,28 +68,13 @@ def table_search(
         kwargs.setdefault("warm_start", pool[:warm_start])
         kwargs.setdefault("proxies", proxies)
     strat = get_strategy(strategy, space, seed=seed, metric=metric, **kwargs)
-    trace: list[float] = []
-    taus: list[float] = []
-    best = -np.inf
-    rng = np.random.default_rng(10_000 + seed)
-    while len(trace) < budget:
-        asked = strat.ask(min(batch, budget - len(trace)))
-        if not asked:
-            break
-        for arch in asked:
-            result = evaluator.evaluate(arch)
-            strat.tell(arch, result)
-            best = max(best, result.metrics[metric])
-            trace.append(best)
-        if strategy == "predictor" and len(trace) % 50 < batch:
-            rows = rng.choice(len(table), min(500, len(table)), replace=False)
-            sample = [space.from_string(table.archs[i]) for i in rows]
-            sample = [a for a in sample if not strat.is_seen(a)]
-            pred = strat.predict(sample)
-            if pred is not None:
-                taus.append(float(kendalltau(pred, [evaluator.true_value(a) for a in sample]).statistic))
-    trace += [best] * (budget - len(trace))
-    return np.array(trace), taus
+    rows = np.random.default_rng(10_000 + seed).choice(len(table), min(tau_rows, len(table)), replace=False)
+    result = run_search(strat, evaluator, budget=budget, batch=batch, tau_every=tau_every,
+                        pool_truth=evaluator.true_value, tau_pool=[space.from_string(table.archs[i]) for i in rows])
+    values = [r.result.metrics.get(metric, -np.inf) if r.ok else -np.inf for r in result.records]
+    trace = list(np.maximum.accumulate(values)) if values else []
+    trace += [trace[-1] if trace else -np.inf] * (budget - len(trace))
+    return np.array(trace, dtype=float), [t["tau_pool"] for t in result.tau if "tau_pool" in t]
 
 
 def compare_strategies(
@@ -150,24 +139,3 @@ def summary(curves: Mapping[str, StrategyCurve], optimum: float, tolerances: Seq
             entry["predictor_tau_mean"] = float(np.mean(curve.taus))
         out["strategies"][name] = entry
     return out
-
-
-def evaluations_ratio(curves: Mapping[str, StrategyCurve], optimum: float, *, target: str = "predictor",
-                      against: str = "random") -> dict[str, float]:
-    """How many times fewer evaluations ``target`` needs than ``against`` to reach the same mean regret.
-
-    For each regret level the ``target`` strategy's mean curve reaches, the evaluations ``against`` needs for the
-    same mean best (``inf`` if never within its budget); the ratio at the final level of ``target`` is returned
-    with the level, plus the ratio for the regret ``against`` ends at.
-    """
-    a, b = curves[target].mean_best(), curves[against].mean_best()
-    budget = len(a)
-
-    def first(curve: np.ndarray, level: float) -> float:
-        hit = np.flatnonzero(curve >= level - 1e-12)
-        return float(hit[0] + 1) if len(hit) else float("inf")
-
-    level = b[-1]  # what `against` achieves with its whole budget
-    n_target = first(a, level)
-    return {"regret_level": float(optimum - level), "evals_" + target: n_target, "evals_" + against: float(budget),
-            "ratio": float(first(b, level) / n_target) if np.isfinite(n_target) else 0.0}

@@ -1,9 +1,21 @@
-"""The search loop: ask, evaluate in parallel, tell, and journal every result the moment it arrives.
+"""The search loop: ask, evaluate (serially or in parallel), tell, and journal every trial the moment it ends.
 
-The journal is JSON lines: a header naming the search, then one ``result`` line per finished evaluation, flushed and
-fsynced before the strategy hears of it. Resuming replays the journal through a fresh strategy with the same seed:
-in a serial run each replayed ``ask`` proposes exactly the journaled architecture, so a resumed search continues
-as if never interrupted; nothing finished is lost or evaluated again.
+There is one loop for everything that evaluates architectures: the refresh's search stage, ``nasops search``, the
+table benchmarks (:mod:`nas.benchmarking`) and the multi-fidelity schedulers (successive halving, Hyperband, BOHB
+in :mod:`nas.fidelity`), which are strategies that choose a fidelity per trial.
+
+- **Batches.** Serially, the loop asks ``batch`` trials at a time, evaluates them in order and tells each result (a
+  predictor refits once a batch, as BANANAS does). With ``workers > 1`` it keeps that many evaluations in flight and
+  asks ``ask_trials(n)`` with ``n`` = the free slots whenever some are free; results are told in completion order.
+  A strategy that returns fewer trials than asked while others are in flight is waiting (a rung of successive
+  halving must finish before it promotes); with nothing in flight, it is exhausted.
+- **Failed trials.** An evaluator exception does not stop the search: the trial is journaled with
+  ``state="fail"`` and its error, the strategy is told (``fail_trial``) and never proposes it again, and the loop
+  goes on — the Optuna ``TrialState.FAIL`` behaviour. A failed trial counts against the budget.
+- **Journal.** JSON lines: a header naming the search, then one ``result`` line per finished trial (complete or
+  failed), flushed and fsynced before the strategy hears of it. Resuming replays the journal through a fresh
+  strategy with the same seed and batch size: in a serial run each replayed ask proposes exactly the journaled
+  trials, so a resumed search continues as if never interrupted; nothing finished is lost or evaluated again.
 """
 
 from __future__ import annotations
@@ -22,12 +34,15 @@ from scipy.stats import kendalltau
 
 from nas.evaluators import Evaluator, Result
 from nas.spaces.base import Architecture
-from nas.strategies.base import Strategy
+from nas.strategies.base import Strategy, Trial, trial_key
+
+COMPLETE, FAIL = "complete", "fail"
 
 
 @dataclass
 class Record:
-    """One finished evaluation as journaled."""
+    """One finished trial as journaled: ``state`` is ``complete`` or ``fail`` (then ``error`` says why and the
+    score is ``-inf``); ``requested`` is the fidelity the strategy asked for (``None``: the loop's)."""
 
     index: int
     arch: str
@@ -35,10 +50,18 @@ class Record:
     score: float
     elapsed: float
     predicted: float | None = None
+    state: str = COMPLETE
+    error: str | None = None
+    requested: dict[str, float] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == COMPLETE
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "result", "index": self.index, "arch": self.arch, **self.result.to_dict(),
-                "score": self.score, "elapsed": self.elapsed, "predicted": self.predicted}
+        return {"type": "result", "index": self.index, "arch": self.arch, "state": self.state, "error": self.error,
+                "requested": self.requested, **self.result.to_dict(), "score": self.score, "elapsed": self.elapsed,
+                "predicted": self.predicted}
 
 
 @dataclass
@@ -51,11 +74,15 @@ class SearchResult:
 
     @property
     def best(self) -> Record | None:
-        feasible = [r for r in self.records if np.isfinite(r.score)]
+        feasible = [r for r in self.records if r.ok and np.isfinite(r.score)]
         return max(feasible, key=lambda r: r.score) if feasible else None
 
+    @property
+    def failed(self) -> list[Record]:
+        return [r for r in self.records if not r.ok]
+
     def trajectory(self) -> list[float]:
-        """Best feasible score after each evaluation (``-inf`` until one is feasible)."""
+        """Best feasible score after each trial (``-inf`` until one is feasible)."""
         out, best = [], -np.inf
         for r in self.records:
             best = max(best, r.score)
@@ -95,12 +122,23 @@ class Journal:
 
 
 def _check_header(old: Mapping[str, Any], new: Mapping[str, Any], path: Path) -> None:
-    for key in ("strategy", "seed", "space", "metric"):
+    for key in ("strategy", "seed", "space", "metric", "batch"):
         if key in old and key in new and old[key] != new[key]:
             raise ValueError(
                 f"journal {path} belongs to a search with {key}={old[key]!r}, not {new[key]!r}; "
                 "resume with the same settings or start a new journal"
             )
+
+
+def _evaluate(evaluator: Evaluator, trial: Trial, fidelity: Mapping[str, float] | None,
+              catch: tuple[type[BaseException], ...]) -> tuple[Result | None, str | None, float]:
+    """Run one trial; an exception of ``catch`` becomes its error message (the trial failed)."""
+    fid = {**(fidelity or {}), **(trial.fidelity or {})} or None
+    start = time.perf_counter()
+    try:
+        return evaluator.evaluate(trial.arch, fid), None, time.perf_counter() - start
+    except catch as exc:
+        return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - start
 
 
 def run_search(
@@ -111,6 +149,7 @@ def run_search(
     time_budget_s: float | None = None,
     fidelity: Mapping[str, float] | None = None,
     workers: int = 1,
+    batch: int = 1,
     executor: cf.Executor | None = None,
     journal: str | Path | None = None,
     resume: bool = False,
@@ -119,14 +158,18 @@ def run_search(
     pool_truth: Callable[[Architecture], float] | None = None,
     tau_pool: list[Architecture] | None = None,
     tau_every: int = 5,
+    catch: tuple[type[BaseException], ...] = (Exception,),
 ) -> SearchResult:
-    """Run a search until ``budget`` evaluations (in total, counting resumed ones) or ``time_budget_s`` seconds.
+    """Run a search until ``budget`` trials (in total, counting resumed and failed ones) or ``time_budget_s``
+    seconds, or until the strategy is exhausted.
 
-    ``workers > 1`` keeps that many evaluations in flight on ``executor`` (a thread pool by default); results are
-    told in completion order. With ``journal`` every result is appended as it arrives; ``resume=True`` replays an
-    existing journal first. ``pool_truth`` + ``tau_pool`` (tabular benchmarks) report the predictor's Kendall τ on
-    the not-yet-evaluated pool every ``tau_every`` results; otherwise τ is computed prospectively: predictions made
-    when an architecture was proposed against what it then measured.
+    ``workers > 1`` keeps that many evaluations in flight on ``executor`` (a thread pool by default); ``batch`` is
+    the ask size of a serial search. ``fidelity`` is the default fidelity; a trial's own (a scheduler's rung)
+    overrides its keys. With ``journal`` every trial is appended as it ends; ``resume=True`` replays an existing
+    journal first. ``catch`` are the evaluator exceptions that fail a trial instead of the search. ``pool_truth`` +
+    ``tau_pool`` (tabular benchmarks) report the predictor's Kendall τ on the not-yet-evaluated pool every
+    ``tau_every`` trials; otherwise τ is computed prospectively: predictions made when an architecture was
+    proposed against what it then measured.
     """
     if budget is None and time_budget_s is None:
         raise ValueError("give a budget (number of evaluations) and/or a time budget in seconds")
@@ -134,13 +177,15 @@ def run_search(
         raise ValueError(f"budget must be >= 1, got {budget}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     start = time.perf_counter()
     records: list[Record] = []
     taus: list[dict[str, float]] = []
     book = Journal(journal) if journal is not None else None
     head = {"type": "header", "strategy": strategy.name, "seed": strategy.seed, "space": strategy.space.name,
-            "metric": strategy.metric, "budget": budget, **(header or {})}
-    pending_first: list[Architecture] = []
+            "metric": strategy.metric, "budget": budget, "batch": batch, **(header or {})}
+    pending_first: list[Trial] = []
     resumed = 0
     if book is not None:
         old_head, old = book.read()
@@ -151,14 +196,27 @@ def run_search(
         else:
             book.append(head)
         if resume and old:
-            pending_first = _replay(strategy, old, records)
+            pending_first = _replay(strategy, old, records, batch if workers == 1 else 1)
             resumed = len(records)
 
-    def finish(arch: Architecture, result: Result) -> Record:
-        score_pred = getattr(strategy, "predicted", {}).get(arch.string)
-        strategy.tell(arch, result)
-        rec = Record(len(records), arch.string, result, strategy.history[-1].score,
-                     time.perf_counter() - start, score_pred)
+    def finish(trial: Trial, result: Result | None, error: str | None, cost: float) -> None:
+        arch = trial.arch
+        predicted = getattr(strategy, "predicted", {}).get(arch.string)
+        score = -np.inf
+        if result is not None:
+            try:
+                score = strategy.score(result)
+            except KeyError as exc:  # the evaluator did not report the searched metric: the trial failed
+                error, result = f"KeyError: {exc}", None
+        if result is None:
+            result = Result({}, cost=cost, fidelity=dict(trial.fidelity or {}))
+            strategy.fail_trial(trial, error or "unknown error")
+            state = FAIL
+        else:
+            strategy.tell_trial(trial, result)
+            state = COMPLETE
+        rec = Record(len(records), arch.string, result, float(score), time.perf_counter() - start, predicted,
+                     state, error, dict(trial.fidelity) if trial.fidelity else None)
         if book is not None:
             book.append(rec.to_json())
         records.append(rec)
@@ -168,14 +226,19 @@ def run_search(
             t = _tau(strategy, records, pool_truth, tau_pool)
             if t:
                 taus.append(t)
-        return rec
 
     def room() -> int:
-        left = (budget - len(records)) if budget is not None else 1 << 30
-        return left
+        return (budget - len(records)) if budget is not None else 1 << 30
 
     def out_of_time() -> bool:
         return time_budget_s is not None and time.perf_counter() - start >= time_budget_s
+
+    def next_trials(n: int) -> list[Trial]:
+        if pending_first:  # the rest of an interrupted batch is a batch of its own, as it was before the kill
+            out = pending_first[:n]
+            del pending_first[:n]
+            return out
+        return strategy.ask_trials(n)
 
     stopped = "budget"
     if workers == 1 and executor is None:
@@ -183,33 +246,36 @@ def run_search(
             if out_of_time():
                 stopped = "time"
                 break
-            arch = pending_first.pop(0) if pending_first else (strategy.ask(1) or [None])[0]
-            if arch is None:
+            trials = next_trials(min(batch, room()))
+            if not trials:
                 stopped = "exhausted"
                 break
-            finish(arch, evaluator.evaluate(arch, fidelity))
+            for i, trial in enumerate(trials):
+                if out_of_time():  # the rest of the batch stays unevaluated (a resume evaluates it first)
+                    pending_first[:0] = trials[i:]
+                    break
+                finish(trial, *_evaluate(evaluator, trial, fidelity, catch))
     else:
         own = executor is None
         pool = executor or cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nas-eval")
-        inflight: dict[cf.Future, Architecture] = {}
+        inflight: dict[cf.Future, Trial] = {}
         try:
             while True:
-                while len(inflight) < workers and room() - len(inflight) > 0 and not out_of_time():
-                    arch = pending_first.pop(0) if pending_first else (strategy.ask(1) or [None])[0]
-                    if arch is None:
-                        stopped = "exhausted"
-                        break
-                    inflight[pool.submit(evaluator.evaluate, arch, fidelity)] = arch
+                free = min(workers - len(inflight), room() - len(inflight))
+                if free > 0 and not out_of_time():
+                    for trial in next_trials(free):
+                        inflight[pool.submit(_evaluate, evaluator, trial, fidelity, catch)] = trial
                 if not inflight:
-                    if out_of_time() and room() > 0:
+                    if room() <= 0:
+                        stopped = "budget"
+                    elif out_of_time():
                         stopped = "time"
+                    else:
+                        stopped = "exhausted"
                     break
                 done, _ = cf.wait(list(inflight), return_when=cf.FIRST_COMPLETED)
-                for fut in sorted(done, key=lambda f: inflight[f].string):
-                    arch = inflight.pop(fut)
-                    finish(arch, fut.result())
-                if stopped == "exhausted" and not inflight:
-                    break
+                for fut in sorted(done, key=lambda f: inflight[f].key):
+                    finish(inflight.pop(fut), *fut.result())
         finally:
             for fut in inflight:
                 fut.cancel()
@@ -218,30 +284,41 @@ def run_search(
     return SearchResult(records, time.perf_counter() - start, stopped, taus, resumed)
 
 
-def _replay(strategy: Strategy, old: list[dict[str, Any]], records: list[Record]) -> list[Architecture]:
-    """Feed journaled results back; returns proposals made during replay that were never evaluated."""
-    remaining = {e["arch"]: e for e in old}
-    leftover: list[Architecture] = []
+def _replay(strategy: Strategy, old: list[dict[str, Any]], records: list[Record], batch: int) -> list[Trial]:
+    """Feed journaled trials back; returns trials proposed during replay that were never finished."""
+    remaining: dict[str, dict[str, Any]] = {}
+    for e in old:
+        remaining.setdefault(trial_key(e["arch"], e.get("requested")), e)
+    leftover: list[Trial] = []
 
-    def tell(entry: Mapping[str, Any]) -> None:
-        arch = strategy.space.from_string(entry["arch"])
+    def tell(trial: Trial, entry: Mapping[str, Any]) -> None:
         result = Result.from_dict(entry)
-        strategy.tell(arch, result)
-        records.append(Record(len(records), arch.string, result, strategy.history[-1].score,
-                              float(entry.get("elapsed", 0.0)), entry.get("predicted")))
+        state = entry.get("state", COMPLETE)
+        if state == COMPLETE:
+            strategy.tell_trial(trial, result)
+            score = strategy.score(result)
+        else:
+            strategy.fail_trial(trial, str(entry.get("error")))
+            score = -np.inf
+        records.append(Record(len(records), trial.arch.string, result, float(score),
+                              float(entry.get("elapsed", 0.0)), entry.get("predicted"), state, entry.get("error"),
+                              entry.get("requested")))
 
-    # serial replay: the same seed proposes the same architectures in the same order
+    # serial replay: the same seed and batch size propose the same trials in the same order
     while remaining:
-        asked = strategy.ask(1)
+        asked = strategy.ask_trials(batch)
         if not asked:
             break
-        if asked[0].string in remaining:
-            tell(remaining.pop(asked[0].string))
-            continue
-        leftover.append(asked[0])  # proposed but never finished before the kill: evaluate it first
-        break
+        for trial in asked:
+            if trial.key in remaining:
+                tell(trial, remaining.pop(trial.key))
+            else:
+                leftover.append(trial)  # proposed but never finished before the kill: evaluate it first
+        if leftover:
+            break
     for entry in list(remaining.values()):  # a parallel run finishes out of order: tell whatever is left
-        tell(entry)
+        req = entry.get("requested")
+        tell(Trial(strategy.space.from_string(entry["arch"]), dict(req) if req else None), entry)
     return leftover
 
 

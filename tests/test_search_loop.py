@@ -105,6 +105,7 @@ KILLED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # three search processes, one killed mid-way (~40 s)
 def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path):
     csv = write_toy_csv(tmp_path / "toy.csv")
     script = tmp_path / "search_script.py"
@@ -214,3 +215,145 @@ def test_nasops_search_cli_runs_and_resumes(tmp_path):
     wrong = subprocess.run([str(exe), *common, "--budget", "3", "--seed", "1", "--resume", out["run"]], env=env,
                            capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "repeat the same options" in wrong.stderr
+
+
+# -- failed trials, batching, schedulers on the loop ---------------------------------------------------------------
+class Flaky(TabularEvaluator):
+    """Raises for the architectures in ``bad`` (a crash of the evaluator, not a bad result)."""
+
+    def __init__(self, table, bad, log=None):
+        super().__init__(table)
+        self.bad, self.log = set(bad), log if log is not None else []
+
+    def evaluate(self, arch, fidelity=None):
+        self.log.append(arch.string)
+        if arch.string in self.bad:
+            raise RuntimeError(f"out of memory on {arch.string}")
+        return super().evaluate(arch, fidelity)
+
+
+def test_an_evaluator_exception_is_a_failed_trial_and_the_search_goes_on(toy, tmp_path):
+    table, space = toy
+    order = [r.arch for r in run_search(get_strategy("random", space, seed=2), TabularEvaluator(table),
+                                        budget=12).records]
+    bad = {order[1], order[4]}
+    journal = tmp_path / "j.jsonl"
+    strategy = get_strategy("evolution", space, seed=2, population_size=5)
+    result = run_search(strategy, Flaky(table, bad), budget=12, journal=journal)
+    assert len(result.records) == 12 and result.stopped_by == "budget"
+    failed = result.failed
+    assert {r.arch for r in failed} == bad  # evolution's first 5 are random: the same draws as random search
+    assert all(r.state == "fail" and "out of memory" in r.error and r.score == -np.inf for r in failed)
+    assert {f.arch.string for f in strategy.failed} == bad
+    assert not any(o.arch.string in bad for o in strategy.history)  # no model learns from a made-up score
+    assert result.best is not None and result.best.arch not in bad
+    entries = Journal(journal).read()[1]
+    assert [e["state"] for e in entries].count("fail") == 2
+    assert next(e for e in entries if e["state"] == "fail")["error"].startswith("RuntimeError: out of memory")
+
+    # resume replays failed trials as failed (not retried) and continues as an uninterrupted run would
+    log: list[str] = []
+    more = run_search(get_strategy("evolution", space, seed=2, population_size=5), Flaky(table, bad, log),
+                      budget=20, journal=journal, resume=True)
+    assert more.resumed == 12 and len(more.records) == 20 and not set(log) & bad
+    fresh = run_search(get_strategy("evolution", space, seed=2, population_size=5), Flaky(table, bad), budget=20)
+    assert [r.arch for r in more.records] == [r.arch for r in fresh.records]
+
+
+def test_every_trial_failing_ends_the_budget_with_no_best(toy):
+    table, space = toy
+    result = run_search(get_strategy("random", space, seed=0), Flaky(table, table.archs), budget=5, workers=2)
+    assert len(result.failed) == 5 and result.best is None
+
+
+class AskLog:
+    """Wraps a strategy's ask_trials to record how many trials the loop asked for each time."""
+
+    def __init__(self, strategy):
+        self.sizes: list[int] = []
+        inner = strategy.ask_trials
+
+        def ask_trials(n=1):
+            self.sizes.append(n)
+            return inner(n)
+
+        strategy.ask_trials = ask_trials
+
+
+def test_the_loop_asks_for_as_many_trials_as_it_has_free_slots(toy):
+    table, space = toy
+
+    class Sleepy(TabularEvaluator):
+        def evaluate(self, arch, fidelity=None):
+            time.sleep(0.02)
+            return super().evaluate(arch, fidelity)
+
+    strategy = get_strategy("random", space, seed=0)
+    log = AskLog(strategy)
+    result = run_search(strategy, Sleepy(table), budget=10, workers=4)
+    assert len(result.records) == 10
+    assert log.sizes[0] == 4  # every slot free at the start
+    assert all(1 <= n <= 4 for n in log.sizes) and sum(log.sizes) >= 10
+
+    serial = get_strategy("random", space, seed=0)
+    log = AskLog(serial)
+    run_search(serial, TabularEvaluator(table), budget=10, batch=4)
+    assert log.sizes == [4, 4, 2]  # serial batches, the last one cut to the budget
+
+
+def test_batched_serial_search_resumes_identically(toy, tmp_path):
+    table, space = toy
+    kw = {"n_init": 4, "predictor_kwargs": {"steps": 40}}
+    full = run_search(get_strategy("predictor", space, seed=1, **kw), TabularEvaluator(table), budget=14, batch=3)
+    journal = tmp_path / "j.jsonl"
+    run_search(get_strategy("predictor", space, seed=1, **kw), TabularEvaluator(table), budget=7, batch=3,
+               journal=journal)  # stops inside the third batch
+    with pytest.raises(ValueError, match="batch=3"):
+        run_search(get_strategy("predictor", space, seed=1, **kw), TabularEvaluator(table), budget=14, batch=2,
+                   journal=journal, resume=True)
+    resumed = run_search(get_strategy("predictor", space, seed=1, **kw), TabularEvaluator(table), budget=14, batch=3,
+                         journal=journal, resume=True)
+    assert resumed.resumed == 7
+    assert [r.arch for r in resumed.records] == [r.arch for r in full.records]
+
+
+def test_hyperband_runs_on_the_loop_with_journal_failures_and_resume(toy, tmp_path):
+    table, space = toy
+    table.fidelities["val_accuracy"] = {1: table.metrics["val_accuracy"] - 0.05, 3: table.metrics["val_accuracy"]
+                                        - 0.02, 9: table.metrics["val_accuracy"]}
+
+    def make():
+        return get_strategy("hyperband", space, seed=4, min_epochs=1, max_epochs=9, eta=3)
+
+    full = run_search(make(), TabularEvaluator(table), budget=40)
+    requested = [r.requested["epochs"] for r in full.records]
+    assert requested[:9] == [1] * 9 and requested[9:12] == [3] * 3 and requested[12] == 9  # bracket s=2
+    assert requested[13:18] == [3] * 5  # bracket s=1 starts 5 at 3 epochs
+    assert [r.result.fidelity["epochs"] for r in full.records[:13]] == requested[:13]
+    first = [r for r in full.records[:9]]
+    promoted = {r.arch for r in full.records[9:12]}
+    assert promoted == {r.arch for r in sorted(first, key=lambda r: -r.score)[:3]}  # the top third goes on
+
+    journal = tmp_path / "hb.jsonl"
+    run_search(make(), TabularEvaluator(table), budget=11, journal=journal)  # killed mid-rung
+    resumed = run_search(make(), TabularEvaluator(table), budget=40, journal=journal, resume=True)
+    assert [(r.arch, r.requested) for r in resumed.records] == [(r.arch, r.requested) for r in full.records]
+
+    # a failed trial scores -inf in its rung and is not promoted
+    bad = {full.records[int(np.argmax([r.score for r in first]))].arch}
+    failing = run_search(make(), Flaky(table, bad), budget=13)
+    assert failing.records[next(i for i, r in enumerate(failing.records) if r.arch in bad)].state == "fail"
+    assert not bad & {r.arch for r in failing.records[9:12]}
+
+
+def test_successive_halving_in_parallel_waits_for_each_rung(toy):
+    table, space = toy
+    table.fidelities["val_accuracy"] = {1: table.metrics["val_accuracy"] - 0.05, 9: table.metrics["val_accuracy"]}
+    from nas.fidelity import SuccessiveHalving
+
+    sched = SuccessiveHalving(space, n=9, seed=0, min_epochs=1, max_epochs=9, eta=3)
+    result = run_search(sched, TabularEvaluator(table), budget=100, workers=4)
+    assert result.stopped_by == "exhausted"
+    assert [r.requested["epochs"] for r in result.records] == [1] * 9 + [3] * 3 + [9]
+    rungs = sched.summaries()[0].rungs
+    assert [len(r.results) for r in rungs] == [9, 3, 1]

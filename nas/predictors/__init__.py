@@ -1,26 +1,26 @@
-"""Performance predictors by name: ``get_predictor("mlp", seed=0)`` or ``get_predictor("lgbm")``."""
+"""Performance predictors by name: ``get_predictor("mlp", seed=0)`` or ``get_predictor("lgbm")``.
+
+Each predictor class registers itself in :data:`PREDICTORS` (a :class:`nas.registry.Registry`) with its paper and
+the keyword arguments it takes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from nas.predictors.base import Predictor
+from nas.predictors.base import PREDICTORS, Predictor
 from nas.predictors.gbdt import LightGBMEnsemble
 from nas.predictors.mlp import MLPEnsemble
 
-PREDICTORS: dict[str, Callable[..., Predictor]] = {"mlp": MLPEnsemble, "lgbm": LightGBMEnsemble}
-
 
 def list_predictors() -> list[str]:
-    return sorted(PREDICTORS)
+    """Names accepted by :func:`get_predictor`, sorted."""
+    return sorted(PREDICTORS.names())
 
 
 def get_predictor(name: str, **kwargs: Any) -> Predictor:
     """A fresh predictor; unknown names raise ``KeyError`` naming the valid ones."""
-    if name not in PREDICTORS:
-        raise KeyError(f"unknown predictor {name!r}; choose one of: {', '.join(list_predictors())}")
-    return PREDICTORS[name](**kwargs)
+    return PREDICTORS.get(name)(**kwargs)
 
 
-__all__ = ["LightGBMEnsemble", "MLPEnsemble", "Predictor", "get_predictor", "list_predictors"]
+__all__ = ["PREDICTORS", "LightGBMEnsemble", "MLPEnsemble", "Predictor", "get_predictor", "list_predictors"]

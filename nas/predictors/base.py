@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from nas.registry import Registry
+
 
 class Predictor(ABC):
     """``fit(x, y)`` then ``predict(x) -> (mean, std)``; inputs are float arrays ``(n, d)``."""
@@ -39,3 +41,7 @@ class Standardizer:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.std).astype(np.float32)
+
+
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor", modules=("nas.predictors.mlp", "nas.predictors.gbdt"))
+"""Predictor classes by name, filled by ``@PREDICTORS.register`` above each class."""

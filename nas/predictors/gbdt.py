@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from nas.predictors.base import Predictor
+from nas.predictors.base import PREDICTORS, Predictor
 
 
+@PREDICTORS.register(
+    "lgbm", paper="White et al., NeurIPS 2021 (How powerful are performance predictors in NAS?)",
+    kwargs=("members", "n_estimators", "learning_rate", "seed"),
+)
 class LightGBMEnsemble(Predictor):
     name = "lgbm"
 

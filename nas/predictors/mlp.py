@@ -11,9 +11,13 @@ import itertools
 import numpy as np
 import torch
 
-from nas.predictors.base import Predictor, Standardizer
+from nas.predictors.base import PREDICTORS, Predictor, Standardizer
 
 
+@PREDICTORS.register(
+    "mlp", paper="White et al., AAAI 2021 (BANANAS: ensemble of feed-forward predictors)",
+    kwargs=("members", "hidden", "layers", "steps", "lr", "weight_decay", "seed"),
+)
 class MLPEnsemble(Predictor):
     name = "mlp"
 

@@ -1,37 +1,39 @@
-"""Search spaces, looked up by name (the timm way): ``get_space("nb201", C=16, N=5)``."""
+"""Search spaces, looked up by name (the timm way): ``get_space("nb201", C=16, N=5)``.
+
+Each space class registers itself with ``@register_space(name, paper=...)`` next to its definition; the registry
+(:data:`SPACES`, a :class:`nas.registry.Registry`) lists them with their metadata and names the valid ones when a
+lookup fails.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from nas.registry import Registry
 from nas.spaces.base import Architecture, InvalidArchitectureError, SearchSpace
 
-_BUILDERS: dict[str, Callable[..., SearchSpace]] = {}
+SPACES: Registry[Callable[..., SearchSpace]] = Registry(
+    "search space", modules=("nas.spaces.nb201", "nas.spaces.mlp", "nas.spaces.vit")
+)
 
 
-def register_space(name: str) -> Callable[[Callable[..., SearchSpace]], Callable[..., SearchSpace]]:
-    """Class decorator adding a space builder to the registry under ``name``."""
-
-    def deco(builder: Callable[..., SearchSpace]) -> Callable[..., SearchSpace]:
-        _BUILDERS[name] = builder
-        return builder
-
-    return deco
+def register_space(name: str, *, summary: str = "", **metadata: Any
+                   ) -> Callable[[Callable[..., SearchSpace]], Callable[..., SearchSpace]]:
+    """Class decorator adding a space builder to :data:`SPACES` under ``name`` (metadata: e.g. ``paper``)."""
+    return SPACES.register(name, summary=summary, **metadata)
 
 
 def list_spaces() -> list[str]:
-    """Names accepted by :func:`get_space`."""
-    _load_builtin()
-    return sorted(_BUILDERS)
+    """Names accepted by :func:`get_space`, sorted."""
+    return sorted(SPACES.names())
 
 
 def get_space(name: str, **config: Any) -> SearchSpace:
     """Build the space ``name`` with its configuration; unknown names raise ``KeyError`` listing the valid ones."""
-    _load_builtin()
-    if name not in _BUILDERS:
-        raise KeyError(f"unknown search space {name!r}; choose one of: {', '.join(sorted(_BUILDERS))}")
-    return _BUILDERS[name](**config)
+    if name not in SPACES:  # sorted, as list_spaces
+        raise KeyError(f"unknown search space {name!r}; choose one of: {', '.join(list_spaces())}")
+    return SPACES.get(name)(**config)
 
 
 def architecture_from_dict(data: dict[str, Any]) -> Architecture:
@@ -40,19 +42,8 @@ def architecture_from_dict(data: dict[str, Any]) -> Architecture:
     return space.from_string(data["arch"])
 
 
-def _load_builtin() -> None:
-    # Imported lazily so that ``import nas.spaces`` stays cheap and free of import cycles.
-    import importlib
-
-    for module in ("nas.spaces.nb201", "nas.spaces.mlp", "nas.spaces.vit"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # a space still being written must not break the others
-            if exc.name != module:
-                raise
-
-
 __all__ = [
+    "SPACES",
     "Architecture",
     "InvalidArchitectureError",
     "SearchSpace",

@@ -84,7 +84,7 @@ class MLPNetwork(nn.Module):
         return self.classifier(self.hidden(x.flatten(1)))
 
 
-@register_space("mlp")
+@register_space("mlp", paper="tabular MLP family (no single paper)", input="flat features")
 @dataclass(frozen=True)
 class MLPSpace(SearchSpace):
     """MLPs of 1..``max_depth`` hidden layers; every choice list is configurable."""

@@ -248,7 +248,7 @@ class NB201Network(nn.Module):
 
 
 # -- the space ------------------------------------------------------------------------------------------------------
-@register_space("nb201")
+@register_space("nb201", paper="Dong & Yang, ICLR 2020 (NAS-Bench-201)", config=("C", "N"))
 @dataclass(frozen=True)
 class NB201Space(SearchSpace):
     """The NAS-Bench-201 cell space with a configurable skeleton (``C=16, N=5`` is the published network)."""

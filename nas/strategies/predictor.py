@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from nas.predictors import get_predictor
 from nas.spaces.base import Architecture
-from nas.strategies.base import Strategy
+from nas.strategies.base import STRATEGIES, Strategy
 
 ProxySource = Mapping[str, Mapping[str, float]] | Callable[[Architecture], Mapping[str, float]]
 ACQUISITIONS = ("its", "ucb", "ei")
@@ -36,6 +36,11 @@ def acquisition(kind: str, mean: np.ndarray, std: np.ndarray, best: float, rng: 
     raise ValueError(f"unknown acquisition {kind!r}; choose one of: {', '.join(ACQUISITIONS)}")
 
 
+@STRATEGIES.register(
+    "predictor", paper="White et al., AAAI 2021 (BANANAS)",
+    kwargs=("predictor", "acquisition", "proxies", "n_init", "n_parents", "mutations_per_parent", "pool_candidates",
+            "random_candidates", "predictor_kwargs"),
+)
 class PredictorGuided(Strategy):
     """BANANAS-style search: ensemble predictor + acquisition over mutation and pool candidates."""
 

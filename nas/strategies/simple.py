@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import deque
 
 from nas.spaces.base import Architecture
-from nas.strategies.base import Observation, Strategy
+from nas.strategies.base import STRATEGIES, Observation, Strategy
 
 
+@STRATEGIES.register("random", paper="Li & Talwalkar, UAI 2019 (random search and reproducibility for NAS)",
+                     kwargs=())
 class RandomSearch(Strategy):
     """Uniform samples from the space, never repeated (Li & Talwalkar 2019: a strong baseline)."""
 
@@ -17,6 +19,8 @@ class RandomSearch(Strategy):
         return self._random_unseen(n)
 
 
+@STRATEGIES.register("evolution", paper="Real et al., AAAI 2019 (regularized evolution)",
+                     kwargs=("population_size", "tournament_size"))
 class RegularizedEvolution(Strategy):
     """Aging evolution (Real et al. 2019): tournament-select a parent from the population, mutate it once, and
     retire the *oldest* member when a child joins, so old lucky results cannot dominate forever.
@@ -50,6 +54,8 @@ class RegularizedEvolution(Strategy):
         return out
 
 
+@STRATEGIES.register("local", paper="White et al., UAI 2021 (local search is state of the art for NAS benchmarks)",
+                     kwargs=())
 class LocalSearch(Strategy):
     """Hill climbing over neighbours (White et al. 2020, "Local search is state of the art for NAS benchmarks"):
     evaluate the neighbours of the current architecture in random order, move to the best one if it improves,

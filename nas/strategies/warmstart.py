@@ -1,24 +1,21 @@
-"""Warm starts from the zero-cost ranking: order architectures by the mean rank of their proxy scores."""
+"""Warm starts from the zero-cost ranking, with the same rank aggregation the refresh's pre-filter uses."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.stats import rankdata
+
+from nas.ensemble import rank_aggregate
 
 
 def zero_cost_order(proxies: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Row indices best first by mean rank over the proxies (higher score = better for every proxy).
+    """Row indices best first by :func:`nas.ensemble.rank_aggregate` over the proxies, equally weighted.
 
-    Rank aggregation is what training-free ensembles do (e.g. AZ-NAS): it needs no calibration and is immune to the
-    proxies' wildly different scales. NaN scores rank last.
+    This is the function :func:`nas.prefilter.prefilter` ranks the refresh's pool with (the AZ-NAS log-rank sum,
+    Lee & Ham, CVPR 2024), so a table benchmark warm-starts exactly as a refresh does. Higher = better for every
+    proxy; NaN, inf and the proxies' worst score rank last.
     """
     if not proxies:
         raise ValueError("zero_cost_order needs at least one proxy column")
-    ranks = []
-    for values in proxies.values():
-        v = np.asarray(values, dtype=np.float64)
-        v = np.where(np.isfinite(v), v, -np.inf)
-        ranks.append(rankdata(v, method="average"))
-    return np.argsort(-np.mean(ranks, axis=0), kind="stable")
+    return np.argsort(-rank_aggregate(dict(proxies)), kind="stable")

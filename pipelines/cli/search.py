@@ -3,7 +3,9 @@ compared on a benchmark table)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,51 +21,110 @@ from pipelines.errors import UserError
 console = Console(stderr=True)
 
 
-def _task_data(dataset: str, seed: int):
+def _task_data(data: str, seed: int):
     from nas.data import TaskData
     from nas.datasets import BUNDLED_DATASETS, bundled_task
 
-    if dataset in BUNDLED_DATASETS:
-        return bundled_task(dataset, seed=seed)
-    path = Path(dataset)
+    if data in BUNDLED_DATASETS:
+        return bundled_task(data, seed=seed)
+    path = Path(data)
     if path.suffix != ".npz" or not path.exists():
         raise UserError(
-            f"--dataset {dataset!r}: use a bundled dataset ({', '.join(BUNDLED_DATASETS)}) or an existing prepared "
+            f"--data {data!r}: use a bundled dataset ({', '.join(BUNDLED_DATASETS)}) or an existing prepared "
             ".npz file (nasops data prepare writes one)"
         )
     return TaskData.load(path)
 
 
+def _strategy_lines() -> list[str]:
+    from nas.strategies import STRATEGIES
+
+    return [f"{e['name']:<10} {e.get('paper', '')}" + ("  [multi-fidelity]" if e.get("multi_fidelity") else "")
+            for e in STRATEGIES.describe()]
+
+
+def _stage_config(given: dict[str, Any]):
+    """The refresh's search-stage config with the options the user gave; the others keep the stage's defaults
+    (the same ``SearchStageConfig``), and every given value that differs from them is printed."""
+    from pipelines.nas_stage import parse_config
+
+    given = {k: v for k, v in given.items() if v is not None}
+    cfg = parse_config(given)
+    default = parse_config({})
+    changed = [f"{k}={getattr(cfg, k)!r} (refresh: {getattr(default, k)!r})" for k in given
+               if getattr(cfg, k) != getattr(default, k)]
+    if changed:
+        console.print("differs from the refresh's search stage: " + ", ".join(changed), highlight=False)
+    return cfg
+
+
 def search_command(
-    space: str = typer.Option("nb201", help="search space: nb201, mlp or vit"),
-    dataset: str = typer.Option("digits", help="digits, mnist5k (bundled) or a prepared .npz file"),
-    strategy: str = typer.Option("predictor", help="random, evolution, local or predictor"),
-    budget: int = typer.Option(30, min=1, help="number of low-fidelity trainings (in total, counting resumed ones)"),
+    space: str = typer.Option(None, help="search space: nb201, mlp or vit (default: the refresh's)"),
+    data: str = typer.Option(None, "--data", help="digits, mnist5k (bundled) or a prepared .npz [default: digits]"),
+    dataset: str = typer.Option(None, "--dataset", hidden=True, help="deprecated spelling of --data"),
+    strategy: str = typer.Option(None, help="search strategy (--list-strategies names them) [default: predictor]"),
+    list_strategies: bool = typer.Option(False, "--list-strategies", help="print the strategies and exit"),
+    budget: int = typer.Option(None, min=1, help="trials in total, counting resumed ones [default: the refresh's, 8]"),
     time_budget: float = typer.Option(None, "--time-budget-s", help="stop submitting after this many seconds"),
     max_latency_ms: float = typer.Option(None, help="only architectures at or under this CPU latency count"),
     max_params: float = typer.Option(None, help="only architectures with at most this many parameters count"),
-    epochs: int = typer.Option(3, min=1, help="training epochs per evaluation (the low fidelity)"),
-    data_fraction: float = typer.Option(1.0, help="fraction of the training rows per evaluation"),
-    pool_size: int = typer.Option(1000, min=1, help="architectures scored by the zero-cost pre-filter"),
-    prefilter_keep: int = typer.Option(100, min=1, help="how many the pre-filter keeps"),
-    workers: int = typer.Option(1, min=1, help="evaluations in parallel (1 = serial, reproducible)"),
-    seed: int = typer.Option(0),
-    top_k: int = typer.Option(5, min=1, help="rows of the results table"),
+    epochs: int = typer.Option(None, min=1, help="training epochs per evaluation, the low fidelity [default: 3]"),
+    data_fraction: float = typer.Option(None, help="fraction of the training rows per evaluation [default: 1.0]"),
+    pool_size: int = typer.Option(None, min=1, help="architectures scored by the zero-cost pre-filter [default: 1000]"),
+    prefilter_keep: int = typer.Option(None, min=1, help="how many the pre-filter keeps [default: 32]"),
+    warm_start: int = typer.Option(None, min=0, help="evaluate this many of the zero-cost top first [default: 4]"),
+    workers: int = typer.Option(None, min=1, help="evaluations in parallel; 1 = serial, reproducible [default: 2]"),
+    seed: int = typer.Option(None, help="seed of the pool, the strategy and every training [default: 0]"),
+    top_k: int = typer.Option(None, min=1, help="best candidates reported (the refresh retrains them) [default: 2]"),
     resume: str = typer.Option(None, "--resume", help="RUN id printed by an earlier (interrupted) search"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
 ) -> None:
-    """Search architectures for a dataset: zero-cost pre-filter, then the strategy; resumable with --resume."""
+    """Search architectures for a dataset as the refresh's search stage does (same defaults): zero-cost
+    pre-filter, then the strategy on the shared search loop; resumable with --resume."""
+    if list_strategies:
+        for line in _strategy_lines():
+            typer.echo(line)
+        return
+    if dataset is not None:
+        console.print("[yellow]--dataset is deprecated; use --data[/]")
+        data = data or dataset
+    data = data or "digits"
+    fidelity = None
+    if epochs is not None or data_fraction is not None:
+        fidelity = {"epochs": 3 if epochs is None else epochs, "data_fraction": 1.0 if data_fraction is None
+                    else data_fraction}
+    cfg = _stage_config({"space": space, "strategy": strategy, "budget": budget, "time_budget_s": time_budget,
+                         "max_latency_ms": max_latency_ms, "max_params": max_params, "seed": seed,
+                         "fidelity": fidelity, "pool_size": pool_size, "prefilter_keep": prefilter_keep,
+                         "warm_start": warm_start, "workers": workers, "top_k": top_k})
+    if as_json:  # whatever a library prints goes to stderr: under --json stdout is the JSON alone
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = _run_search(cfg, data, resume, quiet=True)
+        typer.echo(json.dumps(summary))
+        return
+    summary = _run_search(cfg, data, resume, quiet=False)
+    table = Table(title=f"best of {summary['evaluations']} evaluations ({summary['resumed']} resumed, "
+                        f"{summary['failed']} failed)")
+    table.add_column("rank")
+    table.add_column("architecture", overflow="fold")  # never cut an architecture string
+    for col in ("val acc", "latency ms", "params"):
+        table.add_column(col, justify="right")
+    for i, m in enumerate(summary["top"], 1):
+        table.add_row(str(i), m["arch"], f"{m['val_accuracy']:.4f}", f"{m.get('latency_ms', float('nan')):.2f}",
+                      f"{int(m.get('params', 0)):,}")
+    Console().print(table)
+    if not summary["top"]:
+        console.print("[yellow]no evaluated architecture met the constraints[/]")
+
+
+def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict[str, Any]:
     import numpy as np
 
     from nas.evaluators import TrainingEvaluator
     from nas.search import run_search
-    from pipelines.nas_stage import parse_config, prepare_strategy, resolve_space
+    from pipelines.nas_stage import prepare_strategy, resolve_space
     from pipelines.settings import Settings
 
-    cfg = parse_config({"space": space, "strategy": strategy, "budget": budget, "time_budget_s": time_budget,
-                        "max_latency_ms": max_latency_ms, "max_params": max_params, "seed": seed,
-                        "fidelity": {"epochs": epochs, "data_fraction": data_fraction}, "pool_size": pool_size,
-                        "prefilter_keep": prefilter_keep, "workers": workers, "top_k": top_k})
     root = Settings().state_dir / "searches"
     if resume:
         run_dir = root / resume
@@ -71,62 +132,55 @@ def search_command(
             known = sorted(p.name for p in root.glob("*") if (p / "journal.jsonl").exists()) if root.exists() else []
             raise UserError(f"--resume {resume!r}: no such search under {root}; known: {', '.join(known) or 'none'}")
         saved = json.loads((run_dir / "command.json").read_text())
-        if saved != _comparable(cfg, dataset):
+        if saved != _comparable(cfg, data_name):
             raise UserError(f"--resume {resume!r} was started with {saved}; repeat the same options to resume it")
         run_id = resume
     else:
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_dir = root / run_id
         run_dir.mkdir(parents=True)
-        (run_dir / "command.json").write_text(json.dumps(_comparable(cfg, dataset)))
+        (run_dir / "command.json").write_text(json.dumps(_comparable(cfg, data_name)))
     console.print(f"search run [bold]{run_id}[/] (journal {run_dir / 'journal.jsonl'})")
 
-    data = _task_data(dataset, seed)
-    sp = resolve_space(cfg, data.input_shape)
+    task = _task_data(data_name, cfg.seed)
+    sp = resolve_space(cfg, task.input_shape)
     with console.status("zero-cost pre-filter..."):
-        strat, _pool, proxy_scores = prepare_strategy(cfg, sp, data)
-    evaluator = TrainingEvaluator(data, epochs=epochs, data_fraction=data_fraction, seed=seed)
+        strat, _pool, proxy_scores = prepare_strategy(cfg, sp, task)
+    evaluator = TrainingEvaluator(task, seed=cfg.seed, **cfg.fidelity)
     with Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[best]}"), console=console, disable=as_json) as progress:
-        bar = progress.add_task("search", total=budget, best="")
+                  TextColumn("{task.fields[best]}"), console=console, disable=quiet) as progress:
+        bar = progress.add_task("search", total=cfg.budget, best="")
         best = [-np.inf]
 
         def on_result(rec) -> None:
             best[0] = max(best[0], rec.score)
             progress.update(bar, completed=rec.index + 1, best=f"best {best[0]:.4f}")
+            if not rec.ok:
+                console.print(f"[yellow]trial {rec.index + 1} failed[/]: {rec.arch}: {rec.error}", highlight=False)
 
         try:
-            result = run_search(strat, evaluator, budget=budget, time_budget_s=time_budget, workers=workers,
-                                journal=run_dir / "journal.jsonl", resume=bool(resume), on_result=on_result,
-                                header={"dataset": dataset})
+            result = run_search(strat, evaluator, budget=cfg.budget, time_budget_s=cfg.time_budget_s,
+                                fidelity=cfg.fidelity, workers=cfg.workers, journal=run_dir / "journal.jsonl",
+                                resume=bool(resume), on_result=on_result, header={"dataset": data_name})
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    records = sorted((r for r in result.records if np.isfinite(r.score)), key=lambda r: -r.score)[:top_k]
+    records = sorted((r for r in result.records if r.ok and np.isfinite(r.score)), key=lambda r: -r.score)
     summary: dict[str, Any] = {
-        "run": run_id, "space": sp.name, "space_config": sp.config(), "evaluations": len(result.records),
-        "resumed": result.resumed, "seconds": result.seconds, "stopped_by": result.stopped_by,
-        "top": [{"arch": r.arch, **r.result.metrics, "proxy_scores": proxy_scores.get(r.arch, {})} for r in records],
+        "run": run_id, "space": sp.name, "space_config": sp.config(), "strategy": cfg.strategy,
+        "evaluations": len(result.records), "failed": len(result.failed), "resumed": result.resumed,
+        "seconds": result.seconds, "stopped_by": result.stopped_by,
+        "top": [{"arch": r.arch, **r.result.metrics, "fidelity": r.result.fidelity,
+                 "proxy_scores": proxy_scores.get(r.arch, {})} for r in records[: cfg.top_k]],
         "predictor_tau": result.tau,
     }
     (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
-    if as_json:
-        typer.echo(json.dumps(summary))
-        return
-    table = Table(title=f"best of {len(result.records)} evaluations ({result.resumed} resumed)")
-    for col in ("rank", "architecture", "val acc", "latency ms", "params"):
-        table.add_column(col)
-    for i, r in enumerate(records, 1):
-        m = r.result.metrics
-        table.add_row(str(i), r.arch, f"{m['val_accuracy']:.4f}", f"{m.get('latency_ms', float('nan')):.2f}",
-                      f"{int(m.get('params', 0)):,}")
-    Console().print(table)
-    if not records:
-        console.print("[yellow]no evaluated architecture met the constraints[/]")
+    return summary
 
 
-def _comparable(cfg, dataset: str) -> dict[str, Any]:
-    keep = ("space", "strategy", "seed", "fidelity", "pool_size", "prefilter_keep", "max_latency_ms", "max_params")
-    return {"dataset": dataset, **{k: getattr(cfg, k) for k in keep}}
+def _comparable(cfg, data: str) -> dict[str, Any]:
+    keep = ("space", "strategy", "seed", "fidelity", "pool_size", "prefilter_keep", "warm_start", "max_latency_ms",
+            "max_params")
+    return {"dataset": data, **{k: getattr(cfg, k) for k in keep}}
 
 
 def bench_search_command(
@@ -136,7 +190,7 @@ def bench_search_command(
     proxy_columns: str = typer.Option("", help="comma list of zero-cost proxy columns"),
     space: str = typer.Option(None, help="space of the strings (e.g. nb201) to compute --zc proxies on the fly"),
     zc: str = typer.Option("", help="data-independent proxies to compute from the strings (needs --space)"),
-    strategy: str = typer.Option("all", help="random, evolution, local, predictor or all"),
+    strategy: str = typer.Option("all", help="a registered strategy (nasops search --list-strategies) or all"),
     budget: int = typer.Option(100, min=1),
     seeds: int = typer.Option(20, min=1),
     batch: int = typer.Option(5, min=1, help="architectures asked per round (the predictor refits once a round)"),
