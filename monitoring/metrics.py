@@ -18,6 +18,8 @@ REQUESTS_TOTAL = "nasops_requests_total"
 REQUEST_DURATION_SECONDS = "nasops_request_duration_seconds"
 PREDICTIONS_TOTAL = "nasops_predictions_total"
 FEEDBACK_TOTAL = "nasops_feedback_total"
+FEEDBACK_RETRACTED_TOTAL = "nasops_feedback_retracted_total"
+MODEL_FAULTS_TOTAL = "nasops_model_faults_total"
 FALLBACK_TOTAL = "nasops_fallback_total"
 SHADOW_TOTAL = "nasops_shadow_total"
 DRIFT_SHARE = "nasops_drift_share"
@@ -47,6 +49,8 @@ class GatewayMetrics:
     duration: Histogram
     predictions: Counter
     feedback: Counter
+    feedback_retracted: Counter
+    model_faults: Counter
     fallback: Counter
     shadow: Counter
     drift_share: Gauge
@@ -82,6 +86,16 @@ class GatewayMetrics:
                 FEEDBACK_TOTAL, "Rows whose true label arrived, per variant, by correctness.", ["variant", "correct"],
                 registry=reg,
             ),
+            feedback_retracted=Counter(
+                FEEDBACK_RETRACTED_TOTAL, "Labelled rows whose label was replaced (feedback sent with overwrite), "
+                "per variant and the correctness they had; rows labelled now = nasops_feedback_total minus this.",
+                ["variant", "correct"], registry=reg,
+            ),
+            model_faults=Counter(
+                MODEL_FAULTS_TOTAL, "Model calls that failed on a valid request, per variant, by reason (error, "
+                "timeout, invalid_output: non-finite or mis-shaped logits); never a caller's mistake.",
+                ["variant", "reason"], registry=reg,
+            ),
             fallback=Counter(
                 FALLBACK_TOTAL,
                 "Challenger answers replaced by the champion's, by reason (error, timeout, invalid_output).",
@@ -97,7 +111,7 @@ class GatewayMetrics:
             ),
             invalid=Counter(
                 INVALID_REQUESTS_TOTAL, "Rejected client requests by reason (json, schema, shape, dtype, non_finite, "
-                "batch_size, body_size).", ["reason"], registry=reg,
+                "range, batch_size, body_size, media_type, label).", ["reason"], registry=reg,
             ),
             model_info=Gauge(
                 MODEL_INFO, "1 for the model version each alias currently serves.", ["model", "variant", "version"],

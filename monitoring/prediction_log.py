@@ -7,6 +7,7 @@ SQLite file by default; a PostgreSQL URL works with the same code. The gateway a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -45,9 +47,10 @@ predictions = sa.Table(
 ROW_STATUSES = ("ok", "error", "fallback", "timeout")
 
 
-def create_log_engine(url: str) -> Engine:
+def create_log_engine(url: str, *, durable: bool = False) -> Engine:
     """An engine for ``url`` with the table created. SQLite gets WAL and a busy timeout so several gateway workers
-    (and a reader) can share one file."""
+    (and a reader) can share one file; ``durable`` makes each SQLite commit reach the disk (``synchronous=FULL``:
+    survives a power cut, not only a killed process)."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -55,7 +58,7 @@ def create_log_engine(url: str) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - driver callback
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
     else:
@@ -128,9 +131,18 @@ def prediction_rows(
     status: str,
     shadow: bool = False,
     ts: float | None = None,
+    inputs_mode: str = "raw",
 ) -> list[dict]:
-    """One dict per batch row, ready for :meth:`PredictionLogWriter.append` (``None`` predictions: a failed call)."""
+    """One dict per batch row, ready for :meth:`PredictionLogWriter.append` (``None`` predictions: a failed call).
+
+    ``inputs_mode="hash"`` stores ``"sha256:<hex>"`` of each row's float32 bytes instead of its values (privacy:
+    the same row still hashes alike, so duplicates stay countable, but the values cannot be read back)."""
     ts = time.time() if ts is None else ts
+    if inputs_mode == "hash":
+        inputs = [f"sha256:{hashlib.sha256(row.tobytes()).hexdigest()}"
+                  for row in np.asarray(inputs, dtype=np.float32)]
+    elif inputs_mode != "raw":
+        raise ValueError(f"inputs_mode must be 'raw' or 'hash', got {inputs_mode!r}")
     if hasattr(inputs, "tolist"):
         inputs = inputs.tolist()
     if probabilities is not None and hasattr(probabilities, "tolist"):
@@ -185,6 +197,15 @@ class PredictionLogWriter:
         with self._lock:
             self._pending += 1
         self._queue.put(item)
+
+    def write(self, rows: list[dict]) -> None:
+        """Commit ``rows`` now, on the caller's thread (the log's synchronous mode); raises when the commit fails."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(predictions.insert(), rows)
+        except Exception:
+            self.errors += 1
+            raise
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Block until every appended row is committed (or ``timeout``); True when nothing is left pending."""
@@ -247,60 +268,148 @@ def _same_label(prediction_json: str | None, label: Any) -> bool | None:
     return predicted == label or str(predicted) == str(label)
 
 
-@dataclass
-class FeedbackResult:
-    """What one ``/feedback`` call changed: labelled rows per (variant, correct) pair, newly labelled only."""
+class LabelConflict(Exception):
+    """A label would silently replace another: the request already has one (resend with ``overwrite``), the id
+    names more than one logged request, or another caller labelled it at the same moment."""
+
+
+@dataclass(frozen=True)
+class LabelItem:
+    """True labels for one request id: one per row of the original batch, in row order."""
 
     request_id: str
+    labels: Sequence[Any]
+    overwrite: bool = False
+
+
+@dataclass
+class FeedbackResult:
+    """What one feedback call changed, per (variant, correct) pair: rows now counted, and rows whose earlier label
+    was replaced (``retracted``, so counters can follow the log: labelled = counted - retracted)."""
+
+    request_id: str | None = None
     rows: int = 0
+    items: int = 0
     counts: dict[tuple[str, bool], int] = field(default_factory=dict)
+    retracted: dict[tuple[str, bool], int] = field(default_factory=dict)
 
 
-def find_request_rows(engine: Engine, request_id: str) -> list[sa.Row]:
+_LOOKUP_CHUNK = 500  # ids per IN (...) query: well under SQLite's and PostgreSQL's bound-parameter limits
+
+
+def find_request_rows(engine: Engine, request_ids: str | Sequence[str]) -> dict[str, list[sa.Row]]:
+    """Logged rows of each of ``request_ids`` (one query per 500 ids), keyed by request id; absent ids are absent."""
+    ids = [request_ids] if isinstance(request_ids, str) else list(dict.fromkeys(request_ids))
+    out: dict[str, list[sa.Row]] = {}
+    cols = (predictions.c.id, predictions.c.request_id, predictions.c.row, predictions.c.variant,
+            predictions.c.shadow, predictions.c.prediction, predictions.c.label, predictions.c.correct,
+            predictions.c.label_ts)
     with engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(
-                    predictions.c.id, predictions.c.row, predictions.c.variant, predictions.c.prediction,
-                    predictions.c.label,
-                ).where(predictions.c.request_id == request_id)
-            )
-        )
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start:start + _LOOKUP_CHUNK]
+            for r in conn.execute(sa.select(*cols).where(predictions.c.request_id.in_(chunk))):
+                out.setdefault(r.request_id, []).append(r)
+    return out
+
+
+def _check_label(label: Any, where: str) -> None:
+    # What the text column can hold and a judge can compare: no NaN/Infinity, no integer beyond 64 bits.
+    if isinstance(label, bool) or not isinstance(label, int | float | str):
+        raise ValueError(f"{where}: label {label!r} is not a number or a string")
+    if isinstance(label, float) and not np.isfinite(label):
+        raise ValueError(f"{where}: label {label} is not finite")
+    if isinstance(label, int) and not -(2**63) <= label < 2**63:
+        raise ValueError(f"{where}: label {label} is outside the 64-bit integer range")
+
+
+def _plan_item(item: LabelItem, rows: list[sa.Row], ts: float, result: FeedbackResult) -> list[dict]:
+    """The row updates of one item (validated, nothing written), adding its counts to ``result``."""
+    rid = item.request_id
+    n_rows = max(r.row for r in rows) + 1
+    if len(item.labels) != n_rows:
+        raise ValueError(f"request {rid!r} had {n_rows} row(s) but {len(item.labels)} label(s) were sent; send one "
+                         "label per row")
+    slots = [(r.variant, bool(r.shadow), r.row) for r in rows]
+    if len(set(slots)) != len(slots):
+        raise LabelConflict(f"request id {rid!r} names more than one logged request (a client-chosen id was used "
+                            "twice); it cannot be labelled unambiguously, use a fresh id per request")
+    labelled = [r for r in rows if r.label_ts is not None]
+    if labelled and not item.overwrite:
+        raise LabelConflict(f"request {rid!r} is labelled already; send it with \"overwrite\": true to replace "
+                            "the label")
+    updates = []
+    for r in rows:
+        label = item.labels[r.row]
+        _check_label(label, f"request {rid!r} row {r.row}")
+        correct = _same_label(r.prediction, label)
+        if r.label_ts is not None and r.correct is not None:
+            key = (r.variant, bool(r.correct))
+            result.retracted[key] = result.retracted.get(key, 0) + 1
+        if correct is not None:
+            key = (r.variant, bool(correct))
+            result.counts[key] = result.counts.get(key, 0) + 1
+        updates.append({"id": r.id, "old_ts": r.label_ts, "label": dumps(label), "correct": correct, "ts": ts})
+    result.rows += len(updates)
+    return updates
+
+
+def apply_feedback_batch(
+    engine: Engine, items: Sequence[LabelItem], *, ts: float | None = None,
+    rows_by_id: dict[str, list[sa.Row]] | None = None,
+) -> FeedbackResult:
+    """Join the labels of every item to every logged row of its request (served and shadow), all or nothing.
+
+    Raises ``KeyError`` (unknown request ids, all listed), ``ValueError`` (label count or an unstorable label)
+    or :class:`LabelConflict` before anything is written; the writes are one transaction, and each row is updated
+    only if its label did not change since it was read (so two callers cannot both count the same row).
+    """
+    ts = time.time() if ts is None else ts
+    ids = [item.request_id for item in items]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise LabelConflict(f"request id(s) {', '.join(map(repr, twice[:5]))} listed more than once in one call")
+    rows_by_id = find_request_rows(engine, ids) if rows_by_id is None else rows_by_id
+    missing = [i for i in ids if not rows_by_id.get(i)]
+    if missing:
+        raise KeyError(missing)
+    result = FeedbackResult(request_id=ids[0] if len(ids) == 1 else None, items=len(items))
+    updates = [u for item in items for u in _plan_item(item, rows_by_id[item.request_id], ts, result)]
+    with engine.begin() as conn:
+        for u in updates:
+            unchanged = (predictions.c.label_ts.is_(None) if u["old_ts"] is None
+                         else predictions.c.label_ts == u["old_ts"])
+            stmt = (predictions.update().where(predictions.c.id == u["id"], unchanged)
+                    .values(label=u["label"], correct=u["correct"], label_ts=u["ts"]))
+            if conn.execute(stmt).rowcount != 1:
+                raise LabelConflict("another feedback call labelled these rows at the same moment; nothing was "
+                                    "written, send the labels again (with overwrite to replace theirs)")
+    return result
 
 
 def apply_feedback(
-    engine: Engine, request_id: str, labels: Sequence[Any], *, ts: float | None = None
+    engine: Engine, request_id: str, labels: Sequence[Any], *, ts: float | None = None, overwrite: bool = False
 ) -> FeedbackResult:
     """Join true ``labels`` (one per batch row) to every logged row of ``request_id`` (served and shadow).
 
-    Raises ``KeyError`` for an unknown request id and ``ValueError`` when the number of labels does not match the
-    batch. Only rows that had no label before are counted in the result (so resending feedback does not double
-    count the online accuracy).
+    Raises ``KeyError`` for an unknown request id, ``ValueError`` when the number of labels does not match the
+    batch, and :class:`LabelConflict` when the request is labelled already and ``overwrite`` is false (a second
+    label never silently replaces the first).
     """
-    ts = time.time() if ts is None else ts
-    rows = find_request_rows(engine, request_id)
-    if not rows:
-        raise KeyError(f"unknown request_id {request_id!r}: no logged prediction has it")
-    n_rows = max(r.row for r in rows) + 1
-    if len(labels) != n_rows:
-        raise ValueError(
-            f"request {request_id!r} had {n_rows} row(s) but {len(labels)} label(s) were sent; send one label per row"
-        )
-    result = FeedbackResult(request_id=request_id)
+    try:
+        return apply_feedback_batch(engine, [LabelItem(request_id, labels, overwrite)], ts=ts)
+    except KeyError:
+        raise KeyError(f"unknown request_id {request_id!r}: no logged prediction has it") from None
+
+
+def erase_old_inputs(engine: Engine, older_than: float) -> int:
+    """Replace the logged inputs of rows older than ``older_than`` (unix seconds) by ``null``; returns how many.
+
+    The input retention of the log: labels, predictions and latencies stay (the judge's history), the feature
+    values do not."""
     with engine.begin() as conn:
-        for r in rows:
-            label = labels[r.row]
-            correct = _same_label(r.prediction, label)
-            conn.execute(
-                predictions.update()
-                .where(predictions.c.id == r.id)
-                .values(label=dumps(label), correct=correct, label_ts=ts)
-            )
-            result.rows += 1
-            if r.label is None and correct is not None:
-                key = (r.variant, bool(correct))
-                result.counts[key] = result.counts.get(key, 0) + 1
-    return result
+        result = conn.execute(predictions.update().where(predictions.c.ts < older_than,
+                                                         predictions.c.inputs != "null").values(inputs="null"))
+    return result.rowcount
 
 
 def read_predictions(

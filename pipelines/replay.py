@@ -125,13 +125,15 @@ def replay(
     max_in_flight: int = 32,
     timeout_s: float = 10.0,
     sticky_header: str = "X-Request-Key",
+    feedback_token: str | None = None,
 ) -> ReplaySummary:
     """Send ``x`` (rows, in a seeded order) to ``url``/predict at ``rate`` requests per second.
 
     ``duration=None`` sends each row once; otherwise it cycles through the rows for ``duration`` seconds.
     ``y`` holds class indices; with ``feedback`` their labels (``classes[y]`` when ``classes`` is given) are posted
     to ``/feedback``. ``request_key_fn(i)`` gives request ``i`` its sticky routing key. ``progress(done, total)`` is
-    called after every request.
+    called after every request. ``feedback_token`` is the gateway's feedback bearer token (``/feedback`` refuses
+    labels without it; each refusal counts in ``feedback_errors``).
     """
     if rate <= 0 or not math.isfinite(rate):
         raise UserError(f"rate must be a positive number of requests per second, got {rate}")
@@ -150,11 +152,12 @@ def replay(
     n_batches = math.ceil(len(x) / batch_size)
     total = n_batches if duration is None else max(1, round(rate * duration))
     return asyncio.run(_run(url.rstrip("/"), x, y, order, total, rate, batch_size, feedback, classes,
-                            request_key_fn, progress, max_in_flight, timeout_s, sticky_header, drift, duration is None))
+                            request_key_fn, progress, max_in_flight, timeout_s, sticky_header, drift, duration is None,
+                            feedback_token))
 
 
 async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, request_key_fn, progress,
-               max_in_flight, timeout_s, sticky_header, drift, single_pass) -> ReplaySummary:
+               max_in_flight, timeout_s, sticky_header, drift, single_pass, feedback_token) -> ReplaySummary:
     summary = ReplaySummary(target_rate=rate, drift=drift)
     errors: Counter = Counter()
     variants: Counter = Counter()
@@ -162,6 +165,7 @@ async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, req
     slots = asyncio.Semaphore(max_in_flight)
     done = 0
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    feedback_headers = {"Authorization": f"Bearer {feedback_token}"} if feedback_token else None
 
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
 
@@ -186,7 +190,8 @@ async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, req
                         labels = [_label_of(v, classes) for v in y[idx]]
                         try:
                             fb = await client.post(f"{url}/feedback",
-                                                   json={"request_id": body["request_id"], "labels": labels})
+                                                   json={"request_id": body["request_id"], "labels": labels},
+                                                   headers=feedback_headers)
                             summary.feedback_sent += 1
                             if fb.status_code != 200:
                                 summary.feedback_errors += 1

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
+from serving.tokens import check_token, read_token_file
 
 
 def _home() -> Path:
@@ -54,6 +55,23 @@ class GatewaySettings(BaseSettings):
     sticky_header: str = Field(default="X-Request-Key", description="header whose value pins a caller to a variant")
     challenger_timeout_s: float = Field(default=0.25, gt=0, description="slower challenger answers fall back")
     admin_token: str | None = Field(default=None, description="bearer token of the admin API (None: admin off)")
+    admin_token_file: str | None = Field(default=None, description="file holding the admin token (instead of "
+                                         "admin_token)")
+    feedback_token: str | None = Field(default=None, description="bearer token that /feedback requires (None: "
+                                       "feedback off); must differ from the admin token")
+    feedback_token_file: str | None = Field(default=None, description="file holding the feedback token")
+    max_abs_input: float = Field(default=1e9, gt=0, description="largest accepted |feature value|; larger values "
+                                 "are answered 422 (the float32 range bounds it in any case)")
+    max_feedback_items: int = Field(default=1024, ge=1, description="most items in one /feedback request")
+    log_mode: Literal["batched", "sync"] = Field(
+        default="batched", description="batched: rows are committed in the background every log_interval_s (a "
+        "hard kill loses at most the last interval); sync: every served row is committed before the answer")
+    log_interval_s: float = Field(default=0.05, gt=0, le=5, description="batched mode: longest wait before a commit")
+    log_inputs: Literal["raw", "hash"] = Field(
+        default="raw", description="raw: log the feature values (drift detection needs them); hash: a SHA-256 "
+        "of each row instead (rows of a model fault are kept raw for diagnosis)")
+    input_retention_days: float | None = Field(
+        default=None, gt=0, description="logged inputs older than this many days are erased (None: kept)")
     prediction_log_url: str = Field(default_factory=_default_log_url, description="SQLAlchemy URL of the log")
     max_batch: int = Field(default=1024, ge=1, description="most rows in one /predict request")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="largest accepted request body")
@@ -119,10 +137,28 @@ class GatewaySettings(BaseSettings):
                              "aliases such as candidate-1, candidate-2")
         return self
 
+    @model_validator(mode="after")
+    def _tokens(self) -> GatewaySettings:
+        # Tokens from files, then checked: a short or placeholder token refuses the start, never a silent weak one.
+        for name in ("admin_token", "feedback_token"):
+            path = getattr(self, f"{name}_file")
+            if path:
+                from_file = read_token_file(path, f"{name}_file")
+                given = getattr(self, name)
+                if given is not None and given != from_file:
+                    raise ValueError(f"both {name} and {name}_file are set and differ; give only one of them")
+                object.__setattr__(self, name, from_file)
+            if getattr(self, name) is not None:
+                check_token(getattr(self, name), name)
+        if self.admin_token is not None and self.admin_token == self.feedback_token:
+            raise ValueError("admin_token and feedback_token are the same; the feedback token must be a different "
+                             "secret (label senders must not get admin rights)")
+        return self
+
     def to_env(self) -> dict[str, str]:
         """These settings as ``NASOPS_GATEWAY_*`` variables (how a launcher hands them to worker processes)."""
         env = {}
-        for name, value in self.model_dump().items():
+        for name, value in self.model_dump(exclude={"admin_token_file", "feedback_token_file"}).items():
             if isinstance(value, list):
                 env[f"NASOPS_GATEWAY_{name.upper()}"] = json.dumps(value)
             elif value is not None:

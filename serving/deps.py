@@ -47,3 +47,7 @@ def _check_bearer(request: Request, expected: str | None, what: str) -> None:
 
 def require_admin(request: Request, settings: SettingsDep) -> None:
     _check_bearer(request, settings.admin_token, "admin")
+
+
+def require_feedback(request: Request, settings: SettingsDep) -> None:
+    _check_bearer(request, settings.feedback_token, "feedback")

@@ -101,20 +101,29 @@ async def on_rejected(request: Request, exc: RequestRejected) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from serving.gateway import ChampionFailed, NotReady
+    from serving.gateway import ChampionFailed, LogUnavailable, NotReady
 
     settings = app.state.settings
 
     async def on_not_ready(request: Request, exc: NotReady) -> JSONResponse:
-        return error_response(503, f"no champion model is loaded: {exc}", "register a model version and set its "
-                              f"alias {settings.champion_alias!r}; the gateway picks it up on the next poll or "
-                              "POST /admin/reload")
+        log.warning("answered 503, no champion: %s", exc)
+        return error_response(503, "no champion model is loaded", "register a model version and set its alias "
+                              f"{settings.champion_alias!r}; the gateway picks it up on the next poll or POST "
+                              "/admin/reload (the gateway log says why loading failed)")
 
     async def on_champion_failed(request: Request, exc: ChampionFailed) -> JSONResponse:
-        return error_response(500, str(exc), "a server-side failure; the champion model could not answer")
+        log.error("answered 500: %s", exc)
+        return error_response(500, "the champion model failed on this request", "a model fault, not a problem "
+                              "with the request: it is counted in nasops_model_faults_total and logged with its "
+                              "input for diagnosis")
+
+    async def on_log_unavailable(request: Request, exc: LogUnavailable) -> JSONResponse:
+        return error_response(503, "the prediction log cannot be written, so no answer is given (sync log mode)",
+                              "retry later; the gateway log says why the database refused the write")
 
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestRejected, on_rejected)
     app.add_exception_handler(NotReady, on_not_ready)
     app.add_exception_handler(ChampionFailed, on_champion_failed)
+    app.add_exception_handler(LogUnavailable, on_log_unavailable)

@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
 import os
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,13 +24,25 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from monitoring.metrics import GatewayMetrics
-from monitoring.prediction_log import PredictionLogWriter, apply_feedback, create_log_engine, prediction_rows
+from monitoring.prediction_log import (
+    FeedbackResult,
+    LabelItem,
+    PredictionLogWriter,
+    apply_feedback_batch,
+    create_log_engine,
+    erase_old_inputs,
+    find_request_rows,
+    prediction_rows,
+)
 from serving.config import GatewaySettings
 from serving.control import ControlFile, ControlState
 from serving.models import InvalidModelOutput, LoadedModel, load_version, resolve_alias
+from serving.request_ids import new_request_id
 from serving.routing import CHALLENGER, CHAMPION, choose_variant
 
 log = logging.getLogger("nasops.gateway")
+
+RETENTION_PERIOD_S = 3600.0
 
 
 class NotReady(RuntimeError):
@@ -40,7 +50,11 @@ class NotReady(RuntimeError):
 
 
 class ChampionFailed(RuntimeError):
-    """The champion itself failed: nothing to fall back to (500, counted)."""
+    """The champion failed on a valid request and no challenger could answer for it (500, a model fault)."""
+
+
+class LogUnavailable(RuntimeError):
+    """Synchronous log mode: the answer could not be made durable, so it is not given (503)."""
 
 
 @dataclass
@@ -86,13 +100,11 @@ class Gateway:
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._retention: threading.Thread | None = None
         self._shadow_tasks: set[asyncio.Task] = set()
         self._shadow_by_request: dict[str, list[asyncio.Task]] = {}
-        # Request ids: a random per-process prefix and a counter (uuid4 reads the OS entropy pool every call).
-        self._id_prefix = uuid.uuid4().hex[:12]
-        self._id_counter = itertools.count(1)
-        self.log_engine = create_log_engine(settings.prediction_log_url)
-        self.log_writer = PredictionLogWriter(self.log_engine)
+        self.log_engine = create_log_engine(settings.prediction_log_url, durable=settings.log_mode == "sync")
+        self.log_writer = PredictionLogWriter(self.log_engine, interval_s=settings.log_interval_s)
         self.metrics.challenger_weight.set(self.effective_weight())
 
     # -- life cycle ---------------------------------------------------------------------------------------
@@ -103,11 +115,29 @@ class Gateway:
         if self.settings.poll_interval_s > 0:
             self._poller = threading.Thread(target=self._poll_loop, name="alias-poller", daemon=True)
             self._poller.start()
+        if self.settings.input_retention_days is not None:
+            self._retention = threading.Thread(target=self._retention_loop, name="input-retention", daemon=True)
+            self._retention.start()
+
+    def erase_expired_inputs(self) -> int:
+        """Erase logged inputs older than ``input_retention_days`` (run at start and then hourly)."""
+        cutoff = time.time() - self.settings.input_retention_days * 86400.0
+        return erase_old_inputs(self.log_engine, cutoff)
+
+    def _retention_loop(self) -> None:
+        while True:
+            try:
+                self.erase_expired_inputs()
+            except Exception:  # a busy or unreachable log: try again at the next round
+                log.exception("erasing expired inputs failed")
+            if self._stop.wait(RETENTION_PERIOD_S):
+                return
 
     def stop(self) -> None:
         self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
+        for thread in (self._poller, self._retention):
+            if thread is not None:
+                thread.join(timeout=5)
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
         self.log_writer.close()
@@ -274,9 +304,6 @@ class Gateway:
             "prediction_log_errors": self.log_writer.errors,
         }
 
-    def _new_request_id(self) -> str:
-        return f"{self._id_prefix}-{next(self._id_counter):x}"
-
     # -- prediction --------------------------------------------------------------------------------------
     async def _call(self, model: LoadedModel, x: np.ndarray, timeout: float | None) -> np.ndarray:
         if timeout is None and len(x) <= self.settings.champion_inline_max_rows:
@@ -289,64 +316,89 @@ class Gateway:
         return await asyncio.wait_for(future, timeout)
 
     def _record(self, model: LoadedModel, variant: str, status: str, request_id: str, x: np.ndarray,
-                probs: np.ndarray | None, labels: list | None, seconds: float, shadow: bool = False) -> None:
+                probs: np.ndarray | None, labels: list | None, seconds: float, shadow: bool = False) -> dict:
+        """Count one model call and return the prediction log entry for it (written by :meth:`_persist`)."""
         m = self.metrics
         m.requests.labels(self.settings.model_name, variant, model.version, status).inc()
         m.duration.labels(variant).observe(seconds)
         if labels is not None:
             for label, count in collections.Counter(labels).items():
                 m.predictions.labels(variant, str(label)).inc(count)
-        row_status = "fallback" if status == "fallback" else status
-        self.log_writer.append_later(
-            prediction_rows, request_id=request_id, variant=variant, model_version=model.version, inputs=x,
-            predictions_=labels, probabilities=probs, latency_ms=seconds * 1000.0, status=row_status, shadow=shadow,
-            ts=time.time(),
-        )
+        # A failed call keeps its raw input whatever log_inputs says: it is what a model fault is diagnosed from.
+        inputs_mode = "raw" if probs is None else self.settings.log_inputs
+        return dict(request_id=request_id, variant=variant, model_version=model.version, inputs=x,
+                    predictions_=labels, probabilities=probs, latency_ms=seconds * 1000.0, status=status,
+                    shadow=shadow, ts=time.time(), inputs_mode=inputs_mode)
+
+    async def _persist(self, entries: list[dict]) -> None:
+        """Log entries: queued (batched mode) or committed before the caller is answered (sync mode)."""
+        if self.settings.log_mode == "batched":
+            for entry in entries:
+                self.log_writer.append_later(prediction_rows, **entry)
+            return
+        rows = [row for entry in entries for row in prediction_rows(**entry)]
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.log_writer.write, rows)
+        except Exception as exc:
+            log.exception("synchronous prediction log write failed")
+            raise LogUnavailable("the prediction log cannot be written") from exc
+
+    async def _attempt(self, model: LoadedModel, variant: str, status: str, x: np.ndarray, request_id: str,
+                       timeout: float | None, entries: list[dict]) -> tuple[Answer | None, str | None]:
+        """One model call: ``(answer, None)``, or ``(None, reason)`` with the fault counted and logged."""
+        t0 = time.perf_counter()
+        try:
+            probs = await self._call(model, x, timeout)
+            labels = model.labels(probs)
+        except Exception as exc:
+            reason = ("timeout" if isinstance(exc, TimeoutError) else
+                      "invalid_output" if isinstance(exc, InvalidModelOutput) else "error")
+            if reason == "error":
+                log.warning("%s version %s failed on a valid request: %s: %s", variant, model.version,
+                            type(exc).__name__, exc)
+            self.metrics.model_faults.labels(variant, reason).inc()
+            row_status = "timeout" if reason == "timeout" else "error"
+            entries.append(self._record(model, variant, row_status, request_id, x, None, None,
+                                        time.perf_counter() - t0))
+            return None, reason
+        entries.append(self._record(model, variant, status, request_id, x, probs, labels, time.perf_counter() - t0))
+        return Answer(request_id, variant, model.version, labels, probs), None
 
     async def predict(self, x: np.ndarray, request_id: str | None, key: str | None) -> Answer:
-        """Answer one batch as a unit (one variant for all its rows)."""
+        """Answer one batch as a unit (one variant for all its rows); a failing variant is answered by the other.
+
+        ``request_id`` is the id to log under (None: a random one is generated)."""
         state = self.routing()
         champion, challenger = self.models[CHAMPION], self.models[CHALLENGER]
         if champion is None:
             raise NotReady(self.ready()[1])
-        request_id = request_id or self._new_request_id()
+        request_id = request_id or new_request_id()
         weight = state.weight if (challenger is not None and state.mode == "split") else 0.0
         variant = choose_variant(weight, key)
-        champion_status = "ok"
+        entries: list[dict] = []
+        answer, champion_status = None, "ok"
         if variant == CHALLENGER:
-            t0 = time.perf_counter()
-            failure = None
-            try:
-                probs = await self._call(challenger, x, self.settings.challenger_timeout_s)
-                labels = challenger.labels(probs)
-            except TimeoutError:
-                failure = "timeout"
-            except InvalidModelOutput:
-                failure = "invalid_output"
-            except Exception:
-                failure = "error"
-            seconds = time.perf_counter() - t0
-            if failure is None:
-                self._record(challenger, CHALLENGER, "ok", request_id, x, probs, labels, seconds)
-                return Answer(request_id, CHALLENGER, challenger.version, labels, probs)
-            status = "timeout" if failure == "timeout" else "error"
-            self._record(challenger, CHALLENGER, status, request_id, x, None, None, seconds)
-            self.metrics.fallback.labels(failure).inc()
-            champion_status = "fallback"
-        t0 = time.perf_counter()
-        try:
-            probs = await self._call(champion, x, None)
-            labels = champion.labels(probs)
-        except Exception as exc:
-            self._record(champion, CHAMPION, "error", request_id, x, None, None, time.perf_counter() - t0)
-            raise ChampionFailed(f"champion version {champion.version} failed: {type(exc).__name__}: {exc}") from exc
-        self._record(champion, CHAMPION, champion_status, request_id, x, probs, labels, time.perf_counter() - t0)
+            answer, failure = await self._attempt(challenger, CHALLENGER, "ok", x, request_id,
+                                                  self.settings.challenger_timeout_s, entries)
+            if answer is None:
+                self.metrics.fallback.labels(failure).inc()
+                champion_status = "fallback"
+        if answer is None:
+            answer, failure = await self._attempt(champion, CHAMPION, champion_status, x, request_id, None, entries)
+        if answer is None and challenger is not None and variant != CHALLENGER:
+            # A champion fault on a valid request (e.g. non-finite logits): the challenger answers for it.
+            answer, _ = await self._attempt(challenger, CHALLENGER, "fallback", x, request_id,
+                                            self.settings.challenger_timeout_s, entries)
+        await self._persist(entries)
+        if answer is None:
+            raise ChampionFailed(f"champion version {champion.version} failed ({failure}) and no challenger could "
+                                 "answer for it")
         if state.mode == "shadow" and challenger is not None:
             self._mirror(challenger, CHALLENGER, x, request_id)
         for alias, model in list(self.shadow_models.items()):
             if model is not None:
                 self._mirror(model, alias, x, request_id)
-        return Answer(request_id, CHAMPION, champion.version, labels, probs)
+        return answer
 
     def _mirror(self, model: LoadedModel, variant: str, x: np.ndarray, request_id: str) -> None:
         """Start one shadow call in the background (dropped, and counted, beyond ``shadow_max_in_flight``)."""
@@ -398,30 +450,35 @@ class Gateway:
         row_status = status if status in ("ok", "timeout") else "error"
         try:
             seconds = compute_s if compute_s is not None else time.perf_counter() - t0
-            self._record(model, variant, row_status, request_id, x, probs, labels, seconds, shadow=True)
+            entry = self._record(model, variant, row_status, request_id, x, probs, labels, seconds, shadow=True)
+            self.log_writer.append_later(prediction_rows, **entry)
         except Exception:  # a shadow must never surface an error anywhere (it runs after the answer is sent)
             log.exception("recording the shadow call of %s failed", variant)
 
     # -- feedback ----------------------------------------------------------------------------------------
-    def feedback(self, request_id: str, labels: list) -> int:
-        """Join labels to the logged rows of ``request_id`` (waiting briefly for rows still being written).
+    def feedback(self, items: list[LabelItem]) -> FeedbackResult:
+        """Join labels to the logged rows of every item, all or nothing, and count them once.
 
-        Raises KeyError (unknown id) or ValueError (label count). Returns how many rows were labelled.
+        Bounded work: one flush of this worker's log, one batched lookup, and (several workers only) one shared
+        wait of at most ``feedback_wait_s`` for rows another worker has not committed yet, however many ids are
+        unknown. Raises KeyError (unknown ids), ValueError (label count) or LabelConflict (already labelled).
         """
         self.log_writer.flush(timeout=self.settings.feedback_wait_s)
-        deadline = time.monotonic() + self.settings.feedback_wait_s
-        while True:
-            try:
-                result = apply_feedback(self.log_engine, request_id, labels)
-                break
-            except KeyError:
-                # Another worker may have answered this request and not flushed its log yet.
-                if time.monotonic() >= deadline:
-                    raise
+        ids = [item.request_id for item in items]
+        rows = find_request_rows(self.log_engine, ids)
+        if self.settings.control_file is not None:  # other workers may hold rows still queued in their writer
+            deadline = time.monotonic() + self.settings.feedback_wait_s
+            missing = [i for i in ids if i not in rows]
+            while missing and time.monotonic() < deadline:
                 time.sleep(0.05)
+                rows.update(find_request_rows(self.log_engine, missing))
+                missing = [i for i in missing if i not in rows]
+        result = apply_feedback_batch(self.log_engine, items, rows_by_id=rows)
         for (variant, correct), count in result.counts.items():
             self.metrics.feedback.labels(variant, "true" if correct else "false").inc(count)
-        return result.rows
+        for (variant, correct), count in result.retracted.items():
+            self.metrics.feedback_retracted.labels(variant, "true" if correct else "false").inc(count)
+        return result
 
 
 def _timed_predict(model: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, float]:

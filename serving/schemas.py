@@ -11,7 +11,9 @@ from monitoring.vocabulary import Variant
 Number = StrictFloat | StrictInt
 Row = list[Number]
 Label = StrictInt | StrictStr | StrictFloat
-RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+# A client-chosen id (namespaced by the gateway: see serving.request_ids), and the id /feedback takes (as answered).
+RequestId = Annotated[str, Field(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+AnsweredRequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
 
 
 class DataFrameSplit(BaseModel):
@@ -33,7 +35,9 @@ class PredictRequest(BaseModel):
     inputs: list[Row] | None = Field(default=None, description="rows (n, F) of finite numbers")
     instances: list[Row] | None = Field(default=None, description="same as `inputs` (MLflow/TF-serving spelling)")
     dataframe_split: DataFrameSplit | None = None
-    request_id: RequestId | None = Field(default=None, description="your id for /feedback (one is generated if absent)")
+    request_id: RequestId | None = Field(
+        default=None, description="your id for this request; it is answered as '<id>@<namespace of your "
+        "X-Request-Key>' (send that to /feedback). A random 128-bit id is generated if absent")
 
     @model_validator(mode="after")
     def _exactly_one_form(self) -> PredictRequest:
@@ -47,7 +51,7 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    request_id: str
+    request_id: str = Field(description="the id to send to /feedback with the true labels")
     variant: Variant = Field(description="which model answered")
     model_version: str = Field(description="registered model version that answered")
     predictions: list[Label] = Field(description="predicted class label per row (from the nasops.classes tag)")
@@ -58,9 +62,11 @@ class FeedbackItem(BaseModel):
     """True labels for a logged request: `labels` (one per row) or `label` (a one-row request)."""
 
     model_config = ConfigDict(extra="forbid")
-    request_id: RequestId
-    labels: list[Label] | None = None
-    label: Label | None = None
+    request_id: AnsweredRequestId = Field(description="the request_id answered by /predict")
+    labels: list[Label] | None = Field(default=None, min_length=1, description="one of the model's classes per row")
+    label: Label | None = Field(default=None, description="the class of a one-row request")
+    overwrite: bool = Field(default=False, description="replace labels sent before (otherwise a second label "
+                            "for a request is refused with 409)")
 
     @model_validator(mode="after")
     def _one_of(self) -> FeedbackItem:

@@ -11,6 +11,8 @@ import numpy as np
 
 from serving.schemas import PredictRequest
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 _TYPE_ERRORS = {"float_type", "int_type", "string_type", "list_type", "bool_type", "float_parsing", "union_tag_invalid",
                 "is_instance_of"}
 
@@ -52,30 +54,18 @@ def describe_validation_error(exc, limit: int = 3) -> tuple[str, str]:
 
 
 def to_matrix(req: PredictRequest, n_features: int, max_batch: int,
-              feature_names: list[str] | None = None) -> np.ndarray:
-    """The request's rows as a contiguous float32 ``(n, F)`` array, or :class:`RequestRejected`."""
+              feature_names: list[str] | None = None, max_abs: float = float(FLOAT32_MAX)) -> np.ndarray:
+    """The request's rows as a contiguous float32 ``(n, F)`` array, or :class:`RequestRejected`.
+
+    Every value must be finite, within float32 (the signature's dtype) and within ``max_abs``; a failure names the
+    row and the column."""
     expected = expected_contract(n_features, max_batch)
     if req.dataframe_split is not None:
-        rows = req.dataframe_split.data
-        columns = req.dataframe_split.columns
-        if feature_names:
-            missing = [c for c in feature_names if c not in columns]
-            extra = [c for c in columns if c not in feature_names]
-            if missing or extra or len(columns) != len(feature_names):
-                raise RequestRejected(
-                    422, "shape",
-                    f"dataframe_split columns do not match the model's features (missing {missing[:5]}, "
-                    f"unexpected {extra[:5]})", f"exactly these {len(feature_names)} columns: {feature_names[:8]}...",
-                )
-            order = [columns.index(c) for c in feature_names]
-        elif len(columns) != n_features:
-            raise RequestRejected(422, "shape", f"dataframe_split has {len(columns)} columns",
-                                  f"{n_features} columns, one per feature")
-        else:
-            order = None
+        rows, order = req.dataframe_split.data, _column_order(req.dataframe_split.columns, n_features, feature_names)
+        names = req.dataframe_split.columns
     else:
         rows = req.inputs if req.inputs is not None else req.instances
-        order = None
+        order, names = None, feature_names
     if not rows:
         raise RequestRejected(422, "batch_size", "the batch has no rows", expected)
     if len(rows) > max_batch:
@@ -85,17 +75,70 @@ def to_matrix(req: PredictRequest, n_features: int, max_batch: int,
         if len(row) != n_features:
             raise RequestRejected(422, "shape", f"row {i} has {len(row)} features", f"{n_features} features per row "
                                   f"(the model signature is float32 (-1, {n_features}))")
-    x = np.asarray(rows, dtype=np.float64)
+    try:
+        x = np.asarray(rows, dtype=np.float64)
+    except OverflowError:  # an integer literal beyond float64: find it (rare, so a plain scan)
+        i, j = next((i, j) for i, row in enumerate(rows) for j, v in enumerate(row)
+                    if isinstance(v, int) and abs(v) > FLOAT32_MAX)
+        raise RequestRejected(422, "range", f"row {i} column {_name(names, j)} is an integer beyond the float32 "
+                              "range", _range_hint(max_abs)) from None
+    _check_values(x, names, max_abs)
     if order is not None:
         x = x[:, order]
-    if not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise RequestRejected(422, "non_finite", f"row {bad[0]} feature {bad[1]} is {x[bad[0], bad[1]]}",
+    return np.ascontiguousarray(x.astype(np.float32))
+
+
+def _column_order(columns: list[str], n_features: int, feature_names: list[str] | None) -> list[int] | None:
+    """Where each model feature sits among a ``dataframe_split``'s columns (None: already in model order)."""
+    if feature_names:
+        missing = [c for c in feature_names if c not in columns]
+        extra = [c for c in columns if c not in feature_names]
+        if missing or extra or len(columns) != len(feature_names):
+            raise RequestRejected(
+                422, "shape",
+                f"dataframe_split columns do not match the model's features (missing {missing[:5]}, "
+                f"unexpected {extra[:5]})", f"exactly these {len(feature_names)} columns: {feature_names[:8]}...",
+            )
+        return [columns.index(c) for c in feature_names]
+    if len(columns) != n_features:
+        raise RequestRejected(422, "shape", f"dataframe_split has {len(columns)} columns",
+                              f"{n_features} columns, one per feature")
+    return None
+
+
+def _name(names: list[str] | None, j: int) -> str:
+    return f"{j} ({names[j]!r})" if names and j < len(names) else str(j)
+
+
+def _range_hint(max_abs: float) -> str:
+    return f"finite numbers with |x| <= {max_abs:g} (float32 range, and the gateway's max_abs_input)"
+
+
+def _check_values(x: np.ndarray, names: list[str] | None, max_abs: float) -> None:
+    """422 for the first value that is not finite, not a float32, or over ``max_abs``."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        i, j = np.argwhere(~finite)[0]
+        raise RequestRejected(422, "non_finite", f"row {i} column {_name(names, j)} is {x[i, j]}",
                               "finite numbers only (no NaN or Infinity)")
-    with np.errstate(over="ignore"):
-        x32 = x.astype(np.float32)
-    if not np.isfinite(x32).all():
-        bad = np.argwhere(~np.isfinite(x32))[0]
-        raise RequestRejected(422, "non_finite", f"row {bad[0]} feature {bad[1]} overflows float32",
+    magnitude = np.abs(x)
+    if (magnitude > FLOAT32_MAX).any():
+        i, j = np.argwhere(magnitude > FLOAT32_MAX)[0]
+        raise RequestRejected(422, "non_finite", f"row {i} column {_name(names, j)} overflows float32",
                               "numbers within float32 range (|x| < 3.4e38)")
-    return np.ascontiguousarray(x32)
+    if (magnitude > max_abs).any():
+        i, j = np.argwhere(magnitude > max_abs)[0]
+        raise RequestRejected(422, "range", f"row {i} column {_name(names, j)} is {x[i, j]:g}, beyond the accepted "
+                              f"magnitude {max_abs:g}", _range_hint(max_abs))
+
+
+def canonical_label(label, classes: list, where: str):
+    """The model class ``label`` names (``3``, ``3.0`` and ``"3"`` all name class ``3``), or 422 naming ``where``."""
+    if isinstance(label, float) and not np.isfinite(label):
+        raise RequestRejected(422, "label", f"{where}: label {label} is not finite", "one of the model's classes")
+    for c in classes:
+        if label == c or str(label) == str(c):
+            return c
+    shown = ", ".join(map(repr, classes[:12])) + (", ..." if len(classes) > 12 else "")
+    raise RequestRejected(422, "label", f"{where}: label {label!r} is not one of the model's classes",
+                          f"one of the model's classes: {shown}")

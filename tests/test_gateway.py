@@ -16,13 +16,18 @@ from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 from monitoring.prediction_log import create_log_engine, read_predictions
 from serving.server import start_gateway
 
-TOKEN = "test-admin-token"
+pytestmark = pytest.mark.slow  # starts gateways and trains models
+
+TOKEN = "test-admin-token-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FEEDBACK_TOKEN = "test-feedback-token-0123456789-abcdefghij"
+FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
 def gateway(shared_registry):  # noqa: F811
-    with start_gateway(shared_registry.gateway_settings(challenger_weight=0.5, admin_token=TOKEN)) as handle:
+    with start_gateway(shared_registry.gateway_settings(challenger_weight=0.5, admin_token=TOKEN,
+                                                       feedback_token=FEEDBACK_TOKEN)) as handle:
         yield handle
 
 
@@ -67,7 +72,7 @@ def test_batch_is_routed_as_one_unit_and_instances_form_is_accepted(gateway, sha
     r = httpx.post(f"{gateway.url}/predict", json={"instances": x, "request_id": "batch-unit-1"})
     assert r.status_code == 200
     body = r.json()
-    assert body["request_id"] == "batch-unit-1" and len(body["predictions"]) == 16
+    assert body["request_id"] == "batch-unit-1@anon" and len(body["predictions"]) == 16
     assert len(body["probabilities"]) == 16 and len(body["probabilities"][0]) == 10
 
 
@@ -109,11 +114,12 @@ def test_feedback_joins_labels_to_the_log_and_counts_online_accuracy(gateway, sh
     before = httpx.get(f"{gateway.url}/metrics").text
     r = httpx.post(f"{gateway.url}/predict", json={"inputs": x.tolist(), "request_id": "fb-join-1"})
     body = r.json()
-    fb = httpx.post(f"{gateway.url}/feedback", json={"request_id": "fb-join-1", "labels": y.tolist()})
+    rid = body["request_id"]
+    fb = httpx.post(f"{gateway.url}/feedback", json={"request_id": rid, "labels": y.tolist()}, headers=FEEDBACK)
     assert fb.status_code == 200, fb.text
     assert fb.json() == {"accepted": 1, "rows": 10}
     frame = read_predictions(create_log_engine(shared_registry.prediction_log_url), variant=body["variant"])
-    rows = frame[frame.request_id == "fb-join-1"].sort_values("row")
+    rows = frame[frame.request_id == rid].sort_values("row")
     assert list(rows.label) == y.tolist()
     assert list(rows.prediction) == body["predictions"]
     assert list(rows.correct) == [p == t for p, t in zip(body["predictions"], y.tolist(), strict=True)]
@@ -125,12 +131,13 @@ def test_feedback_joins_labels_to_the_log_and_counts_online_accuracy(gateway, sh
         before, "nasops_feedback_total", variant=body["variant"], correct="true") == n_correct
     # bulk form, single-label form, and the mistakes
     r1 = httpx.post(f"{gateway.url}/predict", json={"inputs": [x[0].tolist()], "request_id": "fb-one"}).json()
-    assert r1["request_id"] == "fb-one"
-    bulk = httpx.post(f"{gateway.url}/feedback", json=[{"request_id": "fb-one", "label": int(y[0])}])
+    assert r1["request_id"] == "fb-one@anon"
+    bulk = httpx.post(f"{gateway.url}/feedback", json=[{"request_id": "fb-one@anon", "label": int(y[0])}],
+                      headers=FEEDBACK)
     assert bulk.status_code == 200 and bulk.json()["accepted"] == 1
-    unknown = httpx.post(f"{gateway.url}/feedback", json={"request_id": "never-sent", "label": 1})
+    unknown = httpx.post(f"{gateway.url}/feedback", json={"request_id": "never-sent", "label": 1}, headers=FEEDBACK)
     assert unknown.status_code == 404 and "never-sent" in unknown.json()["error"]
-    wrong_count = httpx.post(f"{gateway.url}/feedback", json={"request_id": "fb-join-1", "labels": [1, 2]})
+    wrong_count = httpx.post(f"{gateway.url}/feedback", json={"request_id": rid, "labels": [1, 2]}, headers=FEEDBACK)
     assert wrong_count.status_code == 422 and "10 row" in wrong_count.json()["error"]
 
 

@@ -10,7 +10,10 @@ import time
 
 import httpx
 from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
+import pytest
 from servers import free_port
+
+pytestmark = pytest.mark.slow  # starts gateways and trains models
 
 
 def start_serve(env: dict, attempts: int = 3) -> tuple[subprocess.Popen, str]:

@@ -19,6 +19,8 @@ from support_models import FlakyModel, GarbageModel, SlowModel, digits_data, lin
 from monitoring.prediction_log import create_log_engine, read_predictions
 from serving.server import start_gateway
 
+pytestmark = pytest.mark.slow  # starts gateways and trains models
+
 
 def metric(text: str, name: str, **labels) -> float:
     total = 0.0
@@ -87,7 +89,9 @@ def test_fallbacks_are_logged_for_the_judge(faulty_registry):
 
 
 def test_shadow_mode_mirrors_to_a_flaky_challenger_without_showing_it(faulty_registry):
-    settings = faulty_registry.gateway_settings(challenger_alias="flaky", mode="shadow", challenger_weight=0.5)
+    token = "faults-feedback-token-0123456789-abcdefghij"
+    settings = faulty_registry.gateway_settings(challenger_alias="flaky", mode="shadow", challenger_weight=0.5,
+                                                feedback_token=token)
     rows = [[r.tolist()] for r in faulty_registry.x_test[:20]]
     labels = [int(v) for v in faulty_registry.y_test[:20]]
     with start_gateway(settings) as gw:
@@ -97,7 +101,8 @@ def test_shadow_mode_mirrors_to_a_flaky_challenger_without_showing_it(faulty_reg
                 responses.append(client.post("/predict", json={"inputs": rows[i % 20]}))
                 # labels sent right after the answer still reach the mirrored prediction (feedback waits for it)
                 fb = client.post("/feedback", json={"request_id": responses[-1].json()["request_id"],
-                                                    "label": labels[i % 20]})
+                                                    "label": labels[i % 20]},
+                                 headers={"Authorization": f"Bearer {token}"})
                 assert fb.status_code == 200
         # mirrored calls finish after the responses: wait (bounded) for all 40 to be counted
         deadline = time.monotonic() + 10

@@ -7,11 +7,15 @@ import time
 
 import httpx
 from fixtures_registry import registry, shared_registry  # noqa: F401  (pytest fixtures)
+import pytest
+from servers import wait_until
 from support_models import SlowModel, digits_data, mlp_classifier, train_small
 
 from serving.server import start_gateway
 
-TOKEN = "reload-token"
+pytestmark = pytest.mark.slow  # starts gateways and trains models
+
+TOKEN = "reload-admin-token-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -41,7 +45,7 @@ def test_alias_move_is_picked_up_by_polling_under_load(shared_registry):  # noqa
         workers = [threading.Thread(target=load, args=(k,)) for k in range(3)]
         for w in workers:
             w.start()
-        time.sleep(0.5)
+        wait_until(lambda: all(per_caller), timeout=30, message="every caller getting answers from the old model")
         new = reg.register(new_model, alias=alias)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (not results or results[-1][1] != new):

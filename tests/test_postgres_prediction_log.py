@@ -18,14 +18,19 @@ from servers import free_port, start_postgres
 
 from monitoring.prediction_log import (
     PredictionLogWriter,
+    LabelConflict,
     apply_feedback,
     create_log_engine,
     prediction_rows,
     read_predictions,
 )
 
-TOKEN = "pg-admin-token"
+pytestmark = pytest.mark.slow  # starts gateways and trains models
+
+TOKEN = "pg-admin-token-0123456789-abcdefghijklm"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FEEDBACK_TOKEN = "pg-feedback-token-0123456789-abcdefghij"
+FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +125,10 @@ def test_feedback_joins_labels_by_request_id(postgres, log_url):
     assert result.rows == 8
     assert result.counts == {("challenger", True): 3, ("challenger", False): 1,
                              ("shadow-a", True): 2, ("shadow-a", False): 2}
-    again = apply_feedback(engine, "fb-4", [0, 1, 2, 9])
-    assert again.rows == 8 and again.counts == {}  # resent feedback must not count twice
+    with pytest.raises(LabelConflict, match="labelled already"):  # a second label never silently replaces the first
+        apply_feedback(engine, "fb-4", [0, 1, 2, 0])
+    again = apply_feedback(engine, "fb-4", [0, 1, 2, 9], overwrite=True)
+    assert again.rows == 8 and again.counts == again.retracted == result.counts  # counters can follow the log
     assert apply_feedback(engine, "fb-str", ["cat"]).counts == {("champion", True): 1}
     with pytest.raises(KeyError, match="never-logged"):
         apply_feedback(engine, "never-logged", [1])
@@ -178,7 +185,8 @@ def test_workers_can_race_to_create_the_table_and_plain_urls_work(postgres, log_
 def test_gateway_logs_predictions_and_feedback_to_postgres(postgres, log_url, registry):  # noqa: F811
     from serving.server import start_gateway
 
-    settings = registry.gateway_settings(prediction_log_url=log_url, challenger_weight=0.5, admin_token=TOKEN)
+    settings = registry.gateway_settings(prediction_log_url=log_url, challenger_weight=0.5, admin_token=TOKEN,
+                                         feedback_token=FEEDBACK_TOKEN)
     x, y = registry.x_test[:12], registry.y_test[:12]
     answers = {}
     with start_gateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as client:
@@ -187,6 +195,7 @@ def test_gateway_logs_predictions_and_feedback_to_postgres(postgres, log_url, re
                             headers={"X-Request-Key": f"user-{i}"})
             assert r.status_code == 200, r.text
             answers[f"pg-{i}"] = r.json()
+            assert r.json()["request_id"] != f"pg-{i}@anon"  # namespaced by the caller's key
         r = client.post("/predict", json={"inputs": x[8:12].tolist(), "request_id": "pg-batch"})
         assert r.status_code == 200, r.text
         answers["pg-batch"] = r.json()
@@ -198,7 +207,8 @@ def test_gateway_logs_predictions_and_feedback_to_postgres(postgres, log_url, re
         labels = {rid: [int(v) for v in y[i:i + 1]] for i, rid in enumerate(f"pg-{i}" for i in range(8))}
         labels["pg-batch"] = [int(v) for v in y[8:12]]
         labels["pg-shadowed"] = [int(y[0])]
-        feedback = client.post("/feedback", json=[{"request_id": rid, "labels": lab} for rid, lab in labels.items()])
+        feedback = client.post("/feedback", headers=FEEDBACK, json=[
+            {"request_id": answers[rid]["request_id"], "labels": lab} for rid, lab in labels.items()])
         assert feedback.status_code == 200, feedback.text
         assert feedback.json() == {"accepted": 10, "rows": 8 + 4 + 2}  # the shadow copy is labelled too
         state = client.get("/admin/state", headers=AUTH).json()
@@ -210,9 +220,9 @@ def test_gateway_logs_predictions_and_feedback_to_postgres(postgres, log_url, re
     frame = read_predictions(engine)
     engine.dispose()
     served = frame[~frame.shadow]
-    assert sorted(served.request_id.unique()) == sorted(answers)
+    assert sorted(served.request_id.unique()) == sorted(a["request_id"] for a in answers.values())
     for rid, answer in answers.items():
-        rows = served[served.request_id == rid].sort_values("row")
+        rows = served[served.request_id == answer["request_id"]].sort_values("row")
         assert rows.variant.unique().tolist() == [answer["variant"]]
         assert rows.model_version.unique().tolist() == [answer["model_version"]]
         assert rows.prediction.tolist() == answer["predictions"]
@@ -221,7 +231,7 @@ def test_gateway_logs_predictions_and_feedback_to_postgres(postgres, log_url, re
         assert all(len(v) == 64 for v in rows.inputs) and (rows.latency_ms > 0).all()
         np.testing.assert_allclose(rows.probabilities.tolist(), answer["probabilities"], atol=1e-5)
     mirrored = frame[frame.shadow]
-    assert mirrored.request_id.tolist() == ["pg-shadowed"]
+    assert mirrored.request_id.tolist() == ["pg-shadowed@anon"]
     assert mirrored.variant.tolist() == ["challenger"] and mirrored.label.tolist() == [int(y[0])]
     assert mirrored.model_version.tolist() == [registry.challenger_version]
     assert (frame.ts > time.time() - 600).all() and frame.correct.notna().all()

@@ -15,6 +15,10 @@ from pipelines.errors import UserError
 from pipelines.replay import DriftSpecError, apply_drift, parse_drift, replay
 from serving.server import start_gateway
 
+pytestmark = pytest.mark.slow  # starts gateways and trains models
+
+FEEDBACK_TOKEN = "replay-feedback-token-0123456789-abcdefghij"
+
 
 def test_parse_drift_accepts_combinations_in_order():
     assert parse_drift("noise=0.3, shift=0.5,scale=1.5") == [("noise", 0.3), ("shift", 0.5), ("scale", 1.5)]
@@ -44,9 +48,9 @@ def test_apply_drift_moves_the_distribution_by_the_spec():
 def test_replay_drives_traffic_and_feeds_labels_back(shared_registry):  # noqa: F811
     x, y = shared_registry.x_test[:120], shared_registry.y_test[:120]
     calls = []
-    settings = shared_registry.gateway_settings(challenger_weight=0.5)
+    settings = shared_registry.gateway_settings(challenger_weight=0.5, feedback_token=FEEDBACK_TOKEN)
     with start_gateway(settings) as gw:
-        summary = replay(gw.url, x, y, rate=200, batch_size=2, feedback=True, seed=3,
+        summary = replay(gw.url, x, y, rate=200, batch_size=2, feedback=True, seed=3, feedback_token=FEEDBACK_TOKEN,
                          request_key_fn=lambda i: f"user-{i % 7}", progress=lambda d, t: calls.append((d, t)))
     assert summary.sent == 60 and summary.ok == 60 and summary.errors == {}
     assert summary.rows == 120 and summary.feedback_sent == 60 and summary.feedback_errors == 0
@@ -87,14 +91,20 @@ def test_replay_cli_prints_a_summary_and_fails_cleanly(shared_registry, tmp_path
     data = TaskData(x[:40], y[:40], x[40:60], y[40:60], (64,), 10, x_prod=x[60:90], y_prod=y[60:90],
                     meta={"classes": list(range(10))})
     path = data.save(tmp_path / "task.npz")
-    with start_gateway(shared_registry.gateway_settings()) as gw:
+    token_file = tmp_path / "feedback.token"
+    token_file.write_text(FEEDBACK_TOKEN + "\n")
+    with start_gateway(shared_registry.gateway_settings(feedback_token=FEEDBACK_TOKEN)) as gw:
         out = subprocess.run(
             [sys.executable, "-m", "pipelines.cli.app", "replay", "--url", gw.url, "--data", str(path),
-             "--rate", "100", "--json"], capture_output=True, text=True, timeout=120,
+             "--rate", "100", "--json", "--feedback-token-file", str(token_file)], capture_output=True, text=True,
+            timeout=120,
         )
+        unauthenticated = replay(gw.url, x[:4], y[:4], rate=100, feedback=True)  # labels need the token
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["sent"] == 30 and summary["ok"] == 30 and summary["feedback_sent"] == 30
+    assert summary["feedback_errors"] == 0
+    assert unauthenticated.ok == 4 and unauthenticated.feedback_errors == 4
     bad = subprocess.run(
         [sys.executable, "-m", "pipelines.cli.app", "replay", "--url", "http://127.0.0.1:9", "--data",
          str(path), "--drift", "noise=lots"], capture_output=True, text=True, timeout=120,

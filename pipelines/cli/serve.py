@@ -40,8 +40,13 @@ def serve(
     mode: str = typer.Option(None, help="split or shadow (default split)"),
     poll_interval: float = typer.Option(None, help="seconds between alias polls (0: off; default 10)"),
     challenger_timeout: float = typer.Option(None, help="seconds before a challenger answer falls back"),
-    admin_token: str = typer.Option(None, envvar="NASOPS_GATEWAY_ADMIN_TOKEN",
-                                    help="bearer token enabling the admin API (default: admin off)"),
+    admin_token_file: Path = typer.Option(
+        None, envvar="NASOPS_GATEWAY_ADMIN_TOKEN_FILE", help="file holding the admin API's bearer token, at least 32 "
+        "random bytes (or set NASOPS_GATEWAY_ADMIN_TOKEN; default: admin off)"),
+    feedback_token_file: Path = typer.Option(
+        None, envvar="NASOPS_GATEWAY_FEEDBACK_TOKEN_FILE", help="file holding the bearer token /feedback requires, "
+        "at least 32 random bytes, not the admin token (or set NASOPS_GATEWAY_FEEDBACK_TOKEN; default: labels off)"),
+    log_mode: str = typer.Option(None, help="prediction log: batched (default) or sync (durable before answering)"),
 ) -> None:
     """Serve champion and challenger from the registry (the canary gateway) until interrupted."""
     from serving.models import resolve_alias
@@ -51,7 +56,9 @@ def serve(
         raise UserError(f"--mode must be 'split' or 'shadow', got {mode!r}")
     settings = Settings()
     gw = gateway_settings(settings, challenger_weight=weight, mode=mode, poll_interval_s=poll_interval,
-                          challenger_timeout_s=challenger_timeout, admin_token=admin_token)
+                          challenger_timeout_s=challenger_timeout, log_mode=log_mode,
+                          admin_token_file=str(admin_token_file) if admin_token_file else None,
+                          feedback_token_file=str(feedback_token_file) if feedback_token_file else None)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=gw.tracking_uri, registry_uri=gw.tracking_uri)
@@ -69,7 +76,8 @@ def serve(
         console.print(f"[yellow]warning:[/] model {gw.model_name!r} has no alias {gw.champion_alias!r} yet: the "
                       "gateway starts unready and picks it up when it appears (run `nasops refresh` first)")
     console.print(f"gateway on http://{host}:{port}  (champion v{champion}, mode {gw.mode}, weight "
-                  f"{gw.challenger_weight}, admin {'on' if gw.admin_token else 'off'}, workers {workers})")
+                  f"{gw.challenger_weight}, admin {'on' if gw.admin_token else 'off'}, feedback "
+                  f"{'on' if gw.feedback_token else 'off'}, log {gw.log_mode}, workers {workers})")
     serve_forever(gw, host=host, port=port, workers=workers, state_dir=settings.state_dir / "gateway")
 
 
@@ -124,6 +132,9 @@ def replay_command(
     sticky_keys: int = typer.Option(0, min=0, help="simulate N users with sticky X-Request-Key headers (0: none)"),
     seed: int = typer.Option(0, help="row order and drift noise seed"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
+    feedback_token_file: Path = typer.Option(
+        None, envvar="NASOPS_GATEWAY_FEEDBACK_TOKEN_FILE", help="file holding the gateway's feedback token (or set "
+        "NASOPS_GATEWAY_FEEDBACK_TOKEN)"),
 ) -> None:
     """Drive production-like traffic at a running gateway and summarise what came back."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -131,6 +142,7 @@ def replay_command(
     from pipelines.replay import replay
 
     x, y, classes = _load_rows(data, split, target)
+    feedback_token = _feedback_token(feedback_token_file) if feedback else None
     key_fn = (lambda i: f"user-{i % sticky_keys}") if sticky_keys else None
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=as_json) as bar:
@@ -142,7 +154,7 @@ def replay_command(
         try:
             summary = replay(url, x, y, rate=rate, duration=duration, batch_size=batch_size, drift=drift,
                              feedback=feedback, seed=seed, classes=classes, request_key_fn=key_fn,
-                             progress=progress)
+                             progress=progress, feedback_token=feedback_token)
         except OSError as exc:
             raise UserError(f"cannot reach the gateway at {url}: {exc}") from exc
     if as_json:
@@ -163,6 +175,22 @@ def replay_command(
     Console().print(table)
     if summary.ok == 0:
         raise UserError(f"no request succeeded (errors: {summary.errors}); is the gateway at {url} running?")
+
+
+def _feedback_token(path: Path | None) -> str | None:
+    """The feedback token from ``path`` or NASOPS_GATEWAY_FEEDBACK_TOKEN (never a command-line value)."""
+    import os
+
+    if path is None:
+        return os.environ.get("NASOPS_GATEWAY_FEEDBACK_TOKEN") or None
+    try:
+        token = path.expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        message = f"--feedback-token-file {path}: cannot be read ({exc}); give a file holding the token"
+        raise UserError(message) from None
+    if not token:
+        raise UserError(f"--feedback-token-file {path} is empty; write the gateway's feedback token into it")
+    return token
 
 
 def register(app: typer.Typer) -> None:

@@ -1,34 +1,60 @@
-"""``POST /feedback``: join true labels to logged predictions by request id."""
+"""``POST /feedback``: join true labels to logged predictions by request id (feedback token required).
+
+All or nothing: every item is checked (labels against the model's classes, ids known, label counts, no label
+there already unless ``overwrite``) before one transaction writes them, so a refused call changed nothing.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from serving.deps import GatewayDep
-from serving.errors import documented, error_response
+from monitoring.prediction_log import LabelConflict, LabelItem
+from serving.deps import GatewayDep, SettingsDep, require_feedback
+from serving.errors import count_invalid, documented, error_response
 from serving.schemas import FeedbackItem, FeedbackResponse
+from serving.validation import RequestRejected, canonical_label
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], dependencies=[Depends(require_feedback)])
+
+RESPONSES = documented(
+    401, 403, 404, 409, 413, 422, 503,
+    d404="unknown request_id, or the feedback API is off (no feedback token configured)",
+    d409="a label exists already (send overwrite), or the id names more than one request",
+    d413="more items than max_feedback_items", d422="wrong label count, or a label that is not a model class",
+)
 
 
-@router.post("/feedback", response_model=FeedbackResponse,
-             responses=documented(404, 422, d404="unknown request_id", d422="label count does not match the batch"))
-async def feedback(body: FeedbackItem | list[FeedbackItem], gateway: GatewayDep) -> Response:
+@router.post("/feedback", response_model=FeedbackResponse, responses=RESPONSES)
+async def feedback(body: FeedbackItem | list[FeedbackItem], request: Request, gateway: GatewayDep,
+                   settings: SettingsDep) -> Response:
     """Join true labels to logged predictions by request id (one object, or a list of them)."""
     items = body if isinstance(body, list) else [body]
+    if not items:
+        raise RequestRejected(422, "schema", "the feedback list is empty", "one or more feedback items")
+    if len(items) > settings.max_feedback_items:
+        raise RequestRejected(413, "batch_size", f"{len(items)} feedback items is over the limit",
+                              f"at most {settings.max_feedback_items} items per request")
+    classes = gateway.contract().classes
+    labelled = [
+        LabelItem(item.request_id, [canonical_label(v, classes, f"item {n} row {i}")
+                                    for i, v in enumerate(item.all_labels())], item.overwrite)
+        for n, item in enumerate(items)
+    ]
     await gateway.shadow_settled([item.request_id for item in items])
-    unknown, rows, accepted = [], 0, 0
-    for item in items:
-        try:
-            rows += await run_in_threadpool(gateway.feedback, item.request_id, item.all_labels())
-            accepted += 1
-        except KeyError:
-            unknown.append(item.request_id)
-        except ValueError as exc:
-            return error_response(422, str(exc), "one label per row of the original request, in row order")
-    if unknown:
+    try:
+        result = await run_in_threadpool(gateway.feedback, labelled)
+    except KeyError as exc:
+        unknown = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        count_invalid(request.app, "unknown_id")
         return error_response(404, f"unknown request_id(s): {', '.join(unknown[:10])}",
-                              f"request ids returned by /predict ({accepted} other item(s) were applied)")
-    return JSONResponse({"accepted": accepted, "rows": rows})
+                              "request ids as answered by /predict; nothing was applied")
+    except LabelConflict as exc:
+        count_invalid(request.app, "label_conflict")
+        return error_response(409, str(exc), "nothing was applied")
+    except ValueError as exc:
+        count_invalid(request.app, "label")
+        return error_response(422, str(exc), "one label per row of the original request, in row order; nothing "
+                              "was applied")
+    return JSONResponse({"accepted": result.items, "rows": result.rows})

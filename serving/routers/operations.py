@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from monitoring.metrics import CONTENT_TYPE, render_latest
+from monitoring.vocabulary import CHALLENGER, CHAMPION
 from serving.deps import GatewayDep, MetricsDep, SettingsDep
 from serving.errors import documented, error_response
 from serving.schemas import HealthResponse
@@ -28,7 +29,10 @@ async def healthz(settings: SettingsDep) -> dict:
 @router.get("/readyz", responses=documented(503))
 async def readyz(gateway: GatewayDep) -> Response:
     """200 when the champion and the challenger (if its alias exists) are loaded."""
-    ready, why = gateway.ready()
-    if not ready:
-        return error_response(503, f"not ready: {why}", "both aliases resolvable and loadable in the registry")
+    ready, _ = gateway.ready()
+    if not ready:  # the reason (exception text) stays server-side: logged, and in GET /admin/state
+        missing = CHAMPION if gateway.models[CHAMPION] is None else CHALLENGER
+        return error_response(503, f"not ready: the {missing} model is not loaded",
+                              "the gateway log and GET /admin/state (admin token) say why; the alias must point at "
+                              "a loadable version in the registry")
     return JSONResponse({"status": "ready", "versions": gateway.versions()})

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from serving.deps import GatewayDep, SettingsDep
 from serving.errors import documented
+from serving.request_ids import effective_request_id
 from serving.schemas import PredictRequest, PredictResponse
 from serving.validation import to_matrix
 
@@ -24,11 +25,14 @@ except ImportError:  # pragma: no cover - orjson ships with the pinned set
 router = APIRouter(tags=["serving"])
 
 
-@router.post("/predict", response_model=PredictResponse, responses=documented(400, 413, 422, 503))
+@router.post("/predict", response_model=PredictResponse, responses=documented(
+    400, 413, 415, 422, 500, 503, d500="the champion failed on a valid request and no challenger could answer (a "
+    "model fault, logged for diagnosis)", d503="no champion loaded yet, or (sync log mode) the log cannot be written"))
 async def predict(body: PredictRequest, request: Request, gateway: GatewayDep, settings: SettingsDep) -> Response:
     """Predict class labels for a batch; the whole batch goes to one variant."""
     model = gateway.contract()
-    x = to_matrix(body, model.n_features, settings.max_batch, model.feature_names)
+    x = to_matrix(body, model.n_features, settings.max_batch, model.feature_names, settings.max_abs_input)
     key = request.headers.get(settings.sticky_header)
-    answer = await gateway.predict(x, body.request_id, key)
+    request_id = effective_request_id(body.request_id, key)
+    answer = await gateway.predict(x, request_id, key)
     return Response(_encode(answer.to_json()), media_type="application/json")
