@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
-from monitoring.canary_config import JudgeConfig, MetricConfig
+from monitoring.judge_config import JudgeConfig, MetricConfig
 
 PASS, HIGH, LOW, NODATA = "Pass", "High", "Low", "NoData"
 # At most this many pairwise differences for the Hodges-Lehmann shift estimate (a random subsample beyond it).

@@ -15,11 +15,20 @@ import pandas as pd
 from scipy.spatial.distance import jensenshannon
 from sqlalchemy.engine import Engine
 
-from monitoring.canary_config import MetricConfig
+from monitoring.judge_config import MetricConfig
+from monitoring.online import FAILED_STATUSES, answered_latency_ms, correct_flags, error_flags
 from monitoring.prediction_log import create_log_engine, read_predictions
+from monitoring.vocabulary import CHAMPION, VARIANTS
 
-VARIANTS = ("champion", "challenger")
-FAILED_STATUSES = ("error", "timeout")
+__all__ = [
+    "FAILED_STATUSES",
+    "VARIANTS",
+    "PredictionLogSource",
+    "PrometheusSource",
+    "SampleSource",
+    "collect_samples",
+    "label_key",
+]
 
 # PromQL for the gateway's metrics (monitoring.metrics); {variant} and {window} are filled in per query.
 # ``or vector(0)``: a variant with no failed request has no error series at all, which means a rate of 0, not "no
@@ -72,7 +81,7 @@ class PredictionLogSource:
     def collect(self, metrics: Sequence[MetricConfig], since: float | None, until: float | None) -> Samples:
         frame = self.frame(since, until)
         by_variant = {v: frame[frame["variant"] == v] for v in VARIANTS}
-        reference = self.reference or _normalise(_class_counts(by_variant["champion"]["prediction"]))
+        reference = self.reference or _normalise(_class_counts(by_variant[CHAMPION]["prediction"]))
         out: Samples = {}
         for metric in metrics:
             if metric.source != "prediction_log":
@@ -86,14 +95,12 @@ class PredictionLogSource:
         """One variant's samples of ``measure`` from its log rows."""
         if rows.empty:
             return np.array([], dtype=float)
-        if measure in ("error", "latency_ms"):
-            requests = rows.drop_duplicates("request_id")
-            if measure == "error":
-                return requests["status"].isin(FAILED_STATUSES).to_numpy(dtype=float)
-            return requests["latency_ms"].to_numpy(dtype=float)
+        if measure == "error":
+            return error_flags(rows)
+        if measure == "latency_ms":
+            return answered_latency_ms(rows)
         if measure == "correct":
-            labelled = rows["correct"].dropna()
-            return labelled.astype(float).to_numpy()
+            return correct_flags(rows)
         if measure == "confidence":
             probs = rows["probabilities"].dropna()
             return np.array([max(p) for p in probs if p], dtype=float)

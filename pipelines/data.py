@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,11 @@ from sklearn.model_selection import train_test_split
 
 from nas.data import TaskData
 from nas.datasets import BUNDLED_DATASETS, load_bundled
+from pipelines.config import DataSpec
+from pipelines.contracts import PreparedData
 from pipelines.errors import UserError
+
+__all__ = ["DataSpec", "DataValidationError", "PreparedData", "load_table", "prepare", "validate"]
 
 BUNDLED = BUNDLED_DATASETS
 SPLIT_FRACTIONS = {"train": 0.60, "val": 0.15, "test": 0.10, "prod": 0.15}
@@ -28,34 +31,6 @@ MAX_CLASSES = 100
 
 class DataValidationError(UserError):
     """The data cannot be trained on as it is; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What to load: a bundled dataset name, or a CSV/Parquet file and its target column."""
-
-    source: str = "digits"
-    target: str | None = None
-    seed: int = 0
-    max_rows: int | None = None
-
-
-@dataclass
-class PreparedData:
-    """What stage 1 hands on: where the arrays are, and the facts every later stage logs."""
-
-    path: str
-    fingerprint: str
-    source: str
-    target: str | None
-    input_shape: list[int]
-    num_classes: int
-    classes: list
-    feature_names: list[str]
-    rows: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # -- loading --------------------------------------------------------------------------------------------------

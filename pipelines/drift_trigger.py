@@ -100,5 +100,6 @@ def drift_watch(model_name: str | None = None, config: dict | None = None, data_
 
         print(f"drift share {drift.share:.2f} >= {cfg.threshold}: starting a refresh")  # type: ignore[union-attr]
         result["triggered"] = True
-        result["refresh"] = model_refresh(RefreshConfig.model_validate({"model_name": model_name, **cfg.refresh}))
+        config = RefreshConfig.model_validate({"model_name": model_name, **cfg.refresh})
+        result["refresh"] = model_refresh(config).model_dump(mode="json")
     return result

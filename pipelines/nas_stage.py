@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -25,102 +25,35 @@ from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nas.data import TaskData
 from nas.evaluators import Result, TrainingEvaluator
-from nas.objectives import Constraints, pareto_front
+from nas.objectives import pareto_front
 from nas.search import Record, SearchResult, run_search
 from nas.spaces import Architecture, SearchSpace, get_space
-from nas.strategies import get_strategy, list_strategies
-from pipelines.errors import UserError
-
-DEFAULT_SPACE_CONFIG: dict[str, dict[str, Any]] = {"nb201": {"C": 8, "N": 1}, "mlp": {}, "vit": {}}
-FLAT_FALLBACK_SPACE = "mlp"
-
-
-class SearchStageConfig(BaseModel):
-    """Options of the NAS stage (every key optional; unknown keys are an error naming the valid ones)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    space: str = Field("nb201", description="search space name (nb201, mlp, vit)")
-    space_config: dict[str, Any] | None = Field(None, description="space options; default {'C': 8, 'N': 1} for nb201")
-    pool_size: int = Field(1000, ge=1, description="architectures sampled for the zero-cost pre-filter")
-    prefilter_keep: int = Field(32, ge=1, description="how many the pre-filter keeps (the predictor's pool)")
-    costly_fraction: float = Field(0.03, gt=0, le=1, description="share of the pool scored by data-dependent proxies")
-    proxies: list[str] | None = Field(None, description="cheap data-independent proxies for the whole pool")
-    costly_proxies: list[str] | None = Field(None, description="data-dependent proxies for the pool's best part")
-    ensemble: str = Field("ensemble", description="zero-cost ensemble used to rank the pool")
-    strategy: str = Field("predictor", description="random, evolution, local or predictor")
-    predictor: str = Field("mlp", description="predictor of the predictor strategy: mlp or lgbm")
-    acquisition: str = Field("ucb", description="ucb, its (Thompson) or ei")
-    warm_start: int = Field(4, ge=0, description="evaluate this many of the zero-cost ranking's top first")
-    budget: int = Field(8, ge=1, description="number of low-fidelity trainings")
-    time_budget_s: float | None = Field(None, gt=0, description="stop submitting after this many seconds")
-    fidelity: dict[str, float] = Field(default_factory=lambda: {"epochs": 3, "data_fraction": 1.0})
-    top_k: int = Field(2, ge=1, description="candidates returned for full retraining")
-    max_latency_ms: float | None = Field(None, gt=0)
-    max_params: float | None = Field(None, gt=0)
-    runner: Literal["thread", "dask"] = "thread"
-    dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
-    workers: int = Field(2, ge=1, description="evaluations in flight at once")
-    seed: int = 0
-    journal: str | None = Field(None, description="JSON-lines journal path (default: a fresh file in a temp dir)")
-    resume: bool = False
-
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        if value not in list_strategies():
-            raise ValueError(f"unknown strategy {value!r}; choose one of: {', '.join(list_strategies())}")
-        return value
-
-    @field_validator("fidelity")
-    @classmethod
-    def _known_fidelity(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = set(value) - set(TrainingEvaluator.FIDELITY_KEYS)
-        if bad:
-            raise ValueError(f"unknown fidelity keys {sorted(bad)}; use {', '.join(TrainingEvaluator.FIDELITY_KEYS)}")
-        if int(value.get("epochs", 1)) < 1 or not 0 < float(value.get("data_fraction", 1.0)) <= 1:
-            raise ValueError("fidelity needs epochs >= 1 and 0 < data_fraction <= 1")
-        return value
-
-    @property
-    def constraints(self) -> Constraints:
-        return Constraints(max_params=self.max_params, max_latency_ms=self.max_latency_ms)
+from nas.strategies import get_strategy
+from pipelines.config import SearchStageConfig
+from pipelines.contracts import Candidate, SearchInput, SearchOutput
+from pipelines.errors import UserError, parse_model
 
 
-def parse_config(config: Mapping[str, Any] | None) -> SearchStageConfig:
+def parse_config(config: Mapping[str, Any] | SearchStageConfig | None) -> SearchStageConfig:
     """Validate a config dict; a mistake becomes a :class:`UserError` naming each bad key and the valid ones."""
-    try:
-        return SearchStageConfig.model_validate(dict(config or {}))
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "config"
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown key {where!r} (valid: {', '.join(SearchStageConfig.model_fields)})")
-            else:
-                problems.append(f"{where}: {err['msg']}")
-        raise UserError("invalid search config: " + "; ".join(problems)) from None
+    return parse_model(SearchStageConfig, config, "search config")
 
 
 def resolve_space(cfg: SearchStageConfig, input_shape: Sequence[int]) -> SearchSpace:
-    """The configured space, or ``mlp`` when the data is flat/tabular and the configured one cannot take it."""
-    space_config = cfg.space_config if cfg.space_config is not None else DEFAULT_SPACE_CONFIG.get(cfg.space, {})
+    """The configured space (or the default for this kind of input); a space that cannot take these inputs is a
+    user mistake named as such, never silently swapped for another."""
+    name, space_config = cfg.space_for(input_shape)
     try:
-        space = get_space(cfg.space, **space_config)
+        space = get_space(name, **space_config)
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"search space {cfg.space!r} with {space_config}: {exc}") from None
+        raise UserError(f"search space {name!r} with {space_config}: {exc}") from None
     problem = space.supports_input(input_shape)
-    if problem is None:
-        return space
-    if len(tuple(input_shape)) == 1 and cfg.space != FLAT_FALLBACK_SPACE:
-        fallback = get_space(FLAT_FALLBACK_SPACE, **DEFAULT_SPACE_CONFIG[FLAT_FALLBACK_SPACE])
-        if fallback.supports_input(input_shape) is None:
-            return fallback
-    raise UserError(f"search space {cfg.space!r} cannot take inputs shaped {tuple(input_shape)}: {problem}")
+    if problem is not None:
+        raise UserError(f"search space {name!r} cannot take inputs shaped {tuple(input_shape)}: {problem}")
+    return space
 
 
 # -- evaluation as a Prefect task ------------------------------------------------------------------------------------
@@ -306,16 +239,75 @@ def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData
 
 
 # -- the flow -------------------------------------------------------------------------------------------------------
+def _journal_path(inputs: SearchInput, cfg: SearchStageConfig) -> Path:
+    if cfg.journal:
+        return Path(cfg.journal)
+    if inputs.journal:
+        return Path(inputs.journal)
+    return Path(tempfile.mkdtemp(prefix="nasops-search-")) / "journal.jsonl"
+
+
+def _log_search_params(space: SearchSpace, cfg: SearchStageConfig) -> None:
+    mlflow.set_tags({"nasops.stage": "search", "nasops.space": space.name, "nasops.strategy": cfg.strategy})
+    mlflow.log_params({"space": space.name, "space_config": json.dumps(space.config()), "budget": cfg.budget,
+                       "pool_size": cfg.pool_size, "prefilter_keep": cfg.prefilter_keep,
+                       "strategy": cfg.strategy, "fidelity": json.dumps(cfg.fidelity), "runner": cfg.runner,
+                       "workers": cfg.workers, "seed": cfg.seed, "max_latency_ms": cfg.max_latency_ms,
+                       "max_params": cfg.max_params})
+
+
+def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStageConfig, journal: Path,
+              resume: bool, run: Any) -> SearchResult:
+    """The shared search loop with evaluations as Prefect tasks on the configured task runner."""
+    client = MlflowClient()
+    logger = get_run_logger()
+
+    def on_result(rec: Record) -> None:
+        _log_evaluation(client, run.info.experiment_id, run.info.run_id, rec, space)
+        logger.info("evaluation %d: %s val_accuracy=%.4f", rec.index + 1, rec.arch,
+                    rec.result.metrics.get("val_accuracy", float("nan")))
+
+    runner = make_task_runner(cfg)
+    with runner, ContextThreadExecutor(max_workers=cfg.workers, thread_name_prefix="nas-submit") as pool_exec:
+        evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed)
+        try:
+            return run_search(strategy, evaluator, budget=cfg.budget, time_budget_s=cfg.time_budget_s,
+                              fidelity=cfg.fidelity, workers=cfg.workers, executor=pool_exec,
+                              journal=journal, resume=resume, on_result=on_result)
+        except ValueError as exc:
+            raise UserError(f"search: {exc}") from None
+
+
+def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy_scores: dict, journal: Path,
+                        seconds: float, prefilter_seconds: float) -> None:
+    mlflow.log_metrics({"evaluations": len(result.records), "search_seconds": seconds,
+                        "prefilter_seconds": prefilter_seconds, "best_val_accuracy": candidates[0].val_accuracy})
+    for t in result.tau:
+        if "tau_prospective" in t:
+            mlflow.log_metric("predictor_tau_prospective", t["tau_prospective"], step=int(t["evaluations"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        cost_key = "latency_ms" if any("latency_ms" in r.result.metrics for r in result.records) else "params"
+        for path in _plots(Path(tmp), result, proxy_scores, cost_key):
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        if journal.exists():
+            mlflow.log_artifact(str(journal), artifact_path="search")
+        (Path(tmp) / "candidates.json").write_text(json.dumps([c.model_dump(mode="json") for c in candidates],
+                                                              indent=2))
+        mlflow.log_artifact(str(Path(tmp) / "candidates.json"), artifact_path="search")
+
+
 @flow(name="search_architectures")
-def search_architectures(data_path: str, config: dict | None = None) -> dict:
-    """Zero-cost pre-filter, then a low-fidelity search; returns the top-k candidates (plain JSON)."""
-    from pipelines.tracking import configure_mlflow
+def search_architectures(inputs: SearchInput, config: SearchStageConfig | None = None) -> SearchOutput:
+    """Zero-cost pre-filter, then a low-fidelity search; returns the top-k candidates."""
+    from pipelines.tracking import ensure_tracking
 
     cfg = parse_config(config)
+    inputs = SearchInput.model_validate(inputs)
     logger = get_run_logger()
     started = time.perf_counter()
+    data_path = inputs.data.path
     if not Path(data_path).exists():
-        raise UserError(f"data file {data_path!r} does not exist; prepare the data first (nasops data prepare)")
+        raise UserError(f"data file {data_path!r} does not exist; run the refresh's prepare_data stage first")
     data = TaskData.load(data_path)
     space = resolve_space(cfg, data.input_shape)
     logger.info("searching %s %s for input %s, %d classes", space.name, space.config(), data.input_shape,
@@ -323,35 +315,11 @@ def search_architectures(data_path: str, config: dict | None = None) -> dict:
     strategy, pool, proxy_scores = prepare_strategy(cfg, space, data)
     prefilter_seconds = time.perf_counter() - started
     logger.info("pre-filter kept %d of %d architectures in %.1f s", len(pool), cfg.pool_size, prefilter_seconds)
-    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
-
-    if not is_tracking_uri_set():  # a caller (the refresh) that configured MLflow keeps its store
-        configure_mlflow()
-    active = mlflow.active_run()
-    journal = Path(cfg.journal) if cfg.journal else Path(tempfile.mkdtemp(prefix="nasops-search-")) / "journal.jsonl"
-    with mlflow.start_run(run_name="search", nested=active is not None) as run:
-        client = MlflowClient()
-        mlflow.set_tags({"nasops.stage": "search", "nasops.space": space.name, "nasops.strategy": cfg.strategy})
-        mlflow.log_params({"space": space.name, "space_config": json.dumps(space.config()), "budget": cfg.budget,
-                           "pool_size": cfg.pool_size, "prefilter_keep": cfg.prefilter_keep,
-                           "strategy": cfg.strategy, "fidelity": json.dumps(cfg.fidelity), "runner": cfg.runner,
-                           "workers": cfg.workers, "seed": cfg.seed, "max_latency_ms": cfg.max_latency_ms,
-                           "max_params": cfg.max_params})
-
-        def on_result(rec: Record) -> None:
-            _log_evaluation(client, run.info.experiment_id, run.info.run_id, rec, space)
-            logger.info("evaluation %d: %s val_accuracy=%.4f", rec.index + 1, rec.arch,
-                        rec.result.metrics.get("val_accuracy", float("nan")))
-
-        runner = make_task_runner(cfg)
-        with runner, ContextThreadExecutor(max_workers=cfg.workers, thread_name_prefix="nas-submit") as pool_exec:
-            evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed)
-            try:
-                result = run_search(strategy, evaluator, budget=cfg.budget, time_budget_s=cfg.time_budget_s,
-                                    fidelity=cfg.fidelity, workers=cfg.workers, executor=pool_exec,
-                                    journal=journal, resume=cfg.resume, on_result=on_result)
-            except ValueError as exc:
-                raise UserError(f"search: {exc}") from None
+    ensure_tracking()
+    journal = _journal_path(inputs, cfg)
+    with mlflow.start_run(run_name="search", nested=mlflow.active_run() is not None) as run:
+        _log_search_params(space, cfg)
+        result = _run_loop(strategy, space, data_path, cfg, journal, inputs.resume or cfg.resume, run)
         seconds = time.perf_counter() - started
         candidates = _candidates(result, cfg, proxy_scores)
         if not candidates:
@@ -359,52 +327,32 @@ def search_architectures(data_path: str, config: dict | None = None) -> dict:
                 "no evaluated architecture meets the constraints "
                 f"(max_latency_ms={cfg.max_latency_ms}, max_params={cfg.max_params}); relax them or raise the budget"
             )
-        mlflow.log_metrics({"evaluations": len(result.records), "search_seconds": seconds,
-                            "prefilter_seconds": prefilter_seconds,
-                            "best_val_accuracy": candidates[0]["val_accuracy"]})
-        for t in result.tau:
-            if "tau_prospective" in t:
-                mlflow.log_metric("predictor_tau_prospective", t["tau_prospective"], step=int(t["evaluations"]))
-        with tempfile.TemporaryDirectory() as tmp:
-            cost_key = "latency_ms" if any("latency_ms" in r.result.metrics for r in result.records) else "params"
-            for path in _plots(Path(tmp), result, proxy_scores, cost_key):
-                mlflow.log_artifact(str(path), artifact_path="plots")
-            if journal.exists():
-                mlflow.log_artifact(str(journal), artifact_path="search")
-            (Path(tmp) / "candidates.json").write_text(json.dumps(candidates, indent=2))
-            mlflow.log_artifact(str(Path(tmp) / "candidates.json"), artifact_path="search")
-        run_id = run.info.run_id
-    return {
-        "search_run_id": run_id,
-        "space": space.name,
-        "space_config": space.config(),
-        "input_shape": list(data.input_shape),
-        "num_classes": int(data.num_classes),
-        "pool_size": int(cfg.pool_size),
-        "evaluations": len(result.records),
-        "seconds": float(seconds),
-        "prefilter_seconds": float(prefilter_seconds),
-        "candidates": candidates,
-        "best": candidates[0],
-        "journal": str(journal),
-        "predictor_tau": [dict(t) for t in result.tau],
-    }
+        _log_search_results(result, candidates, proxy_scores, journal, seconds, prefilter_seconds)
+    return SearchOutput(
+        search_run_id=run.info.run_id, space=space.name, space_config=space.config(),
+        input_shape=list(data.input_shape), num_classes=int(data.num_classes), pool_size=int(cfg.pool_size),
+        evaluations=len(result.records), failed_evaluations=_failed(result), seconds=float(seconds),
+        prefilter_seconds=float(prefilter_seconds), candidates=candidates, journal=str(journal), seed=cfg.seed,
+        predictor_tau=[dict(t) for t in result.tau],
+    )
+
+
+def _failed(result: SearchResult) -> int:
+    return sum(1 for r in result.records if getattr(r, "state", "complete") == "fail")
 
 
 def _candidates(result: SearchResult, cfg: SearchStageConfig, proxy_scores: Mapping[str, Mapping[str, float]]
-                ) -> list[dict[str, Any]]:
-    """The top-k feasible records, best first, as plain dicts."""
+                ) -> list[Candidate]:
+    """The top-k feasible records, best first."""
     feasible = [r for r in result.records if np.isfinite(r.score)]
     feasible.sort(key=lambda r: (-r.score, r.result.metrics.get("latency_ms", 0.0)))
     out = []
     for r in feasible[: cfg.top_k]:
         m = r.result.metrics
-        out.append({
-            "arch": r.arch,
-            "val_accuracy": float(m["val_accuracy"]),
-            "latency_ms": float(m.get("latency_ms", float("nan"))),
-            "params": int(m.get("params", 0)),
-            "proxy_scores": {k: float(v) for k, v in proxy_scores.get(r.arch, {}).items()},
-            "fidelity": dict(r.result.fidelity),
-        })
+        out.append(Candidate(
+            arch=r.arch, val_accuracy=float(m["val_accuracy"]), latency_ms=float(m.get("latency_ms", float("nan"))),
+            params=int(m.get("params", 0)),
+            proxy_scores={k: float(v) for k, v in proxy_scores.get(r.arch, {}).items()},
+            fidelity=dict(r.result.fidelity),
+        ))
     return out

@@ -19,32 +19,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from monitoring import vocabulary as v
+from monitoring.vocabulary import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from pipelines.registry import alias_version
 
-PROMOTION_TAG = "nasops.promotion"
+PROMOTION_TAG = v.tag(v.PROMOTION)
 
 Progress = Callable[[str], None]
 
 
 def _alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
+    mv = alias_version(client, model_name, alias)
+    return None if mv is None else str(mv.version)
 
 
 def decision_tags(decision: str, reason: str, verdict: str, score: float, canary_run_id: str) -> dict[str, str]:
     """The contract's decision tags (see docs/canary.md)."""
     return {
-        "nasops.decision": decision,
-        "nasops.decision_reason": reason,
-        "nasops.decision_time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nasops.verdict": verdict,
-        "nasops.verdict_score": f"{max(0.0, min(100.0, float(score))):.1f}",
-        "nasops.canary_run_id": canary_run_id,
+        v.tag(v.DECISION): decision,
+        v.tag(v.DECISION_REASON): reason,
+        v.tag(v.DECISION_TIME): datetime.now(UTC).isoformat(timespec="seconds"),
+        v.tag(v.VERDICT): verdict,
+        v.tag(v.VERDICT_SCORE): f"{max(0.0, min(100.0, float(score))):.1f}",
+        v.tag(v.CANARY_RUN_ID): canary_run_id,
     }
 
 
@@ -82,7 +81,7 @@ def promote(
         step("previous-champion")
         client.set_registered_model_alias(model_name, CHAMPION, version)
     step("champion")
-    _tag(client, model_name, version, decision_tags("promoted", reason, verdict, score, canary_run_id))
+    _tag(client, model_name, version, decision_tags(v.PROMOTED, reason, verdict, score, canary_run_id))
     client.set_model_version_tag(model_name, version, PROMOTION_TAG, "complete")
     step("tagged")
     if not keep_challenger_alias:
@@ -106,8 +105,8 @@ def roll_back(
     version = str(version)
     if _alias_version(client, model_name, CHAMPION) == version:
         raise ValueError(f"version {version} of {model_name!r} is the champion; only a challenger can be rolled back")
-    _tag(client, model_name, version, decision_tags("rolled_back", reason, verdict, score, canary_run_id))
-    client.set_model_version_tag(model_name, version, "rejected", reason)
+    _tag(client, model_name, version, decision_tags(v.ROLLED_BACK, reason, verdict, score, canary_run_id))
+    client.set_model_version_tag(model_name, version, v.REJECTED, reason)
     if not keep_challenger_alias:
         _drop_challenger_alias(client, model_name, version)
     return aliases(client, model_name)

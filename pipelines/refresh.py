@@ -1,162 +1,231 @@
-"""The ``model_refresh`` Prefect flow: data prep -> NAS -> retrain + register -> canary -> promote / roll back.
+"""The ``model_refresh`` Prefect flow: data prep -> NAS -> retrain + register -> tournament -> canary.
 
-Each stage is a task or subflow whose inputs and outputs are plain values (paths, architecture strings, metric
-dicts), so any stage can be re-run, retried or sent elsewhere. All MLflow runs of one refresh nest under one parent
-run, which carries the dataset fingerprint and the final decision.
+Each stage is ``stage(inputs, config) -> output`` with typed pydantic values (:mod:`pipelines.contracts`), so a
+stage can be re-run, cached, retried or sent elsewhere. The expensive stages are Prefect tasks whose results are
+cached by (refresh id, stage inputs and config, code version) in the refresh's own result store: a refresh resumed
+with ``--resume`` reads finished stages back instead of repeating them, and the search continues its journal. All
+MLflow runs of one refresh nest under one parent run, which carries the dataset fingerprint and the decision.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
-from pydantic import BaseModel, ConfigDict, Field
+from prefect.context import TaskRunContext, get_run_context
 
-from pipelines import registry
-from pipelines.data import DataSpec, prepare
-from pipelines.retrain import RetrainConfig, register_baseline, retrain_and_register
+from monitoring.vocabulary import CHAMPION, tag
+from pipelines import refresh_state, registry
+from pipelines.config import DataSpec, RefreshConfig, RetrainConfig, config_hash
+from pipelines.contracts import (
+    BaselineOutput,
+    ChampionFacts,
+    Lineage,
+    PreparedData,
+    RefreshResult,
+    RetrainInput,
+    RetrainOutput,
+    SearchInput,
+)
+from pipelines.data import prepare
+from pipelines.retrain import register_baseline, retrain_and_register
 from pipelines.settings import Settings
 from pipelines.tracking import configure_mlflow
 
-
-class RefreshConfig(BaseModel):
-    """Everything a refresh needs; every field has a default that runs on a laptop in a few minutes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    data: str = Field("digits", description="bundled dataset (digits, mnist5k) or a .csv/.parquet path")
-    target: str | None = Field(None, description="label column of a CSV/Parquet file")
-    max_rows: int | None = Field(None, ge=50, description="stratified subsample of the data (for quick runs)")
-    seed: int = 0
-    model_name: str | None = Field(None, description="registered model name (default: NASOPS_MODEL_NAME)")
-    search: dict[str, Any] = Field(default_factory=dict, description="NAS stage options (SearchStageConfig)")
-    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
-    canary: dict[str, Any] = Field(default_factory=dict, description="canary stage options (CanaryConfig)")
-    skip_canary: bool = Field(False, description="register the challenger but do not run the canary")
-    tournament: dict[str, Any] = Field(default_factory=dict, description="shadow tournament options "
-                                       "(TournamentConfig)")
-    skip_tournament: bool = Field(False, description="do not serve the retrained candidates in a shadow tournament")
+progress = logging.getLogger("nasops.refresh")
+"""Stage start / end lines (the CLI shows them as its progress display; Prefect's own INFO lines need --verbose)."""
 
 
-@task(name="prepare_data", cache_policy=NO_CACHE)
-def prepare_data(spec: DataSpec, out_dir: str) -> dict:
-    """Stage 1: validated, split, fingerprinted data saved as .npz."""
-    from pathlib import Path
+def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """(task, its inputs and config, code version): the same stage of the same refresh is read back, not re-run.
+    Inputs carry the refresh id (lineage / ``refresh_id``), so two refreshes never share a result."""
+    return f"{context.task.name}-{config_hash(parameters, registry.code_version())}"
 
+
+def _cached(fn: Any, store: Path) -> Any:
+    from prefect.filesystems import LocalFileSystem
+
+    return fn.with_options(cache_key_fn=stage_cache_key, persist_result=True,
+                           result_storage=LocalFileSystem(basepath=str(store)))
+
+
+@task(name="prepare_data", retries=2, retry_delay_seconds=[1, 5])
+def prepare_data(spec: DataSpec, out_dir: str, refresh_id: str) -> PreparedData:
+    """Stage 1: validated, split, fingerprinted data saved as .npz (a retry covers a flaky SQL source)."""
     prepared = prepare(spec, Path(out_dir))
-    get_run_logger().info(
-        "prepared %s: %s rows, %d classes, fingerprint %s",
-        prepared.source, prepared.rows, prepared.num_classes, prepared.fingerprint,
-    )
-    return prepared.to_dict()
+    get_run_logger().info("prepared %s: %s rows, %d classes, fingerprint %s", prepared.source, prepared.rows,
+                          prepared.num_classes, prepared.fingerprint)
+    return prepared
 
 
-@task(name="register_baseline_champion", cache_policy=NO_CACHE)
-def baseline_champion(data_path: str, model_name: str, config: RetrainConfig, lineage: dict) -> dict | None:
+@task(name="register_baseline_champion")
+def baseline_champion(data: PreparedData, model_name: str, config: RetrainConfig, lineage: Lineage
+                      ) -> BaselineOutput | None:
     """First refresh only: a hand-designed baseline becomes ``champion`` so the canary has something to beat."""
-    if registry.alias_version(registry.client_for_active(), model_name, registry.CHAMPION) is not None:
+    if registry.alias_version(registry.client_for_active(), model_name, CHAMPION) is not None:
         return None
     get_run_logger().info("no champion for %s yet: registering a hand-designed baseline", model_name)
-    return register_baseline(data_path, model_name, config, lineage)
+    return register_baseline(data.path, model_name, config, lineage)
 
 
-@task(name="retrain_and_register", cache_policy=NO_CACHE)
-def retrain_task(data_path: str, search: dict, model_name: str, config: RetrainConfig, lineage: dict) -> dict:
+@task(name="retrain_and_register")
+def retrain_task(inputs: RetrainInput, config: RetrainConfig) -> RetrainOutput:
     """Stage 3: full training of the best candidates; the winner becomes ``challenger``."""
-    return retrain_and_register(data_path, search, model_name, config, lineage)
+    return retrain_and_register(inputs, config)
 
 
-def _champion_summary(model_name: str) -> dict:
-    mv = registry.alias_version(registry.client_for_active(), model_name, registry.CHAMPION)
+@task(name="read_champion", retries=3, retry_delay_seconds=[1, 2, 4])
+def champion_facts(model_name: str) -> ChampionFacts | None:
+    """The champion before this refresh (a registry read: retried with backoff when the server hiccups)."""
+    mv = registry.alias_version(registry.client_for_active(), model_name, CHAMPION)
     if mv is None:
-        return {}
+        return None
     tags = registry.version_tags(mv)
-    return {
-        "version": str(mv.version),
-        "arch": tags.get("arch", ""),
-        "val_accuracy": float(tags.get("val_accuracy", "nan")),
-        "test_accuracy": float(tags.get("test_accuracy", "nan")),
-        "latency_ms": float(tags.get("latency_ms", "nan")),
-    }
+
+    def number(key: str) -> float:
+        try:
+            return float(tags.get(key, "nan"))
+        except ValueError:
+            return float("nan")
+
+    return ChampionFacts(version=str(mv.version), arch=tags.get("arch", ""), val_accuracy=number("val_accuracy"),
+                         test_accuracy=number("test_accuracy"), latency_ms=number("latency_ms"))
+
+
+class _Clock:
+    """Per-stage wall time and the progress lines the CLI shows."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        progress.info("▶ %s", name)
+        t0 = time.perf_counter()
+        result = fn()
+        self.timings[name] = time.perf_counter() - t0
+        progress.info("✔ %s (%.1f s)", name, self.timings[name])
+        return result
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self._start
+
+
+def _optional_stages(config: RefreshConfig, model_name: str, data: PreparedData, challenger: RetrainOutput,
+                     clock: _Clock) -> tuple[dict, dict]:
+    """The shadow tournament (informs, never blocks) and the canary (decides)."""
+    from pipelines.canary.flow import canary_rollout
+    from pipelines.tournament import shadow_tournament
+
+    tournament: dict[str, Any] = {}
+    if not config.skip_tournament and len(challenger.candidates) >= 2:
+        aliases = [c.alias for c in challenger.candidates]
+        tcfg = config.tournament.model_copy(update={"aliases": config.tournament.aliases or aliases})
+
+        def run_tournament() -> dict:
+            try:
+                return shadow_tournament(model_name, data.path, tcfg)
+            except Exception as exc:  # the tournament informs; it must not block the canary that decides
+                get_run_logger().warning("shadow tournament failed: %s", exc)
+                return {"error": f"{type(exc).__name__}: {exc}"}
+
+        tournament = clock.stage("shadow_tournament", run_tournament)
+    canary: dict[str, Any] = {}
+    if not config.skip_canary:
+        canary = clock.stage("canary_rollout", lambda: canary_rollout(model_name, data.path, config.canary))
+    return tournament, canary
 
 
 @flow(name="model_refresh", log_prints=True)
-def model_refresh(config: RefreshConfig | None = None) -> dict:
-    """One scheduled refresh; returns a JSON-able summary of every stage."""
-    from pipelines.canary import canary_rollout
-    from pipelines.nas_stage import search_architectures
-    from pipelines.tournament import parse_config as parse_tournament_config
-    from pipelines.tournament import shadow_tournament
-
-    config = config or RefreshConfig()
-    parse_tournament_config({"seed": config.seed, **config.tournament})  # option mistakes fail before any work
+def model_refresh(config: RefreshConfig | None = None, refresh_id: str | None = None) -> RefreshResult:
+    """One scheduled refresh (``refresh_id`` of an unfinished one resumes it); returns every stage's output."""
+    config = RefreshConfig.model_validate(config or {})
     settings = Settings()
     model_name = config.model_name or settings.model_name
     configure_mlflow(settings)
-    started = time.perf_counter()
+    record = _open_record(settings, config, refresh_id)
+    store = record.directory(settings.state_dir)
     ctx = get_run_context()
     flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else ""
-    with mlflow.start_run(run_name=f"refresh-{time.strftime('%Y%m%d-%H%M%S')}") as parent:
-        mlflow.set_tags({"nasops.stage": "refresh", "nasops.prefect_flow_run_id": flow_run_id})
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
+    clock = _Clock()
+    try:
+        with mlflow.start_run(run_id=record.parent_run_id,
+                              run_name=None if record.parent_run_id else f"refresh-{record.refresh_id}") as parent:
+            _note_parent(settings, record, parent.info.run_id, flow_run_id)
+            result = _stages(config, model_name, record, store, parent.info.run_id, flow_run_id, clock, settings)
+            mlflow.log_metrics({"refresh_seconds": clock.total,
+                                **{f"seconds.{k}": v for k, v in clock.timings.items()}})
+            if result.canary:
+                mlflow.set_tag(tag("decision"), result.canary.get("decision", ""))
+    except BaseException as exc:
+        record.status, record.error = refresh_state.FAILED, f"{type(exc).__name__}: {exc}"[:500]
+        refresh_state.save(settings.state_dir, record)
+        raise
+    record.status, record.finished = refresh_state.COMPLETED, time.time()
+    refresh_state.save(settings.state_dir, record)
+    return result
 
-        def lap(stage: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[stage] = now - clock
-            clock = now
 
-        spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows)
-        data = prepare_data(spec, str(settings.data_dir))
-        lap("prepare_data")
-        mlflow.log_params({"data": data["source"], "dataset_fingerprint": data["fingerprint"],
-                           "model_name": model_name, "seed": config.seed})
-        lineage = {"dataset_fingerprint": data["fingerprint"], "refresh_run_id": parent.info.run_id,
-                   "prefect_flow_run_id": flow_run_id, "data_source": data["source"]}
+def _open_record(settings: Settings, config: RefreshConfig, refresh_id: str | None) -> refresh_state.RefreshRecord:
+    home = settings.state_dir
+    if refresh_id is None:
+        record = refresh_state.RefreshRecord(refresh_state.new_refresh_id(), config=config.model_dump(mode="json"))
+    else:
+        record = refresh_state.load(home, refresh_id)
+        if record.status == refresh_state.COMPLETED:
+            from pipelines.errors import UserError
 
-        search = search_architectures(data["path"], {"seed": config.seed, **config.search})
-        lap("search_architectures")
-        baseline = baseline_champion(data["path"], model_name, config.retrain, lineage)
-        lap("register_baseline_champion")
-        champion_before = _champion_summary(model_name)
-        challenger = retrain_task(data["path"], search, model_name, config.retrain, lineage)
-        lap("retrain_and_register")
+            raise UserError(f"refresh {refresh_id} already completed; start a new one without --resume")
+        record.status, record.error, record.attempts = refresh_state.RUNNING, None, record.attempts + 1
+        config_now = config.model_dump(mode="json")
+        if record.config and record.config != config_now:
+            progress.warning("resuming %s with the configuration it started with (options given now are ignored)",
+                             refresh_id)
+    refresh_state.save(home, record)
+    return record
 
-        tournament: dict[str, Any] = {}
-        if not config.skip_tournament and len(challenger.get("candidates", [])) >= 2:
-            aliases = [c["alias"] for c in challenger["candidates"]]
-            try:
-                tournament = shadow_tournament(model_name, data["path"],
-                                               {"seed": config.seed, "aliases": aliases, **config.tournament})
-            except Exception as exc:  # the tournament informs; it must not block the canary that decides
-                get_run_logger().warning("shadow tournament failed: %s", exc)
-                tournament = {"error": f"{type(exc).__name__}: {exc}"}
-            lap("shadow_tournament")
 
-        canary: dict[str, Any] = {}
-        if not config.skip_canary:
-            canary = canary_rollout(model_name, data["path"], {"seed": config.seed, **config.canary})
-            lap("canary_rollout")
-        seconds = time.perf_counter() - started
-        mlflow.log_metrics({"refresh_seconds": seconds, **{f"seconds.{k}": v for k, v in timings.items()}})
-        if canary:
-            mlflow.set_tag("nasops.decision", canary.get("decision", ""))
-        return {
-            "model_name": model_name,
-            "refresh_run_id": parent.info.run_id,
-            "tracking_uri": settings.tracking_uri,
-            "data": data,
-            "search": search,
-            "baseline": baseline,
-            "champion_before": champion_before,
-            "challenger": challenger,
-            "tournament": tournament,
-            "canary": canary,
-            "seconds": seconds,
-            "timings": timings,
-        }
+def _note_parent(settings: Settings, record: refresh_state.RefreshRecord, run_id: str, flow_run_id: str) -> None:
+    if record.parent_run_id is None:
+        record.parent_run_id = run_id
+        refresh_state.save(settings.state_dir, record)
+    mlflow.set_tags({tag("stage"): "refresh", tag("prefect_flow_run_id"): flow_run_id,
+                     tag("refresh_id"): record.refresh_id, tag("attempt"): str(record.attempts)})
+
+
+def _stages(config: RefreshConfig, model_name: str, record: refresh_state.RefreshRecord, store: Path,
+            parent_run_id: str, flow_run_id: str, clock: _Clock, settings: Settings) -> RefreshResult:
+    """The spine: every stage's typed inputs built from the previous stages' outputs."""
+    from pipelines.nas_stage import search_architectures
+
+    if record.attempts > 1 and record.config:
+        config = RefreshConfig.model_validate(record.config)
+    results = store / "results"
+    spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows)
+    data: PreparedData = clock.stage("prepare_data", lambda: _cached(prepare_data, results)(
+        spec, str(settings.data_dir), record.refresh_id))
+    mlflow.log_params({"data": data.source, "dataset_fingerprint": data.fingerprint, "model_name": model_name,
+                       "seed": config.seed, "top_k": config.top_k})
+    lineage = Lineage(dataset_fingerprint=data.fingerprint, data_source=data.source, refresh_run_id=parent_run_id,
+                      prefect_flow_run_id=flow_run_id, refresh_id=record.refresh_id, seed=config.seed)
+    search_in = SearchInput(data=data, journal=str(store / record.journal_name), resume=record.attempts > 1)
+    search = clock.stage("search_architectures", lambda: search_architectures(search_in, config.search))
+    baseline = clock.stage("register_baseline_champion", lambda: _cached(baseline_champion, results)(
+        data, model_name, config.retrain, lineage))
+    champion_before = champion_facts(model_name)
+    retrain_in = RetrainInput(data=data, search=search, model_name=model_name, lineage=lineage)
+    challenger = clock.stage("retrain_and_register", lambda: _cached(retrain_task, results)(
+        retrain_in, config.retrain))
+    tournament, canary = _optional_stages(config, model_name, data, challenger, clock)
+    return RefreshResult(
+        model_name=model_name, refresh_id=record.refresh_id, refresh_run_id=parent_run_id,
+        tracking_uri=settings.tracking_uri, data=data, search=search, baseline=baseline,
+        champion_before=champion_before, challenger=challenger, tournament=tournament, canary=canary,
+        seconds=clock.total, timings=clock.timings,
+    )

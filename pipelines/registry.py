@@ -21,12 +21,10 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
+from monitoring.vocabulary import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, REJECTED, TAG_PREFIX, tag
 from nas.export import FlatInputClassifier
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous-champion"
-TAG_PREFIX = "nasops."
+__all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION", "TAG_PREFIX", "alias_version", "log_and_register"]
 
 
 @lru_cache(maxsize=1)
@@ -93,8 +91,8 @@ def log_and_register(
     version = str(info.registered_model_version)
     client = client_for_active()
     for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, TAG_PREFIX + key, _tag_value(value))
-    client.set_model_version_tag(model_name, version, TAG_PREFIX + "training_run_id", active.info.run_id)
+        client.set_model_version_tag(model_name, version, tag(key), _tag_value(value))
+    client.set_model_version_tag(model_name, version, tag("training_run_id"), active.info.run_id)
     return version
 
 
@@ -128,7 +126,7 @@ def list_versions(client: MlflowClient, model_name: str) -> list[dict[str, Any]]
                 "aliases": sorted(aliases.get(str(mv.version), [])),
                 "created": mv.creation_timestamp,
                 "tags": version_tags(mv),
-                "rejected": (mv.tags or {}).get("rejected"),
+                "rejected": (mv.tags or {}).get(REJECTED),
                 "run_id": mv.run_id,
             }
         )

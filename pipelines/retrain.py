@@ -16,36 +16,23 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from monitoring.vocabulary import CHALLENGER, CHAMPION, candidate_alias, candidate_rank
 from nas.baselines import build_baseline
 from nas.data import TaskData
 from nas.export import FlatInputClassifier
 from nas.spaces import get_space
 from nas.trainer import TrainConfig, TrainResult, evaluate, measure_latency_ms, predict_proba, train
 from pipelines import plots, registry
+from pipelines.config import RetrainConfig
+from pipelines.contracts import BaselineOutput, Lineage, RegisteredCandidate, RetrainInput, RetrainOutput
 
 
-class RetrainConfig(BaseModel):
-    """Full-fidelity training: long enough to converge, early stopping on validation accuracy."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(40, ge=1, description="maximum epochs")
-    patience: int = Field(6, ge=1, description="stop after this many epochs without a better validation accuracy")
-    lr: float = Field(0.05, gt=0)
-    batch_size: int = Field(64, ge=2)
-    optimizer: str = Field("sgd", pattern="^(sgd|adam)$")
-    weight_decay: float = Field(5e-4, ge=0)
-    top_k: int = Field(2, ge=1, description="how many of the search's best candidates to retrain fully")
-    seed: int = 0
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
-            weight_decay=self.weight_decay, patience=self.patience, seed=self.seed,
-        )
+def train_config(config: RetrainConfig) -> TrainConfig:
+    """The trainer's settings for a full retraining."""
+    return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
+                       weight_decay=config.weight_decay, patience=config.patience, seed=config.seed)
 
 
 def _train_and_log(
@@ -57,7 +44,7 @@ def _train_and_log(
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
         mlflow.log_params({**params, **{f"train.{k}": v for k, v in config.model_dump().items()}})
         result = train(
-            net, data, config.train_config(),
+            net, data, train_config(config),
             on_epoch=lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
                                                     step=int(row["epoch"])),
         )
@@ -102,88 +89,88 @@ def _register(
     )
 
 
-def register_baseline(data_path: str, model_name: str, config: RetrainConfig, lineage: dict[str, Any]) -> dict:
+def register_baseline(data_path: str, model_name: str, config: RetrainConfig, lineage: Lineage) -> BaselineOutput:
     """Train the hand-designed baseline, register it and make it ``champion`` (used when none exists yet)."""
     data = TaskData.load(data_path)
     description = build_baseline(data.input_shape, data.num_classes)[1]
     model, _, metrics, run_id = _train_and_log(
         lambda: build_baseline(data.input_shape, data.num_classes)[0], data, config,
-        run_name="baseline", params={"arch": description, "role": "baseline"},
+        run_name="baseline", params={"arch": description, "role": "baseline", "seed": config.seed},
     )
     with mlflow.start_run(run_id=run_id, nested=True):
         version = _register(
             model, data, model_name=model_name,
-            tags={**lineage, "arch": description, "space": "baseline", "role": "baseline", "seed": config.seed,
-                  "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-                  "latency_ms": metrics["latency_ms"]},
+            tags={**lineage.model_dump(), "arch": description, "space": "baseline", "role": "baseline",
+                  "seed": config.seed, "val_accuracy": metrics["val_accuracy"],
+                  "test_accuracy": metrics["test_accuracy"], "latency_ms": metrics["latency_ms"]},
         )
-    client = registry.client_for_active()
-    client.set_registered_model_alias(model_name, registry.CHAMPION, version)
-    return {"version": version, "arch": description, "run_id": run_id, **metrics}
+    registry.client_for_active().set_registered_model_alias(model_name, CHAMPION, version)
+    return BaselineOutput(version=version, arch=description, run_id=run_id, seed=config.seed,
+                          val_accuracy=metrics["val_accuracy"], test_accuracy=metrics["test_accuracy"],
+                          latency_ms=metrics["latency_ms"])
 
 
-def retrain_and_register(
-    data_path: str, search: dict[str, Any], model_name: str, config: RetrainConfig, lineage: dict[str, Any]
-) -> dict:
-    """Fully train the search's top candidates and register each once; the best by validation accuracy becomes
-    ``challenger``, and aliases ``candidate-1`` .. ``candidate-k`` follow the offline rank (for the tournament)."""
-    data = TaskData.load(data_path)
-    space = get_space(search["space"], **search.get("space_config", {}))
-    candidates = search["candidates"][: config.top_k]
+def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: RetrainConfig) -> list[tuple]:
+    """Train the search's top ``config.top_k`` candidates fully; best validation accuracy first."""
+    candidates = inputs.search.candidates[: config.top_k]
     if not candidates:
         raise ValueError("the search returned no candidates to retrain")
     trained = []
     for rank, cand in enumerate(candidates):
-        arch = space.from_string(cand["arch"])
+        arch = space.from_string(cand.arch)
         model, _, metrics, run_id = _train_and_log(
             lambda arch=arch: arch.build(data.num_classes, data.input_shape), data, config,
             run_name=f"retrain-{rank}", params={"arch": arch.string, "space": space.name, "search_rank": rank,
-                                                "space_config": json.dumps(space.config())},
+                                                "space_config": json.dumps(space.config()), "seed": config.seed},
         )
         trained.append((metrics["val_accuracy"], rank, cand, model, metrics, run_id))
     trained.sort(key=lambda t: (-t[0], t[1]))
+    return trained
+
+
+def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> RetrainOutput:
+    """Fully train the search's top candidates and register each once; the best by validation accuracy becomes
+    ``challenger``, and aliases ``candidate-1`` .. ``candidate-k`` follow the offline rank (for the tournament)."""
+    data = TaskData.load(inputs.data.path)
+    search = inputs.search
+    space = get_space(search.space, **search.space_config)
+    trained = _train_candidates(data, inputs, space, config)
     client = registry.client_for_active()
+    model_name = inputs.model_name
     registered = []
     for offline_rank, (_, search_rank, cand, model, metrics, run_id) in enumerate(trained, start=1):
         # Each candidate is registered once, in its own training run; the best is the challenger, the others
         # are "candidate" versions a shadow tournament can serve next to it.
-        role = "nas" if offline_rank == 1 else "candidate"
         with mlflow.start_run(run_id=run_id, nested=True):
             version = _register(
                 model, data, model_name=model_name,
-                tags={**lineage, "arch": cand["arch"], "space": space.name, "space_config": space.config(),
-                      "role": role, "tournament_rank": offline_rank, "search_rank": search_rank,
-                      "proxy_scores": cand.get("proxy_scores", {}),
-                      "search_run_id": search.get("search_run_id", ""), "seed": config.seed,
+                tags={**inputs.lineage.model_dump(), "arch": cand.arch, "space": space.name,
+                      "space_config": space.config(), "role": "nas" if offline_rank == 1 else "candidate",
+                      "tournament_rank": offline_rank, "search_rank": search_rank, "proxy_scores": cand.proxy_scores,
+                      "search_run_id": search.search_run_id, "seed": config.seed,
                       "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-                      "latency_ms": metrics["latency_ms"], "search_val_accuracy": cand.get("val_accuracy")},
+                      "latency_ms": metrics["latency_ms"], "search_val_accuracy": cand.val_accuracy},
             )
         alias = candidate_alias(offline_rank)
         client.set_registered_model_alias(model_name, alias, version)
-        registered.append({"version": version, "arch": cand["arch"], "val_accuracy": metrics["val_accuracy"],
-                           "test_accuracy": metrics["test_accuracy"], "latency_ms": metrics["latency_ms"],
-                           "alias": alias, "run_id": run_id})
+        registered.append(RegisteredCandidate(
+            version=version, arch=cand.arch, alias=alias, run_id=run_id, val_accuracy=metrics["val_accuracy"],
+            test_accuracy=metrics["test_accuracy"], latency_ms=metrics["latency_ms"]))
     _drop_stale_candidate_aliases(client, model_name, len(registered))
     best = registered[0]
-    client.set_registered_model_alias(model_name, registry.CHALLENGER, best["version"])
-    _, _, cand, _, metrics, run_id = trained[0]
-    return {"version": best["version"], "arch": cand["arch"], "space": space.name, "run_id": run_id,
-            "retrained": len(trained), **metrics, "candidates": registered}
+    client.set_registered_model_alias(model_name, CHALLENGER, best.version)
+    metrics = trained[0][4]
+    return RetrainOutput(version=best.version, arch=best.arch, space=space.name, run_id=best.run_id,
+                         retrained=len(trained), seed=config.seed, candidates=registered,
+                         **{k: float(metrics[k]) for k in ("val_accuracy", "test_accuracy", "test_loss", "best_epoch",
+                                                           "train_seconds", "latency_ms", "params")})
 
 
-CANDIDATE_ALIAS_PREFIX = "candidate-"
-
-
-def candidate_alias(rank: int) -> str:
-    """``candidate-<rank>``: the alias of the retrained candidate with this offline rank (1 = the challenger)."""
-    return f"{CANDIDATE_ALIAS_PREFIX}{rank}"
-
-
-def _drop_stale_candidate_aliases(client, model_name: str, kept: int) -> None:
+def _drop_stale_candidate_aliases(client: Any, model_name: str, kept: int) -> None:
     """A previous refresh with a larger top_k left ``candidate-N`` aliases beyond this one's: remove them, so the
     tournament never serves a stale candidate from an older refresh."""
     aliases = client.get_registered_model(model_name).aliases or {}
     for alias in aliases:
-        suffix = alias[len(CANDIDATE_ALIAS_PREFIX):] if alias.startswith(CANDIDATE_ALIAS_PREFIX) else ""
-        if suffix.isdigit() and int(suffix) > kept:
+        rank = candidate_rank(alias)
+        if rank is not None and rank > kept:
             client.delete_registered_model_alias(model_name, alias)

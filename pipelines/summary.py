@@ -9,6 +9,9 @@ from typing import Any
 
 from rich.table import Table
 
+from monitoring.vocabulary import CHALLENGER, CHAMPION
+from pipelines.contracts import RefreshResult
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or value == "":
@@ -27,57 +30,56 @@ def mlflow_ui_hint(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
-def refresh_table(result: dict[str, Any]) -> Table:
+def refresh_table(result: RefreshResult) -> Table:
     """Champion against challenger, offline and online, side by side (short values only)."""
-    table = Table(title=f"nasops refresh — {result['model_name']}", title_justify="left")
+    table = Table(title=f"nasops refresh — {result.model_name}", title_justify="left")
     table.add_column("", style="bold")
     table.add_column("champion", overflow="fold")
     table.add_column("challenger", overflow="fold")
-    champ = result.get("champion_before") or {}
-    chall = result.get("challenger") or {}
-    table.add_row("version", _fmt(champ.get("version")), _fmt(chall.get("version")))
-    table.add_row("val accuracy (offline)", _fmt(champ.get("val_accuracy")), _fmt(chall.get("val_accuracy")))
-    table.add_row("test accuracy (offline)", _fmt(champ.get("test_accuracy")), _fmt(chall.get("test_accuracy")))
-    table.add_row("latency ms (batch 1)", _fmt(champ.get("latency_ms"), 3), _fmt(chall.get("latency_ms"), 3))
-    online = (result.get("canary") or {}).get("online") or {}
+    champ, chall = result.champion_before, result.challenger
+    table.add_row("version", _fmt(champ and champ.version), _fmt(chall.version))
+    table.add_row("val accuracy (offline)", _fmt(champ and champ.val_accuracy), _fmt(chall.val_accuracy))
+    table.add_row("test accuracy (offline)", _fmt(champ and champ.test_accuracy), _fmt(chall.test_accuracy))
+    table.add_row("latency ms (batch 1)", _fmt(champ and champ.latency_ms, 3), _fmt(chall.latency_ms, 3))
+    online = result.canary.get("online") if result.canary else None
     if online:
-        c, n = online.get("champion", {}), online.get("challenger", {})
-        table.add_row("requests (online)", _fmt(c.get("requests")), _fmt(n.get("requests")))
-        table.add_row("errors (online)", _fmt(c.get("errors")), _fmt(n.get("errors")))
-        table.add_row("accuracy (online)", _fmt(c.get("accuracy")), _fmt(n.get("accuracy")))
-        table.add_row("p99 latency ms (online)", _fmt(c.get("p99_ms"), 2), _fmt(n.get("p99_ms"), 2))
+        c, n = online[CHAMPION], online[CHALLENGER]
+        table.add_row("requests (online)", _fmt(c["requests"]), _fmt(n["requests"]))
+        table.add_row("errors (online)", _fmt(c["errors"]), _fmt(n["errors"]))
+        table.add_row("fallbacks served (online)", _fmt(c["fallbacks"]), "—")
+        table.add_row("accuracy (online)", _fmt(c["accuracy"]), _fmt(n["accuracy"]))
+        table.add_row("p99 latency ms (online)", _fmt(c["p99_ms"], 2), _fmt(n["p99_ms"], 2))
     return table
 
 
-def refresh_details(result: dict[str, Any]) -> list[str]:
+def refresh_details(result: RefreshResult) -> list[str]:
     """The long facts (architectures, decision, paths) as lines, so they never wrap inside table cells."""
-    champ = result.get("champion_before") or {}
-    chall = result.get("challenger") or {}
-    search = result.get("search") or {}
-    canary = result.get("canary") or {}
+    champ, chall, search, canary = result.champion_before, result.challenger, result.search, result.canary
     lines = [
-        f"[bold]architecture found[/bold]  {chall.get('arch', '—')} ({search.get('space', '?')})",
-        f"[bold]champion was[/bold]        {champ.get('arch', '—')}",
-        f"[bold]search[/bold]              pool {search.get('pool_size', '?')}, "
-        f"{search.get('evaluations', '?')} low-fidelity trainings, {_fmt(search.get('seconds'), 1)} s",
+        f"[bold]architecture found[/bold]  {chall.arch} ({search.space})",
+        f"[bold]champion was[/bold]        {champ.arch if champ else '—'}",
+        f"[bold]search[/bold]              pool {search.pool_size}, {search.evaluations} low-fidelity trainings"
+        f"{f' ({search.failed_evaluations} failed)' if search.failed_evaluations else ''}, "
+        f"{_fmt(search.seconds, 1)} s",
+        f"[bold]seed[/bold]                {search.seed} (refresh {result.refresh_id})",
     ]
-    if result.get("tournament"):
+    if result.tournament:
         from pipelines.tournament import summary_line
 
-        lines.append(f"[bold]tournament[/bold]          {summary_line(result['tournament'])}")
-    drift = canary.get("drift") or {}
+        lines.append(f"[bold]tournament[/bold]          {summary_line(result.tournament)}")
+    drift = canary.get("drift") if canary else None
     if drift:
         lines.append(f"[bold]drift[/bold]               data drift share {_fmt(drift.get('share'), 2)} "
                      f"(dataset drift: {drift.get('dataset_drift')}), prediction drift "
-                     f"{_fmt(drift.get('prediction_drift'), 3)}")
+                     f"{_fmt(drift.get('prediction_drift'), 3)}" + (f" — {drift['note']}" if drift.get("note") else ""))
     if canary:
-        lines.append(f"[bold]decision[/bold]            {canary.get('decision', '?')} — {canary.get('reason', '')}")
-        lines.append(f"[bold]champion now[/bold]        version {canary.get('champion_version', '?')}")
-        lines.append(f"[bold]report[/bold]              {canary.get('report_uri', '—')}")
+        lines.append(f"[bold]decision[/bold]            {canary['decision']} — {canary['reason']}")
+        lines.append(f"[bold]champion now[/bold]        version {canary['champion_version']}")
+        lines.append(f"[bold]report[/bold]              {canary['report_uri']}")
     else:
         lines.append("[bold]decision[/bold]            canary skipped: challenger registered, aliases unchanged")
-    lines.append(f"[bold]MLflow UI[/bold]           {mlflow_ui_hint(result.get('tracking_uri', ''))}  "
-                 f"(refresh run {result.get('refresh_run_id')})")
+    lines.append(f"[bold]MLflow UI[/bold]           {mlflow_ui_hint(result.tracking_uri)}  "
+                 f"(refresh run {result.refresh_run_id})")
     lines.append(f"[bold]time[/bold]                {_fmt(result.get('seconds'), 1)} s")
     return lines
 
@@ -146,6 +148,8 @@ def print_json(data: Any) -> None:
 
 
 def _json_default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     if hasattr(value, "item"):

@@ -14,57 +14,31 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import mlflow
 import numpy as np
 import pandas as pd
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
 
-from monitoring.prediction_log import create_log_engine, read_predictions
+from monitoring.online import summarize
+from monitoring.vocabulary import CHAMPION, candidate_rank, tag
 from pipelines import registry
-from pipelines.errors import UserError
-from pipelines.retrain import CANDIDATE_ALIAS_PREFIX
-from pipelines.settings import Settings
+from pipelines.config import TournamentConfig
+from pipelines.errors import UserError, parse_model
+from pipelines.gateway_session import gateway_session
+from pipelines.tracking import ensure_tracking
 
 REPORT_DIR = "tournament"
 
 
-class TournamentConfig(BaseModel):
-    """How the tournament drives traffic and judges a winner that falls behind."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    aliases: list[str] | None = Field(
-        None, description="candidate aliases to serve in shadow (default: every candidate-N alias, in rank order)")
-    rate: float = Field(150.0, gt=0, description="requests per second of the replay (each prod row once)")
-    batch_size: int = Field(1, ge=1, description="rows per request (1: one latency sample per row)")
-    max_rows: int | None = Field(None, ge=10, description="replay at most this many prod rows")
-    shadow_timeout_s: float = Field(1.0, gt=0, description="a candidate slower than this is logged as a timeout")
-    shadow_max_in_flight: int = Field(64, ge=1, description="mirrored calls in flight before the gateway drops some")
-    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the 'winner falls behind' test")
-    warmup_requests: int = Field(10, ge=0, description="requests before the measured window (lazy first calls)")
-    ready_timeout_s: float = Field(120.0, gt=0, description="how long to wait for every candidate to load")
-    seed: int = 0
-
-
 def parse_config(config: dict[str, Any] | TournamentConfig | None) -> TournamentConfig:
     """Validate the tournament options; a mistake becomes a UserError naming the option."""
-    if isinstance(config, TournamentConfig):
-        return config
-    try:
-        return TournamentConfig(**(config or {}))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise UserError(f"invalid tournament options: {problems} (valid options: "
-                        f"{', '.join(TournamentConfig.model_fields)})") from None
+    return parse_model(TournamentConfig, config, "tournament options")
 
 
 def candidate_aliases(client, model_name: str) -> list[str]:
@@ -73,8 +47,7 @@ def candidate_aliases(client, model_name: str) -> list[str]:
         aliases = client.get_registered_model(model_name).aliases or {}
     except Exception:
         return []
-    ranked = [(int(a[len(CANDIDATE_ALIAS_PREFIX):]), a) for a in aliases
-              if a.startswith(CANDIDATE_ALIAS_PREFIX) and a[len(CANDIDATE_ALIAS_PREFIX):].isdigit()]
+    ranked = [(candidate_rank(a), a) for a in aliases if candidate_rank(a) is not None]
     return [a for _, a in sorted(ranked)]
 
 
@@ -97,18 +70,11 @@ def _offline(client, model_name: str, alias: str) -> dict[str, Any]:
 
 
 def _online(frame: pd.DataFrame, variant: str) -> dict[str, Any]:
-    rows = frame[frame["variant"] == variant]
-    requests = rows.drop_duplicates("request_id")
-    labelled = rows["correct"].dropna()
-    latency = requests.loc[requests["status"] == "ok", "latency_ms"].to_numpy(dtype=float)
-    return {
-        "requests": len(requests),
-        "errors": int((requests["status"] != "ok").sum()),
-        "labelled_rows": len(labelled),
-        "correct_rows": int(labelled.astype(bool).sum()),
-        "online_accuracy": float(labelled.astype(float).mean()) if len(labelled) else None,
-        "online_latency_ms": float(np.median(latency)) if len(latency) else None,
-    }
+    """The shared online summary (monitoring.online), named as the tournament's table reports it."""
+    facts = summarize(frame, variant)
+    return {"requests": facts["requests"], "errors": facts["errors"], "fallbacks": facts["fallbacks"],
+            "labelled_rows": facts["labelled_rows"], "correct_rows": facts["correct_rows"],
+            "online_accuracy": facts["accuracy"], "online_latency_ms": facts["p50_ms"]}
 
 
 def _ranks(values: list[float | None], higher_is_better: bool) -> list[int | None]:
@@ -178,7 +144,7 @@ def analyse(frame: pd.DataFrame, candidates: list[dict[str, Any]], champion: dic
     for row, r_off, r_on, l_off, l_on in zip(table, _ranks(offline_acc, True), _ranks(online_acc, True),
                                              _ranks(offline_lat, False), _ranks(online_lat, False), strict=True):
         row.update(offline_rank=r_off, online_rank=r_on, offline_latency_rank=l_off, online_latency_rank=l_on)
-    champion_row = {**champion, "role": "champion", **_online(frame, "champion")}
+    champion_row = {**champion, "role": CHAMPION, **_online(frame, CHAMPION)}
     ranked = [c for c in table if c["offline_rank"] is not None and c["online_accuracy"] is not None]
     winner: dict[str, Any] = {"offline_winner": None, "online_winner": None, "falls_behind": False,
                               "significant": False, "gap": 0.0, "test": None}
@@ -244,85 +210,58 @@ def plot_png(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _wait_loaded(url: str, token: str, aliases: list[str], timeout_s: float) -> dict:
-    """Block until the champion and every shadow alias are loaded (a load error ends the wait with a UserError)."""
-    deadline = time.monotonic() + timeout_s
-    state: dict = {}
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0) as http:
-        while time.monotonic() < deadline:
-            state = http.get("/admin/state").json()
-            shadows = state.get("shadow_models") or {}
-            if state.get("models", {}).get("champion") and all(shadows.get(a) for a in aliases):
-                return state
-            errors = {k: v for k, v in (state.get("load_errors") or {}).items() if k.startswith("shadow:")}
-            if errors:
-                raise UserError(f"the gateway could not load tournament candidates: {errors}")
-            time.sleep(0.2)
-    raise UserError(f"the gateway did not load the champion and {aliases} within {timeout_s:.0f}s: "
-                    f"{state.get('load_errors')}")
+def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig) -> tuple[list[str], list[dict], dict]:
+    aliases = cfg.aliases if cfg.aliases is not None else candidate_aliases(client, model_name)
+    if len(aliases) < 2:
+        raise UserError(f"a tournament needs at least 2 candidate aliases of {model_name!r}, found {aliases}; "
+                        "retrain with top_k >= 2 (--top-k) or pass the option 'aliases'")
+    champion = registry.alias_version(client, model_name, CHAMPION)
+    if champion is None:
+        raise UserError(f"model {model_name!r} has no 'champion' alias; the tournament serves callers from it")
+    candidates = [_offline(client, model_name, a) for a in aliases]
+    champion_info = {"alias": CHAMPION, "version": str(champion.version),
+                     "val_accuracy": _tag_float(registry.version_tags(champion), "val_accuracy")}
+    return aliases, candidates, champion_info
 
 
 def run_tournament(model_name: str, data_path: str, config: dict | TournamentConfig | None = None) -> dict:
     """The body of :func:`shadow_tournament` (no Prefect needed); returns a JSON-serialisable report."""
-    from pipelines.canary import _ensure_tracking, _load_data
-    from pipelines.replay import replay
-    from serving.config import GatewaySettings
-    from serving.server import start_gateway
+    from pipelines.canary.flow import load_prepared
 
     cfg = parse_config(config)
-    data = _load_data(data_path)
-    _ensure_tracking()
-    client = registry.client_for_active()
-    aliases = cfg.aliases if cfg.aliases is not None else candidate_aliases(client, model_name)
-    if len(aliases) < 2:
-        raise UserError(f"a tournament needs at least 2 candidate aliases of {model_name!r}, found {aliases}; "
-                        "retrain with top_k >= 2 (RetrainConfig.top_k) or pass the option 'aliases'")
-    champion = registry.alias_version(client, model_name, registry.CHAMPION)
-    if champion is None:
-        raise UserError(f"model {model_name!r} has no 'champion' alias; the tournament serves callers from it")
-    candidates = [_offline(client, model_name, a) for a in aliases]
-    champion_info = {"alias": registry.CHAMPION, "version": str(champion.version),
-                     "val_accuracy": _tag_float(registry.version_tags(champion), "val_accuracy")}
+    data = load_prepared(data_path)
+    ensure_tracking()
+    aliases, candidates, champion_info = _tournament_inputs(registry.client_for_active(), model_name, cfg)
     classes = list(data.meta.get("classes") or range(data.num_classes))
     x, y = data.x_prod, data.y_prod
     if cfg.max_rows is not None and len(x) > cfg.max_rows:
         idx = np.sort(np.random.default_rng(cfg.seed).choice(len(x), cfg.max_rows, replace=False))
         x, y = x[idx], y[idx]
-
-    settings = Settings()
-    token = secrets.token_urlsafe(24)
-    gateway_settings = GatewaySettings(
-        tracking_uri=mlflow.get_tracking_uri(), model_name=model_name, challenger_weight=0.0, mode="split",
-        shadow_aliases=aliases, admin_token=token, prediction_log_url=settings.prediction_log_url,
-        poll_interval_s=0, challenger_timeout_s=cfg.shadow_timeout_s, shadow_max_in_flight=cfg.shadow_max_in_flight,
-    )
-    log_engine = create_log_engine(settings.prediction_log_url)
     parent = mlflow.active_run()
     started_clock = time.perf_counter()
-    try:
-        with mlflow.start_run(run_name=f"tournament-{model_name}", nested=parent is not None) as run, \
-                start_gateway(gateway_settings, mode="process") as gateway:
-            mlflow.set_tags({"nasops.stage": "tournament", "nasops.champion_version": champion_info["version"]})
-            mlflow.log_params({"aliases": json.dumps(aliases), "rate": cfg.rate, "rows": len(x),
-                               "batch_size": cfg.batch_size, "alpha": cfg.alpha})
-            _wait_loaded(gateway.url, token, aliases, cfg.ready_timeout_s)
-            if cfg.warmup_requests:
-                replay(gateway.url, x[np.arange(cfg.warmup_requests) % len(x)], None, rate=cfg.rate, feedback=False,
-                       seed=cfg.seed)
-                time.sleep(0.3)  # the warm-up's mirrored calls land before the window opens
-            since = time.time()
-            summary = replay(gateway.url, x, y, rate=cfg.rate, batch_size=cfg.batch_size, feedback=True,
-                             seed=cfg.seed, classes=classes)
-            until = time.time() + 1.0
-            frame = read_predictions(log_engine, since, until)
-            report = analyse(frame, candidates, champion_info, alpha=cfg.alpha)
-            report.update(model_name=model_name, aliases=aliases, tournament_run_id=run.info.run_id,
-                          replay={"sent": summary.sent, "ok": summary.ok, "rows": summary.rows,
-                                  "feedback_errors": summary.feedback_errors, "errors": summary.errors},
-                          seconds=round(time.perf_counter() - started_clock, 2))
-            _log_report(report)
-    finally:
-        log_engine.dispose()
+    with mlflow.start_run(run_name=f"tournament-{model_name}", nested=parent is not None) as run, \
+            gateway_session(model_name, shadow_aliases=aliases, challenger_timeout_s=cfg.shadow_timeout_s,
+                            shadow_max_in_flight=cfg.shadow_max_in_flight) as session:
+        mlflow.set_tags({tag("stage"): "tournament", tag("champion_version"): champion_info["version"]})
+        mlflow.log_params({"aliases": json.dumps(aliases), "rate": cfg.rate, "rows": len(x),
+                           "batch_size": cfg.batch_size, "alpha": cfg.alpha})
+        session.admin.wait_loaded(aliases, cfg.ready_timeout_s)
+        if cfg.warmup_requests:
+            session.replay(x[np.arange(cfg.warmup_requests) % len(x)], None, rate=cfg.rate, feedback=False,
+                           seed=cfg.seed)
+            session.admin.wait_shadow_drained()
+            time.sleep(0.3)  # the warm-up's mirrored calls land before the window opens
+        since = time.time()
+        summary = session.replay(x, y, rate=cfg.rate, batch_size=cfg.batch_size, feedback=True, seed=cfg.seed,
+                                 classes=classes)
+        session.admin.wait_shadow_drained()
+        frame = session.frame(since, time.time() + 1.0)
+        report = analyse(frame, candidates, champion_info, alpha=cfg.alpha)
+        report.update(model_name=model_name, aliases=aliases, tournament_run_id=run.info.run_id,
+                      replay={"sent": summary.sent, "ok": summary.ok, "rows": summary.rows,
+                              "feedback_errors": summary.feedback_errors, "errors": summary.errors},
+                      seconds=round(time.perf_counter() - started_clock, 2))
+        _log_report(report)
     return json.loads(json.dumps(report, default=_json_default))
 
 
@@ -345,9 +284,9 @@ def _log_report(report: dict[str, Any]) -> None:
     metrics = {"spearman": corr["spearman"], "kendall_tau": corr["kendall_tau"],
                "winner_gap": report["winner"]["gap"]}
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-    mlflow.set_tags({"nasops.winner_falls_behind": str(report["winner"]["falls_behind"]).lower(),
-                     "nasops.offline_winner": str(report["winner"]["offline_winner"]),
-                     "nasops.online_winner": str(report["winner"]["online_winner"])})
+    mlflow.set_tags({tag("winner_falls_behind"): str(report["winner"]["falls_behind"]).lower(),
+                     tag("offline_winner"): str(report["winner"]["offline_winner"]),
+                     tag("online_winner"): str(report["winner"]["online_winner"])})
 
 
 @flow(name="shadow_tournament", log_prints=True)

@@ -41,3 +41,11 @@ def client(settings: Settings | None = None) -> MlflowClient:
     """An ``MlflowClient`` on the configured store (tracking and registry)."""
     settings = settings or Settings()
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def ensure_tracking() -> None:
+    """Configure MLflow unless a caller (the refresh, a test) already did: a stage run on its own still works."""
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if not is_tracking_uri_set() and not mlflow.active_run():
+        configure_mlflow(Settings())

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from fixtures_registry import build_registry
 
-from monitoring.canary_config import load_canary_config
 from monitoring.judge import NODATA, PASS, MetricResult, Verdict
 from pipelines.canary import RolloutState, parse_config, schedule
+from pipelines.canary.config import load_canary_config
 from pipelines.errors import UserError
 
 
@@ -177,3 +177,13 @@ def test_cli_rejects_bad_canary_options_with_a_clear_message(nasops_home):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "steps must not decrease" in proc.stderr
+
+
+def test_a_budget_rollback_names_the_step_that_was_judged_not_the_next_one():
+    """Defect: "rolled back at 50% traffic, last verdict pass, score 100" from a rollout that never went above 25%.
+    The budget ran out on an interval that passed 25% and moved the index to 50%, and the reason read the new
+    index."""
+    state = run({"steps": [0.05, 0.25, 0.5, 1.0], "max_intervals": 3},
+                [verdict("marginal"), verdict("pass"), verdict("pass")])
+    assert state.decision == "rolled_back"
+    assert "25% traffic" in state.reason and "50%" not in state.reason

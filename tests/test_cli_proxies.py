@@ -44,7 +44,7 @@ def test_arch_file_keeps_the_file_order_with_data(monkeypatch, capsys, tmp_path)
              "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|none~1|nor_conv_3x3~2|"]
     path = tmp_path / "archs.txt"
     path.write_text("\n".join(archs) + "\n")
-    code, out, _ = run(monkeypatch, capsys, "--arch-file", str(path), *SMALL, "--dataset", "digits",
+    code, out, _ = run(monkeypatch, capsys, "--arch-file", str(path), *SMALL, "--data", "digits",
                        "--proxies", "nwot,params", "--batch-size", "16", "--json")
     assert code == 0
     rows = [json.loads(line) for line in out.strip().splitlines()]
@@ -64,15 +64,15 @@ def test_sample_and_table_output(monkeypatch, capsys):
     ("args", "message"),
     [
         (["--arch", BEST, "--proxies", "synflow,magic"], "unknown proxy 'magic'; valid proxies: epe_nas"),
-        (["--arch", BEST, "--proxies", "nwot"], "need data: add --dataset digits"),
+        (["--arch", BEST, "--proxies", "nwot"], "need data: add --data digits"),
         (["--arch", BEST.replace("skip_connect", "skip")], "valid operations: none, skip_connect, nor_conv_1x1"),
         (["--arch", "|none~0|+|none~0|"], "malformed nb201 architecture"),
         (["--space", "darts", "--arch", BEST], "choose one of: mlp, nb201, vit"),
         (["--arch", BEST, "--sample", "3"], "exactly one of --arch"),
         (["--arch", BEST, "--input-shape", "64"], "channels, height, width"),
-        (["--arch", BEST, "--dataset", "cifar10"], "digits, mnist5k"),
+        (["--arch", BEST, "--data", "cifar10"], "digits, mnist5k"),
         (["--arch", BEST, "--space-config", "{C: 8}"], "must be a JSON object"),
-        (["--arch", BEST, "--dataset", "digits", "--num-classes", "3"], "disagrees with --dataset"),
+        (["--arch", BEST, "--data", "digits", "--num-classes", "3"], "disagrees with --data"),
     ],
 )
 def test_user_mistakes_exit_2_naming_the_fix(monkeypatch, capsys, args, message):

@@ -51,7 +51,7 @@ def test_refresh_rejects_bad_data_before_any_work(tmp_path, bad_csv):
 
 def test_refresh_rejects_bad_options(tmp_path):
     proc = run_cli("refresh", "--budget", "0", home=tmp_path / "h")
-    _assert_user_error(proc, "invalid search options", "budget")
+    _assert_user_error(proc, "invalid refresh configuration", "search.budget")
     proc = run_cli("refresh", "--epochs", "0", home=tmp_path / "h")
     _assert_user_error(proc, "invalid refresh configuration", "retrain.epochs")
     config = tmp_path / "c.yaml"

@@ -32,7 +32,7 @@ def _write(frame: pd.DataFrame, path) -> str:
 
 
 def test_digits_splits_are_stratified_and_disjoint(tmp_path):
-    prepared = prepare(DataSpec("digits"), tmp_path)
+    prepared = prepare(DataSpec(source="digits"), tmp_path)
     assert prepared.rows == {"train": 1077, "val": 270, "test": 180, "prod": 270}
     assert prepared.input_shape == [1, 8, 8]
     task = TaskData.load(prepared.path)
@@ -48,8 +48,8 @@ def test_digits_splits_are_stratified_and_disjoint(tmp_path):
 
 def test_same_data_same_fingerprint_whatever_the_file(tmp_path):
     frame = _frame()
-    a = prepare(DataSpec(_write(frame, tmp_path / "a.csv"), target="label"), tmp_path / "out")
-    b = prepare(DataSpec(_write(frame, tmp_path / "b.parquet"), target="label"), tmp_path / "out")
+    a = prepare(DataSpec(source=_write(frame, tmp_path / "a.csv"), target="label"), tmp_path / "out")
+    b = prepare(DataSpec(source=_write(frame, tmp_path / "b.parquet"), target="label"), tmp_path / "out")
     assert a.fingerprint == b.fingerprint
     changed = frame.copy()
     changed.loc[0, "a"] += 1.0
@@ -57,7 +57,7 @@ def test_same_data_same_fingerprint_whatever_the_file(tmp_path):
 
 
 def test_csv_with_string_labels_keeps_original_classes(tmp_path):
-    prepared = prepare(DataSpec(_write(_frame(), tmp_path / "t.csv"), target="label"), tmp_path)
+    prepared = prepare(DataSpec(source=_write(_frame(), tmp_path / "t.csv"), target="label"), tmp_path)
     assert prepared.classes == ["class-0", "class-1", "class-2"]
     assert prepared.input_shape == [4]
     assert prepared.feature_names == ["a", "b", "c", "d"]
@@ -83,24 +83,24 @@ def test_csv_with_string_labels_keeps_original_classes(tmp_path):
 def test_invalid_tables_name_the_problem_and_the_fix(tmp_path, mutate, target, message):
     path = _write(mutate(_frame()), tmp_path / "bad.csv")
     with pytest.raises(DataValidationError, match=message):
-        prepare(DataSpec(path, target=target), tmp_path / "out")
+        prepare(DataSpec(source=path, target=target), tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.npz"))
 
 
 def test_unreadable_and_missing_files(tmp_path):
     with pytest.raises(DataValidationError, match="does not exist"):
-        prepare(DataSpec(str(tmp_path / "missing.csv"), target="y"), tmp_path)
+        prepare(DataSpec(source=str(tmp_path / "missing.csv"), target="y"), tmp_path)
     bad = tmp_path / "broken.parquet"
     bad.write_text("this is not parquet")
     with pytest.raises(DataValidationError, match=r"could not read broken\.parquet"):
-        prepare(DataSpec(str(bad), target="y"), tmp_path)
+        prepare(DataSpec(source=str(bad), target="y"), tmp_path)
     other = tmp_path / "table.xlsx"
     other.write_text("x")
     with pytest.raises(DataValidationError, match="unsupported file type"):
-        prepare(DataSpec(str(other), target="y"), tmp_path)
+        prepare(DataSpec(source=str(other), target="y"), tmp_path)
     with pytest.raises(DataValidationError, match="unknown dataset 'cifar'"):
-        prepare(DataSpec("cifar"), tmp_path)
+        prepare(DataSpec(source="cifar"), tmp_path)
     empty = tmp_path / "empty.csv"
     empty.write_text("a,b,label\n")
     with pytest.raises(DataValidationError, match="no rows"):
-        prepare(DataSpec(str(empty), target="label"), tmp_path)
+        prepare(DataSpec(source=str(empty), target="label"), tmp_path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitoring.canary_config import CanaryConfig, JudgeConfig, MetricConfig, default_judge_config, load_canary_config
 from monitoring.judge import (
     HIGH,
     LOW,
@@ -17,6 +16,8 @@ from monitoring.judge import (
     hodges_lehmann_shift,
     mann_whitney,
 )
+from monitoring.judge_config import JudgeConfig, MetricConfig, default_judge_config
+from pipelines.canary.config import CanaryConfig, load_canary_config
 
 RNG = np.random.default_rng(42)
 

@@ -8,8 +8,10 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipelines.config import SearchStageConfig
+from pipelines.contracts import PreparedData, SearchInput, SearchOutput
 from pipelines.errors import UserError
-from pipelines.nas_stage import SearchStageConfig, parse_config, resolve_space, search_architectures
+from pipelines.nas_stage import parse_config, resolve_space, search_architectures
 
 TINY = {"pool_size": 12, "prefilter_keep": 4, "budget": 3, "warm_start": 2,
         "fidelity": {"epochs": 1, "data_fraction": 0.3}, "workers": 2, "top_k": 2, "seed": 0}
@@ -22,6 +24,12 @@ def digits_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "digits.npz"
     bundled_task("digits", seed=0).save(path)
     return str(path)
+
+
+def _inputs(path: str) -> SearchInput:
+    data = PreparedData(path=path, fingerprint="digits-test", source="digits", input_shape=[1, 8, 8],
+                        num_classes=10, classes=list(range(10)), feature_names=[])
+    return SearchInput(data=data)
 
 
 def test_config_errors_name_the_key_and_the_choices():
@@ -44,13 +52,26 @@ def test_flat_data_falls_back_to_the_mlp_space():
         resolve_space(parse_config({"space": "nb201"}), (1, 2, 2))
 
 
-def _check(out: dict, budget: int) -> None:
+def test_an_explicit_image_space_on_tabular_data_is_an_error_not_a_silent_swap():
+    """Defect: `--space nb201` on tabular data silently ran `mlp`."""
+    with pytest.raises(UserError, match="'nb201' cannot take inputs shaped \\(64,\\)"):
+        resolve_space(parse_config({"space": "nb201"}), (64,))
+
+
+def test_an_unknown_space_is_refused_when_the_config_is_read():
+    with pytest.raises(UserError, match="unknown search space 'foo'; choose one of: mlp, nb201"):
+        parse_config({"space": "foo"})
+
+
+def _check(result: SearchOutput, budget: int) -> None:
+    assert isinstance(result, SearchOutput)
+    out = result.model_dump(mode="json")
     assert set(out) >= {"search_run_id", "space", "space_config", "input_shape", "num_classes", "pool_size",
-                        "evaluations", "seconds", "candidates", "best"}
+                        "evaluations", "seconds", "candidates"}
     assert out["space"] == "nb201" and out["space_config"] == {"C": 8, "N": 1}
     assert out["input_shape"] == [1, 8, 8] and out["num_classes"] == 10
     assert out["evaluations"] == budget and len(out["candidates"]) == 2
-    assert out["best"] == out["candidates"][0]
+    assert result.best.arch == out["candidates"][0]["arch"]
     assert out["candidates"][0]["val_accuracy"] >= out["candidates"][1]["val_accuracy"]
     for cand in out["candidates"]:
         assert cand["arch"].startswith("|") and cand["params"] > 0 and cand["latency_ms"] > 0
@@ -64,9 +85,10 @@ def test_flow_logs_a_search_run_with_nested_evaluations(prefect_server, nasops_h
 
     configure_mlflow()
     with mlflow.start_run(run_name="refresh") as parent:
-        out = search_architectures(digits_path, {**TINY, "strategy": "predictor"})
+        out = search_architectures(_inputs(digits_path), {**TINY, "strategy": "predictor"})
     _check(out, 3)
     client = MlflowClient()
+    out = out.model_dump()
     search = client.get_run(out["search_run_id"])
     assert search.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert search.data.metrics["evaluations"] == 3
@@ -84,9 +106,9 @@ def test_flow_on_a_two_worker_dask_cluster(prefect_server, nasops_home, digits_p
     from pipelines.tracking import configure_mlflow
 
     configure_mlflow()
-    out = search_architectures(digits_path, {**TINY, "strategy": "evolution", "runner": "dask"})
+    out = search_architectures(_inputs(digits_path), {**TINY, "strategy": "evolution", "runner": "dask"})
     _check(out, 3)
-    run = MlflowClient().get_run(out["search_run_id"])
+    run = MlflowClient().get_run(out.search_run_id)
     assert run.data.params["runner"] == "dask"
     assert "mlflow.parentRunId" not in run.data.tags  # no active run: a top-level search run
 
@@ -94,4 +116,4 @@ def test_flow_on_a_two_worker_dask_cluster(prefect_server, nasops_home, digits_p
 @pytest.mark.slow
 def test_impossible_constraints_are_a_clear_error(prefect_server, nasops_home, digits_path):
     with pytest.raises(UserError, match="no evaluated architecture meets the constraints"):
-        search_architectures(digits_path, {**TINY, "budget": 2, "max_latency_ms": 1e-6, "strategy": "random"})
+        search_architectures(_inputs(digits_path), {**TINY, "budget": 2, "max_latency_ms": 1e-6, "strategy": "random"})

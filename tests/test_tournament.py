@@ -38,6 +38,7 @@ def _tag(reg, version: str, **tags) -> None:
         client.set_model_version_tag(reg.model_name, version, f"nasops.{key}", str(value))
 
 
+@pytest.mark.slow  # trains and registers models
 def test_tournament_reports_a_winner_that_falls_behind(nasops_home):
     reg = build_registry(nasops_home, challenger=None)
     x_tr, y_tr, _, _ = digits_data()
@@ -104,11 +105,10 @@ def test_analyse_when_the_offline_ranking_holds():
                                 "falls_behind": False, "significant": False, "gap": 0.0, "test": None,
                                 "winner_vs_champion_gap": pytest.approx(report["candidates"][0]["online_accuracy"]
                                                                         - report["champion"]["online_accuracy"])}
-    from pipelines.summary import refresh_details
     from pipelines.tournament import summary_line
 
-    assert summary_line(report).endswith("offline winner candidate-1 also wins online")
-    assert any("Spearman 1.00" in line for line in refresh_details({"tournament": report}))
+    line = summary_line(report)  # the refresh summary's tournament line
+    assert line.endswith("offline winner candidate-1 also wins online") and "Spearman 1.00" in line
 
 
 def test_mcnemar_counts_only_discordant_pairs():
@@ -120,6 +120,7 @@ def test_mcnemar_counts_only_discordant_pairs():
     assert mcnemar_exact(a, a)["p_value"] == 1.0
 
 
+@pytest.mark.slow  # trains and registers models
 def test_config_mistakes_are_user_errors(nasops_home):
     with pytest.raises(UserError, match="rate"):
         parse_config({"rate": -1})
@@ -132,6 +133,7 @@ def test_config_mistakes_are_user_errors(nasops_home):
         run_tournament(reg.model_name, data_path, {})
 
 
+@pytest.mark.slow  # trains and registers models
 def test_shadow_aliases_never_affect_the_caller(tmp_path):
     reg = build_registry(tmp_path / "reg", challenger=None)
     x_tr, y_tr, _, _ = digits_data()
@@ -179,26 +181,32 @@ def test_shadow_aliases_setting_parses_env(monkeypatch):
         GatewaySettings(shadow_aliases=["challenger"])
 
 
+@pytest.mark.slow  # trains and registers models
 def test_retrain_registers_every_candidate_once_with_ranked_aliases(nasops_home):
     import mlflow
 
     from pipelines import registry
+    from pipelines.config import RetrainConfig
+    from pipelines.contracts import Candidate, Lineage, RetrainInput, SearchOutput
     from pipelines.data import DataSpec, prepare
-    from pipelines.retrain import RetrainConfig, retrain_and_register
+    from pipelines.retrain import retrain_and_register
     from pipelines.settings import Settings
     from pipelines.tracking import configure_mlflow
 
     settings = Settings()
     configure_mlflow(settings)
-    prepared = prepare(DataSpec("digits", max_rows=300), settings.data_dir)
+    prepared = prepare(DataSpec(source="digits", max_rows=300), settings.data_dir)
     archs = ["depth=1|widths=32|act=relu|norm=none|dropout=0|residual=0",
              "depth=2|widths=64-32|act=relu|norm=none|dropout=0|residual=0",
              "depth=1|widths=32|act=tanh|norm=none|dropout=0|residual=0"]
-    search = {"space": "mlp", "candidates": [{"arch": a, "proxy_scores": {"synflow": 1.0}} for a in archs],
-              "search_run_id": "s1"}
+    search = SearchOutput(
+        search_run_id="s1", space="mlp", space_config={}, input_shape=[64], num_classes=10, pool_size=3,
+        evaluations=3, seconds=0.0, prefilter_seconds=0.0, journal="",
+        candidates=[Candidate(arch=a, val_accuracy=0.5, proxy_scores={"synflow": 1.0}) for a in archs])
+    lineage = Lineage(dataset_fingerprint=prepared.fingerprint, data_source="digits", refresh_run_id="r")
+    inputs = RetrainInput(data=prepared, search=search, model_name=settings.model_name, lineage=lineage)
     with mlflow.start_run(run_name="refresh"):
-        out = retrain_and_register(prepared.path, search, settings.model_name, RetrainConfig(epochs=2, top_k=3),
-                                   {"dataset_fingerprint": prepared.fingerprint})
+        out = retrain_and_register(inputs, RetrainConfig(epochs=2, top_k=3)).model_dump()
     client = registry.client_for_active()
     cands = out["candidates"]
     assert [c["alias"] for c in cands] == ["candidate-1", "candidate-2", "candidate-3"]
@@ -214,6 +222,6 @@ def test_retrain_registers_every_candidate_once_with_ranked_aliases(nasops_home)
         assert tags["dataset_fingerprint"] == prepared.fingerprint and tags["search_run_id"] == "s1"
     # a later refresh with a smaller k drops the stale candidate-3 alias
     with mlflow.start_run(run_name="refresh-2"):
-        retrain_and_register(prepared.path, search, settings.model_name, RetrainConfig(epochs=1, top_k=2), {})
+        retrain_and_register(inputs, RetrainConfig(epochs=1, top_k=2))
     aliases = client.get_registered_model(settings.model_name).aliases
     assert {"candidate-1", "candidate-2"} <= set(aliases) and "candidate-3" not in aliases

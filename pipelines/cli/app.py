@@ -33,6 +33,25 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"nasops {version('nasops')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("nasops (not installed: run `pip install -e .`)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print the version and exit"),
+) -> None:
+    """Neural architecture search in scheduled model refreshes, proven on live traffic before it takes over."""
+
+
 def _assemble() -> typer.Typer:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)

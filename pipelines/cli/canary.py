@@ -65,7 +65,8 @@ def canary(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
     drift: str | None = typer.Option(None, help="drift injected into the replayed inputs, e.g. noise=0.3"),
     steps: str | None = typer.Option(None, help="challenger traffic shares, e.g. 0.05,0.25,0.5,1"),
-    interval: float | None = typer.Option(None, help="seconds of traffic per judge run"),
+    interval_s: float | None = typer.Option(None, "--interval-s", help="seconds of traffic per judge run"),
+    model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
     rate: float | None = typer.Option(None, help="replayed requests per second"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -87,14 +88,14 @@ def canary(
             raw["steps"] = [float(s) for s in steps.split(",") if s.strip()]
         except ValueError:
             raise UserError(f"--steps must be comma-separated numbers in (0, 1], got {steps!r}") from None
-    for key, value in (("drift", drift), ("interval_s", interval), ("rate", rate)):
+    for key, value in (("drift", drift), ("interval_s", interval_s), ("rate", rate)):
         if value is not None:
             raw[key] = value
     parse_config(raw)  # a typo fails here, before a gateway starts
     path = data or _latest_prepared(settings)
     if not path.is_file():
         raise UserError(f"--data {str(path)!r} does not exist")
-    result = canary_rollout(settings.model_name, str(path), raw)
+    result = canary_rollout(model_name or settings.model_name, str(path), raw)
     if as_json:
         print(json.dumps(result, default=str))
         return

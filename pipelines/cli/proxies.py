@@ -1,7 +1,7 @@
 """``nasops proxies``: zero-cost proxy scores of one, many (``--arch-file``) or sampled architectures.
 
 Data-free proxies (synflow, params, flops, ...) need only an input shape and a class count; data-dependent ones
-(nwot, zico, snip, ...) need a real batch from ``--dataset``. Every user mistake (unknown proxy, operation or
+(nwot, zico, snip, ...) need a real batch from ``--data``. Every user mistake (unknown proxy, operation or
 space, malformed string, data-dependent proxy without data) is a one-line message and exit code 2.
 """
 
@@ -71,7 +71,7 @@ def _resolve_proxies(text: str | None, have_data: bool) -> list[str]:
     if hungry and not have_data:
         free = [n for n in valid if not needs_data(n)]
         raise UserError(
-            f"--proxies {', '.join(hungry)} need data: add --dataset digits or --dataset mnist5k "
+            f"--proxies {', '.join(hungry)} need data: add --data digits or --data mnist5k "
             f"(without data only these work: {', '.join(free)})"
         )
     return list(dict.fromkeys(names))
@@ -87,7 +87,7 @@ def _load_dataset(name: str, seed: int):
     if path.suffix == ".npz" and path.exists():
         return TaskData.load(path)
     raise UserError(
-        f"--dataset {name!r}: choose a bundled dataset ({', '.join(BUNDLED_DATASETS)}) or an existing prepared .npz"
+        f"--data {name!r}: choose a bundled dataset ({', '.join(BUNDLED_DATASETS)}) or an existing prepared .npz"
     )
 
 
@@ -133,12 +133,12 @@ def proxies_command(
     arch_file: Path = typer.Option(None, help="a file with one architecture string per line"),
     sample: int = typer.Option(None, help="score N random (unique) architectures of the space"),
     proxies: str = typer.Option(
-        None, help="comma-separated proxy names (default: every data-free proxy, or the ensemble with --dataset)"
+        None, help="comma-separated proxy names (default: every data-free proxy, or the ensemble with --data)"
     ),
-    dataset: str = typer.Option(None, help="digits or mnist5k (bundled), or a prepared .npz; data-dependent "
-                                           "proxies need it"),
-    input_shape: str = typer.Option(None, help=f"input shape without --dataset (default {DEFAULT_INPUT_SHAPE})"),
-    num_classes: int = typer.Option(None, help=f"classes without --dataset (default {DEFAULT_NUM_CLASSES})"),
+    dataset: str = typer.Option(None, "--data", "--dataset", help="digits or mnist5k (bundled), or a prepared .npz; "
+                                "data-dependent proxies need it"),
+    input_shape: str = typer.Option(None, help=f"input shape without --data (default {DEFAULT_INPUT_SHAPE})"),
+    num_classes: int = typer.Option(None, help=f"classes without --data (default {DEFAULT_NUM_CLASSES})"),
     batch_size: int = typer.Option(64, help="batch size of the data-dependent proxies"),
     seed: int = typer.Option(0, help="seed of the weights, the batch and --sample"),
     as_json: bool = typer.Option(False, "--json", help='one JSON line per architecture: {"arch", "scores", "seconds"}'),
@@ -161,7 +161,7 @@ def proxies_command(
         for flag, value, actual in (("--input-shape", input_shape and _parse_shape(input_shape), shape),
                                     ("--num-classes", num_classes, classes)):
             if value not in (None, actual):
-                raise UserError(f"{flag} {value} disagrees with --dataset {dataset} ({actual}); drop {flag}")
+                raise UserError(f"{flag} {value} disagrees with --data {dataset} ({actual}); drop {flag}")
         batch = data.batch(batch_size, seed=seed)
     else:
         shape = _parse_shape(input_shape or DEFAULT_INPUT_SHAPE)

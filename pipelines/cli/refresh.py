@@ -49,73 +49,55 @@ def build_config(
     skip_canary: bool = False,
     skip_tournament: bool = False,
 ):
-    """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig``."""
-    from pipelines.refresh import RefreshConfig
+    """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig`` — the one place
+    a refresh's options are checked, before Prefect starts or anything trains."""
+    from pipelines.config import RefreshConfig
+    from pipelines.errors import parse_model
 
     raw = _load_config_file(config_file)
-    for key, value in {"data": data, "target": target, "max_rows": max_rows, "seed": seed,
-                       "model_name": model_name}.items():
-        if value is not None:
-            raw[key] = value
-    search = dict(raw.get("search") or {})
-    for key, value in {"space": space, "budget": budget, "pool_size": pool_size, "max_latency_ms": max_latency_ms,
-                       "runner": runner, "dask_address": dask_address}.items():
-        if value is not None:
-            search[key] = value
-    retrain = dict(raw.get("retrain") or {})
-    if epochs is not None:
-        retrain["epochs"] = epochs
-    if top_k is not None:  # the search must return as many candidates as retraining takes
-        retrain["top_k"] = top_k
-        search.setdefault("top_k", top_k)
-    raw["retrain"] = retrain
-    raw["search"] = search
-    canary = dict(raw.get("canary") or {})
-    if drift is not None:
-        canary["drift"] = drift
-    raw["canary"] = canary
+    flags = {"data": data, "target": target, "max_rows": max_rows, "seed": seed, "model_name": model_name,
+             "top_k": top_k}
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    for section, values in (("search", {"space": space, "budget": budget, "pool_size": pool_size,
+                                        "max_latency_ms": max_latency_ms, "runner": runner,
+                                        "dask_address": dask_address}),
+                            ("retrain", {"epochs": epochs}),
+                            ("canary", {"drift": drift})):
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            raw[section] = {**(raw.get(section) or {}), **given}
     if skip_canary:
         raw["skip_canary"] = True
     if skip_tournament:
         raw["skip_tournament"] = True
-    try:
-        config = RefreshConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(_validation_message("refresh configuration", exc)) from exc
-    _check_stage_configs(config)
-    return config
+    return parse_model(RefreshConfig, raw, "refresh configuration")
 
 
-def _validation_message(what: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['msg']}")
-    return f"invalid {what}: " + "; ".join(parts)
-
-
-def _check_stage_configs(config) -> None:
-    """Validate the NAS and canary options before any work starts, so a typo costs seconds, not a search."""
-    from pipelines.canary import CanaryConfig
-    from pipelines.nas_stage import SearchStageConfig
-    from pipelines.tournament import TournamentConfig
-
-    for name, model, values in (("search", SearchStageConfig, config.search),
-                                ("tournament", TournamentConfig, config.tournament),
-                                ("canary", CanaryConfig, config.canary)):
-        try:
-            model.model_validate({"seed": config.seed, **values})
-        except ValidationError as exc:
-            raise UserError(_validation_message(f"{name} options", exc)) from exc
-
-
-def _preflight_data(config) -> None:
-    """Load and validate the data before Prefect starts: a bad file gets one clear line, not a failed flow run."""
+def preflight(config) -> None:
+    """Load and validate the data, and check the search space can take it, before Prefect starts: a bad file or a
+    space that cannot read the data gets one clear line, not a failed flow run."""
     from pipelines.data import DataSpec, load_table, validate
+    from pipelines.nas_stage import resolve_space
 
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed)
-    x, y, _ = load_table(spec)
+    x, y, input_shape = load_table(spec)
     validate(x, y, Path(config.data).name)
+    resolve_space(config.search, input_shape)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect's INFO lines (one per task state) only with --verbose; the stage progress display replaces them."""
+    import logging
+    import os
+
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    log = logging.getLogger("nasops.refresh")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def refresh(
@@ -123,7 +105,7 @@ def refresh(
     target: str | None = typer.Option(None, help="label column of a CSV/Parquet file"),
     config_file: Path | None = typer.Option(None, "--config", help="YAML/JSON file of RefreshConfig fields"),
     max_rows: int | None = typer.Option(None, help="stratified subsample of the data, for quick runs"),
-    seed: int | None = typer.Option(None, help="seed for splits, sampling and training"),
+    seed: int | None = typer.Option(None, help="seed for splits, sampling and training (every stage)"),
     model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
     space: str | None = typer.Option(None, help="search space (default: nb201 for images, mlp for tables)"),
     budget: int | None = typer.Option(None, help="low-fidelity trainings the search may spend"),
@@ -132,30 +114,52 @@ def refresh(
     runner: str | None = typer.Option(None, help="candidate evaluation runner: thread or dask"),
     dask_address: str | None = typer.Option(None, help="address of an existing Dask scheduler (with --runner dask)"),
     epochs: int | None = typer.Option(None, help="maximum epochs of the full retraining"),
-    top_k: int | None = typer.Option(None, help="search candidates retrained fully"),
+    top_k: int | None = typer.Option(None, help="candidates searched for and retrained fully"),
     drift: str | None = typer.Option(None, help="inject drift into the replayed traffic, e.g. noise=0.3"),
     skip_canary: bool = typer.Option(False, help="register the challenger without running the canary"),
     skip_tournament: bool = typer.Option(False, help="do not serve the retrained candidates in a shadow tournament"),
-    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+    resume: bool = typer.Option(False, "--resume", help="continue the last unfinished refresh (or --refresh-id)"),
+    refresh_id: str | None = typer.Option(None, help="the unfinished refresh to continue (implies --resume)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's log lines for every task"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object (nothing else on stdout)"),
 ) -> None:
     """Run the whole model refresh: data prep, NAS, retrain + register, canary, promote or roll back."""
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
                           skip_tournament)
-    _preflight_data(config)
+    preflight(config)
+    resume_id = _resume_id(refresh_id, resume)
+    _quiet_prefect(verbose)
+    import contextlib
+    import sys
+
     from pipelines.refresh import model_refresh
     from pipelines.summary import print_json, refresh_details, refresh_table
 
     console.rule("[bold]nasops refresh")
-    console.print(f"data: {config.data}   model: {config.model_name or 'default'}   seed: {config.seed}")
-    result = model_refresh(config)
+    console.print(f"data: {config.data}   model: {config.model_name}   seed: {config.seed}"
+                  + (f"   resuming: {resume_id}" if resume_id else ""))
+    # Whatever the libraries print while the flow runs goes to stderr: under --json, stdout is the JSON alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = model_refresh(config, refresh_id=resume_id)
     if as_json:
-        print_json(result)
+        print_json(result.model_dump(mode="json"))
         return
     out = Console()
     out.print(refresh_table(result))
     for line in refresh_details(result):
         out.print(line, overflow="fold", highlight=False)
+
+
+def _resume_id(refresh_id: str | None, resume: bool) -> str | None:
+    if refresh_id is None and not resume:
+        return None
+    from pipelines import refresh_state
+    from pipelines.settings import Settings
+
+    home = Settings().state_dir
+    record = refresh_state.load(home, refresh_id) if refresh_id else refresh_state.latest_unfinished(home)
+    return record.refresh_id
 
 
 def schedule(
@@ -176,7 +180,7 @@ def schedule(
         raise UserError(f"--cron {cron!r} is not a valid cron expression (5 fields: minute hour day month "
                         f"weekday, e.g. \"0 3 * * 0\"): {exc.errors()[0]['msg']}") from exc
     config = build_config(config_file, data, target)
-    _preflight_data(config)
+    preflight(config)
     from pipelines.refresh import model_refresh
 
     deployment = model_refresh.to_deployment(

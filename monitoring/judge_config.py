@@ -1,0 +1,125 @@
+"""What the canary judge measures and how it scores, as validated configuration (YAML or a dict).
+
+After Kayenta's canary config: :class:`JudgeConfig` says which metrics are compared and how they are scored (per
+metric: source, direction, critical flag, group, tolerance). The rollout around the judge (steps, intervals,
+traffic) is pipeline policy and lives in ``pipelines.canary.config``. Unknown keys are an error that names the key,
+so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Direction = Literal["increase", "decrease", "either"]
+Source = Literal["prediction_log", "prometheus"]
+Effect = Literal["relative", "absolute"]
+Statistic = Literal["mean", "median", "p90", "p95", "p99"]
+
+DEFAULT_JUDGE_PATH = Path(__file__).with_name("default_judge.yaml")
+
+# What the prediction-log source can compute per variant (see monitoring.sources.PredictionLogSource).
+LOG_MEASURES = ("error", "latency_ms", "correct", "prediction_drift", "confidence")
+
+
+class MetricConfig(BaseModel):
+    """One compared metric. ``direction`` is the change that is bad: ``increase`` (errors, latency), ``decrease``
+    (accuracy) or ``either``; a change the other way is reported (High/Low) but does not fail the metric."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, description="label in the evidence table")
+    source: Source = Field("prediction_log", description="where the samples come from")
+    measure: str | None = Field(None, description=f"prediction-log measure: one of {', '.join(LOG_MEASURES)}")
+    query: str | None = Field(
+        None, description="PromQL template for the prometheus source; {variant} and {window} are filled in"
+    )
+    direction: Direction = "increase"
+    critical: bool = Field(False, description="a failing critical metric fails the whole canary")
+    must_have_data: bool = Field(False, description="NoData on this metric counts as a failure")
+    group: str = Field("default", description="metrics are scored per group, groups are weighted")
+    statistic: Statistic = Field("mean", description="summary of each variant's samples the effect compares")
+    effect: Effect = Field("relative", description="effect size: relative (ratio - 1) or absolute (difference)")
+    tolerance: float = Field(0.1, ge=0, description="largest effect (in the effect's unit) still treated as no change")
+    min_samples: int | None = Field(None, ge=1, description="fewer samples per variant -> NoData (default: judge's)")
+    judge_in_shadow: bool = Field(
+        True, description="judge it in shadow mode too (latency of mirrored calls is not comparable: false for it)"
+    )
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> MetricConfig:
+        if self.source == "prediction_log":
+            if self.measure not in LOG_MEASURES:
+                raise ValueError(
+                    f"metric {self.name!r}: source prediction_log needs measure in {list(LOG_MEASURES)}, "
+                    f"got {self.measure!r}"
+                )
+        elif not self.query or "{variant}" not in self.query:
+            raise ValueError(
+                f"metric {self.name!r}: source prometheus needs a PromQL 'query' containing {{variant}} "
+                "(and optionally {window}), e.g. "
+                "'sum(rate(nasops_requests_total{variant=\"{variant}\",status!=\"ok\"}[{window}]))'"
+            )
+        return self
+
+
+class JudgeConfig(BaseModel):
+    """Metrics, group weights and the score thresholds (0-100) that turn a score into pass / marginal / fail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: list[MetricConfig] = Field(..., min_length=1)
+    groups: dict[str, float] = Field(default_factory=dict, description="group -> weight (missing groups: weight 1)")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
+    min_samples: int = Field(10, ge=1, description="default fewest samples per variant for a metric to have data")
+    pass_threshold: float = Field(95.0, ge=0, le=100)
+    marginal_threshold: float = Field(75.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeConfig:
+        if self.marginal_threshold > self.pass_threshold:
+            raise ValueError(
+                f"marginal_threshold ({self.marginal_threshold}) must not exceed pass_threshold ({self.pass_threshold})"
+            )
+        names = [m.name for m in self.metrics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"metric names must be unique; repeated: {dupes}")
+        for group, weight in self.groups.items():
+            if weight < 0:
+                raise ValueError(f"group {group!r} has a negative weight {weight}")
+        return self
+
+    def group_weight(self, group: str) -> float:
+        return float(self.groups.get(group, 1.0))
+
+    def for_shadow(self) -> JudgeConfig:
+        """The judge of a shadow phase: only the metrics that mean the same for mirrored calls."""
+        kept = [m for m in self.metrics if m.judge_in_shadow]
+        return self.model_copy(update={"metrics": kept}) if kept else self
+
+
+def _default_yaml() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULT_JUDGE_PATH.read_text())
+
+
+def default_judge_config() -> JudgeConfig:
+    """The judge of ``default_judge.yaml``: error rate, latency, online accuracy, prediction drift."""
+    return JudgeConfig.model_validate(_default_yaml())
+
+
+def format_validation_error(exc: ValidationError, what: str) -> str:
+    """One readable line per problem: where (dotted path) and what was wrong."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/canary.md for the accepted keys)"
+        lines.append(f"{where}: {msg}")
+    return f"invalid {what}: " + "; ".join(lines)
+
+

@@ -1,0 +1,70 @@
+"""What a variant did on live traffic, defined once: requests, errors, fallbacks, latency, labelled accuracy.
+
+The judge's prediction-log source, the canary report, the shadow tournament and ``nasops status`` all read the
+prediction log through these definitions, so one log always gives one error count:
+
+- a **request** is one ``request_id`` a variant handled (a batch counts once);
+- an **error** is a request the variant failed to answer (status ``error`` or ``timeout``);
+- a **fallback** is a request the champion answered because the challenger failed (status ``fallback`` on the
+  champion's row): an answer, not an error — the challenger's own row carries the error;
+- **latency** is per answered request (errors excluded: a timeout's latency is the timeout, not the model);
+- **accuracy** is over labelled rows only (labels arrive late, through ``/feedback``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FAILED_STATUSES: tuple[str, ...] = ("error", "timeout")
+FALLBACK_STATUS = "fallback"
+
+
+def requests_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per request of one variant's log rows."""
+    return rows.drop_duplicates("request_id")
+
+
+def error_flags(rows: pd.DataFrame) -> np.ndarray:
+    """1.0 per request the variant failed to answer, 0.0 per answered one."""
+    return requests_of(rows)["status"].isin(FAILED_STATUSES).to_numpy(dtype=float)
+
+
+def answered_latency_ms(rows: pd.DataFrame) -> np.ndarray:
+    """Latency of each answered request, in milliseconds."""
+    requests = requests_of(rows)
+    return requests.loc[~requests["status"].isin(FAILED_STATUSES), "latency_ms"].to_numpy(dtype=float)
+
+
+def correct_flags(rows: pd.DataFrame) -> np.ndarray:
+    """1.0 / 0.0 per labelled row."""
+    return rows["correct"].dropna().astype(float).to_numpy()
+
+
+def summarize(frame: pd.DataFrame, variant: str) -> dict[str, Any]:
+    """The online facts of one variant in a prediction-log frame (JSON-able; None where there is no sample)."""
+    rows = frame[frame["variant"] == variant] if len(frame) else frame
+    if rows.empty:
+        return {"requests": 0, "errors": 0, "fallbacks": 0, "error_rate": None, "labelled_rows": 0,
+                "correct_rows": 0, "accuracy": None, "p50_ms": None, "p99_ms": None}
+    requests = requests_of(rows)
+    errors = error_flags(rows)
+    latency = answered_latency_ms(rows)
+    correct = correct_flags(rows)
+    return {
+        "requests": len(requests),
+        "errors": int(errors.sum()),
+        "fallbacks": int((requests["status"] == FALLBACK_STATUS).sum()),
+        "error_rate": float(errors.mean()) if len(errors) else None,
+        "labelled_rows": len(correct),
+        "correct_rows": int(correct.sum()),
+        "accuracy": float(correct.mean()) if len(correct) else None,
+        "p50_ms": float(np.percentile(latency, 50)) if len(latency) else None,
+        "p99_ms": float(np.percentile(latency, 99)) if len(latency) else None,
+    }
+
+
+def summarize_variants(frame: pd.DataFrame, variants: tuple[str, ...] | list[str]) -> dict[str, dict[str, Any]]:
+    return {variant: summarize(frame, variant) for variant in variants}

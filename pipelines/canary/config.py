@@ -1,0 +1,110 @@
+"""The canary's rollout policy as validated configuration: steps, intervals, failure limit, and the traffic and
+gateway settings of the embedded canary.
+
+This is pipeline policy (how the controller advances a rollout and how the embedded traffic is played), so it lives
+in ``pipelines``; what the judge compares and how it scores is ``monitoring.judge_config``. The defaults finish in
+about a minute on a laptop (see docs/canary.md). Unknown keys are an error that names the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from monitoring.judge_config import JudgeConfig, default_judge_config, format_validation_error
+
+__all__ = ["CanaryConfig", "load_canary_config"]
+
+
+class CanaryConfig(BaseModel):
+    """The progressive rollout around the judge. Defaults finish in about a minute on a laptop (see docs/canary.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0],
+                               description="challenger traffic share per step; after the last step it is promoted")
+    interval_s: float = Field(4.0, gt=0, description="seconds of traffic between two judge runs")
+    intervals_per_step: int = Field(1, ge=1, description="passing intervals needed before the next step")
+    max_intervals: int | None = Field(None, ge=1, description="budget of intervals (default: steps x per-step + 4)")
+    failure_limit: int = Field(1, ge=0, description="failing intervals tolerated; one more rolls back")
+    on_marginal: Literal["hold", "advance", "fail"] = Field(
+        "hold", description="marginal interval: hold the step (repeat it), advance anyway, or count as a failure"
+    )
+    window: Literal["cumulative", "interval"] = Field(
+        "cumulative", description="judge all samples since the canary started, or only the last interval"
+    )
+    shadow_first: bool = Field(False, description="mirror traffic to the challenger before any split step")
+    shadow_intervals: int = Field(1, ge=1, description="shadow intervals that must pass before the split steps")
+    rate: float = Field(50.0, gt=0, le=2000, description="replayed requests per second")
+    batch_size: int = Field(1, ge=1, le=256, description="rows per replayed request")
+    warmup_requests: int = Field(20, ge=0, description="requests mirrored to both models before judging starts")
+    drift: str | None = Field(None, description="drift injected into the replayed inputs, e.g. 'noise=0.3'")
+    feedback: bool = Field(True, description="send true labels to /feedback (online accuracy)")
+    seed: int = 0
+    drift_threshold: float = Field(0.5, gt=0, le=1, description="share of drifted features that means dataset drift")
+    drift_each_interval: bool = Field(True, description="compute drift shares each interval (gauges), not only at end")
+    reference_rows: int = Field(1000, ge=50, description="training rows used as the drift reference")
+    drift_report_features: int | None = Field(
+        16, ge=1, description="features with a detailed panel in the Evidently HTML report (None: all)"
+    )
+    challenger_timeout_s: float = Field(0.5, gt=0, description="gateway: slower challenger answers fall back")
+    keep_challenger_alias: bool = Field(False, description="leave the 'challenger' alias in place after the decision")
+    prometheus_url: str | None = Field(None, description="Prometheus server for metrics with source: prometheus")
+    judge: JudgeConfig = Field(default_factory=lambda: default_judge_config())
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[float]) -> list[float]:
+        if not steps:
+            raise ValueError("steps must list at least one challenger weight, e.g. [0.05, 0.25, 0.5, 1.0]")
+        for weight in steps:
+            if not 0 < weight <= 1:
+                raise ValueError(f"every step is a traffic share in (0, 1]; got {weight}")
+        if any(b < a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"steps must not decrease; got {steps}")
+        return steps
+
+    @model_validator(mode="after")
+    def _prometheus(self) -> CanaryConfig:
+        if any(m.source == "prometheus" for m in self.judge.metrics) and not self.prometheus_url:
+            raise ValueError("a judge metric uses source: prometheus, so prometheus_url must be set")
+        return self
+
+    @property
+    def interval_budget(self) -> int:
+        shadow = self.shadow_intervals if self.shadow_first else 0
+        return self.max_intervals or (len(self.steps) * self.intervals_per_step + shadow + 4)
+
+
+
+
+def load_canary_config(source: dict[str, Any] | str | Path | None = None) -> CanaryConfig:
+    """A :class:`CanaryConfig` from a dict, a YAML file path, or ``None`` (the packaged defaults).
+
+    A dict or file may override any subset of keys; a ``judge`` section replaces the default judge entirely.
+    Raises ``ValueError`` with every problem named (unknown keys included).
+    """
+    if source is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"canary config file {str(path)!r} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"canary config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"canary config file {str(path)!r} must hold a mapping of keys, got {type(raw).__name__}")
+    elif isinstance(source, dict):
+        raw = dict(source)
+    else:
+        raise ValueError(f"canary config must be a dict, a YAML path or None, got {type(source).__name__}")
+    try:
+        return CanaryConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc, "canary config")) from None

@@ -1,0 +1,115 @@
+"""The end of a canary: its evidence (judge tables, score plot, Evidently report, HTML page) logged to MLflow, and
+the decision written to the registry (promote or roll back, with the decision tags)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from monitoring.drift import data_drift_report, features_frame, prediction_drift
+from monitoring.judge import Verdict
+from monitoring.online import summarize_variants
+from monitoring.report import canary_report_html, score_plot_png
+from monitoring.vocabulary import CHALLENGER, CHAMPION, PROMOTED, VARIANTS, tag
+from pipelines import promotion
+from pipelines.canary.config import CanaryConfig
+from pipelines.canary.drift import MIN_DISTINCT_ROWS, distinct_inputs, predictions
+from pipelines.canary.rollout import RolloutState
+
+REPORT_DIR = "canary"
+STEP_KEYS = ("interval", "mode", "weight", "verdict", "outcome", "score")
+
+
+def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig, history: list[dict],
+                  html: Path) -> dict[str, Any]:
+    """Whole-canary data drift on the distinct served inputs (HTML report written to ``html``), prediction drift,
+    and each variant's last per-interval share."""
+    served = distinct_inputs(frame, include_shadow=False)
+    if len(served) >= MIN_DISTINCT_ROWS:
+        drift = data_drift_report(reference, features_frame(served, list(reference.columns)), html,
+                                  threshold=cfg.drift_threshold, detail_columns=cfg.drift_report_features)
+        info: dict[str, Any] = {"share": drift.share, "dataset_drift": drift.dataset_drift,
+                                "drifted_features": drift.count, "features": drift.columns,
+                                "distinct_rows": len(served)}
+    else:
+        info = {"share": None, "dataset_drift": None, "distinct_rows": len(served),
+                "note": f"too few distinct inputs ({len(served)} < {MIN_DISTINCT_ROWS}) to judge data drift"}
+    champ, chall = predictions(frame, CHAMPION), predictions(frame, CHALLENGER)
+    info["prediction_drift"] = prediction_drift(champ, chall) if champ and chall else None
+    for variant in VARIANTS:
+        values = [s.get("drift", {}).get(variant) for s in history]
+        values = [v for v in values if v is not None]
+        info[f"{variant}_share"] = values[-1] if values else None
+    return info
+
+
+def canary_result(state: RolloutState, verdict: Verdict, frame: pd.DataFrame, drift: dict[str, Any], *,
+                  run: Any, model_name: str, champion_version: str, challenger_version: str,
+                  gateway_url: str) -> dict[str, Any]:
+    """The canary stage's output (see :class:`pipelines.contracts.CanaryOutput`)."""
+    return {
+        "decision": state.decision,
+        "reason": state.reason,
+        "verdict": "fail" if verdict.verdict == "nodata" else verdict.verdict,
+        "score": round(float(verdict.score), 2),
+        "champion_version": challenger_version if state.decision == PROMOTED else champion_version,
+        "challenger_version": challenger_version,
+        "previous_champion_version": champion_version,
+        "intervals": state.intervals,
+        "failed_intervals": state.failures,
+        "highest_weight": state.highest_weight,
+        "steps": [{k: s[k] for k in STEP_KEYS} for s in state.history],
+        "evidence": verdict.table(),
+        "online": summarize_variants(frame, VARIANTS),
+        "drift": drift,
+        "report_uri": f"{run.info.artifact_uri}/{REPORT_DIR}/canary_report.html",
+        "canary_run_id": run.info.run_id,
+        "gateway_url": gateway_url,
+        "model_name": model_name,
+    }
+
+
+def log_evidence(result: dict[str, Any], state: RolloutState, verdict: Verdict, tmp: Path,
+                 drift_html: Path | None) -> None:
+    """Judge table per interval, score plot, the HTML page (linking the Evidently report) and headline metrics."""
+    rows = [{"interval": s["interval"], "weight": s["weight"], **row} for s in state.history for row in s["evidence"]]
+    mlflow.log_table(pd.DataFrame(rows), artifact_file=f"{REPORT_DIR}/judge_table.json")
+    plot = score_plot_png(state.history)
+    (tmp / "score.png").write_bytes(plot)
+    mlflow.log_artifact(str(tmp / "score.png"), REPORT_DIR)
+    if drift_html is not None and drift_html.exists():
+        mlflow.log_artifact(str(drift_html), REPORT_DIR)
+    page = canary_report_html(result, verdict.table(), state.history,
+                              drift_report_name=drift_html.name if drift_html and drift_html.exists() else None,
+                              plot_png=plot)
+    (tmp / "canary_report.html").write_text(page)
+    mlflow.log_artifact(str(tmp / "canary_report.html"), REPORT_DIR)
+    drift = result["drift"]
+    mlflow.log_metrics({k: float(v) for k, v in {
+        "final_score": verdict.score, "intervals": state.intervals, "drift_share": drift.get("share"),
+        "prediction_drift": drift.get("prediction_drift")}.items() if v is not None})
+    mlflow.set_tags({tag("decision"): state.decision or "", tag("verdict"): result["verdict"]})
+
+
+def record_decision(client: Any, result: dict[str, Any], verdict: Verdict, cfg: CanaryConfig) -> None:
+    """Move the aliases (promote) or tag the challenger rejected (roll back), with the decision tags."""
+    decide = promotion.promote if result["decision"] == PROMOTED else promotion.roll_back
+    decide(client, result["model_name"], result["challenger_version"], reason=result["reason"],
+           verdict=result["verdict"], score=verdict.score, canary_run_id=result["canary_run_id"],
+           keep_challenger_alias=cfg.keep_challenger_alias)
+
+
+def finish(run: Any, state: RolloutState, verdict: Verdict, frame: pd.DataFrame, reference: pd.DataFrame,
+           cfg: CanaryConfig, client: Any, **facts: str) -> dict[str, Any]:
+    """Drift report, evidence artifacts and the registry decision; returns the stage's result."""
+    with tempfile.TemporaryDirectory(prefix="nasops-canary-") as tmp:
+        html = Path(tmp) / "data_drift.html"
+        drift = drift_summary(frame, reference, cfg, state.history, html)
+        result = canary_result(state, verdict, frame, drift, run=run, **facts)
+        log_evidence(result, state, verdict, Path(tmp), html)
+    record_decision(client, result, verdict, cfg)
+    return result

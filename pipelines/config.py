@@ -1,0 +1,243 @@
+"""The typed configuration of a refresh: one pydantic model per stage, held by :class:`RefreshConfig`.
+
+Validation happens once, where a refresh enters (the CLI or the flow's parameters): names are checked against the
+registries (spaces, strategies, predictors, proxies, ensembles), and one validator sets the refresh-wide values —
+seed, top-k — in every stage, so no stage can silently run with another seed or another k. Inner layers receive
+these models and trust them. ``model_dump(mode="json")`` keeps them plain across Prefect boundaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from monitoring.judge_config import JudgeConfig, default_judge_config
+from pipelines.canary.config import CanaryConfig
+
+__all__ = [
+    "CanaryConfig",
+    "DataSpec",
+    "JudgeConfig",
+    "RefreshConfig",
+    "RetrainConfig",
+    "SearchStageConfig",
+    "TournamentConfig",
+    "config_hash",
+    "default_judge_config",
+]
+
+DEFAULT_SPACE_CONFIG: dict[str, dict[str, Any]] = {"nb201": {"C": 8, "N": 1}, "mlp": {}, "vit": {}}
+IMAGE_SPACE, FLAT_SPACE = "nb201", "mlp"
+
+
+class _Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Stage):
+    """What to load: a bundled dataset name, or a CSV/Parquet file and its target column."""
+
+    source: str = Field("digits", min_length=1, description="bundled dataset (digits, mnist5k) or a file path")
+    target: str | None = None
+    seed: int = 0
+    max_rows: int | None = Field(None, ge=50, description="stratified subsample of the data (for quick runs)")
+
+
+def _check_names(values: list[str] | None, known: list[str], what: str) -> list[str] | None:
+    if values is None:
+        return None
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; choose from: {', '.join(known)}")
+    return values
+
+
+class SearchStageConfig(_Stage):
+    """Options of the NAS stage (every key optional; unknown keys are an error naming the valid ones)."""
+
+    space: str | None = Field(None, description="search space (default: nb201 for images, mlp for tables)")
+    space_config: dict[str, Any] | None = Field(None, description="space options; default {'C': 8, 'N': 1} for nb201")
+    pool_size: int = Field(1000, ge=1, description="architectures sampled for the zero-cost pre-filter")
+    prefilter_keep: int = Field(32, ge=1, description="how many the pre-filter keeps (the predictor's pool)")
+    costly_fraction: float = Field(0.03, gt=0, le=1, description="share of the pool scored by data-dependent proxies")
+    proxies: list[str] | None = Field(None, description="cheap data-independent proxies for the whole pool")
+    costly_proxies: list[str] | None = Field(None, description="data-dependent proxies for the pool's best part")
+    ensemble: str = Field("ensemble", description="zero-cost ensemble used to rank the pool")
+    strategy: str = Field("predictor", description="search strategy (see `nasops search --help`)")
+    predictor: str = Field("mlp", description="predictor of the predictor strategy: mlp or lgbm")
+    acquisition: Literal["ucb", "its", "ei"] = Field("ucb", description="ucb, its (Thompson) or ei")
+    warm_start: int = Field(4, ge=0, description="evaluate this many of the zero-cost ranking's top first")
+    budget: int = Field(8, ge=1, description="number of low-fidelity trainings")
+    time_budget_s: float | None = Field(None, gt=0, description="stop submitting after this many seconds")
+    fidelity: dict[str, float] = Field(default_factory=lambda: {"epochs": 3, "data_fraction": 1.0})
+    top_k: int = Field(2, ge=1, description="candidates returned for full retraining (set by the refresh)")
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_params: float | None = Field(None, gt=0)
+    runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
+    workers: int = Field(2, ge=1, description="evaluations in flight at once")
+    seed: int = 0
+    journal: str | None = Field(None, description="JSON-lines journal path (default: under the refresh's state dir)")
+    resume: bool = False
+
+    @field_validator("space")
+    @classmethod
+    def _known_space(cls, value: str | None) -> str | None:
+        from nas.spaces import list_spaces
+
+        if value is not None and value not in list_spaces():
+            raise ValueError(f"unknown search space {value!r}; choose one of: {', '.join(list_spaces())}")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from nas.strategies import list_strategies
+
+        if value not in list_strategies():
+            raise ValueError(f"unknown strategy {value!r}; choose one of: {', '.join(list_strategies())}")
+        return value
+
+    @field_validator("predictor")
+    @classmethod
+    def _known_predictor(cls, value: str) -> str:
+        from nas.predictors import list_predictors
+
+        if value not in list_predictors():
+            raise ValueError(f"unknown predictor {value!r}; choose one of: {', '.join(list_predictors())}")
+        return value
+
+    @field_validator("proxies", "costly_proxies")
+    @classmethod
+    def _known_proxies(cls, value: list[str] | None) -> list[str] | None:
+        from nas.proxies import list_proxies
+
+        return _check_names(value, list_proxies(), "proxies")
+
+    @field_validator("ensemble")
+    @classmethod
+    def _known_ensemble(cls, value: str) -> str:
+        from nas.ensemble import ENSEMBLES
+
+        if value not in ENSEMBLES:
+            raise ValueError(f"unknown ensemble {value!r}; choose one of: {', '.join(ENSEMBLES)}")
+        return value
+
+    @field_validator("fidelity")
+    @classmethod
+    def _known_fidelity(cls, value: dict[str, float]) -> dict[str, float]:
+        from nas.evaluators import TrainingEvaluator
+
+        bad = set(value) - set(TrainingEvaluator.FIDELITY_KEYS)
+        if bad:
+            raise ValueError(f"unknown fidelity keys {sorted(bad)}; use {', '.join(TrainingEvaluator.FIDELITY_KEYS)}")
+        if int(value.get("epochs", 1)) < 1 or not 0 < float(value.get("data_fraction", 1.0)) <= 1:
+            raise ValueError("fidelity needs epochs >= 1 and 0 < data_fraction <= 1")
+        return value
+
+    @model_validator(mode="after")
+    def _space_builds(self) -> SearchStageConfig:
+        if self.space is not None and self.space_config is not None:
+            from nas.spaces import get_space
+
+            try:
+                get_space(self.space, **self.space_config)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"space_config {self.space_config} for {self.space!r}: {exc}") from None
+        if self.runner == "thread" and self.dask_address:
+            raise ValueError("dask_address needs runner: dask")
+        return self
+
+    def space_for(self, input_shape: tuple[int, ...] | list[int]) -> tuple[str, dict[str, Any]]:
+        """The space to search for inputs of this shape: the configured one, or the default for images / tables."""
+        name = self.space or (IMAGE_SPACE if len(tuple(input_shape)) > 1 else FLAT_SPACE)
+        config = self.space_config if self.space_config is not None else DEFAULT_SPACE_CONFIG.get(name, {})
+        return name, dict(config)
+
+
+class RetrainConfig(_Stage):
+    """Full-fidelity training: long enough to converge, early stopping on validation accuracy."""
+
+    epochs: int = Field(40, ge=1, description="maximum epochs")
+    patience: int = Field(6, ge=1, description="stop after this many epochs without a better validation accuracy")
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(64, ge=2)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    weight_decay: float = Field(5e-4, ge=0)
+    top_k: int = Field(2, ge=1, description="how many of the search's best candidates to retrain fully")
+    seed: int = 0
+
+
+class TournamentConfig(_Stage):
+    """How the shadow tournament drives traffic and judges a winner that falls behind."""
+
+    aliases: list[str] | None = Field(
+        None, description="candidate aliases to serve in shadow (default: every candidate-N alias, in rank order)")
+    rate: float = Field(150.0, gt=0, description="requests per second of the replay (each prod row once)")
+    batch_size: int = Field(1, ge=1, description="rows per request (1: one latency sample per row)")
+    max_rows: int | None = Field(None, ge=10, description="replay at most this many prod rows")
+    shadow_timeout_s: float = Field(1.0, gt=0, description="a candidate slower than this is logged as a timeout")
+    shadow_max_in_flight: int = Field(64, ge=1, description="mirrored calls in flight before the gateway drops some")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the 'winner falls behind' test")
+    warmup_requests: int = Field(10, ge=0, description="requests before the measured window (lazy first calls)")
+    ready_timeout_s: float = Field(120.0, gt=0, description="how long to wait for every candidate to load")
+    seed: int = 0
+
+
+# Refresh-wide values: set once on RefreshConfig, copied into every stage that uses them.
+_SEEDED_STAGES = ("search", "retrain", "tournament", "canary")
+
+
+class RefreshConfig(_Stage):
+    """Everything a refresh needs; every field has a default that runs on a laptop in a few minutes."""
+
+    data: str = Field("digits", min_length=1, description="bundled dataset (digits, mnist5k) or a .csv/.parquet path")
+    target: str | None = Field(None, description="label column of a CSV/Parquet file")
+    max_rows: int | None = Field(None, ge=50, description="stratified subsample of the data (for quick runs)")
+    seed: int = Field(0, description="seed of the split, the search and every training (all stages)")
+    model_name: str | None = Field(None, description="registered model name (default: NASOPS_MODEL_NAME)")
+    top_k: int | None = Field(None, ge=1, description="candidates searched for and retrained (both stages)")
+    search: SearchStageConfig = Field(default_factory=SearchStageConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    tournament: TournamentConfig = Field(default_factory=TournamentConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    skip_canary: bool = Field(False, description="register the challenger but do not run the canary")
+    skip_tournament: bool = Field(False, description="do not serve the retrained candidates in a shadow tournament")
+
+    @model_validator(mode="after")
+    def _refresh_wide_values(self) -> RefreshConfig:
+        """One seed and one k for every stage; a stage that names another one is a mistake, not a silent override."""
+        for name in _SEEDED_STAGES:
+            stage = getattr(self, name)
+            if "seed" in stage.model_fields_set and stage.seed != self.seed:
+                raise ValueError(f"{name}.seed={stage.seed} differs from the refresh seed {self.seed}; set the "
+                                 "seed once, at the top level (--seed)")
+            stage.seed = self.seed
+        ks = {f"{name}.top_k": getattr(self, name).top_k for name in ("search", "retrain")
+              if "top_k" in getattr(self, name).model_fields_set}
+        if self.top_k is not None:
+            ks["top_k"] = self.top_k
+        if len(set(ks.values())) > 1:
+            raise ValueError(f"conflicting top_k values {ks}; set it once, at the top level (--top-k)")
+        k = next(iter(ks.values()), self.retrain.top_k)
+        self.top_k = self.search.top_k = self.retrain.top_k = k
+        if self.model_name is None:
+            from pipelines.settings import Settings
+
+            self.model_name = Settings().model_name
+        return self
+
+    def stage_config(self, name: str) -> BaseModel:
+        return getattr(self, name)
+
+
+def config_hash(*parts: Any) -> str:
+    """A short stable hash of configs / values (pydantic models dumped as JSON): part of every stage's cache key."""
+    def plain(value: Any) -> Any:
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+    text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,82 @@
+"""The gateway's admin API as a client: weight, mode, state, drift gauges, readiness — with a bearer token."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from monitoring.vocabulary import CHAMPION
+from pipelines.errors import UserError
+
+
+class GatewayAdmin:
+    """One gateway's ``/admin/*`` endpoints (and ``/readyz``) for whoever steers it: the canary, the tournament."""
+
+    def __init__(self, url: str, token: str, *, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s)
+
+    def _post(self, path: str, body: dict) -> dict:
+        response = self.http.post(path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def set_weight(self, weight: float) -> dict:
+        return self._post("/admin/weight", {"weight": weight})
+
+    def set_mode(self, mode: str) -> dict:
+        return self._post("/admin/mode", {"mode": mode})
+
+    def publish_drift(self, variant: str, share: float) -> None:
+        self._post("/admin/drift", {"variant": variant, "share": share})
+
+    def state(self) -> dict:
+        response = self.http.get("/admin/state")
+        response.raise_for_status()
+        return response.json()
+
+    def wait_ready(self, timeout_s: float = 120.0) -> dict:
+        """Block until ``/readyz`` says champion and challenger are loaded."""
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            response = self.http.get("/readyz")
+            if response.status_code == 200:
+                return response.json()
+            last = response.json()
+            time.sleep(0.2)
+        raise UserError(f"the gateway did not load both models within {timeout_s:.0f}s: {last}")
+
+    def wait_loaded(self, shadow_aliases: Sequence[str], timeout_s: float = 120.0) -> dict:
+        """Block until the champion and every shadow alias are loaded; a load error ends the wait."""
+        deadline = time.monotonic() + timeout_s
+        state: dict = {}
+        while time.monotonic() < deadline:
+            state = self.state()
+            shadows = state.get("shadow_models") or {}
+            if state.get("models", {}).get(CHAMPION) and all(shadows.get(a) for a in shadow_aliases):
+                return state
+            errors = {k: v for k, v in (state.get("load_errors") or {}).items() if k.startswith("shadow:")}
+            if errors:
+                raise UserError(f"the gateway could not load the shadow aliases: {errors}")
+            time.sleep(0.2)
+        raise UserError(f"the gateway did not load the champion and {list(shadow_aliases)} within "
+                        f"{timeout_s:.0f}s: {state.get('load_errors')}")
+
+    def wait_shadow_drained(self, timeout_s: float = 5.0) -> None:
+        """Wait until no mirrored call is in flight, so the next window starts without stragglers."""
+        deadline = time.monotonic() + timeout_s
+        while self.state().get("shadow_in_flight", 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> GatewayAdmin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,93 @@
+"""The durable record of one refresh: its id, its MLflow parent run, its state — what ``nasops refresh --resume``
+continues from.
+
+Each refresh owns ``$NASOPS_HOME/refreshes/<id>/``: ``refresh.json`` (this record), the search journal, and the
+Prefect result store of its cached stages. A killed refresh leaves a record whose status is still ``running``; the
+next ``--resume`` reuses its id, so its cache keys and its journal match: finished stages are read back, the search
+continues where the journal stops, and the same MLflow parent run collects everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipelines.errors import UserError
+
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+
+
+@dataclass
+class RefreshRecord:
+    refresh_id: str
+    status: str = RUNNING
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    parent_run_id: str | None = None
+    config: dict = field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 1
+    pid: int = field(default_factory=os.getpid)
+
+    def directory(self, home: Path) -> Path:
+        return refreshes_dir(home) / self.refresh_id
+
+    @property
+    def journal_name(self) -> str:
+        return "search.jsonl"
+
+
+def refreshes_dir(home: Path) -> Path:
+    return Path(home) / "refreshes"
+
+
+def new_refresh_id() -> str:
+    """Sortable by start time, unique across machines."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def save(home: Path, record: RefreshRecord) -> Path:
+    """Write the record atomically (rename), so a kill never leaves half a file."""
+    directory = record.directory(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "refresh.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=1, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def load(home: Path, refresh_id: str) -> RefreshRecord:
+    path = refreshes_dir(home) / refresh_id / "refresh.json"
+    if not path.is_file():
+        known = ", ".join(r.refresh_id for r in list_records(home)[-5:]) or "none"
+        raise UserError(f"no refresh {refresh_id!r} under {refreshes_dir(home)} (recent: {known})")
+    try:
+        return RefreshRecord(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"refresh record {path} is unreadable ({exc}); start a new refresh without --resume") from None
+
+
+def list_records(home: Path) -> list[RefreshRecord]:
+    """Every readable refresh record, oldest first."""
+    out = []
+    base = refreshes_dir(home)
+    for path in sorted(base.glob("*/refresh.json")) if base.is_dir() else []:
+        try:
+            out.append(RefreshRecord(**json.loads(path.read_text())))
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def latest_unfinished(home: Path) -> RefreshRecord:
+    """The newest refresh that did not complete: what a bare ``--resume`` continues."""
+    for record in reversed(list_records(home)):
+        if record.status != COMPLETED:
+            return record
+    raise UserError(f"no unfinished refresh to resume under {refreshes_dir(home)}; run `nasops refresh` without "
+                    "--resume")
