@@ -4,6 +4,7 @@ an admin change made through one worker reaches the others."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 import pytest
 from servers import wait_until
