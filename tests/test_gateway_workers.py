@@ -3,11 +3,11 @@ an admin change made through one worker reaches the others."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
-import pytest
-from servers import wait_until
 from test_gateway import metric_value
 
 from serving.server import start_gateway
@@ -34,10 +34,7 @@ def test_two_workers_report_correct_totals_and_share_admin_changes(shared_regist
         histogram = metric_value(httpx.get(f"{gw.url}/metrics").text, "nasops_request_duration_seconds_count")
         assert histogram == 40
         assert httpx.post(f"{gw.url}/admin/weight", json={"weight": 1.0}, headers=AUTH).status_code == 200
-        # workers re-read the control file at most every 0.2 s: wait until every worker reports the new weight
-        wait_until(lambda: {(s["pid"], s["weight"]) for s in [httpx.get(f"{gw.url}/admin/state", headers=AUTH).json()
-                                                               for _ in range(8)]} == {(p, 1.0) for p in pids},
-                   timeout=10, message="both workers applying weight 1.0")
+        time.sleep(0.5)  # workers re-read the control file at most every 0.2 s
         served = {httpx.post(f"{gw.url}/predict", json={"inputs": [rows[0].tolist()]}).json()["variant"]
                   for _ in range(20)}
         assert served == {"challenger"}
