@@ -1,15 +1,22 @@
-"""Shared fixtures: an isolated state dir, a real MLflow SQLite store, a real (temporary) Prefect server.
+"""Shared fixtures: an isolated state dir, a real MLflow SQLite store, real Prefect and MLflow servers.
 
-Nothing here is a mock: MLflow writes a real SQLite file, Prefect runs flows against a real temporary API server.
+Nothing here is a mock: MLflow writes a real SQLite file, Prefect runs flows against a real API server started by
+the server harness (``servers.py``). Two plugins are loaded for every test module, so no test imports fixtures:
+``fixtures_registry`` (the ``registry`` and ``shared_registry`` fixtures: trained models in a real MLflow
+registry) and ``servers`` (the harness's rule that only tests marked ``slow`` start servers, and server log tails
+in failure reports).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["servers", "fixtures_registry", "pytester"]
 
 # Offline and quiet before anything imports prefect or mlflow.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="nasops-tests-"))
@@ -44,11 +51,53 @@ def nasops_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real temporary Prefect API server for the whole session (``prefect_test_harness``)."""
-    from prefect.testing.utilities import prefect_test_harness
+    """A real Prefect API server for the whole session (``servers.start_prefect``); flows run in this process
+    report to it. Only tests marked ``slow`` may ask for it."""
+    import prefect.context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from servers import start_prefect
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    # Prefect's own harness also makes these the process-global settings, for its worker threads that started
+    # before the override; the helper is private, so it is used only where this Prefect version has it.
+    global_settings = getattr(prefect.context, "_temporary_global_settings_context", None)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(start_prefect())
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+        if global_settings is not None:
+            stack.enter_context(global_settings(prefect.context.get_settings_context()))
+        yield server
+        _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    """Send the logs and events still queued in this process before the server they go to stops."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        with contextlib.suppress(RuntimeError):  # the worker never started
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch) -> str:
+    """A real ``mlflow server`` on 127.0.0.1 with its own SQLite store and artifact directory, set as
+    ``MLFLOW_TRACKING_URI`` for the test; its URL. Only tests marked ``slow`` may ask for it."""
+    from servers import start_mlflow
+
+    with start_mlflow(tmp_path / "server") as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        yield server.url
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -1,9 +1,10 @@
 """A real MLflow registry (SQLite store) holding a trained champion and a challenger, for gateway-level tests.
 
-Reusable: ``from fixtures_registry import registry  # noqa: F401`` in a test module, then ask for the ``registry``
-fixture; or call :func:`build_registry` with your own challenger module (e.g. a faulty one from
-``support_models``). The versions carry the contract tags (``nasops.classes``, ``nasops.features``, ...) and a
-TensorSpec signature, exactly as the pipelines register them.
+A pytest plugin (``pytest_plugins`` in ``conftest.py``): any test can ask for the ``registry`` fixture (fresh per
+test) or ``shared_registry`` (one per session), with no import; or call :func:`build_registry` with your own
+challenger module (e.g. a faulty one from ``support_models``). Training and registering takes seconds, so only
+tests marked ``slow`` may build one (:func:`servers.require_slow`). The versions carry the contract tags
+(``nasops.classes``, ``nasops.features``, ...) and a TensorSpec signature, exactly as the pipelines register them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from servers import require_slow
 from support_models import digits_data, linear_classifier, mlp_classifier, train_small
 from torch import nn
 
@@ -98,6 +100,7 @@ def build_registry(home: Path, challenger: nn.Module | str | None = "mlp",
     from pipelines.settings import Settings
     from pipelines.tracking import configure_mlflow
 
+    require_slow("trains models and registers them in MLflow (fixtures_registry)")
     home.mkdir(parents=True, exist_ok=True)
     # mlflow.set_tracking_uri/set_registry_uri export MLFLOW_*_URI into os.environ, and Settings.tracking_uri
     # prefers that variable: without this, a second registry in the same process would land in the first one.
@@ -127,13 +130,8 @@ def registry(nasops_home) -> RegistryFixture:
     return build_registry(nasops_home)
 
 
-_SESSION: dict[str, RegistryFixture] = {}
-
-
 @pytest.fixture(scope="session")
 def shared_registry(tmp_path_factory) -> RegistryFixture:
-    """The same, built once per test session however many modules import it (tests must not move its aliases);
+    """The same, built once per test session for every module that asks (tests must not move its aliases);
     its champion is saved in the pipelines' ``pt2`` format so that path is served too."""
-    if "registry" not in _SESSION:
-        _SESSION["registry"] = build_registry(tmp_path_factory.mktemp("registry"), champion_format="pt2")
-    return _SESSION["registry"]
+    return build_registry(tmp_path_factory.mktemp("registry"), champion_format="pt2")

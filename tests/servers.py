@@ -1,20 +1,30 @@
-"""Real servers for tests, started on 127.0.0.1 and stopped afterwards (no mocks).
+"""The one server harness of the test suite: Prometheus, PostgreSQL, an MLflow tracking server, a Prefect API server.
 
-``start_prometheus`` runs the real Prometheus binary (Debian package ``prometheus``) on a free loopback port with
-a temporary config and storage directory::
+Every server here is real (no mocks) and handled the same way by :class:`ServerProcess`:
 
-    from servers import start_prometheus
+- started on 127.0.0.1 on a free port, in its own process group (``start_new_session``), so whatever it forks
+  (uvicorn workers, PostgreSQL backends) is stopped with it;
+- readiness is *polled* (its health endpoint, or a connection for PostgreSQL) until it answers, never slept for;
+  a server that exits while starting fails at once with the tail of its log;
+- stopped by its PID and process group (never by program name), also at interpreter exit if a run dies mid-way;
+- its log is kept in a file, and its tail is attached to the report of any test that fails while it runs.
+
+::
+
+    from servers import start_prometheus, start_postgres, start_mlflow, start_prefect, wait_until
 
     with start_prometheus(["127.0.0.1:8000"], scrape_interval="1s", rule_files=[...]) as prom:
         prom.wait_for("sum(nasops_requests_total)", lambda v: v >= 10)
-        prom.query('rate(nasops_requests_total[1m])')
-
-``start_postgres`` creates a throw-away PostgreSQL cluster (Debian package ``postgresql``: the server binaries in
-``/usr/lib/postgresql/<version>/bin``) in a temporary directory and serves it on a free loopback port::
-
     with start_postgres() as pg:
         engine = sqlalchemy.create_engine(pg.url)   # postgresql+psycopg://nasops@127.0.0.1:PORT/nasops
-        other_url = pg.create_database("second")
+    with start_mlflow(tmp_path / "server") as server:
+        os.environ["MLFLOW_TRACKING_URI"] = server.url
+    with start_prefect() as prefect:
+        prefect.api_url                               # http://127.0.0.1:PORT/api
+
+Starting a server is only allowed in a test marked ``@pytest.mark.slow``: ``make test-fast`` (``-m "not slow"``)
+must start none, and :func:`require_slow` fails an unmarked test that tries, naming the fix. This module is a
+pytest plugin (``pytest_plugins`` in ``conftest.py``) for that check and for the log tails.
 
 A missing binary skips the test with a visible reason, except under ``CI=true`` where it fails: CI must not pass
 by skipping its integration tests (``unavailable`` holds that rule; ``require_binary`` applies it to a binary).
@@ -23,6 +33,7 @@ by skipping its integration tests (``unavailable`` holds that rule; ``require_bi
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pwd
 import re
@@ -30,15 +41,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import httpx
 import pytest
 import yaml
+
+T = TypeVar("T")
 
 
 def in_ci() -> bool:
@@ -67,14 +81,195 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class PrometheusServer:
-    """A running Prometheus: ``url``, instant ``query``, ``wait_for`` a condition, ``stop``."""
+def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05,
+               message: str = "condition") -> T:
+    """Poll ``condition()`` until it returns something truthy (returned); AssertionError naming ``message`` after
+    ``timeout`` seconds. The replacement for a fixed ``time.sleep`` that hopes a server is ready by then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message}: not true within {timeout:g} s")
+        time.sleep(interval)
 
-    def __init__(self, url: str, process: subprocess.Popen, workdir: Path, log_path: Path) -> None:
-        self.url = url
-        self.process = process
+
+# --- the rule: servers start only in slow tests, and their logs reach failure reports ---------------------------
+
+_CURRENT_ITEM: list[pytest.Item] = []
+# (title, log tail) of the servers stopped during the running test: a server in a ``with`` block inside the test
+# is stopped (and its directory removed) before the report of the failure is made.
+_STOPPED_IN_TEST: list[tuple[str, str]] = []
+_LOG_TAIL_CHARS = 3000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    _CURRENT_ITEM.append(item)
+    _STOPPED_IN_TEST.clear()
+    try:
+        return (yield)
+    finally:
+        _CURRENT_ITEM.pop()
+        _STOPPED_IN_TEST.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    report = yield
+    if report.failed:
+        logs = [*_STOPPED_IN_TEST, *((server.log_title, server.log_tail(_LOG_TAIL_CHARS)) for server in _RUNNING)]
+        for title, tail in logs:
+            report.sections.append((title, tail))
+    return report
+
+
+def require_slow(what: str) -> None:
+    """Fail the running test unless it is marked ``slow``: ``what`` it does (start a server, train models) is
+    kept out of ``make test-fast``. Outside a pytest test (a script using this harness) it allows everything."""
+    if not _CURRENT_ITEM:
+        return
+    item = _CURRENT_ITEM[-1]
+    if item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} {what} but is not marked slow: add @pytest.mark.slow to it (or "
+                    "`pytestmark = pytest.mark.slow` to its module) so `make test-fast` (pytest -m 'not slow') "
+                    "starts no server and trains no model", pytrace=False)
+
+
+# --- one server process ------------------------------------------------------------------------------------------
+
+_RUNNING: list[ServerProcess] = []
+
+
+def _has_exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited, *without reaping it*: while it is an unreaped zombie its PID (= its process
+    group id) cannot be given to another process, so signalling the group afterwards cannot hit a stranger."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped
+        return True
+
+
+class ServerProcess:
+    """A server started in its own process group with its output in ``log_path``.
+
+    ``stop`` sends ``stop_signal`` (to the whole group, or to the leader only when the server stops its own
+    children, like PostgreSQL's postmaster), waits, then SIGKILLs whatever is left of the group, and removes
+    ``workdir``. Safe to call twice; registered with ``atexit`` until stopped.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], *, workdir: Path, log_path: Path | None = None,
+                 env: dict[str, str] | None = None, stop_signal: int = signal.SIGTERM, signal_group: bool = True,
+                 stop_timeout: float = 20.0, remove_workdir: bool = True, **popen_kwargs) -> None:
+        self.name = name
         self.workdir = workdir
-        self.log_path = log_path
+        self.log_path = log_path or workdir / f"{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log"
+        self._stop_signal = stop_signal
+        self._signal_group = signal_group
+        self._stop_timeout = stop_timeout
+        self._remove_workdir = remove_workdir
+        self._stopped = False
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=env, cwd=popen_kwargs.pop("cwd", workdir), start_new_session=True,
+                                            **popen_kwargs)
+        self.pid = self.process.pid
+        _RUNNING.append(self)
+        atexit.register(self.stop)
+
+    @property
+    def exited(self) -> bool:
+        return _has_exited(self.pid)
+
+    @property
+    def log_title(self) -> str:
+        return f"{self.name} (pid {self.pid}) log {self.log_path}, last lines"
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, probe: Callable[[], bool], timeout: float, what: str = "ready") -> None:
+        """Poll ``probe()`` (False or an exception: not yet) until True; RuntimeError with the log tail when the
+        server exits first or ``timeout`` passes. The server is left running on failure: the caller stops it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.exited:
+                raise RuntimeError(f"{self.name} (pid {self.pid}) exited before it was {what}; its log:\n"
+                                   f"{self.log_tail()}")
+            try:
+                if probe():
+                    return
+            except (httpx.HTTPError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} (pid {self.pid}) was not {what} within {timeout:g} s; its log:\n"
+                           f"{self.log_tail()}")
+
+    def wait_http(self, url: str, timeout: float, accept: Callable[[httpx.Response], bool] | None = None) -> None:
+        """Poll ``url`` until it answers 200 (and ``accept(response)``, when given)."""
+        def probe() -> bool:
+            response = httpx.get(url, timeout=2)
+            return response.status_code == 200 and (accept is None or accept(response))
+
+        self.wait_ready(probe, timeout, what=f"answering {url}")
+
+    def _signal(self, sig: int, group: bool) -> None:
+        try:
+            if group:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _wait_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.exited:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        atexit.unregister(self.stop)
+        if not self.exited:
+            self._signal(self._stop_signal, self._signal_group)
+            self._wait_exit(self._stop_timeout)
+        if self.process.returncode is None:  # not reaped yet, so its group id is still ours: kill what is left
+            self._signal(signal.SIGKILL, True)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        if _CURRENT_ITEM:  # kept for the report, should the test fail
+            _STOPPED_IN_TEST.append((self.log_title, self.log_tail(_LOG_TAIL_CHARS)))
+        if self._remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _workdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"nasops-{prefix}-"))
+
+
+# --- Prometheus --------------------------------------------------------------------------------------------------
+
+class PrometheusServer(ServerProcess):
+    """A running Prometheus: ``url``, instant ``query``, ``value``, ``wait_for`` a condition, ``stop``."""
+
+    url: str
 
     def api(self, path: str, **params) -> dict:
         response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
@@ -102,30 +297,18 @@ class PrometheusServer:
 
     def wait_for(self, promql: str, predicate: Callable[[float], bool], timeout: float = 30.0) -> float:
         """Poll ``promql`` (one sample) until ``predicate(value)`` holds; the value, or AssertionError."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = self.value(promql)
-            if last is not None and predicate(last):
-                return last
-            time.sleep(0.25)
-        raise AssertionError(f"{promql!r} never satisfied the condition within {timeout}s (last value {last})")
+        last: list[float | None] = [None]
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        def holds() -> bool:
+            last[0] = self.value(promql)
+            return last[0] is not None and predicate(last[0])
 
-    def __enter__(self) -> PrometheusServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        try:
+            wait_until(holds, timeout=timeout, interval=0.25, message=promql)
+        except AssertionError:
+            raise AssertionError(f"{promql!r} never satisfied the condition within {timeout}s "
+                                 f"(last value {last[0]})") from None
+        return last[0]
 
 
 def start_prometheus(
@@ -137,9 +320,10 @@ def start_prometheus(
     job_name: str = "nasops-gateway",
     timeout: float = 60.0,
 ) -> PrometheusServer:
-    """Start Prometheus scraping ``scrape_targets`` ("host:port") and return once it is ready."""
+    """Start Prometheus scraping ``scrape_targets`` ("host:port") and return once ``/-/ready`` answers."""
+    require_slow("starts a Prometheus server")
     binary = require_binary("prometheus", "Debian: apt-get install prometheus; `make system-deps` does it")
-    workdir = Path(tempfile.mkdtemp(prefix="nasops-prometheus-"))
+    workdir = _workdir("prometheus")
     rules = []
     for i, rule_file in enumerate(rule_files):
         target = workdir / f"rules-{i}.yml"
@@ -155,36 +339,25 @@ def start_prometheus(
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = workdir / "prometheus.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the process below
-    process = subprocess.Popen(
+    server = PrometheusServer(
+        "prometheus",
         [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        workdir=workdir,
     )
-    log_file.close()
-    server = PrometheusServer(url, process, workdir, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            server.stop()
-            raise RuntimeError(f"prometheus exited with {process.returncode}:\n{tail}")
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"prometheus did not become ready on {url} within {timeout}s")
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_http(f"{server.url}/-/ready", timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------------------------
 
 POSTGRES_HINT = "Debian: apt-get install postgresql; `make system-deps` does it"
-POSTGRES_BINARIES = ("initdb", "pg_ctl", "postgres")
+POSTGRES_BINARIES = ("initdb", "postgres")
 
 
 def _version_key(bindir: Path) -> tuple[int, str]:
@@ -193,8 +366,8 @@ def _version_key(bindir: Path) -> tuple[int, str]:
 
 
 def postgres_binaries() -> dict[str, str]:
-    """Paths of ``initdb``, ``pg_ctl`` and ``postgres``: the newest ``/usr/lib/postgresql/<version>/bin`` that has
-    all three (Debian keeps them off PATH), else PATH. Skips the test when missing (fails under ``CI=true``)."""
+    """Paths of ``initdb`` and ``postgres``: the newest ``/usr/lib/postgresql/<version>/bin`` that has both
+    (Debian keeps them off PATH), else PATH. Skips the test when missing (fails under ``CI=true``)."""
     for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True):
         paths = {name: bindir / name for name in POSTGRES_BINARIES}
         if all(path.is_file() and os.access(path, os.X_OK) for path in paths.values()):
@@ -220,26 +393,18 @@ def _server_account() -> dict:
     return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [], "_owner": account}
 
 
-class PostgresServer:
+class PostgresServer(ServerProcess):
     """A running throw-away PostgreSQL cluster: ``url`` of its database, ``create_database``, ``connect``, ``stop``.
 
     Authentication is ``trust`` for the superuser ``user``; it is reachable only on 127.0.0.1 and through a Unix
-    socket inside its temporary directory, which ``stop`` removes.
+    socket inside its temporary directory, which ``stop`` removes. ``stop`` is a fast shutdown (SIGINT to the
+    postmaster: open sessions are cut), then SIGKILL for anything left of its process group.
     """
 
     host = "127.0.0.1"
-
-    def __init__(self, *, port: int, user: str, database: str, process: subprocess.Popen, workdir: Path,
-                 log_path: Path, pg_ctl: str, account: dict) -> None:
-        self.port = port
-        self.user = user
-        self.database = database
-        self.process = process
-        self.workdir = workdir
-        self.log_path = log_path
-        self._pg_ctl = pg_ctl
-        self._account = account
-        self._stopped = False
+    port: int
+    user: str
+    database: str
 
     @property
     def url(self) -> str:
@@ -266,39 +431,15 @@ class PostgresServer:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url_for(name)
 
-    def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
 
-    def stop(self) -> None:
-        """Fast shutdown (open sessions are cut), then remove the cluster directory. Safe to call twice."""
-        if self._stopped:
-            return
-        self._stopped = True
-        atexit.unregister(self.stop)
-        if self.process.poll() is None:
-            kwargs = {k: v for k, v in self._account.items() if not k.startswith("_")}
-            subprocess.run([self._pg_ctl, "stop", "-D", str(self.workdir / "data"), "-m", "fast", "-w", "-t", "30"],
-                           cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
-                           timeout=40, **kwargs)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pg_ctl could not stop it: immediate shutdown, then kill
-                self.process.send_signal(signal.SIGQUIT)
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=10)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def _initdb(initdb: str, workdir: Path, user: str, env: dict, run_kwargs: dict) -> None:
+    proc = subprocess.run(
+        [initdb, "-D", str(workdir / "data"), "-U", user, "--auth=trust", "--encoding=UTF8", "--locale=C",
+         "--no-sync"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=120, **run_kwargs,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"initdb failed with {proc.returncode}:\n{(proc.stdout + proc.stderr)[-2000:]}")
 
 
 def start_postgres(database: str = "nasops", *, user: str = "nasops", timeout: float = 60.0) -> PostgresServer:
@@ -307,6 +448,7 @@ def start_postgres(database: str = "nasops", *, user: str = "nasops", timeout: f
     Use it as a context manager (or call ``stop``): the server is stopped and its directory removed at the end.
     Skips the test when the binaries, or psycopg, are missing (fails under ``CI=true``).
     """
+    require_slow("starts a PostgreSQL server")
     binaries = postgres_binaries()
     try:
         import psycopg
@@ -314,57 +456,129 @@ def start_postgres(database: str = "nasops", *, user: str = "nasops", timeout: f
         unavailable("the PostgreSQL driver psycopg is not installed (pip install 'psycopg[binary]')")
     account = _server_account()
     run_kwargs = {k: v for k, v in account.items() if not k.startswith("_")}
-    workdir = Path(tempfile.mkdtemp(prefix="nasops-postgres-"))
+    workdir = _workdir("postgres")
     if "_owner" in account:
         os.chown(workdir, account["_owner"].pw_uid, account["_owner"].pw_gid)
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     try:
-        initdb = subprocess.run(
-            [binaries["initdb"], "-D", str(workdir / "data"), "-U", user, "--auth=trust", "--encoding=UTF8",
-             "--locale=C", "--no-sync"],
-            cwd=workdir, env=env, capture_output=True, text=True, timeout=120, **run_kwargs,
-        )
+        _initdb(binaries["initdb"], workdir, user, env, run_kwargs)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    if initdb.returncode != 0:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise RuntimeError(f"initdb failed with {initdb.returncode}:\n{(initdb.stdout + initdb.stderr)[-2000:]}")
-    log_path = workdir / "postgres.log"
-    for _attempt in range(3):  # a free port can be taken between probing and binding: try another
+
+    def accepts_connections() -> bool:
+        try:
+            with psycopg.connect(host="127.0.0.1", port=port, user=user, dbname="postgres", connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    for attempt in range(3):  # a free port can be taken between probing and binding: try another
         port = free_port()
-        log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the process below
-        process = subprocess.Popen(
+        server = PostgresServer(
+            "postgres",
             [binaries["postgres"], "-D", str(workdir / "data"), "-h", "127.0.0.1", "-p", str(port),
              "-k", str(workdir), "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=60", "-c", "shared_buffers=16MB"],
-            cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, **run_kwargs,
+            workdir=workdir, log_path=workdir / f"postgres-{attempt}.log", env=env, stop_signal=signal.SIGINT,
+            signal_group=False, stop_timeout=30, remove_workdir=False, **run_kwargs,
         )
-        log_file.close()
-        server = PostgresServer(port=port, user=user, database=database, process=process, workdir=workdir,
-                                log_path=log_path, pg_ctl=binaries["pg_ctl"], account=account)
-        atexit.register(server.stop)  # a test run that dies mid-way must not leave a server behind
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with psycopg.connect(host="127.0.0.1", port=port, user=user, dbname="postgres", connect_timeout=2):
-                    pass
-                break
-            except psycopg.OperationalError:
-                time.sleep(0.1)
-        if process.poll() is None and time.monotonic() < deadline:
-            try:
-                server.create_database(database)
-            except BaseException:
-                server.stop()
-                raise
-            return server
-        tail = server.log_tail()
-        if process.poll() is not None and "could not bind" in tail:
-            atexit.unregister(server.stop)  # its directory is the next attempt's: do not remove it
-            continue
-        server.stop()
-        raise RuntimeError(f"postgres did not become ready on 127.0.0.1:{port} within {timeout}s "
-                           f"(exit code {process.poll()}):\n{tail}")
+        server.port, server.user, server.database = port, user, database
+        try:
+            server.wait_ready(accepts_connections, timeout, what="accepting connections")
+        except RuntimeError:
+            tail = server.log_tail()
+            server.stop()
+            if "could not bind" in tail:
+                continue  # the same cluster directory, another port
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        except BaseException:
+            server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        server._remove_workdir = True
+        try:
+            server.create_database(database)
+        except BaseException:
+            server.stop()
+            raise
+        return server
     shutil.rmtree(workdir, ignore_errors=True)
     raise RuntimeError(f"postgres could not bind a free loopback port in 3 attempts:\n{tail}")
+
+
+# --- MLflow tracking server --------------------------------------------------------------------------------------
+
+class MlflowServer(ServerProcess):
+    """A running ``mlflow server``: ``url`` (the tracking URI), its SQLite store and artifact directory."""
+
+    url: str
+
+
+def start_mlflow(store: Path | None = None, *, timeout: float = 120.0) -> MlflowServer:
+    """``mlflow server`` on a free 127.0.0.1 port with its own SQLite store and proxied artifact directory under
+    ``store`` (a temporary directory when None); returns once ``/health`` answers."""
+    require_slow("starts an MLflow tracking server")
+    workdir = _workdir("mlflow")
+    store = Path(store) if store is not None else workdir
+    store.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = MlflowServer(
+        "mlflow server",
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--artifacts-destination", str(store / "artifacts"), "--workers", "1"],
+        workdir=workdir, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_http(f"{server.url}/health", timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# --- Prefect API server ------------------------------------------------------------------------------------------
+
+class PrefectServer(ServerProcess):
+    """A running Prefect API server (``prefect.server.api.server:create_app`` under uvicorn, UI and background
+    services off, as Prefect's own test harness runs it) with a temporary SQLite database: ``api_url``."""
+
+    url: str
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+
+def start_prefect(*, timeout: float = 120.0) -> PrefectServer:
+    """A Prefect API server on a free 127.0.0.1 port with its own ``PREFECT_HOME`` and SQLite database; returns
+    once ``/api/health`` answers. Point clients at it with ``PREFECT_API_URL`` = ``api_url``."""
+    require_slow("starts a Prefect API server")
+    workdir = _workdir("prefect")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(workdir / "home"),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{workdir / 'prefect.db'}",
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",  # create_app: no UI, only the services an ephemeral server needs
+        "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    server = PrefectServer(
+        "prefect server",
+        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host",
+         "127.0.0.1", "--port", str(port), "--log-level", "warning", "--lifespan", "on"],
+        workdir=workdir, env=env,
+    )
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_http(f"{server.api_url}/health", timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server

@@ -11,7 +11,6 @@ import re
 import httpx
 import numpy as np
 import pytest
-from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 
 from monitoring.prediction_log import create_log_engine, read_predictions
 from serving.server import start_gateway
@@ -25,7 +24,7 @@ FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def gateway(shared_registry):  # noqa: F811
+def gateway(shared_registry):
     with start_gateway(shared_registry.gateway_settings(challenger_weight=0.5, admin_token=TOKEN,
                                                        feedback_token=FEEDBACK_TOKEN)) as handle:
         yield handle
@@ -50,7 +49,7 @@ def metric_value(text: str, name: str, **labels) -> float:
     return total
 
 
-def test_predicts_real_labels_and_both_variants_serve(gateway, shared_registry):  # noqa: F811
+def test_predicts_real_labels_and_both_variants_serve(gateway, shared_registry):
     x, y = shared_registry.x_test[:60], shared_registry.y_test[:60]
     seen, correct = {}, 0
     with httpx.Client(base_url=gateway.url) as client:
@@ -67,7 +66,7 @@ def test_predicts_real_labels_and_both_variants_serve(gateway, shared_registry):
     assert correct / len(x) > 0.8  # trained models, not constants
 
 
-def test_batch_is_routed_as_one_unit_and_instances_form_is_accepted(gateway, shared_registry):  # noqa: F811
+def test_batch_is_routed_as_one_unit_and_instances_form_is_accepted(gateway, shared_registry):
     x = shared_registry.x_test[:16].tolist()
     r = httpx.post(f"{gateway.url}/predict", json={"instances": x, "request_id": "batch-unit-1"})
     assert r.status_code == 200
@@ -76,7 +75,7 @@ def test_batch_is_routed_as_one_unit_and_instances_form_is_accepted(gateway, sha
     assert len(body["probabilities"]) == 16 and len(body["probabilities"][0]) == 10
 
 
-def test_dataframe_split_form_orders_columns_by_feature_names(gateway, shared_registry):  # noqa: F811
+def test_dataframe_split_form_orders_columns_by_feature_names(gateway, shared_registry):
     row = shared_registry.x_test[0]
     names = [f"pixel_{i}" for i in range(64)]
     reversed_split = {"columns": names[::-1], "data": [row[::-1].tolist()]}
@@ -88,7 +87,7 @@ def test_dataframe_split_form_orders_columns_by_feature_names(gateway, shared_re
     np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-6)
 
 
-def test_sticky_key_keeps_a_caller_on_one_variant(gateway, shared_registry):  # noqa: F811
+def test_sticky_key_keeps_a_caller_on_one_variant(gateway, shared_registry):
     row = [shared_registry.x_test[0].tolist()]
     variants_by_user = {}
     with httpx.Client(base_url=gateway.url) as client:
@@ -100,7 +99,7 @@ def test_sticky_key_keeps_a_caller_on_one_variant(gateway, shared_registry):  # 
     assert set(variants_by_user.values()) == {"champion", "challenger"}
 
 
-def test_weight_zero_and_one_route_everything(gateway, shared_registry):  # noqa: F811
+def test_weight_zero_and_one_route_everything(gateway, shared_registry):
     row = [shared_registry.x_test[1].tolist()]
     for weight, expected in ((0.0, "champion"), (1.0, "challenger")):
         r = httpx.post(f"{gateway.url}/admin/weight", json={"weight": weight}, headers=AUTH)
@@ -109,7 +108,7 @@ def test_weight_zero_and_one_route_everything(gateway, shared_registry):  # noqa
         assert got == {expected}
 
 
-def test_feedback_joins_labels_to_the_log_and_counts_online_accuracy(gateway, shared_registry):  # noqa: F811
+def test_feedback_joins_labels_to_the_log_and_counts_online_accuracy(gateway, shared_registry):
     x, y = shared_registry.x_test[100:110], shared_registry.y_test[100:110]
     before = httpx.get(f"{gateway.url}/metrics").text
     r = httpx.post(f"{gateway.url}/predict", json={"inputs": x.tolist(), "request_id": "fb-join-1"})
@@ -141,7 +140,7 @@ def test_feedback_joins_labels_to_the_log_and_counts_online_accuracy(gateway, sh
     assert wrong_count.status_code == 422 and "10 row" in wrong_count.json()["error"]
 
 
-def test_metrics_follow_the_issue_names_and_units(gateway, shared_registry):  # noqa: F811
+def test_metrics_follow_the_issue_names_and_units(gateway, shared_registry):
     httpx.post(f"{gateway.url}/predict", json={"inputs": [shared_registry.x_test[2].tolist()]})
     text = httpx.get(f"{gateway.url}/metrics").text
     for name in ("nasops_requests_total", "nasops_request_duration_seconds_bucket", "nasops_predictions_total",
@@ -188,7 +187,7 @@ def test_oversized_body_and_batch_are_413(gateway):
     assert r.status_code == 413 and "1025 rows" in r.json()["error"]
 
 
-def test_admin_api_needs_the_token(gateway, shared_registry):  # noqa: F811
+def test_admin_api_needs_the_token(gateway, shared_registry):
     assert httpx.get(f"{gateway.url}/admin/state").status_code == 401
     assert httpx.get(f"{gateway.url}/admin/state", headers={"Authorization": "Bearer nope"}).status_code == 403
     state = httpx.get(f"{gateway.url}/admin/state", headers=AUTH).json()
@@ -203,7 +202,7 @@ def test_admin_api_needs_the_token(gateway, shared_registry):  # noqa: F811
     assert metric_value(text, "nasops_drift_share", variant="challenger") == 0.25
 
 
-def test_admin_is_off_without_a_token_and_readiness(shared_registry):  # noqa: F811
+def test_admin_is_off_without_a_token_and_readiness(shared_registry):
     with start_gateway(shared_registry.gateway_settings()) as gw:
         r = httpx.post(f"{gw.url}/admin/weight", json={"weight": 1.0}, headers=AUTH)
         assert r.status_code == 404 and "off" in r.json()["error"]
@@ -213,7 +212,7 @@ def test_admin_is_off_without_a_token_and_readiness(shared_registry):  # noqa: F
                                             "challenger": shared_registry.challenger_version}
 
 
-def test_gateway_without_a_champion_is_alive_but_not_ready(shared_registry):  # noqa: F811
+def test_gateway_without_a_champion_is_alive_but_not_ready(shared_registry):
     settings = shared_registry.gateway_settings(model_name="no-such-model")
     with start_gateway(settings) as gw:
         assert httpx.get(f"{gw.url}/healthz").status_code == 200

@@ -9,7 +9,6 @@ import sys
 import time
 
 import httpx
-from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 import pytest
 from servers import free_port
 
@@ -42,7 +41,7 @@ def start_serve(env: dict, attempts: int = 3) -> tuple[subprocess.Popen, str]:
     raise AssertionError("nasops serve did not come up on a port of its own")
 
 
-def test_nasops_serve_answers_and_stops_cleanly(shared_registry):  # noqa: F811
+def test_nasops_serve_answers_and_stops_cleanly(shared_registry):
     env = {**os.environ, "NASOPS_HOME": str(shared_registry.home), "NASOPS_MODEL_NAME": shared_registry.model_name}
     for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
         env.pop(leaked, None)  # set in os.environ by mlflow.set_*_uri calls of earlier tests
@@ -61,7 +60,7 @@ def test_nasops_serve_answers_and_stops_cleanly(shared_registry):  # noqa: F811
     assert f"gateway on {url}" in out.replace("\n", "")
 
 
-def test_nasops_serve_rejects_bad_options_without_a_traceback(shared_registry):  # noqa: F811
+def test_nasops_serve_rejects_bad_options_without_a_traceback(shared_registry):
     env = {**os.environ, "NASOPS_HOME": str(shared_registry.home)}
     out = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "serve", "--weight", "1.5"],
                          env=env, capture_output=True, text=True, timeout=120)

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from fixtures_registry import registry, shared_registry  # noqa: F401  (pytest fixtures)
+from servers import wait_until
 from support_models import SlowModel, digits_data, mlp_classifier, train_small
 
 from serving.server import start_gateway
@@ -18,7 +18,7 @@ TOKEN = "reload-admin-token-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def test_alias_move_is_picked_up_by_polling_under_load(shared_registry):  # noqa: F811
+def test_alias_move_is_picked_up_by_polling_under_load(shared_registry):
     reg = shared_registry  # its own alias, so the shared champion/challenger stay where they are
     alias = "reload-under-load"
     x_tr, y_tr, _, _ = digits_data()
@@ -44,7 +44,7 @@ def test_alias_move_is_picked_up_by_polling_under_load(shared_registry):  # noqa
         workers = [threading.Thread(target=load, args=(k,)) for k in range(3)]
         for w in workers:
             w.start()
-        time.sleep(0.5)
+        wait_until(lambda: all(per_caller), timeout=30, message="every caller getting answers from the old model")
         new = reg.register(new_model, alias=alias)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (not results or results[-1][1] != new):
@@ -65,7 +65,7 @@ def test_alias_move_is_picked_up_by_polling_under_load(shared_registry):  # noqa
     assert ready["versions"]["challenger"] == new
 
 
-def test_admin_reload_switches_immediately_without_polling(registry):  # noqa: F811
+def test_admin_reload_switches_immediately_without_polling(registry):
     settings = registry.gateway_settings(poll_interval_s=0, admin_token=TOKEN, challenger_weight=1.0)
     row = [registry.x_test[0].tolist()]
     with start_gateway(settings) as gw:

@@ -3,11 +3,9 @@ an admin change made through one worker reaches the others."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
-from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
+from servers import wait_until
 from test_gateway import metric_value
 
 from serving.server import start_gateway
@@ -18,7 +16,7 @@ TOKEN = "workers-admin-token-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def test_two_workers_report_correct_totals_and_share_admin_changes(shared_registry):  # noqa: F811
+def test_two_workers_report_correct_totals_and_share_admin_changes(shared_registry):
     settings = shared_registry.gateway_settings(admin_token=TOKEN, challenger_weight=0.5)
     rows = shared_registry.x_test[:40]
     with start_gateway(settings, workers=2) as gw:
@@ -34,7 +32,10 @@ def test_two_workers_report_correct_totals_and_share_admin_changes(shared_regist
         histogram = metric_value(httpx.get(f"{gw.url}/metrics").text, "nasops_request_duration_seconds_count")
         assert histogram == 40
         assert httpx.post(f"{gw.url}/admin/weight", json={"weight": 1.0}, headers=AUTH).status_code == 200
-        time.sleep(0.5)  # workers re-read the control file at most every 0.2 s
+        # workers re-read the control file at most every 0.2 s: wait until every worker reports the new weight
+        wait_until(lambda: {(s["pid"], s["weight"]) for s in [httpx.get(f"{gw.url}/admin/state", headers=AUTH).json()
+                                                               for _ in range(8)]} == {(p, 1.0) for p in pids},
+                   timeout=10, message="both workers applying weight 1.0")
         served = {httpx.post(f"{gw.url}/predict", json={"inputs": [rows[0].tolist()]}).json()["variant"]
                   for _ in range(20)}
         assert served == {"challenger"}

@@ -13,7 +13,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-from fixtures_registry import registry  # noqa: F401  (pytest fixture)
 from servers import free_port, start_postgres
 
 from monitoring.prediction_log import (
@@ -182,7 +181,7 @@ def test_workers_can_race_to_create_the_table_and_plain_urls_work(postgres, log_
     assert "secret" not in str(info.value) and "URL (host, port, user, database)" in str(info.value)
 
 
-def test_gateway_logs_predictions_and_feedback_to_postgres(postgres, log_url, registry):  # noqa: F811
+def test_gateway_logs_predictions_and_feedback_to_postgres(postgres, log_url, registry):
     from serving.server import start_gateway
 
     settings = registry.gateway_settings(prediction_log_url=log_url, challenger_weight=0.5, admin_token=TOKEN,

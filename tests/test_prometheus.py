@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 from servers import require_binary, start_prometheus
 
 from monitoring.prediction_log import create_log_engine, read_predictions
@@ -18,7 +17,7 @@ from serving.server import start_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "infra" / "prometheus"
-pytestmark = pytest.mark.prometheus
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]  # starts Prometheus and the gateway
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -52,7 +51,7 @@ def dashboard_queries() -> list[str]:
     return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
 
 
-def test_real_prometheus_scrapes_the_gateway_and_answers_the_documented_queries(shared_registry):  # noqa: F811
+def test_real_prometheus_scrapes_the_gateway_and_answers_the_documented_queries(shared_registry):
     assert len(docs_queries()) >= 3
     x, y = shared_registry.x_test[200:260], shared_registry.y_test[200:260]
     settings = shared_registry.gateway_settings(challenger_weight=0.5, admin_token="t")

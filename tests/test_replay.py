@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 
 from monitoring.prediction_log import create_log_engine, read_predictions
 from pipelines.errors import UserError
@@ -45,7 +44,7 @@ def test_apply_drift_moves_the_distribution_by_the_spec():
     assert apply_drift(x, None) is not x and np.array_equal(apply_drift(x, None), x)
 
 
-def test_replay_drives_traffic_and_feeds_labels_back(shared_registry):  # noqa: F811
+def test_replay_drives_traffic_and_feeds_labels_back(shared_registry):
     x, y = shared_registry.x_test[:120], shared_registry.y_test[:120]
     calls = []
     settings = shared_registry.gateway_settings(challenger_weight=0.5, feedback_token=FEEDBACK_TOKEN)
@@ -65,7 +64,7 @@ def test_replay_drives_traffic_and_feeds_labels_back(shared_registry):  # noqa: 
     assert accuracy > 0.8  # real models, real labels
 
 
-def test_replay_for_a_duration_cycles_rows_at_the_rate(shared_registry):  # noqa: F811
+def test_replay_for_a_duration_cycles_rows_at_the_rate(shared_registry):
     x, y = shared_registry.x_test[:5], shared_registry.y_test[:5]
     with start_gateway(shared_registry.gateway_settings(challenger_weight=0.0)) as gw:
         summary = replay(gw.url, x, y, rate=40, duration=1.0, drift="noise=0.2", feedback=False)
@@ -84,7 +83,7 @@ def test_replay_rejects_bad_arguments():
         replay("http://127.0.0.1:9", x, rate=1, drift="warp=2")
 
 
-def test_replay_cli_prints_a_summary_and_fails_cleanly(shared_registry, tmp_path):  # noqa: F811
+def test_replay_cli_prints_a_summary_and_fails_cleanly(shared_registry, tmp_path):
     from nas.data import TaskData
 
     x, y = shared_registry.x_test, shared_registry.y_test
