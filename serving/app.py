@@ -16,6 +16,7 @@ from serving.config import GatewaySettings
 from serving.errors import count_invalid, install_error_handlers
 from serving.gateway import Gateway
 from serving.middleware import BodySizeLimit
+from serving.openapi import install_openapi
 from serving.routers import admin, feedback, operations, predict
 
 DESCRIPTION = (
@@ -48,6 +49,7 @@ def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics 
     install_error_handlers(app)
     for router in (predict.router, feedback.router, operations.router, admin.router):
         app.include_router(router)
+    install_openapi(app)
     return app
 
 

@@ -36,8 +36,8 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
 def documented(*codes: int, **descriptions: str) -> dict:
     """The ``responses=`` entry of a route: each status code with the error body and a description."""
     defaults = {
-        400: "malformed JSON", 401: "missing bearer token", 403: "wrong token", 404: "not found",
-        409: "conflict", 413: "body or batch over the configured limit",
+        400: "malformed or empty JSON body", 401: "missing bearer token", 403: "wrong token", 404: "not found",
+        409: "conflict", 413: "body or batch over the configured limit", 415: "body not sent as application/json",
         422: "wrong shape, type or out-of-range values", 503: "no champion model loaded yet",
     }
     return {code: {"model": ErrorResponse, "description": descriptions.get(f"d{code}", defaults.get(code, ""))}
@@ -75,18 +75,31 @@ class _BodyErrors:
         return out
 
 
+def _is_json(request: Request) -> bool:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
-    if errors and errors[0].get("type") == "json_invalid":
+    first = errors[0] if errors else {}
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        count_invalid(request.app, "json")
+        return error_response(400, "request body is empty", "a JSON object, sent with Content-Type: application/json")
+    if not _is_json(request):
+        count_invalid(request.app, "media_type")
+        media = request.headers.get("content-type") or "none"
+        return error_response(415, f"request body has Content-Type {media!r}, not JSON",
+                              "send the JSON body with the header Content-Type: application/json")
+    if first.get("type") == "json_invalid":
         count_invalid(request.app, "json")
         ctx = errors[0].get("ctx") or {}
         return error_response(400, f"request body is not valid JSON ({ctx.get('error', 'decode error')})",
                               "a JSON object")
     reason, message = describe_validation_error(_BodyErrors(exc))
-    if request.url.path == "/predict":
-        count_invalid(request.app, reason)
-        return error_response(422, f"invalid request: {message}", contract_hint(request))
-    return error_response(422, f"invalid request: {message}", SCHEMA_HINT)
+    count_invalid(request.app, reason)
+    hint = contract_hint(request) if request.url.path == "/predict" else SCHEMA_HINT
+    return error_response(422, f"invalid request: {message}", hint)
 
 
 async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

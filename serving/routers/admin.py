@@ -12,6 +12,7 @@ from serving.schemas import DriftRequest, ModeRequest, WeightRequest
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses=documented(401, 403, 404, d404="admin API off"))
+WITH_BODY = documented(400, 413, 415, 422)
 
 
 @router.get("/state")
@@ -20,28 +21,28 @@ async def admin_state(gateway: GatewayDep) -> dict:
     return gateway.state()
 
 
-@router.post("/weight")
+@router.post("/weight", responses=WITH_BODY)
 async def admin_weight(body: WeightRequest, gateway: GatewayDep) -> dict:
     """Set the challenger's share of traffic (split mode)."""
     gateway.set_weight(body.weight)
     return gateway.state()
 
 
-@router.post("/mode")
+@router.post("/mode", responses=WITH_BODY)
 async def admin_mode(body: ModeRequest, gateway: GatewayDep) -> dict:
     """Switch between weighted split and shadow mode."""
     gateway.set_mode(body.mode)
     return gateway.state()
 
 
-@router.post("/reload")
+@router.post("/reload", responses=documented(413))
 async def admin_reload(gateway: GatewayDep) -> dict:
     """Follow the aliases now (this worker immediately, the others within a fraction of a second)."""
     await run_in_threadpool(gateway.request_reload)
     return gateway.state()
 
 
-@router.post("/drift")
+@router.post("/drift", responses=WITH_BODY)
 async def admin_drift(body: DriftRequest, metrics: MetricsDep) -> dict:
     """Publish the drift step's share of drifted features as ``nasops_drift_share{variant}``."""
     variants = list(VARIANTS) if body.variant == "all" else [body.variant]

@@ -1,0 +1,74 @@
+"""The OpenAPI document, made true to the model being served.
+
+FastAPI derives the schema from the pydantic models, which cannot know the champion's signature: this adds it
+(row width, the accepted value range, the batch limit, the feature names, the classes /feedback accepts) and the
+rule that exactly one input form is sent, so a client generated from the document, or a property-based test,
+sends what the gateway accepts. Rebuilt when the champion changes (a reload may change the contract).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from monitoring.vocabulary import CHAMPION
+from serving.validation import FLOAT32_MAX
+
+
+def _rows(width: int | None, max_rows: int, bound: float) -> dict:
+    number = {"type": "number", "minimum": -bound, "maximum": bound}
+    row = {"type": "array", "items": number}
+    if width is not None:
+        row.update(minItems=width, maxItems=width)
+    return {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}
+
+
+def _patch(spec: dict, width: int | None, names: list[str] | None, classes: list | None, max_batch: int,
+           bound: float) -> dict:
+    schemas = spec["components"]["schemas"]
+    request = schemas["PredictRequest"]
+    props = request["properties"]
+    for form in ("inputs", "instances"):
+        props[form] = {**_rows(width, max_batch, bound), "description": props[form].get("description", "")}
+    props["dataframe_split"] = {"$ref": "#/components/schemas/DataFrameSplit"}
+    request["oneOf"] = [{"required": [form]} for form in ("inputs", "instances", "dataframe_split")]
+    if width is not None:
+        request["examples"] = [{"inputs": [[0.0] * width], "request_id": "order-42"}]
+    split = schemas["DataFrameSplit"]["properties"]
+    split["data"] = {**_rows(width, max_batch, bound), "description": split["data"].get("description", "")}
+    if names:
+        split["columns"] = {"type": "array", "items": {"type": "string", "enum": list(names)},
+                            "minItems": len(names), "maxItems": len(names), "uniqueItems": True,
+                            "description": "the model's feature names, each exactly once (any order)"}
+    if classes:
+        feedback = schemas["FeedbackItem"]["properties"]
+        label = {"enum": list(classes), "description": "one of the model's classes"}
+        feedback["label"] = label
+        feedback["labels"] = {"type": "array", "items": label, "minItems": 1, "maxItems": max_batch,
+                              "description": "one of the model's classes per row, in row order"}
+        schemas["FeedbackItem"]["oneOf"] = [{"required": ["label"]}, {"required": ["labels"]}]
+    return spec
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve :func:`_patch`-ed documents from ``app.openapi()`` (cached per champion version)."""
+    cache: dict = {}
+
+    def openapi() -> dict:
+        settings = app.state.settings
+        gateway = getattr(app.state, "gateway", None)
+        champion = gateway.models.get(CHAMPION) if gateway is not None else None
+        key = champion.version if champion is not None else None
+        if cache.get("key", object()) != key or "spec" not in cache:
+            base = get_openapi(title=app.title, version=app.version, description=app.description,
+                               routes=app.routes)
+            width = champion.n_features if champion is not None else None
+            names = champion.feature_names if champion is not None else None
+            classes = champion.classes if champion is not None else None
+            bound = min(settings.max_abs_input, FLOAT32_MAX)
+            cache.update(key=key, spec=_patch(copy.deepcopy(base), width, names, classes, settings.max_batch, bound))
+        return cache["spec"]
+
+    app.openapi = openapi
