@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 import torch
 
 from nas.proxies.context import WORST_SCORE
-from nas.proxies.registry import ProxyInfo, get_proxy, list_proxies, needs_data, register_family, register_proxy
+from nas.proxies.registry import (
+    PROXIES,
+    ProxyInfo,
+    get_proxy,
+    list_proxies,
+    needs_data,
+    register_family,
+    register_proxy,
+)
 from nas.proxies.scorer import compute_scores, score_model
 
 if TYPE_CHECKING:
@@ -38,6 +46,7 @@ def score_architecture(
 
 
 __all__ = [
+    "PROXIES",
     "WORST_SCORE",
     "ProxyInfo",
     "compute_scores",

@@ -15,13 +15,13 @@ from nas.proxies.context import ScoringContext, forward_input
 from nas.proxies.registry import register_proxy
 
 
-@register_proxy("params", needs_data=False, is_cost=True)
+@register_proxy("params", needs_data=False, is_cost=True, paper="Abdelfattah et al. 2021 (baseline)")
 def params(model: nn.Module, ctx: ScoringContext) -> float:
     """Number of trainable parameters."""
     return float(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-@register_proxy("flops", needs_data=False, is_cost=True)
+@register_proxy("flops", needs_data=False, is_cost=True, paper="Abdelfattah et al. 2021 (baseline)")
 def flops(model: nn.Module, ctx: ScoringContext) -> float:
     """FLOPs of one forward pass for a single input, counted by ``torch.utils.flop_counter`` (eval mode)."""
     model.eval()

@@ -16,7 +16,7 @@ from nas.proxies.context import WORST_SCORE, ScoringContext, forward_input, prox
 from nas.proxies.registry import register_proxy
 
 
-@register_proxy("grasp", needs_data=True)
+@register_proxy("grasp", needs_data=True, paper="Wang et al. 2020")
 def grasp(model: nn.Module, ctx: ScoringContext) -> float:
     """Σ −θ ⊙ Hg (how removing θ would change the gradient flow)."""
     x, y = ctx.require_batch("grasp")

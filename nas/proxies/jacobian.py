@@ -30,7 +30,7 @@ def _correlation(rows: torch.Tensor) -> torch.Tensor | None:
     return (unit @ unit.T).clamp(-1.0, 1.0)
 
 
-@register_proxy("jacob_cov", needs_data=True, family="data")
+@register_proxy("jacob_cov", needs_data=True, family="data", paper="Mellor et al. 2020 (v1)")
 def jacob_cov(record: DataRecord, ctx: ScoringContext) -> float:
     """−Σ log(λ + k) + 1/(λ + k) over the eigenvalues λ of corr(J)."""
     corr = _correlation(record.jacobian)
@@ -40,7 +40,7 @@ def jacob_cov(record: DataRecord, ctx: ScoringContext) -> float:
     return float(-(torch.log(eig + _K) + 1.0 / (eig + _K)).sum())
 
 
-@register_proxy("epe_nas", needs_data=True, family="data")
+@register_proxy("epe_nas", needs_data=True, family="data", paper="Lopes et al. 2021")
 def epe_nas(record: DataRecord, ctx: ScoringContext) -> float:
     """Σ_c |Σ_ij log(|ρ_ij| + k)| over per-class Jacobian correlation matrices."""
     per_class: list[float] = []

@@ -34,7 +34,7 @@ def _min_eig_correlation(rows: torch.Tensor) -> float | None:
     return float(torch.linalg.eigvalsh(corr)[0].clamp(0.0, 1.0))
 
 
-@register_proxy("meco", needs_data=False)
+@register_proxy("meco", needs_data=False, paper="Jiang et al. 2023")
 def meco(model: nn.Module, ctx: ScoringContext) -> float:
     """Σ over layers of the minimum eigenvalue of the channel correlation matrix, for one random input."""
     model.eval()

@@ -15,7 +15,7 @@ from nas.proxies.data_pass import DataRecord
 from nas.proxies.registry import register_proxy
 
 
-@register_proxy("nwot", needs_data=True, family="data")
+@register_proxy("nwot", needs_data=True, family="data", paper="Mellor et al. 2021")
 def nwot(record: DataRecord, ctx: ScoringContext) -> float:
     """log|det K| of the Hamming-agreement kernel of binary activation codes."""
     sign, logdet = torch.linalg.slogdet(record.naswot_kernel)

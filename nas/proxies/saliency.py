@@ -20,7 +20,7 @@ from nas.proxies.data_pass import DataRecord
 from nas.proxies.registry import register_proxy
 
 
-@register_proxy("snip", needs_data=True, family="data")
+@register_proxy("snip", needs_data=True, family="data", paper="Lee et al. 2019")
 def snip(record: DataRecord, ctx: ScoringContext) -> float:
     """Σ |θ ⊙ ∂L/∂θ| (connection sensitivity)."""
     if record.grads_all_zero:
@@ -28,7 +28,7 @@ def snip(record: DataRecord, ctx: ScoringContext) -> float:
     return float(sum((w * g).abs().sum() for w, g in zip(record.weights, record.grads, strict=True)))
 
 
-@register_proxy("grad_norm", needs_data=True, family="data")
+@register_proxy("grad_norm", needs_data=True, family="data", paper="Abdelfattah et al. 2021")
 def grad_norm(record: DataRecord, ctx: ScoringContext) -> float:
     """Σ ‖∂L/∂θ‖₂ per weight tensor."""
     if record.grads_all_zero:
@@ -36,7 +36,7 @@ def grad_norm(record: DataRecord, ctx: ScoringContext) -> float:
     return float(sum(g.norm() for g in record.grads))
 
 
-@register_proxy("plain", needs_data=True, family="data")
+@register_proxy("plain", needs_data=True, family="data", paper="Mozer & Smolensky 1989; Abdelfattah et al. 2021")
 def plain(record: DataRecord, ctx: ScoringContext) -> float:
     """Σ θ ⊙ ∂L/∂θ (first-order change of the loss if θ were removed, with its sign)."""
     if record.grads_all_zero:
@@ -44,7 +44,7 @@ def plain(record: DataRecord, ctx: ScoringContext) -> float:
     return float(sum((w * g).sum() for w, g in zip(record.weights, record.grads, strict=True)))
 
 
-@register_proxy("fisher", needs_data=True, family="data")
+@register_proxy("fisher", needs_data=True, family="data", paper="Theis et al. 2018; Turner et al. 2020")
 def fisher(record: DataRecord, ctx: ScoringContext) -> float:
     """Σ_channels ½·mean_n(Σ_spatial a ⊙ ∂L/∂a)² over conv/linear outputs."""
     if record.grads_all_zero or not record.activations:

@@ -86,7 +86,8 @@ def _score(
     """
     infos = _resolve(names)
     ctx = _context(infos, batch, input_shape, num_classes, seed)
-    degenerate = output_ignores_input(model, ctx)
+    # the degeneracy probe (a forward and a backward) only matters to non-cost proxies
+    degenerate = not all(info.is_cost for info in infos) and output_ignores_input(model, ctx)
     scores: dict[str, float] = {}
     families: dict[str, list[ProxyInfo]] = {}
     standalone: list[ProxyInfo] = []

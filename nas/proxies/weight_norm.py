@@ -13,7 +13,7 @@ from nas.proxies.context import ScoringContext, weight_params
 from nas.proxies.registry import register_proxy
 
 
-@register_proxy("l2_norm", needs_data=False)
+@register_proxy("l2_norm", needs_data=False, paper="White et al. 2022 (NASLib)")
 def l2_norm(model: nn.Module, ctx: ScoringContext) -> float:
     """Σ over weight tensors of ‖W‖₂ (Frobenius norm per tensor, summed)."""
     with torch.no_grad():

@@ -1,7 +1,8 @@
 """Zen-score (Lin et al., ICCV 2021, "Zen-NAS: a zero-shot NAS for high-performance image recognition").
 
 On its own copy of the network, re-initialised as the paper prescribes (conv/linear weights ~ N(0, 1), biases 0,
-batch-norm affine reset) and run in double precision with batch-norm on batch statistics:
+batch-norm affine reset) and run in float32, the paper's precision (batch-norm on batch statistics renormalises
+every layer, so nothing overflows):
 
     Zen = log E_{x,ε} ‖f(x) − f(x + αε)‖_F + Σ_i log σ̄_i,     x, ε ~ N(0, I), α = 0.01,
 
@@ -39,10 +40,10 @@ def _reinitialise(model: nn.Module, ctx: ScoringContext) -> None:
                 module.bias.zero_()
 
 
-@register_proxy("zen", needs_data=False)
+@register_proxy("zen", needs_data=False, paper="Lin et al. 2021")
 def zen(model: nn.Module, ctx: ScoringContext) -> float:
     """log E‖f(x) − f(x+αε)‖ + Σ log σ̄_BN with Gaussian weights and inputs."""
-    model = proxy_mode(model.double())
+    model = proxy_mode(model.float())
     _reinitialise(model, ctx)
     pools = [m for m in model.modules() if isinstance(m, _POOLS)]
     taps = pools or [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -57,11 +58,11 @@ def zen(model: nn.Module, ctx: ScoringContext) -> float:
 
     def bn_scale(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         if record_bn[0]:
-            var = args[0].transpose(0, 1).reshape(args[0].shape[1], -1).var(1, correction=0)
+            var = args[0].double().transpose(0, 1).reshape(args[0].shape[1], -1).var(1, correction=0)
             bn_logs.append(0.5 * math.log(float(var.mean())) if float(var.mean()) > 0 else -math.inf)
 
-    x = ctx.gaussian(ZEN_SAMPLES, offset=11, dtype=torch.float64)
-    noise = ctx.gaussian(ZEN_SAMPLES, offset=13, dtype=torch.float64)
+    x = ctx.gaussian(ZEN_SAMPLES, offset=11, dtype=torch.float32)
+    noise = ctx.gaussian(ZEN_SAMPLES, offset=13, dtype=torch.float32)
     with hooks_removed_after() as handles, torch.no_grad():
         handles += [m.register_forward_pre_hook(tap) for m in taps]
         handles += [
@@ -75,7 +76,7 @@ def zen(model: nn.Module, ctx: ScoringContext) -> float:
         captured.clear()
         model(x + ZEN_ALPHA * noise)
         perturbed = captured[-1]
-    delta = (clean - perturbed).reshape(ZEN_SAMPLES, -1).norm(dim=1).mean()
+    delta = (clean - perturbed).double().reshape(ZEN_SAMPLES, -1).norm(dim=1).mean()
     if not float(delta) > 0:
         return WORST_SCORE
     return math.log(float(delta)) + sum(bn_logs)

@@ -14,7 +14,7 @@ from nas.proxies.data_pass import DataRecord
 from nas.proxies.registry import register_proxy
 
 
-@register_proxy("zico", needs_data=True, family="data")
+@register_proxy("zico", needs_data=True, family="data", paper="Li et al. 2023")
 def zico(record: DataRecord, ctx: ScoringContext) -> float:
     """Σ_l log Σ mean|g| / std(g) over mini-batches (inverse coefficient of variation of the gradients)."""
     total, used = 0.0, 0

@@ -1,0 +1,163 @@
+"""Score every NAS-Bench-201 cell of the 12-epoch table with the data-free zero-cost proxies, once, on disk.
+
+Makes ``benchmarks/tables/nb201_proxy_scores.csv.gz`` (one row per cell of ``nb201_12epoch.csv.gz``), which
+``benchmarks/proxies.py --table`` reads so that a benchmark or a search never recomputes a proxy:
+
+- ``params`` and ``flops`` are exact per string. An NB201 network's size depends only on how many ``nor_conv_3x3``
+  and ``nor_conv_1x1`` edges its cell has (every cell of a stage has the same shape), so each (#3x3, #1x1) pair is
+  scored once with :func:`nas.proxies.compute_scores` and the script checks that claim on ``--verify`` random
+  strings scored directly before it writes anything.
+- Every other proxy is scored once per *network function*: strings with the same canonical form
+  (:meth:`NB201Space.canonicalize`, 4,930 classes) differ only by dead edges, whose weights get no gradient and
+  do not change the output, so the class representative's score is given to each of its strings.
+- The network is the published one (C=16, N=5, 3x32x32 inputs, 10 classes, seed 0). The CIFAR-100 and
+  ImageNet16-120 networks differ only in the classifier: ``params``, ``flops`` and ``zen`` rank cells exactly as
+  at 10 classes, ``synflow`` and ``meco`` nearly so (docs/benchmarks-proxies.md gives the measured agreement).
+
+Scoring goes through :func:`nas.prefilter.prefilter` with a JSON-lines journal, so an interrupted run resumes
+where it stopped and proxies can be added in later runs (``--proxies zen``). Classes are scored in a seeded
+random order, so a journal that is not finished yet is a uniform random sample of the space.
+
+    nice -n 10 .venv/bin/python benchmarks/tables/score_nb201.py --proxies synflow,l2_norm --workers 2
+    .venv/bin/python benchmarks/tables/score_nb201.py --write        # assemble the CSV from the journal
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+from nas.prefilter import prefilter  # noqa: E402
+from nas.proxies import compute_scores, get_proxy  # noqa: E402
+from nas.spaces import get_space  # noqa: E402
+
+TABLE = HERE / "nb201_12epoch.csv.gz"
+OUT = HERE / "nb201_proxy_scores.csv.gz"
+JOURNAL = Path(tempfile.gettempdir()) / "nasops-nb201-proxy-scores.jsonl"
+SHAPE, CLASSES, SEED = (3, 32, 32), 10, 0
+COSTS = ("params", "flops")
+
+
+def read_strings(path: Path) -> list[tuple[str, str]]:
+    """(NATS-Bench index, architecture string) of every row of the table."""
+    with gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="") as f:
+        return [(row["arch"], row["ArchitectureString"]) for row in csv.DictReader(f)]
+
+
+def conv_counts(ops: tuple[str, ...]) -> tuple[int, int]:
+    return sum(op == "nor_conv_3x3" for op in ops), sum(op == "nor_conv_1x1" for op in ops)
+
+
+def cost_table(space, strings: list[str], verify: int) -> dict[str, dict[str, float]]:
+    """Exact params and flops per string, scored once per (#3x3, #1x1) pair and checked on ``verify`` strings."""
+    def score(text: str) -> dict[str, float]:
+        arch = space.from_string(text)
+        return compute_scores(lambda: arch.build(CLASSES, SHAPE), list(COSTS), input_shape=SHAPE, seed=SEED)
+
+    by_pair: dict[tuple[int, int], dict[str, float]] = {}
+    for text in strings:
+        pair = conv_counts(space.to_ops(space.from_string(text)))
+        if pair not in by_pair:
+            by_pair[pair] = score(text)
+    rng = np.random.default_rng(SEED)
+    for i in rng.choice(len(strings), size=min(verify, len(strings)), replace=False):
+        text = strings[int(i)]
+        direct, shared = score(text), by_pair[conv_counts(space.to_ops(space.from_string(text)))]
+        if direct != shared:
+            raise SystemExit(f"params/flops of {text} are {direct}, not the {shared} of its conv counts")
+    return {t: by_pair[conv_counts(space.to_ops(space.from_string(t)))] for t in strings}
+
+
+def read_journal(path: Path) -> dict[str, dict[str, float]]:
+    scores: dict[str, dict[str, float]] = {}
+    if not path.exists():
+        return scores
+    for line in path.read_text().splitlines()[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        scores.setdefault(row["arch"], {}).update(row["scores"])
+    return scores
+
+
+def write_csv(
+    space, rows: list[tuple[str, str]], proxies: list[str], verify: int, out: Path, journal_path: Path
+) -> int:
+    strings = [s for _, s in rows]
+    costs = cost_table(space, strings, verify)
+    journal = read_journal(journal_path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["arch", "ArchitectureString", "canonical", *COSTS, *proxies])
+    missing = 0
+    for index, text in rows:
+        canonical = space.canonicalize(space.from_string(text)).string
+        scored = journal.get(canonical, {})
+        values = [repr(float(costs[text][c])) for c in COSTS]
+        for name in proxies:
+            if name in scored:
+                values.append(repr(float(scored[name])))
+            else:
+                values.append("")
+                missing += 1
+        writer.writerow([index, text, canonical, *values])
+    with gzip.open(out, "wt", newline="") as f:  # written whole, after everything is known: no partial file
+        f.write(buffer.getvalue())
+    return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--proxies", default="synflow", help="comma-separated data-free proxies to score now")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="score only this many classes (random order)")
+    parser.add_argument("--write", action="store_true", help="assemble the CSV from the journal (no scoring)")
+    parser.add_argument("--columns", default="synflow,zen,meco,l2_norm", help="proxy columns of the CSV")
+    parser.add_argument("--verify", type=int, default=50, help="strings whose params/flops are checked directly")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--journal", type=Path, default=JOURNAL, help="resumable JSON-lines journal of scores")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    space = get_space("nb201", C=16, N=5)
+    rows = read_strings(args.table)
+    if args.write:
+        columns = [c for c in args.columns.split(",") if c]
+        missing = write_csv(space, rows, columns, args.verify, args.out, args.journal)
+        print(f"wrote {args.out} ({len(rows)} rows, {missing} missing proxy values)")
+        return 0
+    names = [n for n in args.proxies.split(",") if n]
+    for name in names:
+        if get_proxy(name).needs_data:
+            raise SystemExit(f"--proxies: {name!r} needs real images; this table is scored with data-free proxies")
+    classes = sorted({space.canonicalize(space.from_string(s)).string for _, s in rows})
+    order = np.random.default_rng(SEED).permutation(len(classes))
+    pool = [space.from_string(classes[i]) for i in order[: args.limit]]
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if done % 100 == 0:
+            print(f"{done}/{total} scored ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    prefilter(space, pool, None, keep=1, cheap=names, costly=[], ensemble=names, workers=args.workers,
+              journal=args.journal, progress=progress, input_shape=SHAPE, num_classes=CLASSES, seed=SEED)
+    print(f"scored {len(pool)} classes with {names} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
