@@ -20,6 +20,8 @@ from servers import require_slow
 from support_models import digits_data, linear_classifier, mlp_classifier, train_small
 from torch import nn
 
+from monitoring.vocabulary import ARCH, CHALLENGER, CHAMPION, ROLE, tag
+
 CLASSES = list(range(10))
 
 
@@ -81,11 +83,11 @@ def register_version(tracking_uri: str, model_name: str, module: nn.Module, *, a
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     tags = {
-        "nasops.classes": json.dumps(classes),
-        "nasops.features": json.dumps([f"pixel_{i}" for i in range(n_features)]),
-        "nasops.input_shape": json.dumps([n_features]),
-        "nasops.arch": type(module).__name__,
-        "nasops.role": role,
+        tag("classes"): json.dumps(classes),
+        tag("features"): json.dumps([f"pixel_{i}" for i in range(n_features)]),
+        tag("input_shape"): json.dumps([n_features]),
+        tag(ARCH): type(module).__name__,
+        tag(ROLE): role,
     }
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
@@ -111,12 +113,12 @@ def build_registry(home: Path, challenger: nn.Module | str | None = "mlp",
     configure_mlflow(settings)
     x_tr, y_tr, x_te, y_te = digits_data()
     champion = train_small(linear_classifier(), x_tr, y_tr, steps=40)
-    champion_version = register_version(settings.tracking_uri, model_name, champion, alias="champion",
+    champion_version = register_version(settings.tracking_uri, model_name, champion, alias=CHAMPION,
                                         role="baseline", serialization=champion_format)
     challenger_version = None
     if challenger is not None:
         module = train_small(mlp_classifier(), x_tr, y_tr, steps=60) if isinstance(challenger, str) else challenger
-        challenger_version = register_version(settings.tracking_uri, model_name, module, alias="challenger")
+        challenger_version = register_version(settings.tracking_uri, model_name, module, alias=CHALLENGER)
     return RegistryFixture(
         home=home, tracking_uri=settings.tracking_uri, model_name=model_name,
         prediction_log_url=f"sqlite:///{home / 'predictions.db'}", champion_version=champion_version,
