@@ -104,7 +104,7 @@ pid_of() {  # the PID of a running component (not a zombie, not a recycled PID),
   echo "$pid"
 }
 
-launch() {  # name, then `env`-style VAR=value words and the command; it becomes the leader of its own session
+launch() {  # name, then `env` arguments (-u VAR, VAR=value) and the command (run by setsid: its own session)
   local name=$1; shift
   env "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
   local pid=$!
@@ -379,11 +379,13 @@ start_prometheus() {
 
 start_gateway() {
   mkdir -p "$STATE/gateway"
-  # challenger weight 0 until a rollout sets it through the admin API; tokens from files, not from the command line
-  launch gateway NASOPS_HOME="$STATE/gateway" MLFLOW_TRACKING_URI="$MLFLOW_URL" NASOPS_PREDICTION_LOG_URL="$LOG_URL" \
+  # challenger weight 0 until a rollout sets it through the admin API; the tokens are read from their files by
+  # the gateway (never on a command line; a user's exported NASOPS_GATEWAY_*_TOKEN must not override them)
+  launch gateway -u NASOPS_GATEWAY_ADMIN_TOKEN -u NASOPS_GATEWAY_FEEDBACK_TOKEN \
+    NASOPS_HOME="$STATE/gateway" MLFLOW_TRACKING_URI="$MLFLOW_URL" NASOPS_PREDICTION_LOG_URL="$LOG_URL" \
     PGPASSFILE="$SECRETS/pgpass" NASOPS_GATEWAY_CHALLENGER_WEIGHT=0 \
-    NASOPS_GATEWAY_ADMIN_TOKEN="$(cat "$(secret admin-token)")" \
-    NASOPS_GATEWAY_FEEDBACK_TOKEN="$(cat "$(secret feedback-token)")" \
+    NASOPS_GATEWAY_ADMIN_TOKEN_FILE="$(secret admin-token)" \
+    NASOPS_GATEWAY_FEEDBACK_TOKEN_FILE="$(secret feedback-token)" \
     setsid "$venv_bin/nasops" serve --host 127.0.0.1 --port "$GATEWAY_PORT" --workers 2
 }
 
