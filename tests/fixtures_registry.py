@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,3 +138,18 @@ def shared_registry(tmp_path_factory) -> RegistryFixture:
     """The same, built once per test session for every module that asks (tests must not move its aliases);
     its champion is saved in the pipelines' ``pt2`` format so that path is served too."""
     return build_registry(tmp_path_factory.mktemp("registry"), champion_format="pt2")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test module that imports these fixtures would define them a second time, and build a second session
+    registry (minutes of training): they come from this plugin, so refuse the import with the fix."""
+    fixtures = {"registry": registry, "shared_registry": shared_registry}
+    offenders = sorted({
+        f"{item.module.__name__}.{name}"
+        for item in items if isinstance(getattr(item, "module", None), types.ModuleType)
+        for name, fixture in fixtures.items() if vars(item.module).get(name) is fixture
+    })
+    if offenders:
+        raise pytest.UsageError(
+            f"{', '.join(offenders)}: imported from fixtures_registry; remove the import (and any `# noqa: F811`): "
+            "conftest.py loads fixtures_registry as a plugin, so every test can ask for these fixtures by name")

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from fixtures_registry import shared_registry  # noqa: F401  (pytest fixture)
 
 from monitoring.prediction_log import create_log_engine, read_predictions
 from serving.server import start_gateway
@@ -36,7 +35,7 @@ def metric(text: str, name: str, **labels) -> float:
 
 
 @pytest.fixture(scope="module")
-def gateway(shared_registry):  # noqa: F811
+def gateway(shared_registry):
     settings = shared_registry.gateway_settings(challenger_weight=0.5, admin_token=ADMIN_TOKEN,
                                                 feedback_token=FEEDBACK_TOKEN)
     with start_gateway(settings) as handle:
@@ -50,12 +49,12 @@ def predict(url: str, rows, request_id: str | None = None, key: str | None = Non
     return r.json()
 
 
-def log_rows(shared_registry, request_id: str):  # noqa: F811
+def log_rows(shared_registry, request_id: str):
     frame = read_predictions(create_log_engine(shared_registry.prediction_log_url))
     return frame[frame.request_id == request_id]
 
 
-def test_labels_need_the_feedback_token_and_not_the_admin_one(gateway, shared_registry):  # noqa: F811
+def test_labels_need_the_feedback_token_and_not_the_admin_one(gateway, shared_registry):
     rid = predict(gateway.url, [shared_registry.x_test[0].tolist()])["request_id"]
     item = {"request_id": rid, "label": 1}
     assert httpx.post(f"{gateway.url}/feedback", json=item).status_code == 401
@@ -67,14 +66,14 @@ def test_labels_need_the_feedback_token_and_not_the_admin_one(gateway, shared_re
     assert httpx.post(f"{gateway.url}/feedback", json=item, headers=FEEDBACK).status_code == 200
 
 
-def test_feedback_is_off_without_a_feedback_token(shared_registry):  # noqa: F811
+def test_feedback_is_off_without_a_feedback_token(shared_registry):
     with start_gateway(shared_registry.gateway_settings()) as gw:
         rid = predict(gw.url, [shared_registry.x_test[0].tolist()])["request_id"]
         r = httpx.post(f"{gw.url}/feedback", json={"request_id": rid, "label": 1}, headers=FEEDBACK)
     assert r.status_code == 404 and "feedback API is off" in r.json()["error"]
 
 
-def test_generated_request_ids_are_random_128_bit(gateway, shared_registry):  # noqa: F811
+def test_generated_request_ids_are_random_128_bit(gateway, shared_registry):
     row = [shared_registry.x_test[0].tolist()]
     ids = [predict(gateway.url, row)["request_id"] for _ in range(20)]
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids), ids
@@ -83,7 +82,7 @@ def test_generated_request_ids_are_random_128_bit(gateway, shared_registry):  # 
     assert len({i[:8] for i in ids}) == 20
 
 
-def test_client_ids_of_two_callers_do_not_collide(gateway, shared_registry):  # noqa: F811
+def test_client_ids_of_two_callers_do_not_collide(gateway, shared_registry):
     x, y = shared_registry.x_test, shared_registry.y_test
     a = predict(gateway.url, [x[0].tolist()], request_id="order-42", key="tenant-a")
     b = predict(gateway.url, [x[1].tolist()], request_id="order-42", key="tenant-b")
@@ -95,7 +94,7 @@ def test_client_ids_of_two_callers_do_not_collide(gateway, shared_registry):  # 
     assert log_rows(shared_registry, b["request_id"]).label.isna().all()
 
 
-def test_a_reused_client_id_is_refused_not_labelled_twice(gateway, shared_registry):  # noqa: F811
+def test_a_reused_client_id_is_refused_not_labelled_twice(gateway, shared_registry):
     x = shared_registry.x_test
     first = predict(gateway.url, [x[2].tolist()], request_id="reused-7", key="same-caller")
     second = predict(gateway.url, [x[3].tolist()], request_id="reused-7", key="same-caller")
@@ -105,7 +104,7 @@ def test_a_reused_client_id_is_refused_not_labelled_twice(gateway, shared_regist
     assert log_rows(shared_registry, first["request_id"]).label.isna().all()
 
 
-def test_a_second_label_is_409_unless_overwrite_and_metrics_follow_the_log(gateway, shared_registry):  # noqa: F811
+def test_a_second_label_is_409_unless_overwrite_and_metrics_follow_the_log(gateway, shared_registry):
     x, y = shared_registry.x_test[20:24], shared_registry.y_test[20:24]
     answer = predict(gateway.url, x.tolist())
     rid, variant = answer["request_id"], answer["variant"]
@@ -138,7 +137,7 @@ def test_a_second_label_is_409_unless_overwrite_and_metrics_follow_the_log(gatew
 
 @pytest.mark.parametrize("label", ["12", "10", "2e400", "NaN", "18446744073709551616", "true", '"cat"'])
 def test_labels_are_checked_against_the_model_classes_and_a_batch_is_all_or_nothing(
-        gateway, shared_registry, label):  # noqa: F811
+        gateway, shared_registry, label):
     x, y = shared_registry.x_test, shared_registry.y_test
     good = predict(gateway.url, [x[30].tolist()])["request_id"]
     bad = predict(gateway.url, [x[31].tolist()])["request_id"]
@@ -151,7 +150,7 @@ def test_labels_are_checked_against_the_model_classes_and_a_batch_is_all_or_noth
     assert log_rows(shared_registry, good).label.isna().all() and log_rows(shared_registry, bad).label.isna().all()
 
 
-def test_unknown_ids_cost_one_bounded_wait_not_one_per_id(shared_registry, tmp_path):  # noqa: F811
+def test_unknown_ids_cost_one_bounded_wait_not_one_per_id(shared_registry, tmp_path):
     # A control file makes the gateway behave as one worker of several: unknown ids may be another worker's rows
     # not yet committed, so it waits for them, at most feedback_wait_s for the whole call (was: per id).
     settings = shared_registry.gateway_settings(feedback_token=FEEDBACK_TOKEN, feedback_wait_s=1.0,
@@ -167,7 +166,7 @@ def test_unknown_ids_cost_one_bounded_wait_not_one_per_id(shared_registry, tmp_p
     assert log_rows(shared_registry, known).label.isna().all()
 
 
-def test_metrics_and_log_agree_after_a_mixed_load(shared_registry):  # noqa: F811
+def test_metrics_and_log_agree_after_a_mixed_load(shared_registry):
     """Concurrent predictions, first labels, duplicate labels, overwrites, unknown ids and bad labels: afterwards
     the log's labelled rows per (variant, correct) equal nasops_feedback_total minus the retractions."""
     x, y = shared_registry.x_test[:60], shared_registry.y_test[:60]
