@@ -109,6 +109,7 @@ class NB201Supernet(nn.Module):
         self.lastact = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
+        self._counts: tuple[int, np.ndarray] | None = None
 
     # -- paths ---------------------------------------------------------------------------------------------------
     def path_of(self, ops: Sequence[str]) -> Path:
@@ -143,6 +144,21 @@ class NB201Supernet(nn.Module):
         cells = [m for m in self.cells if isinstance(m, SuperCell)]
         module = cells[cell].edges[f"{edge[0]}_{edge[1]}"].candidates[op] if op != "none" else None
         return list(module.parameters()) if module is not None else []
+
+    def path_param_count(self, path: Path) -> int:
+        """Trainable parameters of the stand-alone network of ``path``, without building it (skeleton + the
+        chosen candidate of every edge at every cell position)."""
+        if self._counts is None:
+            skeleton = sum(p.numel() for n, p in self.named_parameters() if ".candidates." not in n)
+            per = np.zeros((len(EDGES), len(self.op_names)), dtype=np.int64)
+            for cell in (m for m in self.cells if isinstance(m, SuperCell)):
+                for e, (s, t) in enumerate(EDGES):
+                    for k, op in enumerate(self.op_names):
+                        if op != "none":
+                            per[e, k] += sum(p.numel() for p in cell.edges[f"{s}_{t}"].candidates[op].parameters())
+            self._counts = (int(skeleton), per)
+        skeleton, per = self._counts
+        return skeleton + int(sum(per[e, k] for e, k in enumerate(path)))
 
     def extract(self, ops: Sequence[str]) -> NB201Network:
         """A stand-alone ``NB201Network`` of these operations carrying the path's inherited weights and BN stats."""

@@ -166,9 +166,11 @@ class SupernetEvaluator:
 
     def _param_count(self, arch: Architecture) -> float:
         if arch.string not in self._params:
-            self._params[arch.string] = float(
-                self.space.count_params(arch, self.data.num_classes, self.data.input_shape)
-            )
+            if self._ofa is None:  # counted from the supernet's own tensors: no network is built
+                count = self.net.path_param_count(self.path_of(arch))
+            else:
+                count = self.space.count_params(arch, self.data.num_classes, self.data.input_shape)
+            self._params[arch.string] = float(count)
         return self._params[arch.string]
 
     # -- hand-off -----------------------------------------------------------------------------------------------
