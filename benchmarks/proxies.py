@@ -10,6 +10,13 @@ scores it with every proxy (fused) on one seeded training batch, and prints:
   call per proxy (architectures per second, and the ratio).
 
     .venv/bin/python benchmarks/proxies.py --csv benchmarks/ground_truth/nb201_mnist5k.csv --json out.json
+
+With ``--table`` it instead measures the data-free proxies on a public table: the NAS-Bench-201 12-epoch table
+(``benchmarks/tables/nb201_12epoch.csv.gz``) against the cached scores of every cell
+(``benchmarks/tables/nb201_proxy_scores.csv.gz``, made by ``benchmarks/tables/score_nb201.py``), per dataset, with
+the named ensembles and an ensemble tuned on CIFAR-10 only (reported on CIFAR-100 and ImageNet16-120):
+
+    .venv/bin/python benchmarks/proxies.py --table benchmarks/tables/nb201_12epoch.csv.gz --json
 """
 
 from __future__ import annotations
@@ -31,6 +38,15 @@ from nas.proxies import WORST_SCORE, compute_scores, list_proxies
 from nas.spaces import get_space
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "ground_truth" / "nb201_mnist5k.csv"
+DEFAULT_SCORES = Path(__file__).resolve().parent / "tables" / "nb201_proxy_scores.csv.gz"
+TABLE_TARGETS = {"cifar10": "cifar10-test", "cifar100": "cifar100-test", "imagenet16-120": "imagenet-test"}
+REFERENCE_12EPOCH = {  # a reference implementation on this same table (Spearman), the calibration to reach
+    "synflow": {"cifar10": 0.55, "cifar100": 0.52, "imagenet16-120": 0.53},
+    "params": {"cifar10": 0.57, "cifar100": 0.52, "imagenet16-120": 0.45},
+}
+PUBLISHED_200EPOCH = {  # Abdelfattah et al. 2021, Table 2 (NAS-Bench-201, all cells, 200-epoch accuracy)
+    "synflow": {"cifar10": 0.74, "cifar100": 0.76, "imagenet16-120": 0.75},
+}
 
 
 def read_table(path: Path, target: str) -> tuple[list[dict[str, str]], dict[str, object]]:
@@ -126,6 +142,104 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    import gzip
+
+    if not path.exists():
+        raise SystemExit(f"no table at {path}; see benchmarks/tables/README.md (scores: score_nb201.py there)")
+    with gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tuned_ensemble(scores: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, object]:
+    """The equal-weight subset and aggregation of the data-free proxies with the best Spearman on ``truth``."""
+    from itertools import combinations
+
+    best: dict[str, object] = {"spearman": -2.0}
+    tried = 0
+    for k in range(1, len(scores) + 1):
+        for members in combinations(sorted(scores), k):
+            for method in ("log", "mean"):
+                tried += 1
+                rho = spearmanr(rank_aggregate({m: scores[m] for m in members}, method=method), truth).statistic
+                if rho > best["spearman"]:
+                    best = {"members": list(members), "method": method, "spearman": float(rho)}
+    best["candidates_tried"] = tried
+    return best
+
+
+def table_benchmark(args: argparse.Namespace) -> dict[str, object]:
+    """Spearman and Kendall of every cached data-free proxy and ensemble against each dataset's test accuracy."""
+    table = {row["ArchitectureString"]: row for row in _read_csv(args.table)}
+    cached = _read_csv(args.scores)
+    names = [c for c in cached[0] if c not in ("arch", "ArchitectureString", "canonical")]
+    missing = [row["ArchitectureString"] for row in cached if row["ArchitectureString"] not in table]
+    if missing or len(cached) != len(table):
+        raise SystemExit(f"{args.scores} does not score the cells of {args.table} one to one ({len(cached)} vs "
+                         f"{len(table)} rows); remake it with benchmarks/tables/score_nb201.py --write")
+    truth = {d: np.array([float(table[r["ArchitectureString"]][col]) for r in cached])
+             for d, col in TABLE_TARGETS.items()}
+    values = {n: np.array([float(r[n]) if r[n] != "" else np.nan for r in cached]) for n in names}
+    scored = {n: ~np.isnan(v) for n, v in values.items()}
+    common = np.logical_and.reduce([m for m in scored.values()])
+    result: dict[str, object] = {
+        "table": str(args.table), "scores": str(args.scores), "cells": len(cached),
+        "cells_scored": {n: int(m.sum()) for n, m in scored.items()}, "cells_all_proxies": int(common.sum()),
+        "network": "NB201 C=16 N=5, 3x32x32 inputs, seed 0 (scores in the cache)",
+        "reference_12epoch_spearman": REFERENCE_12EPOCH, "published_200epoch_spearman": PUBLISHED_200EPOCH,
+    }
+    proxies = {}
+    for name in names:
+        mask = scored[name]
+        if mask.sum() < 3:
+            continue
+        proxies[name] = {"cells": int(mask.sum()), **{d: correlations(values[name][mask], t[mask])
+                                                     for d, t in truth.items()}}
+    result["proxies"] = proxies
+    full = [n for n in names if scored[n].all()]
+    if common.sum() < 200:  # a proxy still being scored: tune over the fully scored ones only
+        names_common, common = full, np.ones(len(cached), dtype=bool)
+    else:
+        names_common = names
+    on_common = {n: values[n][common] for n in names_common}
+    ensembles: dict[str, object] = {}
+    for ens, members in ENSEMBLES.items():
+        mask = np.logical_and.reduce([scored[m] for m in members]) if all(m in names for m in members) else None
+        if mask is not None and mask.sum() >= 3:
+            agg = rank_aggregate({m: values[m][mask] for m in members})
+            ensembles[ens] = {"members": members, "cells": int(mask.sum()),
+                              **{d: correlations(agg, t[mask]) for d, t in truth.items()}}
+    tuned = tuned_ensemble(on_common, truth["cifar10"][common])
+    agg = rank_aggregate({m: on_common[m] for m in tuned["members"]}, method=str(tuned["method"]))
+    ensembles["tuned_on_cifar10"] = {
+        "members": tuned["members"], "method": tuned["method"], "cells": int(common.sum()),
+        "tuned_on": "cifar10 test accuracy only; cifar100 and imagenet16-120 are held out",
+        "candidates_tried": tuned["candidates_tried"],
+        **{d: correlations(agg, t[common]) for d, t in truth.items()},
+    }
+    if set(tuned["members"]) <= set(full) and int(common.sum()) < len(cached):
+        agg_all = rank_aggregate({m: values[m] for m in tuned["members"]}, method=str(tuned["method"]))
+        ensembles["tuned_on_cifar10"]["all_cells"] = {d: correlations(agg_all, t) for d, t in truth.items()}
+    result["ensembles"] = ensembles
+    result["single_proxies_on_ensemble_cells"] = {
+        n: {d: correlations(on_common[n], t[common])["spearman"] for d, t in truth.items()} for n in names_common
+    }
+    return result
+
+
+def print_table_result(result: dict) -> None:
+    datasets = list(TABLE_TARGETS)
+    print(f"{result['cells']} NB201 cells; Spearman / Kendall against test accuracy after 12 epochs")
+    print(f"{'proxy':<18}{'cells':>7}" + "".join(f"{d:>22}" for d in datasets))
+    rows = list(result["proxies"].items()) + list(result["ensembles"].items())
+    for name, row in rows:
+        cells = "".join(f"{row[d]['spearman']:>13.3f} / {row[d]['kendall']:.3f}" for d in datasets)
+        print(f"{name:<18}{row['cells']:>7}{cells}")
+    tuned = result["ensembles"]["tuned_on_cifar10"]
+    print(f"tuned on CIFAR-10 only: {tuned['method']} rank aggregate of {tuned['members']} "
+          f"({tuned['candidates_tried']} candidates)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="ground-truth table (make_ground_truth.py)")
@@ -136,11 +250,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-size", type=int, nargs="+", default=[10, 20, 40],
                         help="trained architectures a calibration may use (one evaluation per size)")
     parser.add_argument("--calib-repeats", type=int, default=30)
-    parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=Path, nargs="?", const=Path("-"), default=None,
+                        help="also write every figure to this JSON file (no file, or '-': print the JSON only)")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="measure the cached data-free proxy scores against this public table instead "
+                             "(benchmarks/tables/nb201_12epoch.csv.gz)")
+    parser.add_argument("--scores", type=Path, default=DEFAULT_SCORES,
+                        help="with --table: the cached proxy scores (benchmarks/tables/score_nb201.py)")
     parser.add_argument("--plot", type=Path, default=None, help="bar chart of Spearman ρ per proxy (PNG)")
     parser.add_argument("--scores-out", type=Path, default=None, help="write every architecture's scores (CSV)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.table is not None:
+        result = table_benchmark(args)
+        if args.json is not None and str(args.json) == "-":
+            print(json.dumps(result, indent=2))
+        else:
+            print_table_result(result)
+            if args.json is not None:
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
 
     rows, settings = read_table(args.csv, args.target)
     rows = rows[: args.limit] if args.limit else rows

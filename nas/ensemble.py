@@ -14,7 +14,7 @@ the accuracy ranks on the proxies' log-ranks, each proxy allowed either directio
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,17 +23,62 @@ from scipy.optimize import nnls
 from scipy.stats import rankdata
 
 from nas.proxies.context import WORST_SCORE
+from nas.registry import Registry
 
-ENSEMBLES: dict[str, list[str]] = {
-    # The training-free default: the proxies with Spearman >= 0.1 on a separate 60-cell development table (NB201,
-    # digits, sample seed 1), evaluated on the 400-cell ground truth in docs/benchmarks-proxies.md.
-    "ensemble": ["epe_nas", "meco", "zen"],
-    # The strongest single proxies on NAS-Bench-201 / CIFAR-10 in their papers (SynFlow, NASWOT, ZiCo, MeCo).
-    "literature": ["synflow", "nwot", "zico", "meco"],
-    # Without data: proxies that only need the input shape.
-    "data_free": ["synflow", "meco", "zen"],
-}
-"""Named proxy sets, each aggregated with equal weights by :func:`rank_aggregate`."""
+AGGREGATION_PAPER = "Lee & Ham 2024 (AZ-NAS non-linear rank aggregation)"
+
+ENSEMBLE_REGISTRY: Registry[Callable[[], list[str]]] = Registry("ensemble")
+"""Named proxy sets: each entry's builder returns its members; metadata ``needs_data``, ``chosen_on``, ``paper``."""
+
+
+def register_ensemble(
+    name: str, *, summary: str = "", needs_data: bool, chosen_on: str, paper: str = AGGREGATION_PAPER
+) -> Callable[[Callable[[], list[str]]], Callable[[], list[str]]]:
+    """Decorator: ``@register_ensemble("data_free", needs_data=False, chosen_on=...)`` above ``def members()``."""
+    return ENSEMBLE_REGISTRY.register(name, summary=summary, needs_data=needs_data, chosen_on=chosen_on,
+                                      paper=paper)
+
+
+@register_ensemble("ensemble", needs_data=True,
+                   chosen_on="proxies with Spearman >= 0.1 on a 60-cell NB201 development table (digits, seed 1)")
+def _ensemble() -> list[str]:
+    """The training-free default with data: epe_nas + meco + zen (docs/benchmarks-proxies.md)."""
+    return ["epe_nas", "meco", "zen"]
+
+
+@register_ensemble("literature", needs_data=True,
+                   chosen_on="the strongest single proxies on NAS-Bench-201 / CIFAR-10 in their papers")
+def _literature() -> list[str]:
+    """SynFlow, NASWOT, ZiCo and MeCo."""
+    return ["synflow", "nwot", "zico", "meco"]
+
+
+@register_ensemble("data_free", needs_data=False, chosen_on="fixed by hand: the data-free quality proxies")
+def _data_free() -> list[str]:
+    """Without data: synflow + meco + zen (proxies that only need the input shape)."""
+    return ["synflow", "meco", "zen"]
+
+
+class _EnsembleMembers(Mapping[str, list[str]]):
+    """``ENSEMBLES[name]`` -> the members of a registered ensemble (a read-only view of the registry)."""
+
+    def __getitem__(self, name: str) -> list[str]:
+        if name not in ENSEMBLE_REGISTRY:
+            raise KeyError(name)
+        return list(ENSEMBLE_REGISTRY.get(name)())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ENSEMBLE_REGISTRY.names())
+
+    def __len__(self) -> int:
+        return len(ENSEMBLE_REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+ENSEMBLES: Mapping[str, list[str]] = _EnsembleMembers()
+"""Named proxy sets, each aggregated with equal weights by :func:`rank_aggregate` (see :data:`ENSEMBLE_REGISTRY`)."""
 
 METHODS = ("log", "mean")
 
@@ -94,9 +139,8 @@ def rank_aggregate(
 
 def ensemble_score(name: str, scores: Mapping[str, Sequence[float]], *, method: str = "log") -> np.ndarray:
     """:func:`rank_aggregate` of the named proxy set in :data:`ENSEMBLES`."""
-    if name not in ENSEMBLES:
-        raise KeyError(f"unknown ensemble {name!r}; choose from: {', '.join(sorted(ENSEMBLES))}")
-    return rank_aggregate(scores, {p: 1.0 for p in ENSEMBLES[name]}, method=method)
+    members = ENSEMBLE_REGISTRY.get(name)()  # an unknown name raises KeyError listing the valid ones
+    return rank_aggregate(scores, {p: 1.0 for p in members}, method=method)
 
 
 def calibrate(

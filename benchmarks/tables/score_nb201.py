@@ -95,11 +95,14 @@ def read_journal(path: Path) -> dict[str, dict[str, float]]:
 
 
 def write_csv(
-    space, rows: list[tuple[str, str]], proxies: list[str], verify: int, out: Path, journal_path: Path
+    space, rows: list[tuple[str, str]], proxies: list[str], verify: int, out: Path, journal_paths: list[Path]
 ) -> int:
     strings = [s for _, s in rows]
     costs = cost_table(space, strings, verify)
-    journal = read_journal(journal_path)
+    journal: dict[str, dict[str, float]] = {}
+    for path in journal_paths:
+        for arch, scores in read_journal(path).items():
+            journal.setdefault(arch, {}).update(scores)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["arch", "ArchitectureString", "canonical", *COSTS, *proxies])
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", default="synflow,zen,meco,l2_norm", help="proxy columns of the CSV")
     parser.add_argument("--verify", type=int, default=50, help="strings whose params/flops are checked directly")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--journal", type=Path, default=JOURNAL, help="resumable JSON-lines journal of scores")
+    parser.add_argument("--journal", type=Path, nargs="+", default=[JOURNAL],
+                        help="resumable JSON-lines journal of scores (--write merges several)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     space = get_space("nb201", C=16, N=5)
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{done}/{total} scored ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     prefilter(space, pool, None, keep=1, cheap=names, costly=[], ensemble=names, workers=args.workers,
-              journal=args.journal, progress=progress, input_shape=SHAPE, num_classes=CLASSES, seed=SEED)
+              journal=args.journal[0], progress=progress, input_shape=SHAPE, num_classes=CLASSES, seed=SEED)
     print(f"scored {len(pool)} classes with {names} in {time.perf_counter() - started:.0f} s")
     return 0
 
