@@ -13,7 +13,10 @@ Measured side by side in one process, one torch thread:
 - **search outcome at one wall-clock budget**: supernet + regularized evolution, DARTS (first order, DARTS+ early
   stop, DARTS-PT selection), and random / predictor-guided search on real low-fidelity training given the
   supernet method's wall time; each method's best architecture is retrained (``--retrain-epochs``, ``--seeds``) and
-  its test accuracy reported.
+  its test accuracy reported;
+- **one training, several latency budgets** (Once-for-All on the mlp space): one elastic-MLP training, then for
+  budgets at the 10th / 50th / 100th percentile of the candidates' measured latency, the sub-network picked and its
+  test accuracy with inherited weights.
 
 ``--json`` prints ``{"kendall_tau", "rank_speedup", "methods": {name: {"test_accuracy", "seconds"}}, ...}`` on
 stdout; progress goes to stderr.
@@ -41,8 +44,15 @@ from nas.evaluators import TrainingEvaluator  # noqa: E402
 from nas.search import run_search  # noqa: E402
 from nas.spaces import Architecture, get_space  # noqa: E402
 from nas.strategies import get_strategy  # noqa: E402
-from nas.supernet import DartsConfig, SPOSConfig, SupernetEvaluator, darts_search  # noqa: E402
-from nas.trainer import TrainConfig, evaluate, train  # noqa: E402
+from nas.supernet import (  # noqa: E402
+    DartsConfig,
+    ElasticConfig,
+    SPOSConfig,
+    SupernetEvaluator,
+    darts_search,
+    pick_for_latency,
+)
+from nas.trainer import TrainConfig, evaluate, measure_latency_ms, train  # noqa: E402
 
 GROUND_TRUTH = ROOT / "ground_truth" / "nb201_digits.csv"
 LOW_FIDELITY = {"epochs": 3, "data_fraction": 1.0}  # the NAS stage's default fidelity
@@ -140,6 +150,30 @@ def methods(args, data, space, ev: SupernetEvaluator) -> dict:
     return out
 
 
+def once_for_all(args, data) -> dict:
+    space = get_space("mlp")
+    ev = SupernetEvaluator(data, space, ElasticConfig(spos=SPOSConfig(sampling="uniform", seed=args.seed,
+                                                                      device=args.device)))
+    ev.fit()
+    log(f"once-for-all: elastic mlp trained in {ev.fit_seconds:.0f} s")
+    candidates = space.sample_many(args.ofa_candidates, np.random.default_rng(args.seed + 3))
+    start = time.perf_counter()
+    latency = {a.string: measure_latency_ms(ev.extract(a), data.input_shape, repeats=20) for a in candidates}
+    cache = {"ranked": ev.rank(candidates), "latency": latency}
+    select_seconds = time.perf_counter() - start
+    x_test, y_test = data.tensors("test")
+    budgets = []
+    for q in (0.1, 0.5, 1.0):
+        budget = float(np.quantile(list(latency.values()), q))
+        pick = pick_for_latency(ev, budget, cache=cache)
+        budgets.append({"quantile": q, "max_latency_ms": budget, "arch": pick.arch.string,
+                        "latency_ms": pick.latency_ms, "val_accuracy": pick.val_accuracy,
+                        "test_accuracy_inherited": float(evaluate(pick.module, x_test, y_test)[0])})
+        log(f"  <= {budget:.3f} ms: {pick.arch} ({pick.latency_ms:.3f} ms, val {pick.val_accuracy:.3f})")
+    return {"train_seconds": ev.fit_seconds, "candidates": len(candidates),
+            "rank_and_time_seconds": select_seconds, "budgets": budgets}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -151,12 +185,17 @@ def main() -> None:
     parser.add_argument("--darts-epochs", type=int, default=10)
     parser.add_argument("--retrain-epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=2, help="retraining seeds per found architecture")
-    parser.add_argument("--skip-methods", action="store_true", help="only the ranking figures")
+    parser.add_argument("--ofa-candidates", type=int, default=300, help="mlp sub-networks ranked and timed")
+    parser.add_argument("--sections", default="ranking,methods,ofa", help="comma-separated subset to run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    bad = [x for x in sections if x not in ("ranking", "methods", "ofa")]
+    if bad or not sections:
+        parser.exit(2, f"error: --sections takes ranking, methods, ofa (comma-separated), got {args.sections!r}\n")
     for name in ("supernet_epochs", "rank_count", "train_sample", "evolution_budget", "darts_epochs",
-                 "retrain_epochs", "seeds"):
+                 "retrain_epochs", "seeds", "ofa_candidates"):
         if getattr(args, name) < 1:
             parser.exit(2, f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}\n")
     if not GROUND_TRUTH.exists():
@@ -167,8 +206,14 @@ def main() -> None:
     data = bundled_task("digits", seed=0)
     space = get_space("nb201", C=8, N=1)
     rows = read_ground_truth(GROUND_TRUTH)
-    ev, result = ranking(args, data, space, rows)
-    result["methods"] = {} if args.skip_methods else methods(args, data, space, ev)
+    result: dict = {}
+    if "ranking" in sections or "methods" in sections:
+        ev, stats = ranking(args, data, space, rows)
+        result.update(stats)
+        if "methods" in sections:
+            result["methods"] = methods(args, data, space, ev)
+    if "ofa" in sections:
+        result["once_for_all"] = once_for_all(args, data)
     result["settings"] = {k: v for k, v in vars(args).items() if k != "json"} | {
         "low_fidelity": LOW_FIDELITY, "space": space.config(), "dataset": "digits"}
     result["total_seconds"] = time.perf_counter() - start
