@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,13 @@ def _processes(pids: dict[str, int]) -> list[psutil.Process]:
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return _alive(psutil.Process(pid))
     except psutil.Error:
         return False
 
@@ -181,4 +189,32 @@ def test_stack_up_status_down():
     assert not leftovers, f"still running after down: {[p.pid for p in leftovers]}"
     listening = [name for name, port in ports.items() if _listening(port)]
     assert not listening, f"ports still listening after down: {listening}"
-    assert procs and all(not psutil.pid_exists(pid) for pid in pids.values())
+    assert procs and not [name for name, pid in pids.items() if _pid_alive(pid)]
+
+
+def test_stack_up_that_fails_stops_what_it_started(tmp_path):
+    """A component that dies during ``up`` (here a ``prometheus`` that exits at once): ``up`` exits 1 with that
+    component's log, and stops every process it had started; nothing is left running or listening."""
+    _require_servers()
+    state = Path(tempfile.mkdtemp(prefix="nasops-stack-"))
+    state.chmod(0o711)
+    fake = tmp_path / "bin" / "prometheus"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'err: this prometheus refuses to start' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    ports = {name: free_port() for name in PORTS}
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "NASOPS_STACK_DIR": str(state / "stack"),
+           **{f"NASOPS_STACK_{name}_PORT": str(port) for name, port in ports.items()}}
+    try:
+        up = _stack(env, "up", timeout=180)
+        started = {m.group(1): int(m.group(2)) for m in re.finditer(r"started ([\w-]+) \(pid (\d+)", up.stdout)}
+    finally:
+        _stack(env, "down", timeout=120)  # in case the test fails: never leave a server behind
+        shutil.rmtree(state, ignore_errors=True)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "prometheus exited during start-up" in up.stderr and "refuses to start" in up.stderr
+    assert "stopping what this run started" in up.stderr
+    assert {"postgres", "prometheus"} <= set(started)
+    alive = [name for name, pid in started.items() if _pid_alive(pid)]
+    assert not alive, f"left running after a failed up: {alive}"
+    assert not [name for name, port in ports.items() if _listening(port)]

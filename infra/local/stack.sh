@@ -431,9 +431,21 @@ failed() {  # undo this `up`: stop what it started, newest first
   exit 1
 }
 
+check_ports() {  # every port a number in 1024-65535, no two components on the same one
+  local port seen=" "
+  for port in "${all_ports[@]}"; do
+    [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1024 ] && [ "$port" -le 65535 ] || die "port $port is not a number \
+in 1024-65535; fix the NASOPS_STACK_<COMPONENT>_PORT variable that sets it"
+    [[ "$seen" != *" $port "* ]] || die "port $port is given to two components; give each NASOPS_STACK_<COMPONENT>_PORT \
+its own port"
+    seen+="$port "
+  done
+}
+
 cmd_up() {
   preflight
   if any_running; then load_config; else defaults; derive; fi
+  check_ports
   local name taken wanted=()
   for name in "${COMPONENTS[@]}"; do pid_of "$name" >/dev/null || wanted+=($(port_of "$name")); done
   taken=""
@@ -451,6 +463,7 @@ with NASOPS_STACK_<COMPONENT>_PORT (e.g. NASOPS_STACK_MLFLOW_PORT=5001), listed 
   start_if_stopped dask-scheduler start_dask_scheduler || failed
   start_if_stopped prometheus start_prometheus || failed
   wait_healthy postgres 60 || failed
+  wait_healthy prometheus 60 || failed
   create_databases || failed
   start_if_stopped mlflow start_mlflow || failed
   start_if_stopped prefect start_prefect || failed
@@ -461,7 +474,7 @@ with NASOPS_STACK_<COMPONENT>_PORT (e.g. NASOPS_STACK_MLFLOW_PORT=5001), listed 
   start_if_stopped gateway start_gateway || failed
   wait_healthy prefect 150 || failed
   start_if_stopped prefect-worker start_prefect_worker || failed
-  for name in prometheus dask-worker-1 dask-worker-2 prefect-worker gateway; do wait_healthy "$name" 150 || failed; done
+  for name in dask-worker-1 dask-worker-2 prefect-worker gateway; do wait_healthy "$name" 150 || failed; done
   echo
   cmd_status || true
   echo
