@@ -113,25 +113,34 @@ launch() {  # name, then `env` arguments (-u VAR, VAR=value) and the command (ru
   echo "  started $name (pid $pid, log $LOGS/$name.log)"
 }
 
-group_alive() { kill -0 -- "-$1" 2>/dev/null || kill -0 "$1" 2>/dev/null; }
+# A component's process group keeps the leader's PID as its ID, and Linux does not hand out a PID that is still a
+# group ID: while the group has members they are the component's processes (the leader may have died first).
+group_alive() { kill -0 -- "-$1" 2>/dev/null; }
+
+owned_group() {  # name -> the group ID of a component that still has processes, or nothing
+  local file="$RUN/$1.pid" pid
+  pid="$(pid_of "$1")" && { echo "$pid"; return 0; }
+  [ -f "$file" ] && read -r pid _ <"$file" && [ -n "$pid" ] && group_alive "$pid" && { echo "$pid"; return 0; }
+  return 1
+}
 
 send_stop() {  # name: ask it to stop (postgres: INT = fast shutdown; the others: TERM)
   local pid sig=TERM
-  pid="$(pid_of "$1")" || return 0
+  pid="$(owned_group "$1")" || return 0
   [ "$1" = postgres ] && sig=INT
-  kill -s "$sig" -- "-$pid" 2>/dev/null || kill -s "$sig" "$pid" 2>/dev/null || true
+  kill -s "$sig" -- "-$pid" 2>/dev/null || true
 }
 
 await_stop() {  # name, seconds of grace before its process group is killed
   local name=$1 grace=$2 pid i
-  if ! pid="$(pid_of "$name")"; then
-    [ -f "$RUN/$name.pid" ] && { read -r pid _ <"$RUN/$name.pid"; rm -f "$RUN/$name.pid"; echo "  stopped $name (pid $pid)"; }
+  if ! pid="$(owned_group "$name")"; then
+    rm -f "$RUN/$name.pid"
     return 0
   fi
   for i in $(seq 1 $((grace * 5))); do group_alive "$pid" || break; sleep 0.2; done
   if group_alive "$pid"; then
     echo "  $name (pid $pid) still running ${grace} s after being asked to stop: killing its process group"
-    kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL "$pid" 2>/dev/null || true
+    kill -s KILL -- "-$pid" 2>/dev/null || true
     for i in $(seq 1 25); do group_alive "$pid" || break; sleep 0.2; done
   fi
   rm -f "$RUN/$name.pid"
@@ -332,8 +341,8 @@ PY
 start_mlflow() {
   mkdir -p "$STATE/mlflow/artifacts"
   # MLflow's job runner (huey consumers for GenAI scoring jobs, ~1.7 GB) is not used by nasops: off
-  launch mlflow PGPASSFILE="$SECRETS/pgpass" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$venv_bin/mlflow" server --host 127.0.0.1 \
-    --port "$MLFLOW_PORT" --workers 1 \
+  launch mlflow PGPASSFILE="$SECRETS/pgpass" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+    setsid "$venv_bin/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
     --backend-store-uri "postgresql+psycopg://$PG_USER@$PG_HOSTPORT/mlflow" \
     --artifacts-destination "$STATE/mlflow/artifacts"
 }
@@ -353,7 +362,8 @@ start_prefect_worker() {
       || { echo "error: could not create the work pool; see $LOGS/prefect-worker.log" >&2; return 1; }
   fi
   # the worker runs flows as subprocesses: they reach the stack through the same variables a user exports
-  launch prefect-worker "${env[@]}" PREFECT_WORKER_WEBSERVER_HOST=127.0.0.1 PREFECT_WORKER_WEBSERVER_PORT="$WORKER_PORT" \
+  launch prefect-worker "${env[@]}" \
+    PREFECT_WORKER_WEBSERVER_HOST=127.0.0.1 PREFECT_WORKER_WEBSERVER_PORT="$WORKER_PORT" \
     MLFLOW_TRACKING_URI="$MLFLOW_URL" NASOPS_PREDICTION_LOG_URL="$LOG_URL" PGPASSFILE="$SECRETS/pgpass" \
     setsid "$venv_bin/prefect" worker start --pool "$WORK_POOL" --type process --with-healthcheck
 }
@@ -399,6 +409,8 @@ preflight() {
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || die "running as root, and PostgreSQL refuses root; no 'postgres' user exists \
 to run it as (apt-get install postgresql creates it, or run as a normal user)"
+    command -v setpriv >/dev/null || die "running as root, PostgreSQL must run as 'postgres' and setpriv (package \
+util-linux) is missing to switch to it; install it or run as a normal user"
   fi
 }
 
@@ -436,8 +448,8 @@ check_ports() {  # every port a number in 1024-65535, no two components on the s
   for port in "${all_ports[@]}"; do
     [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1024 ] && [ "$port" -le 65535 ] || die "port $port is not a number \
 in 1024-65535; fix the NASOPS_STACK_<COMPONENT>_PORT variable that sets it"
-    [[ "$seen" != *" $port "* ]] || die "port $port is given to two components; give each NASOPS_STACK_<COMPONENT>_PORT \
-its own port"
+    [[ "$seen" != *" $port "* ]] || die "port $port is given to two components; give each \
+NASOPS_STACK_<COMPONENT>_PORT its own port"
     seen+="$port "
   done
 }
