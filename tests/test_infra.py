@@ -9,6 +9,7 @@ by ``tests/test_stack.py``; this module checks its command line only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from servers import unavailable
 
 from serving.config import GatewaySettings
 
@@ -248,13 +250,21 @@ def test_local_stack_script_is_valid_bash_and_reports_a_stopped_stack(tmp_path):
 def test_local_stack_refuses_a_taken_port_before_starting_anything(tmp_path):
     has_postgres = bool(list(Path("/usr/lib/postgresql").glob("*/bin/postgres"))) or shutil.which("postgres")
     if shutil.which("prometheus") is None or not has_postgres:
-        pytest.skip("the stack's pre-flight needs the prometheus and PostgreSQL binaries (`make system-deps`)")
-    with socket.socket() as sock:
+        unavailable("the stack's pre-flight needs the prometheus and PostgreSQL binaries (`make system-deps`)")
+    names = ("POSTGRES", "MLFLOW", "PREFECT", "PREFECT_WORKER", "DASK", "DASK_DASHBOARD", "PROMETHEUS", "GATEWAY")
+    with socket.socket() as sock, contextlib.ExitStack() as held:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
+        ports = {}
+        for name in names:  # free ports for the others (held open until all are chosen, so they differ)
+            if name != "MLFLOW":
+                probe = held.enter_context(socket.socket())
+                probe.bind(("127.0.0.1", 0))
+                ports[f"NASOPS_STACK_{name}_PORT"] = str(probe.getsockname()[1])
+        held.close()
         proc = subprocess.run(["bash", str(STACK), "up"], capture_output=True, text=True, timeout=60,
-                              env=_stack_env(tmp_path, NASOPS_STACK_MLFLOW_PORT=str(port)))
+                              env=_stack_env(tmp_path, NASOPS_STACK_MLFLOW_PORT=str(port), **ports))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"port(s) {port} on 127.0.0.1 already in use" in proc.stderr
     assert "NASOPS_STACK_MLFLOW_PORT" in proc.stderr and "Traceback" not in proc.stderr
