@@ -54,13 +54,15 @@ def dashboard_queries() -> list[str]:
 def test_real_prometheus_scrapes_the_gateway_and_answers_the_documented_queries(shared_registry):
     assert len(docs_queries()) >= 3
     x, y = shared_registry.x_test[200:260], shared_registry.y_test[200:260]
-    settings = shared_registry.gateway_settings(challenger_weight=0.5, admin_token="t")
+    token = "prometheus-feedback-token-0123456789-abcdefghij"  # /feedback needs its bearer token
+    admin = "prometheus-admin-token-0123456789-abcdefghij"
+    settings = shared_registry.gateway_settings(challenger_weight=0.5, feedback_token=token, admin_token=admin)
     with start_gateway(settings) as gw:
         target = gw.url.removeprefix("http://")
         with start_prometheus([target], scrape_interval="1s", rule_files=[PROM / "alerts.yml"]) as prom:
             prom.wait_for('up{job="nasops-gateway"}', lambda v: v == 1)
             ids = []
-            with httpx.Client(base_url=gw.url) as client:
+            with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}) as client:
                 # Two phases a few scrapes apart: rate() needs increases Prometheus saw happen, not series that
                 # were born complete.
                 for phase in (range(0, 30), range(30, len(x))):
@@ -75,7 +77,7 @@ def test_real_prometheus_scrapes_the_gateway_and_answers_the_documented_queries(
                 for _ in range(5):
                     client.post("/predict", json={"inputs": [[1.0, 2.0]]})
                 client.post("/admin/drift", json={"variant": "challenger", "share": 0.4},
-                            headers={"Authorization": "Bearer t"})
+                            headers={"Authorization": f"Bearer {admin}"})
             ok = prom.wait_for('sum(nasops_requests_total{status="ok"})', lambda v: v >= len(x))
             assert ok == len(x)
             assert prom.wait_for('sum(nasops_requests_total{status="invalid"})', lambda v: v >= 5) == 5

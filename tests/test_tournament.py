@@ -142,7 +142,9 @@ def test_shadow_aliases_never_affect_the_caller(tmp_path):
     register_version(reg.tracking_uri, reg.model_name, SlowModel(inner, delay_s=0.2), alias="candidate-2")
     register_version(reg.tracking_uri, reg.model_name, inner, alias="candidate-3")
     settings = reg.gateway_settings(challenger_weight=0.0, shadow_aliases=["candidate-1", "candidate-2", "candidate-3"],
-                                    challenger_timeout_s=0.05, shadow_max_in_flight=4, admin_token="t0ken")
+                                    challenger_timeout_s=0.05, shadow_max_in_flight=4,
+                                    feedback_token="tournament-feedback-token-0123456789-abcdefghij",
+                                    admin_token="tournament-admin-token-0123456789-abcdefghij")
     rows = reg.x_test[:40]
     with start_gateway(settings) as gw, httpx.Client(base_url=gw.url, timeout=30) as client:
         assert set(client.get("/readyz").json()["versions"]) >= {"champion", "candidate-1", "candidate-2"}
@@ -151,12 +153,14 @@ def test_shadow_aliases_never_affect_the_caller(tmp_path):
         assert {a.json()["variant"] for a in answers} == {"champion"}
         labels = [{"request_id": a.json()["request_id"], "labels": [int(y)]}
                   for a, y in zip(answers, reg.y_test[:40], strict=True)]
-        assert client.post("/feedback", json=labels).status_code == 200
+        assert client.post("/feedback", json=labels, headers={
+            "Authorization": "Bearer tournament-feedback-token-0123456789-abcdefghij"}).status_code == 200
         metrics = client.get("/metrics").text
         # hot reload follows the shadow aliases too
         MlflowClient(tracking_uri=reg.tracking_uri).set_registered_model_alias(reg.model_name, "candidate-3",
                                                                                reg.champion_version)
-        state = client.post("/admin/reload", headers={"Authorization": "Bearer t0ken"}).json()
+        admin = {"Authorization": "Bearer tournament-admin-token-0123456789-abcdefghij"}
+        state = client.post("/admin/reload", headers=admin).json()
         assert state["shadow_models"]["candidate-3"]["version"] == reg.champion_version
     frame = read_predictions(create_log_engine(reg.prediction_log_url))
     shadow = frame[frame["shadow"].astype(bool)]
