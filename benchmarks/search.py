@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from nas.benchmarking import compare_strategies, summary  # noqa: E402
+from nas.strategies import list_strategies  # noqa: E402
 from nas.tabular import load_table  # noqa: E402
 
-STRATEGIES = ("random", "evolution", "local", "predictor")
+STRATEGIES = tuple(list_strategies())  # every registered strategy, the model-based ones included
 
 
 def graph_table(dataset: str) -> Path:
@@ -65,12 +66,13 @@ def report(title: str, s: dict, budget: int) -> str:
             + f" | {r05['reached']}/{e['seeds']}, {r05['mean_censored']:.0f} | {r1['reached']}/{e['seeds']}, "
             f"{r1['mean_censored']:.0f} | {e['seconds']:.1f} |"
         )
-    if "predictor" in s["strategies"]:
-        lines.append("")
+    lines.append("")
+    for name in (n for n in s["strategies"] if n not in ("random", "evolution")):
         for base in ("random", "evolution"):
             if base in s["strategies"]:
-                lines.append(f"- predictor vs {base}: {reach_ratio(s, 'predictor', base, '0.005')} fewer evaluations "
-                             f"to reach 0.5pt, {reach_ratio(s, 'predictor', base, '0.01')} to reach 1pt")
+                lines.append(f"- {name} vs {base}: {reach_ratio(s, name, base, '0.005')} fewer evaluations "
+                             f"to reach 0.5pt, {reach_ratio(s, name, base, '0.01')} to reach 1pt")
+    if "predictor" in s["strategies"]:
         tau = s["strategies"]["predictor"].get("predictor_tau_mean")
         if tau is not None:
             lines.append(f"- predictor Kendall τ on 500 not-yet-evaluated rows (mean over the search): {tau:.3f}")

@@ -175,6 +175,23 @@ class TableSpace(SearchSpace):
     def neighbours(self, arch: Architecture) -> list[Architecture]:
         return [Architecture(self, self.archs[j]) for j in self._neighbour_rows(self.index[arch.string])]
 
+    def categorical(self) -> list[tuple[str, tuple[str, ...]]]:
+        """One decision per token position that varies across the rows, its options the tokens seen there."""
+        return [(f"pos{p}", tuple(sorted(self.values[p], key=self.values[p].get))) for p in self.decisions]
+
+    def categorical_index(self, arch: Architecture) -> tuple[int, ...]:
+        t = self.tokens[self.index[arch.string]]
+        return tuple(self.values[p][t[p]] for p in self.decisions)
+
+    def from_categorical(self, index: Sequence[int]) -> Architecture:
+        if not hasattr(self, "_row_of_categorical"):
+            self._row_of_categorical = {self.categorical_index(Architecture(self, a)): i
+                                        for i, a in enumerate(self.archs)}
+        row = self._row_of_categorical.get(tuple(int(i) for i in index))
+        if row is None:
+            raise InvalidArchitectureError(f"choice {list(index)} is not a row of this benchmark table")
+        return Architecture(self, self.archs[row])
+
     def enumerate(self) -> Iterator[Architecture]:
         return (Architecture(self, a) for a in self.archs)
 

@@ -127,7 +127,7 @@ def test_bench_search_cli_json_shape_and_errors(tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["optimum"] == pytest.approx(0.83)
-    assert set(out["strategies"]) == {"random", "evolution", "local", "predictor"}
+    assert set(out["strategies"]) == {"random", "evolution", "local", "predictor", "hyperband", "rl", "bo", "bohb"}
     for curve in out["strategies"].values():
         assert curve["budgets"] == list(range(1, 9))
         assert len(curve["mean_best"]) == len(curve["mean_regret"]) == 8

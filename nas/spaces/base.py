@@ -120,6 +120,22 @@ class SearchSpace(ABC):
         """How many architecture strings the space holds (``None`` if not finite)."""
         return None
 
+    # -- categorical view (RL controllers, Bayesian optimisation) ---------------------------------------
+    def categorical(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The space as a fixed list of categorical decisions, ``(name, options)`` each, for strategies that model
+        a distribution over decisions. Spaces without such a view raise ``NotImplementedError``."""
+        raise NotImplementedError(f"search space {self.name!r} has no categorical view of its decisions")
+
+    def categorical_index(self, arch: Architecture) -> tuple[int, ...]:
+        """The option index of every decision of :meth:`categorical` for ``arch`` (a decision that does not apply,
+        e.g. the width of a layer beyond the depth, takes option 0)."""
+        raise NotImplementedError(f"search space {self.name!r} has no categorical view of its decisions")
+
+    def from_categorical(self, index: Sequence[int]) -> Architecture:
+        """The architecture of one option index per decision; ``InvalidArchitectureError`` when that combination
+        is not in the space (a benchmark table need not hold every combination)."""
+        raise NotImplementedError(f"search space {self.name!r} has no categorical view of its decisions")
+
     # -- numbers ------------------------------------------------------------------------------------
     @abstractmethod
     def encode(self, arch: Architecture) -> np.ndarray:

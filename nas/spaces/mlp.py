@@ -205,6 +205,31 @@ class MLPSpace(SearchSpace):
     def neighbours(self, arch: Architecture) -> list[Architecture]:
         return [Architecture(self, v.to_string()) for v in self._variants(self.parse(arch.string))]
 
+    def categorical(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Depth, one width per layer slot (slots past the depth are ignored), activation, norm, dropout,
+        residual."""
+        widths = tuple(str(w) for w in self.widths)
+        return ([("depth", tuple(str(d) for d in range(1, self.max_depth + 1)))]
+                + [(f"width{i + 1}", widths) for i in range(self.max_depth)]
+                + [("act", self.activations), ("norm", self.norms), ("dropout", tuple(f"{p:g}" for p in self.dropouts)),
+                   ("residual", ("0", "1"))])
+
+    def categorical_index(self, arch: Architecture) -> tuple[int, ...]:
+        cfg = self.parse(arch.string)
+        slots = [self.widths.index(w) for w in cfg.widths] + [0] * (self.max_depth - cfg.depth)
+        return (cfg.depth - 1, *slots, self.activations.index(cfg.act), self.norms.index(cfg.norm),
+                self.dropouts.index(cfg.dropout), int(cfg.residual))
+
+    def from_categorical(self, index: Sequence[int]) -> Architecture:
+        i = [int(v) for v in index]
+        if len(i) != self.max_depth + 5:
+            raise InvalidArchitectureError(f"an mlp choice has {self.max_depth + 5} entries, got {len(i)}")
+        depth = i[0] + 1
+        widths = tuple(self.widths[w] for w in i[1 : 1 + depth])
+        k = 1 + self.max_depth
+        cfg = MLPConfig(widths, self.activations[i[k]], self.norms[i[k + 1]], self.dropouts[i[k + 2]], bool(i[k + 3]))
+        return Architecture(self, cfg.to_string())
+
     def enumerate(self) -> Iterator[Architecture]:
         for depth in range(1, self.max_depth + 1):
             for widths in itertools.product(self.widths, repeat=depth):

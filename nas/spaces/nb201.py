@@ -318,6 +318,16 @@ class NB201Space(SearchSpace):
                     out.append(self.from_ops((*ops[:edge], op, *ops[edge + 1:])))
         return out
 
+    def categorical(self) -> list[tuple[str, tuple[str, ...]]]:
+        """One decision per edge ``i->j``, its options the five operations."""
+        return [(f"edge{i}->{j}", OPS) for i, j in EDGES]
+
+    def categorical_index(self, arch: Architecture) -> tuple[int, ...]:
+        return tuple(_OP_INDEX[op] for op in self.to_ops(arch))
+
+    def from_categorical(self, index: Sequence[int]) -> Architecture:
+        return self.from_ops([OPS[int(i)] for i in index])
+
     def enumerate(self) -> Iterator[Architecture]:
         """All 15,625 strings (the first edge varies slowest, operations in :data:`OPS` order)."""
         for ops in itertools.product(OPS, repeat=len(EDGES)):

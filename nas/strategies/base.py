@@ -32,7 +32,8 @@ from nas.spaces.base import Architecture, SearchSpace
 
 STRATEGIES: Registry[type[Strategy]] = Registry(
     "strategy",
-    modules=("nas.strategies.simple", "nas.strategies.predictor", "nas.fidelity"),
+    modules=("nas.strategies.simple", "nas.strategies.predictor", "nas.fidelity", "nas.strategies.rl",
+             "nas.strategies.bo"),
 )
 """Strategy classes by name, filled by ``@STRATEGIES.register`` above each class."""
 
