@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -230,6 +231,53 @@ def wait_ready(url: str, path: str, proc: subprocess.Popen, timeout: float = 180
     raise RuntimeError(f"{url}{path} not ready within {timeout}s")
 
 
+def log_loss_on_kill(uri: str, name: str, x: np.ndarray, home: Path, mode: str, seconds: float = 3.0) -> dict:
+    """Answered requests missing from the prediction log after ``kill -9`` mid-load, for one ``log_mode``."""
+    import signal
+    import threading
+
+    import sqlalchemy as sa
+
+    from serving.config import GatewaySettings
+    from serving.server import start_gateway
+
+    log_url = f"sqlite:///{home / f'kill-{mode}.db'}"
+    admin = secrets.token_urlsafe(32)
+    settings = GatewaySettings(tracking_uri=uri, model_name=name, prediction_log_url=log_url, challenger_weight=0.0,
+                               poll_interval_s=0, admin_token=admin, log_mode=mode)
+    answered: list[str] = []
+    stop = threading.Event()
+    with start_gateway(settings, mode="process") as gw:
+        pid = httpx.get(f"{gw.url}/admin/state", headers={"Authorization": f"Bearer {admin}"}).json()["pid"]
+
+        def client(k: int) -> None:
+            with httpx.Client(base_url=gw.url, timeout=10) as http:
+                i = k
+                while not stop.is_set():
+                    try:
+                        r = http.post("/predict", json={"inputs": [x[i % len(x)].tolist()]})
+                    except httpx.HTTPError:
+                        return
+                    if r.status_code == 200:
+                        answered.append(r.json()["request_id"])
+                    i += 4
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        os.kill(pid, signal.SIGKILL)  # mid-load: no flush, no shutdown hook
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    engine = sa.create_engine(log_url)
+    with engine.connect() as conn:
+        logged = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT request_id FROM predictions"))}
+    engine.dispose()
+    lost = len(set(answered) - logged)
+    return {"answered": len(answered), "lost": lost, "lost_share": round(lost / max(len(answered), 1), 4)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print the result keys as JSON on stdout")
@@ -237,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each throughput run")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (throughput: median of rounds)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients in the throughput runs")
+    parser.add_argument("--kill-test", action="store_true", help="instead: answered requests the prediction log "
+                        "loses when the gateway is killed with SIGKILL mid-load, batched vs sync log mode")
     args = parser.parse_args(argv)
 
     from serving.config import GatewaySettings
@@ -247,13 +297,19 @@ def main(argv: list[str] | None = None) -> dict:
     uri, name, version, x = register_model(home)
     rng = np.random.default_rng(0)
     rows = x[rng.integers(0, len(x), size=args.requests)]
+    if args.kill_test:
+        result = {f"{mode}_log": log_loss_on_kill(uri, name, x, home, mode) for mode in ("batched", "sync")}
+        print(json.dumps(result))
+        return result
 
     model = load_in_process(uri, name, version)
     in_process_latencies(model, rows[:100])  # warm-up
     base = []
 
+    # Production settings: admin and feedback tokens on, bounded inputs, random 128-bit request ids, batched log.
     settings = GatewaySettings(tracking_uri=uri, model_name=name, prediction_log_url=f"sqlite:///{home / 'p.db'}",
-                               challenger_weight=0.0, poll_interval_s=0)
+                               challenger_weight=0.0, poll_interval_s=0, admin_token=secrets.token_urlsafe(32),
+                               feedback_token=secrets.token_urlsafe(32))
     log("starting the gateway and mlflow models serve (one uvicorn worker process each) ...")
     port = free_port()
     # mlflow serve execs `uvicorn` by name: the interpreter's bin folder (the venv) must be on PATH.
