@@ -151,6 +151,13 @@ class SearchStageConfig(_Stage):
             raise ValueError("dask_address needs runner: dask")
         return self
 
+    @property
+    def constraints(self) -> Any:
+        """The search's feasibility constraints as ``nas.objectives.Constraints``."""
+        from nas.objectives import Constraints
+
+        return Constraints(max_params=self.max_params, max_latency_ms=self.max_latency_ms)
+
     def space_for(self, input_shape: tuple[int, ...] | list[int]) -> tuple[str, dict[str, Any]]:
         """The space to search for inputs of this shape: the configured one, or the default for images / tables."""
         name = self.space or (IMAGE_SPACE if len(tuple(input_shape)) > 1 else FLAT_SPACE)

@@ -48,10 +48,8 @@ def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 def _cached(fn: Any, store: Path) -> Any:
-    from prefect.filesystems import LocalFileSystem
-
-    return fn.with_options(cache_key_fn=stage_cache_key, persist_result=True,
-                           result_storage=LocalFileSystem(basepath=str(store)))
+    """``fn`` with its result persisted in the refresh's own store (a Path: Prefect keeps it a local file system)."""
+    return fn.with_options(cache_key_fn=stage_cache_key, persist_result=True, result_storage=Path(store))
 
 
 @task(name="prepare_data", retries=2, retry_delay_seconds=[1, 5])

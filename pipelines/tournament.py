@@ -290,7 +290,7 @@ def _log_report(report: dict[str, Any]) -> None:
 
 
 @flow(name="shadow_tournament", log_prints=True)
-def shadow_tournament(model_name: str, data_path: str, config: dict | None = None) -> dict:
+def shadow_tournament(model_name: str, data_path: str, config: TournamentConfig | dict | None = None) -> dict:
     """Serve the retrained candidates in shadow next to the champion and compare offline with online ranking."""
     return run_tournament(model_name, data_path, config)
 

@@ -16,8 +16,9 @@ def refresh_result(nasops_home, prefect_server):
 
     config = RefreshConfig(
         data="digits",
-        seed=0,
-        search={"pool_size": 200, "budget": 4, "top_k": 2},
+        seed=7,  # not the default: the seed must reach the split, the search and every training (lineage bug)
+        top_k=2,
+        search={"pool_size": 200, "budget": 4},
         retrain={"epochs": 12, "patience": 4},
     )
     return model_refresh(config)
@@ -27,7 +28,7 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
     from pipelines import registry
     from pipelines.settings import Settings
 
-    result = json.loads(json.dumps(refresh_result))  # plain, serialisable values only
+    result = json.loads(json.dumps(refresh_result.model_dump(mode="json")))  # plain, serialisable values only
     settings = Settings()
     assert result["tracking_uri"] == settings.tracking_uri
     assert (nasops_home / "mlflow.db").exists()
@@ -57,6 +58,12 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/learning_curves.png", "evaluation/confusion_matrix.png"} <= artifacts
     assert any(m.key == "val_accuracy" for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+    # the refresh's seed reached every stage: the split, the search, every training and every version's lineage
+    assert result["data"]["path"].endswith("-seed7.npz")
+    assert client.get_run(search["search_run_id"]).data.params["seed"] == "7"
+    for version in registry.list_versions(client, name):
+        assert version["tags"]["seed"] == "7", version
+        assert client.get_run(version["tags"]["training_run_id"]).data.params["seed"] == "7"
     model_info = mlflow.models.get_model_info(f"models:/{name}/{chall_version}")
     assert model_info.signature is not None and model_info.saved_input_example_info is not None
 
@@ -86,6 +93,7 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
         assert str(champion.version) == "1"
         assert client.get_model_version(name, chall_version).tags.get("rejected")
     assert "drift" in canary and 0.0 <= canary["drift"]["share"] <= 1.0
+    assert canary["drift"]["distinct_rows"] <= len(canary["online"]) * 10_000  # counted on distinct inputs
     canary_artifacts = [a.path for a in client.list_artifacts(canary["canary_run_id"])]
     assert any(p.endswith(".html") for p in _walk(client, canary["canary_run_id"], canary_artifacts))
 
