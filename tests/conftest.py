@@ -102,7 +102,9 @@ def mlflow_server(tmp_path, monkeypatch) -> str:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Under ``CI=true`` a skipped test is a failure: a missing server must not pass CI silently."""
-    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+    from servers import in_ci
+
+    if not in_ci():
         return
     skipped = terminalreporter.stats.get("skipped", [])
     if skipped:
@@ -116,7 +118,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
-    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+    from servers import in_ci
+
+    if not in_ci():
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and reporter.stats.get("skipped") and session.exitstatus == 0:
