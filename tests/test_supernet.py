@@ -147,3 +147,9 @@ def test_evolution_searches_on_the_supernet(fitted, space):
 def test_supernet_history_plot_is_a_png(fitted, tmp_path):
     path = plot_supernet_history(fitted.history, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when no GPU is present")
+def test_asking_for_a_missing_gpu_says_so(data, space):
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        SupernetEvaluator(data, space, SPOSConfig(device="cuda"))

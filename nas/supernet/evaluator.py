@@ -97,7 +97,7 @@ class SupernetEvaluator:
 
     # -- training -----------------------------------------------------------------------------------------------
     def fit(self, on_epoch: Callable[[dict[str, float]], None] | None = None) -> SupernetEvaluator:
-        """Train the supernet (once; a second call trains further from where it stopped). Returns ``self``."""
+        """Train the supernet; a second call runs one more schedule on the trained weights. Returns ``self``."""
         from nas.supernet.spos import train_supernet
 
         start = time.perf_counter()
