@@ -18,6 +18,9 @@ Measured side by side in one process, one torch thread:
   budgets at the 10th / 50th / 100th percentile of the candidates' measured latency, the sub-network picked and its
   test accuracy with inherited weights.
 
+``--sections darts`` (not in the default run) compares DARTS variants — no guard, DARTS+ early stop, DARTS-PT,
+second order — at ``--darts-epochs``, each found cell retrained like the others.
+
 ``--json`` prints ``{"kendall_tau", "rank_speedup", "methods": {name: {"test_accuracy", "seconds"}}, ...}`` on
 stdout; progress goes to stderr.
 """
@@ -150,6 +153,29 @@ def methods(args, data, space, ev: SupernetEvaluator) -> dict:
     return out
 
 
+DARTS_VARIANTS = {
+    "first-order, argmax, no guard": {"order": "first", "selection": "argmax", "max_skip": None},
+    "first-order, argmax, DARTS+ max_skip=2": {"order": "first", "selection": "argmax", "max_skip": 2},
+    "first-order, DARTS-PT, no early stop": {"order": "first", "selection": "pt", "max_skip": None},
+    "second-order, DARTS-PT, DARTS+ max_skip=2": {"order": "second", "selection": "pt", "max_skip": 2},
+}
+
+
+def darts_variants(args, data, space) -> dict:
+    out = {}
+    for name, options in DARTS_VARIANTS.items():
+        result = darts_search(space, data, DartsConfig(epochs=args.darts_epochs, device=args.device,
+                                                       seed=args.seed, **options))
+        ops = space.to_ops(result.arch)
+        out[name] = {"arch": result.arch.string, "skip_connections": sum(op == "skip_connect" for op in ops),
+                     "parameter_free_ops": sum(op in ("skip_connect", "avg_pool_3x3") for op in ops),
+                     "seconds": result.seconds, "epochs_run": len(result.history), "stop_reason": result.stop_reason,
+                     "test_accuracy": retrain(result.arch, data, args.retrain_epochs, args.seeds)}
+        log(f"darts {name}: {result.arch} ({result.seconds:.0f} s; {result.stop_reason}); "
+            f"test {out[name]['test_accuracy']:.4f}")
+    return out
+
+
 def once_for_all(args, data) -> dict:
     space = get_space("mlp")
     ev = SupernetEvaluator(data, space, ElasticConfig(spos=SPOSConfig(sampling="uniform", seed=args.seed,
@@ -191,9 +217,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sections = [x.strip() for x in args.sections.split(",") if x.strip()]
-    bad = [x for x in sections if x not in ("ranking", "methods", "ofa")]
+    bad = [x for x in sections if x not in ("ranking", "methods", "ofa", "darts")]
     if bad or not sections:
-        parser.exit(2, f"error: --sections takes ranking, methods, ofa (comma-separated), got {args.sections!r}\n")
+        parser.exit(2, f"error: --sections takes ranking, methods, ofa, darts (comma-separated), "
+                       f"got {args.sections!r}\n")
     for name in ("supernet_epochs", "rank_count", "train_sample", "evolution_budget", "darts_epochs",
                  "retrain_epochs", "seeds", "ofa_candidates"):
         if getattr(args, name) < 1:
@@ -212,6 +239,8 @@ def main() -> None:
         result.update(stats)
         if "methods" in sections:
             result["methods"] = methods(args, data, space, ev)
+    if "darts" in sections:
+        result["darts_variants"] = darts_variants(args, data, space)
     if "ofa" in sections:
         result["once_for_all"] = once_for_all(args, data)
     result["settings"] = {k: v for k, v in vars(args).items() if k != "json"} | {
