@@ -1,20 +1,31 @@
-"""Wall time of the zero-cost pre-filter cascade, against scoring every architecture with every proxy.
+"""Wall time and peak memory of the zero-cost pre-filter cascade on 1,000 and 10,000 distinct architectures.
 
-Both are measured in this process on the same machine: the cascade on a pool of ``--pool`` unique NB201 cells
-(cheap data-free proxies on all, the ensemble's costly proxies on the best ``--costly-fraction``), and the no-cascade
-baseline (every proxy on every architecture) on a random ``--baseline`` of the same pool, scaled to the pool size.
-The script then extrapolates both to a 10,000-architecture pool from the measured per-architecture costs.
+Each pool size runs in a fresh child process (so its peak RSS is its own): ``nas.prefilter.prefilter`` with the
+cheap data-free proxies (``synflow``, ``params``, ``flops``) on every architecture and the ensemble's costly proxies
+on the best ``--costly-fraction``, ``--workers`` worker processes, a JSON-lines journal. Then the finished journal
+is run again to time a resume (nothing left to score). Side by side, in the same process, a random ``--baseline``
+of the pool is scored serially with the cheap set and with every proxy of the cascade (no cascade), so the
+cascade's saving is a measured ratio.
 
-    .venv/bin/python benchmarks/prefilter.py --pool 2000 --workers 2
+The default space is ``mlp`` on the bundled digits data: it holds 32,640 distinct networks, whereas NB201 has only
+4,930 different functions (10,000 distinct NB201 networks do not exist).
+
+    .venv/bin/python benchmarks/prefilter.py --sizes 1000 10000 --workers 2 --json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 
 from nas.datasets import bundled_task
@@ -23,6 +34,10 @@ from nas.pool import sample_pool
 from nas.prefilter import CHEAP_DEFAULT, prefilter
 from nas.proxies import compute_scores
 from nas.spaces import get_space
+
+
+def _space(args: argparse.Namespace):
+    return get_space("nb201", C=args.C, N=args.N) if args.space == "nb201" else get_space(args.space)
 
 
 def per_arch_seconds(archs, names, data, seed: int) -> float:
@@ -35,61 +50,102 @@ def per_arch_seconds(archs, names, data, seed: int) -> float:
     return (time.perf_counter() - t0) / len(archs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", type=int, default=2000)
-    parser.add_argument("--baseline", type=int, default=40, help="architectures timed serially per proxy set")
-    parser.add_argument("--costly-fraction", type=float, default=0.1)
-    parser.add_argument("--keep", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--ensemble", default="ensemble", help="a name in nas.ensemble.ENSEMBLES")
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--C", type=int, default=8)
-    parser.add_argument("--N", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--target", type=int, default=10_000, help="pool size to extrapolate to")
-    args = parser.parse_args()
+def run_once(args: argparse.Namespace) -> dict[str, object]:
+    """One cascade on a pool of ``args.pool`` (in this process), then its resume from the finished journal."""
     torch.set_num_threads(1)
-
-    space = get_space("nb201", C=args.C, N=args.N)
+    space = _space(args)
     data = bundled_task(args.dataset, seed=args.seed)
     pool = sample_pool(space, args.pool, seed=args.seed)
-    costly = [m for m in ENSEMBLES[args.ensemble] if m not in CHEAP_DEFAULT]
-    everything = list(dict.fromkeys([*CHEAP_DEFAULT, *costly]))
-    n_costly = max(args.keep, math.ceil(args.costly_fraction * len(pool)))
-    print(f"space nb201 C={args.C} N={args.N} on {args.dataset} {data.input_shape}; pool {len(pool)} unique cells; "
-          f"cheap {list(CHEAP_DEFAULT)} on all, costly {costly} ({args.ensemble!r}) on the best {n_costly}")
-
-    # side by side, serial, on the same random subset: the cascade's two proxy sets and the no-cascade set
-    rng = np.random.default_rng(args.seed)
-    subset = [pool[i] for i in rng.choice(len(pool), size=min(args.baseline, len(pool)), replace=False)]
-    t_cheap = per_arch_seconds(subset, list(CHEAP_DEFAULT), data, args.seed)
-    t_costly = per_arch_seconds(subset, costly, data, args.seed)
-    t_all = per_arch_seconds(subset, everything, data, args.seed)
-    cascade_serial = t_cheap * len(pool) + t_costly * n_costly
-    print(f"serial per cell on {len(subset)} cells: cheap set {t_cheap * 1000:.0f} ms, costly set "
-          f"{t_costly * 1000:.0f} ms, every proxy {t_all * 1000:.0f} ms -> cascade {cascade_serial:.0f} s vs no "
-          f"cascade {t_all * len(pool):.0f} s for the pool: x{t_all * len(pool) / cascade_serial:.2f}")
-
+    journal = Path(args.journal)
+    journal.unlink(missing_ok=True)
     marks: dict[str, float] = {}
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        if done == len(pool) and "cheap" not in marks:
+        if done >= len(pool) and "cheap" not in marks:
             marks["cheap"] = time.perf_counter() - start
 
-    kept = prefilter(space, pool, data, keep=args.keep, costly_fraction=args.costly_fraction, workers=args.workers,
-                     ensemble=args.ensemble, seed=args.seed, progress=progress)
+    kwargs = {"keep": args.keep, "costly_fraction": args.costly_fraction, "workers": args.workers,
+              "ensemble": args.ensemble, "seed": args.seed, "journal": journal}
+    kept = prefilter(space, pool, data, progress=progress, **kwargs)
     wall = time.perf_counter() - start
-    cheap = marks.get("cheap", wall)
-    print(f"measured cascade, {args.workers} worker(s): {wall:.1f} s wall ({cheap:.1f} s cheap stage, "
-          f"{wall - cheap:.1f} s costly stage); kept {len(kept)}; best {kept[0].arch}")
+    t0 = time.perf_counter()
+    again = prefilter(space, pool, data, **kwargs)
+    resume = time.perf_counter() - t0
+    journal.unlink(missing_ok=True)
+    kib = 1024  # ru_maxrss is in KiB on Linux
+    return {
+        "space": space.name, "pool": len(pool), "workers": args.workers, "wall_s": round(wall, 1),
+        "cheap_stage_s": round(marks.get("cheap", wall), 1),
+        "costly_stage_s": round(wall - marks.get("cheap", wall), 1),
+        "archs_per_s": round(len(pool) / wall, 1), "kept": len(kept), "best": kept[0].arch.string,
+        "resume_from_finished_journal_s": round(resume, 2), "resume_same_result": [k.arch for k in again] == [
+            k.arch for k in kept],
+        "peak_rss_main_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib, 1),
+        "peak_rss_worker_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib, 1),
+    }
 
-    target_costly = max(args.keep, math.ceil(args.costly_fraction * args.target))
-    projected = cheap / len(pool) * args.target + (wall - cheap) / max(n_costly, 1) * target_costly
-    print(f"extrapolated to {args.target:,} architectures at {args.workers} worker(s): {projected / 60:.1f} min "
-          f"(from the measured wall time per architecture of each stage)")
+
+def side_by_side(args: argparse.Namespace) -> dict[str, object]:
+    """Serial seconds per architecture: the cheap set, the costly set, every proxy (no cascade)."""
+    torch.set_num_threads(1)
+    space = _space(args)
+    data = bundled_task(args.dataset, seed=args.seed)
+    pool = sample_pool(space, max(args.baseline, 1), seed=args.seed + 1)
+    costly = [m for m in ENSEMBLES[args.ensemble] if m not in CHEAP_DEFAULT]
+    everything = list(dict.fromkeys([*CHEAP_DEFAULT, *costly]))
+    per_arch_seconds(pool[:3], everything, data, args.seed)  # warm-up: lazy imports (flop counter) settle
+    t_cheap = per_arch_seconds(pool, list(CHEAP_DEFAULT), data, args.seed)
+    t_all = per_arch_seconds(pool, everything, data, args.seed)
+    t_costly = per_arch_seconds(pool, costly, data, args.seed)
+    target = max(args.sizes)
+    n_costly = max(args.keep, math.ceil(args.costly_fraction * target))
+    cascade = t_cheap * target + t_costly * n_costly
+    return {"archs": len(pool), "cheap_ms": round(1000 * t_cheap, 1), "costly_ms": round(1000 * t_costly, 1),
+            "every_proxy_ms": round(1000 * t_all, 1), "costly": costly,
+            f"serial_cascade_vs_no_cascade_at_{target}": round(t_all * target / cascade, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000], help="pool sizes, one run each")
+    parser.add_argument("--space", default="mlp", choices=["mlp", "nb201"])
+    parser.add_argument("--C", type=int, default=8, help="nb201 only")
+    parser.add_argument("--N", type=int, default=1, help="nb201 only")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--baseline", type=int, default=40, help="architectures timed serially side by side")
+    parser.add_argument("--costly-fraction", type=float, default=0.1)
+    parser.add_argument("--keep", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ensemble", default="ensemble", help="a name in nas.ensemble.ENSEMBLES")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--pool", type=int, default=None, help=argparse.SUPPRESS)  # child: one run
+    parser.add_argument("--journal", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.pool is not None:
+        print(json.dumps(run_once(args)))
+        return 0
+
+    runs = []
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, __file__, "--pool", str(size), "--journal", os.path.join(tmp, "journal.jsonl"),
+                   "--space", args.space, "--C", str(args.C), "--N", str(args.N), "--dataset", args.dataset,
+                   "--costly-fraction", str(args.costly_fraction), "--keep", str(args.keep),
+                   "--workers", str(args.workers), "--ensemble", args.ensemble, "--seed", str(args.seed)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(done.stderr, file=sys.stderr)
+                return done.returncode
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            if not args.json:
+                print(json.dumps(runs[-1]), flush=True)
+    result = {"runs": runs, "side_by_side": side_by_side(args), "load_average_after": os.getloadavg(),
+              "cpus": os.cpu_count()}
+    print(json.dumps(result, indent=2) if args.json else json.dumps(result["side_by_side"]))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

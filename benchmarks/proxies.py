@@ -168,6 +168,29 @@ def tuned_ensemble(scores: dict[str, np.ndarray], truth: np.ndarray) -> dict[str
     return best
 
 
+def subset_spread(
+    values: dict[str, np.ndarray], scored: dict[str, np.ndarray], truth: dict[str, np.ndarray], *, size: int,
+    draws: int, seed: int,
+) -> dict[str, object]:
+    """Spearman of params and synflow on ``draws`` random subsets of ``size`` scored cells (5th/50th/95th
+    percentile): how far a figure measured on a few hundred cells may sit from the whole table's."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, object] = {"subset_size": size, "draws": draws}
+    for name in ("params", "synflow"):
+        if name not in values:
+            continue
+        idx_all = np.flatnonzero(scored[name])
+        if len(idx_all) <= size:
+            continue
+        per: dict[str, list[float]] = {d: [] for d in truth}
+        for _ in range(draws):
+            idx = rng.choice(idx_all, size=size, replace=False)
+            for d, t in truth.items():
+                per[d].append(float(spearmanr(values[name][idx], t[idx]).statistic))
+        out[name] = {d: [round(float(np.percentile(v, q)), 3) for q in (5, 50, 95)] for d, v in per.items()}
+    return out
+
+
 def table_benchmark(args: argparse.Namespace) -> dict[str, object]:
     """Spearman and Kendall of every cached data-free proxy and ensemble against each dataset's test accuracy."""
     table = {row["ArchitectureString"]: row for row in _read_csv(args.table)}
@@ -221,6 +244,7 @@ def table_benchmark(args: argparse.Namespace) -> dict[str, object]:
         agg_all = rank_aggregate({m: values[m] for m in tuned["members"]}, method=str(tuned["method"]))
         ensembles["tuned_on_cifar10"]["all_cells"] = {d: correlations(agg_all, t) for d, t in truth.items()}
     result["ensembles"] = ensembles
+    result["spread_over_subsets"] = subset_spread(values, scored, truth, size=725, draws=200, seed=0)
     result["single_proxies_on_ensemble_cells"] = {
         n: {d: correlations(on_common[n], t[common])["spearman"] for d, t in truth.items()} for n in names_common
     }
@@ -235,6 +259,10 @@ def print_table_result(result: dict) -> None:
     for name, row in rows:
         cells = "".join(f"{row[d]['spearman']:>13.3f} / {row[d]['kendall']:.3f}" for d in datasets)
         print(f"{name:<18}{row['cells']:>7}{cells}")
+    for name, spread in result["spread_over_subsets"].items():
+        if isinstance(spread, dict):
+            print(f"{name} on {result['spread_over_subsets']['subset_size']}-cell random subsets (5/50/95 %): "
+                  + ", ".join(f"{d} {v}" for d, v in spread.items()))
     tuned = result["ensembles"]["tuned_on_cifar10"]
     print(f"tuned on CIFAR-10 only: {tuned['method']} rank aggregate of {tuned['members']} "
           f"({tuned['candidates_tried']} candidates)")

@@ -59,6 +59,14 @@ def _data_free() -> list[str]:
     return ["synflow", "meco", "zen"]
 
 
+@register_ensemble("nb201_data_free", needs_data=False,
+                   chosen_on="every equal-weight subset of the data-free proxies (log and mean aggregation), "
+                             "best Spearman on NAS-Bench-201 CIFAR-10 (12-epoch table) only")
+def _nb201_data_free() -> list[str]:
+    """synflow + params: the data-free ensemble tuned on NB201 CIFAR-10, held out on CIFAR-100/ImageNet16-120."""
+    return ["synflow", "params"]
+
+
 class _EnsembleMembers(Mapping[str, list[str]]):
     """``ENSEMBLES[name]`` -> the members of a registered ensemble (a read-only view of the registry)."""
 

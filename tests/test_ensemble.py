@@ -81,3 +81,51 @@ def test_calibrated_ensemble_round_trips_through_json(tmp_path):
     assert np.array_equal(loaded.score(scores), model.score(scores))
     with pytest.raises(ValueError, match="weights"):
         CalibratedEnsemble.from_json('{"method": "log"}')
+
+
+def test_ensembles_live_in_one_registry_with_metadata():
+    from nas.ensemble import ENSEMBLE_REGISTRY
+    from nas.proxies import needs_data
+
+    rows = {row["name"]: row for row in ENSEMBLE_REGISTRY.describe()}
+    assert list(rows) == list(ENSEMBLES)
+    for name, row in rows.items():
+        assert row["summary"] and row["chosen_on"] and row["paper"], name
+        assert row["needs_data"] == any(needs_data(m) for m in ENSEMBLES[name]), name
+    assert "nb201_data_free" in ENSEMBLES and not rows["nb201_data_free"]["needs_data"]
+    with pytest.raises(KeyError, match="choose one of: ensemble"):
+        ENSEMBLE_REGISTRY.get("nope")
+    assert "nope" not in ENSEMBLES and len(ENSEMBLES) == len(rows)
+
+
+def test_table_benchmark_measures_cached_scores_per_dataset(tmp_path):
+    # A tiny table whose synflow orders cells exactly as CIFAR-10 and reversed to CIFAR-100; params is noise.
+    import csv
+    import gzip
+    import importlib.util
+    from argparse import Namespace
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("bench_proxies", root / "benchmarks" / "proxies.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    n = 30
+    rng = np.random.default_rng(0)
+    table, scores = tmp_path / "t.csv.gz", tmp_path / "s.csv"
+    with gzip.open(table, "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "ArchitectureString", "cifar10-test", "cifar100-test", "imagenet-test"])
+        for i in range(n):
+            w.writerow([i, f"cell{i}", i, n - i, rng.uniform()])
+    with scores.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "ArchitectureString", "canonical", "params", "synflow"])
+        for i in range(n):
+            w.writerow([i, f"cell{i}", f"cell{i}", rng.uniform(), float(i)])
+    result = bench.table_benchmark(Namespace(table=table, scores=scores))
+    assert result["proxies"]["synflow"]["cifar10"]["spearman"] == pytest.approx(1.0)
+    assert result["proxies"]["synflow"]["cifar100"]["kendall"] == pytest.approx(-1.0)
+    tuned = result["ensembles"]["tuned_on_cifar10"]
+    assert tuned["members"] == ["synflow"] and tuned["cifar10"]["spearman"] == pytest.approx(1.0)
+    assert "cifar100 and imagenet16-120 are held out" in tuned["tuned_on"]

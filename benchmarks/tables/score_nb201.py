@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxies", default="synflow", help="comma-separated data-free proxies to score now")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="score only this many classes (random order)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="take the random order from its end (a second run on its own journal shares the work)")
+    parser.add_argument("--start", type=int, default=0, help="skip this many classes of the order (share the work)")
     parser.add_argument("--write", action="store_true", help="assemble the CSV from the journal (no scoring)")
     parser.add_argument("--columns", default="synflow,zen,meco,l2_norm", help="proxy columns of the CSV")
     parser.add_argument("--verify", type=int, default=50, help="strings whose params/flops are checked directly")
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--proxies: {name!r} needs real images; this table is scored with data-free proxies")
     classes = sorted({space.canonicalize(space.from_string(s)).string for _, s in rows})
     order = np.random.default_rng(SEED).permutation(len(classes))
+    order = order[::-1] if args.reverse else order
+    order = order[args.start:]
     pool = [space.from_string(classes[i]) for i in order[: args.limit]]
     started = time.perf_counter()
 

@@ -91,7 +91,7 @@ def hooks_removed_after() -> Iterator[list[torch.utils.hooks.RemovableHandle]]:
             handle.remove()
 
 
-def output_ignores_input(model: nn.Module, ctx: ScoringContext, n: int = 2) -> bool:
+def output_ignores_input(model: nn.Module, ctx: ScoringContext, n: int = 1) -> bool:
     """Whether the network's logits do not depend on its input at all (e.g. an NB201 cell cut by ``none``).
 
     Decided by the input gradient, not by comparing outputs: a random projection of the logits of ``n`` random
