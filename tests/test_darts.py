@@ -80,8 +80,8 @@ def test_perturbation_selection_scores_every_candidate_of_every_edge(data, space
 def test_darts_plus_stops_when_skip_connections_take_over(data, space, monkeypatch):
     collapsed = ("skip_connect",) * len(EDGES)
     monkeypatch.setattr(darts_module, "discretize", lambda alphas, ops=OPS: collapsed)
-    result = darts_search(space, data, DartsConfig(epochs=5, selection="argmax", max_skip=2))
-    assert result.stopped_early and len(result.history) == 1
+    result = darts_search(space, data, DartsConfig(epochs=5, selection="argmax", max_skip=2, early_stop_from=2))
+    assert result.stopped_early and len(result.history) == 2  # not judged before epoch early_stop_from
     assert "max_skip=2" in result.stop_reason
     assert result.history[0]["skip_count"] == len(EDGES)
 
@@ -93,6 +93,8 @@ def test_darts_rejects_bad_settings(data):
         DartsConfig(selection="best")
     with pytest.raises(ValueError, match="max_skip"):
         DartsConfig(max_skip=0)
+    with pytest.raises(ValueError, match="early_stop_from"):
+        DartsConfig(early_stop_from=0)
     with pytest.raises(ValueError, match="nb201"):
         darts_search(get_space("mlp"), data)
 

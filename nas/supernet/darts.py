@@ -14,7 +14,9 @@ collapse onto parameter-free operations (skip connections) as search goes on (Ze
 Two guards, both on by default:
 
 - ``max_skip`` — the early stop of DARTS+ (Liang et al. 2019): stop the search as soon as the discretised cell holds
-  ``max_skip`` or more skip connections, and keep the last cell before that happened;
+  ``max_skip`` or more skip connections, and keep the last cell before that happened. The rule is checked from
+  epoch ``early_stop_from`` on (our addition): while ``alpha`` is still near its uniform start the argmax is close
+  to random, and 2 of 6 random edges are skip connections about half the time;
 - ``selection="pt"`` — perturbation-based selection of DARTS-PT (Wang et al. ICLR 2021): edge by edge, in a random
   order, remove each candidate in turn from the trained supernet, keep the one whose removal costs the most
   validation accuracy (ties broken by validation loss), fix that edge, and fine-tune the weights for a few steps
@@ -59,6 +61,7 @@ class DartsConfig:
     order: str = "first"
     selection: str = "pt"
     max_skip: int | None = 2
+    early_stop_from: int = 5
     pt_finetune_steps: int = 10
     affine: bool = False
     seed: int = 0
@@ -76,6 +79,8 @@ class DartsConfig:
             raise ValueError(f"max_skip must be 1..{len(EDGES)} or None (no early stop), got {self.max_skip}")
         if not (self.lr > 0 and self.arch_lr > 0):
             raise ValueError(f"lr and arch_lr must be > 0, got {self.lr}, {self.arch_lr}")
+        if self.early_stop_from < 1:
+            raise ValueError(f"early_stop_from must be >= 1, got {self.early_stop_from}")
         if self.pt_finetune_steps < 0:
             raise ValueError(f"pt_finetune_steps must be >= 0, got {self.pt_finetune_steps}")
 
@@ -270,7 +275,7 @@ def darts_search(
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        if cfg.max_skip is not None and skips >= cfg.max_skip:
+        if cfg.max_skip is not None and epoch >= cfg.early_stop_from and skips >= cfg.max_skip:
             stopped = True
             reason = (f"DARTS+ early stop at epoch {epoch}: {skips} skip connections >= max_skip={cfg.max_skip}; "
                       f"kept the architecture weights of epoch {epoch - 1}")
