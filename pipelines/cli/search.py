@@ -125,6 +125,7 @@ def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict
     from pipelines.nas_stage import prepare_strategy, resolve_space
     from pipelines.settings import Settings
 
+    task = _task_data(data_name, cfg.seed)  # before anything is written: a bad --data leaves no run behind
     root = Settings().state_dir / "searches"
     if resume:
         run_dir = root / resume
@@ -141,8 +142,6 @@ def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict
         run_dir.mkdir(parents=True)
         (run_dir / "command.json").write_text(json.dumps(_comparable(cfg, data_name)))
     console.print(f"search run [bold]{run_id}[/] (journal {run_dir / 'journal.jsonl'})")
-
-    task = _task_data(data_name, cfg.seed)
     sp = resolve_space(cfg, task.input_shape)
     with console.status("zero-cost pre-filter..."):
         strat, _pool, proxy_scores = prepare_strategy(cfg, sp, task)
