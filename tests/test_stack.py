@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,6 +89,41 @@ def _listening(port: int) -> bool:
 def _get(url: str, **kw) -> httpx.Response:
     return httpx.get(url, timeout=10, **kw)
 
+FLOW = """
+import os
+from pathlib import Path
+from prefect import flow
+
+
+@flow
+def stack_smoke(out: str) -> None:
+    # runs in a process the work-pool worker starts: it must see the stack through the worker's environment
+    Path(out).write_text(os.environ.get("MLFLOW_TRACKING_URI", "unset"))
+"""
+
+DEPLOY = """
+import sys
+from prefect import flow
+from prefect.deployments import run_deployment
+
+flow.from_source(source=sys.argv[1], entrypoint="smoke_flow.py:stack_smoke").deploy(
+    name="smoke", work_pool_name="nasops-process")
+run = run_deployment("stack-smoke/smoke", parameters={"out": sys.argv[2]}, timeout=150)
+print("STATE", run.state.type.value)
+"""
+
+
+def _start_flow_run_on_the_worker(src: Path, prefect_api: str) -> subprocess.Popen:
+    """Deploy a one-line flow to the stack's work pool and run it (in a subprocess, so this test process's own
+    Prefect settings stay untouched); the caller collects it with ``communicate``."""
+    src.mkdir()
+    (src / "smoke_flow.py").write_text(FLOW)
+    (src / "deploy.py").write_text(DEPLOY)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    env.pop("PREFECT_HOME", None)
+    return subprocess.Popen([sys.executable, str(src / "deploy.py"), str(src), str(src / "ran.txt")], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
 
 def _check_components(ports: dict[str, int], state: Path) -> None:
     mlflow = f"http://127.0.0.1:{ports['MLFLOW']}"
@@ -132,7 +168,7 @@ def _check_components(ports: dict[str, int], state: Path) -> None:
     assert health == "up", f"Prometheus does not scrape the gateway at {target}: {active}"
 
 
-def test_stack_up_status_down():
+def test_stack_up_status_down(tmp_path):
     _require_servers()
     state = Path(tempfile.mkdtemp(prefix="nasops-stack-"))
     state.chmod(0o711)  # as root, PostgreSQL runs as `postgres`, which must be able to traverse to its data
@@ -143,6 +179,7 @@ def test_stack_up_status_down():
     stack = state / "stack"
     pids: dict[str, int] = {}
     procs: list[psutil.Process] = []
+    flow_run = None
     try:
         up = _stack(env, "up")
         assert up.returncode == 0, f"stack.sh up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
@@ -153,6 +190,7 @@ def test_stack_up_status_down():
         pids = _pids(stack)
         assert set(pids) == set(COMPONENTS)
         procs = _processes(pids)
+        flow_run = _start_flow_run_on_the_worker(state / "flow-src", f"http://127.0.0.1:{ports['PREFECT']}/api")
 
         status = _stack(env, "status", timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -161,6 +199,10 @@ def test_stack_up_status_down():
             assert str(pids[name]) in line
         assert "waiting for a champion" in status.stdout
         _check_components(ports, stack)
+        out, _ = flow_run.communicate(timeout=180)
+        assert "STATE COMPLETED" in out, out[-3000:]
+        # the flow ran in a process of the worker, with the stack's tracking server in its environment
+        assert (state / "flow-src" / "ran.txt").read_text() == f"http://127.0.0.1:{ports['MLFLOW']}"
 
         # every socket the stack listens on is on loopback
         for proc in procs:
@@ -179,6 +221,8 @@ def test_stack_up_status_down():
         assert again.returncode == 0 and again.stdout.count("already running") == len(COMPONENTS), again.stdout
         assert _pids(stack) == pids
     finally:
+        if flow_run is not None and flow_run.poll() is None:
+            flow_run.kill()
         down = _stack(env, "down", timeout=240)
         leftovers = [p for p in procs if _alive(p)]
         for proc in leftovers:  # never leave a server behind, even when the test failed

@@ -364,6 +364,7 @@ start_prefect_worker() {
   # the worker runs flows as subprocesses: they reach the stack through the same variables a user exports
   launch prefect-worker "${env[@]}" \
     PREFECT_WORKER_WEBSERVER_HOST=127.0.0.1 PREFECT_WORKER_WEBSERVER_PORT="$WORKER_PORT" \
+    PREFECT_WORKER_QUERY_SECONDS=5 \
     MLFLOW_TRACKING_URI="$MLFLOW_URL" NASOPS_PREDICTION_LOG_URL="$LOG_URL" PGPASSFILE="$SECRETS/pgpass" \
     setsid "$venv_bin/prefect" worker start --pool "$WORK_POOL" --type process --with-healthcheck
 }
