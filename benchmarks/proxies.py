@@ -220,10 +220,12 @@ def table_benchmark(args: argparse.Namespace) -> dict[str, object]:
                                                      for d, t in truth.items()}}
     result["proxies"] = proxies
     full = [n for n in names if scored[n].all()]
-    if common.sum() < 200:  # a proxy still being scored: tune over the fully scored ones only
-        names_common, common = full, np.ones(len(cached), dtype=bool)
-    else:
-        names_common = names
+    # tune over the proxies scored on most cells (one still being scored on a small sample is reported alone)
+    most = max(int(m.sum()) for m in scored.values())
+    names_common = [n for n in names if scored[n].sum() >= most // 2]
+    common = np.logical_and.reduce([scored[n] for n in names_common])
+    result["tuning_cells"] = int(common.sum())
+    result["tuning_proxies"] = names_common
     on_common = {n: values[n][common] for n in names_common}
     ensembles: dict[str, object] = {}
     for ens, members in ENSEMBLES.items():
@@ -243,6 +245,18 @@ def table_benchmark(args: argparse.Namespace) -> dict[str, object]:
     if set(tuned["members"]) <= set(full) and int(common.sum()) < len(cached):
         agg_all = rank_aggregate({m: values[m] for m in tuned["members"]}, method=str(tuned["method"]))
         ensembles["tuned_on_cifar10"]["all_cells"] = {d: correlations(agg_all, t) for d, t in truth.items()}
+    for name in names:  # a proxy scored on a sample only: the main proxies on the very same cells, to compare
+        if name in proxies and name not in names_common:
+            mask = scored[name] & common
+            proxies[name]["main_proxies_on_the_same_cells"] = {
+                other: {d: round(correlations(values[other][mask], t[mask])["spearman"], 3) for d, t in truth.items()}
+                for other in names_common
+            }
+            pairs = {f"{name}+{other}": [name, other] for other in ("synflow", "params") if other in names_common}
+            for label, members in pairs.items():
+                agg = rank_aggregate({m: values[m][mask] for m in members})
+                proxies[name]["main_proxies_on_the_same_cells"][label] = {
+                    d: round(correlations(agg, t[mask])["spearman"], 3) for d, t in truth.items()}
     result["ensembles"] = ensembles
     result["spread_over_subsets"] = subset_spread(values, scored, truth, size=725, draws=200, seed=0)
     result["single_proxies_on_ensemble_cells"] = {
