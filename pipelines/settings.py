@@ -21,9 +21,14 @@ OFFLINE_ENV = {
 }
 
 
+# Prefect's ephemeral server gets 20 s to start by default; on a busy 2-core laptop that is not enough, and a
+# refresh must not fail because the machine was busy for a moment.
+RUNTIME_ENV = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+
+
 def apply_offline_defaults() -> None:
-    """Telemetry off and nothing fetched from the internet; explicit user settings win."""
-    for key, value in OFFLINE_ENV.items():
+    """Telemetry off, nothing fetched from the internet, patient start-up; explicit user settings win."""
+    for key, value in {**OFFLINE_ENV, **RUNTIME_ENV}.items():
         os.environ.setdefault(key, value)
 
 

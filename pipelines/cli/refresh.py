@@ -92,6 +92,7 @@ def _quiet_prefect(verbose: bool) -> None:
 
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Created version 3 of model ..." per version
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("  %(message)s"))
     log = logging.getLogger("nasops.refresh")
@@ -124,12 +125,12 @@ def refresh(
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object (nothing else on stdout)"),
 ) -> None:
     """Run the whole model refresh: data prep, NAS, retrain + register, canary, promote or roll back."""
+    _quiet_prefect(verbose)  # before anything imports Prefect: its log level is read once, at import
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
                           skip_tournament)
     preflight(config)
     resume_id = _resume_id(refresh_id, resume)
-    _quiet_prefect(verbose)
     import contextlib
     import sys
 
