@@ -75,23 +75,25 @@ class ReinforceController(Strategy):
             out.append(e / e.sum())
         return out
 
-    def _sample(self) -> tuple[int, ...]:
-        return tuple(int(self.rng.choice(len(p), p=p)) for p in self.probabilities())
+    def _sample(self, m: int) -> np.ndarray:
+        """``m`` decision vectors drawn from the policy, ``(m, decisions)``."""
+        return np.stack([self.rng.choice(len(p), size=m, p=p) for p in self.probabilities()], axis=1)
 
     def propose(self, n: int) -> list[Architecture]:
         out: list[Architecture] = []
         keys: set[str] = set()
-        for _ in range(50 * n):
-            if len(out) >= n:
-                break
-            try:
-                arch = self.space.from_categorical(self._sample())
-            except InvalidArchitectureError:
-                continue  # a combination the space does not hold (a benchmark table's gap)
-            key = self.key(arch)
-            if not self.is_seen(arch) and key not in keys:
-                keys.add(key)
-                out.append(arch)
+        for _ in range(10):  # up to 10 rounds of 5n draws; the base class fills any shortfall uniformly
+            for index in self._sample(5 * n):
+                try:
+                    arch = self.space.from_categorical(index)
+                except InvalidArchitectureError:
+                    continue  # a combination the space does not hold (a benchmark table's gap)
+                key = self.key(arch)
+                if not self.is_seen(arch) and key not in keys:
+                    keys.add(key)
+                    out.append(arch)
+                    if len(out) >= n:
+                        return out
         return out
 
     # -- learning -------------------------------------------------------------------------------------
