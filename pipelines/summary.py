@@ -88,19 +88,32 @@ def status_table(model_name: str, versions: list[dict[str, Any]]) -> Table:
     """Registered versions with aliases, role, architecture, offline accuracy and the canary decision."""
     table = Table(title=f"{model_name}: registered versions", title_justify="left")
     for col in ("version", "aliases", "role", "architecture", "test acc", "decision", "decided at"):
-        table.add_column(col)
+        # the architecture string takes the room left and wraps; it is never cut
+        wraps = col == "architecture"
+        table.add_column(col, overflow="fold", no_wrap=not wraps, ratio=1 if wraps else None)
     for row in versions:
         tags = row["tags"]
-        arch = tags.get("arch", "")
         table.add_row(
             row["version"],
             ", ".join(row["aliases"]) or "",
             tags.get("role", ""),
-            arch if len(arch) <= 60 else arch[:57] + "…",
+            tags.get("arch", ""),
             _fmt(_float(tags.get("test_accuracy"))),
             tags.get("decision", "rejected" if row.get("rejected") else ""),
             tags.get("decision_time", ""),
         )
+    return table
+
+
+def online_table(online: dict[str, dict[str, Any]], window_s: float) -> Table:
+    """What each variant did on live traffic in the last ``window_s`` seconds (monitoring.online's definitions)."""
+    table = Table(title=f"live traffic, last {window_s:.0f} s (prediction log)", title_justify="left")
+    for col in ("variant", "requests", "errors", "fallbacks served", "labelled rows", "accuracy", "p50 ms", "p99 ms"):
+        table.add_column(col)
+    for variant, facts in online.items():
+        table.add_row(variant, _fmt(facts["requests"]), _fmt(facts["errors"]), _fmt(facts["fallbacks"]),
+                      _fmt(facts["labelled_rows"]), _fmt(facts["accuracy"]), _fmt(facts["p50_ms"], 2),
+                      _fmt(facts["p99_ms"], 2))
     return table
 
 

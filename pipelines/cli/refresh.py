@@ -203,26 +203,52 @@ def schedule(
 def status(
     model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
     history: bool = typer.Option(False, "--history", help="list every canary decision, oldest first"),
+    window_s: float = typer.Option(3600.0, "--window-s", min=1, help="live-traffic window of the online summary"),
     as_json: bool = typer.Option(False, "--json", help="print as JSON"),
 ) -> None:
     """Registered versions, their aliases and the last canary decisions."""
     from pipelines import registry
     from pipelines.settings import Settings
-    from pipelines.summary import decisions, history_table, print_json, status_table
+    from pipelines.summary import decisions, history_table, online_table, print_json, status_table
     from pipelines.tracking import configure_mlflow
 
     settings = Settings()
     name = model_name or settings.model_name
     configure_mlflow(settings)
     versions = registry.list_versions(registry.client_for_active(), name)
+    online = _online(settings, window_s)
     if as_json:
-        print_json({"model_name": name, "versions": versions, "decisions": decisions(versions)})
+        print_json({"model_name": name, "versions": versions, "decisions": decisions(versions), "online": online})
         return
     out = Console()
     if not versions:
         out.print(f"no registered versions of {name!r} in {settings.tracking_uri}; run `nasops refresh` first")
         return
     out.print(history_table(name, versions) if history else status_table(name, versions))
+    if online and any(f["requests"] for f in online.values()):
+        out.print(online_table(online, window_s))
+
+
+def _online(settings, window_s: float) -> dict | None:
+    """The online summary of the last ``window_s`` seconds, or None without a prediction log yet."""
+    import time
+
+    url = settings.prediction_log_url
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return None
+    from monitoring.online import summarize_variants
+    from monitoring.prediction_log import create_log_engine, read_predictions
+    from monitoring.vocabulary import VARIANTS
+
+    engine = create_log_engine(url)
+    try:
+        now = time.time()
+        return summarize_variants(read_predictions(engine, now - window_s, now + 1, include_shadow=False), VARIANTS)
+    except Exception as exc:  # the log is optional evidence here; the registry view must still print
+        raise UserError(f"cannot read the prediction log at {url} ({type(exc).__name__}); check "
+                        "NASOPS_PREDICTION_LOG_URL") from None
+    finally:
+        engine.dispose()
 
 
 def register(app: typer.Typer) -> None:
