@@ -12,10 +12,19 @@ After Kayenta's design (Netflix/Google automated canary analysis):
 4. a failing critical metric fails the canary whatever the score.
 
 Every verdict carries its evidence table (samples, statistic, p-value, effect, class per metric).
+
+That is ``method: fixed_horizon``. With ``method: sequential`` (the packaged default) each metric is instead decided
+by an always-valid confidence sequence (:mod:`monitoring.sequential`) under its rule -- non-inferiority with a
+margin, or superiority powered for a minimum effect -- and the verdict is the promotion rule over the critical
+metrics (:func:`monitoring.sequential.combine`): ``pass`` = proven non-inferior everywhere and superior on the
+primary metric; ``marginal`` = guards proven non-inferior, primary still undecided (safe to ramp, not to promote);
+``fail`` = a critical metric proven bad; ``nodata`` = undecided (hold). ``Verdict.decided_by`` names the rule
+that decided.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
+from monitoring import sequential as seq
 from monitoring.judge_config import JudgeConfig, MetricConfig
 
 PASS, HIGH, LOW, NODATA = "Pass", "High", "Low", "NoData"
@@ -32,6 +42,8 @@ _MAX_PAIRS = 250_000
 _MIN_ASYMPTOTIC = 50
 _MIN_ASYMPTOTIC_MINORITY = 20
 PERMUTATIONS = 1000
+# Sequential relative metrics (latency): log values clipped at this ratio around the champion's median.
+ROBUST_RATIO = 10.0
 
 
 @dataclass
@@ -56,6 +68,14 @@ class MetricResult:
     classification: str
     failed: bool
     reason: str
+    # Sequential method only (NaN / "" under fixed_horizon): the rule, its threshold on the compared scale, the
+    # good-direction difference with its always-valid bounds, and the outcome (monitoring.sequential.OUTCOME_NAMES).
+    rule: str = ""
+    threshold: float = float("nan")
+    estimate: float = float("nan")
+    lower: float = float("nan")
+    upper: float = float("nan")
+    outcome: str = ""
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -70,6 +90,8 @@ class Verdict:
     metrics: list[MetricResult]
     group_scores: dict[str, float]
     reasons: list[str] = field(default_factory=list)
+    method: str = "fixed_horizon"
+    decided_by: str = ""  # which rule decided (sequential), e.g. "superiority on online_accuracy"
 
     @property
     def critical_nodata(self) -> list[str]:
@@ -90,12 +112,16 @@ class Verdict:
             "score": round(self.score, 2),
             "group_scores": {k: round(v, 2) for k, v in self.group_scores.items()},
             "reasons": list(self.reasons),
+            "method": self.method,
+            "decided_by": self.decided_by,
             "metrics": self.table(),
         }
 
     def summary(self) -> str:
         """One sentence a person can read in a tag: the verdict, the score and what drove it."""
         head = f"{self.verdict} (score {self.score:.0f}/100)"
+        if self.decided_by:
+            head += f" [{self.decided_by}]"
         return head + (": " + "; ".join(self.reasons) if self.reasons else "")
 
 
@@ -200,6 +226,53 @@ def classify_metric(
                         failed=failed, reason=f"{metric.name}: {why}")
 
 
+def compared_values(metric: MetricConfig, values: np.ndarray, champion: np.ndarray) -> np.ndarray:
+    """What the sequential test averages: the values, or for a relative effect their logs, winsorised at
+    ``ROBUST_RATIO`` times / divided by the champion's median (a scheduler stall counts as at most 10x slow)."""
+    if metric.effect != "relative":
+        return values
+    floor = 1e-9
+    logs = np.log(np.maximum(values, floor))
+    if len(champion) == 0:
+        return logs
+    centre = float(np.log(max(float(np.median(champion)), floor)))
+    return np.clip(logs, centre - math.log(ROBUST_RATIO), centre + math.log(ROBUST_RATIO))
+
+
+def sequential_metric(metric: MetricConfig, fixed: MetricResult, champion, challenger, cfg: JudgeConfig
+                      ) -> MetricResult:
+    """One metric under its sequential rule; ``fixed`` (the fixed-horizon row) supplies the descriptive columns."""
+    rule = metric.effective_rule
+    if fixed.classification == NODATA or rule == "report":
+        outcome = "nodata" if fixed.classification == NODATA else "report"
+        return dataclasses.replace(fixed, rule=rule, threshold=metric.threshold, outcome=outcome)
+    champion, challenger = _clean(champion), _clean(challenger)
+    b = compared_values(metric, champion, champion)
+    c = compared_values(metric, challenger, champion)
+    sign = 1.0 if metric.direction == "decrease" else -1.0
+    g, lo, hi = seq.difference_bounds((len(b), b.sum(), (b**2).sum()), (len(c), c.sum(), (c**2).sum()),
+                                      sign=sign, alpha=cfg.alpha, beta=cfg.beta, tau2=metric.threshold**2,
+                                      binary=metric.binary)
+    code = int(seq.decide(rule, lo, hi, metric.threshold))
+    outcome = seq.OUTCOME_NAMES[code]
+    worse, better = (HIGH, LOW) if metric.direction == "increase" else (LOW, HIGH)
+    failed = bool(seq.bad(rule, code))
+    cls = worse if failed else better if code == seq.SUPERIOR else PASS
+    scale = "log " if metric.effect == "relative" else ""
+    reason = (f"{metric.name}: {outcome.replace('_', '-')} ({rule.replace('_', '-')}, {scale}threshold "
+              f"{metric.threshold:.3g}): good-direction difference {float(g):+.4g}, always-valid bounds "
+              f"[{float(lo):+.4g}, {float(hi):+.4g}]")
+    return dataclasses.replace(fixed, classification=cls, failed=failed, reason=reason, rule=rule,
+                               threshold=metric.threshold, estimate=float(g), lower=float(lo), upper=float(hi),
+                               outcome=outcome)
+
+
+def _code(result: MetricResult) -> int:
+    """The outcome code of a sequential row ("report" rows decide nothing: NoData)."""
+    names = seq.OUTCOME_NAMES
+    return names.index(result.outcome) if result.outcome in names else seq.NODATA
+
+
 def _clean(values) -> np.ndarray:
     array = np.asarray(values, dtype=float).ravel()
     return array[np.isfinite(array)]
@@ -219,23 +292,59 @@ class Judge:
             classify_metric(m, *samples.get(m.name, (empty, empty)), alpha=cfg.alpha, min_samples=cfg.min_samples)
             for m in cfg.metrics
         ]
+        if cfg.method == "sequential":
+            results = [sequential_metric(m, r, *samples.get(m.name, (empty, empty)), cfg)
+                       for m, r in zip(cfg.metrics, results, strict=True)]
+            return self.sequential_verdict(results)
         return self.score(results)
 
-    def score(self, results: list[MetricResult]) -> Verdict:
+    def _weighted(self, results: list[MetricResult]) -> tuple[float, dict[str, float]]:
+        """The 0-100 score: per group the share of metrics (with data) that did not fail, weighted over groups."""
         cfg = self.config
         groups: dict[str, list[MetricResult]] = {}
         for r in results:
             if r.classification != NODATA or r.failed:  # must_have_data NoData counts as a failed metric
                 groups.setdefault(r.group, []).append(r)
         group_scores = {g: 100.0 * sum(not r.failed for r in rs) / len(rs) for g, rs in groups.items()}
+        if not group_scores:
+            return 0.0, {}
+        total_weight = sum(cfg.group_weight(g) for g in group_scores)
+        if total_weight > 0:
+            return sum(cfg.group_weight(g) * s for g, s in group_scores.items()) / total_weight, group_scores
+        return float(np.mean(list(group_scores.values()))), group_scores
+
+    def sequential_verdict(self, results: list[MetricResult]) -> Verdict:
+        """The promotion rule (:func:`monitoring.sequential.combine`) over the sequential outcomes of one look."""
+        code = int(seq.combine([r.rule for r in results], [r.critical for r in results],
+                               [np.array(_code(r)) for r in results]))
+        score, group_scores = self._weighted(results)
+        deciding = [r for r in results if r.critical and r.rule in (seq.SUPERIORITY, seq.NON_INFERIORITY)]
+        bad = [r for r in deciding if seq.bad(r.rule, _code(r))]
+        open_ = [r for r in deciding if not seq.good(r.rule, _code(r))]
+        guards = ", ".join(r.name for r in deciding if r.rule == seq.NON_INFERIORITY)
+        if code == seq.REJECT:
+            verdict, reasons = "fail", [f"critical metric failed: {r.reason}" for r in bad]
+            decided_by = "; ".join(f"{r.rule} on {r.name} ({r.outcome})" for r in bad)
+        elif code == seq.PROMOTE:
+            verdict, reasons = "pass", []
+            sup = ", ".join(r.name for r in deciding if r.rule == seq.SUPERIORITY)
+            decided_by = (f"superiority on {sup} and " if sup else "") + f"non-inferiority on {guards}"
+        elif code == seq.RAMP:
+            verdict, reasons = "marginal", [f"undecided: {r.reason}" for r in open_]
+            decided_by = f"non-inferiority on {guards} (safe to ramp; not yet proven better)"
+        else:
+            verdict, reasons = "nodata", [f"undecided: {r.reason}" for r in open_]
+            decided_by = "undecided (hold)"
+        reasons += [r.reason for r in results if r.failed and not r.critical]
+        return Verdict(verdict, float(score), results, group_scores, reasons, method="sequential",
+                       decided_by=decided_by)
+
+    def score(self, results: list[MetricResult]) -> Verdict:
+        cfg = self.config
+        score, group_scores = self._weighted(results)
         reasons = [r.reason for r in results if r.failed]
         if not group_scores:
             return Verdict("nodata", 0.0, results, {}, ["no metric had enough samples to judge"])
-        total_weight = sum(cfg.group_weight(g) for g in group_scores)
-        if total_weight > 0:
-            score = sum(cfg.group_weight(g) * s for g, s in group_scores.items()) / total_weight
-        else:
-            score = float(np.mean(list(group_scores.values())))
         critical = [r for r in results if r.failed and r.critical]
         if critical:
             verdict = "fail"

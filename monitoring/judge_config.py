@@ -8,6 +8,7 @@ so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,11 +19,15 @@ Direction = Literal["increase", "decrease", "either"]
 Source = Literal["prediction_log", "prometheus"]
 Effect = Literal["relative", "absolute"]
 Statistic = Literal["mean", "median", "p90", "p95", "p99"]
+Rule = Literal["superiority", "non_inferiority", "report"]
+Method = Literal["sequential", "fixed_horizon"]
 
 DEFAULT_JUDGE_PATH = Path(__file__).with_name("default_judge.yaml")
 
 # What the prediction-log source can compute per variant (see monitoring.sources.PredictionLogSource).
 LOG_MEASURES = ("error", "latency_ms", "correct", "prediction_drift", "confidence")
+# Measures that are 0/1 per request (their sequential variance is the smoothed Bernoulli one).
+BINARY_MEASURES = ("error", "correct")
 
 
 class MetricConfig(BaseModel):
@@ -48,6 +53,17 @@ class MetricConfig(BaseModel):
     judge_in_shadow: bool = Field(
         True, description="judge it in shadow mode too (latency of mirrored calls is not comparable: false for it)"
     )
+    rule: Rule | None = Field(
+        None,
+        description="sequential method: superiority (prove better, powered for min_effect), non_inferiority (prove "
+                    "not worse by more than margin) or report (in the table, never decides); default: "
+                    "non_inferiority where testable (mean/median with a bad direction), else report",
+    )
+    margin: float | None = Field(None, gt=0, description="non-inferiority margin, effect's unit (default: tolerance)")
+    min_effect: float | None = Field(
+        None, gt=0, description="superiority: the gain the test is powered for; a gain proven below it is 'not "
+                                "better' (default: tolerance)",
+    )
 
     @model_validator(mode="after")
     def _source_fields(self) -> MetricConfig:
@@ -63,7 +79,33 @@ class MetricConfig(BaseModel):
                 "(and optionally {window}), e.g. "
                 "'sum(rate(nasops_requests_total{variant=\"{variant}\",status!=\"ok\"}[{window}]))'"
             )
+        if self.rule not in (None, "report") and self.direction == "either":
+            raise ValueError(f"metric {self.name!r}: rule {self.rule} needs a direction (increase or decrease), not "
+                             "'either'; use rule: report for a metric without a better side")
+        if self.rule not in (None, "report") and self.statistic not in ("mean", "median"):
+            raise ValueError(f"metric {self.name!r}: rule {self.rule} compares means (of logs for effect: relative), "
+                             f"so statistic {self.statistic} is not testable sequentially; use rule: report")
         return self
+
+    @property
+    def effective_rule(self) -> str:
+        """The sequential rule in force (see ``rule``)."""
+        if self.rule is not None:
+            return self.rule
+        testable = self.direction != "either" and self.statistic in ("mean", "median")
+        return "non_inferiority" if testable else "report"
+
+    @property
+    def binary(self) -> bool:
+        return self.source == "prediction_log" and self.measure in BINARY_MEASURES
+
+    @property
+    def threshold(self) -> float:
+        """Margin (non-inferiority) or minimum effect (superiority) on the compared scale: relative effects are
+        compared as differences of log values, so a relative 0.5 becomes log(1.5)."""
+        value = self.min_effect if self.effective_rule == "superiority" else self.margin
+        value = self.tolerance if value is None else value
+        return math.log1p(value) if self.effect == "relative" else value
 
 
 class JudgeConfig(BaseModel):
@@ -73,7 +115,15 @@ class JudgeConfig(BaseModel):
 
     metrics: list[MetricConfig] = Field(..., min_length=1)
     groups: dict[str, float] = Field(default_factory=dict, description="group -> weight (missing groups: weight 1)")
-    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
+    method: Method = Field(
+        "fixed_horizon",
+        description="sequential: always-valid confidence sequences with the per-metric rules (promotes only a "
+                    "proven better challenger); fixed_horizon: a Mann-Whitney U test at every look (never worse)",
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="fixed_horizon: U-test level; sequential: error rate of a "
+                                                       "'good' claim (false promotion / false non-inferiority)")
+    beta: float = Field(0.05, gt=0, lt=1, description="sequential: error rate of a 'bad' claim (rolling back a "
+                                                     "challenger within the margin / gaining min_effect)")
     min_samples: int = Field(10, ge=1, description="default fewest samples per variant for a metric to have data")
     pass_threshold: float = Field(95.0, ge=0, le=100)
     marginal_threshold: float = Field(75.0, ge=0, le=100)
@@ -88,6 +138,11 @@ class JudgeConfig(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"metric names must be unique; repeated: {dupes}")
+        if self.method == "sequential" and not any(
+            m.critical and m.effective_rule != "report" for m in self.metrics
+        ):
+            raise ValueError("method sequential decides on critical metrics: mark at least one metric with a "
+                             "rule (superiority / non_inferiority) as critical: true")
         for group, weight in self.groups.items():
             if weight < 0:
                 raise ValueError(f"group {group!r} has a negative weight {weight}")

@@ -158,7 +158,12 @@ def test_default_yaml_has_the_four_default_metrics():
     cfg = default_judge_config()
     assert [m.name for m in cfg.metrics] == ["error_rate", "latency_ms", "latency_p99_ms", "online_accuracy",
                                              "prediction_drift"]
-    assert {m.name for m in cfg.metrics if m.critical} == {"error_rate", "latency_ms", "online_accuracy"}
+    assert {m.name for m in cfg.metrics if m.critical} == {"error_rate", "latency_ms", "online_accuracy",
+                                                           "prediction_drift"}
+    assert cfg.method == "sequential"
+    assert {m.name: m.effective_rule for m in cfg.metrics} == {
+        "error_rate": "non_inferiority", "latency_ms": "non_inferiority", "latency_p99_ms": "report",
+        "online_accuracy": "superiority", "prediction_drift": "non_inferiority"}
 
 
 def test_canary_config_rejects_unknown_keys_and_bad_values(tmp_path):
@@ -191,4 +196,5 @@ def test_small_tied_samples_get_an_honest_permutation_p_value():
 
 def test_shadow_phases_leave_out_latency():
     shadow = default_judge_config().for_shadow()
+    assert Judge(shadow).judge({}).verdict == "nodata"
     assert [m.name for m in shadow.metrics] == ["error_rate", "online_accuracy", "prediction_drift"]
