@@ -253,7 +253,7 @@ def sequential_metric(metric: MetricConfig, fixed: MetricResult, champion, chall
     g, lo, hi = seq.difference_bounds((len(b), b.sum(), (b**2).sum()), (len(c), c.sum(), (c**2).sum()),
                                       sign=sign, alpha=cfg.alpha, beta=cfg.beta, tau2=metric.threshold**2,
                                       binary=metric.binary)
-    code = int(seq.decide(rule, lo, hi, metric.threshold))
+    code = int(seq.decide(rule, lo, hi, metric.threshold, g))
     outcome = seq.OUTCOME_NAMES[code]
     worse, better = (HIGH, LOW) if metric.direction == "increase" else (LOW, HIGH)
     failed = bool(seq.bad(rule, code))

@@ -82,12 +82,15 @@ def difference_bounds(champion: tuple, challenger: tuple, *, sign: float, alpha:
     return g, g - mixture_radius(v, alpha, tau2), g + mixture_radius(v, beta, tau2)
 
 
-def decide(rule: str, lower, upper, threshold: float):
+def decide(rule: str, lower, upper, threshold: float, estimate=None):
     """One metric's outcome code from its bounds (see :data:`OUTCOME_NAMES`).
 
     * ``non_inferiority`` with margin ``threshold``: ``non_inferior`` once ``lower > -margin`` (wrongly, with
-      probability <= alpha, when the challenger is worse by the margin or more); ``inferior`` once
-      ``upper < -margin`` (wrongly, with probability <= beta, when it is within the margin).
+      probability <= alpha, when the challenger is worse by the margin or more); ``inferior`` once it is proven
+      worse than the champion at all (``upper < 0``: wrongly, with probability <= beta, when it is not worse) *and*
+      the estimate lies beyond the margin (``estimate < -margin``). Proving "worse" rather than "worse by more than
+      the margin" decides a clearly broken challenger several times sooner, while a challenger proven slightly
+      worse but inside the margin is never rolled back.
     * ``superiority`` with minimum effect ``threshold``: ``superior`` once ``lower > 0`` (wrongly, with
       probability <= alpha, when it is not better); ``not_superior`` once ``upper < min_effect`` (wrongly, with
       probability <= beta, when its true gain is at least ``min_effect``: the effect the test is powered for).
@@ -100,7 +103,8 @@ def decide(rule: str, lower, upper, threshold: float):
         out[upper < threshold] = NOT_SUPERIOR
         out[lower > 0] = SUPERIOR
     elif rule == NON_INFERIORITY:
-        out[upper < -threshold] = INFERIOR
+        est = (lower + upper) / 2 if estimate is None else np.asarray(estimate, dtype=float)
+        out[(upper < 0) & (est < -threshold)] = INFERIOR
         out[lower > -threshold] = NON_INFERIOR
     else:
         raise ValueError(f"rule must be {SUPERIORITY!r} or {NON_INFERIORITY!r}, got {rule!r}")

@@ -1,0 +1,373 @@
+"""Simulated canaries: the sequential judge and the fixed-horizon Mann-Whitney judge under the same rollout policy.
+
+Each canary draws per-request samples from stated distributions (no servers): errors and labels are Bernoulli,
+latency is log-normal with scheduler noise (stalls on single requests and bursts hitting one variant in one
+interval, as on a loaded 2-core machine), prediction drift is one value per 100-request chunk. Both judges look
+after every interval at the cumulative samples since the canary started and drive the real rollout state machine
+(``pipelines.canary.rollout.RolloutState``, steps 5/25/50/100 %). The sequential judge's decisions come from
+``monitoring.sequential`` (the code the judge runs); the fixed-horizon judge's from a vectorised copy of
+``monitoring.judge.classify_metric`` (asymptotic U test, exact hypergeometric test for sparse binary samples) scored
+by the real ``Judge.score``.
+
+    python benchmarks/canary_sim.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from monitoring import sequential as seq
+from monitoring.judge import HIGH, LOW, NODATA, PASS, ROBUST_RATIO, Judge, MetricResult, Verdict
+from monitoring.judge_config import default_judge_config
+from monitoring.vocabulary import PROMOTED
+from pipelines.canary.config import load_canary_config
+from pipelines.canary.rollout import RolloutState, schedule
+
+CHUNK = 100  # requests per prediction-drift chunk
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The distribution one variant's requests are drawn from."""
+
+    accuracy: float = 0.85
+    error_rate: float = 0.005
+    latency_median_ms: float = 5.0
+    latency_sigma: float = 0.35
+    drift_mean: float = 0.10
+    drift_sd: float = 0.03
+
+
+CHAMPION = Variant()
+SCENARIOS = {
+    "aa_identical": CHAMPION,
+    "better_1pt": replace(CHAMPION, accuracy=0.86),
+    "better_3pt": replace(CHAMPION, accuracy=0.88),
+    "worse_1pt": replace(CHAMPION, accuracy=0.84),
+    "errors_2pct": replace(CHAMPION, error_rate=0.025),
+    "latency_x2": replace(CHAMPION, latency_median_ms=10.0),
+    "drifted": replace(CHAMPION, drift_mean=0.25, drift_sd=0.05, accuracy=0.83),
+}
+STALL_P, STALL_MAX = 0.02, 50.0  # 2 % of requests stall 2-50x
+BURST_P, BURST_SHARE, BURST_MAX = 0.2, 0.1, 10.0  # a variant's interval is noisy w.p. 0.2: 10 % of it 2-10x
+
+
+def draw_interval(rng, chal: Variant, n_b: np.ndarray, requests: int, coverage: float) -> dict:
+    """One interval of traffic for ``len(n_b)`` canaries: ``n_b`` requests to the champion, the rest challenger."""
+    s = len(n_b)
+    n_c = requests - n_b
+    cols = np.arange(requests)[None, :]
+    is_c = cols >= n_b[:, None]
+    med = np.where(is_c, chal.latency_median_ms, CHAMPION.latency_median_ms)
+    sig = np.where(is_c, chal.latency_sigma, CHAMPION.latency_sigma)
+    lat = med * np.exp(sig * rng.standard_normal((s, requests)))
+    stall = rng.random((s, requests)) < STALL_P
+    lat = np.where(stall, lat * rng.uniform(2, STALL_MAX, (s, requests)), lat)
+    noisy = rng.random((s, 2)) < BURST_P  # per variant
+    burst = (rng.random((s, requests)) < BURST_SHARE) & np.where(is_c, noisy[:, 1:2], noisy[:, :1])
+    lat = np.where(burst, lat * rng.uniform(2, BURST_MAX, (s, requests)), lat)
+    out = {"latency": lat, "is_c": is_c, "n_b": n_b, "n_c": n_c}
+    for key, p_b, p_c in (("errors", CHAMPION.error_rate, chal.error_rate),):
+        out[key] = (rng.binomial(n_b, p_b), rng.binomial(n_c, p_c))
+    lab_b, lab_c = rng.binomial(n_b, coverage), rng.binomial(n_c, coverage)
+    out["labels"] = (lab_b, lab_c)
+    out["correct"] = (rng.binomial(lab_b, CHAMPION.accuracy), rng.binomial(lab_c, chal.accuracy))
+    kmax = requests // CHUNK
+    k_b, k_c = n_b // CHUNK, n_c // CHUNK
+    d_b = np.clip(rng.normal(CHAMPION.drift_mean, CHAMPION.drift_sd, (s, kmax)), 0, 1)
+    d_c = np.clip(rng.normal(chal.drift_mean, chal.drift_sd, (s, kmax)), 0, 1)
+    out["drift"] = (np.where(np.arange(kmax) < k_b[:, None], d_b, np.nan),
+                    np.where(np.arange(kmax) < k_c[:, None], d_c, np.nan))
+    return out
+
+
+class Cumulative:
+    """Everything since the canary started, for a fixed set of canaries."""
+
+    def __init__(self, s: int, keep_raw: bool):
+        z = np.zeros(s)
+        self.n = {"errors": [z.copy(), z.copy()], "labels": [z.copy(), z.copy()], "latency": [z.copy(), z.copy()],
+                  "drift": [z.copy(), z.copy()]}
+        self.sums = {k: [z.copy(), z.copy()] for k in ("errors", "correct", "latency", "drift")}
+        self.sq = {k: [z.copy(), z.copy()] for k in ("latency", "drift")}
+        self.keep_raw = keep_raw
+        self.raw: list[dict] = []
+
+    def add(self, it: dict) -> None:
+        for side, n in enumerate((it["n_b"], it["n_c"])):
+            self.n["errors"][side] += n
+            self.n["latency"][side] += n
+            self.n["labels"][side] += it["labels"][side]
+            self.sums["errors"][side] += it["errors"][side]
+            self.sums["correct"][side] += it["correct"][side]
+            d = it["drift"][side]
+            self.n["drift"][side] += np.isfinite(d).sum(1)
+            self.sums["drift"][side] += np.nansum(d, 1)
+            self.sq["drift"][side] += np.nansum(d**2, 1)
+        centre = np.log(CHAMPION.latency_median_ms)  # the champion's median (the judge uses the sample median)
+        logs = np.clip(np.log(it["latency"]), centre - np.log(ROBUST_RATIO), centre + np.log(ROBUST_RATIO))
+        for side, mask in enumerate((~it["is_c"], it["is_c"])):
+            self.sums["latency"][side] += np.where(mask, logs, 0).sum(1)
+            self.sq["latency"][side] += np.where(mask, logs**2, 0).sum(1)
+        if self.keep_raw:
+            self.raw.append(it)
+
+    def select(self, keep: np.ndarray) -> None:
+        for table in (self.n, self.sums, self.sq):
+            for pair in table.values():
+                pair[0], pair[1] = pair[0][keep], pair[1][keep]
+        self.raw = [{k: (tuple(x[keep] for x in v) if isinstance(v, tuple) else v[keep]) for k, v in it.items()}
+                    for it in self.raw]
+
+
+# -- the sequential judge -------------------------------------------------------------------------------------------
+def sequential_verdicts(cum: Cumulative, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Verdict codes (monitoring.sequential.combine) and whether a rejection was 'not better' only."""
+    rules, crit, codes, futile = [], [], [], []
+    keys = {"error": ("errors", "errors", None), "correct": ("labels", "correct", None),
+            "latency_ms": ("latency", "latency", "latency"), "prediction_drift": ("drift", "drift", "drift")}
+    for m in cfg.metrics:
+        rule = m.effective_rule
+        if rule == "report":
+            continue
+        nk, sk, qk = keys[m.measure]
+        n_b, n_c = cum.n[nk]
+        s_b, s_c = cum.sums[sk]
+        q_b, q_c = (cum.sq[qk] if qk else (s_b, s_c))
+        sign = 1.0 if m.direction == "decrease" else -1.0
+        g, lo, hi = seq.difference_bounds((n_b, s_b, q_b), (n_c, s_c, q_c), sign=sign, alpha=cfg.alpha,
+                                          beta=cfg.beta, tau2=m.threshold**2, binary=m.binary)
+        code = seq.decide(rule, lo, hi, m.threshold, g)
+        need = m.min_samples or cfg.min_samples
+        code[(n_b < need) | (n_c < need)] = seq.NODATA
+        rules.append(rule)
+        crit.append(m.critical)
+        codes.append(code)
+        if m.critical:
+            futile.append((rule, code))
+    verdict = seq.combine(rules, crit, codes)
+    guard_bad = np.zeros(len(verdict), dtype=bool)
+    for rule, code in futile:
+        if rule == seq.NON_INFERIORITY:
+            guard_bad |= seq.bad(rule, code)
+    return verdict, (verdict == seq.REJECT) & ~guard_bad
+
+
+SEQ_NAMES = {seq.HOLD: "nodata", seq.RAMP: "marginal", seq.PROMOTE: "pass", seq.REJECT: "fail"}
+
+
+# -- the fixed-horizon judge (vectorised classify_metric) -----------------------------------------------------------
+def binary_p(k_b, n_b, k_c, n_c):
+    """Two-sided Mann-Whitney p of two 0/1 samples, as monitoring.judge.mann_whitney decides it: asymptotic with
+    tie correction when trustworthy, else the exact permutation (hypergeometric) distribution."""
+    n_b, n_c, k_b, k_c = (np.asarray(x, dtype=float) for x in (n_b, n_c, k_b, k_c))
+    big_n, k = n_b + n_c, k_b + k_c
+    u = k_c * (n_b - k_b) + 0.5 * (k_c * k_b + (n_c - k_c) * (n_b - k_b))
+    ties = (k**3 - k + (big_n - k) ** 3 - (big_n - k)) / np.maximum(big_n * (big_n - 1), 1)
+    sd = np.sqrt(np.maximum(n_b * n_c / 12 * ((big_n + 1) - ties), 1e-300))
+    p_asym = 2 * stats.norm.sf(np.maximum(np.abs(u - n_b * n_c / 2) - 0.5, 0) / sd)
+    expect = n_c * k / np.maximum(big_n, 1)
+    d = np.abs(k_c - expect)
+    lo, hi = np.floor(expect - d + 1e-9), np.ceil(expect + d - 1e-9)
+    hyp = stats.hypergeom(big_n.astype(int), k.astype(int), n_c.astype(int))
+    p_exact = hyp.cdf(lo) + hyp.sf(hi - 1)
+    approx = (np.minimum(n_b, n_c) >= 50) & (np.minimum(k, big_n - k) >= 20)
+    p = np.where(approx, p_asym, p_exact)
+    return np.where((k == 0) | (k == big_n), 1.0, np.minimum(p, 1.0))
+
+
+def continuous(values: np.ndarray, is_c: np.ndarray):
+    """U-test p (normal approximation, continuity corrected) and the per-variant arrays (NaN padded)."""
+    ranks = np.argsort(np.argsort(values, axis=1), axis=1) + 1.0
+    n_c = is_c.sum(1).astype(float)
+    n_b = is_c.shape[1] - n_c
+    u = np.where(is_c, ranks, 0).sum(1) - n_c * (n_c + 1) / 2
+    sd = np.sqrt(np.maximum(n_b * n_c * (n_b + n_c + 1) / 12, 1e-300))
+    p = 2 * stats.norm.sf(np.maximum(np.abs(u - n_b * n_c / 2) - 0.5, 0) / sd)
+    return p, np.where(is_c, np.nan, values), np.where(is_c, values, np.nan)
+
+
+def fixed_rows(cum: Cumulative, cfg) -> dict[str, tuple]:
+    """Per metric: (n_b, n_c, champion value, challenger value, p) for every canary."""
+    raw = cum.raw
+    lat = np.concatenate([it["latency"] for it in raw], 1)
+    is_c = np.concatenate([it["is_c"] for it in raw], 1)
+    p_lat, lb, lc = continuous(lat, is_c)
+    drift_b = np.concatenate([it["drift"][0] for it in raw], 1)
+    drift_c = np.concatenate([it["drift"][1] for it in raw], 1)
+    both = np.concatenate([drift_b, drift_c], 1)
+    nd_b, nd_c = np.isfinite(drift_b).sum(1), np.isfinite(drift_c).sum(1)
+    p_drift = _drift_p(both, np.isfinite(both), drift_b.shape[1])
+    e_b, e_c = cum.sums["errors"]
+    n_b, n_c = cum.n["errors"]
+    c_b, c_c = cum.sums["correct"]
+    l_b, l_c = cum.n["labels"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "error": (n_b, n_c, e_b / n_b, e_c / n_c, binary_p(e_b, n_b, e_c, n_c)),
+            "correct": (l_b, l_c, c_b / l_b, c_c / l_c, binary_p(c_b, l_b, c_c, l_c)),
+            "latency_ms:median": (n_b, n_c, np.nanmedian(lb, 1), np.nanmedian(lc, 1), p_lat),
+            "latency_ms:p99": (n_b, n_c, np.nanpercentile(lb, 99, 1), np.nanpercentile(lc, 99, 1), p_lat),
+            "prediction_drift:mean": (nd_b, nd_c, np.nanmean(drift_b, 1), np.nanmean(drift_c, 1), p_drift),
+        }
+
+
+def _drift_p(both: np.ndarray, fin: np.ndarray, width_b: int) -> np.ndarray:
+    """U-test p of the drift chunks, row by row (few chunks, variable counts)."""
+    out = np.ones(both.shape[0])
+    for i in range(both.shape[0]):
+        b = both[i, :width_b][fin[i, :width_b]]
+        c = both[i, width_b:][fin[i, width_b:]]
+        if len(b) and len(c):
+            out[i] = float(stats.mannwhitneyu(c, b, alternative="two-sided", method="asymptotic").pvalue)
+    return out
+
+
+def fixed_verdicts(cum: Cumulative, cfg, judge: Judge) -> list[Verdict]:
+    """The fixed-horizon judge's verdict per canary, scored by the real Judge.score."""
+    rows = fixed_rows(cum, cfg)
+    per_metric = []
+    for m in cfg.metrics:
+        key = m.measure if m.measure in ("error", "correct") else f"{m.measure}:{m.statistic}"
+        n_b, n_c, v_b, v_c, p = rows[key]
+        eff = v_c - v_b if m.effect == "absolute" else (v_c - v_b) / np.abs(v_b)
+        need = m.min_samples or cfg.min_samples
+        cls = np.where(p < cfg.alpha, np.where(eff > m.tolerance, HIGH, np.where(eff < -m.tolerance, LOW, PASS)),
+                       PASS)
+        cls = np.where((n_b < need) | (n_c < need), NODATA, cls)
+        per_metric.append((m, cls))
+    verdicts = []
+    for i in range(len(cum.n["errors"][0])):
+        results = []
+        for m, cls in per_metric:
+            c = str(cls[i])
+            failed = (c == HIGH and m.direction in ("increase", "either")) or (
+                c == LOW and m.direction in ("decrease", "either"))
+            results.append(_row(m, c, failed))
+        verdicts.append(judge.score(results))
+    return verdicts
+
+
+def _row(m, cls: str, failed: bool) -> MetricResult:
+    nan = float("nan")
+    return MetricResult(m.name, m.group, m.critical, m.direction, m.statistic, 0, 0, nan, nan, nan, nan, nan,
+                        m.effect, m.tolerance, nan, cls, failed, f"{m.name}: {cls}")
+
+
+# -- the rollout ---------------------------------------------------------------------------------------------------
+def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
+    """``runs`` canaries of one scenario under one policy; rates and intervals to decision."""
+    rollout = load_canary_config({"max_intervals": args.max_intervals, "failure_limit": 1,
+                                  "on_marginal": "advance" if policy == "sequential" else "hold"})
+    cfg = default_judge_config()
+    fixed_cfg = cfg.model_copy(update={"method": "fixed_horizon"})
+    judge = Judge(fixed_cfg)
+    states = [RolloutState(schedule(rollout), rollout) for _ in range(runs)]
+    kinds = np.array([""] * runs, dtype=object)
+    exposure = np.zeros(runs)
+    active = np.arange(runs)
+    cum = Cumulative(runs, keep_raw=policy == "fixed_horizon")
+    while len(active):
+        weights = np.array([states[i].phase.weight for i in active])
+        n_c = np.rint(args.requests * weights).astype(int)
+        it = draw_interval(rng, chal, args.requests - n_c, args.requests, args.label_coverage)
+        cum.add(it)
+        exposure[active] += n_c
+        if policy == "sequential":
+            codes, futile = sequential_verdicts(cum, cfg)
+            names = [SEQ_NAMES[int(c)] for c in codes]
+            verdicts = [Verdict(v, 100.0, [], {}, ["not better" if f else v])
+                        for v, f in zip(names, futile, strict=True)]
+        else:
+            verdicts = fixed_verdicts(cum, fixed_cfg, judge)
+        still = []
+        for j, i in enumerate(active):
+            state, verdict = states[i], verdicts[j]
+            last = state.phase_index == len(state.phases) - 1
+            if policy == "sequential" and last and verdict.verdict == "marginal":
+                verdict = Verdict("nodata", verdict.score, [], {}, verdict.reasons)  # promote only on proof
+            outcome = state.advance(verdict)
+            if state.decision is None:
+                still.append(j)
+            elif state.decision != PROMOTED:
+                kinds[i] = ("budget" if outcome != "fail" else
+                            "not_better" if verdict.reasons == ["not better"] else "worse")
+        keep = np.array(still, dtype=int)
+        active = active[keep]
+        cum.select(keep)
+    promoted = np.array([s.decision == PROMOTED for s in states])
+    intervals = np.array([s.intervals for s in states])
+    return {
+        "promote_rate": float(promoted.mean()),
+        "rollback_rate": float(1 - promoted.mean()),
+        "rollback_worse_rate": float((kinds == "worse").mean()),
+        "rollback_not_better_rate": float((kinds == "not_better").mean()),
+        "rollback_budget_rate": float((kinds == "budget").mean()),
+        "mean_intervals_to_decision": float(intervals.mean()),
+        "mean_challenger_requests": float(exposure.mean()),
+    }
+
+
+def goals(result: dict) -> dict:
+    seqr = result["policies"]["sequential"]
+    fixed = result["policies"]["fixed_horizon"]
+    harmful = ("worse_1pt", "errors_2pct", "latency_x2", "drifted")
+    return {
+        "aa_false_rollback_worse_le_1pct": seqr["aa_identical"]["rollback_worse_rate"] <= 0.01,
+        "aa_false_promotion_le_5pct": seqr["aa_identical"]["promote_rate"] <= 0.05,
+        "harmful_rolled_back_ge_99pct": all(seqr[s]["rollback_rate"] >= 0.99 for s in harmful),
+        "better_3pt_promoted_ge_95pct": seqr["better_3pt"]["promote_rate"] >= 0.95,
+        "fewer_intervals_than_fixed_horizon": {
+            s: seqr[s]["mean_intervals_to_decision"] < fixed[s]["mean_intervals_to_decision"] for s in seqr},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000, help="simulated canaries per scenario and policy")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per interval (both variants)")
+    parser.add_argument("--label-coverage", type=float, default=0.5, help="share of requests that get a label")
+    parser.add_argument("--max-intervals", type=int, default=40, help="interval budget of the rollout")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SCENARIOS]
+    if unknown or args.runs < 1 or args.requests < 40 or not 0 < args.label_coverage <= 1:
+        print(f"error: bad arguments (unknown scenarios {unknown}; need --runs >= 1, --requests >= 40, "
+              f"0 < --label-coverage <= 1); scenarios: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    result: dict = {"policies": {}, "settings": {k: v for k, v in vars(args).items() if k != "json"}}
+    for policy in ("sequential", "fixed_horizon"):
+        rng = np.random.default_rng(args.seed)
+        result["policies"][policy] = {s: simulate(policy, SCENARIOS[s], args.runs, args, rng) for s in names}
+    if set(names) == set(SCENARIOS):
+        result["goals"] = goals(result)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for policy, table in result["policies"].items():
+            print(policy)
+            for s, row in table.items():
+                print(f"  {s:14s} promote {row['promote_rate']:.3f} rollback {row['rollback_rate']:.3f} "
+                      f"(worse {row['rollback_worse_rate']:.3f}, not better {row['rollback_not_better_rate']:.3f}, "
+                      f"budget {row['rollback_budget_rate']:.3f}) intervals {row['mean_intervals_to_decision']:.1f}")
+        print(json.dumps(result.get("goals", {})))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
