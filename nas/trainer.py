@@ -89,8 +89,14 @@ def train(
     data: TaskData,
     config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    *,
+    stop_when: Callable[[list[dict[str, float]]], bool] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; with ``patience`` the best-validation weights are restored at the end."""
+    """Train ``model`` in place; with ``patience`` the best-validation weights are restored at the end.
+
+    ``stop_when(history)`` is asked after every epoch (e.g. a :class:`nas.learning_curves.LearningCurveStopper`);
+    ``True`` ends the training there with ``stopped_early`` set.
+    """
     torch.manual_seed(config.seed)
     task = data.subset(config.data_fraction, seed=config.seed)
     x, y = task.tensors("train")
@@ -143,6 +149,7 @@ def train(
         if on_epoch is not None:
             on_epoch(row)
         result.epochs_run = epoch
+        curve_stop = stop_when is not None and epoch < config.epochs and bool(stop_when(result.history))
         if val_acc > result.val_accuracy or best_state is None:
             result.val_accuracy, result.val_loss, result.best_epoch = val_acc, val_loss, epoch
             bad_epochs = 0
@@ -153,6 +160,9 @@ def train(
             if config.patience is not None and bad_epochs >= config.patience:
                 result.stopped_early = True
                 break
+        if curve_stop:
+            result.stopped_early = True
+            break
     if config.patience is None:
         # Without early stopping the reported figure is the last epoch's (what the weights actually give).
         result.val_accuracy = result.history[-1]["val_accuracy"]
