@@ -34,6 +34,9 @@ from pipelines.canary.config import load_canary_config
 from pipelines.canary.rollout import RolloutState, schedule
 
 CHUNK = 100  # requests per prediction-drift chunk
+# sequential: the judge's default; fixed_horizon: today's Mann-Whitney "not worse" judge; fixed_horizon_better: the
+# same promotion rule as the sequential judge with fixed-horizon z bounds read at every look (peeking).
+POLICIES = ("sequential", "fixed_horizon", "fixed_horizon_better")
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,17 @@ class Cumulative:
 
 
 # -- the sequential judge -------------------------------------------------------------------------------------------
-def sequential_verdicts(cum: Cumulative, cfg) -> tuple[np.ndarray, np.ndarray]:
+def peeking_bounds(champion, challenger, *, sign, alpha, beta, tau2, binary):
+    """Fixed-horizon normal bounds (z quantiles) read at every look: the naive "better" judge without the
+    sequential correction, to show what peeking costs at the same nominal alpha and beta."""
+    mean_b, var_b = seq.mean_and_variance(*champion, binary=binary)
+    mean_c, var_c = seq.mean_and_variance(*challenger, binary=binary)
+    sd = np.sqrt(var_b / np.maximum(champion[0], 1) + var_c / np.maximum(challenger[0], 1))
+    g = sign * (mean_c - mean_b)
+    return g, g - stats.norm.ppf(1 - alpha) * sd, g + stats.norm.ppf(1 - beta) * sd
+
+
+def sequential_verdicts(cum: Cumulative, cfg, bounds=seq.difference_bounds) -> tuple[np.ndarray, np.ndarray]:
     """Verdict codes (monitoring.sequential.combine) and whether a rejection was 'not better' only."""
     rules, crit, codes, futile = [], [], [], []
     keys = {"error": ("errors", "errors", None), "correct": ("labels", "correct", None),
@@ -145,8 +158,8 @@ def sequential_verdicts(cum: Cumulative, cfg) -> tuple[np.ndarray, np.ndarray]:
         s_b, s_c = cum.sums[sk]
         q_b, q_c = (cum.sq[qk] if qk else (s_b, s_c))
         sign = 1.0 if m.direction == "decrease" else -1.0
-        g, lo, hi = seq.difference_bounds((n_b, s_b, q_b), (n_c, s_c, q_c), sign=sign, alpha=cfg.alpha,
-                                          beta=cfg.beta, tau2=m.threshold**2, binary=m.binary)
+        g, lo, hi = bounds((n_b, s_b, q_b), (n_c, s_c, q_c), sign=sign, alpha=cfg.alpha, beta=cfg.beta,
+                           tau2=m.threshold**2, binary=m.binary)
         code = seq.decide(rule, lo, hi, m.threshold, g)
         need = m.min_samples or cfg.min_samples
         code[(n_b < need) | (n_c < need)] = seq.NODATA
@@ -268,7 +281,7 @@ def _row(m, cls: str, failed: bool) -> MetricResult:
 def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
     """``runs`` canaries of one scenario under one policy; rates and intervals to decision."""
     rollout = load_canary_config({"max_intervals": args.max_intervals, "failure_limit": 1,
-                                  "on_marginal": "advance" if policy == "sequential" else "hold"})
+                                  "on_marginal": "hold" if policy == "fixed_horizon" else "advance"})
     cfg = default_judge_config()
     fixed_cfg = cfg.model_copy(update={"method": "fixed_horizon"})
     judge = Judge(fixed_cfg)
@@ -277,14 +290,16 @@ def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
     exposure = np.zeros(runs)
     active = np.arange(runs)
     cum = Cumulative(runs, keep_raw=policy == "fixed_horizon")
+    rule_based = policy != "fixed_horizon"
     while len(active):
         weights = np.array([states[i].phase.weight for i in active])
         n_c = np.rint(args.requests * weights).astype(int)
         it = draw_interval(rng, chal, args.requests - n_c, args.requests, args.label_coverage)
         cum.add(it)
         exposure[active] += n_c
-        if policy == "sequential":
-            codes, futile = sequential_verdicts(cum, cfg)
+        if rule_based:
+            codes, futile = sequential_verdicts(cum, cfg, seq.difference_bounds if policy == "sequential" else
+                                                peeking_bounds)
             names = [SEQ_NAMES[int(c)] for c in codes]
             verdicts = [Verdict(v, 100.0, [], {}, ["not better" if f else v])
                         for v, f in zip(names, futile, strict=True)]
@@ -294,7 +309,7 @@ def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
         for j, i in enumerate(active):
             state, verdict = states[i], verdicts[j]
             last = state.phase_index == len(state.phases) - 1
-            if policy == "sequential" and last and verdict.verdict == "marginal":
+            if rule_based and last and verdict.verdict == "marginal":
                 verdict = Verdict("nodata", verdict.score, [], {}, verdict.reasons)  # promote only on proof
             outcome = state.advance(verdict)
             if state.decision is None:
@@ -350,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     result: dict = {"policies": {}, "settings": {k: v for k, v in vars(args).items() if k != "json"}}
-    for policy in ("sequential", "fixed_horizon"):
+    for policy in POLICIES:
         rng = np.random.default_rng(args.seed)
         result["policies"][policy] = {s: simulate(policy, SCENARIOS[s], args.runs, args, rng) for s in names}
     if set(names) == set(SCENARIOS):
