@@ -171,3 +171,31 @@ def test_sequential_config_is_validated():
         JudgeConfig(metrics=[MetricConfig(name="p99", measure="latency_ms", statistic="p99")], method="sequential")
     assert MetricConfig(name="l", measure="latency_ms", effect="relative", tolerance=0.5).threshold == \
         pytest.approx(np.log(1.5))
+
+
+def _canary_sim():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "canary_sim.py"
+    spec = importlib.util.spec_from_file_location("canary_sim", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_canary_simulation_runs_the_rollout_and_rejects_bad_arguments(capsys):
+    sim = _canary_sim()
+    assert sim.main(["--runs", "30", "--scenarios", "latency_x2,errors_2pct", "--json"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    for policy in sim.POLICIES:
+        for scenario in ("latency_x2", "errors_2pct"):
+            row = out["policies"][policy][scenario]
+            assert row["rollback_rate"] == 1.0 and row["promote_rate"] == 0.0
+            assert row["mean_intervals_to_decision"] >= 1
+    assert sim.main(["--scenarios", "nope"]) == 2
+    assert "unknown scenarios ['nope']" in capsys.readouterr().err
