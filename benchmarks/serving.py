@@ -278,6 +278,43 @@ def log_loss_on_kill(uri: str, name: str, x: np.ndarray, home: Path, mode: str, 
     return {"answered": len(answered), "lost": lost, "lost_share": round(lost / max(len(answered), 1), 4)}
 
 
+def compare_trees(uri: str, name: str, x: np.ndarray, home: Path, other_tree: Path, rounds: int,
+                  seconds: float, concurrency: int) -> dict:
+    """This checkout's gateway against another source tree's (e.g. ``git archive REF serving monitoring``), side by
+    side: same model, same client, interleaved rounds, so machine load falls on both alike."""
+    from serving.config import GatewaySettings
+    from serving.server import free_port
+
+    procs, urls = {}, {}
+    here = Path(__file__).resolve().parent.parent
+    try:
+        for tag, tree in (("other", other_tree.resolve()), ("this", here)):
+            log_url = f"sqlite:///{home / tag}.db"
+            settings = GatewaySettings(tracking_uri=uri, model_name=name, prediction_log_url=log_url,
+                                       challenger_weight=0.0, poll_interval_s=0, admin_token=secrets.token_urlsafe(32),
+                                       feedback_token=secrets.token_urlsafe(32))
+            port = free_port()
+            env = {**os.environ, **settings.to_env(), "PYTHONPATH": os.pathsep.join([str(tree), *sys.path])}
+            procs[tag] = subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.app:create_app_from_env",
+                                           "--factory", "--port", str(port), "--log-level", "warning",
+                                           "--no-access-log"], cwd=tree, env=env)
+            urls[tag] = f"http://127.0.0.1:{port}"
+            wait_ready(urls[tag], "/readyz", procs[tag])
+        rows = x[np.random.default_rng(0).integers(0, len(x), size=600)]
+        lat: dict[str, list] = {"other": [], "this": []}
+        rps: dict[str, list] = {"other": [], "this": []}
+        for r in range(rounds):
+            for tag in (("other", "this") if r % 2 == 0 else ("this", "other")):
+                lat[tag].append(http_latencies(urls[tag], "/predict", rows))
+                rps[tag].append(throughput(urls[tag], "/predict", rows, seconds, concurrency))
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+    return {tag: {"p50_ms": round(float(np.percentile(np.concatenate(lat[tag]), 50) * 1000), 3),
+                  "p99_ms": round(float(np.percentile(np.concatenate(lat[tag]), 99) * 1000), 3),
+                  "throughput_rps": round(float(np.median(rps[tag])), 1)} for tag in lat}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print the result keys as JSON on stdout")
@@ -287,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients in the throughput runs")
     parser.add_argument("--kill-test", action="store_true", help="instead: answered requests the prediction log "
                         "loses when the gateway is killed with SIGKILL mid-load, batched vs sync log mode")
+    parser.add_argument("--compare-tree", type=Path, default=None, help="instead: this gateway against the one in "
+                        "another source tree (holding serving/ and monitoring/), side by side")
     args = parser.parse_args(argv)
 
     from serving.config import GatewaySettings
@@ -297,6 +336,10 @@ def main(argv: list[str] | None = None) -> dict:
     uri, name, version, x = register_model(home)
     rng = np.random.default_rng(0)
     rows = x[rng.integers(0, len(x), size=args.requests)]
+    if args.compare_tree is not None:
+        result = compare_trees(uri, name, x, home, args.compare_tree, args.rounds, args.seconds, args.concurrency)
+        print(json.dumps(result))
+        return result
     if args.kill_test:
         result = {f"{mode}_log": log_loss_on_kill(uri, name, x, home, mode) for mode in ("batched", "sync")}
         print(json.dumps(result))

@@ -10,15 +10,43 @@ who both pick ``order-42`` get two different ids. The answer of ``/predict`` car
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import threading
 
 ANONYMOUS = "anon"
 SEPARATOR = "@"
 
 
+class _EntropyPool:
+    """OS randomness read 4 KiB at a time (one syscall per 256 ids instead of one per request: system calls are
+    expensive in sandboxed containers); reset in a forked child so two processes never hand out the same bytes."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._buffer, self._offset = b"", 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._offset + n > len(self._buffer):
+                self._buffer, self._offset = secrets.token_bytes(self.size), 0
+            chunk = self._buffer[self._offset:self._offset + n]
+            self._offset += n
+        return chunk
+
+
+_POOL = _EntropyPool()
+
+
 def new_request_id() -> str:
-    """32 hex digits of fresh randomness."""
-    return secrets.token_hex(16)
+    """32 hex digits (128 bits) of OS randomness."""
+    return _POOL.take(16).hex()
 
 
 def namespace_of(key: str | None) -> str:
