@@ -29,6 +29,7 @@ __all__ = [
     "default_judge_config",
 ]
 
+DARTS, SUPERNET = "darts", "supernet"
 DEFAULT_SPACE_CONFIG: dict[str, dict[str, Any]] = {"nb201": {"C": 8, "N": 1}, "mlp": {}, "vit": {}}
 IMAGE_SPACE, FLAT_SPACE = "nb201", "mlp"
 
@@ -55,6 +56,20 @@ def _check_names(values: list[str] | None, known: list[str], what: str) -> list[
     return values
 
 
+def _check_options(name: str, options: dict[str, Any], module: str, *cls_names: str) -> None:
+    """Option dicts for library config dataclasses: unknown keys named with the valid ones."""
+    if not options:
+        return
+    import dataclasses
+    import importlib
+
+    lib = importlib.import_module(module)
+    valid = sorted({f.name for c in cls_names for f in dataclasses.fields(getattr(lib, c))})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {name} options {unknown}; valid: {', '.join(valid)}")
+
+
 class SearchStageConfig(_Stage):
     """Options of the NAS stage (every key optional; unknown keys are an error naming the valid ones)."""
 
@@ -72,7 +87,13 @@ class SearchStageConfig(_Stage):
     warm_start: int = Field(4, ge=0, description="evaluate this many of the zero-cost ranking's top first")
     budget: int = Field(8, ge=1, description="number of low-fidelity trainings")
     time_budget_s: float | None = Field(None, gt=0, description="stop submitting after this many seconds")
-    fidelity: dict[str, float] = Field(default_factory=lambda: {"epochs": 3, "data_fraction": 1.0})
+    fidelity: dict[str, float] | Literal["supernet"] = Field(
+        default_factory=lambda: {"epochs": 3, "data_fraction": 1.0},
+        description="low-fidelity training ({epochs, data_fraction}) or 'supernet': inherited weights of one "
+                    "weight-sharing supernet (SPOS), trained once")
+    supernet: dict[str, Any] = Field(default_factory=dict, description="SPOS supernet options (nas.supernet)")
+    darts: dict[str, Any] = Field(default_factory=dict, description="DARTS options, with strategy: darts")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="supernet / DARTS device (auto: a GPU if any)")
     top_k: int = Field(2, ge=1, description="candidates returned for full retraining (set by the refresh)")
     max_latency_ms: float | None = Field(None, gt=0)
     max_params: float | None = Field(None, gt=0)
@@ -97,8 +118,9 @@ class SearchStageConfig(_Stage):
     def _known_strategy(cls, value: str) -> str:
         from nas.strategies import list_strategies
 
-        if value not in list_strategies():
-            raise ValueError(f"unknown strategy {value!r}; choose one of: {', '.join(list_strategies())}")
+        known = [*list_strategies(), DARTS]
+        if value not in known:
+            raise ValueError(f"unknown strategy {value!r}; choose one of: {', '.join(known)}")
         return value
 
     @field_validator("predictor")
@@ -128,9 +150,11 @@ class SearchStageConfig(_Stage):
 
     @field_validator("fidelity")
     @classmethod
-    def _known_fidelity(cls, value: dict[str, float]) -> dict[str, float]:
+    def _known_fidelity(cls, value: dict[str, float] | str) -> dict[str, float] | str:
         from nas.evaluators import TrainingEvaluator
 
+        if isinstance(value, str):
+            return value
         bad = set(value) - set(TrainingEvaluator.FIDELITY_KEYS)
         if bad:
             raise ValueError(f"unknown fidelity keys {sorted(bad)}; use {', '.join(TrainingEvaluator.FIDELITY_KEYS)}")
@@ -149,7 +173,20 @@ class SearchStageConfig(_Stage):
                 raise ValueError(f"space_config {self.space_config} for {self.space!r}: {exc}") from None
         if self.runner == "thread" and self.dask_address:
             raise ValueError("dask_address needs runner: dask")
+        if self.strategy == DARTS and self.space not in (None, "nb201"):
+            raise ValueError(f"strategy darts searches the nb201 cell space, not {self.space!r}")
+        if self.fidelity == SUPERNET and self.space not in (None, "nb201", "mlp"):
+            raise ValueError(f"fidelity supernet needs the nb201 or mlp space, not {self.space!r}")
+        _check_options("supernet", self.supernet, "nas.supernet", "SPOSConfig", "ElasticConfig")
+        _check_options("darts", self.darts, "nas.supernet", "DartsConfig")
         return self
+
+    @property
+    def method(self) -> str:
+        """How candidates are found, for lineage: the strategy, DARTS, or a strategy on a supernet."""
+        if self.strategy == DARTS:
+            return DARTS
+        return f"{SUPERNET}+{self.strategy}" if self.fidelity == SUPERNET else self.strategy
 
     @property
     def constraints(self) -> Any:

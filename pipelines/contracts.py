@@ -79,6 +79,8 @@ class SearchOutput(_Output):
     candidates: list[Candidate]
     journal: str
     seed: int = 0
+    method: str = Field("predictor", description="how candidates were found: a strategy, darts, supernet+<strategy>")
+    supernet_run_id: str | None = Field(None, description="the MLflow run holding the weight-sharing supernet")
     predictor_tau: list[dict[str, float]] = Field(default_factory=list)
 
     @property

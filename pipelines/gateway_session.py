@@ -32,14 +32,13 @@ class GatewaySession:
     url: str
     admin: GatewayAdmin
     log_engine: Engine
-    feedback_token: str | None = None
+    feedback_token: str
 
     def replay(self, x: np.ndarray, y: np.ndarray | None, **options: Any) -> Any:
         """Traffic at this gateway (see :func:`pipelines.replay.replay`); labels go to ``/feedback`` when ``y``."""
         from pipelines.replay import replay
 
-        if self.feedback_token is not None:
-            options.setdefault("feedback_token", self.feedback_token)
+        options.setdefault("feedback_token", self.feedback_token)
         return replay(self.url, x, y, **options)
 
     def warm_up(self, x: np.ndarray, requests: int, *, rate: float, seed: int = 0) -> None:
@@ -75,18 +74,15 @@ def gateway_session(
     from serving.server import start_gateway
 
     log_url = prediction_log_url or Settings().prediction_log_url
-    admin_token = secrets.token_urlsafe(32)
+    # Tokens made for this session (32 random bytes each): the admin API steers, /feedback labels.
+    admin_token, feedback_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     extra: dict[str, Any] = {}
-    feedback_token = None
-    if "feedback_token" in GatewaySettings.model_fields:
-        feedback_token = secrets.token_urlsafe(32)
-        extra["feedback_token"] = feedback_token
     if shadow_max_in_flight is not None:
         extra["shadow_max_in_flight"] = shadow_max_in_flight
     settings = GatewaySettings(
         tracking_uri=mlflow.get_tracking_uri(), model_name=model_name, challenger_weight=weight, mode=mode,
         shadow_aliases=list(shadow_aliases), admin_token=admin_token, prediction_log_url=log_url, poll_interval_s=0,
-        challenger_timeout_s=challenger_timeout_s, **extra,
+        challenger_timeout_s=challenger_timeout_s, feedback_token=feedback_token, **extra,
     )
     engine = create_log_engine(log_url)
     try:

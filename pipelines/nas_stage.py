@@ -32,7 +32,7 @@ from nas.objectives import pareto_front
 from nas.search import Record, SearchResult, run_search
 from nas.spaces import Architecture, SearchSpace, get_space
 from nas.strategies import get_strategy
-from pipelines.config import SearchStageConfig
+from pipelines.config import DARTS, SUPERNET, SearchStageConfig
 from pipelines.contracts import Candidate, SearchInput, SearchOutput
 from pipelines.errors import UserError, parse_model
 
@@ -312,14 +312,30 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
     space = resolve_space(cfg, data.input_shape)
     logger.info("searching %s %s for input %s, %d classes", space.name, space.config(), data.input_shape,
                 data.num_classes)
-    strategy, pool, proxy_scores = prepare_strategy(cfg, space, data)
-    prefilter_seconds = time.perf_counter() - started
-    logger.info("pre-filter kept %d of %d architectures in %.1f s", len(pool), cfg.pool_size, prefilter_seconds)
     ensure_tracking()
     journal = _journal_path(inputs, cfg)
+    supernet_run_id = None
     with mlflow.start_run(run_name="search", nested=mlflow.active_run() is not None) as run:
         _log_search_params(space, cfg)
-        result = _run_loop(strategy, space, data_path, cfg, journal, inputs.resume or cfg.resume, run)
+        if cfg.strategy == DARTS:
+            from pipelines.weight_sharing import darts_candidates
+
+            candidates, darts = darts_candidates(space, data, cfg)
+            seconds = time.perf_counter() - started
+            mlflow.log_metrics({"search_seconds": seconds, "darts_epochs": len(darts.history)})
+            return _output(run, space, data, cfg, candidates, evaluations=len(darts.history), failed=0,
+                           seconds=seconds, prefilter_seconds=0.0, journal=journal, tau=[])
+        strategy, pool, proxy_scores = prepare_strategy(cfg, space, data)
+        prefilter_seconds = time.perf_counter() - started
+        logger.info("pre-filter kept %d of %d architectures in %.1f s", len(pool), cfg.pool_size, prefilter_seconds)
+        if cfg.fidelity == SUPERNET:
+            from pipelines.weight_sharing import trained_supernet
+
+            evaluator, supernet_run_id = trained_supernet(space, data, cfg)
+            mlflow.set_tag("nasops.supernet_run_id", supernet_run_id)
+            result = _run_on(evaluator, strategy, space, cfg, journal, inputs.resume or cfg.resume, run)
+        else:
+            result = _run_loop(strategy, space, data_path, cfg, journal, inputs.resume or cfg.resume, run)
         seconds = time.perf_counter() - started
         candidates = _candidates(result, cfg, proxy_scores)
         if not candidates:
@@ -328,13 +344,36 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
                 f"(max_latency_ms={cfg.max_latency_ms}, max_params={cfg.max_params}); relax them or raise the budget"
             )
         _log_search_results(result, candidates, proxy_scores, journal, seconds, prefilter_seconds)
+    return _output(run, space, data, cfg, candidates, evaluations=len(result.records), failed=_failed(result),
+                   seconds=seconds, prefilter_seconds=prefilter_seconds, journal=journal,
+                   tau=[dict(t) for t in result.tau], supernet_run_id=supernet_run_id)
+
+
+def _output(run: Any, space: SearchSpace, data: TaskData, cfg: SearchStageConfig, candidates: list[Candidate], *,
+            evaluations: int, failed: int, seconds: float, prefilter_seconds: float, journal: Path,
+            tau: list[dict[str, float]], supernet_run_id: str | None = None) -> SearchOutput:
     return SearchOutput(
         search_run_id=run.info.run_id, space=space.name, space_config=space.config(),
         input_shape=list(data.input_shape), num_classes=int(data.num_classes), pool_size=int(cfg.pool_size),
-        evaluations=len(result.records), failed_evaluations=_failed(result), seconds=float(seconds),
+        evaluations=evaluations, failed_evaluations=failed, seconds=float(seconds),
         prefilter_seconds=float(prefilter_seconds), candidates=candidates, journal=str(journal), seed=cfg.seed,
-        predictor_tau=[dict(t) for t in result.tau],
+        predictor_tau=tau, method=cfg.method, supernet_run_id=supernet_run_id,
     )
+
+
+def _run_on(evaluator: Any, strategy: Any, space: SearchSpace, cfg: SearchStageConfig, journal: Path, resume: bool,
+            run: Any) -> SearchResult:
+    """The shared loop on an in-process evaluator (the supernet: milliseconds per architecture, one at a time)."""
+    client = MlflowClient()
+
+    def on_result(rec: Record) -> None:
+        _log_evaluation(client, run.info.experiment_id, run.info.run_id, rec, space)
+
+    try:
+        return run_search(strategy, evaluator, budget=cfg.budget, time_budget_s=cfg.time_budget_s, fidelity=None,
+                          workers=1, journal=journal, resume=resume, on_result=on_result)
+    except ValueError as exc:
+        raise UserError(f"search: {exc}") from None
 
 
 def _failed(result: SearchResult) -> int:

@@ -147,7 +147,9 @@ def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> Retrain
                 tags={**inputs.lineage.model_dump(), "arch": cand.arch, "space": space.name,
                       "space_config": space.config(), "role": "nas" if offline_rank == 1 else "candidate",
                       "tournament_rank": offline_rank, "search_rank": search_rank, "proxy_scores": cand.proxy_scores,
-                      "search_run_id": search.search_run_id, "seed": config.seed,
+                      "search_run_id": search.search_run_id, "search_method": search.method,
+                      **({"supernet_run_id": search.supernet_run_id} if search.supernet_run_id else {}),
+                      "seed": config.seed,
                       "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
                       "latency_ms": metrics["latency_ms"], "search_val_accuracy": cand.val_accuracy},
             )
