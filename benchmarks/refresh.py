@@ -42,15 +42,16 @@ def main() -> None:
         start = time.perf_counter()
         result = model_refresh(RefreshConfig(data=args.data, seed=i))
         wall = time.perf_counter() - start
-        stages = result["timings"]
+        stages = result.timings
         runs.append({
             "run": i + 1,
             "wall_seconds": round(wall, 1),
             "stages": {k: round(v, 1) for k, v in stages.items()},
             "orchestration_overhead_share": round(max(wall - sum(stages.values()), 0.0) / wall, 3),
-            "decision": result["canary"].get("decision") if result["canary"] else None,
-            "challenger_test_accuracy": round(result["challenger"]["test_accuracy"], 4),
-            "champion_test_accuracy": round(result["champion_before"].get("test_accuracy", float("nan")), 4),
+            "decision": result.canary.get("decision") if result.canary else None,
+            "challenger_test_accuracy": round(result.challenger.test_accuracy, 4),
+            "champion_test_accuracy": round(result.champion_before.test_accuracy, 4) if result.champion_before
+            else None,
         })
     out = {"data": args.data, "cpu_count": os.cpu_count(), "runs": runs, "state_dir": home}
     if args.json:
