@@ -128,6 +128,15 @@ class JudgeConfig(BaseModel):
     pass_threshold: float = Field(95.0, ge=0, le=100)
     marginal_threshold: float = Field(75.0, ge=0, le=100)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metrics(cls, data: Any) -> Any:
+        """A section without ``metrics`` keeps the packaged metrics (and their settings), so that e.g.
+        ``judge: {method: fixed_horizon}`` switches the method without restating every metric."""
+        if isinstance(data, dict) and "metrics" not in data:
+            return {**_default_yaml(), **data}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> JudgeConfig:
         if self.marginal_threshold > self.pass_threshold:

@@ -199,3 +199,13 @@ def test_canary_simulation_runs_the_rollout_and_rejects_bad_arguments(capsys):
             assert row["mean_intervals_to_decision"] >= 1
     assert sim.main(["--scenarios", "nope"]) == 2
     assert "unknown scenarios ['nope']" in capsys.readouterr().err
+
+
+def test_a_judge_section_without_metrics_keeps_the_default_metrics():
+    from pipelines.canary.config import load_canary_config
+
+    cfg = load_canary_config({"judge": {"method": "fixed_horizon", "alpha": 0.01}})
+    assert cfg.judge.method == "fixed_horizon" and cfg.judge.alpha == 0.01
+    assert [m.name for m in cfg.judge.metrics] == [m.name for m in default_judge_config().metrics]
+    with pytest.raises(ValueError, match=r"judge\.methd: unknown key"):
+        load_canary_config({"judge": {"methd": "sequential"}})
