@@ -12,7 +12,6 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from monitoring.judge_config import JudgeConfig, default_judge_config, format_validation_error
@@ -91,15 +90,9 @@ def load_canary_config(source: dict[str, Any] | str | Path | None = None) -> Can
     if source is None:
         raw: dict[str, Any] = {}
     elif isinstance(source, str | Path):
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"canary config file {str(path)!r} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"canary config file {str(path)!r} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"canary config file {str(path)!r} must hold a mapping of keys, got {type(raw).__name__}")
+        from pipelines.config_file import read_mapping
+
+        raw = read_mapping(source, f"canary config file {str(source)!r}")
     elif isinstance(source, dict):
         raw = dict(source)
     else:

@@ -71,18 +71,14 @@ def canary(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Run the canary of @challenger against @champion and promote or roll back."""
-    import yaml
-
     from pipelines.canary import canary_rollout, parse_config
 
     settings = Settings()
     raw: dict[str, Any] = {}
     if config_file is not None:
-        if not config_file.is_file():
-            raise UserError(f"--config {str(config_file)!r} does not exist")
-        raw = yaml.safe_load(config_file.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise UserError(f"--config {str(config_file)!r} must hold a mapping of canary options")
+        from pipelines.config_file import read_mapping
+
+        raw = read_mapping(config_file, f"--config {str(config_file)!r}")
     if steps is not None:
         try:
             raw["steps"] = [float(s) for s in steps.split(",") if s.strip()]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -17,17 +16,9 @@ console = Console(stderr=True)
 
 
 def _load_config_file(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    if not path.exists():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"--config {path}: not valid YAML/JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"--config {path}: expected a mapping of RefreshConfig fields, got {type(data).__name__}")
-    return data
+    from pipelines.config_file import read_mapping
+
+    return {} if path is None else read_mapping(path, f"--config {path}")
 
 
 def build_config(
