@@ -16,8 +16,8 @@ import pytest
 from servers import free_port, start_postgres
 
 from monitoring.prediction_log import (
-    PredictionLogWriter,
     LabelConflict,
+    PredictionLogWriter,
     apply_feedback,
     create_log_engine,
     prediction_rows,
