@@ -4,10 +4,15 @@ against random search and regularized evolution, all measured side by side in on
 
     .venv/bin/python benchmarks/search.py                      # nas-bench-graph cora + computers, our NB201 table
     .venv/bin/python benchmarks/search.py --seeds 20 --budget 300 --json out.json
+    .venv/bin/python benchmarks/search.py --graph "" --no-ground-truth --nb201 cifar100,imagenet \
+        --zc synflow,params --budget 100 --json                    # public NB201 table, JSON on stdout
+    .venv/bin/python benchmarks/search.py --tune                   # choose the predictor's defaults on CIFAR-10
 
-Tables: ``benchmarks/tables/nas_bench_graph_*.csv`` (converted from the installed nas-bench-graph package by
-``benchmarks/tables/convert_nas_bench_graph.py``; re-created on the fly if missing) and the project's own
-ground-truth NB201 table ``benchmarks/ground_truth/*.csv`` when present.
+Tables: the public NAS-Bench-201 12-epoch table ``benchmarks/tables/nb201_12epoch.csv.gz`` (``--nb201``: search on
+a dataset's validation column, regret on its test column, zero-cost features by :func:`nas.zc_features.zc_features`
+with the shipped scores as cache), ``benchmarks/tables/nas_bench_graph_*.csv`` (converted from the installed
+nas-bench-graph package by ``benchmarks/tables/convert_nas_bench_graph.py``; re-created on the fly if missing) and the
+project's own ground-truth NB201 table ``benchmarks/ground_truth/*.csv`` when present.
 """
 
 from __future__ import annotations
@@ -26,9 +31,31 @@ sys.path.insert(0, str(ROOT.parent))
 
 from nas.benchmarking import compare_strategies, summary  # noqa: E402
 from nas.strategies import list_strategies  # noqa: E402
-from nas.tabular import load_table  # noqa: E402
+from nas.tabular import BenchmarkTable, load_table, percent_to_fraction  # noqa: E402
+from nas.zc_features import zc_features  # noqa: E402
 
 STRATEGIES = tuple(list_strategies())  # every registered strategy, the model-based ones included
+NB201_TABLE = ROOT / "tables" / "nb201_12epoch.csv.gz"
+NB201_SCORES = ROOT / "tables" / "nb201_proxy_scores.csv.gz"
+NB201_DATASETS = ("cifar10", "cifar100", "imagenet")
+TUNE_SEEDS = 100  # tuning runs on seeds 100.. ; reported runs on seeds 0.. (disjoint)
+TUNE_GRID: dict[str, dict] = {  # predictor configurations tried on CIFAR-10 (``--tune``)
+    "mlp+ucb": {"acquisition": "ucb"},
+    "mlp+its": {"acquisition": "its"},
+    "mlp+ei": {"acquisition": "ei"},
+    "lgbm+ucb": {"predictor": "lgbm", "acquisition": "ucb"},
+}
+TUNE_FEATURES = {"synflow,params": tuple(TUNE_GRID), "synflow,params,flops,l2_norm": ("mlp+ucb",)}
+
+
+def nb201_table(dataset: str, zc: list[str]) -> BenchmarkTable:
+    """The public NB201 table for one dataset (validation + test columns, fractions) with zero-cost features."""
+    if dataset not in NB201_DATASETS:
+        raise SystemExit(f"--nb201 {dataset!r}: choose from {', '.join(NB201_DATASETS)}")
+    table = percent_to_fraction(load_table(NB201_TABLE, "ArchitectureString", [f"{dataset}-val", f"{dataset}-test"]))
+    if zc:
+        table.proxies, _ = zc_features(table.archs, zc, shipped=NB201_SCORES)
+    return table
 
 
 def graph_table(dataset: str) -> Path:
@@ -79,6 +106,32 @@ def report(title: str, s: dict, budget: int) -> str:
     return "\n".join(lines)
 
 
+def tune(args) -> dict:
+    """Every predictor configuration of :data:`TUNE_GRID` x :data:`TUNE_FEATURES` on CIFAR-10 (search on the
+    validation column, regret on the test column), on seeds disjoint from the reported runs' seeds."""
+    results = {}
+    for features, configs in TUNE_FEATURES.items():
+        if args.tune_features and features != args.tune_features:
+            continue
+        table = nb201_table("cifar10", features.split(","))
+        optimum = table.optimum("cifar10-test")
+        for name in configs:
+            kwargs = TUNE_GRID[name]
+            start = time.perf_counter()
+            curves = compare_strategies(table, "cifar10-val", ["predictor"], budget=args.budget, seeds=args.seeds,
+                                        batch=args.batch, strategy_kwargs={"predictor": kwargs},
+                                        report="cifar10-test", first_seed=TUNE_SEEDS)
+            e = summary(curves, optimum, checkpoints=[c for c in (10, 25, 50, 100) if c <= args.budget])
+            e = e["strategies"]["predictor"]
+            key = f"{name} [{features}]"
+            results[key] = e
+            r05 = e["evals_to_0.005"]
+            print(f"| {key} | " + " | ".join(f"{v:.4f}" for v in e["regret_at"].values())
+                  + f" | {r05['reached']}/{e['seeds']}, {r05['mean_censored']:.1f} | "
+                  f"{time.perf_counter() - start:.0f} |", file=sys.stderr, flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -86,14 +139,34 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5, help="architectures asked per predictor refit")
     parser.add_argument("--graph", default="cora,computers", help="nas-bench-graph datasets (comma list)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--nb201", default="", help="public NB201 table datasets: cifar10,cifar100,imagenet")
+    parser.add_argument("--zc", default="synflow,params", help="zero-cost features of the NB201 table's rows")
+    parser.add_argument("--predictor-kwargs", default="{}", help="JSON keyword arguments of the predictor strategy")
+    parser.add_argument("--no-ground-truth", action="store_true", help="skip benchmarks/ground_truth/*.csv")
+    parser.add_argument("--tune", action="store_true", help="the CIFAR-10 predictor grid (--seeds, --budget)")
+    parser.add_argument("--tune-features", default="", help="only this feature set of the grid (e.g. synflow,params)")
+    parser.add_argument("--json", nargs="?", const="-", default=None,
+                        help="write every figure as JSON to this file (no file: print it on stdout, tables go to "
+                             "stderr)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.tune:
+        results = tune(args)
+        if args.json:
+            _write_json(args.json, results)
+        return
+    out = sys.stderr if args.json == "-" else sys.stdout
     strategies = [s for s in args.strategies.split(",") if s]
+    kwargs = {"predictor": json.loads(args.predictor_kwargs)}
     jobs = [(f"nas-bench-graph {d} (26,206 GNN architectures; proxy column: params)",
              load_table(graph_table(d), "arch", "val_accuracy", proxy_columns=["params"]))
             for d in args.graph.split(",") if d]
-    for path in ground_truth_tables():
+    nb201 = [d for d in args.nb201.split(",") if d]
+    zc = [z for z in args.zc.split(",") if z]
+    for d in nb201:
+        jobs.append((f"public NB201 12-epoch table, {d} (15,625 cells; search on {d}-val, regret on {d}-test; "
+                     f"zero-cost features: {', '.join(zc) or 'none'})", nb201_table(d, zc)))
+    for path in [] if args.no_ground_truth else ground_truth_tables():
         import pandas as pd
 
         cols = pd.read_csv(path, nrows=1).columns
@@ -105,15 +178,25 @@ def main() -> None:
     for title, table in jobs:
         budget = min(args.budget, len(table))
         start = time.perf_counter()
-        curves = compare_strategies(table, next(iter(table.metrics)), strategies, budget=budget, seeds=args.seeds,
-                                    batch=args.batch)
-        s = summary(curves, table.optimum(next(iter(table.metrics))),
+        metric = next(iter(table.metrics))
+        shown = next((m for m in table.metrics if m.endswith("-test")), None) if title.startswith("public") else None
+        curves = compare_strategies(table, metric, strategies, budget=budget, seeds=args.seeds,
+                                    batch=args.batch, strategy_kwargs=kwargs, report=shown)
+        s = summary(curves, table.optimum(shown or metric),
                     checkpoints=[c for c in (10, 25, 50, 100, 200, 300, 500) if c <= budget])
-        print(report(title, s, budget))
-        print(f"({time.perf_counter() - start:.0f} s)\n", flush=True)
+        print(report(title, s, budget), file=out)
+        print(f"({time.perf_counter() - start:.0f} s)\n", file=out, flush=True)
         results[title] = s
     if args.json:
-        args.json.write_text(json.dumps(results, default=lambda o: float(o) if isinstance(o, np.floating) else o))
+        _write_json(args.json, results)
+
+
+def _write_json(where: str, results: dict) -> None:
+    text = json.dumps(results, default=lambda o: float(o) if isinstance(o, np.floating) else o)
+    if where == "-":
+        print(text)
+    else:
+        Path(where).write_text(text)
 
 
 if __name__ == "__main__":

@@ -55,14 +55,22 @@ def table_search(
     strategy_kwargs: Mapping[str, Any] | None = None,
     tau_rows: int = 500,
     tau_every: int = 50,
+    report: str | None = None,
+    warm_order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[float]]:
     """One seeded search on the table; returns the best-so-far trace and the predictor's pool Kendall τ values
-    (on ``tau_rows`` random rows not evaluated yet, every ``tau_every`` evaluations)."""
+    (on ``tau_rows`` random rows not evaluated yet, every ``tau_every`` evaluations).
+
+    With ``report`` (e.g. the test column while ``metric`` is the validation column) the trace holds the
+    ``report`` value of the architecture that is best by ``metric`` so far: the NAS-Bench-201 convention (Dong &
+    Yang, ICLR 2020), where a search never sees the figure its regret is measured on. ``warm_order`` (row indices,
+    best first) replaces the equal-weight zero-cost ranking of the table's proxy columns for the pool and warm
+    start (e.g. a named ensemble's ranking)."""
     space = space or TableSpace(table.archs)
     evaluator = TabularEvaluator(table, metric)
     kwargs: dict[str, Any] = dict(strategy_kwargs or {})
-    if strategy == "predictor" and table.proxies:
-        order = zero_cost_order(table.proxies)
+    if strategy == "predictor" and (table.proxies or warm_order is not None):
+        order = zero_cost_order(table.proxies) if warm_order is None else warm_order
         pool = [space.from_string(table.archs[i]) for i in order[:pool_size]]
         kwargs.setdefault("pool", pool)
         kwargs.setdefault("warm_start", pool[:warm_start])
@@ -73,6 +81,10 @@ def table_search(
                         pool_truth=evaluator.true_value, tau_pool=[space.from_string(table.archs[i]) for i in rows])
     values = [r.result.metrics.get(metric, -np.inf) if r.ok else -np.inf for r in result.records]
     trace = list(np.maximum.accumulate(values)) if values else []
+    if report is not None and values:
+        shown = [r.result.metrics.get(report, -np.inf) if r.ok else -np.inf for r in result.records]
+        best_at = [int(np.argmax(values[: k + 1])) for k in range(len(values))]  # first of ties: what was kept
+        trace = [shown[i] if np.isfinite(values[i]) else -np.inf for i in best_at]
     trace += [trace[-1] if trace else -np.inf] * (budget - len(trace))
     return np.array(trace, dtype=float), [t["tau_pool"] for t in result.tau if "tau_pool" in t]
 
@@ -89,8 +101,12 @@ def compare_strategies(
     warm_start: int = 10,
     strategy_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[str, int], None] | None = None,
+    report: str | None = None,
+    warm_order: np.ndarray | None = None,
+    first_seed: int = 0,
 ) -> dict[str, StrategyCurve]:
-    """Run every strategy for ``seeds`` seeds on the table; returns their best-so-far curves."""
+    """Run every strategy for ``seeds`` seeds on the table; returns their best-so-far curves (of ``report`` when
+    given, see :func:`table_search`). ``first_seed`` shifts the seeds (tuning and reporting on disjoint seeds)."""
     import time
 
     from nas.tabular import proxy_lookup
@@ -101,14 +117,15 @@ def compare_strategies(
     for name in strategies:
         start = time.perf_counter()
         traces, taus = [], []
-        for seed in range(seeds):
+        for k, seed in enumerate(range(first_seed, first_seed + seeds)):
             trace, tau = table_search(table, metric, name, seed=seed, budget=budget, batch=batch,
                                       pool_size=pool_size, warm_start=warm_start, proxies=proxies, space=space,
-                                      strategy_kwargs=(strategy_kwargs or {}).get(name))
+                                      strategy_kwargs=(strategy_kwargs or {}).get(name), report=report,
+                                      warm_order=warm_order)
             traces.append(trace)
             taus.extend(tau)
             if progress is not None:
-                progress(name, seed)
+                progress(name, k)
         out[name] = StrategyCurve(name, np.stack(traces), time.perf_counter() - start, taus)
     return out
 
@@ -138,4 +155,22 @@ def summary(curves: Mapping[str, StrategyCurve], optimum: float, tolerances: Seq
         if curve.taus:
             entry["predictor_tau_mean"] = float(np.mean(curve.taus))
         out["strategies"][name] = entry
+    out["ratios"] = reach_ratios(out, tolerances)
+    return out
+
+
+def reach_ratios(s: Mapping[str, Any], tolerances: Sequence[float] = (0.005, 0.01),
+                 baselines: Sequence[str] = ("random", "evolution")) -> dict[str, dict[str, float]]:
+    """``ratios[f"{name}_vs_{base}"][f"evals_to_{tol}"]`` = base's mean (censored) evaluations to come within
+    ``tol`` of the optimum divided by ``name``'s: how many times fewer evaluations ``name`` needed. A ratio that
+    involves seeds that never got there is censored (the base's true mean is then larger than shown)."""
+    out: dict[str, dict[str, float]] = {}
+    strategies = s["strategies"]
+    for base in (b for b in baselines if b in strategies):
+        for name in (n for n in strategies if n != base and n not in baselines):
+            out[f"{name}_vs_{base}"] = {
+                f"evals_to_{tol:g}": float(strategies[base][f"evals_to_{tol:g}"]["mean_censored"]
+                                           / strategies[name][f"evals_to_{tol:g}"]["mean_censored"])
+                for tol in tolerances
+            }
     return out

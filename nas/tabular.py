@@ -216,3 +216,19 @@ def proxy_lookup(table: BenchmarkTable) -> Mapping[str, Mapping[str, float]]:
     """``{arch: {proxy: value}}`` for the table's proxy columns (what predictor strategies take as features)."""
     names = list(table.proxies)
     return {a: {n: float(table.proxies[n][i]) for n in names} for i, a in enumerate(table.archs)}
+
+
+def percent_to_fraction(table: BenchmarkTable) -> BenchmarkTable:
+    """The same table with every metric (and fidelity) column divided by 100, when the metrics are accuracies in
+    percent (NAS-Bench-201's tables are), so that regret and the 0.5-point tolerance read as fractions like every
+    other table here; a table already in fractions is returned unchanged."""
+    peak = max(float(np.nanmax(v)) for v in table.metrics.values())
+    if peak <= 1.0:
+        return table
+    if peak > 100.0:
+        raise ValueError(f"metric columns of {table.source or 'the table'} reach {peak:g}: neither fractions nor "
+                         "percentages; divide them yourself or choose accuracy columns")
+    return BenchmarkTable(
+        table.archs, {m: v / 100.0 for m, v in table.metrics.items()}, table.proxies, table.cost,
+        {m: {e: v / 100.0 for e, v in lv.items()} for m, lv in table.fidelities.items()}, source=table.source,
+    )
