@@ -84,3 +84,27 @@ def test_dead_tracking_server_is_a_clear_error(tmp_path):
            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
     proc = subprocess.run([*NASOPS, "status"], capture_output=True, text=True, timeout=120, env=env)
     _assert_user_error(proc, "cannot reach the MLflow tracking store", "127.0.0.1:9")
+
+
+def test_an_unknown_space_ends_before_prefect_or_any_store_starts(tmp_path):
+    """Defect: `--space foo` started Prefect, ran data prep, printed 72 lines of traceback, then the error."""
+    proc = run_cli("refresh", "--space", "foo", home=tmp_path / "h")
+    _assert_user_error(proc, "unknown search space 'foo'; choose one of: mlp, nb201, vit")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "prefect" not in proc.stderr.lower()
+    assert not (tmp_path / "h" / "mlflow.db").exists() and not (tmp_path / "h" / "refreshes").exists()
+
+
+def test_an_image_space_on_a_table_is_named_not_swapped(tmp_path):
+    """Defect: `--space nb201` on tabular data silently ran `mlp`."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 4)), columns=list("abcd"))
+    frame["y"] = np.arange(200) % 2
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    proc = run_cli("refresh", "--data", str(path), "--target", "y", "--space", "nb201", home=tmp_path / "h")
+    _assert_user_error(proc, "'nb201' cannot take inputs shaped (4,)", "mlp")
+
+
+def test_version_flag():
+    proc = subprocess.run([*NASOPS, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("nasops ")
