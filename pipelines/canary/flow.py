@@ -100,6 +100,8 @@ class _Loop:
     failed: int = 0
     verdict: Verdict | None = None
     started: float = 0.0
+    traffic_s: float = 0.0
+    judge_s: float = 0.0
 
 
 def _interval(loop: _Loop, phase: Phase, window_start: float, judges: dict[str, Judge]) -> dict:
@@ -116,6 +118,8 @@ def _interval(loop: _Loop, phase: Phase, window_start: float, judges: dict[str, 
     judge = judges[phase.mode]
     since = window_start if cfg.window == "cumulative" else t0
     loop.verdict = judge.judge(collect_samples(judge.config.metrics, loop.sources, since, t1 + 1.0))
+    loop.traffic_s += t1 - t0
+    loop.judge_s += time.time() - t1
     outcome = state.advance(loop.verdict)
     step = {"interval": state.intervals, "mode": phase.mode, "weight": phase.weight,
             "verdict": loop.verdict.verdict, "outcome": outcome, "score": round(loop.verdict.score, 2),
@@ -201,7 +205,8 @@ def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | st
                             champion_version=str(champion.version), challenger_version=str(challenger.version),
                             gateway_url=session.url)
         result["replay"] = {"sent": loop.sent, "failed": loop.failed}
-        result["timings"] = {"gateway_start_s": round(gateway_start_s, 2), "drift_s": round(drift_s, 2),
+        result["timings"] = {"gateway_start_s": round(gateway_start_s, 2), "traffic_s": round(loop.traffic_s, 2),
+                             "judge_s": round(loop.judge_s, 2), "drift_s": round(drift_s, 2),
                              "total_s": round(time.perf_counter() - clock, 2)}
         mlflow.log_dict(result, f"{REPORT_DIR}/result.json")
     log.info("canary decision: %s (%s)", result["decision"], result["reason"])
