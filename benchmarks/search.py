@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from nas.benchmarking import compare_strategies, summary  # noqa: E402
+from nas.benchmarking import compare_on_subsamples, compare_strategies, summary  # noqa: E402
 from nas.strategies import list_strategies  # noqa: E402
 from nas.tabular import BenchmarkTable, load_table, percent_to_fraction  # noqa: E402
 from nas.zc_features import zc_features  # noqa: E402
@@ -118,9 +118,12 @@ def tune(args) -> dict:
         for name in configs:
             kwargs = TUNE_GRID[name]
             start = time.perf_counter()
-            curves = compare_strategies(table, "cifar10-val", ["predictor"], budget=args.budget, seeds=args.seeds,
-                                        batch=args.batch, strategy_kwargs={"predictor": kwargs},
-                                        report="cifar10-test", first_seed=TUNE_SEEDS)
+            common = dict(budget=args.budget, seeds=args.seeds, batch=args.batch, report="cifar10-test",
+                          strategy_kwargs={"predictor": kwargs}, first_seed=TUNE_SEEDS)
+            if args.subsample:
+                curves = compare_on_subsamples(table, "cifar10-val", ["predictor"], fraction=args.subsample, **common)
+            else:
+                curves = compare_strategies(table, "cifar10-val", ["predictor"], **common)
             e = summary(curves, optimum, checkpoints=[c for c in (10, 25, 50, 100) if c <= args.budget])
             e = e["strategies"]["predictor"]
             key = f"{name} [{features}]"
@@ -142,6 +145,10 @@ def main() -> None:
     parser.add_argument("--nb201", default="", help="public NB201 table datasets: cifar10,cifar100,imagenet")
     parser.add_argument("--zc", default="synflow,params", help="zero-cost features of the NB201 table's rows")
     parser.add_argument("--predictor-kwargs", default="{}", help="JSON keyword arguments of the predictor strategy")
+    parser.add_argument("--warm-start", type=int, default=10, help="zero-cost top rows the predictor evaluates first")
+    parser.add_argument("--pool-size", type=int, default=1000, help="zero-cost top rows the predictor draws from")
+    parser.add_argument("--subsample", type=float, default=None,
+                        help="each seed searches its own random fraction of the rows (warm starts then differ)")
     parser.add_argument("--no-ground-truth", action="store_true", help="skip benchmarks/ground_truth/*.csv")
     parser.add_argument("--tune", action="store_true", help="the CIFAR-10 predictor grid (--seeds, --budget)")
     parser.add_argument("--tune-features", default="", help="only this feature set of the grid (e.g. synflow,params)")
@@ -180,8 +187,14 @@ def main() -> None:
         start = time.perf_counter()
         metric = next(iter(table.metrics))
         shown = next((m for m in table.metrics if m.endswith("-test")), None) if title.startswith("public") else None
-        curves = compare_strategies(table, metric, strategies, budget=budget, seeds=args.seeds,
-                                    batch=args.batch, strategy_kwargs=kwargs, report=shown)
+        common = dict(budget=budget, batch=args.batch, strategy_kwargs=kwargs, report=shown,
+                      warm_start=args.warm_start, pool_size=args.pool_size)
+        if args.subsample:
+            title += f" [each seed on its own random {args.subsample:g} of the rows]"
+            curves = compare_on_subsamples(table, metric, strategies, fraction=args.subsample, seeds=args.seeds,
+                                           **common)
+        else:
+            curves = compare_strategies(table, metric, strategies, seeds=args.seeds, **common)
         s = summary(curves, table.optimum(shown or metric),
                     checkpoints=[c for c in (10, 25, 50, 100, 200, 300, 500) if c <= budget])
         print(report(title, s, budget), file=out)

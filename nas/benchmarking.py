@@ -174,3 +174,52 @@ def reach_ratios(s: Mapping[str, Any], tolerances: Sequence[float] = (0.005, 0.0
                 for tol in tolerances
             }
     return out
+
+
+def subset(table: BenchmarkTable, rows: np.ndarray) -> BenchmarkTable:
+    """The table restricted to ``rows`` (metrics, proxies and cost sliced alike)."""
+    rows = np.sort(np.asarray(rows))
+    return BenchmarkTable(
+        [table.archs[i] for i in rows], {m: v[rows] for m, v in table.metrics.items()},
+        {p: v[rows] for p, v in table.proxies.items()}, None if table.cost is None else table.cost[rows],
+        {m: {e: v[rows] for e, v in lv.items()} for m, lv in table.fidelities.items()}, source=table.source,
+    )
+
+
+def compare_on_subsamples(
+    table: BenchmarkTable,
+    metric: str,
+    strategies: Sequence[str],
+    *,
+    fraction: float,
+    seeds: int = 20,
+    report: str | None = None,
+    first_seed: int = 0,
+    **kwargs: Any,
+) -> dict[str, StrategyCurve]:
+    """Like :func:`compare_strategies`, but seed ``s`` searches its own random ``fraction`` of the rows.
+
+    A zero-cost warm start is the same ranking for every seed, so on the full table its first evaluations are one
+    outcome repeated ``seeds`` times; on a different subsample per seed they differ, and the spread over seeds
+    says how much a result rests on a few well-ranked cells. Each seed's regret is against its own subsample's
+    optimum; the returned traces are shifted so that ``table.optimum(report or metric) - best`` is that regret
+    (so :func:`summary` with the full table's optimum reads them unchanged).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    target = report or metric
+    optimum = table.optimum(target)
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in strategies}
+    taus: dict[str, list[float]] = {n: [] for n in strategies}
+    seconds: dict[str, float] = dict.fromkeys(strategies, 0.0)
+    for seed in range(first_seed, first_seed + seeds):
+        rows = np.random.default_rng(20_000 + seed).choice(len(table), round(fraction * len(table)),
+                                                            replace=False)
+        sub = subset(table, rows)
+        curves = compare_strategies(sub, metric, strategies, seeds=1, report=report, first_seed=seed, **kwargs)
+        shift = optimum - sub.optimum(target)
+        for name, curve in curves.items():
+            parts[name].append(curve.best[0] + shift)
+            taus[name].extend(curve.taus)
+            seconds[name] += curve.seconds
+    return {n: StrategyCurve(n, np.stack(parts[n]), seconds[n], taus[n]) for n in strategies}

@@ -156,3 +156,18 @@ def test_bench_search_prints_the_ratio_to_each_baseline(tmp_path):
     out = json.loads(done.stdout)
     assert {"local_vs_random", "local_vs_evolution", "predictor_vs_random"} <= set(out["ratios"])
     assert all(v["evals_to_0.005"] > 0 for v in out["ratios"].values())
+
+
+def test_each_seed_searches_its_own_subsample_and_regret_is_against_that_subsample():
+    from nas.benchmarking import compare_on_subsamples
+
+    table = _toy_val_test()  # 16 rows
+    curves = compare_on_subsamples(table, "val", ["random"], fraction=0.5, seeds=5, budget=8)
+    best = curves["random"].best
+    assert best.shape == (5, 8)
+    # every seed evaluates all 8 rows of its subsample: its regret against its own subsample's optimum is 0
+    np.testing.assert_allclose(best[:, -1], table.optimum("val"))
+    # and the subsamples differ: before the end, the seeds' traces are not all the same
+    assert len({tuple(row) for row in best[:, :4]}) > 1
+    with pytest.raises(ValueError, match="fraction must be in"):
+        compare_on_subsamples(table, "val", ["random"], fraction=0.0, seeds=1, budget=2)
