@@ -63,8 +63,8 @@ def _data_free() -> list[str]:
                    chosen_on="every equal-weight subset of the data-free proxies (log and mean aggregation), "
                              "best Spearman on NAS-Bench-201 CIFAR-10 (12-epoch table) only")
 def _nb201_data_free() -> list[str]:
-    """synflow + params: the data-free ensemble tuned on NB201 CIFAR-10, held out on CIFAR-100/ImageNet16-120."""
-    return ["synflow", "params"]
+    """meco alone: no data-free combination beat it on NB201 CIFAR-10 (docs/benchmarks-proxies.md)."""
+    return ["meco"]
 
 
 class _EnsembleMembers(Mapping[str, list[str]]):
