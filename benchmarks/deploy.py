@@ -52,12 +52,51 @@ def train_winners(data: TaskData, seed: int) -> dict[str, FlatInputClassifier]:
 
 
 def load_registered(uri: str) -> dict[str, FlatInputClassifier]:
-    import mlflow.pytorch
+    """A registered version as a :class:`FlatInputClassifier`.
 
-    model = mlflow.pytorch.load_model(uri, map_location="cpu")
-    if not isinstance(model, FlatInputClassifier):
-        raise ValueError(f"{uri} is a {type(model).__name__}, not a nas.export.FlatInputClassifier")
-    return {"registered": model.eval()}
+    The registry stores a ``torch.export`` program (MLflow's ``pt2`` format), which neither re-exports to ONNX nor
+    quantizes; the network is rebuilt from the version's tags (space, space config, architecture, input shape,
+    classes; the hand-designed baseline for ``role=baseline``) and takes the program's weights (same state-dict
+    keys).
+    """
+    import mlflow.pytorch
+    from mlflow import MlflowClient
+
+    from monitoring.vocabulary import ARCH, ROLE, SPACE, tag
+    from nas.baselines import build_baseline
+
+    loaded = mlflow.pytorch.load_model(uri, map_location="cpu")
+    if isinstance(loaded, FlatInputClassifier):
+        return {"registered": loaded.eval()}
+    if not uri.startswith("models:/"):
+        raise ValueError("give a registry URI models:/name@alias or models:/name/version")
+    ref = uri[len("models:/"):]
+    client = MlflowClient()
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+    else:
+        name, version = ref.rsplit("/", 1)
+        mv = client.get_model_version(name, version)
+    tags = dict(mv.tags or {})
+    try:
+        shape = tuple(json.loads(tags[tag("input_shape")]))
+        num_classes = len(json.loads(tags[tag("classes")]))
+        if tags.get(tag(ROLE)) == "baseline":
+            net = build_baseline(shape, num_classes)[0]
+        else:
+            space = get_space(tags[tag(SPACE)], **json.loads(tags.get(tag("space_config"), "{}")))
+            net = space.build(space.from_string(tags[tag(ARCH)]), num_classes, shape)
+    except KeyError as exc:
+        raise ValueError(f"the version lacks the tag {exc.args[0]} (was it registered by a nasops refresh?)") from None
+    width = int(np.prod(shape))
+    model = FlatInputClassifier(net, shape, np.zeros(width), np.ones(width))
+    model.load_state_dict(loaded.state_dict())
+    probe = torch.randn(4, width)
+    with torch.no_grad():
+        if not torch.allclose(model.eval()(probe), loaded(probe), atol=1e-5):
+            raise ValueError(f"the network rebuilt from {uri}'s tags does not reproduce the registered program")
+    return {"registered": model}
 
 
 def measure(flavours: dict, x: np.ndarray, *, rounds: int, per_round: int) -> dict[str, np.ndarray]:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +101,50 @@ def test_int8_objectives_report_latency_and_drop(mlp_model, data):
 def test_quantize_rejects_unknown_method(mlp_model, data):
     with pytest.raises(ValueError, match="method must be one of"):
         quantize_int8(mlp_model, data.x_train, method="int4")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "deploy.py"), *args], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_benchmark_refuses_bad_arguments_in_one_line(tmp_path):
+    out = _bench("--rounds", "0")
+    assert out.returncode == 2 and "--rounds" in out.stderr and "Traceback" not in out.stderr
+    out = _bench("--data", str(tmp_path / "missing.npz"))
+    assert out.returncode == 2 and "missing.npz" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_benchmark_on_a_registered_model(tmp_path, data, mlp_model):
+    """A version logged as the refresh logs it (MLflow pt2 program + nasops tags) is rebuilt and benchmarked."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("deploy-test")
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(mlp_model, name="model", registered_model_name="winner",
+                                        input_example=data.x_val[:2])
+    client = MlflowClient(uri)
+    version = str(info.registered_model_version)
+    space = get_space("mlp")
+    for key, value in {"space": "mlp", "space_config": json.dumps(space.config()), "arch": MLP,
+                       "input_shape": json.dumps(list(data.input_shape)),
+                       "classes": json.dumps(list(range(data.num_classes))), "role": "nas"}.items():
+        client.set_model_version_tag("winner", version, f"nasops.{key}", value)
+    out = _bench("--model-uri", f"models:/winner/{version}", "--rounds", "1", "--per-round", "4", "--json",
+                 env={"MLFLOW_TRACKING_URI": uri})
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert set(result["flavours"]) == {"registered/fp32", "registered/int8", "registered/onnx"}
+    assert result["checks"]["registered"]["onnx"]["ok"]
+    fp32 = result["flavours"]["registered/fp32"]["accuracy"]
+    assert fp32 == pytest.approx(float((mlp_model(torch.from_numpy(data.x_test)).argmax(1).numpy()
+                                        == data.y_test).mean()))
+    assert result["flavours"]["registered/onnx"]["accuracy"] == pytest.approx(fp32)
