@@ -171,7 +171,10 @@ def model_refresh(config: RefreshConfig | None = None, refresh_id: str | None = 
 
 
 def _open_record(settings: Settings, config: RefreshConfig, refresh_id: str | None) -> refresh_state.RefreshRecord:
+    from pipelines.abandoned import clean_up
+
     home = settings.state_dir
+    clean_up(home, config.model_name or settings.model_name, keep=refresh_id)
     if refresh_id is None:
         record = refresh_state.RefreshRecord(refresh_state.new_refresh_id(), config=config.model_dump(mode="json"))
     else:

@@ -91,3 +91,19 @@ def latest_unfinished(home: Path) -> RefreshRecord:
             return record
     raise UserError(f"no unfinished refresh to resume under {refreshes_dir(home)}; run `nasops refresh` without "
                     "--resume")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def dead_unfinished(home: Path, keep: str | None = None) -> list[RefreshRecord]:
+    """Refreshes still marked running whose process is gone (killed): what a new refresh cleans up."""
+    return [r for r in list_records(home)
+            if r.status == RUNNING and r.refresh_id != keep and not process_alive(r.pid)]
