@@ -23,7 +23,7 @@ def start_serve(env: dict, attempts: int = 3) -> tuple[subprocess.Popen, str]:
         instance = f"cli-test-{port}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipelines.cli.app", "serve", "--port", str(port), "--weight", "0",
-             "--poll-interval", "0"], env={**env, "NASOPS_GATEWAY_INSTANCE_ID": instance},
+             "--poll-interval-s", "0"], env={**env, "NASOPS_GATEWAY_INSTANCE_ID": instance},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         url = f"http://127.0.0.1:{port}"

@@ -38,8 +38,10 @@ def serve(
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (metrics merged in multiprocess mode)"),
     weight: float = typer.Option(None, help="challenger share of traffic in split mode, 0-1 (default 0.1)"),
     mode: str = typer.Option(None, help="split or shadow (default split)"),
-    poll_interval: float = typer.Option(None, help="seconds between alias polls (0: off; default 10)"),
-    challenger_timeout: float = typer.Option(None, help="seconds before a challenger answer falls back"),
+    poll_interval: float = typer.Option(None, "--poll-interval-s", help="seconds between alias polls (0: off; "
+                                        "default 10)"),
+    challenger_timeout: float = typer.Option(None, "--challenger-timeout-s",
+                                             help="seconds before a challenger answer falls back"),
     admin_token_file: Path = typer.Option(
         None, envvar="NASOPS_GATEWAY_ADMIN_TOKEN_FILE", help="file holding the admin API's bearer token, at least 32 "
         "random bytes (or set NASOPS_GATEWAY_ADMIN_TOKEN; default: admin off)"),
@@ -125,7 +127,8 @@ def replay_command(
     split: str = typer.Option("prod", help="split of a .npz dataset to replay"),
     target: str = typer.Option(None, help="label column of a .csv/.parquet table (enables --feedback)"),
     rate: float = typer.Option(20.0, help="requests per second"),
-    duration: float = typer.Option(None, help="seconds to run, cycling the rows (default: every row once)"),
+    duration: float = typer.Option(None, "--duration-s", help="seconds to run, cycling the rows (default: every "
+                                   "row once)"),
     batch_size: int = typer.Option(1, min=1, help="rows per request"),
     drift: str = typer.Option(None, help="injected drift, e.g. 'noise=0.3', 'shift=0.5', 'scale=1.5' (commas)"),
     feedback: bool = typer.Option(True, "--feedback/--no-feedback", help="send true labels to /feedback"),
