@@ -45,7 +45,7 @@ class Variant:
 
     accuracy: float = 0.85
     error_rate: float = 0.005
-    latency_median_ms: float = 5.0
+    latency_median_ms: float = 50.0
     latency_sigma: float = 0.35
     drift_mean: float = 0.10
     drift_sd: float = 0.03
@@ -58,7 +58,7 @@ SCENARIOS = {
     "better_3pt": replace(CHAMPION, accuracy=0.88),
     "worse_1pt": replace(CHAMPION, accuracy=0.84),
     "errors_2pct": replace(CHAMPION, error_rate=0.025),
-    "latency_x2": replace(CHAMPION, latency_median_ms=10.0),
+    "latency_x2": replace(CHAMPION, latency_median_ms=100.0),
     "drifted": replace(CHAMPION, drift_mean=0.25, drift_sd=0.05, accuracy=0.83),
 }
 STALL_P, STALL_MAX = 0.02, 50.0  # 2 % of requests stall 2-50x
@@ -97,8 +97,9 @@ def draw_interval(rng, chal: Variant, n_b: np.ndarray, requests: int, coverage: 
 class Cumulative:
     """Everything since the canary started, for a fixed set of canaries."""
 
-    def __init__(self, s: int, keep_raw: bool):
+    def __init__(self, s: int, keep_raw: bool, log_offset: float = 0.0):
         z = np.zeros(s)
+        self.log_offset = log_offset
         self.n = {"errors": [z.copy(), z.copy()], "labels": [z.copy(), z.copy()], "latency": [z.copy(), z.copy()],
                   "drift": [z.copy(), z.copy()]}
         self.sums = {k: [z.copy(), z.copy()] for k in ("errors", "correct", "latency", "drift")}
@@ -117,8 +118,9 @@ class Cumulative:
             self.n["drift"][side] += np.isfinite(d).sum(1)
             self.sums["drift"][side] += np.nansum(d, 1)
             self.sq["drift"][side] += np.nansum(d**2, 1)
-        centre = np.log(CHAMPION.latency_median_ms)  # the champion's median (the judge uses the sample median)
-        logs = np.clip(np.log(it["latency"]), centre - np.log(ROBUST_RATIO), centre + np.log(ROBUST_RATIO))
+        offset = self.log_offset
+        centre = np.log(CHAMPION.latency_median_ms + offset)  # the champion's median (the judge: sample median)
+        logs = np.clip(np.log(it["latency"] + offset), centre - np.log(ROBUST_RATIO), centre + np.log(ROBUST_RATIO))
         for side, mask in enumerate((~it["is_c"], it["is_c"])):
             self.sums["latency"][side] += np.where(mask, logs, 0).sum(1)
             self.sq["latency"][side] += np.where(mask, logs**2, 0).sum(1)
@@ -289,7 +291,8 @@ def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
     kinds = np.array([""] * runs, dtype=object)
     exposure = np.zeros(runs)
     active = np.arange(runs)
-    cum = Cumulative(runs, keep_raw=policy == "fixed_horizon")
+    latency = next(m for m in cfg.metrics if m.measure == "latency_ms" and m.effective_rule != "report")
+    cum = Cumulative(runs, keep_raw=policy == "fixed_horizon", log_offset=latency.log_offset)
     rule_based = policy != "fixed_horizon"
     while len(active):
         weights = np.array([states[i].phase.weight for i in active])

@@ -227,15 +227,15 @@ def classify_metric(
 
 
 def compared_values(metric: MetricConfig, values: np.ndarray, champion: np.ndarray) -> np.ndarray:
-    """What the sequential test averages: the values, or for a relative effect their logs, winsorised at
-    ``ROBUST_RATIO`` times / divided by the champion's median (a scheduler stall counts as at most 10x slow)."""
+    """What the sequential test averages: the values, or for a relative effect the logs of ``value + log_offset``,
+    winsorised at ``ROBUST_RATIO`` times / divided by the champion's median (a stall counts as at most 10x slow)."""
     if metric.effect != "relative":
         return values
     floor = 1e-9
-    logs = np.log(np.maximum(values, floor))
+    logs = np.log(np.maximum(values + metric.log_offset, floor))
     if len(champion) == 0:
         return logs
-    centre = float(np.log(max(float(np.median(champion)), floor)))
+    centre = float(np.log(max(float(np.median(champion)) + metric.log_offset, floor)))
     return np.clip(logs, centre - math.log(ROBUST_RATIO), centre + math.log(ROBUST_RATIO))
 
 

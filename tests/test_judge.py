@@ -158,8 +158,7 @@ def test_default_yaml_has_the_four_default_metrics():
     cfg = default_judge_config()
     assert [m.name for m in cfg.metrics] == ["error_rate", "latency_ms", "latency_p99_ms", "online_accuracy",
                                              "prediction_drift"]
-    assert {m.name for m in cfg.metrics if m.critical} == {"error_rate", "latency_ms", "online_accuracy",
-                                                           "prediction_drift"}
+    assert {m.name for m in cfg.metrics if m.critical} == {"error_rate", "latency_ms", "online_accuracy"}
     assert cfg.method == "sequential"
     assert {m.name: m.effective_rule for m in cfg.metrics} == {
         "error_rate": "non_inferiority", "latency_ms": "non_inferiority", "latency_p99_ms": "report",
