@@ -116,6 +116,8 @@ def tune(args) -> dict:
         table = nb201_table("cifar10", features.split(","))
         optimum = table.optimum("cifar10-test")
         for name in configs:
+            if args.tune_configs and name not in args.tune_configs.split(","):
+                continue
             kwargs = TUNE_GRID[name]
             start = time.perf_counter()
             common = dict(budget=args.budget, seeds=args.seeds, batch=args.batch, report="cifar10-test",
@@ -152,6 +154,7 @@ def main() -> None:
     parser.add_argument("--no-ground-truth", action="store_true", help="skip benchmarks/ground_truth/*.csv")
     parser.add_argument("--tune", action="store_true", help="the CIFAR-10 predictor grid (--seeds, --budget)")
     parser.add_argument("--tune-features", default="", help="only this feature set of the grid (e.g. synflow,params)")
+    parser.add_argument("--tune-configs", default="", help="only these configurations of the grid (e.g. lgbm+ucb)")
     parser.add_argument("--json", nargs="?", const="-", default=None,
                         help="write every figure as JSON to this file (no file: print it on stdout, tables go to "
                              "stderr)")

@@ -125,7 +125,8 @@ def test_bench_search_with_zc_features_on_a_slice_of_the_public_table(tmp_path):
             "--zc", "synflow,params", "--strategy", "{}", "--budget", "20", "--seeds", "2", "--json"]
     curves = {}
     for name in ("random", "evolution", "predictor"):
-        done = _nasops(*[a.replace("{}", name) for a in args], home=tmp_path)
+        extra = ["--predictor", "lgbm", "--acquisition", "ucb"] if name == "predictor" else []
+        done = _nasops(*[a.replace("{}", name) for a in args], *extra, home=tmp_path)
         assert done.returncode == 0, done.stderr
         assert "160 values from the shipped scores" in done.stderr and "0 computed" in done.stderr
         out = json.loads(done.stdout)
@@ -140,6 +141,8 @@ def test_bench_search_with_zc_features_on_a_slice_of_the_public_table(tmp_path):
     assert "--zc nope: unknown proxy" in unknown.stderr
     data = _nasops(*[a.replace("{}", "random").replace("synflow,params", "snip") for a in args], home=tmp_path)
     assert data.returncode == 2 and "need data" in data.stderr and "Traceback" not in data.stderr
+    acq = _nasops(*[a.replace("{}", "predictor") for a in args], "--acquisition", "pi", home=tmp_path)
+    assert acq.returncode == 2 and "--acquisition 'pi': choose one of its, ucb, ei" in acq.stderr
 
 
 def test_bench_search_prints_the_ratio_to_each_baseline(tmp_path):

@@ -199,6 +199,8 @@ def bench_search_command(
     zc_cache: Path = typer.Option(None, "--zc-cache", help="JSON-lines cache of computed --zc scores "
                                                            "[default: $NASOPS_HOME/zc-cache/SPACE.jsonl]"),
     strategy: str = typer.Option("all", help="a registered strategy (nasops search --list-strategies) or all"),
+    predictor: str = typer.Option(None, help="the predictor strategy's model: mlp or lgbm [default: the strategy's]"),
+    acquisition: str = typer.Option(None, help="the predictor strategy's acquisition: ucb, its or ei"),
     budget: int = typer.Option(100, min=1),
     seeds: int = typer.Option(20, min=1),
     batch: int = typer.Option(5, min=1, help="architectures asked per round (the predictor refits once a round)"),
@@ -214,6 +216,7 @@ def bench_search_command(
     for name in names:
         if name not in list_strategies():
             raise UserError(f"--strategy {name!r}: choose one of {', '.join(list_strategies())} or all")
+    predictor_kwargs = _predictor_kwargs(predictor, acquisition)
     proxies = [p.strip() for p in proxy_columns.split(",") if p.strip()]
     metrics = [metric_column] + ([report_column] if report_column and report_column != metric_column else [])
     try:
@@ -230,7 +233,7 @@ def bench_search_command(
                   console=console, disable=as_json) as progress:
         bars = {n: progress.add_task(n, total=seeds) for n in names}
         curves = compare_strategies(bench, metric_column, names, budget=budget, seeds=seeds, batch=batch,
-                                    report=report_column,
+                                    report=report_column, strategy_kwargs={"predictor": predictor_kwargs},
                                     progress=lambda n, s: progress.update(bars[n], completed=s + 1))
     optimum = bench.optimum(report_column or metric_column)
     full = summary(curves, optimum, checkpoints=[c for c in (10, 25, 50, 100, 200, 300, 500) if c <= budget])
@@ -240,6 +243,17 @@ def bench_search_command(
             n: {k: e[k] for k in keep} for n, e in full["strategies"].items()}}))
         return
     _print_bench(full, seeds, optimum, len(bench), budget)
+
+
+def _predictor_kwargs(predictor: str | None, acquisition: str | None) -> dict[str, str]:
+    from nas.predictors import list_predictors
+    from nas.strategies.predictor import ACQUISITIONS
+
+    if predictor is not None and predictor not in list_predictors():
+        raise UserError(f"--predictor {predictor!r}: choose one of {', '.join(list_predictors())}")
+    if acquisition is not None and acquisition not in ACQUISITIONS:
+        raise UserError(f"--acquisition {acquisition!r}: choose one of {', '.join(ACQUISITIONS)}")
+    return {k: v for k, v in (("predictor", predictor), ("acquisition", acquisition)) if v is not None}
 
 
 def _print_bench(full: dict[str, Any], seeds: int, optimum: float, rows: int, budget: int) -> None:
