@@ -50,7 +50,7 @@ test: install system-deps
 
 # No server started, no model trained: tests doing either are marked slow (the server harness enforces it).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) || $(NO_TESTS)
+	$(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS) || $(NO_TESTS)
 
 lint: install
 	$(BIN)/ruff check nas pipelines serving monitoring tests benchmarks

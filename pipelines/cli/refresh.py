@@ -131,9 +131,15 @@ def refresh(
     console.rule("[bold]nasops refresh")
     console.print(f"data: {config.data}   model: {config.model_name}   seed: {config.seed}"
                   + (f"   resuming: {resume_id}" if resume_id else ""))
+    from pipelines import supervisor
+
+    watchdog = supervisor.start()  # what this refresh starts dies with it, even on kill -9
     # Whatever the libraries print while the flow runs goes to stderr: under --json, stdout is the JSON alone.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = model_refresh(config, refresh_id=resume_id)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = model_refresh(config, refresh_id=resume_id)
+    finally:
+        supervisor.done(watchdog)
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
