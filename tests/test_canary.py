@@ -85,7 +85,11 @@ def test_bad_config_is_a_user_error():
 
 # -- end to end -------------------------------------------------------------------------------------------------
 
-FAST = {"steps": [0.25, 1.0], "interval_s": 3.0, "rate": 40.0, "drift_each_interval": True}
+# A 2-point gain cannot be *proven* at 40 requests/s in six 3-s intervals (the packaged sequential judge's
+# superiority rule, docs/canary.md): this flow test runs the fixed-horizon judge, the sequential one is pinned on
+# simulations in tests/test_sequential.py and benchmarks/canary_sim.py.
+FAST = {"steps": [0.25, 1.0], "interval_s": 3.0, "rate": 40.0, "drift_each_interval": True,
+        "judge": {"method": "fixed_horizon"}}
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +191,21 @@ def test_a_budget_rollback_names_the_step_that_was_judged_not_the_next_one():
                 [verdict("marginal"), verdict("pass"), verdict("pass")])
     assert state.decision == "rolled_back"
     assert "25% traffic" in state.reason and "50%" not in state.reason
+
+
+def test_sequential_marginal_ramps_but_never_promotes():
+    """The sequential judge's `marginal` (guards proven non-inferior, gain not yet proven) advances the ramp and
+    holds at the last step: only a proven gain promotes."""
+    cfg = load_canary_config({"steps": [0.05, 0.5, 1.0], "max_intervals": 6})
+    state = RolloutState(schedule(cfg), cfg)
+    for _ in range(6):
+        v = verdict("marginal")
+        v.method = "sequential"
+        state.advance(v)
+    assert state.decision == "rolled_back" and "100% traffic" in state.reason
+    state = RolloutState(schedule(cfg), cfg)
+    for kind in ("marginal", "marginal", "pass"):
+        v = verdict(kind)
+        v.method = "sequential"
+        state.advance(v)
+    assert state.decision == "promoted" and state.intervals == 3

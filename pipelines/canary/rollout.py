@@ -51,11 +51,15 @@ class RolloutState:
         """pass / fail / hold for one interval: marginal per ``on_marginal``; no data, or a promotion that would
         rest on critical metrics without data, holds."""
         result = verdict.verdict
-        if result == "marginal":
+        last = self.phase_index == len(self.phases) - 1
+        if result == "marginal" and getattr(verdict, "method", "") == "sequential":
+            # sequential: marginal = the guards are proven non-inferior, the primary's gain not yet proven — safe
+            # to ramp, not to promote (the last step holds until superiority is proven or the budget ends)
+            result = "hold" if last else "pass"
+        elif result == "marginal":
             result = {"hold": "hold", "advance": "pass", "fail": "fail"}[self.cfg.on_marginal]
         if result == "nodata":
             result = "hold"
-        last = self.phase_index == len(self.phases) - 1
         if result == "pass" and last and verdict.critical_nodata:
             result = "hold"
         return result
