@@ -7,6 +7,7 @@ against random search and regularized evolution, all measured side by side in on
     .venv/bin/python benchmarks/search.py --graph "" --no-ground-truth --nb201 cifar100,imagenet \
         --zc synflow,params --budget 100 --json                    # public NB201 table, JSON on stdout
     .venv/bin/python benchmarks/search.py --tune                   # choose the predictor's defaults on CIFAR-10
+    ... --subsample 0.5      # each seed searches its own random half (the zero-cost warm start then differs)
 
 Tables: the public NAS-Bench-201 12-epoch table ``benchmarks/tables/nb201_12epoch.csv.gz`` (``--nb201``: search on
 a dataset's validation column, regret on its test column, zero-cost features by :func:`nas.zc_features.zc_features`
