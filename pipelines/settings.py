@@ -43,8 +43,17 @@ class Settings(BaseSettings):
 
     @property
     def state_dir(self) -> Path:
+        """The state directory, created if missing; one that cannot be used is a user mistake named as such."""
+        from pipelines.errors import UserError
+
         path = self.home.expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"NASOPS_HOME={str(path)!r} cannot be used as the state directory ({exc.strerror}); "
+                            "point NASOPS_HOME at a writable directory") from None
+        if not os.access(path, os.W_OK | os.X_OK) or str(path).startswith(("/proc", "/sys")):
+            raise UserError(f"NASOPS_HOME={str(path)!r} is not writable; point NASOPS_HOME at a writable directory")
         return path
 
     @property

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import mlflow
 from mlflow.tracking import MlflowClient
 
@@ -17,6 +20,7 @@ def configure_mlflow(settings: Settings | None = None, experiment: str | None = 
     """
     settings = settings or Settings()
     uri = settings.tracking_uri
+    check_tracking_store(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = experiment or settings.experiment
@@ -35,6 +39,39 @@ def configure_mlflow(settings: Settings | None = None, experiment: str | None = 
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_tracking_store(uri: str, timeout_s: float = 3.0) -> None:
+    """Fail fast, with one line, on a store that cannot work — before MLflow's own retries (minutes on a dead
+    server) or a traceback from sqlite3: a database path that is a directory, not a database, or read-only, and a
+    tracking server that does not answer its health check."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        fix = "move it away (nasops makes a new store) or set MLFLOW_TRACKING_URI"
+        if path.is_dir():
+            raise UserError(f"the tracking store {str(path)!r} is a directory, not a SQLite database; {fix}")
+        if path.is_file() and path.stat().st_size:
+            with path.open("rb") as handle:
+                if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                    raise UserError(f"the tracking store {str(path)!r} is not a SQLite database (corrupt?); {fix}")
+            if not os.access(path, os.W_OK):
+                raise UserError(f"the tracking store {str(path)!r} is read-only; make it writable or set "
+                                "MLFLOW_TRACKING_URI to a store you may write")
+    elif uri.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            response = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise UserError(f"cannot reach the MLflow tracking store at {uri!r} ({type(exc).__name__}: it does not "
+                            "answer /health); start the server, or unset MLFLOW_TRACKING_URI to use the embedded "
+                            "SQLite store") from None
+        if response.status_code >= 500:
+            raise UserError(f"the MLflow tracking server at {uri} answers {response.status_code} to /health; "
+                            "check its logs, or unset MLFLOW_TRACKING_URI")
 
 
 def client(settings: Settings | None = None) -> MlflowClient:
