@@ -7,29 +7,19 @@ its own alias, served against a trained champion.
 from __future__ import annotations
 
 import random
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from fixtures_registry import build_registry
+from support_metrics import metric
 from support_models import FlakyModel, GarbageModel, SlowModel, digits_data, linear_classifier, train_small
 
 from monitoring.prediction_log import create_log_engine, read_predictions
 from serving.server import start_gateway
 
 pytestmark = pytest.mark.slow  # starts gateways and trains models
-
-
-def metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-            if all(got.get(k) == v for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from support_metrics import metric
 
 from monitoring.prediction_log import create_log_engine, read_predictions
 from serving.server import start_gateway
@@ -22,16 +23,6 @@ pytestmark = pytest.mark.slow  # starts gateways and trains models
 ADMIN_TOKEN = "hardening-admin-token-0123456789-abcdefghij"
 FEEDBACK_TOKEN = "hardening-feedback-token-0123456789-abcdefghij"
 FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
-
-
-def metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-            if all(got.get(k) == v for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture(scope="module")

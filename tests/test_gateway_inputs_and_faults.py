@@ -7,7 +7,6 @@ Real parts: trained models in a SQLite MLflow registry, the gateway over HTTP (i
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 import torch
 from fixtures_registry import build_registry
 from pydantic import ValidationError
+from support_metrics import metric
 from support_models import digits_data, linear_classifier, train_small
 from torch import nn
 
@@ -30,16 +30,6 @@ pytestmark = pytest.mark.slow  # starts gateways and trains models
 
 ADMIN_TOKEN = "inputs-admin-token-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-            if all(got.get(k) == v for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 class NanAboveModel(nn.Module):
