@@ -60,8 +60,8 @@ class MetricConfig(BaseModel):
                     "non_inferiority where testable (mean/median with a bad direction), else report",
     )
     log_offset: float = Field(
-        0.0, ge=0, description="sequential, effect relative: added to every value before the log, so differences "
-                               "far below it (a sub-millisecond model against another) count little",
+        0.0, ge=0, description="effect relative: added to every value before comparing (sequential: before the log), "
+                               "so differences far below it (a sub-millisecond model against another) count little",
     )
     margin: float | None = Field(None, gt=0, description="non-inferiority margin, effect's unit (default: tolerance)")
     min_effect: float | None = Field(
