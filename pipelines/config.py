@@ -87,8 +87,8 @@ class SearchStageConfig(_Stage):
     warm_start: int = Field(4, ge=0, description="evaluate this many of the zero-cost ranking's top first")
     budget: int = Field(8, ge=1, description="number of low-fidelity trainings")
     time_budget_s: float | None = Field(None, gt=0, description="stop submitting after this many seconds")
-    fidelity: dict[str, float] | Literal["supernet"] = Field(
-        default_factory=lambda: {"epochs": 3, "data_fraction": 1.0},
+    fidelity: dict[str, float] | str = Field(
+        default_factory=lambda: {"epochs": 3.0, "data_fraction": 1.0},
         description="low-fidelity training ({epochs, data_fraction}) or 'supernet': inherited weights of one "
                     "weight-sharing supernet (SPOS), trained once")
     supernet: dict[str, Any] = Field(default_factory=dict, description="SPOS supernet options (nas.supernet)")
@@ -154,6 +154,8 @@ class SearchStageConfig(_Stage):
         from nas.evaluators import TrainingEvaluator
 
         if isinstance(value, str):
+            if value != SUPERNET:
+                raise ValueError(f"fidelity is {{epochs, data_fraction}} or '{SUPERNET}', got {value!r}")
             return value
         bad = set(value) - set(TrainingEvaluator.FIDELITY_KEYS)
         if bad:
