@@ -48,19 +48,24 @@ def done(write_end: int | None) -> None:
             os.close(write_end)
 
 
-def owned_pids(token: str, exclude: set[int]) -> list[int]:
-    """Every live process whose environment carries ``token``."""
-    marker = f"{OWNER_ENV}={token}".encode()
+def pids_with_env(entry: str, exclude: set[int] = frozenset()) -> list[int]:
+    """Every live process whose environment holds ``entry`` (``NAME=value``) exactly."""
+    marker = entry.encode()
     out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in exclude:
             continue
         try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                out.append(int(entry.name))
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                out.append(int(proc.name))
         except OSError:
             continue
     return out
+
+
+def owned_pids(token: str, exclude: set[int]) -> list[int]:
+    """Every live process whose environment carries ``token``."""
+    return pids_with_env(f"{OWNER_ENV}={token}", exclude)
 
 
 def stop_owned(token: str, exclude: set[int]) -> list[int]:

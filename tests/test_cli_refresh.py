@@ -108,3 +108,10 @@ def test_an_image_space_on_a_table_is_named_not_swapped(tmp_path):
 def test_version_flag():
     proc = subprocess.run([*NASOPS, "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("nasops ")
+
+
+def test_an_out_of_range_option_value_is_a_usage_error_not_a_traceback(tmp_path):
+    """typer's option coercion raises its vendored click's BadParameter: it must end as a usage error (exit 2)."""
+    proc = run_cli("status", "--window-s", "0", home=tmp_path / "h")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "Invalid value for '--window-s'" in proc.stderr

@@ -16,15 +16,9 @@ NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
 
 
 def _carrying(marker: bytes) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    out.append(int(entry.name))
-            except OSError:
-                continue
-    return out
+    from pipelines.supervisor import pids_with_env
+
+    return pids_with_env(marker.decode())
 
 
 def _cmdline(pid: int) -> str:

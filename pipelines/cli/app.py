@@ -58,6 +58,20 @@ def _assemble() -> typer.Typer:
     return app
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Click's usage errors, from click itself and from the copy typer vendors (its option coercion raises those)."""
+    import click
+
+    kinds: list[type[BaseException]] = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:
+        pass
+    else:
+        kinds.append(VendoredClickException)
+    return tuple(kinds)
+
+
 def main() -> None:
     """Console-script entry point."""
     apply_offline_defaults()
@@ -76,9 +90,7 @@ def main() -> None:
         typer.secho("aborted", err=True)
         sys.exit(130)
     except Exception as exc:  # click's own usage errors carry their exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, _usage_errors()):
             exc.show()
             sys.exit(exc.exit_code)
         raise
