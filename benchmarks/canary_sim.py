@@ -34,8 +34,8 @@ from pipelines.canary.config import load_canary_config
 from pipelines.canary.rollout import RolloutState, schedule
 
 CHUNK = 100  # requests per prediction-drift chunk
-# sequential: the judge's default; fixed_horizon: today's Mann-Whitney "not worse" judge; fixed_horizon_better: the
-# same promotion rule as the sequential judge with fixed-horizon z bounds read at every look (peeking).
+# sequential: the always-valid judge (method: sequential); fixed_horizon: the Mann-Whitney "not worse" judge;
+# fixed_horizon_better: the sequential judge's promotion rule with fixed-horizon z bounds read at every look.
 POLICIES = ("sequential", "fixed_horizon", "fixed_horizon_better")
 
 
@@ -284,7 +284,7 @@ def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
     """``runs`` canaries of one scenario under one policy; rates and intervals to decision."""
     rollout = load_canary_config({"max_intervals": args.max_intervals, "failure_limit": 1,
                                   "on_marginal": "hold" if policy == "fixed_horizon" else "advance"})
-    cfg = default_judge_config()
+    cfg = default_judge_config().model_copy(update={"method": "sequential"})
     fixed_cfg = cfg.model_copy(update={"method": "fixed_horizon"})
     judge = Judge(fixed_cfg)
     states = [RolloutState(schedule(rollout), rollout) for _ in range(runs)]

@@ -80,7 +80,7 @@ def refresh_details(result: RefreshResult) -> list[str]:
         lines.append("[bold]decision[/bold]            canary skipped: challenger registered, aliases unchanged")
     lines.append(f"[bold]MLflow UI[/bold]           {mlflow_ui_hint(result.tracking_uri)}  "
                  f"(refresh run {result.refresh_run_id})")
-    lines.append(f"[bold]time[/bold]                {_fmt(result.get('seconds'), 1)} s")
+    lines.append(f"[bold]time[/bold]                {_fmt(result.seconds, 1)} s")
     return lines
 
 

@@ -29,6 +29,7 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
     from pipelines.settings import Settings
 
     result = json.loads(json.dumps(refresh_result.model_dump(mode="json")))  # plain, serialisable values only
+    _renders_the_cli_summary(refresh_result)
     settings = Settings()
     assert result["tracking_uri"] == settings.tracking_uri
     assert (nasops_home / "mlflow.db").exists()
@@ -107,3 +108,17 @@ def _walk(client, run_id, paths):
         else:
             out.append(path)
     return out
+
+
+def _renders_the_cli_summary(result) -> None:
+    """What `nasops refresh` prints at the end renders from the typed result (a crash here once ended make demo)."""
+    from rich.console import Console
+
+    from pipelines.summary import refresh_details, refresh_table
+
+    console = Console(record=True, width=120)
+    console.print(refresh_table(result))
+    for line in refresh_details(result):
+        console.print(line)
+    text = console.export_text()
+    assert "architecture found" in text and "decision" in text and result.challenger.arch in text.replace("\n", "")

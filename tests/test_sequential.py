@@ -135,7 +135,7 @@ def test_non_inferiority_margin_decides_errors():
 
 
 def test_unlabelled_accuracy_is_nodata_hold_not_fail():
-    cfg = default_judge_config()
+    cfg = default_judge_config().model_copy(update={"method": "sequential"})
     rng = np.random.default_rng(0)
     n = 2000
     lat = rng.lognormal(3.9, 0.3, n), rng.lognormal(3.9, 0.3, n)
