@@ -31,6 +31,12 @@ class PreparedData(_Output):
     classes: list[Any]
     feature_names: list[str]
     rows: dict[str, int] = Field(default_factory=dict)
+    input_schema: list[dict[str, Any]] = Field(
+        default_factory=list, description="the raw columns a served model takes: name, type, optional")
+    input_form: str = Field("tensor", description="'tensor' (a float matrix) or 'table' (named raw columns, encoded "
+                            "inside the model)")
+    dropped_columns: dict[str, str] = Field(default_factory=dict, description="column -> why it is not a feature")
+    warnings: list[str] = Field(default_factory=list, description="what the user should know about their table")
 
 
 class Lineage(_Output):

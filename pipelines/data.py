@@ -7,10 +7,14 @@ Everything a user can get wrong about their data is caught here with one message
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import logging
+from collections import Counter
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -20,8 +24,13 @@ from nas.datasets import BUNDLED_DATASETS, load_bundled
 from pipelines.config import DataSpec
 from pipelines.contracts import PreparedData
 from pipelines.errors import UserError
+from pipelines.preprocessing import ID_REASON, ColumnPlan, encode, fit_preprocessor, numeric_schema, plan_columns
 
 __all__ = ["DataSpec", "DataValidationError", "PreparedData", "load_table", "prepare", "validate"]
+
+log = logging.getLogger("nasops.refresh.data")  # a child of the progress logger: the CLI shows it
+DUPLICATES = "nasops_duplicate_columns"
+"""``DataFrame.attrs`` key: header names a CSV repeats (pandas renames the second ``y`` to ``y.1``)."""
 
 BUNDLED = BUNDLED_DATASETS
 SPLIT_FRACTIONS = {"train": 0.60, "val": 0.15, "test": 0.10, "prod": 0.15}
@@ -63,7 +72,19 @@ def _read_table(path: Path) -> pd.DataFrame:
         ) from exc
     if frame.empty:
         raise DataValidationError(f"{path.name} has no rows; nasops needs labelled examples to train on")
+    if suffix == ".csv":
+        frame.attrs[DUPLICATES] = _repeated_header_names(path)
     return frame
+
+
+def _repeated_header_names(path: Path) -> list[str]:
+    """Names the CSV header holds more than once (pandas would silently keep both as ``y`` and ``y.1``)."""
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader(f), [])
+    except OSError:
+        return []
+    return [name for name, count in Counter(h.strip() for h in header).items() if count > 1]
 
 
 def load_table(spec: DataSpec) -> tuple[pd.DataFrame, pd.Series, tuple[int, ...]]:
@@ -89,6 +110,7 @@ def load_table(spec: DataSpec) -> tuple[pd.DataFrame, pd.Series, tuple[int, ...]
         )
     y = frame[spec.target]
     x = frame.drop(columns=[spec.target])
+    x.attrs[DUPLICATES] = frame.attrs.get(DUPLICATES, [])
     if x.shape[1] == 0:
         raise DataValidationError(f"{path.name}: no feature columns besides the target {spec.target!r}")
     return x, y, (x.shape[1],)
@@ -101,57 +123,79 @@ def _preview(names, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def validate(x: pd.DataFrame, y: pd.Series, name: str = "data") -> None:
-    """Raise :class:`DataValidationError` for anything that would make training fail or lie."""
-    non_numeric = [c for c in x.columns if not pd.api.types.is_numeric_dtype(x[c]) or pd.api.types.is_bool_dtype(x[c])]
-    if non_numeric:
-        raise DataValidationError(
-            f"{name}: non-numeric feature columns: {_preview(non_numeric)}. Encode them as numbers "
-            "(e.g. one-hot) or drop them before running nasops."
-        )
-    values = x.to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        counts = bad.sum(axis=0)
-        cols = [f"{c} ({n})" for c, n in zip(x.columns, counts, strict=True) if n]
-        raise DataValidationError(
-            f"{name}: {int(bad.any(axis=1).sum())} rows have NaN or infinite feature values, in columns "
-            f"{_preview(cols)}. Impute or drop those rows first."
-        )
-    if y.isna().any():
-        raise DataValidationError(
-            f"{name}: {int(y.isna().sum())} rows have no label in {y.name!r}; drop or label them first."
-        )
-    counts = y.value_counts()
+def validate(x: pd.DataFrame, y: pd.Series, name: str = "data") -> ColumnPlan | None:
+    """Raise :class:`DataValidationError` naming *every* problem that would make training fail or lie, in one
+    message; returns the per-column plan of a user's table (None for bundled images, which are used as they are).
+
+    Accepted and encoded inside the model: string and boolean columns, missing feature values. Dropped with a note:
+    constant, all-missing and ID-like columns. Refused: dates, infinite numbers, a repeated column name, labels that
+    are missing, continuous, one class, too many classes or too rare to split (see docs/data.md)."""
+    problems: list[str] = []
+    plan = None
+    repeated = list(x.attrs.get(DUPLICATES, []))
+    if repeated:
+        problems.append(
+            f"the header repeats column name(s) {_preview(repeated)} (pandas would read the second copy as e.g. "
+            f"{repeated[0] + '.1'!r}, and a repeated target is a copy of the label); rename or drop the copies")
+    if name in BUNDLED:
+        values = x.to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            problems.append("the features have NaN or infinite values")
+    else:
+        plan = plan_columns(x)
+        problems.extend(plan.problems)
+    problems.extend(_label_problems(y))
+    if problems:
+        if len(problems) == 1:
+            raise DataValidationError(f"{name}: {problems[0]}")
+        listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, start=1))
+        raise DataValidationError(f"{name}: {len(problems)} problems, fix them all before training: {listed}")
+    return plan
+
+
+def _label_problems(y: pd.Series) -> list[str]:
+    """Everything wrong with the target column, each as a sentence with its fix."""
+    problems = []
+    missing = int(y.isna().sum())
+    if missing:
+        problems.append(f"{missing} rows have no label in {y.name!r}; drop or label them first")
+    present = y.dropna()
+    counts = present.value_counts()
     if len(counts) < 2:
-        raise DataValidationError(
-            f"{name}: the target {y.name!r} has {len(counts)} class; classification needs at least 2 classes"
-        )
-    if pd.api.types.is_float_dtype(y) and not np.all(np.mod(y.to_numpy(), 1) == 0):
-        raise DataValidationError(
-            f"{name}: the target {y.name!r} holds non-integer numbers ({len(counts)} distinct values); nasops "
-            "searches classifiers — bin the target into classes, or pick a categorical column."
-        )
+        problems.append(f"the target {y.name!r} has {len(counts)} class; classification needs at least 2 classes")
+        return problems
+    if pd.api.types.is_float_dtype(present) and not np.all(np.mod(present.to_numpy(), 1) == 0):
+        problems.append(
+            f"the target {y.name!r} holds non-integer numbers ({len(counts)} distinct values); nasops searches "
+            "classifiers — bin the target into classes, or pick a categorical column")
+        return problems
     if len(counts) > MAX_CLASSES:
-        raise DataValidationError(
-            f"{name}: the target {y.name!r} has {len(counts)} classes (more than {MAX_CLASSES}); is it an id or a "
-            "continuous value? Pick the label column with --target."
-        )
+        problems.append(
+            f"the target {y.name!r} has {len(counts)} classes (more than {MAX_CLASSES}); is it an id or a "
+            "continuous value? Pick the label column with --target")
+        return problems
     rare = counts[counts < MIN_ROWS_PER_CLASS]
     if len(rare):
         listing = ", ".join(f"{k!r}: {v}" for k, v in rare.items())
-        raise DataValidationError(
-            f"{name}: too few rows per class to split into train/validation/test/production "
-            f"(need at least {MIN_ROWS_PER_CLASS} per class; have {listing}). Add data or merge rare classes."
-        )
+        problems.append(
+            "too few rows per class to split into train/validation/test/production "
+            f"(need at least {MIN_ROWS_PER_CLASS} per class; have {listing}). Add data or merge rare classes")
+    return problems
 
 
 # -- split and fingerprint --------------------------------------------------------------------------------------
 def fingerprint(x: pd.DataFrame, y: pd.Series) -> str:
-    """Content hash of features (as float32), labels and column names: same data, same fingerprint, any file type."""
+    """Content hash of features, labels and column names: same data, same fingerprint, any file type. Numeric
+    tables hash as float32 (what training sees); a table with text or missing cells hashes its values per column."""
     h = hashlib.sha256()
     h.update(json.dumps([str(c) for c in x.columns]).encode())
-    h.update(np.ascontiguousarray(x.to_numpy(dtype=np.float32)).tobytes())  # what training sees
+    numeric = all(pd.api.types.is_numeric_dtype(x[c]) and not pd.api.types.is_bool_dtype(x[c]) for c in x.columns)
+    if numeric and not x.isna().to_numpy().any():
+        h.update(np.ascontiguousarray(x.to_numpy(dtype=np.float32)).tobytes())  # what training sees
+    else:
+        for c in x.columns:  # per column: a CSV and a Parquet file of one table agree
+            cells = x[c].astype(object).where(x[c].notna(), None).map(lambda v: None if v is None else str(v))
+            h.update(json.dumps(cells.tolist()).encode())
     h.update(json.dumps([str(v) for v in y.tolist()]).encode())
     return h.hexdigest()[:16]
 
@@ -168,27 +212,53 @@ def split_indices(y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
-    """Load, validate, split and save; returns where the arrays went and their fingerprint."""
+    """Load, validate, split and save; returns where the arrays went and their fingerprint.
+
+    A table that needs encoding (text or boolean columns, missing values, dropped columns) gets a
+    ``ColumnTransformer`` fitted on the training split only, saved beside the arrays; the arrays hold the encoded
+    features the networks train on, and the registered model carries the transformer (``input_form`` ``table``)."""
     x, y, input_shape = load_table(spec)
     label = spec.source if spec.source in BUNDLED else Path(spec.source).name
-    validate(x, y, label)
+    plan = validate(x, y, label)
     if spec.max_rows is not None and len(x) > spec.max_rows:
         keep, _ = train_test_split(np.arange(len(y)), train_size=spec.max_rows, stratify=y, random_state=spec.seed)
         keep = np.sort(keep)
         x, y = x.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
-        validate(x, y, label)
+        plan = validate(x, y, label)
     digest = fingerprint(x, y)
     classes = sorted(pd.unique(y).tolist(), key=lambda v: (str(type(v)), v))
     classes = [c.item() if hasattr(c, "item") else c for c in classes]
     index_of = {c: i for i, c in enumerate(classes)}
     codes = np.array([index_of[v.item() if hasattr(v, "item") else v] for v in y], dtype=np.int64)
-    features = x.to_numpy(dtype=np.float32)
     parts = split_indices(codes, spec.seed)
+    stem = Path(out_dir) / f"{digest}-seed{spec.seed}"
+    table = plan is not None and plan.needs_encoding
+    extra_meta: dict = {}
+    if table:
+        preprocessor = fit_preprocessor(plan, x.iloc[parts["train"]])
+        features = encode(preprocessor, plan, x)
+        feature_names = [str(n) for n in preprocessor.get_feature_names_out()]
+        input_shape = (features.shape[1],)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(preprocessor, stem.with_suffix(".preprocessor.joblib"))
+        schema = plan.schema
+        extra_meta["preprocessor"] = str(stem.with_suffix(".preprocessor.joblib"))
+        for column, why in plan.dropped.items():
+            if why == ID_REASON:  # said by its warning below
+                continue
+            log.warning("%s: column %r is not used as a feature: %s", label, column, why)
+    else:
+        features = x.to_numpy(dtype=np.float32)
+        feature_names = [str(c) for c in x.columns]
+        schema = numeric_schema(list(x.columns))
+    for warning in plan.warnings if plan is not None else []:
+        log.warning("%s: %s", label, warning)
     train = features[parts["train"]]
     if len(input_shape) > 1:  # images: one scale for all pixels keeps spatial structure intact
         mean, std = np.full(features.shape[1], train.mean()), np.full(features.shape[1], train.std())
     else:
         mean, std = train.mean(axis=0), train.std(axis=0)
+    form = "table" if table else "tensor"
     task = TaskData(
         x_train=train,
         y_train=codes[parts["train"]],
@@ -204,14 +274,17 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         feature_std=std,
         meta={
             "classes": classes,
-            "feature_names": [str(c) for c in x.columns],
+            "feature_names": feature_names,
             "fingerprint": digest,
             "source": label,
             "target": spec.target,
             "seed": spec.seed,
+            "input_form": form,
+            "input_schema": schema,
+            **extra_meta,
         },
     )
-    path = task.save(Path(out_dir) / f"{digest}-seed{spec.seed}.npz")
+    path = task.save(stem.with_suffix(".npz"))
     return PreparedData(
         path=str(path),
         fingerprint=digest,
@@ -220,6 +293,10 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         input_shape=list(input_shape),
         num_classes=len(classes),
         classes=classes,
-        feature_names=[str(c) for c in x.columns],
+        feature_names=feature_names,
         rows={k: len(v) for k, v in parts.items()},
+        input_schema=schema,
+        input_form=form,
+        dropped_columns=dict(plan.dropped) if plan is not None else {},
+        warnings=list(plan.warnings) if plan is not None else [],
     )

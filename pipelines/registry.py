@@ -96,6 +96,52 @@ def log_and_register(
     return version
 
 
+def table_signature(schema: list[dict]) -> ModelSignature:
+    """Input: the raw columns by name and type (an optional column may be absent); the output is a DataFrame of the
+    predicted label and one probability per class (not pinned: class labels may be numbers or text)."""
+    from mlflow.types import ColSpec
+
+    return ModelSignature(inputs=Schema([ColSpec(c["type"], c["name"], required=not c["optional"]) for c in schema]))
+
+
+def log_and_register_table(
+    model: FlatInputClassifier,
+    preprocessor: Any,
+    *,
+    model_name: str,
+    classes: list,
+    schema: list[dict],
+    input_example: Any,
+    tags: dict[str, Any],
+) -> str:
+    """Log the network *with* its fitted encoding as one pyfunc model (:class:`nas.table_model.TableClassifier`),
+    register it under ``model_name`` and tag it, like :func:`log_and_register`; returns the version."""
+    import sklearn
+    import torch
+
+    from nas.table_model import TableClassifier
+
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("log_and_register_table needs an active MLflow run")
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=TableClassifier(preprocessor, model, classes, schema),
+        signature=table_signature(schema),
+        input_example=input_example,
+        registered_model_name=model_name,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"scikit-learn=={sklearn.__version__}",
+                          "pandas", "numpy", "nasops"],
+        await_registration_for=60,
+    )
+    version = str(info.registered_model_version)
+    client = client_for_active()
+    for key, value in {**tags, "input_form": "table", "input_schema": schema}.items():
+        client.set_model_version_tag(model_name, version, tag(key), _tag_value(value))
+    client.set_model_version_tag(model_name, version, tag("training_run_id"), active.info.run_id)
+    return version
+
+
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
     """The version an alias points at, or ``None`` (no such model or alias)."""
     try:

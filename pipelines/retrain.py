@@ -83,10 +83,34 @@ def _register(
         "input_shape": list(data.input_shape),
         "dataset_fingerprint": data.meta.get("fingerprint", ""),
         "code_version": registry.code_version(),
+        "input_schema": data.meta.get("input_schema", []),
     }
+    if data.meta.get("input_form") == "table":
+        return _register_table(model, data, model_name=model_name, tags={**base, **tags})
     return registry.log_and_register(
         model, model_name=model_name, num_classes=data.num_classes, input_example=example, tags={**base, **tags}
     )
+
+
+def _register_table(model: FlatInputClassifier, data: TaskData, *, model_name: str, tags: dict[str, Any]) -> str:
+    """A network trained on an encoded table is registered with its fitted encoding: the model takes raw rows.
+    Its ``features`` tag names the raw columns a caller sends; ``encoded_features`` what the network sees."""
+    import joblib
+    import pandas as pd
+
+    schema = data.meta["input_schema"]
+    preprocessor = joblib.load(data.meta["preprocessor"])
+    example = pd.DataFrame([{c["name"]: _example_value(c) for c in schema}])
+    return registry.log_and_register_table(
+        model, preprocessor, model_name=model_name, classes=list(tags["classes"]), schema=schema,
+        input_example=example,
+        tags={**tags, "features": [c["name"] for c in schema], "encoded_features": tags["features"]},
+    )
+
+
+def _example_value(column: dict) -> Any:
+    """A plausible value of a raw column for the logged input example (any known category is fine)."""
+    return {"double": 0.0, "boolean": False}.get(column["type"], "")
 
 
 def register_baseline(data_path: str, model_name: str, config: RetrainConfig, lineage: Lineage) -> BaselineOutput:

@@ -1,0 +1,150 @@
+"""What each column of a user's table is, and the scikit-learn encoding fitted on the training split.
+
+:func:`plan_columns` reads the whole feature table once and decides, per column: a number (imputed with the
+training median, then scaled), a category (strings and booleans: imputed with the most frequent value, then one-hot
+encoded with unknown categories ignored, or ordinal-coded above :data:`MAX_ONE_HOT` categories), dropped (constant,
+all missing, or an ID: unique per row) with a note, or refused (dates, infinite numbers) with a problem — every
+problem of the table at once, so the user fixes them in one round. :func:`build_preprocessor` turns the plan into a
+``ColumnTransformer``; :class:`nas.table_model.TableClassifier` serves it inside the registered model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from nas.table_model import coerce_frame
+
+MAX_ONE_HOT = 20
+"""A category column with more distinct values than this is ordinal-coded (one-hot would add a column per value)."""
+ID_REASON = "an identifier (a different value in every row)"
+MIN_ROWS_FOR_ID = 20
+"""Below this many rows, unique values per row say nothing about a column being an identifier."""
+
+
+@dataclass
+class ColumnPlan:
+    """The per-column decisions for one table; ``problems`` non-empty means the table is refused."""
+
+    numeric: list[str] = field(default_factory=list)
+    one_hot: list[str] = field(default_factory=list)
+    ordinal: list[str] = field(default_factory=list)
+    schema: list[dict] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    has_missing: bool = False
+
+    @property
+    def kept(self) -> list[str]:
+        return [c["name"] for c in self.schema]
+
+    @property
+    def needs_encoding(self) -> bool:
+        """False for a table of complete numeric columns only: it is served as a plain float matrix, as before."""
+        return bool(self.one_hot or self.ordinal or self.dropped or self.has_missing)
+
+
+def _looks_like_dates(values: pd.Series) -> str | None:
+    """An example value when a text column holds ISO dates or timestamps (``2024-01-31``, ``2024-01-31 10:00``)."""
+    sample = values.dropna().astype(str).head(200)
+    if sample.empty or not sample.str.match(r"^\d{4}-\d{2}-\d{2}").all():
+        return None
+    parsed = pd.to_datetime(sample, errors="coerce", format="ISO8601")
+    return str(sample.iloc[0]) if parsed.notna().all() else None
+
+
+def plan_columns(x: pd.DataFrame) -> ColumnPlan:
+    """Decide what every feature column is (see the module docstring); never raises, collects problems."""
+    plan = ColumnPlan()
+    n = len(x)
+    for name in x.columns:
+        col = x[name]
+        label = str(name)
+        present = col.dropna()
+        if present.empty:
+            plan.dropped[label] = "all values missing"
+            continue
+        if pd.api.types.is_datetime64_any_dtype(col) or (col.dtype == object and _looks_like_dates(col)):
+            example = present.iloc[0]
+            plan.problems.append(
+                f"column {label!r} holds dates (e.g. {str(example)!r}): nasops does not expand dates; drop it or "
+                "derive numeric columns from it (day of week, days since an event) before training")
+            continue
+        is_number = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        distinct = present.nunique()
+        if distinct <= 1:
+            value = present.iloc[0]
+            value = value.item() if isinstance(value, np.generic) else value
+            plan.dropped[label] = f"constant ({value!r} in every row)"
+            continue
+        integral = is_number and (pd.api.types.is_integer_dtype(col) or bool(np.all(np.mod(present, 1) == 0)))
+        if n >= MIN_ROWS_FOR_ID and len(present) == n and distinct == n and (integral or not is_number):
+            plan.dropped[label] = ID_REASON
+            plan.warnings.append(f"column {label!r} looks like an ID (unique per row) and is not used as a feature")
+            continue
+        missing = int(col.isna().sum())
+        plan.has_missing = plan.has_missing or missing > 0
+        if is_number:
+            values = present.to_numpy(dtype=np.float64)
+            if not np.isfinite(values).all():
+                plan.problems.append(
+                    f"column {label!r} has {int((~np.isfinite(values)).sum())} infinite values; replace them with "
+                    "a number or leave the cell empty (missing values are imputed)")
+                continue
+            plan.numeric.append(label)
+            plan.schema.append({"name": label, "type": "double", "optional": missing > 0})
+            continue
+        kind = "boolean" if pd.api.types.is_bool_dtype(col) or present.map(type).eq(bool).all() else "string"
+        (plan.ordinal if distinct > MAX_ONE_HOT else plan.one_hot).append(label)
+        plan.schema.append({"name": label, "type": kind, "optional": missing > 0})
+        if kind == "string":
+            numbers = pd.to_numeric(present, errors="coerce")
+            if numbers.notna().mean() >= 0.9:
+                bad = present[numbers.isna()].iloc[0]
+                plan.warnings.append(f"column {label!r} is mostly numbers but holds {str(bad)!r}: it is treated as "
+                                     "a category; fix those cells if it is numeric")
+    if not plan.schema and not plan.problems:
+        plan.problems.append("no usable feature column remains (" + "; ".join(
+            f"{k}: {v}" for k, v in plan.dropped.items()) + ")")
+    return plan
+
+
+def build_preprocessor(plan: ColumnPlan) -> ColumnTransformer:
+    """The unfitted encoding of ``plan``'s kept columns (dropped columns are simply not selected)."""
+    parts = []
+    if plan.numeric:
+        parts.append(("num", Pipeline([("impute", SimpleImputer(strategy="median")),
+                                       ("scale", StandardScaler())]), plan.numeric))
+    if plan.one_hot:
+        parts.append(("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                                       ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]),
+                      plan.one_hot))
+    if plan.ordinal:
+        parts.append(("ord", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                                       ("ordinal", OrdinalEncoder(handle_unknown="use_encoded_value",
+                                                                  unknown_value=-1)),
+                                       ("scale", StandardScaler())]), plan.ordinal))
+    return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=True)
+
+
+def fit_preprocessor(plan: ColumnPlan, train: pd.DataFrame) -> ColumnTransformer:
+    """Fit on the training split only: medians, most frequent values, categories and scales never see the
+    validation, test or production rows."""
+    return build_preprocessor(plan).fit(coerce_frame(train, plan.schema))
+
+
+def encode(preprocessor: ColumnTransformer, plan: ColumnPlan, frame: pd.DataFrame) -> np.ndarray:
+    """Raw rows -> float32 features (the same :func:`nas.table_model.coerce_frame` the served model uses)."""
+    return np.asarray(preprocessor.transform(coerce_frame(frame, plan.schema)), dtype=np.float32)
+
+
+def numeric_schema(columns: list[str]) -> list[dict]:
+    """The input schema of a plain numeric table (or bundled images): every column a required number."""
+    return [{"name": str(c), "type": "double", "optional": False} for c in columns]
