@@ -11,6 +11,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,13 +35,29 @@ class LoadedModel:
     classes: list = field(default_factory=list)
     feature_names: list[str] | None = None
     loaded_at: float = field(default_factory=time.time)
+    table: Any = None
+    """A raw-table model (:class:`nas.table_model.TableClassifier`): it encodes validated named rows itself."""
+    input_schema: list[dict] | None = None
+    """The raw columns of a table model: ``{"name", "type", "optional"}`` (None for a float-matrix model)."""
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Softmax probabilities ``(n, C)`` for float32 rows ``(n, F)``; raises :class:`InvalidModelOutput`."""
+    @property
+    def input_form(self) -> str:
+        return "table" if self.table is not None else "tensor"
+
+    def predict_proba(self, x: np.ndarray | list[dict]) -> np.ndarray:
+        """Softmax probabilities ``(n, C)`` for float32 rows ``(n, F)`` (or, for a table model, validated named
+        rows, encoded by the model's own fitted transformer); raises :class:`InvalidModelOutput`."""
+        if self.table is not None:
+            import pandas as pd
+
+            if isinstance(x, np.ndarray):  # validated against a float-matrix champion: not this model's contract
+                raise TypeError("a table model takes named rows, not a float matrix (champion and challenger have "
+                                "different input schemas)")
+            x = self.table.encode(pd.DataFrame.from_records(list(x), columns=self.table.columns))
         with torch.inference_mode():
             logits = self.module(torch.from_numpy(x))
         if not isinstance(logits, torch.Tensor):
@@ -59,7 +76,7 @@ class LoadedModel:
 
     def describe(self) -> dict:
         return {"alias": self.alias, "version": self.version, "n_features": self.n_features,
-                "num_classes": self.num_classes, "loaded_at": self.loaded_at}
+                "num_classes": self.num_classes, "loaded_at": self.loaded_at, "input_form": self.input_form}
 
 
 def resolve_alias(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -101,6 +118,26 @@ def _signature_width(model_dir: str) -> tuple[int | None, int | None]:
     return width(signature.inputs), width(signature.outputs) if signature.outputs else None
 
 
+def _load_table_model(model_dir: str) -> Any:
+    """The :class:`nas.table_model.TableClassifier` of a raw-table model (a pyfunc without a pytorch flavour),
+    else None."""
+    from mlflow.models import Model
+
+    try:
+        flavors = Model.load(model_dir).flavors
+    except Exception:
+        return None
+    if "pytorch" in flavors or "python_function" not in flavors:
+        return None
+    import mlflow.pyfunc
+
+    python_model = mlflow.pyfunc.load_model(model_dir).unwrap_python_model()
+    if not hasattr(python_model, "encode") or not hasattr(python_model, "schema"):
+        raise ValueError(f"the pyfunc model at {model_dir} is not a nasops table model (no encode/schema)")
+    python_model.module.eval()
+    return python_model
+
+
 def load_version(client: MlflowClient, name: str, alias: str, version: str) -> LoadedModel:
     """Load ``models:/name/version`` and its contract (features from the signature, class labels from tags)."""
     import mlflow.artifacts
@@ -112,6 +149,12 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
     # another part of the process may have set): two gateways on two registries can share a process.
     source = client.get_model_version_download_uri(name, version)
     model_dir = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=client.tracking_uri)
+    table = _load_table_model(model_dir)
+    if table is not None:
+        classes = _json_tag(tags, "nasops.classes") or table.classes
+        return LoadedModel(alias=alias, name=name, version=str(version), module=table.module,
+                           n_features=len(table.schema), classes=list(classes), feature_names=table.columns,
+                           table=table, input_schema=table.schema)
     module = mlflow.pytorch.load_model(model_dir, map_location="cpu")
     with contextlib.suppress(Exception):  # torch.export (pt2) modules refuse .eval(); MLflow set them up already
         module.eval()

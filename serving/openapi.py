@@ -1,9 +1,10 @@
 """The OpenAPI document, made true to the model being served.
 
 FastAPI derives the schema from the pydantic models, which cannot know the champion's signature: this adds it
-(row width, the accepted value range, the batch limit, the feature names, the classes /feedback accepts) and the
-rule that exactly one input form is sent, so a client generated from the document, or a property-based test,
-sends what the gateway accepts. Rebuilt when the champion changes (a reload may change the contract).
+(row width, the accepted value range, the batch limit, the feature names, a table model's named columns and their
+types, the classes /feedback accepts) and the rule that exactly one input form is sent, so a client generated from
+the document, or a property-based test, sends what the gateway accepts. Rebuilt when the champion changes (a reload
+may change the contract).
 """
 
 from __future__ import annotations
@@ -25,19 +26,48 @@ def _rows(width: int | None, max_rows: int, bound: float) -> dict:
     return {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}
 
 
+_CELL = {"double": "number", "string": "string", "boolean": "boolean"}
+
+
+def _records(names: list[str] | None, table: list[dict] | None, max_rows: int, bound: float) -> dict | None:
+    """Named rows: the model's columns as properties (a table model: by type, optional ones nullable)."""
+    if table is not None:
+        columns = {}
+        for c in table:
+            cell: dict = {"type": [_CELL.get(c["type"], "string"), "null"] if c["optional"]
+                          else _CELL.get(c["type"], "string")}
+            if c["type"] == "double":
+                cell.update(minimum=-bound, maximum=bound)
+            columns[c["name"]] = cell
+        required = [c["name"] for c in table if not c["optional"]]
+    elif names:
+        columns = {n: {"type": "number", "minimum": -bound, "maximum": bound} for n in names}
+        required = list(names)
+    else:
+        return None
+    row = {"type": "object", "properties": columns, "required": required, "additionalProperties": False}
+    return {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}
+
+
 def _patch(spec: dict, width: int | None, names: list[str] | None, classes: list | None, max_batch: int,
-           bound: float) -> dict:
+           bound: float, table: list[dict] | None = None) -> dict:
     schemas = spec["components"]["schemas"]
     request = schemas["PredictRequest"]
     props = request["properties"]
     for form in ("inputs", "instances"):
         props[form] = {**_rows(width, max_batch, bound), "description": props[form].get("description", "")}
     props["dataframe_split"] = {"$ref": "#/components/schemas/DataFrameSplit"}
-    request["oneOf"] = [{"required": [form]} for form in ("inputs", "instances", "dataframe_split")]
+    named = _records(names, table, max_batch, bound)
+    for form in ("records", "dataframe_records"):
+        if form in props and named is not None:
+            props[form] = {**named, "description": props[form].get("description", "")}
+    request["oneOf"] = [{"required": [form]} for form in
+                        ("inputs", "instances", "dataframe_split", "records", "dataframe_records") if form in props]
     if width is not None:
         request["examples"] = [{"inputs": [[0.0] * width], "request_id": "order-42"}]
     split = schemas["DataFrameSplit"]["properties"]
-    split["data"] = {**_rows(width, max_batch, bound), "description": split["data"].get("description", "")}
+    if table is None:
+        split["data"] = {**_rows(width, max_batch, bound), "description": split["data"].get("description", "")}
     if names:
         split["columns"] = {"type": "array", "items": {"type": "string", "enum": list(names)},
                             "minItems": len(names), "maxItems": len(names), "uniqueItems": True,
@@ -67,8 +97,10 @@ def install_openapi(app: FastAPI) -> None:
             width = champion.n_features if champion is not None else None
             names = champion.feature_names if champion is not None else None
             classes = champion.classes if champion is not None else None
+            table = champion.input_schema if champion is not None else None
             bound = min(settings.max_abs_input, FLOAT32_MAX)
-            cache.update(key=key, spec=_patch(copy.deepcopy(base), width, names, classes, settings.max_batch, bound))
+            cache.update(key=key, spec=_patch(copy.deepcopy(base), width, names, classes, settings.max_batch, bound,
+                                              table))
         return cache["spec"]
 
     app.openapi = openapi

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 from monitoring.vocabulary import Variant
 
 Number = StrictFloat | StrictInt
 Row = list[Number]
+Cell = Number | StrictStr | StrictBool | None
+"""One value of a named row: a number, a category, a boolean, or null (missing: imputed by a table model)."""
+Record = dict[StrictStr, Cell]
 Label = StrictInt | StrictStr | StrictFloat
 # A client-chosen id (namespaced by the gateway: see serving.request_ids), and the id /feedback takes (as answered).
 RequestId = Annotated[str, Field(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -21,12 +24,17 @@ class DataFrameSplit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     columns: list[StrictStr] = Field(description="feature names, each exactly once (any order)")
-    data: list[Row] = Field(description="rows of numbers in the order of `columns`")
+    data: list[list[Cell]] = Field(description="rows in the order of `columns` (numbers; a table model also takes "
+                                   "text, booleans and null for a missing value)")
     index: list | None = Field(default=None, description="ignored (accepted for MLflow compatibility)")
 
 
+FORMS = ("inputs", "instances", "dataframe_split", "records", "dataframe_records")
+
+
 class PredictRequest(BaseModel):
-    """One batch of rows of flat float features; exactly one of `inputs`, `instances`, `dataframe_split`."""
+    """One batch of rows: exactly one of `inputs`, `instances` (rows of numbers in the model's column order),
+    `dataframe_split`, `records` or `dataframe_records` (named columns: what a table model takes as it was trained)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -35,16 +43,20 @@ class PredictRequest(BaseModel):
     inputs: list[Row] | None = Field(default=None, description="rows (n, F) of finite numbers")
     instances: list[Row] | None = Field(default=None, description="same as `inputs` (MLflow/TF-serving spelling)")
     dataframe_split: DataFrameSplit | None = None
+    records: list[Record] | None = Field(
+        default=None, description="named rows, e.g. [{\"color\": \"red\", \"size\": 1.5}]: the model's columns by "
+        "name; an optional column may be absent or null (imputed)")
+    dataframe_records: list[Record] | None = Field(default=None, description="same as `records` (MLflow's spelling)")
     request_id: RequestId | None = Field(
         default=None, description="your id for this request; it is answered as '<id>@<namespace of your "
         "X-Request-Key>' (send that to /feedback). A random 128-bit id is generated if absent")
 
     @model_validator(mode="after")
     def _exactly_one_form(self) -> PredictRequest:
-        given = [n for n in ("inputs", "instances", "dataframe_split") if getattr(self, n) is not None]
+        given = [n for n in FORMS if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "send exactly one of 'inputs', 'instances' or 'dataframe_split' "
+                "send exactly one of 'inputs', 'instances', 'dataframe_split', 'records' or 'dataframe_records' "
                 f"(got {', '.join(given) if given else 'none'})"
             )
         return self

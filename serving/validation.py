@@ -1,11 +1,16 @@
-"""Turn a request body into a float32 matrix the model accepts, or a precise 4xx explaining what to send instead.
+"""Turn a request body into what the model accepts, or a precise 4xx explaining what to send instead.
 
-Checked in order: body size, JSON syntax, the schema (types: numbers only), the batch size, the row width against
-the model signature, finite values. Every failure is a :class:`RequestRejected` carrying an HTTP status, a
-low-cardinality reason (a metric label) and two sentences: what was wrong, what was expected.
+A float-matrix model (images, numeric tables) gets a float32 matrix: checked in order are body size, JSON syntax,
+the schema (types: numbers only), the batch size, the row width against the model signature, finite values. A
+table model (raw named columns, encoded inside the model) gets named rows checked against its input schema
+(:func:`to_table_rows`): unknown columns, missing required columns and wrong types are named, all of them at once.
+Every failure is a :class:`RequestRejected` carrying an HTTP status, a low-cardinality reason (a metric label) and
+two sentences: what was wrong, what was expected.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -45,7 +50,8 @@ def describe_validation_error(exc, limit: int = 3) -> tuple[str, str]:
     for err in exc.errors()[:limit]:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
         parts.append(f"{loc}: {err.get('msg')}")
-        if err.get("type") in _TYPE_ERRORS and loc.startswith(("inputs", "instances", "dataframe_split.data")):
+        if err.get("type") in _TYPE_ERRORS and loc.startswith(("inputs", "instances", "dataframe_split.data",
+                                                               "records", "dataframe_records")):
             reason = "dtype"
     more = len(exc.errors()) - limit
     if more > 0:
@@ -63,6 +69,9 @@ def to_matrix(req: PredictRequest, n_features: int, max_batch: int,
     if req.dataframe_split is not None:
         rows, order = req.dataframe_split.data, _column_order(req.dataframe_split.columns, n_features, feature_names)
         names = req.dataframe_split.columns
+        _numbers_only(rows, names)
+    elif _records(req) is not None:
+        rows, order, names = _records_as_rows(_records(req), feature_names, max_batch), None, feature_names
     else:
         rows = req.inputs if req.inputs is not None else req.instances
         order, names = None, feature_names
@@ -104,6 +113,127 @@ def _column_order(columns: list[str], n_features: int, feature_names: list[str] 
         raise RequestRejected(422, "shape", f"dataframe_split has {len(columns)} columns",
                               f"{n_features} columns, one per feature")
     return None
+
+
+def _records(req: PredictRequest) -> list[dict] | None:
+    return req.records if req.records is not None else req.dataframe_records
+
+
+def _batch_size(n: int, max_batch: int, expected: str) -> None:
+    if n == 0:
+        raise RequestRejected(422, "batch_size", "the batch has no rows", expected)
+    if n > max_batch:
+        raise RequestRejected(413, "batch_size", f"batch of {n} rows is over the limit",
+                              f"at most {max_batch} rows per request")
+
+
+def _numbers_only(rows: list[list], names: list[str] | None) -> None:
+    """A float-matrix model takes numbers only (``dataframe_split`` cells may also be text for a table model)."""
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise RequestRejected(422, "dtype", f"row {i} column {_name(names, j)} is {v!r}, not a valid number",
+                                      "numbers only: this model takes a float matrix")
+
+
+def _records_as_rows(records: list[dict], feature_names: list[str] | None, max_batch: int) -> list[list]:
+    """Named rows for a float-matrix model: every feature by name, nothing else, numbers only, in model order."""
+    if not feature_names:
+        raise RequestRejected(422, "shape", "this model does not name its features, so named rows cannot be "
+                              "matched to its columns", 'rows of numbers: {"inputs": [[...], ...]}')
+    _batch_size(len(records), max_batch, f"1 to {max_batch} named rows")
+    known = set(feature_names)
+    unknown = sorted({k for r in records for k in r} - known)
+    missing = [c for c in feature_names if any(c not in r for r in records)]
+    if unknown or missing:
+        raise RequestRejected(422, "shape", f"named rows do not match the model's features (unknown column(s) "
+                              f"{unknown[:5]}, missing {missing[:5]})",
+                              f"exactly these {len(feature_names)} columns: {feature_names[:8]}...")
+    rows = [[r[c] for c in feature_names] for r in records]
+    _numbers_only(rows, feature_names)
+    return rows
+
+
+def table_contract(schema: list[dict], max_batch: int) -> str:
+    shown = ", ".join(f"{c['name']} ({c['type']}{', optional' if c['optional'] else ''})" for c in schema[:12])
+    more = f", … ({len(schema) - 12} more)" if len(schema) > 12 else ""
+    return (f'named rows {{"records": [{{"column": value, ...}}, ...]}} (or "dataframe_records", "dataframe_split") '
+            f"with 1 to {max_batch} rows and the model's columns {shown}{more}; an optional column may be absent "
+            "or null")
+
+
+_KINDS = {"double": "a number", "string": "text (a category)", "boolean": "true or false"}
+
+
+def _cell_problem(value, column: dict, max_abs: float) -> tuple[str, str] | None:
+    """``(reason, what is wrong)`` for one present value of a column, or None."""
+    kind = column["type"]
+    if kind == "double":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "dtype", f"is {value!r}, expected {_KINDS[kind]}"
+        if not math.isfinite(value) or abs(value) > max_abs:
+            return "range", f"is {value!r}, beyond the accepted magnitude {max_abs:g}"
+        return None
+    expected_type = str if kind == "string" else bool
+    if not isinstance(value, expected_type):
+        return "dtype", f"is {value!r}, expected {_KINDS.get(kind, kind)}"
+    return None
+
+
+def to_table_rows(req: PredictRequest, schema: list[dict], max_batch: int,
+                  max_abs: float = float(FLOAT32_MAX), limit: int = 5) -> list[dict]:
+    """The request's rows as dicts over every schema column (absent or null optional values ``None``: the model
+    imputes them), or :class:`RequestRejected` naming unknown columns, missing required ones and wrong types —
+    every problem (up to ``limit``) in one answer. The ``inputs`` form means rows in the schema's column order."""
+    names = [c["name"] for c in schema]
+    expected = table_contract(schema, max_batch)
+    records = _records(req)
+    if records is None and req.dataframe_split is not None:
+        columns = req.dataframe_split.columns
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise RequestRejected(422, "shape", f"dataframe_split names column(s) {repeated} more than once",
+                                  expected)
+        for i, row in enumerate(req.dataframe_split.data):
+            if len(row) != len(columns):
+                raise RequestRejected(422, "shape", f"row {i} has {len(row)} values for {len(columns)} columns",
+                                      "one value per column of `columns`")
+        records = [dict(zip(columns, row, strict=True)) for row in req.dataframe_split.data]
+    elif records is None:
+        rows = req.inputs if req.inputs is not None else req.instances
+        for i, row in enumerate(rows or []):
+            if len(row) != len(names):
+                raise RequestRejected(422, "shape", f"row {i} has {len(row)} values", f"{len(names)} values per row "
+                                      f"in the model's column order {names[:8]}, or named rows: {expected}")
+        records = [dict(zip(names, row, strict=True)) for row in rows or []]
+    _batch_size(len(records), max_batch, expected)
+    unknown = sorted({k for r in records for k in r} - set(names))
+    problems: list[tuple[str, str]] = []
+    if unknown:
+        problems.append(("unknown_column", f"unknown column(s) {', '.join(map(repr, unknown[:8]))}"))
+    out = []
+    for i, record in enumerate(records):
+        row = {}
+        for column in schema:
+            name = column["name"]
+            value = record.get(name)
+            if isinstance(value, float) and math.isnan(value):
+                value = None  # NaN is how a DataFrame spells a missing cell
+            if value is None:
+                if not column["optional"]:
+                    problems.append(("missing_column", f"row {i}: required column {name!r} is "
+                                     f"{'null' if name in record else 'missing'}"))
+            elif (bad := _cell_problem(value, column, max_abs)) is not None:
+                problems.append((bad[0], f"row {i} column {name!r} {bad[1]}"))
+            row[name] = value
+        out.append(row)
+        if len(problems) >= limit:
+            break
+    if problems:
+        shown = "; ".join(p for _, p in problems[:limit])
+        more = " (and more)" if len(problems) > limit else ""
+        raise RequestRejected(422, problems[0][0], f"{shown}{more}", expected)
+    return out
 
 
 def _name(names: list[str] | None, j: int) -> str:

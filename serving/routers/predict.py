@@ -1,4 +1,5 @@
-"""``POST /predict``: validate a batch against the champion's signature and answer it from one variant."""
+"""``POST /predict``: validate a batch against the champion's signature (a float matrix, or a table model's named
+columns) and answer it from one variant."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from serving.deps import GatewayDep, SettingsDep
 from serving.errors import documented
 from serving.request_ids import effective_request_id
 from serving.schemas import PredictRequest, PredictResponse
-from serving.validation import to_matrix
+from serving.validation import to_matrix, to_table_rows
 
 try:  # orjson encodes the float lists of an answer several times faster than the stdlib
     import orjson
@@ -31,7 +32,10 @@ router = APIRouter(tags=["serving"])
 async def predict(body: PredictRequest, request: Request, gateway: GatewayDep, settings: SettingsDep) -> Response:
     """Predict class labels for a batch; the whole batch goes to one variant."""
     model = gateway.contract()
-    x = to_matrix(body, model.n_features, settings.max_batch, model.feature_names, settings.max_abs_input)
+    if model.input_schema is not None:  # a table model: named raw rows, encoded by the model itself
+        x = to_table_rows(body, model.input_schema, settings.max_batch, settings.max_abs_input)
+    else:
+        x = to_matrix(body, model.n_features, settings.max_batch, model.feature_names, settings.max_abs_input)
     key = request.headers.get(settings.sticky_header)
     request_id = effective_request_id(body.request_id, key)
     answer = await gateway.predict(x, request_id, key)
