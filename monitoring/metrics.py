@@ -26,6 +26,7 @@ DRIFT_SHARE = "nasops_drift_share"
 INVALID_REQUESTS_TOTAL = "nasops_invalid_requests_total"
 MODEL_INFO = "nasops_model_version_info"
 CHALLENGER_WEIGHT = "nasops_challenger_weight"
+ROUTED_REQUESTS_TOTAL = "nasops_routed_requests_total"
 
 # Latency buckets in seconds: sub-millisecond model calls up to multi-second stalls.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -57,6 +58,7 @@ class GatewayMetrics:
     invalid: Counter
     model_info: Gauge
     challenger_weight: Gauge
+    routed: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -120,6 +122,11 @@ class GatewayMetrics:
             challenger_weight=Gauge(
                 CHALLENGER_WEIGHT, "Share of traffic routed to the challenger in split mode (0 in shadow mode).",
                 registry=reg, multiprocess_mode="mostrecent",
+            ),
+            routed=Counter(
+                ROUTED_REQUESTS_TOTAL, "Requests routed per worker process and the split it applied (the "
+                "challenger weight, or 'shadow'): proves every worker followed every rollout step.",
+                ["worker", "weight"], registry=reg,
             ),
         )
 

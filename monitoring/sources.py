@@ -62,6 +62,11 @@ class PredictionLogSource:
     ``correct`` (1/0 per row with a true label), ``confidence`` (top class probability per row) and
     ``prediction_drift`` (per chunk of consecutive predictions, the Jensen-Shannon distance between the chunk's
     predicted-class mix and ``reference_classes``, e.g. the training labels' mix).
+
+    Labels arrive late, from another system. ``correct`` is therefore measured only over rows older than
+    ``label_wait_s`` (those that have had the time to get their label), and a variant whose label coverage among
+    them is below ``min_label_coverage`` gives no sample (the judge reads NoData and holds, never fails). The
+    coverage of the last collect is in :attr:`coverage`.
     """
 
     def __init__(
@@ -70,17 +75,25 @@ class PredictionLogSource:
         *,
         reference_classes: Mapping[Any, float] | None = None,
         chunk: int | None = None,
+        label_wait_s: float = 0.0,
+        min_label_coverage: float = 0.0,
     ) -> None:
         self.engine = create_log_engine(log) if isinstance(log, str) else log
         self.reference = _normalise(reference_classes) if reference_classes else None
         self.chunk = chunk
+        self.label_wait_s = label_wait_s
+        self.min_label_coverage = min_label_coverage
+        self.coverage: dict[str, dict[str, float | int | None]] = {}
+        self._until: float | None = None
 
     def frame(self, since: float | None, until: float | None) -> pd.DataFrame:
         return read_predictions(self.engine, since, until)
 
     def collect(self, metrics: Sequence[MetricConfig], since: float | None, until: float | None) -> Samples:
         frame = self.frame(since, until)
+        self._until = until
         by_variant = {v: frame[frame["variant"] == v] for v in VARIANTS}
+        self.coverage = {v: self.label_coverage(rows, until) for v, rows in by_variant.items()}
         reference = self.reference or _normalise(_class_counts(by_variant[CHAMPION]["prediction"]))
         out: Samples = {}
         for metric in metrics:
@@ -100,13 +113,30 @@ class PredictionLogSource:
         if measure == "latency_ms":
             return answered_latency_ms(rows)
         if measure == "correct":
-            return correct_flags(rows)
+            old_enough = self._labelable(rows, self._until)
+            coverage = _coverage(old_enough)
+            if coverage is None or coverage < self.min_label_coverage:
+                return np.array([], dtype=float)
+            return correct_flags(old_enough)
         if measure == "confidence":
             probs = rows["probabilities"].dropna()
             return np.array([max(p) for p in probs if p], dtype=float)
         if measure == "prediction_drift":
             return self._chunk_distances(rows["prediction"].dropna().tolist(), reference)
         raise ValueError(f"unknown prediction-log measure {measure!r}")
+
+    def _labelable(self, rows: pd.DataFrame, until: float | None) -> pd.DataFrame:
+        """Rows old enough to have had their label (all rows when labels are not waited for)."""
+        if self.label_wait_s <= 0 or until is None or rows.empty:
+            return rows
+        return rows[rows["ts"] < until - self.label_wait_s]
+
+    def label_coverage(self, rows: pd.DataFrame, until: float | None) -> dict[str, float | int | None]:
+        """Served rows, rows old enough for a label, labelled rows among them and the coverage (labelled share)."""
+        old_enough = self._labelable(rows, until)
+        return {"rows": len(rows), "eligible": len(old_enough),
+                "labelled": int(old_enough["correct"].notna().sum()) if len(old_enough) else 0,
+                "coverage": _coverage(old_enough)}
 
     def _chunk_distances(self, predictions: list, reference: Mapping[str, float]) -> np.ndarray:
         if not reference:
@@ -123,6 +153,10 @@ class PredictionLogSource:
                 counts[index[key]] += 1
             out.append(float(jensenshannon(counts / counts.sum(), q, base=2)))
         return np.array(out, dtype=float)
+
+
+def _coverage(rows: pd.DataFrame) -> float | None:
+    return float(rows["correct"].notna().mean()) if len(rows) else None
 
 
 def label_key(label: Any) -> str:

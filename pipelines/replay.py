@@ -8,7 +8,9 @@ request's true labels go to ``/feedback`` when ``y`` is given, which is what mak
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -126,6 +128,9 @@ def replay(
     timeout_s: float = 10.0,
     sticky_header: str = "X-Request-Key",
     feedback_token: str | None = None,
+    label_delay_s: float = 0.0,
+    fresh_connections: bool = False,
+    stop: threading.Event | None = None,
 ) -> ReplaySummary:
     """Send ``x`` (rows, in a seeded order) to ``url``/predict at ``rate`` requests per second.
 
@@ -133,8 +138,14 @@ def replay(
     ``y`` holds class indices; with ``feedback`` their labels (``classes[y]`` when ``classes`` is given) are posted
     to ``/feedback``. ``request_key_fn(i)`` gives request ``i`` its sticky routing key. ``progress(done, total)`` is
     called after every request. ``feedback_token`` is the gateway's feedback bearer token (``/feedback`` refuses
-    labels without it; each refusal counts in ``feedback_errors``).
+    labels without it; each refusal counts in ``feedback_errors``). ``label_delay_s`` > 0 sends each answer's
+    labels that many seconds later, batched, as a labelling system would (the replay waits for the last ones).
+    ``fresh_connections`` opens a connection per request (``Connection: close``), so that several gateway worker
+    processes behind one port all get traffic, as they do from many real callers. Setting ``stop`` ends the replay
+    early (requests in flight and delayed labels due by then are still sent).
     """
+    if label_delay_s < 0 or not math.isfinite(label_delay_s):
+        raise UserError(f"label_delay_s must be >= 0 seconds, got {label_delay_s}")
     if rate <= 0 or not math.isfinite(rate):
         raise UserError(f"rate must be a positive number of requests per second, got {rate}")
     if duration is not None and duration <= 0:
@@ -153,11 +164,12 @@ def replay(
     total = n_batches if duration is None else max(1, round(rate * duration))
     return asyncio.run(_run(url.rstrip("/"), x, y, order, total, rate, batch_size, feedback, classes,
                             request_key_fn, progress, max_in_flight, timeout_s, sticky_header, drift, duration is None,
-                            feedback_token))
+                            feedback_token, label_delay_s, fresh_connections, stop))
 
 
 async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, request_key_fn, progress,
-               max_in_flight, timeout_s, sticky_header, drift, single_pass, feedback_token) -> ReplaySummary:
+               max_in_flight, timeout_s, sticky_header, drift, single_pass, feedback_token, label_delay_s=0.0,
+               fresh_connections=False, stop=None) -> ReplaySummary:
     summary = ReplaySummary(target_rate=rate, drift=drift)
     errors: Counter = Counter()
     variants: Counter = Counter()
@@ -166,8 +178,36 @@ async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, req
     done = 0
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     feedback_headers = {"Authorization": f"Bearer {feedback_token}"} if feedback_token else None
+    pending: list[tuple[float, dict]] = []  # (due time, feedback item) of delayed labels, in due order
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits,
+                                 headers={"Connection": "close"} if fresh_connections else None) as client:
+
+        async def send_labels(items: list[dict]) -> None:
+            try:
+                fb = await client.post(f"{url}/feedback", json=items, headers=feedback_headers)
+                summary.feedback_sent += len(items)
+                if fb.status_code != 200:
+                    summary.feedback_errors += len(items)
+            except httpx.HTTPError:
+                summary.feedback_errors += len(items)
+
+        async def flush_due(final: bool = False) -> None:
+            while pending:
+                due = [item for t, item in pending if final or t <= time.perf_counter()]
+                if not due:
+                    return
+                del pending[:len(due)]
+                for start_at in range(0, len(due), 512):
+                    await send_labels(due[start_at:start_at + 512])
+
+        finished = asyncio.Event()
+
+        async def label_loop() -> None:
+            while not finished.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), 0.25)
+                await flush_due()
 
         async def one(i: int) -> None:
             nonlocal done
@@ -186,7 +226,11 @@ async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, req
                     summary.rows += len(idx)
                     variants[body["variant"]] += 1
                     summary.versions[body["variant"]] = body["model_version"]
-                    if feedback and y is not None:
+                    if feedback and y is not None and label_delay_s > 0:
+                        labels = [_label_of(v, classes) for v in y[idx]]
+                        pending.append((time.perf_counter() + label_delay_s,
+                                        {"request_id": body["request_id"], "labels": labels}))
+                    elif feedback and y is not None:
                         labels = [_label_of(v, classes) for v in y[idx]]
                         try:
                             fb = await client.post(f"{url}/feedback",
@@ -209,16 +253,25 @@ async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, req
 
         start = time.perf_counter()
         tasks = []
+        labeller = asyncio.create_task(label_loop()) if label_delay_s > 0 else None
         for i in range(total):
             due = start + i / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if stop is not None and stop.is_set():
+                break
             await slots.acquire()
             summary.sent += 1
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         summary.duration_s = time.perf_counter() - start
+        if labeller is not None:
+            finished.set()
+            await labeller
+            if pending:  # the last labels arrive after their delay, not at once
+                await asyncio.sleep(max(0.0, pending[-1][0] - time.perf_counter()))
+            await flush_due(final=True)
 
     summary.errors = dict(errors)
     summary.variants = dict(variants)

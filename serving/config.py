@@ -50,7 +50,8 @@ class GatewaySettings(BaseSettings):
     model_name: str = Field(default_factory=_default_model_name, description="registered model name")
     champion_alias: str = CHAMPION
     challenger_alias: str = CHALLENGER
-    challenger_weight: float = Field(default=0.1, ge=0.0, le=1.0, description="share of traffic for the challenger")
+    challenger_weight: float = Field(default=0.0, ge=0.0, le=1.0, description="share of traffic for the challenger "
+                                     "until a rollout sets it (0: no caller reaches an unjudged challenger)")
     mode: Mode = Field(default="split", description="split: weighted routing; shadow: challenger gets a mirror copy")
     sticky_header: str = Field(default="X-Request-Key", description="header whose value pins a caller to a variant")
     challenger_timeout_s: float = Field(default=0.25, gt=0, description="slower challenger answers fall back")
@@ -76,6 +77,10 @@ class GatewaySettings(BaseSettings):
     max_batch: int = Field(default=1024, ge=1, description="most rows in one /predict request")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="largest accepted request body")
     poll_interval_s: float = Field(default=10.0, ge=0, description="alias poll period (0: poll off)")
+    follow_rollouts: bool = Field(
+        default=True, description="apply the rollout record of model_name (in the prediction-log database) that a "
+        "canary controller writes: every worker and replica follows the same split")
+    rollout_poll_s: float = Field(default=1.0, gt=0, le=60, description="how often the rollout record is re-read")
     control_file: str | None = Field(
         default=None, description="JSON file shared by worker processes for admin changes (set by the launcher)"
     )

@@ -114,7 +114,7 @@ async def on_rejected(request: Request, exc: RequestRejected) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from serving.gateway import ChampionFailed, LogUnavailable, NotReady
+    from serving.gateway import ChampionFailed, LogUnavailable, NotReady, RolloutControlled
 
     settings = app.state.settings
 
@@ -134,9 +134,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "the prediction log cannot be written, so no answer is given (sync log mode)",
                               "retry later; the gateway log says why the database refused the write")
 
+    async def on_rollout_controlled(request: Request, exc: RolloutControlled) -> JSONResponse:
+        return error_response(409, f"{exc}, so the admin API does not change it",
+                              "steer the rollout with `nasops canary pause|resume|promote|abort`; every worker and "
+                              "replica follows the rollout record")
+
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestRejected, on_rejected)
     app.add_exception_handler(NotReady, on_not_ready)
     app.add_exception_handler(ChampionFailed, on_champion_failed)
     app.add_exception_handler(LogUnavailable, on_log_unavailable)
+    app.add_exception_handler(RolloutControlled, on_rollout_controlled)

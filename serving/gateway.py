@@ -38,6 +38,7 @@ from serving.config import GatewaySettings
 from serving.control import ControlFile, ControlState
 from serving.models import InvalidModelOutput, LoadedModel, load_version, resolve_alias
 from serving.request_ids import new_request_id
+from serving.rollout_follower import RolloutFollower
 from serving.routing import CHALLENGER, CHAMPION, choose_variant
 
 log = logging.getLogger("nasops.gateway")
@@ -51,6 +52,10 @@ class NotReady(RuntimeError):
 
 class ChampionFailed(RuntimeError):
     """The champion failed on a valid request and no challenger could answer for it (500, a model fault)."""
+
+
+class RolloutControlled(RuntimeError):
+    """An admin change of the split while a rollout steers it (409: use the canary commands instead)."""
 
 
 class LogUnavailable(RuntimeError):
@@ -105,6 +110,14 @@ class Gateway:
         self._shadow_by_request: dict[str, list[asyncio.Task]] = {}
         self.log_engine = create_log_engine(settings.prediction_log_url, durable=settings.log_mode == "sync")
         self.log_writer = PredictionLogWriter(self.log_engine, interval_s=settings.log_interval_s)
+        self._worker = str(os.getpid())
+        self.rollouts: RolloutFollower | None = None
+        if settings.follow_rollouts:
+            from monitoring.rollout_store import RolloutStore
+
+            self.rollouts = RolloutFollower(RolloutStore(self.log_engine), settings.model_name,
+                                            settings.rollout_poll_s, self._on_rollout)
+        self._started_at = time.time()
         self.metrics.challenger_weight.set(self.effective_weight())
 
     # -- life cycle ---------------------------------------------------------------------------------------
@@ -112,6 +125,8 @@ class Gateway:
         """Load both aliases (failures are recorded, not raised: /readyz tells) and start the alias poller."""
         torch.set_num_threads(self.settings.torch_threads)
         self.reload()
+        if self.rollouts is not None:
+            self.rollouts.start()
         if self.settings.poll_interval_s > 0:
             self._poller = threading.Thread(target=self._poll_loop, name="alias-poller", daemon=True)
             self._poller.start()
@@ -135,6 +150,8 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.rollouts is not None:
+            self.rollouts.stop()
         for thread in (self._poller, self._retention):
             if thread is not None:
                 thread.join(timeout=5)
@@ -251,11 +268,35 @@ class Gateway:
 
     # -- routing state -----------------------------------------------------------------------------------
     def routing(self) -> ControlState:
+        """The split to apply now: the active rollout's, else the local control state (admin API, settings)."""
         state = self.control.poll()
         if state.reload_generation > self._seen_generation:
             self._seen_generation = state.reload_generation
-            threading.Thread(target=self._safe_reload, name="admin-reload", daemon=True).start()
+            self._reload_in_background("admin-reload")
+        rollout = self.rollouts.active if self.rollouts is not None else None
+        if rollout is not None:
+            return ControlState(rollout.weight, rollout.mode, state.reload_generation)
         return state
+
+    def _reload_in_background(self, name: str) -> None:
+        threading.Thread(target=self._safe_reload, name=name, daemon=True).start()
+
+    def _on_rollout(self, previous, current) -> None:
+        """A new generation of the rollout record: follow its versions while active; at its end, weight 0 (and,
+        once the controller moved the aliases after a promotion, the new champion)."""
+        if current.active:
+            served = (self.versions().get(CHAMPION), self.versions().get(CHALLENGER))
+            if served != (current.champion_version, current.challenger_version):
+                self._reload_in_background("rollout-reload")  # the aliases are the record's versions
+        elif previous is not None or current.updated_at >= self._started_at:
+            s = self.control.state
+            if (s.weight, s.mode) != (0.0, "split"):
+                self.control.write(ControlState(0.0, "split", s.reload_generation))
+            if current.applied:
+                self._reload_in_background("rollout-reload")
+        self.metrics.challenger_weight.set(self.effective_weight())
+        log.info("rollout %s generation %d: %s, %s %.0f%%", current.rollout_id, current.generation, current.phase,
+                 current.mode, 100 * current.weight)
 
     def _safe_reload(self) -> None:
         try:
@@ -264,16 +305,23 @@ class Gateway:
             log.exception("reload failed")
 
     def effective_weight(self) -> float:
-        state = self.control.state
+        state = self.routing()
         return 0.0 if state.mode == "shadow" else state.weight
 
+    def _refuse_while_rollout(self) -> None:
+        rollout = self.rollouts.active if self.rollouts is not None else None
+        if rollout is not None:
+            raise RolloutControlled(f"rollout {rollout.rollout_id} ({rollout.phase}) steers the split")
+
     def set_weight(self, weight: float) -> ControlState:
+        self._refuse_while_rollout()
         s = self.control.state
         self.control.write(ControlState(weight, s.mode, s.reload_generation))
         self.metrics.challenger_weight.set(self.effective_weight())
         return self.control.state
 
     def set_mode(self, mode: str) -> ControlState:
+        self._refuse_while_rollout()
         s = self.control.state
         self.control.write(ControlState(s.weight, mode, s.reload_generation))
         self.metrics.challenger_weight.set(self.effective_weight())
@@ -302,6 +350,7 @@ class Gateway:
             "load_errors": dict(self.load_errors),
             "shadow_in_flight": len(self._shadow_tasks),
             "prediction_log_errors": self.log_writer.errors,
+            "rollout": self.rollouts.describe() if self.rollouts is not None else None,
         }
 
     # -- prediction --------------------------------------------------------------------------------------
@@ -375,6 +424,7 @@ class Gateway:
         request_id = request_id or new_request_id()
         weight = state.weight if (challenger is not None and state.mode == "split") else 0.0
         variant = choose_variant(weight, key)
+        self.metrics.routed.labels(self._worker, "shadow" if state.mode == "shadow" else f"{weight:g}").inc()
         entries: list[dict] = []
         answer, champion_status = None, "ok"
         if variant == CHALLENGER:

@@ -53,6 +53,13 @@ class CanaryConfig(BaseModel):
     challenger_timeout_s: float = Field(0.5, gt=0, description="gateway: slower challenger answers fall back")
     keep_challenger_alias: bool = Field(False, description="leave the 'challenger' alias in place after the decision")
     prometheus_url: str | None = Field(None, description="Prometheus server for metrics with source: prometheus")
+    label_wait_s: float = Field(3.0, ge=0, description="judge: a request's label counts only once the request is "
+                                "this old (labels arrive late); younger requests are not yet 'unlabelled'")
+    min_label_coverage: float = Field(0.5, ge=0, le=1, description="judge: below this labelled share of the "
+                                      "requests old enough, label metrics are NoData (hold), not a failure")
+    label_delay_s: float = Field(1.0, ge=0, le=3600, description="embedded traffic process: seconds between an "
+                                 "answer and its label (a real system's labels come later still)")
+    gateway_workers: int = Field(1, ge=1, le=8, description="embedded gateway: uvicorn worker processes")
     judge: JudgeConfig = Field(default_factory=lambda: default_judge_config())
 
     @field_validator("steps")

@@ -24,15 +24,19 @@ REPORT_DIR = "canary"
 STEP_KEYS = ("interval", "mode", "weight", "verdict", "outcome", "score")
 
 
-def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig, history: list[dict],
+def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame | None, cfg: CanaryConfig, history: list[dict],
                   html: Path) -> dict[str, Any]:
     """Whole-canary data drift on the distinct served inputs (HTML report written to ``html``), prediction drift,
     and each variant's last per-interval share."""
     served = distinct_inputs(frame, include_shadow=False)
-    if len(served) >= MIN_DISTINCT_ROWS:
+    if reference is None:
+        info: dict[str, Any] = {"share": None, "dataset_drift": None, "distinct_rows": len(served),
+                                "note": "no training reference given (start the rollout with --data PREPARED.npz "
+                                "to compare the served inputs with the training rows)"}
+    elif len(served) >= MIN_DISTINCT_ROWS:
         drift = data_drift_report(reference, features_frame(served, list(reference.columns)), html,
                                   threshold=cfg.drift_threshold, detail_columns=cfg.drift_report_features)
-        info: dict[str, Any] = {"share": drift.share, "dataset_drift": drift.dataset_drift,
+        info = {"share": drift.share, "dataset_drift": drift.dataset_drift,
                                 "drifted_features": drift.count, "features": drift.columns,
                                 "distinct_rows": len(served)}
     else:
@@ -76,7 +80,8 @@ def canary_result(state: RolloutState, verdict: Verdict, frame: pd.DataFrame, dr
 def log_evidence(result: dict[str, Any], state: RolloutState, verdict: Verdict, tmp: Path,
                  drift_html: Path | None) -> None:
     """Judge table per interval, score plot, the HTML page (linking the Evidently report) and headline metrics."""
-    rows = [{"interval": s["interval"], "weight": s["weight"], **row} for s in state.history for row in s["evidence"]]
+    rows = [{"interval": s["interval"], "weight": s["weight"], **row} for s in state.history
+            for row in s.get("evidence", [])]
     mlflow.log_table(pd.DataFrame(rows), artifact_file=f"{REPORT_DIR}/judge_table.json")
     plot = score_plot_png(state.history)
     (tmp / "score.png").write_bytes(plot)
@@ -103,7 +108,7 @@ def record_decision(client: Any, result: dict[str, Any], verdict: Verdict, cfg: 
            keep_challenger_alias=cfg.keep_challenger_alias)
 
 
-def finish(run: Any, state: RolloutState, verdict: Verdict, frame: pd.DataFrame, reference: pd.DataFrame,
+def finish(run: Any, state: RolloutState, verdict: Verdict, frame: pd.DataFrame, reference: pd.DataFrame | None,
            cfg: CanaryConfig, client: Any, **facts: str) -> dict[str, Any]:
     """Drift report, evidence artifacts and the registry decision; returns the stage's result."""
     with tempfile.TemporaryDirectory(prefix="nasops-canary-") as tmp:

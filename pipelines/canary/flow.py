@@ -1,37 +1,34 @@
 """The canary stage: a Prefect flow that proves the challenger on live traffic, then promotes or rolls back.
 
-One run opens a gateway session serving ``@champion`` and ``@challenger``, plays the ``prod`` split at it interval
-by interval while stepping the challenger's traffic share (5% -> 25% -> 50% -> 100% by default, optionally shadow
-first), sends the true labels to ``/feedback``, and after each interval lets the judge compare the variants; the
-rollout state machine turns each verdict into the next step. Evidence goes to an MLflow run nested under the
-refresh's run (see :mod:`pipelines.canary.evidence`).
+Embedded (no gateway of the user's configured): the stage starts a gateway process serving ``@champion`` and
+``@challenger`` and a separate traffic process that plays the ``prod`` split with late labels, creates the rollout
+record the gateway follows, and runs the production controller (:mod:`pipelines.canary.controller`) in this
+process until it decides: shadow (optional) and the traffic steps (5% -> 25% -> 50% -> 100% by default), each
+judged on that step's samples. Evidence goes to an MLflow run nested under the refresh's run
+(:mod:`pipelines.canary.evidence`). Against a real gateway, ``nasops canary start --gateway URL`` runs the same
+controller as a Prefect deployment instead (:mod:`pipelines.canary.deployment`).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 
 from monitoring.drift import features_frame
-from monitoring.judge import Judge, Verdict
-from monitoring.sources import PredictionLogSource, PrometheusSource, SampleSource, collect_samples
-from monitoring.vocabulary import CHALLENGER, CHAMPION, ROLLED_BACK, tag
+from monitoring.rollout_store import RolloutStore
+from monitoring.vocabulary import CHALLENGER, CHAMPION
 from nas.data import TaskData
 from pipelines import registry
 from pipelines.canary.config import CanaryConfig, load_canary_config
-from pipelines.canary.drift import DriftWorker
-from pipelines.canary.evidence import REPORT_DIR, finish
-from pipelines.canary.rollout import Phase, RolloutState, schedule
+from pipelines.canary.controller import reconcile, start_rollout
 from pipelines.errors import UserError
 from pipelines.gateway_session import GatewaySession, gateway_session
 from pipelines.tracking import ensure_tracking
@@ -58,7 +55,8 @@ def load_prepared(data_path: str) -> TaskData:
     return data
 
 
-def _variants(client: Any, model_name: str) -> tuple[Any, Any]:
+def variants(client: Any, model_name: str) -> tuple[Any, Any]:
+    """The champion and challenger versions of ``model_name`` (both aliases must exist and differ)."""
     champion = registry.alias_version(client, model_name, CHAMPION)
     challenger = registry.alias_version(client, model_name, CHALLENGER)
     if champion is None or challenger is None:
@@ -71,7 +69,7 @@ def _variants(client: Any, model_name: str) -> tuple[Any, Any]:
     return champion, challenger
 
 
-def _reference(data: TaskData, cfg: CanaryConfig) -> pd.DataFrame:
+def reference_frame(data: TaskData, cfg: CanaryConfig) -> pd.DataFrame:
     """Training rows (a seeded sample) as the drift reference."""
     x = data.x_train
     if len(x) > cfg.reference_rows:
@@ -80,146 +78,114 @@ def _reference(data: TaskData, cfg: CanaryConfig) -> pd.DataFrame:
     return features_frame(x, names)
 
 
-def _class_mix(data: TaskData, classes: list) -> dict[str, float]:
-    counts = np.bincount(data.y_train, minlength=data.num_classes).astype(float)
-    return {str(classes[i]): float(c) for i, c in enumerate(counts)}
-
-
-@dataclass
-class _Loop:
-    """What one canary's interval loop needs and accumulates."""
-
-    session: GatewaySession
-    data: TaskData
-    cfg: CanaryConfig
-    classes: list
-    sources: dict[str, SampleSource]
-    state: RolloutState
-    log: Any
-    sent: int = 0
-    failed: int = 0
-    verdict: Verdict | None = None
-    started: float = 0.0
-    traffic_s: float = 0.0
-    judge_s: float = 0.0
-
-
-def _interval(loop: _Loop, phase: Phase, window_start: float, judges: dict[str, Judge]) -> dict:
-    """Play one interval of traffic, judge it, advance the rollout; returns the step record."""
-    cfg, state = loop.cfg, loop.state
-    t0 = time.time()
-    summary = loop.session.replay(loop.data.x_prod, loop.data.y_prod, rate=cfg.rate, duration=cfg.interval_s,
-                                  batch_size=cfg.batch_size, drift=cfg.drift, feedback=cfg.feedback,
-                                  seed=cfg.seed + state.intervals, classes=loop.classes)
-    sent = int(getattr(summary, "sent", 0))
-    failed = max(0, sent - int(getattr(summary, "ok", sent)))
-    loop.sent, loop.failed = loop.sent + sent, loop.failed + failed
-    t1 = time.time()
-    judge = judges[phase.mode]
-    since = window_start if cfg.window == "cumulative" else t0
-    loop.verdict = judge.judge(collect_samples(judge.config.metrics, loop.sources, since, t1 + 1.0))
-    loop.traffic_s += t1 - t0
-    loop.judge_s += time.time() - t1
-    outcome = state.advance(loop.verdict)
-    step = {"interval": state.intervals, "mode": phase.mode, "weight": phase.weight,
-            "verdict": loop.verdict.verdict, "outcome": outcome, "score": round(loop.verdict.score, 2),
-            "failed_metrics": loop.verdict.failed_metrics, "sent": sent, "failed_requests": failed,
-            "evidence": loop.verdict.table(), "window": [t0, t1 + 1.0]}
-    state.history.append(step)
-    mlflow.log_metrics({"canary_score": loop.verdict.score, "challenger_weight": phase.weight,
-                        "failed_intervals": state.failures}, step=state.intervals)
-    loop.log.info("interval %d (%s %.0f%%): %s -> %s", state.intervals, phase.mode, 100 * phase.weight,
-                  loop.verdict.summary(), outcome)
-    return step
-
-
-def _run_loop(loop: _Loop, drift: DriftWorker | None, on_interval: Callable[[dict], None] | None) -> float:
-    """Intervals until the rollout decides; returns the time the last one ended."""
-    judges = {"split": Judge(loop.cfg.judge), "shadow": Judge(loop.cfg.judge.for_shadow())}
-    admin, state = loop.session.admin, loop.state
-    loop.started = window_start = time.time()
-    current: Phase | None = None
-    while state.decision is None:
-        phase = state.phase
-        if phase != current:
-            admin.set_mode(phase.mode)
-            admin.set_weight(phase.weight)
-            if current is not None and current.mode == "shadow" and phase.mode == "split":
-                window_start = time.time()  # split-phase evidence starts clean (no mirrored calls)
-            current = phase
-        step = _interval(loop, phase, window_start, judges)
-        if drift is not None:
-            drift.submit(step, *step["window"])
-        if on_interval:
-            on_interval(step)
-    if state.decision == ROLLED_BACK:
-        admin.set_weight(0.0)
-    return time.time()
-
-
 @flow(name="canary_rollout", log_prints=True)
 def canary_rollout(model_name: str, data_path: str, config: dict | CanaryConfig | None = None) -> dict:
     """Run the progressive canary of ``@challenger`` against ``@champion`` and decide; returns a JSON-able dict."""
     return run_canary(model_name, data_path, config)
 
 
-def run_canary(model_name: str, data_path: str, config: dict | CanaryConfig | str | None = None, *,
+def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryConfig | str | None = None, *,
                on_interval: Callable[[dict], None] | None = None) -> dict:
-    """The body of :func:`canary_rollout` (callable without Prefect, e.g. from benchmarks)."""
+    """The body of :func:`canary_rollout` (callable without Prefect, e.g. from benchmarks).
+
+    The embedded canary is production in miniature: a gateway process, a separate traffic process playing the
+    ``prod`` split with labels arriving ``label_delay_s`` late, a rollout record in the prediction-log database
+    that the gateway follows, and the very controller a production rollout uses, reconciling until it decides.
+    """
     cfg = parse_config(config)
     log = _logger()
-    data = load_prepared(data_path)
+    load_prepared(data_path)  # fail before a gateway starts
     ensure_tracking()
     client = registry.client_for_active()
-    champion, challenger = _variants(client, model_name)
-    classes = list(data.meta.get("classes") or range(data.num_classes))
-    reference = _reference(data, cfg)
-    phases = schedule(cfg)
-    parent = mlflow.active_run()
-    with mlflow.start_run(run_name=f"canary-{model_name}-v{challenger.version}", nested=parent is not None) as run:
-        mlflow.set_tags({tag("stage"): "canary", tag("champion_version"): str(champion.version),
-                         tag("challenger_version"): str(challenger.version)})
-        mlflow.log_params({"steps": json.dumps(cfg.steps), "interval_s": cfg.interval_s, "rate": cfg.rate,
-                           "failure_limit": cfg.failure_limit, "shadow_first": cfg.shadow_first,
-                           "drift": cfg.drift or "none", "window": cfg.window, "on_marginal": cfg.on_marginal})
-        mlflow.log_dict(cfg.model_dump(mode="json"), f"{REPORT_DIR}/canary_config.json")
-        log.info("canary: champion v%s vs challenger v%s, steps %s", champion.version, challenger.version, cfg.steps)
-        clock = time.perf_counter()
-        with gateway_session(model_name, weight=phases[0].weight, mode=phases[0].mode,
-                             challenger_timeout_s=cfg.challenger_timeout_s) as session:
-            loop = _Loop(session, data, cfg, classes, _sources(session, data, classes, cfg),
-                         RolloutState(phases, cfg), log)
-            drift = DriftWorker(session.log_engine, reference, cfg, session.admin) if cfg.drift_each_interval else None
-            try:
-                session.admin.wait_ready()
-                session.warm_up(data.x_prod, cfg.warmup_requests, rate=cfg.rate, seed=cfg.seed)
-                gateway_start_s = time.perf_counter() - clock
-                finished = _run_loop(loop, drift, on_interval)
-                drift_s = drift.wait() if drift is not None else 0.0
-            finally:
-                if drift is not None:
-                    drift.close()
-            assert loop.verdict is not None
-            frame = session.frame(loop.started, finished + 1.0)
-            result = finish(run, loop.state, loop.verdict, frame, reference, cfg, client, model_name=model_name,
-                            champion_version=str(champion.version), challenger_version=str(challenger.version),
-                            gateway_url=session.url)
-        result["replay"] = {"sent": loop.sent, "failed": loop.failed}
-        result["timings"] = {"gateway_start_s": round(gateway_start_s, 2), "traffic_s": round(loop.traffic_s, 2),
-                             "judge_s": round(loop.judge_s, 2), "drift_s": round(drift_s, 2),
-                             "total_s": round(time.perf_counter() - clock, 2)}
-        mlflow.log_dict(result, f"{REPORT_DIR}/result.json")
-    log.info("canary decision: %s (%s)", result["decision"], result["reason"])
+    champion, challenger = variants(client, model_name)
+    log.info("canary: champion v%s vs challenger v%s, steps %s", champion.version, challenger.version, cfg.steps)
+    clock = time.perf_counter()
+    data = load_prepared(data_path)
+    with gateway_session(model_name, weight=0.0, mode="split", challenger_timeout_s=cfg.challenger_timeout_s,
+                         workers=cfg.gateway_workers) as session:
+        session.admin.wait_ready()
+        session.warm_up(data.x_prod, cfg.warmup_requests, rate=cfg.rate, seed=cfg.seed)
+        gateway_start_s = time.perf_counter() - clock
+        store = RolloutStore(session.log_engine)
+        rollout = start_rollout(store, model_name, cfg, gateway_url=session.url, data_path=data_path, client=client)
+        wait_followed(session, rollout)
+        with traffic_process(session, data_path, cfg) as traffic:
+            report = drive(store, rollout.rollout_id, cfg, client=client, on_interval=on_interval)
+        traffic_s = time.perf_counter() - clock - gateway_start_s
+    result = dict(report.result or {})
+    result["rollout_id"] = rollout.rollout_id
+    result["replay"] = {"sent": traffic.get("sent", 0), "failed": max(0, traffic.get("sent", 0) - traffic.get("ok", 0)),
+                        "feedback_sent": traffic.get("feedback_sent", 0)}
+    result["timings"] = {"gateway_start_s": round(gateway_start_s, 2), "traffic_s": round(traffic_s, 2),
+                         "total_s": round(time.perf_counter() - clock, 2)}
+    log.info("canary decision: %s (%s)", result.get("decision"), result.get("reason"))
     return result
 
 
-def _sources(session: GatewaySession, data: TaskData, classes: list, cfg: CanaryConfig) -> dict[str, SampleSource]:
-    sources: dict[str, SampleSource] = {
-        "prediction_log": PredictionLogSource(session.log_engine, reference_classes=_class_mix(data, classes)),
-    }
-    if cfg.prometheus_url:
-        sources["prometheus"] = PrometheusSource(cfg.prometheus_url, step_s=cfg.interval_s)
-    return sources
+def wait_followed(session: GatewaySession, rollout: Any, timeout_s: float = 15.0) -> None:
+    """Wait until the gateway applies the rollout record (it polls the same database)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        seen = session.admin.state().get("rollout") or {}
+        if seen.get("rollout_id") == rollout.rollout_id:
+            return
+        time.sleep(0.1)
+    raise UserError(f"the gateway at {session.url} did not pick up rollout {rollout.rollout_id} within "
+                    f"{timeout_s:.0f}s; it must use the same prediction-log database as the controller")
+
+
+def drive(store: RolloutStore, rollout_id: str, cfg: CanaryConfig, *, client: Any = None,
+          on_interval: Callable[[dict], None] | None = None) -> Any:
+    """Reconcile in this process until the rollout is decided and applied (the embedded controller loop)."""
+    while True:
+        report = reconcile(store, rollout_id, client=client)
+        if report.action in ("judged", "decided") and on_interval is not None:
+            rollout = store.get(rollout_id)
+            if rollout is not None and rollout.history:
+                on_interval(rollout.history[-1])
+        if report.action in ("applied", "decided", "done"):
+            return report
+        time.sleep(min(cfg.interval_s, max(0.05, report.next_due_s or 0.2)))
+
+
+@contextlib.contextmanager
+def traffic_process(session: GatewaySession, data_path: str, cfg: CanaryConfig) -> Iterator[dict]:
+    """The traffic process (:mod:`pipelines.traffic`) against the session's gateway; yields its summary, filled
+    in when it stops (SIGTERM, by PID, at the end of the block)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    summary: dict = {}
+    with tempfile.TemporaryDirectory(prefix="nasops-traffic-") as tmp:
+        token_file = Path(tmp) / "feedback-token"
+        token_file.write_text(session.feedback_token)
+        os.chmod(token_file, 0o600)
+        out = Path(tmp) / "summary.json"
+        argv = [sys.executable, "-m", "pipelines.traffic", "--gateway", session.url, "--data", data_path,
+                "--rate", str(cfg.rate), "--label-delay-s", str(cfg.label_delay_s), "--seed", str(cfg.seed),
+                "--summary", str(out)]
+        if cfg.feedback:
+            argv += ["--feedback-token-file", str(token_file)]
+        if cfg.drift:
+            argv += ["--drift", cfg.drift]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            yield summary
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            if out.exists():
+                summary.update(json.loads(out.read_text()))
+            elif proc.returncode not in (0, -15, 143):
+                raise UserError(f"the traffic process failed (exit {proc.returncode}): {(err or '').strip()[-500:]}")
 
 
 def _logger() -> Any:

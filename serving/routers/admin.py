@@ -13,6 +13,7 @@ from serving.schemas import DriftRequest, ModeRequest, WeightRequest
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses=documented(401, 403, 404, d404="admin API off"))
 WITH_BODY = documented(400, 413, 415, 422)
+STEERING = documented(400, 409, 413, 415, 422, d409="a rollout steers the split (use the canary commands)")
 
 
 @router.get("/state")
@@ -21,14 +22,14 @@ async def admin_state(gateway: GatewayDep) -> dict:
     return gateway.state()
 
 
-@router.post("/weight", responses=WITH_BODY)
+@router.post("/weight", responses=STEERING)
 async def admin_weight(body: WeightRequest, gateway: GatewayDep) -> dict:
     """Set the challenger's share of traffic (split mode)."""
     gateway.set_weight(body.weight)
     return gateway.state()
 
 
-@router.post("/mode", responses=WITH_BODY)
+@router.post("/mode", responses=STEERING)
 async def admin_mode(body: ModeRequest, gateway: GatewayDep) -> dict:
     """Switch between weighted split and shadow mode."""
     gateway.set_mode(body.mode)

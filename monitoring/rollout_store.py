@@ -1,0 +1,250 @@
+"""The rollout record: the one durable truth of a canary, shared by the controller, every gateway worker and replica,
+and the operator commands (the Argo Rollouts model: the rollout is state in storage that a controller reconciles).
+
+It lives in the prediction-log database (SQLite by default, PostgreSQL in production), which every gateway already
+writes and the judge already reads, so a rollout needs no new store. Two tables:
+
+- ``nasops_rollouts``: one row per rollout; ``mode`` and ``weight`` are what every gateway applies. Each write bumps
+  ``generation`` and is a compare-and-set on it (:meth:`RolloutStore.update`), so a controller restarted mid-step,
+  two overlapping reconciles, or an operator command racing the controller can never both commit one step.
+- ``nasops_rollout_events``: the append-only history (start, each judged interval, pause/resume/promote/abort, the
+  decision), written in the same transaction as the row change it explains.
+
+This module knows nothing of the judge or the registry: it stores and fences. The policy is in
+``pipelines.canary.controller``; the gateway's side is :class:`serving.rollout_follower.RolloutFollower`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from monitoring.prediction_log import create_log_engine
+
+__all__ = ["ACTIVE_PHASES", "TERMINAL_PHASES", "Rollout", "RolloutConflict", "RolloutStore", "StaleRollout"]
+
+ACTIVE_PHASES = ("shadow", "split", "paused")
+TERMINAL_PHASES = ("promoted", "rolled_back")
+
+metadata = sa.MetaData()
+
+rollouts = sa.Table(
+    "nasops_rollouts",
+    metadata,
+    sa.Column("rollout_id", sa.String(32), primary_key=True),
+    sa.Column("model_name", sa.String(255), nullable=False, index=True),
+    sa.Column("champion_version", sa.String(32), nullable=False),
+    sa.Column("challenger_version", sa.String(32), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("step_index", sa.Integer, nullable=False),
+    sa.Column("passes_in_step", sa.Integer, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("intervals", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("step_started_at", sa.Float, nullable=False),
+    sa.Column("window_start", sa.Float, nullable=False),
+    sa.Column("last_judged_at", sa.Float, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("paused_phase", sa.String(16), nullable=True),
+    sa.Column("decision", sa.String(16), nullable=True),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("decided_by", sa.String(16), nullable=True),
+    sa.Column("applied", sa.Boolean, nullable=False, default=False),
+    sa.Column("gateway_url", sa.Text, nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("data_path", sa.Text, nullable=True),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("history", sa.Text, nullable=False),
+    sa.Column("last_verdict", sa.Text, nullable=True),
+)
+
+events = sa.Table(
+    "nasops_rollout_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.String(32), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+_JSON = ("config", "history", "last_verdict")
+
+
+class RolloutConflict(RuntimeError):
+    """Starting a rollout while another one of the same model is active."""
+
+
+class StaleRollout(RuntimeError):
+    """A compare-and-set lost: someone else wrote the rollout since it was read (re-read and decide again)."""
+
+
+@dataclass
+class Rollout:
+    """One row of ``nasops_rollouts``, JSON columns decoded."""
+
+    rollout_id: str
+    model_name: str
+    champion_version: str
+    challenger_version: str
+    phase: str
+    mode: str
+    weight: float
+    step_index: int
+    passes_in_step: int
+    failures: int
+    intervals: int
+    created_at: float
+    updated_at: float
+    step_started_at: float
+    window_start: float
+    last_judged_at: float
+    generation: int
+    config: dict
+    history: list = field(default_factory=list)
+    last_verdict: dict | None = None
+    paused_phase: str | None = None
+    decision: str | None = None
+    reason: str = ""
+    decided_by: str | None = None
+    applied: bool = False
+    gateway_url: str | None = None
+    run_id: str | None = None
+    data_path: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ACTIVE_PHASES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_COLUMNS = {f.name for f in fields(Rollout)}
+
+
+def _row_to_rollout(row: Mapping[str, Any]) -> Rollout:
+    values = {k: row[k] for k in _COLUMNS}
+    for key in _JSON:
+        values[key] = None if values[key] is None else json.loads(values[key])
+    values["history"] = values["history"] or []
+    values["applied"] = bool(values["applied"])
+    return Rollout(**values)
+
+
+def _encode(changes: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(changes) - _COLUMNS
+    if unknown:
+        raise ValueError(f"not rollout fields: {sorted(unknown)}")
+    return {k: (json.dumps(v, default=str) if k in _JSON and v is not None else v) for k, v in changes.items()}
+
+
+class RolloutStore:
+    """Read, create and compare-and-set rollouts in the prediction-log database at ``url`` (or an engine)."""
+
+    def __init__(self, log: Engine | str) -> None:
+        self.engine = create_log_engine(log) if isinstance(log, str) else log
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+                break
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+                if attempt == 2:  # workers racing to create the tables: the loser finds them on a retry
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    # -- reads --------------------------------------------------------------------------------------------------
+    def get(self, rollout_id: str) -> Rollout | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(rollouts).where(rollouts.c.rollout_id == rollout_id)).mappings().first()
+        return _row_to_rollout(row) if row else None
+
+    def latest(self, model_name: str) -> Rollout | None:
+        """The newest rollout of ``model_name`` (active or not): what a gateway serving that model follows."""
+        query = (sa.select(rollouts).where(rollouts.c.model_name == model_name)
+                 .order_by(rollouts.c.created_at.desc(), rollouts.c.rollout_id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return _row_to_rollout(row) if row else None
+
+    def active(self, model_name: str) -> Rollout | None:
+        latest = self.latest(model_name)
+        return latest if latest is not None and latest.active else None
+
+    def recent(self, model_name: str | None = None, limit: int = 20) -> list[Rollout]:
+        query = sa.select(rollouts).order_by(rollouts.c.created_at.desc()).limit(limit)
+        if model_name is not None:
+            query = query.where(rollouts.c.model_name == model_name)
+        with self.engine.connect() as conn:
+            return [_row_to_rollout(r) for r in conn.execute(query).mappings().all()]
+
+    def events(self, rollout_id: str) -> list[dict[str, Any]]:
+        query = sa.select(events).where(events.c.rollout_id == rollout_id).order_by(events.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+    # -- writes -------------------------------------------------------------------------------------------------
+    def create(self, *, model_name: str, champion_version: str, challenger_version: str, mode: str, weight: float,
+               config: dict, actor: str = "operator", now: float | None = None, **extra: Any) -> Rollout:
+        """A new rollout in its first phase; refused (:class:`RolloutConflict`) while another of the model is
+        active, so two controllers can never steer one gateway."""
+        now = time.time() if now is None else now
+        rollout = Rollout(
+            rollout_id=uuid.uuid4().hex, model_name=model_name, champion_version=str(champion_version),
+            challenger_version=str(challenger_version), phase=mode, mode=mode, weight=float(weight), step_index=0,
+            passes_in_step=0, failures=0, intervals=0, created_at=now, updated_at=now, step_started_at=now,
+            window_start=now, last_judged_at=now, generation=1, config=config, **extra,
+        )
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                sa.select(rollouts.c.rollout_id, rollouts.c.phase).where(rollouts.c.model_name == model_name)
+                .where(rollouts.c.phase.in_(ACTIVE_PHASES))
+            ).first()
+            if current is not None:
+                raise RolloutConflict(f"rollout {current.rollout_id} of {model_name!r} is still {current.phase}")
+            conn.execute(rollouts.insert().values(**_encode(rollout.to_dict())))
+            self._event(conn, rollout.rollout_id, now, rollout.generation, "start", actor,
+                        {"champion_version": rollout.champion_version,
+                         "challenger_version": rollout.challenger_version, "mode": mode, "weight": weight})
+        return rollout
+
+    def update(self, rollout: Rollout, changes: Mapping[str, Any], *, kind: str, actor: str,
+               detail: Mapping[str, Any] | None = None, now: float | None = None) -> Rollout:
+        """Apply ``changes`` if nobody wrote since ``rollout`` was read (compare-and-set on ``generation``),
+        with one history event in the same transaction; raises :class:`StaleRollout` otherwise."""
+        now = time.time() if now is None else now
+        generation = rollout.generation + 1
+        values = {**_encode(changes), "generation": generation, "updated_at": now}
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                rollouts.update().where(rollouts.c.rollout_id == rollout.rollout_id)
+                .where(rollouts.c.generation == rollout.generation).values(**values)
+            )
+            if result.rowcount != 1:
+                raise StaleRollout(f"rollout {rollout.rollout_id} changed since generation {rollout.generation}")
+            self._event(conn, rollout.rollout_id, now, generation, kind, actor, dict(detail or {}))
+        updated = {**rollout.to_dict(), **dict(changes), "generation": generation, "updated_at": now}
+        return Rollout(**updated)
+
+    @staticmethod
+    def _event(conn: Any, rollout_id: str, at: float, generation: int, kind: str, actor: str,
+               detail: Mapping[str, Any]) -> None:
+        conn.execute(events.insert().values(rollout_id=rollout_id, at=at, generation=generation, kind=kind,
+                                            actor=actor, detail=json.dumps(detail, default=str)))

@@ -1,0 +1,136 @@
+"""The controller as Prefect sees it: the flow ``canary_reconcile`` (one reconcile step) and its deployment on an
+interval schedule, served by a runner that stops once the rollout is decided.
+
+The flow takes only the rollout id and where the record lives: all state is in the record, so any run of it, on any
+machine, after any crash, does the right next step. Missed runs are not replayed: when a controller comes back after
+being killed, the scheduled runs that fell due while it was down are deleted, and the next run judges the whole
+elapsed interval once (the record says which intervals were judged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from monitoring.rollout_store import RolloutStore
+from pipelines.canary.controller import reconcile
+from pipelines.errors import UserError
+
+log = logging.getLogger("nasops.canary")
+
+FLOW_NAME = "canary_reconcile"
+
+
+@flow(name=FLOW_NAME, log_prints=True, retries=0)
+def canary_reconcile(rollout_id: str, prediction_log_url: str | None = None,
+                     tracking_uri: str | None = None) -> dict:
+    """One reconcile step of a rollout: judge the interval if it is over, advance / hold / roll back / promote."""
+    import mlflow
+
+    from pipelines.settings import Settings
+    from pipelines.tracking import ensure_tracking
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    else:
+        ensure_tracking()
+    store = RolloutStore(prediction_log_url or Settings().prediction_log_url)
+    report = reconcile(store, rollout_id)
+    with contextlib.suppress(Exception):  # outside a flow run there is no run logger
+        get_run_logger().info("rollout %s: %s (%s, weight %.2f, %d interval(s) judged)", rollout_id, report.action,
+                              report.phase, report.weight, report.intervals)
+    return report.to_dict()
+
+
+def deployment_name(model_name: str) -> str:
+    return f"rollout-{model_name}"
+
+
+def controller_deployment(rollout_id: str, model_name: str, interval_s: float, *, prediction_log_url: str,
+                          tracking_uri: str) -> Any:
+    """The Prefect deployment of ``canary_reconcile`` for one rollout, on an interval schedule."""
+    from prefect.deployments.runner import EntrypointType
+
+    return canary_reconcile.to_deployment(
+        name=deployment_name(model_name), interval=timedelta(seconds=interval_s),
+        parameters={"rollout_id": rollout_id, "prediction_log_url": prediction_log_url,
+                    "tracking_uri": tracking_uri},
+        description=f"nasops canary controller of rollout {rollout_id} ({model_name})", tags=["nasops", "canary"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+async def _drop_missed_runs(deployment_id: Any) -> int:
+    """Delete the scheduled runs of the deployment that fell due while no controller ran (caught up by one run)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)),
+            ),
+        )
+        for run in runs:
+            await client.delete_flow_run(run.id)
+        return len(runs)
+
+
+def serve_controller(store: RolloutStore, rollout_id: str, *, prediction_log_url: str, tracking_uri: str,
+                     poll_s: float = 1.0, on_poll: Any = None) -> None:
+    """Serve the rollout's controller deployment here until the rollout is decided and applied (or SIGTERM)."""
+    rollout = store.get(rollout_id)
+    if rollout is None:
+        raise UserError(f"no rollout {rollout_id!r}")
+    from pipelines.canary.config import CanaryConfig
+
+    cfg = CanaryConfig.model_validate(rollout.config)
+    deployment = controller_deployment(rollout_id, rollout.model_name, cfg.interval_s,
+                                       prediction_log_url=prediction_log_url, tracking_uri=tracking_uri)
+    asyncio.run(_serve(deployment, store, rollout_id, poll_s, on_poll))
+
+
+async def _serve(deployment: Any, store: RolloutStore, rollout_id: str, poll_s: float, on_poll: Any) -> None:
+    from prefect.runner import Runner
+
+    runner = Runner(name=f"nasops-canary-{rollout_id[:12]}", query_seconds=poll_s, limit=1, pause_on_shutdown=True)
+    deployment_id = await runner.aadd_deployment(deployment)
+    dropped = await _drop_missed_runs(deployment_id)
+    if dropped:
+        log.info("dropped %d reconcile run(s) missed while no controller ran", dropped)
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(poll_s)
+            rollout = store.get(rollout_id)
+            if on_poll is not None and rollout is not None:
+                on_poll(rollout)
+            if rollout is None or (rollout.terminal and rollout.applied):
+                with contextlib.suppress(RuntimeError):  # not started yet: stopping is a no-op
+                    await runner.astop()
+                return
+
+    watcher = asyncio.create_task(watch())
+    started = time.monotonic()
+    try:
+        await runner.start()
+    finally:
+        watcher.cancel()
+        log.info("controller of rollout %s stopped after %.0f s", rollout_id, time.monotonic() - started)

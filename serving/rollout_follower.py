@@ -1,0 +1,78 @@
+"""A gateway worker's side of the rollout record: poll it, and apply what it says.
+
+Every worker of every replica runs one follower (a daemon thread) against the shared rollout store, so they all
+apply the same split within ``rollout_poll_s`` of the controller's write, whatever worker or replica an operator
+or the controller talks to (the old ``/admin/weight`` reached one process only). While a rollout is active its
+``mode`` and ``weight`` override the local control state; when it ends, the worker sets the challenger's weight to
+0 and, after a promotion, re-reads the aliases the controller moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from monitoring.rollout_store import Rollout, RolloutStore
+
+log = logging.getLogger("nasops.gateway")
+
+
+class RolloutFollower:
+    """Polls the newest rollout of ``model_name``; ``on_change(previous, current)`` runs on each new generation."""
+
+    def __init__(self, store: RolloutStore, model_name: str, poll_s: float,
+                 on_change: Callable[[Rollout | None, Rollout], None]) -> None:
+        self.store = store
+        self.model_name = model_name
+        self.poll_s = poll_s
+        self.on_change = on_change
+        self.current: Rollout | None = None
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def active(self) -> Rollout | None:
+        """The rollout that steers routing now (None: the local control state does)."""
+        current = self.current
+        return current if current is not None and current.active else None
+
+    def poll_once(self) -> Rollout | None:
+        """Read the record; apply a new generation. A store error keeps the last state (and is counted)."""
+        try:
+            latest = self.store.latest(self.model_name)
+        except Exception as exc:  # a busy or briefly unreachable database: keep following what we know
+            self.errors += 1
+            log.warning("reading the rollout record failed: %s", exc)
+            return self.current
+        previous = self.current
+        if latest is not None and (previous is None or (latest.rollout_id, latest.generation)
+                                   != (previous.rollout_id, previous.generation)):
+            self.current = latest
+            try:
+                self.on_change(previous, latest)
+            except Exception:
+                log.exception("applying rollout %s generation %d failed", latest.rollout_id, latest.generation)
+        return self.current
+
+    def start(self) -> None:
+        self.poll_once()
+        self._thread = threading.Thread(target=self._loop, name="rollout-follower", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.poll_once()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def describe(self) -> dict | None:
+        current = self.current
+        if current is None:
+            return None
+        return {"rollout_id": current.rollout_id, "generation": current.generation, "phase": current.phase,
+                "mode": current.mode, "weight": current.weight, "challenger_version": current.challenger_version}
