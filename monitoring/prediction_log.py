@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,98 @@ def _with_installed_postgres_driver(url: sa.engine.URL) -> sa.engine.URL:
     if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
         return url.set(drivername="postgresql+psycopg")
     return url
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+LOG_URL_FIX = "set NASOPS_PREDICTION_LOG_URL to sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
+
+
+def check_sqlite_file(path: Path, what: str, fix: str) -> None:
+    """Raise ``ValueError`` (one line) when ``path`` cannot be a SQLite database we write: a directory, not SQLite,
+    not writable, or a new file in a directory that is missing or not writable. Tried for real (open, create a
+    file), not ``os.access``: root passes every access check, but not a read-only mount or ``/proc``."""
+    import os
+    import tempfile
+
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory, not a SQLite database; {fix}")
+    if path.exists():
+        try:
+            with path.open("r+b") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise ValueError(f"{what} {str(path)!r} cannot be opened for writing ({exc.strerror}); make it "
+                             f"writable, or {fix}") from None
+        if header and header != SQLITE_HEADER:
+            raise ValueError(f"{what} {str(path)!r} is not a SQLite database (corrupt?); {fix}")
+        return
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {str(path)!r}: its directory {str(parent)!r} does not exist; create it, or {fix}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nasops-probe-", dir=parent)
+    except OSError as exc:
+        raise ValueError(f"{what} {str(path)!r}: its directory {str(parent)!r} is not writable ({exc.strerror}); "
+                         f"{fix}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def probe_database(url: str, timeout_s: float, what: str, fix: str) -> None:
+    """Connect to the database at ``url`` and run ``SELECT 1`` within about ``timeout_s`` seconds, or raise
+    ``ValueError`` (one line, password hidden). The connection runs in a daemon thread with a wall-clock cap: a
+    driver's own timeout does not cover every way a host can hang (DNS, a peer that accepts and never answers)."""
+    try:
+        parsed = _with_installed_postgres_driver(sa.engine.make_url(url))
+    except sa.exc.ArgumentError:
+        raise ValueError(f"{what} {url!r} is not a database URL; {fix}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    connect_args = {"connect_timeout": max(1, int(timeout_s))} if parsed.get_backend_name() == "postgresql" else {}
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            engine = sa.create_engine(parsed, connect_args=connect_args, poolclass=sa.pool.NullPool)
+            try:
+                with engine.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+            finally:
+                engine.dispose()
+            outcome.append(None)
+        except BaseException as exc:  # reported to the caller's thread below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, name="nasops-db-probe", daemon=True)
+    worker.start()
+    worker.join(timeout_s + 1.0)
+    if not outcome:
+        raise ValueError(f"{what} {shown!r} does not answer within {timeout_s:g}s; check that the database server "
+                         f"runs and that host and port are right, or {fix}")
+    exc = outcome[0]
+    if exc is None:
+        return
+    if isinstance(exc, ModuleNotFoundError | sa.exc.NoSuchModuleError):
+        raise ValueError(f"{what} {shown!r} needs a database driver that is not installed ({exc}); for PostgreSQL: "
+                         "pip install 'psycopg[binary]' and use postgresql+psycopg://...") from None
+    cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+    raise ValueError(f"cannot connect to {what} {shown!r} ({cause}); check that the database server runs and that "
+                     f"the URL (host, port, user, database) is right, or {fix}") from None
+
+
+def check_log_store(url: str, timeout_s: float = 3.0) -> None:
+    """Fail fast, with one line (``ValueError``), on a prediction log that cannot work: a URL that does not parse,
+    a SQLite file that is a directory, not SQLite or not writable (or whose directory is missing or read-only), a
+    database server that refuses or does not answer within ``timeout_s``. What the interactive commands call before
+    they start anything; :func:`create_log_engine` would otherwise retry, or fail inside a worker."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError(f"the prediction log URL {url!r} is not a database URL; {LOG_URL_FIX}") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            check_sqlite_file(Path(parsed.database), "the prediction log", LOG_URL_FIX)
+        return
+    probe_database(url, timeout_s, "the prediction log", LOG_URL_FIX)
 
 
 try:  # orjson is ~10x faster on float lists (the log encodes every input row); stdlib json is the fallback

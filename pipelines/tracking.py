@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mlflow
@@ -41,37 +40,72 @@ def configure_mlflow(settings: Settings | None = None, experiment: str | None = 
     return exp_id
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
+TRACKING_FIX = "unset MLFLOW_TRACKING_URI to use the embedded SQLite store"
+MLFLOW_SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+                  "databricks-uc", "uc")
 
 
 def check_tracking_store(uri: str, timeout_s: float = 3.0) -> None:
     """Fail fast, with one line, on a store that cannot work — before MLflow's own retries (minutes on a dead
-    server) or a traceback from sqlite3: a database path that is a directory, not a database, or read-only, and a
-    tracking server that does not answer its health check."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
+    server) or a traceback from sqlite3: a URI MLflow cannot use, a database path that is a directory, not a
+    database, read-only or in a missing directory, a database server or tracking server that does not answer
+    within ``timeout_s``."""
+    from urllib.parse import urlparse
+
+    from monitoring.prediction_log import check_sqlite_file, probe_database
+
+    scheme = urlparse(uri).scheme.lower()
+    base = scheme.split("+", 1)[0]
+    if base not in MLFLOW_SCHEMES:
+        raise UserError(f"MLFLOW_TRACKING_URI={uri!r} is not a URI MLflow can use (scheme {scheme!r}); use "
+                        f"http://HOST:PORT for a tracking server or sqlite:///PATH, or {TRACKING_FIX}")
+    if base == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise UserError(f"MLFLOW_TRACKING_URI={uri!r} names no SQLite file; use sqlite:///PATH (three "
+                            f"slashes, then the path), or {TRACKING_FIX}")
         fix = "move it away (nasops makes a new store) or set MLFLOW_TRACKING_URI"
-        if path.is_dir():
-            raise UserError(f"the tracking store {str(path)!r} is a directory, not a SQLite database; {fix}")
-        if path.is_file() and path.stat().st_size:
-            with path.open("rb") as handle:
-                if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-                    raise UserError(f"the tracking store {str(path)!r} is not a SQLite database (corrupt?); {fix}")
-            if not os.access(path, os.W_OK):
-                raise UserError(f"the tracking store {str(path)!r} is read-only; make it writable or set "
-                                "MLFLOW_TRACKING_URI to a store you may write")
-    elif uri.startswith(("http://", "https://")):
+        try:
+            check_sqlite_file(Path(uri[len("sqlite:///"):]), "the tracking store", fix)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    elif base in ("postgresql", "mysql", "mssql"):
+        try:
+            probe_database(uri, timeout_s, "the MLflow tracking store", TRACKING_FIX)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    elif base in ("http", "https"):
         import httpx
 
         try:
             response = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise UserError(f"cannot reach the MLflow tracking store at {uri!r} ({type(exc).__name__}: it does not "
-                            "answer /health); start the server, or unset MLFLOW_TRACKING_URI to use the embedded "
-                            "SQLite store") from None
+                            f"answer /health within {timeout_s:g}s); start the server, or {TRACKING_FIX}") from None
         if response.status_code >= 500:
             raise UserError(f"the MLflow tracking server at {uri} answers {response.status_code} to /health; "
                             "check its logs, or unset MLFLOW_TRACKING_URI")
+
+
+def check_stores(settings: Settings | None = None, *, prediction_log: bool = True, timeout_s: float = 3.0) -> None:
+    """The pre-flight of an interactive command (``refresh``, ``serve``, ``status``): the state directory, the
+    tracking store and (unless not used) the prediction log, each checked within ``timeout_s`` before anything
+    slow starts, so a broken or unreachable store is one line naming it and the fix (exit 2), not minutes of
+    retries or a traceback."""
+    settings = settings or Settings()
+    settings.state_dir  # noqa: B018 - the property checks (and creates) the directory
+    check_tracking_store(settings.tracking_uri, timeout_s)
+    if prediction_log:
+        check_prediction_log(settings.prediction_log_url, timeout_s)
+
+
+def check_prediction_log(url: str, timeout_s: float = 3.0) -> None:
+    """:func:`monitoring.prediction_log.check_log_store` with its failure as a :class:`UserError`."""
+    from monitoring.prediction_log import check_log_store
+
+    try:
+        check_log_store(url, timeout_s)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def client(settings: Settings | None = None) -> MlflowClient:

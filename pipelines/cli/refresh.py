@@ -67,6 +67,11 @@ def build_config(
 def preflight(config) -> None:
     """Load and validate the data, and check the search space can take it, before Prefect starts: a bad file or a
     space that cannot read the data gets one clear line, not a failed flow run."""
+    from pipelines.tracking import check_stores
+
+    # the state dir, the tracking store and the prediction log (the canary's and the tournament's) answer in
+    # seconds or are one line, exit 2: never MLflow's minutes of retries inside a flow run
+    check_stores(prediction_log=not (config.skip_canary and config.skip_tournament))
     from pipelines.data import DataSpec, load_table, validate
     from pipelines.nas_stage import resolve_space
 
@@ -110,6 +115,8 @@ def refresh(
     drift: str | None = typer.Option(None, help="inject drift into the replayed traffic, e.g. noise=0.3"),
     skip_canary: bool = typer.Option(False, help="register the challenger without running the canary"),
     skip_tournament: bool = typer.Option(False, help="do not serve the retrained candidates in a shadow tournament"),
+    allow_schema_change: bool = typer.Option(False, "--allow-schema-change", help="retrain the model although the "
+                                             "data's columns differ from its champion's"),
     resume: bool = typer.Option(False, "--resume", help="continue the last unfinished refresh (or --refresh-id)"),
     refresh_id: str | None = typer.Option(None, help="the unfinished refresh to continue (implies --resume)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's log lines for every task"),
@@ -120,6 +127,8 @@ def refresh(
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
                           skip_tournament)
+    if allow_schema_change:
+        config = config.model_copy(update={"allow_schema_change": True})
     preflight(config)
     resume_id = _resume_id(refresh_id, resume)
     import contextlib

@@ -61,6 +61,11 @@ def serve(
                           challenger_timeout_s=challenger_timeout, log_mode=log_mode,
                           admin_token_file=str(admin_token_file) if admin_token_file else None,
                           feedback_token_file=str(feedback_token_file) if feedback_token_file else None)
+    from pipelines.tracking import check_prediction_log, check_tracking_store
+
+    # seconds, not MLflow's minutes of retries, for a store that is down or broken: one line, exit 2
+    check_tracking_store(gw.tracking_uri)
+    check_prediction_log(gw.prediction_log_url)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=gw.tracking_uri, registry_uri=gw.tracking_uri)
