@@ -115,8 +115,6 @@ def refresh(
     drift: str | None = typer.Option(None, help="inject drift into the replayed traffic, e.g. noise=0.3"),
     skip_canary: bool = typer.Option(False, help="register the challenger without running the canary"),
     skip_tournament: bool = typer.Option(False, help="do not serve the retrained candidates in a shadow tournament"),
-    allow_schema_change: bool = typer.Option(False, "--allow-schema-change", help="retrain the model although the "
-                                             "data's columns differ from its champion's"),
     resume: bool = typer.Option(False, "--resume", help="continue the last unfinished refresh (or --refresh-id)"),
     refresh_id: str | None = typer.Option(None, help="the unfinished refresh to continue (implies --resume)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's log lines for every task"),
@@ -127,8 +125,6 @@ def refresh(
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
                           skip_tournament)
-    if allow_schema_change:
-        config = config.model_copy(update={"allow_schema_change": True})
     preflight(config)
     resume_id = _resume_id(refresh_id, resume)
     import contextlib
