@@ -252,6 +252,8 @@ class RefreshConfig(_Stage):
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     skip_canary: bool = Field(False, description="register the challenger but do not run the canary")
     skip_tournament: bool = Field(False, description="do not serve the retrained candidates in a shadow tournament")
+    allow_schema_change: bool = Field(False, description="retrain the model although the data's columns differ from "
+                                      "its champion's (otherwise the refresh stops, naming the columns)")
 
     @model_validator(mode="after")
     def _refresh_wide_values(self) -> RefreshConfig:

@@ -26,7 +26,7 @@ from pipelines.contracts import PreparedData
 from pipelines.errors import UserError
 from pipelines.preprocessing import ID_REASON, ColumnPlan, encode, fit_preprocessor, numeric_schema, plan_columns
 
-__all__ = ["DataSpec", "DataValidationError", "PreparedData", "load_table", "prepare", "validate"]
+__all__ = ["DataSpec", "DataValidationError", "PreparedData", "input_schema", "load_table", "prepare", "validate"]
 
 log = logging.getLogger("nasops.refresh.data")  # a child of the progress logger: the CLI shows it
 DUPLICATES = "nasops_duplicate_columns"
@@ -183,6 +183,16 @@ def _label_problems(y: pd.Series) -> list[str]:
     return problems
 
 
+def input_schema(x: pd.DataFrame, name: str, plan: ColumnPlan | None = None) -> list[dict]:
+    """The raw columns a model trained on ``x`` takes (what the schema-change check compares): a table that needs
+    encoding names its kept columns with their types; a numeric table (or bundled images) its columns as numbers."""
+    if plan is None and name not in BUNDLED:
+        plan = plan_columns(x)
+    if plan is not None and plan.needs_encoding:
+        return plan.schema
+    return numeric_schema(list(x.columns))
+
+
 # -- split and fingerprint --------------------------------------------------------------------------------------
 def fingerprint(x: pd.DataFrame, y: pd.Series) -> str:
     """Content hash of features, labels and column names: same data, same fingerprint, any file type. Numeric
@@ -241,7 +251,6 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         input_shape = (features.shape[1],)
         stem.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(preprocessor, stem.with_suffix(".preprocessor.joblib"))
-        schema = plan.schema
         extra_meta["preprocessor"] = str(stem.with_suffix(".preprocessor.joblib"))
         for column, why in plan.dropped.items():
             if why == ID_REASON:  # said by its warning below
@@ -250,7 +259,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     else:
         features = x.to_numpy(dtype=np.float32)
         feature_names = [str(c) for c in x.columns]
-        schema = numeric_schema(list(x.columns))
+    schema = input_schema(x, label, plan)
     for warning in plan.warnings if plan is not None else []:
         log.warning("%s: %s", label, warning)
     train = features[parts["train"]]

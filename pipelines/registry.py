@@ -8,6 +8,7 @@ audited. Tag names are the contract with ``serving`` and the canary (see docs/ar
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -116,17 +117,33 @@ def log_and_register_table(
 ) -> str:
     """Log the network *with* its fitted encoding as one pyfunc model (:class:`nas.table_model.TableClassifier`),
     register it under ``model_name`` and tag it, like :func:`log_and_register`; returns the version."""
-    import sklearn
-    import torch
-
     from nas.table_model import TableClassifier
 
     active = mlflow.active_run()
     if active is None:
         raise RuntimeError("log_and_register_table needs an active MLflow run")
-    info = mlflow.pyfunc.log_model(
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    pyfunc_log.setLevel(logging.ERROR)  # its warning about pickled Python objects: the object is ours, by design
+    try:
+        info = _log_table(TableClassifier(preprocessor, model, classes, schema), schema, input_example, model_name)
+    finally:
+        pyfunc_log.setLevel(level)
+    version = str(info.registered_model_version)
+    client = client_for_active()
+    for key, value in {**tags, "input_form": "table", "input_schema": schema}.items():
+        client.set_model_version_tag(model_name, version, tag(key), _tag_value(value))
+    client.set_model_version_tag(model_name, version, tag("training_run_id"), active.info.run_id)
+    return version
+
+
+def _log_table(python_model: Any, schema: list[dict], input_example: Any, model_name: str) -> Any:
+    import sklearn
+    import torch
+
+    return mlflow.pyfunc.log_model(
         name="model",
-        python_model=TableClassifier(preprocessor, model, classes, schema),
+        python_model=python_model,
         signature=table_signature(schema),
         input_example=input_example,
         registered_model_name=model_name,
@@ -134,12 +151,6 @@ def log_and_register_table(
                           "pandas", "numpy", "nasops"],
         await_registration_for=60,
     )
-    version = str(info.registered_model_version)
-    client = client_for_active()
-    for key, value in {**tags, "input_form": "table", "input_schema": schema}.items():
-        client.set_model_version_tag(model_name, version, tag(key), _tag_value(value))
-    client.set_model_version_tag(model_name, version, tag("training_run_id"), active.info.run_id)
-    return version
 
 
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
