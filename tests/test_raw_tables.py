@@ -1,0 +1,208 @@
+"""A user's table as it comes (string categories, missing numbers and categories, an ID column): every problem named
+in one message; accepted tables encoded by a ColumnTransformer fitted on the training split and registered inside
+the model, so ``models:/NAME@champion`` takes the raw rows in a fresh process and the gateway takes named records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from nas.data import TaskData
+from pipelines.data import DataSpec, DataValidationError, prepare
+from pipelines.preprocessing import plan_columns
+
+NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
+FAST = ["--pool-size", "60", "--budget", "4", "--epochs", "3", "--top-k", "2", "--skip-tournament", "--skip-canary",
+        "--seed", "1"]
+
+
+def raw_table(rows: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Labels that depend on a category and a number, with the mess a real export has."""
+    rng = np.random.default_rng(seed)
+    color = rng.choice(["red", "green", "blue"], size=rows)
+    size = rng.normal(size=rows)
+    frame = pd.DataFrame({
+        "customer_id": [f"C{i:05d}" for i in range(rows)],
+        "color": color,
+        "size": size,
+        "weight": rng.normal(size=rows),
+        "member": rng.choice([True, False], size=rows),
+        "country": "NL",
+        "label": np.where((color == "red") | (size > 0.8), "yes", "no"),
+    })
+    frame.loc[[3, 10, 20, 30], "size"] = np.nan
+    frame.loc[[5, 11, 40], "color"] = None
+    return frame
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> str:
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+# -- what is accepted, dropped, refused ------------------------------------------------------------------------
+def test_columns_are_planned_by_what_they_hold():
+    frame = raw_table().drop(columns="label")
+    frame["empty"] = np.nan
+    frame["row_number"] = np.arange(len(frame))
+    plan = plan_columns(frame)
+    assert plan.numeric == ["size", "weight"] and plan.one_hot == ["color", "member"]
+    assert set(plan.dropped) == {"customer_id", "country", "empty", "row_number"}
+    assert "identifier" in plan.dropped["customer_id"] and "constant" in plan.dropped["country"]
+    assert "all values missing" in plan.dropped["empty"]
+    assert any("'customer_id' looks like an ID" in w for w in plan.warnings)
+    schema = {c["name"]: (c["type"], c["optional"]) for c in plan.schema}
+    assert schema == {"color": ("string", True), "size": ("double", True), "weight": ("double", False),
+                      "member": ("boolean", False)}
+    assert not plan.problems
+
+
+def test_every_problem_is_named_in_the_first_message(tmp_path):
+    """A missing label, a date column, an infinite number and a repeated target column: one message, all four."""
+    frame = raw_table(60)
+    frame["signup"] = pd.date_range("2024-01-01", periods=len(frame)).strftime("%Y-%m-%d")
+    frame.loc[7, "weight"] = np.inf
+    frame.loc[2, "label"] = None
+    path = tmp_path / "bad.csv"
+    text = frame.to_csv(index=False).splitlines()
+    text[0] += ",label"  # the header names the target twice (pandas would read the copy as label.1)
+    path.write_text("\n".join([text[0]] + [line + ",x" for line in text[1:]]) + "\n")
+    with pytest.raises(DataValidationError) as err:
+        prepare(DataSpec(source=str(path), target="label"), tmp_path / "out")
+    message = str(err.value)
+    assert "4 problems" in message, message
+    for needle in ("repeats column name(s) label", "'signup' holds dates", "'weight' has 1 infinite",
+                   "1 rows have no label"):
+        assert needle in message, message
+    assert "\n" not in message
+
+
+def test_the_encoding_is_fitted_on_the_training_split_only(tmp_path):
+    frame = raw_table()
+    prepared = prepare(DataSpec(source=write_csv(frame, tmp_path / "raw.csv"), target="label"), tmp_path / "out")
+    assert prepared.input_form == "table"
+    assert set(prepared.dropped_columns) == {"customer_id", "country"}
+    assert [c["name"] for c in prepared.input_schema] == ["color", "size", "weight", "member"]
+    task = TaskData.load(prepared.path)
+    import joblib
+
+    pre = joblib.load(task.meta["preprocessor"])
+    num = pre.named_transformers_["num"]
+    # the median imputed and the scale are the training rows', not the whole table's
+    from pipelines.data import split_indices
+
+    codes = (frame["label"] == "yes").to_numpy().astype(int)
+    train = frame.iloc[split_indices(codes, 0)["train"]]
+    assert num.named_steps["impute"].statistics_[0] == pytest.approx(train["size"].median())
+    assert num.named_steps["impute"].statistics_[0] != pytest.approx(frame["size"].median())
+    assert task.x_train.shape[1] == len(prepared.feature_names) == 2 + 3 + 2  # 2 numbers, 3 colours, 2 booleans
+    assert np.isfinite(task.x_train).all() and np.isfinite(task.x_prod).all()
+
+
+def test_a_complete_numeric_table_keeps_the_float_matrix_path(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(80, 3)), columns=["a", "b", "c"])
+    frame["y"] = np.arange(80) % 2
+    prepared = prepare(DataSpec(source=write_csv(frame, tmp_path / "n.csv"), target="y"), tmp_path / "out")
+    assert prepared.input_form == "tensor" and prepared.feature_names == ["a", "b", "c"]
+    assert [c["type"] for c in prepared.input_schema] == ["double"] * 3
+
+
+# -- registered, loaded in a fresh process, served ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def refreshed(tmp_path_factory) -> dict:
+    """One real ``nasops refresh`` of the raw CSV (small budgets, no canary): a champion and a challenger."""
+    from servers import require_slow
+
+    require_slow("runs a whole refresh (trains and registers models)")
+    root = tmp_path_factory.mktemp("raw-refresh")
+    csv = write_csv(raw_table(), root / "customers.csv")
+    env = {**os.environ, "NASOPS_HOME": str(root / "home")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([*NASOPS, "refresh", "--data", csv, "--target", "label", "--model-name", "customers",
+                           *FAST, "--json"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "'customer_id' looks like an ID" in proc.stderr
+    return {"home": root / "home", "csv": csv, "env": env, "result": json.loads(proc.stdout)}
+
+
+FRESH_LOAD = """
+import json, sys
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model("models:/customers@champion")
+raw = pd.read_csv(sys.argv[2]).drop(columns=["label"]).head(6)
+raw.loc[0, "size"] = None
+raw.loc[1, "color"] = "purple"
+out = model.predict(raw)
+print(json.dumps({"columns": [c.name for c in model.metadata.get_input_schema().inputs],
+                  "required": [c.required for c in model.metadata.get_input_schema().inputs],
+                  "predictions": out["prediction"].tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_the_champion_takes_raw_rows_in_a_fresh_process(refreshed):
+    result = refreshed["result"]
+    assert result["data"]["input_form"] == "table"
+    assert result["baseline"]["version"] != result["challenger"]["version"]
+    uri = f"sqlite:///{refreshed['home'] / 'mlflow.db'}"
+    proc = subprocess.run([sys.executable, "-c", FRESH_LOAD, uri, refreshed["csv"]], capture_output=True, text=True,
+                          timeout=300, env=refreshed["env"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["columns"] == ["color", "size", "weight", "member"]
+    assert out["required"] == [False, False, True, True]
+    assert len(out["predictions"]) == 6 and set(out["predictions"]) <= {"yes", "no"}
+
+
+@pytest.mark.slow
+def test_the_gateway_takes_named_records(refreshed):
+    from serving.config import GatewaySettings
+    from serving.server import start_gateway
+
+    home = refreshed["home"]
+    settings = GatewaySettings(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", model_name="customers",
+                               prediction_log_url=f"sqlite:///{home / 'gateway-log.db'}", poll_interval_s=0,
+                               challenger_weight=0.5)
+    rows = [{"color": "red", "size": 1.2, "weight": 0.1, "member": True},
+            {"color": None, "weight": -0.3, "member": False},          # a missing category and a missing number
+            {"color": "purple", "size": 0.0, "weight": 0.5, "member": True}]  # a category never seen in training
+    with start_gateway(settings) as gw:
+        variants = set()
+        for _ in range(16):  # both variants answer (split 50/50 on random ids)
+            r = httpx.post(f"{gw.url}/predict", json={"records": rows})
+            assert r.status_code == 200, r.text
+            assert len(r.json()["predictions"]) == 3 and set(r.json()["predictions"]) <= {"yes", "no"}
+            variants.add(r.json()["variant"])
+        assert variants == {"champion", "challenger"}
+        r = httpx.post(f"{gw.url}/predict", json={"dataframe_records": rows[:1]})
+        assert r.status_code == 200, r.text
+        split = {"columns": ["member", "weight", "color"], "data": [[True, 0.2, "blue"]]}
+        assert httpx.post(f"{gw.url}/predict", json={"dataframe_split": split}).status_code == 200
+        bad = httpx.post(f"{gw.url}/predict", json={"records": [{"colour": "red", "size": "big", "member": True}]})
+        assert bad.status_code == 422
+        error = bad.json()["error"]
+        for needle in ("unknown column(s) 'colour'", "'size' is 'big', expected a number",
+                       "required column 'weight' is missing"):
+            assert needle in error, error
+        assert "weight (double)" in bad.json()["detail"]
+        spec = httpx.get(f"{gw.url}/openapi.json").json()
+        records = spec["components"]["schemas"]["PredictRequest"]["properties"]["records"]
+        assert records["items"]["required"] == ["weight", "member"]
+        assert set(records["items"]["properties"]) == {"color", "size", "weight", "member"}
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.prediction_log_url)
+    with engine.connect() as conn:
+        logged = [json.loads(r[0]) for r in conn.execute(sa.text("SELECT inputs FROM predictions LIMIT 3"))]
+    engine.dispose()
+    assert logged[1] == {"color": None, "size": None, "weight": -0.3, "member": False}  # named, as sent
