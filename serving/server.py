@@ -8,6 +8,7 @@ multiprocess mode and a shared control file so admin changes reach every worker.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -24,6 +25,61 @@ from typing import Literal
 import httpx
 
 from serving.config import GatewaySettings
+
+RUN_DIR_PREFIX = "nasops-gateway-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_dirs(root: Path | None = None, pid: int | None = None) -> list[Path]:
+    """The gateway run directories under ``root`` (default: the temp dir), each ``nasops-gateway-<pid>-<random>``
+    after the process that owns it; only those of ``pid`` if given."""
+    base = Path(root or tempfile.gettempdir())
+    found = []
+    with contextlib.suppress(OSError):
+        for path in base.iterdir():
+            owner = path.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+            if path.name.startswith(RUN_DIR_PREFIX) and owner.isdigit() and path.is_dir() \
+                    and (pid is None or int(owner) == pid):
+                found.append(path)
+    return found
+
+
+def remove_run_dirs(pid: int, root: Path | None = None) -> list[Path]:
+    """Remove every run directory of ``pid`` under ``root`` (its owner stopping, or its watchdog after it died)."""
+    paths = run_dirs(root, pid)
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+    return paths
+
+
+def sweep_run_dirs(root: Path | None = None) -> list[Path]:
+    """Remove the run directories whose owner no longer runs: what a ``kill -9`` of the owner left behind."""
+    stale = [p for p in run_dirs(root) if not _pid_alive(int(p.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]))]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def new_run_dir(root: Path | None = None) -> Path:
+    """A private directory for one gateway run (its workers' Prometheus files, its control file and log), named
+    after this process so that nothing is left behind: removed when the gateway stops and at exit; after a
+    ``kill -9`` of this process, by its watchdog (``pipelines.supervisor``) or by the next start (stale
+    directories of dead owners under the same root are swept here first)."""
+    base = Path(root or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    sweep_run_dirs(base)
+    path = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-", dir=base))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 class GatewayStartError(RuntimeError):
@@ -117,7 +173,7 @@ def _start_thread(settings: GatewaySettings, host: str, port: int, timeout: floa
 
 
 def _start_process(settings: GatewaySettings, host: str, port: int, workers: int, timeout: float) -> GatewayHandle:
-    run_dir = Path(tempfile.mkdtemp(prefix="nasops-gateway-"))
+    run_dir = new_run_dir()
     metrics_dir = run_dir / "prometheus"
     metrics_dir.mkdir()
     if settings.control_file is None:
@@ -191,15 +247,19 @@ def start_gateway(
     raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
 
 
+SHUTDOWN_DRAIN_S = 3
+
+
 def serve_forever(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                   state_dir: Path | None = None) -> None:
     """Run the gateway in the foreground until interrupted (what ``nasops serve`` does)."""
     import uvicorn
 
+    # Bounded drain: SIGTERM ends the process within seconds (an orchestrator's stop, `nasops serve` under a
+    # supervisor), a slow client does not hold it.
     if workers > 1:
-        base = Path(state_dir or tempfile.mkdtemp(prefix="nasops-gateway-"))
+        base = new_run_dir(state_dir)  # this run's alone: two gateways on one NASOPS_HOME do not share metrics
         metrics_dir = base / "prometheus-multiproc"
-        shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files from a previous run would add up
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         if settings.control_file is None:
@@ -207,9 +267,13 @@ def serve_forever(settings: GatewaySettings, host: str = "127.0.0.1", port: int 
         control = Path(settings.control_file)
         control.unlink(missing_ok=True)
         os.environ.update(settings.to_env())
-        uvicorn.run("serving.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="info", access_log=False)
+        try:
+            uvicorn.run("serving.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+                        log_level="info", access_log=False, timeout_graceful_shutdown=SHUTDOWN_DRAIN_S)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
         return
     from serving.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False,
+                timeout_graceful_shutdown=SHUTDOWN_DRAIN_S)

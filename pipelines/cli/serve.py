@@ -85,7 +85,16 @@ def serve(
     console.print(f"gateway on http://{host}:{port}  (champion v{champion}, mode {gw.mode}, weight "
                   f"{gw.challenger_weight}, admin {'on' if gw.admin_token else 'off'}, feedback "
                   f"{'on' if gw.feedback_token else 'off'}, log {gw.log_mode}, workers {workers})")
-    serve_forever(gw, host=host, port=port, workers=workers, state_dir=settings.state_dir / "gateway")
+    from pipelines import supervisor
+
+    # SIGTERM: uvicorn drains (serving.server.SHUTDOWN_DRAIN_S), then the workers are stopped and the run
+    # directory removed, exit 143 within 5 s; kill -9: the watchdog stops the workers and removes it
+    supervisor.exit_on_sigterm(unwind_s=3.5, children_grace_s=1.0)
+    watchdog = supervisor.start(run_roots=[settings.state_dir / "gateway"])
+    try:
+        serve_forever(gw, host=host, port=port, workers=workers, state_dir=settings.state_dir / "gateway")
+    finally:
+        supervisor.done(watchdog)
 
 
 def _load_rows(data: Path, split: str, target: str | None):

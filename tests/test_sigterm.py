@@ -1,0 +1,184 @@
+"""SIGTERM is honoured within 5 s, and a gateway's run directory does not outlive it (issue: ``refresh`` ignored
+SIGTERM for > 90 s while MLflow and Prefect retried against a dead server; the gateway's temporary directory of
+Prometheus files and control file was left behind when its owner was killed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
+SIGTERM_BOUND_S = 5.0
+
+
+def _carrying(marker: str) -> list[int]:
+    from pipelines.supervisor import pids_with_env
+
+    return pids_with_env(marker)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {**os.environ, "NASOPS_HOME": str(home)}
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "NASOPS_OWNER_TOKEN", "NASOPS_PREDICTION_LOG_URL"):
+        env.pop(key, None)
+    return env
+
+
+def _wait(predicate, timeout: float, proc: subprocess.Popen, log: Path, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{what} never happened:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _sigterm(proc: subprocess.Popen) -> float:
+    """Seconds from SIGTERM to the process's exit."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        elapsed = time.monotonic() - started
+    print(f"SIGTERM to exit: {elapsed:.2f}s")
+    return elapsed
+
+
+def _nothing_left(marker: str) -> None:
+    """At the exit nothing of the command runs but its watchdog, which leaves moments later."""
+    left = [p for p in _carrying(marker) if "pipelines.supervisor" not in _cmdline(p)]
+    assert left == [], [_cmdline(p) for p in left]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _carrying(marker):
+        time.sleep(0.2)
+    assert _carrying(marker) == [], [_cmdline(p) for p in _carrying(marker)]
+
+
+def _kill_all(marker: str) -> None:
+    for pid in _carrying(marker):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_run_dirs_of_dead_owners_are_swept_and_only_those(tmp_path):
+    from serving.server import new_run_dir, remove_run_dirs, run_dirs, sweep_run_dirs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"nasops-gateway-{gone.pid}-abc"
+    (stale / "prometheus").mkdir(parents=True)
+    live = tmp_path / f"nasops-gateway-{os.getppid()}-def"  # the parent of pytest runs
+    live.mkdir()
+    unrelated = tmp_path / "nasops-gateway-notapid"
+    unrelated.mkdir()
+    mine = new_run_dir(tmp_path)  # sweeps first
+    assert mine.name.startswith(f"nasops-gateway-{os.getpid()}-")
+    assert not stale.exists() and live.exists() and unrelated.exists() and mine.exists()
+    assert sweep_run_dirs(tmp_path) == []
+    assert run_dirs(tmp_path, os.getpid()) == [mine]
+    assert remove_run_dirs(os.getpid(), tmp_path) == [mine] and not mine.exists()
+
+
+@pytest.mark.slow
+def test_sigterm_of_serve_with_workers_stops_it_its_workers_and_removes_its_run_dir(tmp_path):
+    home, port = tmp_path / "home", _free_port()
+    marker, log_path = f"NASOPS_HOME={home}", tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*NASOPS, "serve", "--port", str(port), "--workers", "2"], env=_env(home),
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(healthy, 120, proc, log_path, "the gateway answering /healthz")
+        run_dirs = list((home / "gateway").glob(f"nasops-gateway-{proc.pid}-*"))
+        assert run_dirs and (run_dirs[0] / "prometheus-multiproc").is_dir()
+        assert len([p for p in _carrying(marker) if p != proc.pid]) >= 2  # the workers (and uvicorn's helpers)
+        elapsed = _sigterm(proc)
+        assert elapsed < SIGTERM_BOUND_S and proc.returncode == 143, log_path.read_text()[-3000:]
+        assert log_path.read_text().count("stopped by SIGTERM") == 1
+        _nothing_left(marker)
+        assert not run_dirs[0].exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_all(marker)
+
+
+@pytest.mark.slow
+def test_kill_9_of_serve_leaves_no_worker_and_no_run_dir(tmp_path):
+    home, port = tmp_path / "home", _free_port()
+    marker, log_path = f"NASOPS_HOME={home}", tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*NASOPS, "serve", "--port", str(port), "--workers", "2"], env=_env(home),
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: list((home / "gateway").glob(f"nasops-gateway-{proc.pid}-*/prometheus-multiproc/*.db")),
+              120, proc, log_path, "the workers writing their metrics")
+        run_dir = next((home / "gateway").glob(f"nasops-gateway-{proc.pid}-*"))
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 20  # the watchdog's grace is 5 s
+        while time.monotonic() < deadline and (_carrying(marker) or run_dir.exists()):
+            time.sleep(0.2)
+        assert _carrying(marker) == [], [_cmdline(p) for p in _carrying(marker)]
+        assert not run_dir.exists()
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_all(marker)
+
+
+@pytest.mark.slow
+def test_sigterm_of_a_refresh_during_its_canary_stops_everything_within_5s(tmp_path):
+    home = tmp_path / "home"
+    marker, log_path = f"NASOPS_HOME={home}", tmp_path / "refresh.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*NASOPS, "refresh", "--max-rows", "400", "--pool-size", "20", "--budget", "2",
+                                 "--epochs", "1", "--top-k", "1", "--skip-tournament"], env=_env(home),
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: any("serving.app" in _cmdline(p) for p in _carrying(marker)), 900, proc, log_path,
+              "the canary's gateway starting")
+        children = [p for p in _carrying(marker) if p != proc.pid]
+        assert any("prefect" in _cmdline(p) for p in children)  # the temporary Prefect API server
+        run_dirs = list(Path(tempfile.gettempdir()).glob(f"nasops-gateway-{proc.pid}-*"))
+        assert run_dirs  # the canary's gateway's Prometheus files and control file
+        elapsed = _sigterm(proc)
+        output = log_path.read_text(errors="replace")
+        assert elapsed < SIGTERM_BOUND_S and proc.returncode == 143, output[-3000:]
+        assert output.count("stopped by SIGTERM") == 1, output[-3000:]
+        _nothing_left(marker)
+        assert not any(p.exists() for p in run_dirs)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_all(marker)
