@@ -1,0 +1,124 @@
+"""A refresh on other columns under the same model name stops before training, naming the columns and the fixes;
+``--allow-schema-change`` (or another ``--model-name``) goes ahead."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.errors import UserError
+from pipelines.schema_check import SchemaDiff, compare, registered_schema
+
+NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
+FAST = ["--pool-size", "60", "--budget", "4", "--epochs", "2", "--top-k", "2", "--skip-tournament", "--skip-canary"]
+
+
+def test_compare_names_added_removed_and_retyped_columns():
+    old = [{"name": "a", "type": "double", "optional": False}, {"name": "b", "type": "string", "optional": True},
+           {"name": "c", "type": "double", "optional": False}]
+    new = [{"name": "a", "type": "double", "optional": True}, {"name": "b", "type": "double", "optional": False},
+           {"name": "d", "type": "boolean", "optional": False}]
+    diff = compare(old, new)
+    assert diff.added == ["d"] and diff.removed == ["c"] and diff.retyped == [("b", "string", "double")]
+    assert diff.describe() == "added 'd'; removed 'c'; retyped 'b' (string -> double)"
+    assert not compare(old, [dict(c, optional=not c["optional"]) for c in old])  # optional or not: same table
+    assert not SchemaDiff()
+
+
+def test_the_registered_schema_is_read_from_the_tags():
+    schema = [{"name": "x", "type": "string", "optional": True}]
+    assert registered_schema({"input_schema": json.dumps(schema)}) == [{"name": "x", "type": "string"}]
+    # a float-matrix version registered before input schemas were tagged: its feature names, as numbers
+    assert registered_schema({"features": json.dumps(["p0", "p1"])}) == [{"name": "p0", "type": "double"},
+                                                                       {"name": "p1", "type": "double"}]
+    assert registered_schema({}) is None
+
+
+def _table(columns: dict[str, str], rows: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({name: (rng.normal(size=rows) if kind == "double" else rng.choice(["p", "q", "r"], rows))
+                          for name, kind in columns.items()})
+    first = frame[next(iter(columns))]
+    frame["y"] = np.where(first > 0, "hi", "lo") if columns[next(iter(columns))] == "double" else \
+        np.where(first == "p", "hi", "lo")
+    return frame
+
+
+def _cli(*args: str, home: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NASOPS_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([*NASOPS, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def champion_home(tmp_path, nasops_home) -> dict:
+    """A champion of model 'shop' trained (stage level, real SQLite registry) on columns size, colour, age."""
+    from servers import require_slow
+
+    from pipelines.config import RetrainConfig
+    from pipelines.contracts import Lineage
+    from pipelines.data import DataSpec, prepare
+    from pipelines.retrain import register_baseline
+    from pipelines.settings import Settings
+    from pipelines.tracking import configure_mlflow
+
+    require_slow("trains and registers a model")
+    csv = tmp_path / "v1.csv"
+    _table({"size": "double", "colour": "string", "age": "double"}).to_csv(csv, index=False)
+    settings = Settings()
+    configure_mlflow(settings)
+    prepared = prepare(DataSpec(source=str(csv), target="y"), settings.data_dir)
+    register_baseline(prepared.path, "shop", RetrainConfig(epochs=2),
+                      Lineage(dataset_fingerprint=prepared.fingerprint, data_source="v1.csv", refresh_run_id="r"))
+    return {"home": nasops_home, "prepared": prepared, "tmp": tmp_path}
+
+
+@pytest.mark.slow
+def test_other_columns_under_the_same_name_stop_with_exit_2_naming_them(champion_home):
+    csv = champion_home["tmp"] / "v2.csv"
+    _table({"size": "string", "colour": "string", "height": "double"}).to_csv(csv, index=False)
+    proc = _cli("refresh", "--data", str(csv), "--target", "y", "--model-name", "shop", *FAST,
+                home=champion_home["home"], timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    for needle in ("added 'height'", "removed 'age'", "retyped 'size' (double -> string)", "--model-name",
+                   "--allow-schema-change"):
+        assert needle in proc.stderr, proc.stderr
+    # the flow checks too (a scheduled deployment has no CLI pre-flight): the same one line
+    from pipelines.data import DataSpec, prepare
+    from pipelines.schema_check import check_schema_change
+    from pipelines.settings import Settings
+
+    new = prepare(DataSpec(source=str(csv), target="y"), Settings().data_dir)
+    with pytest.raises(UserError, match=r"added 'height'; removed 'age'; retyped 'size' \(double -> string\)"):
+        check_schema_change("shop", new.input_schema, new.source)
+    assert check_schema_change("shop", new.input_schema, new.source, allow=True)
+    assert check_schema_change("shop", champion_home["prepared"].input_schema, "v1.csv") is None
+    assert check_schema_change("another-model", new.input_schema, new.source) is None
+
+
+@pytest.mark.slow
+def test_allow_schema_change_retrains_the_model_on_the_new_columns(champion_home):
+    csv = champion_home["tmp"] / "v2.csv"
+    _table({"size": "double", "colour": "string", "height": "double"}, seed=1).to_csv(csv, index=False)
+    proc = _cli("refresh", "--data", str(csv), "--target", "y", "--model-name", "shop", "--allow-schema-change",
+                *FAST, "--json", home=champion_home["home"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--allow-schema-change: retraining 'shop' on the new columns" in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["baseline"] is None  # the old champion stays champion until a canary decides
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.settings import Settings
+
+    uri = Settings().tracking_uri
+    mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("shop", "challenger")
+    names = [c["name"] for c in json.loads(mv.tags["nasops.input_schema"])]
+    assert names == ["size", "colour", "height"]
