@@ -68,16 +68,17 @@ def test_csv_with_string_labels_keeps_original_classes(tmp_path):
     [
         (lambda f: f, None, "--target COLUMN"),
         (lambda f: f, "nope", "target column 'nope' not found"),
-        (lambda f: f.assign(a=["x"] * len(f)), "label", "non-numeric feature columns: a"),
-        (lambda f: f.assign(b=[np.nan] + [0.0] * (len(f) - 1)), "label", "NaN or infinite"),
-        (lambda f: f.assign(c=[np.inf] + [0.0] * (len(f) - 1)), "label", "NaN or infinite"),
+        (lambda f: f.assign(c=[np.inf] + [0.0] * (len(f) - 1)), "label", "'c' has 1 infinite values"),
+        (lambda f: f.assign(when=pd.date_range("2024-01-01", periods=len(f)).astype(str)), "label",
+         "'when' holds dates"),
+        (lambda f: f.assign(a=np.nan, b=np.nan, c=np.nan, d=np.nan), "label", "no usable feature column"),
         (lambda f: f.assign(label=["only"] * len(f)), "label", "at least 2 classes"),
         (lambda f: f.assign(label=[None, *list(f["label"][1:])]), "label", "have no label"),
         (lambda f: f.assign(label=np.linspace(0, 1, len(f))), "label", "non-integer"),
         (lambda f: f.iloc[: 3 * (MIN_ROWS_PER_CLASS - 2)], "label", "too few rows per class"),
         (lambda f: f[["label"]], "label", "no feature columns"),
     ],
-    ids=["no-target", "unknown-target", "non-numeric", "nan", "inf", "one-class", "missing-label",
+    ids=["no-target", "unknown-target", "inf", "dates", "all-missing", "one-class", "missing-label",
          "continuous-target", "rare-class", "no-features"],
 )
 def test_invalid_tables_name_the_problem_and_the_fix(tmp_path, mutate, target, message):
@@ -85,6 +86,33 @@ def test_invalid_tables_name_the_problem_and_the_fix(tmp_path, mutate, target, m
     with pytest.raises(DataValidationError, match=message):
         prepare(DataSpec(source=path, target=target), tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.npz"))
+
+
+def test_text_columns_and_missing_values_are_accepted_and_encoded(tmp_path):
+    """What used to be refused in two rounds (encode the strings, then impute the NaN) now trains as it is."""
+    frame = _frame().assign(a=["x", "y", None] * 20)
+    frame.loc[4, "b"] = np.nan
+    prepared = prepare(DataSpec(source=_write(frame, tmp_path / "t.csv"), target="label"), tmp_path / "out")
+    assert prepared.input_form == "table"
+    assert {c["name"]: (c["type"], c["optional"]) for c in prepared.input_schema} == {
+        "a": ("string", True), "b": ("double", True), "c": ("double", False), "d": ("double", False)}
+    task = TaskData.load(prepared.path)
+    assert np.isfinite(task.x_train).all() and task.x_train.shape[1] == 3 + 2  # b, c, d + one-hot x, y
+
+
+def test_all_label_and_column_problems_come_in_one_message(tmp_path):
+    frame = _frame().assign(c=[np.inf] + [0.0] * 59, label=[None] + [f"class-{i % 3}" for i in range(1, 60)])
+    with pytest.raises(DataValidationError, match=r"2 problems.*\(1\) column 'c' has 1 infinite.*\(2\) 1 rows "
+                       "have no label"):
+        prepare(DataSpec(source=_write(frame, tmp_path / "bad.csv"), target="label"), tmp_path / "out")
+
+
+def test_a_repeated_target_column_is_refused(tmp_path):
+    text = _frame().to_csv(index=False).splitlines()
+    path = tmp_path / "dup.csv"
+    path.write_text("\n".join([text[0] + ",label"] + [line + ",class-0" for line in text[1:]]) + "\n")
+    with pytest.raises(DataValidationError, match=r"repeats column name\(s\) label .*'label\.1'"):
+        prepare(DataSpec(source=str(path), target="label"), tmp_path / "out")
 
 
 def test_unreadable_and_missing_files(tmp_path):
