@@ -32,8 +32,9 @@ def _assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None
 def bad_csv(tmp_path) -> Path:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
-    frame.loc[3, "b"] = np.nan
-    frame["y"] = np.arange(40) % 2
+    frame.loc[3, "b"] = np.inf  # a missing value would be imputed; an infinite one is refused
+    frame["y"] = (np.arange(40) % 2).astype(float)
+    frame.loc[5, "y"] = np.nan
     path = tmp_path / "bad.csv"
     frame.to_csv(path, index=False)
     return path
@@ -41,7 +42,7 @@ def bad_csv(tmp_path) -> Path:
 
 def test_refresh_rejects_bad_data_before_any_work(tmp_path, bad_csv):
     proc = run_cli("refresh", "--data", str(bad_csv), "--target", "y", home=tmp_path / "h")
-    _assert_user_error(proc, "NaN or infinite", "b (1)", "Impute or drop")
+    _assert_user_error(proc, "2 problems", "'b' has 1 infinite values", "1 rows have no label")
     proc = run_cli("refresh", "--data", str(bad_csv), home=tmp_path / "h")
     _assert_user_error(proc, "--target COLUMN", "a, b, c, y")
     proc = run_cli("refresh", "--data", str(tmp_path / "none.parquet"), "--target", "y", home=tmp_path / "h")
