@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -254,6 +255,12 @@ class RefreshConfig(_Stage):
     skip_tournament: bool = Field(False, description="do not serve the retrained candidates in a shadow tournament")
     allow_schema_change: bool = Field(False, description="retrain the model although the data's columns differ from "
                                       "its champion's (otherwise the refresh stops, naming the columns)")
+    gateway_url: str | None = Field(
+        default_factory=lambda: os.environ.get("NASOPS_GATEWAY_URL") or None,
+        description="the running gateway real callers use (default NASOPS_GATEWAY_URL): the refresh starts the "
+        "rollout there and returns; without one, the canary runs embedded (a local gateway and traffic process)")
+    controller_work_pool: str | None = Field(
+        None, description="Prefect work pool whose workers run the controller deployment of a handed-over rollout")
 
     @model_validator(mode="after")
     def _refresh_wide_values(self) -> RefreshConfig:

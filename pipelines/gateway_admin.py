@@ -80,3 +80,32 @@ class GatewayAdmin:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def gateway_ready(url: str) -> dict:
+    """A running gateway's ``/readyz`` body (no token needed); a dead or unready gateway is a UserError."""
+    try:
+        response = httpx.get(f"{url}/readyz", timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise UserError(f"cannot reach the gateway at {url} ({type(exc).__name__}); start it (`nasops serve`) or "
+                        "fix the gateway URL") from None
+    if response.status_code != 200:
+        try:
+            why = response.json().get("error", "")
+        except ValueError:
+            why = response.text[:200]
+        raise UserError(f"the gateway at {url} is not ready ({response.status_code}): {why}")
+    return response.json()
+
+
+def wait_follows(url: str, rollout_id: str, timeout_s: float = 15.0) -> None:
+    """Wait until the gateway reports following ``rollout_id`` (it reads the same rollout store as we write)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (gateway_ready(url).get("rollout") or {}).get("rollout_id") == rollout_id:
+            return
+        time.sleep(0.25)
+    raise UserError(f"the gateway at {url} does not follow rollout {rollout_id}: it reads another rollout store. "
+                    "Give the gateway and this command the same prediction-log database "
+                    "(NASOPS_GATEWAY_PREDICTION_LOG_URL for the gateway, NASOPS_PREDICTION_LOG_URL or "
+                    "--prediction-log-url here)")

@@ -136,7 +136,13 @@ def _optional_stages(config: RefreshConfig, model_name: str, data: PreparedData,
 
         tournament = clock.stage("shadow_tournament", run_tournament)
     canary: dict[str, Any] = {}
-    if not config.skip_canary:
+    if not config.skip_canary and config.gateway_url:
+        from pipelines.canary.handover import hand_over
+
+        canary = clock.stage("canary_handover", lambda: hand_over(model_name, data.path, config.canary,
+                                                                  config.gateway_url,
+                                                                  work_pool=config.controller_work_pool))
+    elif not config.skip_canary:
         canary = clock.stage("canary_rollout", lambda: canary_rollout(model_name, data.path, config.canary))
     return tournament, canary
 

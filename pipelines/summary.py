@@ -72,7 +72,9 @@ def refresh_details(result: RefreshResult) -> list[str]:
         lines.append(f"[bold]drift[/bold]               data drift share {_fmt(drift.get('share'), 2)} "
                      f"(dataset drift: {drift.get('dataset_drift')}), prediction drift "
                      f"{_fmt(drift.get('prediction_drift'), 3)}" + (f" — {drift['note']}" if drift.get("note") else ""))
-    if canary:
+    if canary and canary.get("handed_over"):
+        lines.append(f"[bold]canary[/bold]              {canary['reason']}")
+    elif canary:
         lines.append(f"[bold]decision[/bold]            {canary['decision']} — {canary['reason']}")
         lines.append(f"[bold]champion now[/bold]        version {canary['champion_version']}")
         lines.append(f"[bold]report[/bold]              {canary['report_uri']}")

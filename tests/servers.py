@@ -553,9 +553,12 @@ class PrefectServer(ServerProcess):
         return f"{self.url}/api"
 
 
-def start_prefect(*, timeout: float = 120.0) -> PrefectServer:
+def start_prefect(*, timeout: float = 120.0, services: bool = False) -> PrefectServer:
     """A Prefect API server on a free 127.0.0.1 port with its own ``PREFECT_HOME`` and SQLite database; returns
-    once ``/api/health`` answers. Point clients at it with ``PREFECT_API_URL`` = ``api_url``."""
+    once ``/api/health`` answers. Point clients at it with ``PREFECT_API_URL`` = ``api_url``.
+
+    ``services``: run the server's background services too (the scheduler that turns a deployment's interval
+    schedule into flow runs), as ``prefect server start`` does, with the scheduler looking every second."""
     require_slow("starts a Prefect API server")
     workdir = _workdir("prefect")
     port = free_port()
@@ -568,6 +571,10 @@ def start_prefect(*, timeout: float = 120.0) -> PrefectServer:
         "PREFECT__SERVER_FINAL": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+    if services:
+        del env["PREFECT__SERVER_EPHEMERAL"]
+        env.update({"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+                    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1"})
     env.pop("PREFECT_API_URL", None)
     server = PrefectServer(
         "prefect server",

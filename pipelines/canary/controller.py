@@ -274,7 +274,8 @@ def _reference(rollout: Rollout, cfg: CanaryConfig) -> pd.DataFrame | None:
 
 # -- operator commands ---------------------------------------------------------------------------------------------
 
-def _active(store: RolloutStore, model_name: str) -> Rollout:
+def active_rollout(store: RolloutStore, model_name: str) -> Rollout:
+    """The active rollout of ``model_name``; none is a UserError saying what happened to the last one."""
     rollout = store.active(model_name)
     if rollout is None:
         latest = store.latest(model_name)
@@ -285,7 +286,7 @@ def _active(store: RolloutStore, model_name: str) -> Rollout:
 
 def pause(store: RolloutStore, model_name: str, *, actor: str = "operator") -> Rollout:
     """Hold the current split (the weight stays) until :func:`resume`; no interval is judged meanwhile."""
-    rollout = _active(store, model_name)
+    rollout = active_rollout(store, model_name)
     if rollout.phase == "paused":
         return rollout
     return store.update(rollout, {"phase": "paused", "paused_phase": rollout.phase}, kind="pause", actor=actor,
@@ -294,7 +295,7 @@ def pause(store: RolloutStore, model_name: str, *, actor: str = "operator") -> R
 
 def resume(store: RolloutStore, model_name: str, *, actor: str = "operator") -> Rollout:
     """Continue a paused rollout; its current interval starts again now."""
-    rollout = _active(store, model_name)
+    rollout = active_rollout(store, model_name)
     if rollout.phase != "paused":
         raise UserError(f"rollout {rollout.rollout_id} is {rollout.phase}, not paused; nothing to resume")
     return store.update(rollout, {"phase": rollout.paused_phase or rollout.mode, "paused_phase": None,
@@ -313,7 +314,7 @@ def abort(store: RolloutStore, model_name: str, *, actor: str = "operator", clie
 
 def _decide(store: RolloutStore, model_name: str, decision: str, actor: str, client: Any, why: str) -> Rollout:
     for _ in range(5):  # the controller may write between our read and our write: read again and retry
-        rollout = _active(store, model_name)
+        rollout = active_rollout(store, model_name)
         where = "shadow" if rollout.mode == "shadow" else f"{rollout.weight:.0%} traffic"
         changes = {"phase": decision, "decision": decision, "decided_by": actor, "mode": "split",
                    "reason": f"{why} at {where} after {rollout.intervals} judged interval(s)",

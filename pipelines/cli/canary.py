@@ -1,5 +1,5 @@
-"""``nasops canary``: prove the registered ``@challenger`` against ``@champion`` on replayed production traffic,
-then promote or roll back (the refresh's canary stage on its own), printing the judge's evidence table."""
+"""``nasops canary``: the rollout commands (:mod:`pipelines.cli.rollout`) and ``run``, the embedded canary (the
+refresh's canary stage on its own), with the judge's evidence table."""
 
 from __future__ import annotations
 
@@ -60,7 +60,24 @@ def steps_table(result: dict) -> Table:
     return table
 
 
-def canary(
+def canary_options(config_file: Path | None, **options: Any) -> dict[str, Any]:
+    """The canary options of a command: the ``--config`` file, then each flag given (``steps`` as a CSV string)."""
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        from pipelines.config_file import read_mapping
+
+        raw = read_mapping(config_file, f"--config {str(config_file)!r}")
+    steps = options.pop("steps", None)
+    if steps is not None:
+        try:
+            raw["steps"] = [float(s) for s in steps.split(",") if s.strip()]
+        except ValueError:
+            raise UserError(f"--steps must be comma-separated numbers in (0, 1], got {steps!r}") from None
+    raw.update({k: v for k, v in options.items() if v is not None})
+    return raw
+
+
+def run(
     data: Path | None = typer.Option(None, help="prepared data (.npz from prepare_data; default: the newest one)"),
     config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
     drift: str | None = typer.Option(None, help="drift injected into the replayed inputs, e.g. noise=0.3"),
@@ -70,23 +87,11 @@ def canary(
     rate: float | None = typer.Option(None, help="replayed requests per second"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Run the canary of @challenger against @champion and promote or roll back."""
+    """The embedded canary: a local gateway, a traffic process replaying the prod split, the controller."""
     from pipelines.canary import canary_rollout, parse_config
 
     settings = Settings()
-    raw: dict[str, Any] = {}
-    if config_file is not None:
-        from pipelines.config_file import read_mapping
-
-        raw = read_mapping(config_file, f"--config {str(config_file)!r}")
-    if steps is not None:
-        try:
-            raw["steps"] = [float(s) for s in steps.split(",") if s.strip()]
-        except ValueError:
-            raise UserError(f"--steps must be comma-separated numbers in (0, 1], got {steps!r}") from None
-    for key, value in (("drift", drift), ("interval_s", interval_s), ("rate", rate)):
-        if value is not None:
-            raw[key] = value
+    raw = canary_options(config_file, steps=steps, drift=drift, interval_s=interval_s, rate=rate)
     parse_config(raw)  # a typo fails here, before a gateway starts
     path = data or _latest_prepared(settings)
     if not path.is_file():
@@ -103,4 +108,11 @@ def canary(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("canary")(canary)
+    from pipelines.cli import rollout
+
+    canary_app = typer.Typer(name="canary", no_args_is_help=True, help="Canary rollouts of @challenger against "
+                             "@champion: on a running gateway (start, status, pause, resume, promote, abort, "
+                             "controller) or embedded (run).")
+    canary_app.command("run")(run)
+    rollout.register(canary_app)
+    app.add_typer(canary_app)

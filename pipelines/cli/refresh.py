@@ -79,6 +79,9 @@ def preflight(config) -> None:
     x, y, input_shape = load_table(spec)
     validate(x, y, Path(config.data).name)
     resolve_space(config.search, input_shape)
+    from pipelines.schema_check import preflight_schema
+
+    preflight_schema(config, x)  # other columns than the champion's: one line now, not a failed flow run
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -115,6 +118,10 @@ def refresh(
     drift: str | None = typer.Option(None, help="inject drift into the replayed traffic, e.g. noise=0.3"),
     skip_canary: bool = typer.Option(False, help="register the challenger without running the canary"),
     skip_tournament: bool = typer.Option(False, help="do not serve the retrained candidates in a shadow tournament"),
+    allow_schema_change: bool = typer.Option(False, "--allow-schema-change", help="retrain the model although the "
+                                             "data's columns differ from its champion's"),
+    gateway: str | None = typer.Option(None, "--gateway", help="start the rollout on this running gateway and "
+                                       "return (default $NASOPS_GATEWAY_URL; none: the embedded canary)"),
     resume: bool = typer.Option(False, "--resume", help="continue the last unfinished refresh (or --refresh-id)"),
     refresh_id: str | None = typer.Option(None, help="the unfinished refresh to continue (implies --resume)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's log lines for every task"),
@@ -125,7 +132,15 @@ def refresh(
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
                           skip_tournament)
+    if allow_schema_change:
+        config = config.model_copy(update={"allow_schema_change": True})
+    if gateway:
+        config = config.model_copy(update={"gateway_url": gateway})
     preflight(config)
+    if config.gateway_url and not config.skip_canary:  # before anything trains: the rollout needs that gateway
+        from pipelines.gateway_admin import gateway_ready
+
+        gateway_ready(config.gateway_url.rstrip("/"))
     resume_id = _resume_id(refresh_id, resume)
     import contextlib
     import sys

@@ -28,11 +28,14 @@ async def healthz(settings: SettingsDep) -> dict:
 
 @router.get("/readyz", responses=documented(503))
 async def readyz(gateway: GatewayDep) -> Response:
-    """200 when the champion and the challenger (if its alias exists) are loaded."""
+    """200 when the champion and the challenger (if its alias exists) are loaded; names the rollout this worker
+    follows (so a controller can check that the gateway reads the same rollout store)."""
     ready, _ = gateway.ready()
     if not ready:  # the reason (exception text) stays server-side: logged, and in GET /admin/state
         missing = CHAMPION if gateway.models[CHAMPION] is None else CHALLENGER
         return error_response(503, f"not ready: the {missing} model is not loaded",
                               "the gateway log and GET /admin/state (admin token) say why; the alias must point at "
                               "a loadable version in the registry")
-    return JSONResponse({"status": "ready", "versions": gateway.versions()})
+    followed = gateway.rollouts.describe() if gateway.rollouts is not None else None
+    rollout = {k: followed[k] for k in ("rollout_id", "generation", "phase")} if followed else None
+    return JSONResponse({"status": "ready", "versions": gateway.versions(), "rollout": rollout})

@@ -1,0 +1,209 @@
+"""``nasops canary start|status|pause|resume|promote|abort|controller``: a rollout on a running gateway, steered
+as Argo Rollouts users steer theirs. Every command reads or writes the rollout record in the prediction-log
+database that the gateway follows; ``start`` and ``controller`` serve the controller as a Prefect deployment."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from pipelines.errors import UserError
+from pipelines.gateway_admin import gateway_ready, wait_follows
+from pipelines.settings import Settings
+
+console = Console()
+
+GATEWAY_HELP = "gateway base URL the rollout steers (default $NASOPS_GATEWAY_URL)"
+LOG_HELP = "the rollout store: the gateway's prediction-log database URL (default: the state dir's SQLite file)"
+
+
+def _store(prediction_log_url: str | None) -> tuple[Any, str]:
+    from monitoring.rollout_store import RolloutStore
+
+    url = prediction_log_url or Settings().prediction_log_url
+    try:
+        return RolloutStore(url), url
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _tracking() -> str:
+    import mlflow
+
+    from pipelines.tracking import ensure_tracking
+
+    ensure_tracking()
+    return mlflow.get_tracking_uri()
+
+
+def _gateway_url(gateway: str | None) -> str:
+    import os
+
+    url = gateway or os.environ.get("NASOPS_GATEWAY_URL")
+    if not url:
+        raise UserError("no gateway to steer: pass --gateway URL (the running `nasops serve` or Kubernetes "
+                        "service) or set NASOPS_GATEWAY_URL")
+    if not url.startswith(("http://", "https://")):
+        raise UserError(f"--gateway must be an http(s) URL, got {url!r}")
+    return url.rstrip("/")
+
+
+def start(
+    gateway: str | None = typer.Option(None, "--gateway", help=GATEWAY_HELP),
+    model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
+    steps: str | None = typer.Option(None, help="challenger traffic shares, e.g. 0.05,0.25,0.5,1"),
+    interval_s: float | None = typer.Option(None, "--interval-s", help="seconds between two judged looks"),
+    data: Path | None = typer.Option(None, help="prepared data (.npz) as the drift reference (optional)"),
+    prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
+    detach: bool = typer.Option(False, "--detach", help="create the rollout and return; serve its controller with "
+                                "`nasops canary controller`"),
+    as_json: bool = typer.Option(False, "--json", help="print the rollout as JSON"),
+) -> None:
+    """Start a rollout of @challenger on a running gateway and serve its controller (a Prefect deployment)."""
+    from pipelines.canary.controller import start_rollout
+    from pipelines.canary.flow import parse_config
+    from pipelines.cli.canary import canary_options
+
+    url = _gateway_url(gateway)
+    cfg = parse_config(canary_options(config_file, steps=steps, interval_s=interval_s))
+    if data is not None and not data.is_file():
+        raise UserError(f"--data {str(data)!r} does not exist")
+    gateway_ready(url)
+    store, log_url = _store(prediction_log_url)
+    tracking_uri = _tracking()
+    name = model_name or Settings().model_name
+    rollout = start_rollout(store, name, cfg, gateway_url=url, data_path=str(data) if data else None)
+    try:
+        wait_follows(url, rollout.rollout_id)
+    except UserError:
+        from pipelines.canary.controller import abort
+
+        abort(store, name, actor="start")
+        raise
+    if as_json:
+        typer.echo(json.dumps(rollout.to_dict(), default=str))
+    else:
+        console.print(f"rollout [bold]{rollout.rollout_id}[/]: {name} v{rollout.challenger_version} against "
+                      f"champion v{rollout.champion_version} on {url}; first step {rollout.mode} "
+                      f"{rollout.weight:.0%}")
+    if detach:
+        return
+    _serve(store, rollout.rollout_id, log_url, tracking_uri)
+
+
+def controller(
+    model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
+    prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
+) -> None:
+    """Serve the controller of the model's active rollout (after `start --detach`, or to restart a killed one)."""
+    from pipelines.canary.controller import active_rollout
+
+    store, log_url = _store(prediction_log_url)
+    tracking_uri = _tracking()
+    rollout = active_rollout(store, model_name or Settings().model_name)
+    _serve(store, rollout.rollout_id, log_url, tracking_uri)
+
+
+def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None:
+    from pipelines.canary.deployment import deployment_name, serve_controller
+
+    rollout = store.get(rollout_id)
+    console.print(f"serving the controller deployment [bold]canary_reconcile/{deployment_name(rollout.model_name)}"
+                  f"[/] every {rollout.config.get('interval_s')} s; it stops when the rollout is decided")
+    last: dict[str, Any] = {"generation": rollout.generation}
+
+    def on_poll(current: Any) -> None:
+        if current.generation != last["generation"]:
+            last["generation"] = current.generation
+            console.print(f"  {current.phase} {current.weight:.0%}, {current.intervals} interval(s) judged"
+                          + (f": {current.decision} — {current.reason}" if current.decision else ""))
+
+    serve_controller(store, rollout_id, prediction_log_url=log_url, tracking_uri=tracking_uri, on_poll=on_poll)
+    final = store.get(rollout_id)
+    if final is not None and final.decision:
+        colour = "green" if final.decision == "promoted" else "red"
+        console.print(f"[bold {colour}]{final.decision}[/]: {final.reason}")
+
+
+def status(
+    model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
+    prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
+    watch: bool = typer.Option(False, "--watch", help="refresh every 2 s until the rollout is decided"),
+    as_json: bool = typer.Option(False, "--json", help="print the rollout record and its history as JSON"),
+) -> None:
+    """Phase, weight, time in step, samples and label coverage per variant, the last verdict and its evidence."""
+    store, _ = _store(prediction_log_url)
+    name = model_name or Settings().model_name
+    while True:
+        rollout = store.latest(name)
+        if rollout is None:
+            raise UserError(f"no rollout of {name!r} in this rollout store; start one with `nasops canary start` "
+                            "(or check --prediction-log-url)")
+        if as_json:
+            typer.echo(json.dumps({**rollout.to_dict(), "events": store.events(rollout.rollout_id)}, default=str))
+        else:
+            print_status(rollout)
+        if not watch or rollout.terminal:
+            return
+        time.sleep(2.0)
+
+
+def print_status(rollout: Any) -> None:
+    from pipelines.cli.canary import evidence_table
+
+    now = time.time()
+    console.print(f"[bold]rollout {rollout.rollout_id}[/] {rollout.model_name}: challenger "
+                  f"v{rollout.challenger_version} vs champion v{rollout.champion_version}")
+    console.print(f"phase [bold]{rollout.phase}[/], {rollout.mode} weight {rollout.weight:.0%}, "
+                  f"{now - rollout.step_started_at:.0f} s in step {rollout.step_index + 1}, "
+                  f"{rollout.intervals} interval(s) judged, {rollout.failures} failed")
+    verdict = rollout.last_verdict or {}
+    for variant, cov in (verdict.get("coverage") or {}).items():
+        share = cov.get("coverage")
+        console.print(f"  {variant}: {cov.get('rows', 0)} rows, {cov.get('eligible', 0)} old enough for a label, "
+                      f"label coverage {'–' if share is None else f'{share:.0%}'}")
+    if verdict:
+        console.print(evidence_table({"verdict": verdict.get("verdict"), "score": verdict.get("score", 0.0),
+                                      "evidence": verdict.get("evidence", [])}))
+    if rollout.decision:
+        colour = "green" if rollout.decision == "promoted" else "red"
+        console.print(f"[bold {colour}]{rollout.decision}[/] by {rollout.decided_by}: {rollout.reason}")
+
+
+def _command(verb: str):
+    def command(
+        model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
+        prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
+    ) -> None:
+        from pipelines.canary import controller as ctl
+
+        store, _ = _store(prediction_log_url)
+        name = model_name or Settings().model_name
+        action = {"pause": ctl.pause, "resume": ctl.resume, "promote": ctl.promote_now, "abort": ctl.abort}[verb]
+        if verb in ("promote", "abort"):
+            _tracking()
+        rollout = action(store, name)
+        console.print(f"rollout {rollout.rollout_id}: {rollout.phase}, {rollout.mode} weight {rollout.weight:.0%}"
+                      + (f" — {rollout.reason}" if rollout.decision else ""))
+
+    command.__doc__ = {
+        "pause": "Hold the current step (its weight stays) until `resume`.",
+        "resume": "Continue a paused rollout; the current interval starts again.",
+        "promote": "Skip the remaining steps and promote now (recorded as a manual decision).",
+        "abort": "Roll back now: every gateway stops sending the challenger traffic within one poll.",
+    }[verb]
+    return command
+
+
+def register(canary_app: typer.Typer) -> None:
+    canary_app.command("start")(start)
+    canary_app.command("status")(status)
+    for verb in ("pause", "resume", "promote", "abort"):
+        canary_app.command(verb)(_command(verb))
+    canary_app.command("controller")(controller)
