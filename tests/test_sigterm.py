@@ -182,3 +182,34 @@ def test_sigterm_of_a_refresh_during_its_canary_stops_everything_within_5s(tmp_p
         if proc.poll() is None:
             proc.kill()
         _kill_all(marker)
+
+
+@pytest.mark.slow
+def test_sigterm_of_a_refresh_while_mlflow_retries_against_a_dead_server(tmp_path):
+    from servers import start_mlflow
+
+    home = tmp_path / "home"
+    marker, log_path = f"NASOPS_HOME={home}", tmp_path / "refresh.log"
+    with start_mlflow(tmp_path / "mlflow") as server:
+        env = {**_env(home), "MLFLOW_TRACKING_URI": server.url}
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([*NASOPS, "refresh", "--max-rows", "400", "--pool-size", "20", "--budget", "2",
+                                     "--epochs", "1", "--top-k", "1", "--skip-tournament"], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        try:
+            _wait(lambda: any("prefect" in _cmdline(p) for p in _carrying(marker)), 300, proc, log_path,
+                  "the refresh's Prefect server starting")
+            time.sleep(3)  # into the flow: MLflow runs open against the server
+            server.stop()  # the tracking server dies under the running refresh
+            time.sleep(8)  # MLflow and Prefect's log shipping are retrying now
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            print("before SIGTERM:", log_path.read_text(errors="replace")[-800:])
+            elapsed = _sigterm(proc)
+            output = log_path.read_text(errors="replace")
+            assert elapsed < SIGTERM_BOUND_S and proc.returncode == 143, output[-3000:]
+            assert output.count("stopped by SIGTERM") == 1, output[-3000:]
+            _nothing_left(marker)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _kill_all(marker)

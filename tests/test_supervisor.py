@@ -1,5 +1,6 @@
 """Children die with their parent: ``kill -9`` of ``nasops refresh`` leaves nothing of its own running (issue: the
-canary's gateway, ~630 MB with its admin API on, and the temporary Prefect server kept running)."""
+canary's gateway, ~630 MB with its admin API on, and the temporary Prefect server kept running), and no gateway
+run directory."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,12 +68,15 @@ def test_kill_9_of_a_refresh_leaves_no_gateway_and_no_prefect_server(tmp_path):
             raise AssertionError("the canary's gateway never started")
         children = [p for p in _carrying(marker) if p != proc.pid]
         assert any("prefect" in _cmdline(p) for p in children)  # the temporary Prefect API server
+        run_dirs = list(Path(tempfile.gettempdir()).glob(f"nasops-gateway-{proc.pid}-*"))
+        assert run_dirs  # the gateway's Prometheus files and control file
         proc.send_signal(signal.SIGKILL)  # only the refresh itself, as a user's kill -9 would
         proc.wait(timeout=30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and _carrying(marker):
             time.sleep(0.2)
         assert _carrying(marker) == [], [_cmdline(p) for p in _carrying(marker)]
+        assert not any(p.exists() for p in run_dirs)  # removed by the watchdog
     finally:
         for pid in _carrying(marker):
             os.kill(pid, signal.SIGKILL)
