@@ -2,7 +2,8 @@
 without a single failed user request?
 
 Each scenario registers a real challenger next to the same real champion (a linear digits classifier) in a fresh
-MLflow SQLite registry, runs the full canary (real gateway over HTTP, real prediction log, the default judge and
+MLflow SQLite registry, runs the full canary through the rollout controller (a real gateway with 2 workers in its own
+process, a separate traffic process whose labels arrive 5 s late, the real prediction log, the default judge and
 rollout unless overridden) and records the decision, the intervals it took and the user requests that failed.
 
     .venv/bin/python benchmarks/canary_faults.py --json
@@ -43,6 +44,9 @@ SCENARIOS = {
 }
 
 
+PRODUCTION_LIKE = {"gateway_workers": 2, "label_delay_s": 5.0, "label_wait_s": 6.0, "max_intervals": 14}
+
+
 def build_models(x_tr, y_tr):
     import support_models as sm
     import torch
@@ -79,7 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(chosen) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
-    overrides = json.loads(args.canary)
+    # production in miniature: the controller against a 2-worker gateway in its own process, traffic from a
+    # separate process, labels 5 s late (the accuracy of a request counts once it is 6 s old)
+    overrides = {**PRODUCTION_LIKE, **json.loads(args.canary)}
 
     home = Path(tempfile.mkdtemp(prefix="nasops-canary-bench-"))
     os.environ["NASOPS_HOME"] = str(home)

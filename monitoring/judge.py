@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from scipy import stats
@@ -81,6 +81,9 @@ class MetricResult:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
 
 
+_METRIC_FIELDS = {f.name for f in fields(MetricResult)}
+
+
 @dataclass
 class Verdict:
     """The judge's answer for one window: pass / marginal / fail (or nodata when no metric had data)."""
@@ -116,6 +119,17 @@ class Verdict:
             "decided_by": self.decided_by,
             "metrics": self.table(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Verdict:
+        """The verdict :meth:`to_dict` wrote (e.g. into the rollout record), so a report can show the one that
+        decided instead of judging again on data that kept arriving."""
+        floats = {f.name for f in fields(MetricResult) if f.type in ("float", float)}
+        metrics = [MetricResult(**{k: (float("nan") if v is None and k in floats else v) for k, v in m.items()
+                                   if k in _METRIC_FIELDS}) for m in data.get("metrics", [])]
+        return cls(verdict=data["verdict"], score=float(data["score"]), metrics=metrics,
+                   group_scores=dict(data.get("group_scores") or {}), reasons=list(data.get("reasons") or []),
+                   method=data.get("method", "fixed_horizon"), decided_by=data.get("decided_by", ""))
 
     def summary(self) -> str:
         """One sentence a person can read in a tag: the verdict, the score and what drove it."""

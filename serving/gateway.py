@@ -295,6 +295,10 @@ class Gateway:
             if current.applied:
                 self._reload_in_background("rollout-reload")
         self.metrics.challenger_weight.set(self.effective_weight())
+        drift = (current.history[-1].get("drift") if current.history else None) or {}
+        for variant in (CHAMPION, CHALLENGER):
+            if isinstance(drift.get(variant), int | float):
+                self.metrics.drift_share.labels(variant).set(float(drift[variant]))
         log.info("rollout %s generation %d: %s, %s %.0f%%", current.rollout_id, current.generation, current.phase,
                  current.mode, 100 * current.weight)
 

@@ -177,7 +177,7 @@ def test_cli_rejects_bad_canary_options_with_a_clear_message(nasops_home):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "canary", "--steps", "0.5,0.2"],
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "canary", "run", "--steps", "0.5,0.2"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "steps must not decrease" in proc.stderr

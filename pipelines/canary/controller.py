@@ -185,13 +185,14 @@ def reconcile(store: RolloutStore, rollout_id: str, *, now: float | None = None,
             "outcome": outcome, "score": round(verdict.score, 2), "failed_metrics": verdict.failed_metrics,
             "window": [rollout.window_start, now], "coverage": coverage, "judged_at": now,
             "evidence": verdict.table()}
+    if cfg.drift_each_interval:
+        step["drift"] = _interval_drift(rollout, store, cfg, rollout.last_judged_at, now)
     state.history.append(step)
     changes: dict[str, Any] = {
         "step_index": state.phase_index, "passes_in_step": state.passes_in_phase, "failures": state.failures,
         "intervals": state.intervals, "history": state.history, "last_judged_at": now,
-        "last_verdict": {"verdict": verdict.verdict, "score": verdict.score, "reasons": verdict.reasons,
-                         "method": getattr(verdict, "method", ""), "evidence": verdict.table(),
-                         "coverage": coverage, "interval": state.intervals},
+        "last_verdict": {**verdict.to_dict(), "evidence": verdict.table(), "coverage": coverage,
+                         "interval": state.intervals},
     }
     if state.decision is not None:
         changes.update(phase=state.decision, decision=state.decision, reason=state.reason, decided_by="controller",
@@ -215,6 +216,22 @@ def reconcile(store: RolloutStore, rollout_id: str, *, now: float | None = None,
     return _report(updated, "judged", outcome=outcome, verdict=verdict.verdict)
 
 
+def _interval_drift(rollout: Rollout, store: RolloutStore, cfg: CanaryConfig, since: float,
+                    until: float) -> dict[str, float | None] | None:
+    """Data drift of each variant's distinct inputs in the interval against the training rows (None without a
+    reference); every gateway worker publishes it as ``nasops_drift_share``."""
+    reference = _reference(rollout, cfg)
+    if reference is None:
+        return None
+    from pipelines.canary.drift import interval_drift
+
+    try:
+        return interval_drift(read_predictions(store.engine, since, until), reference, cfg)
+    except Exception as exc:  # drift informs the dashboards; it must not stop the rollout
+        log.warning("interval drift failed: %s", exc)
+        return None
+
+
 def _log_interval(client: Any, rollout: Rollout, verdict: Verdict, weight: float, step: dict) -> None:
     if not rollout.run_id:
         return
@@ -234,7 +251,10 @@ def _apply(store: RolloutStore, rollout: Rollout, client: Any) -> ReconcileRepor
     """Write a finished rollout's evidence and registry decision (idempotent), then mark the record applied."""
     client = client or registry.client_for_active()
     cfg = CanaryConfig.model_validate(rollout.config)
-    verdict, _ = judge_window(rollout, store, cfg, rollout.updated_at)
+    if rollout.decided_by == "controller" and (rollout.last_verdict or {}).get("metrics") is not None:
+        verdict = Verdict.from_dict(rollout.last_verdict)  # the verdict that decided, not a later re-judging
+    else:  # an operator's decision: the evidence as it stands now
+        verdict, _ = judge_window(rollout, store, cfg, rollout.updated_at)
     result = evidence_and_decision(store, rollout, cfg, verdict, client)
     try:
         applied = store.update(rollout, {"applied": True}, kind="applied", actor="controller",
