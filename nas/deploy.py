@@ -47,15 +47,29 @@ def _require(module: str):
 
 
 # -- ONNX ------------------------------------------------------------------------------------------------------------
-def export_onnx(model: FlatInputClassifier, path: str | Path, *, opset: int = ONNX_OPSET) -> Path:
-    """Write ``model`` as ONNX (input ``features`` ``(batch, F)`` float32, output ``logits``) and validate the file."""
-    if not isinstance(model, FlatInputClassifier):
-        raise TypeError(f"export_onnx takes a nas.export.FlatInputClassifier, got {type(model).__name__}")
+def num_features_of(model: nn.Module, num_features: int | None = None) -> int:
+    """``F`` of a served model: given, or a :class:`FlatInputClassifier`'s own (other modules must be told)."""
+    if num_features is not None:
+        return int(num_features)
+    if isinstance(model, FlatInputClassifier):
+        return int(model.num_features)
+    raise TypeError(f"{type(model).__name__} is not a FlatInputClassifier and does not say how many features it "
+                    "takes: pass num_features")
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, opset: int = ONNX_OPSET,
+                num_features: int | None = None) -> Path:
+    """Write ``model`` as ONNX (input ``features`` ``(batch, F)`` float32, output ``logits``) and validate the file.
+
+    ``model`` is the served form (:class:`FlatInputClassifier`, ``F`` read from it) or any module taking
+    ``(n, F)`` float32 rows with ``num_features=F``.
+    """
     onnx = _require("onnx")
+    width = num_features_of(model, num_features)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = torch.zeros(2, model.num_features)
+    example = torch.zeros(2, width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation on every call
         torch.onnx.export(
@@ -152,6 +166,26 @@ def quantize_int8(model: nn.Module, calibration: np.ndarray | torch.Tensor, *, m
             for start in range(0, min(len(x), batch_size * batches), batch_size):
                 prepared(x[start : start + batch_size])
         return convert_fx(prepared)
+
+
+def save_int8(model: nn.Module, path: str | Path, num_features: int) -> Path:
+    """Save an int8 model (from :func:`quantize_int8`) as TorchScript, traced on ``(n, F)`` rows: the file loads
+    with :func:`load_int8` alone, without the Python classes of the network (a gateway needs none of nasops')."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript announces its deprecation; tracing still works
+        traced = torch.jit.trace(model.eval(), torch.zeros(2, int(num_features)), check_trace=False)
+        torch.jit.save(traced, str(path))
+    return path
+
+
+def load_int8(path: str | Path) -> nn.Module:
+    """Load a :func:`save_int8` file on the CPU with the x86 quantized kernels."""
+    torch.backends.quantized.engine = QUANT_BACKEND
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:

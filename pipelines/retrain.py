@@ -24,7 +24,7 @@ from nas.data import TaskData
 from nas.export import FlatInputClassifier
 from nas.spaces import get_space
 from nas.trainer import TrainConfig, TrainResult, evaluate, measure_latency_ms, predict_proba, train
-from pipelines import plots, registry
+from pipelines import deploy_artifacts, plots, registry
 from pipelines.config import RetrainConfig
 from pipelines.contracts import BaselineOutput, Lineage, RegisteredCandidate, RetrainInput, RetrainOutput
 
@@ -74,7 +74,8 @@ def _train_and_log(
 
 
 def _register(
-    model: FlatInputClassifier, data: TaskData, *, model_name: str, tags: dict[str, Any]
+    model: FlatInputClassifier, data: TaskData, *, model_name: str, tags: dict[str, Any],
+    int8: deploy_artifacts.Int8Policy = "auto",
 ) -> str:
     example = data.x_val[:2]
     base = {
@@ -86,10 +87,14 @@ def _register(
         "input_schema": data.meta.get("input_schema", []),
     }
     if data.meta.get("input_form") == "table":
-        return _register_table(model, data, model_name=model_name, tags={**base, **tags})
-    return registry.log_and_register(
-        model, model_name=model_name, num_classes=data.num_classes, input_example=example, tags={**base, **tags}
-    )
+        version = _register_table(model, data, model_name=model_name, tags={**base, **tags})
+    else:
+        version = registry.log_and_register(
+            model, model_name=model_name, num_classes=data.num_classes, input_example=example, tags={**base, **tags}
+        )
+    deploy_artifacts.log_deploy_artifacts(model, data.x_val, data.x_train, model_name=model_name, version=version,
+                                          int8=int8)
+    return version
 
 
 def _register_table(model: FlatInputClassifier, data: TaskData, *, model_name: str, tags: dict[str, Any]) -> str:
