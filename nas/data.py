@@ -5,6 +5,11 @@ takes a :class:`TaskData`. Features are stored flat and raw (as the user's data 
 to the gateway), ``(n, prod(input_shape))`` float32, with a per-feature ``feature_mean``/``feature_std`` computed on
 the training split. Networks see standardised ``(n, *input_shape)`` tensors: :meth:`TaskData.tensors` does both, and
 the served model carries the same standardisation, so production inputs need no preprocessing by the caller.
+
+A user's table that needs encoding (text columns, missing values; ``meta["input_form"] == "table"``) is stored
+encoded for ``train``/``val``/``test`` (what the networks train on) and raw for ``prod``: ``x_prod`` is then an
+object array of the raw rows in the input schema's column order (numbers, text, booleans, ``None`` for missing),
+which is what a client sends to the served model, and what the tournament and the canary replay.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ class TaskData:
             y = getattr(self, f"y_{split}")
             if x is None:
                 continue
+            if split == "prod" and self.raw_prod:
+                self.x_prod = np.asarray(x, dtype=object).reshape(len(x), -1)
+                self.y_prod = np.asarray(y, dtype=np.int64)
+                continue
             x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)
             if x.shape[1] != width:
                 raise ValueError(
@@ -58,6 +67,11 @@ class TaskData:
                 )
             setattr(self, f"x_{split}", x)
             setattr(self, f"y_{split}", np.asarray(y, dtype=np.int64))
+
+    @property
+    def raw_prod(self) -> bool:
+        """``x_prod`` holds a table's raw rows (what clients send), not the encoded features (see the module)."""
+        return self.meta.get("input_form") == "table"
 
     def standardize(self, x: np.ndarray) -> np.ndarray:
         """Raw flat features -> what the networks are trained on."""
@@ -99,6 +113,8 @@ class TaskData:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: v for s in SPLITS for k in (f"x_{s}", f"y_{s}") if (v := getattr(self, k)) is not None}
+        if self.raw_prod and "x_prod" in arrays:  # raw rows mix types: JSON, so the file loads without pickle
+            arrays["x_prod_raw"] = np.array(json.dumps(arrays.pop("x_prod").tolist()))
         meta = {"input_shape": list(self.input_shape), "num_classes": self.num_classes, **self.meta}
         np.savez_compressed(
             path,
@@ -114,6 +130,12 @@ class TaskData:
         with np.load(Path(path), allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             arrays = {k: f[k] for k in f.files if k != "meta"}
+        if "x_prod_raw" in arrays:
+            rows = json.loads(str(arrays.pop("x_prod_raw")))
+            raw = np.empty((len(rows), len(rows[0]) if rows else 0), dtype=object)
+            if rows:
+                raw[:] = rows
+            arrays["x_prod"] = raw
         shape = tuple(meta.pop("input_shape"))
         classes = int(meta.pop("num_classes"))
         return cls(input_shape=shape, num_classes=classes, meta=meta, **arrays)  # type: ignore[arg-type]

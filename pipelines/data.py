@@ -193,6 +193,17 @@ def input_schema(x: pd.DataFrame, name: str, plan: ColumnPlan | None = None) -> 
     return numeric_schema(list(x.columns))
 
 
+def raw_rows(frame: pd.DataFrame, schema: list[dict]) -> np.ndarray:
+    """A table's rows as a client sends them (the schema's columns in order, JSON types, ``None`` for missing): the
+    ``prod`` split the tournament and the canary replay to a table model."""
+    rows = np.empty((len(frame), len(schema)), dtype=object)
+    for j, column in enumerate(schema):
+        values = frame[column["name"]].astype(object)
+        cast = {"double": float, "boolean": bool}.get(column["type"], str)
+        rows[:, j] = [None if pd.isna(v) else cast(v) for v in values]
+    return rows
+
+
 # -- split and fingerprint --------------------------------------------------------------------------------------
 def fingerprint(x: pd.DataFrame, y: pd.Series) -> str:
     """Content hash of features, labels and column names: same data, same fingerprint, any file type. Numeric
@@ -275,7 +286,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         y_val=codes[parts["val"]],
         x_test=features[parts["test"]],
         y_test=codes[parts["test"]],
-        x_prod=features[parts["prod"]],
+        x_prod=raw_rows(x.iloc[parts["prod"]], schema) if table else features[parts["prod"]],
         y_prod=codes[parts["prod"]],
         input_shape=input_shape,
         num_classes=len(classes),

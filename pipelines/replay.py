@@ -152,13 +152,17 @@ def replay(
         raise UserError(f"duration must be positive seconds (or omitted to send every row once), got {duration}")
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    x = np.asarray(x, dtype=np.float32)
+    # a table model's raw rows (object array: text, booleans, None for missing) are sent as they are
+    raw = isinstance(x, np.ndarray) and x.dtype == object
+    x = np.asarray(x, dtype=object if raw else np.float32)
+    if raw and parse_drift(drift):
+        raise UserError("drift injection needs numeric rows; a table model's raw rows (text columns) take none")
     if x.ndim != 2 or len(x) == 0:
         raise UserError(f"x must be a non-empty 2-D array of rows, got shape {x.shape}")
     if y is not None and len(y) != len(x):
         raise UserError(f"x has {len(x)} rows but y has {len(y)} labels")
     parse_drift(drift)  # fail fast on a bad spec
-    x = apply_drift(x, drift, seed=seed)
+    x = x if raw else apply_drift(x, drift, seed=seed)
     order = np.random.default_rng(seed).permutation(len(x))
     n_batches = math.ceil(len(x) / batch_size)
     total = n_batches if duration is None else max(1, round(rate * duration))
