@@ -39,6 +39,10 @@ class LoadedModel:
     """A raw-table model (:class:`nas.table_model.TableClassifier`): it encodes validated named rows itself."""
     input_schema: list[dict] | None = None
     """The raw columns of a table model: ``{"name", "type", "optional"}`` (None for a float-matrix model)."""
+    flavour: str = "pytorch"
+    """The form ``module`` runs (``pytorch``, ``onnx``, ``int8``; see :mod:`serving.flavours`)."""
+    flavour_note: str | None = None
+    """Why the flavour asked for is not the one served (its artifact is missing or did not load), else None."""
 
     @property
     def num_classes(self) -> int:
@@ -52,12 +56,10 @@ class LoadedModel:
         """Softmax probabilities ``(n, C)`` for float32 rows ``(n, F)`` (or, for a table model, validated named
         rows, encoded by the model's own fitted transformer); raises :class:`InvalidModelOutput`."""
         if self.table is not None:
-            import pandas as pd
-
             if isinstance(x, np.ndarray):  # validated against a float-matrix champion: not this model's contract
                 raise TypeError("a table model takes named rows, not a float matrix (champion and challenger have "
                                 "different input schemas)")
-            x = self.table.encode(pd.DataFrame.from_records(list(x), columns=self.table.columns))
+            x = self.table.encode_records(x)
         with torch.inference_mode():
             logits = self.module(torch.from_numpy(x))
         if not isinstance(logits, torch.Tensor):
@@ -76,7 +78,8 @@ class LoadedModel:
 
     def describe(self) -> dict:
         return {"alias": self.alias, "version": self.version, "n_features": self.n_features,
-                "num_classes": self.num_classes, "loaded_at": self.loaded_at, "input_form": self.input_form}
+                "num_classes": self.num_classes, "loaded_at": self.loaded_at, "input_form": self.input_form,
+                "flavour": self.flavour, **({"flavour_note": self.flavour_note} if self.flavour_note else {})}
 
 
 def resolve_alias(client: MlflowClient, name: str, alias: str) -> str | None:

@@ -32,13 +32,7 @@ _CELL = {"double": "number", "string": "string", "boolean": "boolean"}
 def _records(names: list[str] | None, table: list[dict] | None, max_rows: int, bound: float) -> dict | None:
     """Named rows: the model's columns as properties (a table model: by type, optional ones nullable)."""
     if table is not None:
-        columns = {}
-        for c in table:
-            cell: dict = {"type": [_CELL.get(c["type"], "string"), "null"] if c["optional"]
-                          else _CELL.get(c["type"], "string")}
-            if c["type"] == "double":
-                cell.update(minimum=-bound, maximum=bound)
-            columns[c["name"]] = cell
+        columns = {c["name"]: _cell(c, bound) for c in table}
         required = [c["name"] for c in table if not c["optional"]]
     elif names:
         columns = {n: {"type": "number", "minimum": -bound, "maximum": bound} for n in names}
@@ -49,13 +43,29 @@ def _records(names: list[str] | None, table: list[dict] | None, max_rows: int, b
     return {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}
 
 
+def _cell(column: dict, bound: float) -> dict:
+    kind = _CELL.get(column["type"], "string")
+    cell: dict = {"type": [kind, "null"] if column["optional"] else kind}
+    if kind == "number":
+        cell.update(minimum=-bound, maximum=bound)
+    return cell
+
+
+def _table_rows(table: list[dict], max_rows: int, bound: float) -> dict:
+    """A table model's rows in its column order: one typed value per column (JSON Schema 2020-12 prefixItems)."""
+    row = {"type": "array", "prefixItems": [_cell(c, bound) for c in table], "minItems": len(table),
+           "maxItems": len(table)}
+    return {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}
+
+
 def _patch(spec: dict, width: int | None, names: list[str] | None, classes: list | None, max_batch: int,
            bound: float, table: list[dict] | None = None) -> dict:
     schemas = spec["components"]["schemas"]
     request = schemas["PredictRequest"]
     props = request["properties"]
     for form in ("inputs", "instances"):
-        props[form] = {**_rows(width, max_batch, bound), "description": props[form].get("description", "")}
+        rows = _rows(width, max_batch, bound) if table is None else _table_rows(table, max_batch, bound)
+        props[form] = {**rows, "description": props[form].get("description", "")}
     props["dataframe_split"] = {"$ref": "#/components/schemas/DataFrameSplit"}
     named = _records(names, table, max_batch, bound)
     for form in ("records", "dataframe_records"):

@@ -40,8 +40,11 @@ class PredictRequest(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"inputs": [[0.0, 0.5, 1.0]], "request_id": "order-42"}]},
     )
-    inputs: list[Row] | None = Field(default=None, description="rows (n, F) of finite numbers")
-    instances: list[Row] | None = Field(default=None, description="same as `inputs` (MLflow/TF-serving spelling)")
+    inputs: list[list[Cell]] | None = Field(default=None, description="rows (n, F) of finite numbers in the "
+                                            "model's column order (a table model: its columns' values, null for "
+                                            "a missing one)")
+    instances: list[list[Cell]] | None = Field(default=None, description="same as `inputs` (MLflow/TF-serving "
+                                               "spelling)")
     dataframe_split: DataFrameSplit | None = None
     records: list[Record] | None = Field(
         default=None, description="named rows, e.g. [{\"color\": \"red\", \"size\": 1.5}]: the model's columns by "
