@@ -30,8 +30,8 @@ from pathlib import Path
 
 OWNER_ENV = "NASOPS_OWNER_TOKEN"
 GRACE_S = 5.0
-UNWIND_S = 1.5  # SIGTERM: seconds the command gets to unwind on its own before its children are stopped
-CHILDREN_GRACE_S = 2.0  # SIGTERM: seconds its children get after their own SIGTERM, before SIGKILL
+UNWIND_S = 1.0  # SIGTERM: seconds the command gets to unwind on its own before its children are stopped
+CHILDREN_GRACE_S = 1.5  # SIGTERM: seconds its children get after their own SIGTERM, before SIGKILL
 
 
 _owned_token: str | None = None  # the token this process's watchdog acts on (None: not the owner of a tree)

@@ -247,7 +247,7 @@ def start_gateway(
     raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
 
 
-SHUTDOWN_DRAIN_S = 3
+SHUTDOWN_DRAIN_S = 2
 
 
 def serve_forever(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,

@@ -89,7 +89,7 @@ def serve(
 
     # SIGTERM: uvicorn drains (serving.server.SHUTDOWN_DRAIN_S), then the workers are stopped and the run
     # directory removed, exit 143 within 5 s; kill -9: the watchdog stops the workers and removes it
-    supervisor.exit_on_sigterm(unwind_s=3.5, children_grace_s=1.0)
+    supervisor.exit_on_sigterm(unwind_s=3.0, children_grace_s=1.0)
     watchdog = supervisor.start(run_roots=[settings.state_dir / "gateway"])
     try:
         serve_forever(gw, host=host, port=port, workers=workers, state_dir=settings.state_dir / "gateway")
