@@ -231,7 +231,10 @@ def prediction_rows(
     ``inputs_mode="hash"`` stores ``"sha256:<hex>"`` of each row's float32 bytes instead of its values (privacy:
     the same row still hashes alike, so duplicates stay countable, but the values cannot be read back)."""
     ts = time.time() if ts is None else ts
-    if inputs_mode == "hash":
+    if inputs_mode == "hash" and len(inputs) and isinstance(inputs[0], dict):  # named rows of a table model
+        inputs = [f"sha256:{hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()}"
+                  for row in inputs]
+    elif inputs_mode == "hash":
         inputs = [f"sha256:{hashlib.sha256(row.tobytes()).hexdigest()}"
                   for row in np.asarray(inputs, dtype=np.float32)]
     elif inputs_mode != "raw":

@@ -30,7 +30,7 @@ def distinct_inputs(frame: pd.DataFrame, variant: str | None = None, *, include_
     rows = frame if variant is None else frame[frame["variant"] == variant]
     if not include_shadow and "shadow" in rows:
         rows = rows[~rows["shadow"].astype(bool)]
-    if rows.empty:
+    if rows.empty or isinstance(rows["inputs"].iloc[0], dict):  # a table model's named raw rows: no float matrix
         return np.empty((0, 0))
     x = np.array(rows["inputs"].tolist(), dtype=float)
     return np.unique(x, axis=0) if x.ndim == 2 and len(x) else x
