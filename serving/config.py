@@ -88,6 +88,10 @@ class GatewaySettings(BaseSettings):
         default=64, ge=0, description="champion batches up to this size run on the event loop (no thread hop)"
     )
     torch_threads: int = Field(default=1, ge=1, description="intra-op threads per model call")
+    flavour: Literal["pytorch", "onnx", "int8"] = Field(
+        default="pytorch", description="the form of each version served: its logged PyTorch model, or the ONNX / "
+        "int8 artifact registration logged next to it (a version without one is served in PyTorch, with a note)"
+    )
     shadow_max_in_flight: int = Field(default=8, ge=1, description="mirrored calls beyond this are dropped")
     instance_id: str = Field(
         default_factory=lambda: uuid.uuid4().hex[:16],

@@ -36,7 +36,8 @@ from monitoring.prediction_log import (
 )
 from serving.config import GatewaySettings
 from serving.control import ControlFile, ControlState
-from serving.models import InvalidModelOutput, LoadedModel, load_version, resolve_alias
+from serving.flavours import load_flavoured
+from serving.models import InvalidModelOutput, LoadedModel, resolve_alias
 from serving.request_ids import new_request_id
 from serving.rollout_follower import RolloutFollower
 from serving.routing import CHALLENGER, CHAMPION, choose_variant
@@ -219,12 +220,16 @@ class Gateway:
         if current is not None and current.version == version:
             return "same", None
         try:
-            loaded = load_version(self.client, self.settings.model_name, load_as, version)
+            loaded = load_flavoured(self.client, self.settings.model_name, load_as, version, self.settings.flavour)
         except Exception as exc:
             self.load_errors[key] = f"version {version}: {type(exc).__name__}: {exc}"
             log.warning("loading %s version %s failed: %s", alias, version, exc)
             return "failed", None
         self.load_errors.pop(key, None)
+        if loaded.flavour_note:  # served, but not in the flavour asked for (serving.flavours)
+            self.load_errors[f"flavour:{key}"] = loaded.flavour_note
+        else:
+            self.load_errors.pop(f"flavour:{key}", None)
         return "loaded", loaded
 
     def _swap_shadow(self, alias: str, loaded: LoadedModel | None) -> None:
