@@ -3,6 +3,8 @@ workers obey the rollout record, not one-process admin calls."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from servers import wait_until
@@ -51,6 +53,8 @@ def test_hand_over_starts_the_rollout_on_the_gateway_and_operators_steer_it(regi
 
         mv = MlflowClient(registry.tracking_uri).get_model_version(registry.model_name, registry.challenger_version)
         assert mv.tags["nasops.decision"] == "rolled_back" and mv.tags["nasops.rollout_id"] == aborted.rollout_id
+        history = json.loads(mv.tags["nasops.rollout_history"])  # the version's own record of its rollout
+        assert [(e["kind"], e["actor"]) for e in history] == [("start", "refresh"), ("abort", "operator")]
         # after the rollout the admin API steers again
         assert httpx.post(f"{gateway.url}/admin/weight", json={"weight": 0.0}, headers=AUTH).status_code == 200
 
@@ -62,9 +66,8 @@ def test_a_gateway_on_another_rollout_store_is_refused_and_nothing_stays_active(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
     settings = registry.gateway_settings(rollout_poll_s=0.3)
     other = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    with start_gateway(settings) as gateway:
-        with pytest.raises(UserError, match="does not follow"):
-            hand_over(registry.model_name, "", load_canary_config({}), gateway.url, prediction_log_url=other)
+    with start_gateway(settings) as gateway, pytest.raises(UserError, match="does not follow"):
+        hand_over(registry.model_name, "", load_canary_config({}), gateway.url, prediction_log_url=other)
     assert RolloutStore(other).active(registry.model_name) is None
 
 

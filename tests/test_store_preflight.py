@@ -167,8 +167,5 @@ def test_status_with_a_malformed_tracking_uri(tmp_path):
     _one_line(_cli(["status"], tmp_path, MLFLOW_TRACKING_URI="localhost:5000"), "is not a URI MLflow can use")
 
 
-@pytest.mark.xfail(strict=True, reason="`nasops status` reads the prediction log in pipelines/cli/refresh.py "
-                   "status(), outside this change: it needs check_prediction_log(settings.prediction_log_url) "
-                   "before _online(...)")
 def test_status_with_a_malformed_prediction_log_url(tmp_path):
     _one_line(_cli(["status"], tmp_path, NASOPS_PREDICTION_LOG_URL="notaurl"), "is not a database URL")

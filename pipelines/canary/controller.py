@@ -280,7 +280,29 @@ def evidence_and_decision(store: RolloutStore, rollout: Rollout, cfg: CanaryConf
         mlflow.log_dict(result, f"{REPORT_DIR}/result.json")
     client.set_model_version_tag(rollout.model_name, rollout.challenger_version, tag("rollout_id"),
                                  rollout.rollout_id)
+    record_history(store, rollout, client)
     return result
+
+
+def record_history(store: RolloutStore, rollout: Rollout, client: Any = None) -> None:
+    """The rollout's history (start, operator commands, the decision) on the challenger's model version, so the
+    registry tells what happened to it without the rollout store (best effort: the store stays the truth)."""
+    import json
+    from datetime import UTC, datetime
+
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if client is None and not is_tracking_uri_set():
+        return  # no registry configured in this process (a store-only caller)
+    events = [{"kind": e["kind"], "actor": e["actor"],
+               "at": datetime.fromtimestamp(e["at"], UTC).isoformat(timespec="seconds")}
+              for e in store.events(rollout.rollout_id) if e["kind"] != "interval"]
+    try:
+        client = client or registry.client_for_active()
+        client.set_model_version_tag(rollout.model_name, rollout.challenger_version, tag("rollout_history"),
+                                     json.dumps(events[-40:]))
+    except Exception as exc:
+        log.warning("recording the rollout history on version %s failed: %s", rollout.challenger_version, exc)
 
 
 def _reference(rollout: Rollout, cfg: CanaryConfig) -> pd.DataFrame | None:
@@ -309,8 +331,10 @@ def pause(store: RolloutStore, model_name: str, *, actor: str = "operator") -> R
     rollout = active_rollout(store, model_name)
     if rollout.phase == "paused":
         return rollout
-    return store.update(rollout, {"phase": "paused", "paused_phase": rollout.phase}, kind="pause", actor=actor,
-                        detail={"weight": rollout.weight, "mode": rollout.mode})
+    paused = store.update(rollout, {"phase": "paused", "paused_phase": rollout.phase}, kind="pause", actor=actor,
+                          detail={"weight": rollout.weight, "mode": rollout.mode})
+    record_history(store, paused)
+    return paused
 
 
 def resume(store: RolloutStore, model_name: str, *, actor: str = "operator") -> Rollout:
@@ -318,8 +342,10 @@ def resume(store: RolloutStore, model_name: str, *, actor: str = "operator") -> 
     rollout = active_rollout(store, model_name)
     if rollout.phase != "paused":
         raise UserError(f"rollout {rollout.rollout_id} is {rollout.phase}, not paused; nothing to resume")
-    return store.update(rollout, {"phase": rollout.paused_phase or rollout.mode, "paused_phase": None,
-                                  "last_judged_at": time.time()}, kind="resume", actor=actor, detail={})
+    resumed = store.update(rollout, {"phase": rollout.paused_phase or rollout.mode, "paused_phase": None,
+                                     "last_judged_at": time.time()}, kind="resume", actor=actor, detail={})
+    record_history(store, resumed)
+    return resumed
 
 
 def promote_now(store: RolloutStore, model_name: str, *, actor: str = "operator", client: Any = None) -> Rollout:

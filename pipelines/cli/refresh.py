@@ -231,6 +231,9 @@ def status(
 
     settings = Settings()
     name = model_name or settings.model_name
+    from pipelines.tracking import check_prediction_log
+
+    check_prediction_log(settings.prediction_log_url)  # a bad log URL is one line, before MLflow says anything
     configure_mlflow(settings)
     versions = registry.list_versions(registry.client_for_active(), name)
     online = _online(settings, window_s)

@@ -186,8 +186,7 @@ def _command(verb: str):
         store, _ = _store(prediction_log_url)
         name = model_name or Settings().model_name
         action = {"pause": ctl.pause, "resume": ctl.resume, "promote": ctl.promote_now, "abort": ctl.abort}[verb]
-        if verb in ("promote", "abort"):
-            _tracking()
+        _tracking()  # every command is recorded on the challenger's version too
         rollout = action(store, name)
         console.print(f"rollout {rollout.rollout_id}: {rollout.phase}, {rollout.mode} weight {rollout.weight:.0%}"
                       + (f" — {rollout.reason}" if rollout.decision else ""))
