@@ -20,8 +20,7 @@ from pipelines.data import DataSpec, DataValidationError, prepare
 from pipelines.preprocessing import plan_columns
 
 NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
-FAST = ["--pool-size", "60", "--budget", "4", "--epochs", "3", "--top-k", "2", "--skip-tournament", "--skip-canary",
-        "--seed", "1"]
+FAST = ["--pool-size", "60", "--budget", "4", "--epochs", "3", "--top-k", "2", "--seed", "1"]
 
 
 def raw_table(rows: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -104,7 +103,14 @@ def test_the_encoding_is_fitted_on_the_training_split_only(tmp_path):
     assert num.named_steps["impute"].statistics_[0] == pytest.approx(train["size"].median())
     assert num.named_steps["impute"].statistics_[0] != pytest.approx(frame["size"].median())
     assert task.x_train.shape[1] == len(prepared.feature_names) == 2 + 3 + 2  # 2 numbers, 3 colours, 2 booleans
-    assert np.isfinite(task.x_train).all() and np.isfinite(task.x_prod).all()
+    assert np.isfinite(task.x_train).all() and np.isfinite(task.x_test).all()
+    # the production split stays raw: what a client sends, and what the tournament and the canary replay
+    prod = frame.iloc[split_indices(codes, 0)["prod"]]
+    assert task.x_prod.shape == (len(prod), 4) and task.x_prod.dtype == object
+    first = prod.iloc[0]
+    color, size, weight, member = task.x_prod[0].tolist()
+    assert color == (None if pd.isna(first["color"]) else first["color"]) and member is bool(first["member"])
+    assert weight == pytest.approx(first["weight"]) and (size is None) == pd.isna(first["size"])
 
 
 def test_a_complete_numeric_table_keeps_the_float_matrix_path(tmp_path):
@@ -116,10 +122,36 @@ def test_a_complete_numeric_table_keeps_the_float_matrix_path(tmp_path):
     assert [c["type"] for c in prepared.input_schema] == ["double"] * 3
 
 
+def test_the_compiled_row_encoder_matches_scikit_learn():
+    """The gateway's one-row path (plain numpy from the fitted parameters) encodes exactly like the transformer,
+    for missing numbers and categories, unseen categories and an ordinal-coded (high-cardinality) column."""
+    from nas.table_model import RowEncoder, coerce_frame
+    from pipelines.preprocessing import fit_preprocessor
+
+    rng = np.random.default_rng(3)
+    frame = raw_table().drop(columns="label")
+    frame["city"] = rng.choice([f"city-{i}" for i in range(40)], size=len(frame))  # > 20 values: ordinal
+    frame.loc[[1, 2], "city"] = None
+    plan = plan_columns(frame)
+    assert plan.ordinal == ["city"]
+    pre = fit_preprocessor(plan, frame.iloc[:200])
+    encoder = RowEncoder.build(pre, plan.schema)
+    assert encoder is not None
+    test = frame.iloc[200:].copy()
+    test.loc[test.index[:5], "color"] = "purple"
+    test.loc[test.index[5:10], "city"] = "atlantis"
+    test.loc[test.index[10:15], ["size", "color", "city"]] = None
+    rows = [[None if pd.isna(v) else (bool(v) if isinstance(v, np.bool_) else v) for v in r]
+            for r in test[[c["name"] for c in plan.schema]].astype(object).itertuples(index=False)]
+    expected = pre.transform(coerce_frame(test, plan.schema))
+    np.testing.assert_allclose(encoder.encode(rows), expected, atol=1e-5)
+
+
 # -- registered, loaded in a fresh process, served ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def refreshed(tmp_path_factory) -> dict:
-    """One real ``nasops refresh`` of the raw CSV (small budgets, no canary): a champion and a challenger."""
+    """One real ``nasops refresh`` of the raw CSV (small search budgets; the tournament and the canary replay the
+    raw production rows through a real gateway): a champion and a challenger."""
     from servers import require_slow
 
     require_slow("runs a whole refresh (trains and registers models)")
@@ -154,6 +186,11 @@ def test_the_champion_takes_raw_rows_in_a_fresh_process(refreshed):
     result = refreshed["result"]
     assert result["data"]["input_form"] == "table"
     assert result["baseline"]["version"] != result["challenger"]["version"]
+    # the canary served the raw production rows to both variants and judged them (whatever it decided)
+    online = result["canary"]["online"]
+    assert online["champion"]["requests"] > 0 and online["challenger"]["requests"] > 0, result["canary"]
+    assert online["champion"]["errors"] == 0 and online["challenger"]["errors"] == 0, result["canary"]
+    assert "no metric had enough samples" not in result["canary"]["reason"]
     uri = f"sqlite:///{refreshed['home'] / 'mlflow.db'}"
     proc = subprocess.run([sys.executable, "-c", FRESH_LOAD, uri, refreshed["csv"]], capture_output=True, text=True,
                           timeout=300, env=refreshed["env"])
@@ -170,6 +207,14 @@ def test_the_gateway_takes_named_records(refreshed):
     from serving.server import start_gateway
 
     home = refreshed["home"]
+    # the canary's decision took the challenger alias away: point it at the version that is not champion now
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    result = refreshed["result"]
+    champion = result["canary"]["champion_version"]
+    other = next(v for v in (result["baseline"]["version"], result["challenger"]["version"]) if v != champion)
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias("customers", "challenger", other)
     settings = GatewaySettings(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", model_name="customers",
                                prediction_log_url=f"sqlite:///{home / 'gateway-log.db'}", poll_interval_s=0,
                                challenger_weight=0.5)
