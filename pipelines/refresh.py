@@ -218,7 +218,9 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows)
     data: PreparedData = clock.stage("prepare_data", lambda: _cached(prepare_data, results)(
         spec, str(settings.data_dir), record.refresh_id))
-    check_schema_change(model_name, data.input_schema, data.source, config.allow_schema_change)  # before training
+    if check_schema_change(model_name, data.input_schema, data.source, config.allow_schema_change):  # before training
+        # allowed: the champion cannot answer the new columns, so nothing could be judged against it
+        config = config.model_copy(update={"skip_canary": True, "skip_tournament": True})
     mlflow.log_params({"data": data.source, "dataset_fingerprint": data.fingerprint, "model_name": model_name,
                        "seed": config.seed, "top_k": config.top_k})
     lineage = Lineage(dataset_fingerprint=data.fingerprint, data_source=data.source, refresh_run_id=parent_run_id,

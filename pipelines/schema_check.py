@@ -96,8 +96,9 @@ def check_schema_change(model_name: str, schema: list[dict], source: str, allow:
     what = (f"{source} has other columns than model {model_name!r} (champion version {mv.version}) was "
             f"trained on: {diff.describe()}")
     if allow:
-        log.warning("%s; --allow-schema-change: retraining %r on the new columns (the champion cannot answer them: "
-                    "its canary cannot compare the two on this data)", what, model_name)
+        log.warning("%s; --allow-schema-change: retraining %r on the new columns; the champion cannot answer them, "
+                    "so the tournament and the canary are skipped (promote the challenger by hand once it is "
+                    "checked)", what, model_name)
         return diff
     raise UserError(f"{what}. A champion cannot be compared with a model of other columns; register a new model "
                     f"with --model-name NEW_NAME, or pass --allow-schema-change to retrain {model_name!r} on the new "
