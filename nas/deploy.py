@@ -21,6 +21,7 @@ Three jobs, one function each, so the refresh (registration) and the search (obj
 from __future__ import annotations
 
 import copy
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -37,6 +38,11 @@ INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
 QUANT_BACKEND = "x86"
 QUANT_METHODS = ("auto", "dynamic", "static")
+FX_LOCK = threading.RLock()
+"""Held by whoever runs FX tracing *or* any module next to it: ``torch.fx`` patches ``nn.Module.__call__`` for the
+whole process while it traces, so a network called in another thread meanwhile (a concurrent training) fails with
+``NameError: module is not installed as a submodule``. :class:`nas.evaluators.TrainingEvaluator` with ``int8``
+holds it for a whole evaluation, so such evaluations in a thread pool run one at a time."""
 
 
 def _require(module: str):
@@ -161,11 +167,12 @@ def quantize_int8(model: nn.Module, calibration: np.ndarray | torch.Tensor, *, m
             else calibration.to(torch.float32)
         if len(x) == 0:
             raise ValueError("static quantization needs calibration rows; got none")
-        prepared = prepare_fx(model, tq.get_default_qconfig_mapping(QUANT_BACKEND), example_inputs=(x[:1],))
-        with torch.no_grad():
-            for start in range(0, min(len(x), batch_size * batches), batch_size):
-                prepared(x[start : start + batch_size])
-        return convert_fx(prepared)
+        with FX_LOCK:
+            prepared = prepare_fx(model, tq.get_default_qconfig_mapping(QUANT_BACKEND), example_inputs=(x[:1],))
+            with torch.no_grad():
+                for start in range(0, min(len(x), batch_size * batches), batch_size):
+                    prepared(x[start : start + batch_size])
+            return convert_fx(prepared)
 
 
 def save_int8(model: nn.Module, path: str | Path, num_features: int) -> Path:
@@ -229,3 +236,21 @@ def int8_objectives(model: FlatInputClassifier, x: np.ndarray, y: np.ndarray, ca
     int8_ms = float(np.median(latency_ms(q, one, repeats=repeats)))
     return {"latency_fp32_ms": fp32_ms, "latency_int8_ms": int8_ms, "accuracy_fp32": fp32_acc,
             "accuracy_int8": int8_acc, "int8_accuracy_drop": fp32_acc - int8_acc}
+
+
+def int8_metrics(net: nn.Module, data, *, repeats: int = 20, calibration_rows: int = 256) -> dict[str, float]:
+    """The int8 figures of a *trained search candidate* (the bare network, standardised inputs shaped
+    ``(n, *input_shape)``, as :class:`nas.evaluators.TrainingEvaluator` has it): ``latency_int8_ms`` (median, batch
+    1, the int8 module as TorchScript like the registered artifact), ``accuracy_int8`` (validation accuracy of the
+    int8 module) and ``int8_accuracy_drop`` (the fp32 validation accuracy minus that). For ``--objective
+    latency_int8``: the search then ranks what would be deployed, not the fp32 network."""
+    x_val, y_val = data.tensors("val")
+    x_cal = data.tensors("train")[0][:calibration_rows]
+    q = quantize_int8(net, x_cal)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        q = torch.jit.trace(q.eval(), x_val[:2], check_trace=False)
+        fp32_acc = float((net.eval()(x_val).argmax(1) == y_val).float().mean())
+        int8_acc = float((q(x_val).argmax(1) == y_val).float().mean())
+    int8_ms = float(np.median(latency_ms(q, x_val[:1], repeats=repeats, warmup=3)))
+    return {"latency_int8_ms": int8_ms, "accuracy_int8": int8_acc, "int8_accuracy_drop": fp32_acc - int8_acc}

@@ -68,11 +68,13 @@ class TrainingEvaluator:
         seed: int = 0,
         measure_latency: bool = True,
         latency_repeats: int = 20,
+        int8: bool = False,
     ) -> None:
         self.data = data
         self.default = {"epochs": epochs, "data_fraction": data_fraction}
         self.batch_size, self.lr, self.optimizer, self.seed = batch_size, lr, optimizer, seed
         self.measure_latency, self.latency_repeats = measure_latency, latency_repeats
+        self.int8 = int8  # also measure the int8 form (nas.deploy.int8_metrics): --objective latency_int8
 
     def resolve(self, fidelity: Mapping[str, float] | None) -> dict[str, float]:
         fid = dict(self.default)
@@ -85,6 +87,14 @@ class TrainingEvaluator:
         return fid
 
     def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
+        if self.int8:  # FX tracing patches nn.Module.__call__ process-wide: no other training may run meanwhile
+            from nas.deploy import FX_LOCK
+
+            with FX_LOCK:
+                return self._evaluate(arch, fidelity)
+        return self._evaluate(arch, fidelity)
+
+    def _evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
         from nas.trainer import TrainConfig, measure_latency_ms, train
 
         fid = self.resolve(fidelity)
@@ -103,6 +113,10 @@ class TrainingEvaluator:
         metrics = {"val_accuracy": float(accuracy), "params": float(params), "train_seconds": float(train_seconds)}
         if self.measure_latency:
             metrics["latency_ms"] = measure_latency_ms(model, self.data.input_shape, repeats=self.latency_repeats)
+        if self.int8:
+            from nas.deploy import int8_metrics
+
+            metrics.update(int8_metrics(model, self.data, repeats=self.latency_repeats))
         return Result(metrics, cost=time.perf_counter() - start, fidelity=fid)
 
 

@@ -18,6 +18,8 @@ class Constraints:
 
     max_params: float | None = None
     max_latency_ms: float | None = None
+    latency_key: str = "latency_ms"
+    """The metric ``max_latency_ms`` bounds: fp32 ``latency_ms``, or ``latency_int8_ms`` (objective latency_int8)."""
 
     def __post_init__(self) -> None:
         for name in ("max_params", "max_latency_ms"):
@@ -32,7 +34,7 @@ class Constraints:
     def violations(self, metrics: Mapping[str, float]) -> list[str]:
         """Sentences naming each broken bound; a bound whose metric is missing counts as broken."""
         out = []
-        for bound, key in ((self.max_params, "params"), (self.max_latency_ms, "latency_ms")):
+        for bound, key in ((self.max_params, "params"), (self.max_latency_ms, self.latency_key)):
             if bound is None:
                 continue
             value = metrics.get(key)

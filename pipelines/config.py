@@ -98,6 +98,10 @@ class SearchStageConfig(_Stage):
     top_k: int = Field(2, ge=1, description="candidates returned for full retraining (set by the refresh)")
     max_latency_ms: float | None = Field(None, gt=0)
     max_params: float | None = Field(None, gt=0)
+    objective: Literal["accuracy", "latency_int8"] = Field(
+        "accuracy", description="accuracy: fp32 validation accuracy, max_latency_ms bounds fp32 latency; "
+        "latency_int8: every candidate is also quantized to int8 and the search ranks its int8 accuracy, "
+        "max_latency_ms bounds int8 latency, and the registered version carries its int8 artifact (nas.pareto)")
     runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
     workers: int = Field(2, ge=1, description="evaluations in flight at once")
@@ -178,6 +182,9 @@ class SearchStageConfig(_Stage):
             raise ValueError("dask_address needs runner: dask")
         if self.strategy == DARTS and self.space not in (None, "nb201"):
             raise ValueError(f"strategy darts searches the nb201 cell space, not {self.space!r}")
+        if self.objective != "accuracy" and (self.strategy == DARTS or self.fidelity == SUPERNET):
+            raise ValueError(f"objective {self.objective} trains and quantizes each candidate; it does not work "
+                             "with strategy darts or fidelity supernet (inherited weights)")
         if self.fidelity == SUPERNET and self.space not in (None, "nb201", "mlp"):
             raise ValueError(f"fidelity supernet needs the nb201 or mlp space, not {self.space!r}")
         _check_options("supernet", self.supernet, "nas.supernet", "SPOSConfig", "ElasticConfig")
@@ -195,8 +202,17 @@ class SearchStageConfig(_Stage):
     def constraints(self) -> Any:
         """The search's feasibility constraints as ``nas.objectives.Constraints``."""
         from nas.objectives import Constraints
+        from nas.pareto import objective_spec
 
-        return Constraints(max_params=self.max_params, max_latency_ms=self.max_latency_ms)
+        return Constraints(max_params=self.max_params, max_latency_ms=self.max_latency_ms,
+                           latency_key=objective_spec(self.objective).latency_key)
+
+    @property
+    def metric(self) -> str:
+        """The metric the strategy maximises under this objective (``nas.pareto.OBJECTIVES``)."""
+        from nas.pareto import objective_spec
+
+        return objective_spec(self.objective).metric
 
     def space_for(self, input_shape: tuple[int, ...] | list[int]) -> tuple[str, dict[str, Any]]:
         """The space to search for inputs of this shape: the configured one, or the default for images / tables."""

@@ -87,6 +87,7 @@ class SearchOutput(_Output):
     seed: int = 0
     method: str = Field("predictor", description="how candidates were found: a strategy, darts, supernet+<strategy>")
     supernet_run_id: str | None = Field(None, description="the MLflow run holding the weight-sharing supernet")
+    objective: str = Field("accuracy", description="the search objective (latency_int8: register the int8 form too)")
     predictor_tau: list[dict[str, float]] = Field(default_factory=list)
 
     @property

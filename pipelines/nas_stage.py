@@ -64,7 +64,7 @@ def _load_data(path: str) -> TaskData:
 
 @task(name="evaluate_candidate", cache_policy=NO_CACHE, task_run_name="evaluate {arch}")
 def evaluate_candidate(
-    data_path: str, space: str, space_config: dict, arch: str, fidelity: dict, seed: int = 0
+    data_path: str, space: str, space_config: dict, arch: str, fidelity: dict, seed: int = 0, int8: bool = False
 ) -> dict:
     """Train one architecture at low fidelity and measure it; runs on whichever worker the task runner picks."""
     import torch
@@ -72,7 +72,7 @@ def evaluate_candidate(
     torch.set_num_threads(1)
     data = _load_data(data_path)
     sp = get_space(space, **space_config)
-    evaluator = TrainingEvaluator(data, seed=seed)
+    evaluator = TrainingEvaluator(data, seed=seed, int8=int8)
     return evaluator.evaluate(sp.from_string(arch), fidelity).to_dict()
 
 
@@ -81,12 +81,16 @@ class TaskRunnerEvaluator:
 
     metric = "val_accuracy"
 
-    def __init__(self, runner: Any, data_path: str, space: SearchSpace, seed: int) -> None:
+    def __init__(self, runner: Any, data_path: str, space: SearchSpace, seed: int, objective: str = "accuracy"
+                 ) -> None:
+        from nas.pareto import objective_spec
+
         self.runner, self.data_path, self.space, self.seed = runner, data_path, space, seed
+        self.metric, self.int8 = objective_spec(objective).metric, objective_spec(objective).int8
 
     def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
         params = {"data_path": self.data_path, "space": self.space.name, "space_config": self.space.config(),
-                  "arch": arch.string, "fidelity": dict(fidelity or {}), "seed": self.seed}
+                  "arch": arch.string, "fidelity": dict(fidelity or {}), "seed": self.seed, "int8": self.int8}
         future = self.runner.submit(evaluate_candidate, parameters=params)
         return Result.from_dict(future.result())
 
@@ -226,7 +230,7 @@ def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData
     """Pre-filter a pool, then the configured strategy warm-started from its zero-cost ranking."""
     pool, proxy_scores = zero_cost_pool(space, data, cfg)
     cheap_names = sorted(set.intersection(*(set(s) for s in proxy_scores.values()))) if proxy_scores else []
-    kwargs: dict[str, Any] = {"pool": pool, "metric": "val_accuracy", "constraints": cfg.constraints,
+    kwargs: dict[str, Any] = {"pool": pool, "metric": cfg.metric, "constraints": cfg.constraints,
                               "warm_start": pool[: cfg.warm_start]}
     if cfg.strategy == "predictor":
         kwargs.update(proxies=_proxy_source(space, data, proxy_scores, cheap_names), predictor=cfg.predictor,
@@ -253,7 +257,7 @@ def _log_search_params(space: SearchSpace, cfg: SearchStageConfig) -> None:
                        "pool_size": cfg.pool_size, "prefilter_keep": cfg.prefilter_keep,
                        "strategy": cfg.strategy, "fidelity": json.dumps(cfg.fidelity), "runner": cfg.runner,
                        "workers": cfg.workers, "seed": cfg.seed, "max_latency_ms": cfg.max_latency_ms,
-                       "max_params": cfg.max_params})
+                       "max_params": cfg.max_params, "objective": cfg.objective})
 
 
 def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStageConfig, journal: Path,
@@ -269,7 +273,7 @@ def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStag
 
     runner = make_task_runner(cfg)
     with runner, ContextThreadExecutor(max_workers=cfg.workers, thread_name_prefix="nas-submit") as pool_exec:
-        evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed)
+        evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed, cfg.objective)
         try:
             return run_search(strategy, evaluator, budget=cfg.budget, time_budget_s=cfg.time_budget_s,
                               fidelity=cfg.fidelity, workers=cfg.workers, executor=pool_exec,
@@ -279,7 +283,9 @@ def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStag
 
 
 def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy_scores: dict, journal: Path,
-                        seconds: float, prefilter_seconds: float) -> None:
+                        seconds: float, prefilter_seconds: float, objective: str = "accuracy") -> None:
+    from nas.pareto import log_pareto
+
     mlflow.log_metrics({"evaluations": len(result.records), "search_seconds": seconds,
                         "prefilter_seconds": prefilter_seconds, "best_val_accuracy": candidates[0].val_accuracy})
     for t in result.tau:
@@ -294,6 +300,7 @@ def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy
         (Path(tmp) / "candidates.json").write_text(json.dumps([c.model_dump(mode="json") for c in candidates],
                                                               indent=2))
         mlflow.log_artifact(str(Path(tmp) / "candidates.json"), artifact_path="search")
+    log_pareto(result.records, objective)
 
 
 @flow(name="search_architectures")
@@ -343,7 +350,7 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
                 "no evaluated architecture meets the constraints "
                 f"(max_latency_ms={cfg.max_latency_ms}, max_params={cfg.max_params}); relax them or raise the budget"
             )
-        _log_search_results(result, candidates, proxy_scores, journal, seconds, prefilter_seconds)
+        _log_search_results(result, candidates, proxy_scores, journal, seconds, prefilter_seconds, cfg.objective)
     return _output(run, space, data, cfg, candidates, evaluations=len(result.records), failed=_failed(result),
                    seconds=seconds, prefilter_seconds=prefilter_seconds, journal=journal,
                    tau=[dict(t) for t in result.tau], supernet_run_id=supernet_run_id)
@@ -357,7 +364,7 @@ def _output(run: Any, space: SearchSpace, data: TaskData, cfg: SearchStageConfig
         input_shape=list(data.input_shape), num_classes=int(data.num_classes), pool_size=int(cfg.pool_size),
         evaluations=evaluations, failed_evaluations=failed, seconds=float(seconds),
         prefilter_seconds=float(prefilter_seconds), candidates=candidates, journal=str(journal), seed=cfg.seed,
-        predictor_tau=tau, method=cfg.method, supernet_run_id=supernet_run_id,
+        predictor_tau=tau, method=cfg.method, supernet_run_id=supernet_run_id, objective=cfg.objective,
     )
 
 

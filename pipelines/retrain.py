@@ -181,6 +181,7 @@ def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> Retrain
                       "seed": config.seed,
                       "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
                       "latency_ms": metrics["latency_ms"], "search_val_accuracy": cand.val_accuracy},
+                int8="always" if search.objective == "latency_int8" else "auto",
             )
         alias = candidate_alias(offline_rank)
         client.set_registered_model_alias(model_name, alias, version)

@@ -68,6 +68,8 @@ def search_command(
     time_budget: float = typer.Option(None, "--time-budget-s", help="stop submitting after this many seconds"),
     max_latency_ms: float = typer.Option(None, help="only architectures at or under this CPU latency count"),
     max_params: float = typer.Option(None, help="only architectures with at most this many parameters count"),
+    objective: str = typer.Option(None, "--objective", help="accuracy (fp32) or latency_int8: quantize every "
+                                  "candidate, rank its int8 accuracy, bound its int8 latency [default: accuracy]"),
     epochs: int = typer.Option(None, min=1, help="training epochs per evaluation, the low fidelity [default: 3]"),
     data_fraction: float = typer.Option(None, help="fraction of the training rows per evaluation [default: 1.0]"),
     pool_size: int = typer.Option(None, min=1, help="architectures scored by the zero-cost pre-filter [default: 1000]"),
@@ -96,7 +98,7 @@ def search_command(
     cfg = _stage_config({"space": space, "strategy": strategy, "budget": budget, "time_budget_s": time_budget,
                          "max_latency_ms": max_latency_ms, "max_params": max_params, "seed": seed,
                          "fidelity": fidelity, "pool_size": pool_size, "prefilter_keep": prefilter_keep,
-                         "warm_start": warm_start, "workers": workers, "top_k": top_k})
+                         "warm_start": warm_start, "workers": workers, "top_k": top_k, "objective": objective})
     if as_json:  # whatever a library prints goes to stderr: under --json stdout is the JSON alone
         with contextlib.redirect_stdout(sys.stderr):
             summary = _run_search(cfg, data, resume, quiet=True)
@@ -115,12 +117,15 @@ def search_command(
     Console().print(table)
     if not summary["top"]:
         console.print("[yellow]no evaluated architecture met the constraints[/]")
+    if objective is not None:
+        Console().print(_pareto_table(summary["pareto"], cfg.objective))
 
 
 def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict[str, Any]:
     import numpy as np
 
     from nas.evaluators import TrainingEvaluator
+    from nas.pareto import objective_spec, pareto_plot, pareto_rows
     from nas.search import run_search
     from pipelines.nas_stage import prepare_strategy, resolve_space
     from pipelines.settings import Settings
@@ -145,7 +150,8 @@ def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict
     sp = resolve_space(cfg, task.input_shape)
     with console.status("zero-cost pre-filter..."):
         strat, _pool, proxy_scores = prepare_strategy(cfg, sp, task)
-    evaluator = TrainingEvaluator(task, seed=cfg.seed, **cfg.fidelity)
+    evaluator = TrainingEvaluator(task, seed=cfg.seed, int8=objective_spec(cfg.objective).int8, **cfg.fidelity)
+    evaluator.metric = cfg.metric
     with Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[best]}"), console=console, disable=quiet) as progress:
         bar = progress.add_task("search", total=cfg.budget, best="")
@@ -170,8 +176,11 @@ def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict
         "seconds": result.seconds, "stopped_by": result.stopped_by,
         "top": [{"arch": r.arch, **r.result.metrics, "fidelity": r.result.fidelity,
                  "proxy_scores": proxy_scores.get(r.arch, {})} for r in records[: cfg.top_k]],
-        "predictor_tau": result.tau,
+        "predictor_tau": result.tau, "objective": cfg.objective,
+        "pareto": [r for r in pareto_rows(result.records, cfg.objective) if r["on_front"]],
     }
+    if summary["pareto"]:
+        pareto_plot(pareto_rows(result.records, cfg.objective), run_dir / "pareto_front.png", cfg.objective)
     (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -179,7 +188,25 @@ def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict
 def _comparable(cfg, data: str) -> dict[str, Any]:
     keep = ("space", "strategy", "seed", "fidelity", "pool_size", "prefilter_keep", "warm_start", "max_latency_ms",
             "max_params")
-    return {"dataset": data, **{k: getattr(cfg, k) for k in keep}}
+    # objective only when set: a search journaled before the option existed still resumes
+    return {"dataset": data, **{k: getattr(cfg, k) for k in keep},
+            **({"objective": cfg.objective} if cfg.objective != "accuracy" else {})}
+
+
+def _pareto_table(rows: list[dict[str, Any]], objective: str) -> Table:
+    """The Pareto front of the evaluated candidates (accuracy vs latencies vs params), most accurate first."""
+    from nas.pareto import axes
+
+    maximize, minimize = axes(objective)
+    cols = [maximize, *minimize] + (["accuracy_int8"] if "latency_int8_ms" in minimize else [])
+    table = Table(title=f"Pareto front ({len(rows)} non-dominated: {maximize} up, {', '.join(minimize)} down)")
+    table.add_column("architecture", overflow="fold")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["arch"], *(("nan" if c not in r else f"{int(r[c]):,}" if c == "params" else
+                                    f"{r[c]:.4f}" if "accuracy" in c else f"{r[c]:.3f}") for c in cols))
+    return table
 
 
 SHIPPED_SCORES = {"nb201": Path(__file__).resolve().parents[2] / "benchmarks" / "tables" / "nb201_proxy_scores.csv.gz"}
