@@ -127,3 +127,45 @@ def test_measure_onnx_vs_pytorch_gateway_latency(flavoured_registry):
             figures[flavour] = _p50_ms(gw.url, reg.x_test)
     print(f"gateway /predict p50 at batch 1 over HTTP: {figures}")
     assert all(v > 0 for v in figures.values())
+
+
+def test_a_latency_int8_refresh_registers_a_model_whose_onnx_and_int8_forms_serve(nasops_home, prefect_server):
+    """The issue's done-means: a refresh with objective latency_int8 registers a challenger carrying its ONNX
+    export and int8 variant, and a gateway process serves each of them on /predict with PyTorch's labels."""
+    from pipelines.refresh import RefreshConfig, model_refresh
+    from pipelines.settings import Settings
+    from serving.config import GatewaySettings
+
+    config = RefreshConfig(data="digits", seed=0, top_k=1, skip_canary=True, skip_tournament=True,
+                           search={"pool_size": 16, "prefilter_keep": 4, "budget": 2, "warm_start": 2,
+                                   "fidelity": {"epochs": 1, "data_fraction": 0.3}, "objective": "latency_int8"},
+                           retrain={"epochs": 3, "patience": 2})
+    result = model_refresh(config)
+    assert result.search.objective == "latency_int8"
+    settings = Settings()
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    version = result.challenger.version
+    tags = client.get_model_version(result.model_name, version).tags
+    assert tags.get(tag(da.ONNX_ARTIFACT)) == "deploy/model.onnx", tags.get(tag(da.ONNX_ERROR))
+    assert tags.get(tag(da.INT8_ARTIFACT)) == "deploy/model_int8.pt", tags.get(tag(da.INT8_ERROR))
+    for key in (da.LATENCY_FP32, da.LATENCY_ONNX, da.LATENCY_INT8):
+        assert float(tags[tag(key)]) > 0
+    from nas.datasets import bundled_task
+
+    rows = bundled_task("digits", seed=0).x_test[:64]
+    answers = {}
+    for flavour in ("pytorch", "onnx", "int8"):
+        gw_settings = GatewaySettings(tracking_uri=settings.tracking_uri, model_name=result.model_name,
+                                      prediction_log_url=f"sqlite:///{nasops_home / f'log-{flavour}.db'}",
+                                      poll_interval_s=0, challenger_weight=1.0, follow_rollouts=False,
+                                      admin_token=TOKEN, flavour=flavour)
+        with start_gateway(gw_settings, mode="process") as gw:
+            state = _state(gw.url)
+            assert state["models"]["challenger"]["version"] == version
+            assert state["models"]["challenger"]["flavour"] == flavour, state["load_errors"]
+            r = httpx.post(f"{gw.url}/predict", json={"inputs": rows.tolist()}, timeout=30)
+            r.raise_for_status()
+            assert r.json()["variant"] == "challenger"
+            answers[flavour] = [p["label"] if isinstance(p, dict) else p for p in r.json()["predictions"]]
+    assert answers["onnx"] == answers["pytorch"]
+    assert np.mean([a == b for a, b in zip(answers["int8"], answers["pytorch"], strict=True)]) >= 0.95

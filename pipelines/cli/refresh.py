@@ -39,6 +39,7 @@ def build_config(
     drift: str | None = None,
     skip_canary: bool = False,
     skip_tournament: bool = False,
+    objective: str | None = None,
 ):
     """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig`` — the one place
     a refresh's options are checked, before Prefect starts or anything trains."""
@@ -51,7 +52,7 @@ def build_config(
     raw.update({k: v for k, v in flags.items() if v is not None})
     for section, values in (("search", {"space": space, "budget": budget, "pool_size": pool_size,
                                         "max_latency_ms": max_latency_ms, "runner": runner,
-                                        "dask_address": dask_address}),
+                                        "dask_address": dask_address, "objective": objective}),
                             ("retrain", {"epochs": epochs}),
                             ("canary", {"drift": drift})):
         given = {k: v for k, v in values.items() if v is not None}
@@ -111,6 +112,8 @@ def refresh(
     budget: int | None = typer.Option(None, help="low-fidelity trainings the search may spend"),
     pool_size: int | None = typer.Option(None, help="architectures sampled and scored by zero-cost proxies"),
     max_latency_ms: float | None = typer.Option(None, help="only accept architectures under this CPU latency"),
+    objective: str | None = typer.Option(None, "--objective", help="search objective: accuracy, or latency_int8 "
+                                         "(rank int8 accuracy, bound int8 latency, register the int8 form)"),
     runner: str | None = typer.Option(None, help="candidate evaluation runner: thread or dask"),
     dask_address: str | None = typer.Option(None, help="address of an existing Dask scheduler (with --runner dask)"),
     epochs: int | None = typer.Option(None, help="maximum epochs of the full retraining"),
@@ -131,7 +134,7 @@ def refresh(
     _quiet_prefect(verbose)  # before anything imports Prefect: its log level is read once, at import
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
-                          skip_tournament)
+                          skip_tournament, objective=objective)
     if allow_schema_change:
         config = config.model_copy(update={"allow_schema_change": True})
     if gateway:
