@@ -233,6 +233,11 @@ def test_the_gateway_takes_named_records(refreshed):
         assert r.status_code == 200, r.text
         split = {"columns": ["member", "weight", "color"], "data": [[True, 0.2, "blue"]]}
         assert httpx.post(f"{gw.url}/predict", json={"dataframe_split": split}).status_code == 200
+        # rows in the schema's column order (what the canary replays): color, size, weight, member
+        r = httpx.post(f"{gw.url}/predict", json={"inputs": [["green", None, 0.4, False]]})
+        assert r.status_code == 200, r.text
+        short = httpx.post(f"{gw.url}/predict", json={"inputs": [["green", 0.4]]})
+        assert short.status_code == 422 and "row 0 has 2 values" in short.json()["error"]
         bad = httpx.post(f"{gw.url}/predict", json={"records": [{"colour": "red", "size": "big", "member": True}]})
         assert bad.status_code == 422
         error = bad.json()["error"]
