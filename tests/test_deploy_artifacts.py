@@ -168,3 +168,46 @@ def test_the_refresh_registration_logs_the_artifacts_and_its_cost_is_small(nasop
     deploy_s = float(tags[tag(da.DEPLOY_SECONDS)])
     print(f"registration {total:.2f} s, of which deploy artifacts {deploy_s:.2f} s")
     assert deploy_s < 10.0
+
+
+def test_a_table_model_gets_its_network_exported_and_served_behind_its_encoder(nasops_home, tmp_path):
+    """A raw-table version (pyfunc with its fitted encoder): the artifacts hold the network on encoded features,
+    and serving.flavours swaps only that network, so named records get PyTorch's probabilities from ONNX."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from test_raw_tables import raw_table, write_csv
+
+    from nas.data import TaskData
+    from nas.export import FlatInputClassifier
+    from nas.trainer import TrainConfig, train
+    from pipelines.data import DataSpec, prepare
+    from pipelines.retrain import _register
+    from pipelines.settings import Settings
+    from pipelines.tracking import configure_mlflow
+    from serving.flavours import load_flavoured
+
+    prepared = prepare(DataSpec(source=write_csv(raw_table(), tmp_path / "raw.csv"), target="label"),
+                       tmp_path / "out")
+    data = TaskData.load(prepared.path)
+    net = nn.Sequential(nn.Linear(data.x_train.shape[1], 16), nn.ReLU(), nn.Linear(16, data.num_classes))
+    train(net, data, TrainConfig(epochs=3, seed=0))
+    model = FlatInputClassifier(net, data.input_shape, data.feature_mean, data.feature_std).eval()
+    settings = Settings(home=nasops_home, model_name="customers")
+    configure_mlflow(settings)
+    with mlflow.start_run():
+        version = _register(model, data, model_name="customers", tags={"role": "nas"}, int8="always")
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    tags = client.get_model_version("customers", version).tags
+    assert tags[tag("input_form")] == "table"
+    assert tags[tag(da.ONNX_ARTIFACT)] == "deploy/model.onnx", tags.get(tag(da.ONNX_ERROR))
+    records = [{"color": "red", "size": 1.2, "weight": 0.1, "member": True},
+               {"color": None, "size": None, "weight": -0.3, "member": False},
+               {"color": "purple", "size": 0.0, "weight": 0.5, "member": True}]
+    base = load_flavoured(client, "customers", "champion", version, "pytorch")
+    for flavour in ("onnx", "int8"):
+        served = load_flavoured(client, "customers", "champion", version, flavour)
+        assert served.flavour == flavour and served.input_form == "table", served.flavour_note
+        got, want = served.predict_proba(records), base.predict_proba(records)
+        if flavour == "onnx":
+            assert np.abs(got - want).max() < 1e-5
+        assert served.labels(got) == base.labels(want) or flavour == "int8"
