@@ -73,9 +73,16 @@ def create_log_engine(url: str, *, durable: bool = False) -> Engine:
                 f"prediction log URL {url.split('@')[-1]!r} needs the database driver {exc.name!r}, which is not "
                 "installed; for PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://..."
             ) from exc
+    ensure_tables(engine, metadata)
+    return engine
+
+
+def ensure_tables(engine: Engine, tables: sa.MetaData) -> None:
+    """Create ``tables`` in the database if missing; several processes may race to do it, and a database that
+    cannot be opened is a ValueError naming the fix."""
     for attempt in range(3):
         try:
-            metadata.create_all(engine, checkfirst=True)
+            tables.create_all(engine, checkfirst=True)
             break
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
             # Workers racing to create the table: the loser finds it there on the next try (SQLite reports the
@@ -92,7 +99,6 @@ def create_log_engine(url: str, *, durable: bool = False) -> Engine:
                     f"{fix}"
                 ) from exc
             raise
-    return engine
 
 
 def _with_installed_postgres_driver(url: sa.engine.URL) -> sa.engine.URL:

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from monitoring.prediction_log import create_log_engine
+from monitoring.prediction_log import create_log_engine, ensure_tables
 
 __all__ = ["ACTIVE_PHASES", "TERMINAL_PHASES", "Rollout", "RolloutConflict", "RolloutStore", "StaleRollout"]
 
@@ -160,14 +160,7 @@ class RolloutStore:
 
     def __init__(self, log: Engine | str) -> None:
         self.engine = create_log_engine(log) if isinstance(log, str) else log
-        for attempt in range(3):
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                break
-            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
-                if attempt == 2:  # workers racing to create the tables: the loser finds them on a retry
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        ensure_tables(self.engine, metadata)
 
     # -- reads --------------------------------------------------------------------------------------------------
     def get(self, rollout_id: str) -> Rollout | None:
