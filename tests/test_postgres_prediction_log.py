@@ -234,3 +234,21 @@ def test_gateway_logs_predictions_and_feedback_to_postgres(postgres, log_url, re
     assert mirrored.variant.tolist() == ["challenger"] and mirrored.label.tolist() == [int(y[0])]
     assert mirrored.model_version.tolist() == [registry.challenger_version]
     assert (frame.ts > time.time() - 600).all() and frame.correct.notna().all()
+
+
+def test_the_rollout_record_fences_concurrent_writers_on_postgres(postgres, log_url):
+    """The rollout store in production is this database: two writers from one read, only one commits."""
+    from monitoring.rollout_store import RolloutConflict, RolloutStore, StaleRollout
+
+    store, other = RolloutStore(log_url), RolloutStore(log_url)  # two processes' worth of engines
+    rollout = store.create(model_name="m", champion_version="1", challenger_version="2", mode="split", weight=0.05,
+                           config={"interval_s": 4.0})
+    with pytest.raises(RolloutConflict):
+        other.create(model_name="m", champion_version="1", challenger_version="3", mode="split", weight=0.05,
+                     config={})
+    store.update(rollout, {"weight": 0.25, "step_index": 1}, kind="interval", actor="controller", detail={"n": 1})
+    with pytest.raises(StaleRollout):
+        other.update(rollout, {"phase": "rolled_back", "weight": 0.0}, kind="abort", actor="operator")
+    latest = other.latest("m")
+    assert (latest.weight, latest.phase, latest.generation) == (0.25, "split", 2)
+    assert [e["kind"] for e in other.events(rollout.rollout_id)] == ["start", "interval"]
