@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the traffic process loads data without it
+    import torch
 
 SPLITS = ("train", "val", "test", "prod")
 
@@ -79,6 +82,8 @@ class TaskData:
 
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised ``(x, y)`` of a split shaped for the network: ``(n, *input_shape)`` and ``(n,)``."""
+        import torch
+
         x = getattr(self, f"x_{split}")
         y = getattr(self, f"y_{split}")
         if x is None:
@@ -87,6 +92,8 @@ class TaskData:
 
     def batch(self, size: int = 64, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         """A seeded random batch (for zero-cost proxies), stratification not needed at this size."""
+        import torch
+
         x, y = self.tensors(split)
         rng = np.random.default_rng(seed)
         idx = rng.choice(len(x), size=min(size, len(x)), replace=False)

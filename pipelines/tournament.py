@@ -226,7 +226,7 @@ def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig) -> t
 
 def run_tournament(model_name: str, data_path: str, config: dict | TournamentConfig | None = None) -> dict:
     """The body of :func:`shadow_tournament` (no Prefect needed); returns a JSON-serialisable report."""
-    from pipelines.canary.flow import load_prepared
+    from pipelines.prepared import load_prepared
 
     cfg = parse_config(config)
     data = load_prepared(data_path)

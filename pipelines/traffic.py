@@ -34,7 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--drift", help="drift applied to the inputs, e.g. noise=0.3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--summary", help="write the replay summary (JSON) here at the end")
+    parser.add_argument("--ready-file", help="created once the first request is answered (traffic flows)")
     return parser
+
+
+def _ready_marker(path: str | None):
+    """A progress callback that creates ``path`` after the first request (None: no callback)."""
+    if not path:
+        return None
+    marker = Path(path)
+
+    def progress(done: int, total: int) -> None:
+        if done == 1:
+            marker.touch()
+    return progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        from pipelines.canary.flow import load_prepared
+        from pipelines.prepared import load_prepared
         from pipelines.replay import replay
 
         data = load_prepared(args.data)
@@ -52,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = replay(args.gateway, data.x_prod, data.y_prod, rate=args.rate, duration=args.duration_s,
                          drift=args.drift, feedback=token is not None, seed=args.seed, classes=classes,
                          feedback_token=token, label_delay_s=args.label_delay_s, fresh_connections=True,
-                         stop=stop)
+                         stop=stop, progress=_ready_marker(args.ready_file))
     except (UserError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

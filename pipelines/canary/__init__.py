@@ -18,7 +18,7 @@ _EXPORTS = {
     "canary_rollout": "pipelines.canary.flow",
     "run_canary": "pipelines.canary.flow",
     "parse_config": "pipelines.canary.flow",
-    "load_prepared": "pipelines.canary.flow",
+    "load_prepared": "pipelines.prepared",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -141,7 +141,7 @@ def _class_mix(rollout: Rollout) -> dict[str, float] | None:
 def _prepared(rollout: Rollout) -> Any:
     if not rollout.data_path:
         return None
-    from pipelines.canary.flow import load_prepared
+    from pipelines.prepared import load_prepared
 
     try:
         return load_prepared(rollout.data_path)

@@ -31,6 +31,7 @@ from pipelines.canary.config import CanaryConfig, load_canary_config
 from pipelines.canary.controller import reconcile, start_rollout
 from pipelines.errors import UserError
 from pipelines.gateway_session import GatewaySession, gateway_session
+from pipelines.prepared import load_prepared
 from pipelines.tracking import ensure_tracking
 
 
@@ -42,17 +43,6 @@ def parse_config(config: dict[str, Any] | CanaryConfig | str | Path | None) -> C
         return load_canary_config(config)
     except ValueError as exc:
         raise UserError(f"{exc}") from None
-
-
-def load_prepared(data_path: str) -> TaskData:
-    """The prepared data of a refresh, with the ``prod`` split the traffic replays."""
-    path = Path(data_path)
-    if not path.is_file():
-        raise UserError(f"prepared data {data_path!r} does not exist; run the refresh's prepare_data stage first")
-    data = TaskData.load(path)
-    if data.x_prod is None or len(data.x_prod) == 0:
-        raise UserError(f"prepared data {data_path!r} has no 'prod' split to replay; re-run prepare_data")
-    return data
 
 
 def variants(client: Any, model_name: str) -> tuple[Any, Any]:
@@ -107,9 +97,11 @@ def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryC
         session.warm_up(data.x_prod, cfg.warmup_requests, rate=cfg.rate, seed=cfg.seed)
         gateway_start_s = time.perf_counter() - clock
         store = RolloutStore(session.log_engine)
-        rollout = start_rollout(store, model_name, cfg, gateway_url=session.url, data_path=data_path, client=client)
-        wait_followed(session, rollout)
+        # production traffic exists before a rollout starts: the first interval must not be judged on silence
         with traffic_process(session, data_path, cfg) as traffic:
+            rollout = start_rollout(store, model_name, cfg, gateway_url=session.url, data_path=data_path,
+                                    client=client)
+            wait_followed(session, rollout)
             report = drive(store, rollout.rollout_id, cfg, client=client, on_interval=on_interval)
         traffic_s = time.perf_counter() - clock - gateway_start_s
     result = dict(report.result or {})
@@ -171,21 +163,33 @@ def traffic_process(session: GatewaySession, data_path: str, cfg: CanaryConfig) 
             argv += ["--feedback-token-file", str(token_file)]
         if cfg.drift:
             argv += ["--drift", cfg.drift]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log_path = Path(tmp) / "traffic.log"
+        # stderr to a file, never a pipe: a pipe nobody reads fills up and blocks the traffic process mid-canary
+        ready = Path(tmp) / "ready"
+        argv += ["--ready-file", str(ready)]
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log_file)
         try:
+            deadline = time.monotonic() + 120.0
+            while not ready.exists():  # its first request answered: the traffic flows
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = log_path.read_text(errors="replace")[-500:].strip()
+                    raise UserError(f"the traffic process did not start sending (exit {proc.poll()}): {err}")
+                time.sleep(0.1)
             yield summary
         finally:
             if proc.poll() is None:
                 proc.terminate()
             try:
-                _, err = proc.communicate(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                _, err = proc.communicate()
+                proc.wait()
             if out.exists():
                 summary.update(json.loads(out.read_text()))
             elif proc.returncode not in (0, -15, 143):
-                raise UserError(f"the traffic process failed (exit {proc.returncode}): {(err or '').strip()[-500:]}")
+                err = log_path.read_text(errors="replace")[-500:].strip()
+                raise UserError(f"the traffic process failed (exit {proc.returncode}): {err}")
 
 
 def _logger() -> Any:
