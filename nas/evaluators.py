@@ -7,6 +7,7 @@ looks the answer up in a benchmark table, so every strategy can be measured on p
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,35 @@ class Evaluator(Protocol):
     def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result: ...
 
 
+@dataclass(frozen=True)
+class CurveStop:
+    """Learning-curve early stopping of low-fidelity trainings (Domhan et al. 2015, :mod:`nas.learning_curves`):
+    a training stops once ``P(final accuracy > bar) < threshold``, never before ``min_epochs`` epochs."""
+
+    threshold: float = 0.05
+    min_epochs: int = 3
+
+
+class CurveBar:
+    """The bar a learning-curve stop compares against: the best ``val_accuracy`` of a feasible finished trial.
+
+    Shared by the search's evaluations (a lock: trials finish on several threads); the search loop's ``on_result``
+    calls :meth:`raise_bar`, so an infeasible trial (over a latency / params limit) never sets the bar.
+    """
+
+    def __init__(self) -> None:
+        self.bar: float | None = None
+        self._lock = threading.Lock()
+
+    def raise_bar(self, metrics: Mapping[str, float], feasible: bool = True) -> None:
+        value = metrics.get("val_accuracy")
+        if not feasible or value is None or not np.isfinite(value):
+            return
+        with self._lock:
+            if self.bar is None or value > self.bar:
+                self.bar = float(value)
+
+
 class TrainingEvaluator:
     """Train each architecture from scratch on ``data`` at a fidelity; report validation accuracy and latency.
 
@@ -69,12 +99,16 @@ class TrainingEvaluator:
         measure_latency: bool = True,
         latency_repeats: int = 20,
         int8: bool = False,
+        curve_stop: CurveStop | None = None,
+        bar: float | None = None,
     ) -> None:
         self.data = data
         self.default = {"epochs": epochs, "data_fraction": data_fraction}
         self.batch_size, self.lr, self.optimizer, self.seed = batch_size, lr, optimizer, seed
         self.measure_latency, self.latency_repeats = measure_latency, latency_repeats
         self.int8 = int8  # also measure the int8 form (nas.deploy.int8_metrics): --objective latency_int8
+        # Opt-in learning-curve stop against ``bar`` (None: the first trainings of a search, which never stop).
+        self.curve_stop, self.bar = curve_stop, bar
 
     def resolve(self, fidelity: Mapping[str, float] | None) -> dict[str, float]:
         fid = dict(self.default)
@@ -105,12 +139,24 @@ class TrainingEvaluator:
             epochs=fid["epochs"], data_fraction=fid["data_fraction"], batch_size=self.batch_size, lr=self.lr,
             optimizer=self.optimizer, seed=self.seed,
         )
+        stopper = None
+        if self.curve_stop is not None:
+            from nas.learning_curves import LearningCurveStopper
+
+            stopper = LearningCurveStopper(self.bar, fid["epochs"], threshold=self.curve_stop.threshold,
+                                           min_epochs=self.curve_stop.min_epochs)
+        epochs_run = fid["epochs"]
         try:
-            trained = train(model, self.data, config)
-            accuracy, train_seconds = trained.val_accuracy, trained.train_seconds
+            trained = train(model, self.data, config, stop_when=stopper)
+            accuracy, train_seconds, epochs_run = trained.val_accuracy, trained.train_seconds, trained.epochs_run
         except FloatingPointError:  # a diverging network is a legitimate (bad) result, not a crash of the search
             accuracy, train_seconds = 1.0 / self.data.num_classes, time.perf_counter() - start
         metrics = {"val_accuracy": float(accuracy), "params": float(params), "train_seconds": float(train_seconds)}
+        if stopper is not None:  # only with the option on: default results keep their exact metric set
+            metrics["epochs_run"] = float(epochs_run)
+            metrics["epochs_saved"] = float(fid["epochs"] - epochs_run)
+            if stopper.stopped_at is not None and stopper.last_prediction is not None:
+                metrics["lc_predicted_final"] = float(stopper.last_prediction.mean)
         if self.measure_latency:
             metrics["latency_ms"] = measure_latency_ms(model, self.data.input_shape, repeats=self.latency_repeats)
         if self.int8:

@@ -102,6 +102,12 @@ class SearchStageConfig(_Stage):
         "accuracy", description="accuracy: fp32 validation accuracy, max_latency_ms bounds fp32 latency; "
         "latency_int8: every candidate is also quantized to int8 and the search ranks its int8 accuracy, "
         "max_latency_ms bounds int8 latency, and the registered version carries its int8 artifact (nas.pareto)")
+    early_stop: Literal["none", "learning_curve"] = Field(
+        "none", description="learning_curve: stop a low-fidelity training once its curve makes beating the best "
+        "accuracy found so far unlikely (Domhan et al. 2015, nas.learning_curves); needs fidelity epochs above "
+        "early_stop_min_epochs")
+    early_stop_threshold: float = Field(0.05, gt=0, lt=1, description="stop when P(final > best) is below this")
+    early_stop_min_epochs: int = Field(3, ge=1, description="never stop a training before this many epochs")
     runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
     workers: int = Field(2, ge=1, description="evaluations in flight at once")
@@ -185,6 +191,15 @@ class SearchStageConfig(_Stage):
         if self.objective != "accuracy" and (self.strategy == DARTS or self.fidelity == SUPERNET):
             raise ValueError(f"objective {self.objective} trains and quantizes each candidate; it does not work "
                              "with strategy darts or fidelity supernet (inherited weights)")
+        if self.early_stop != "none":
+            if self.strategy == DARTS or self.fidelity == SUPERNET:
+                raise ValueError(f"early_stop {self.early_stop} stops trainings from scratch; it does not work with "
+                                 "strategy darts or fidelity supernet (inherited weights)")
+            epochs = int(self.fidelity.get("epochs", 3)) if isinstance(self.fidelity, dict) else 0
+            if epochs <= self.early_stop_min_epochs:
+                raise ValueError(f"early_stop {self.early_stop} never stops a {epochs}-epoch training "
+                                 f"(early_stop_min_epochs={self.early_stop_min_epochs}); raise fidelity epochs "
+                                 "or lower early_stop_min_epochs")
         if self.fidelity == SUPERNET and self.space not in (None, "nb201", "mlp"):
             raise ValueError(f"fidelity supernet needs the nb201 or mlp space, not {self.space!r}")
         _check_options("supernet", self.supernet, "nas.supernet", "SPOSConfig", "ElasticConfig")
@@ -197,6 +212,15 @@ class SearchStageConfig(_Stage):
         if self.strategy == DARTS:
             return DARTS
         return f"{SUPERNET}+{self.strategy}" if self.fidelity == SUPERNET else self.strategy
+
+    @property
+    def curve_stop(self) -> Any:
+        """``nas.evaluators.CurveStop`` when learning-curve early stopping is on, else ``None``."""
+        if self.early_stop == "none":
+            return None
+        from nas.evaluators import CurveStop
+
+        return CurveStop(threshold=self.early_stop_threshold, min_epochs=self.early_stop_min_epochs)
 
     @property
     def constraints(self) -> Any:
@@ -231,7 +255,23 @@ class RetrainConfig(_Stage):
     optimizer: Literal["sgd", "adam"] = "sgd"
     weight_decay: float = Field(5e-4, ge=0)
     top_k: int = Field(2, ge=1, description="how many of the search's best candidates to retrain fully")
+    scale_phis: list[float] = Field(
+        default_factory=list, description="compound scaling of the winner (Tan & Le 2019, nas.scaling): retrain "
+        "its scaled family at these φ (e.g. [-1, 1, 2]) within the scale_max_* budget, register each as a "
+        "candidate and make the Pareto-best (accuracy vs params / latency) the challenger; empty: off")
+    scale_max_params: int | None = Field(None, gt=0, description="parameter budget of a scaled member")
+    scale_max_latency_ms: float | None = Field(None, gt=0, description="CPU latency budget of a scaled member")
     seed: int = 0
+
+    @field_validator("scale_phis")
+    @classmethod
+    def _finite_phis(cls, value: list[float]) -> list[float]:
+        import math
+
+        bad = [v for v in value if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"scale_phis must be finite numbers, got {bad}")
+        return value
 
 
 class TournamentConfig(_Stage):

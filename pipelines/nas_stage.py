@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextvars
+import dataclasses
 import functools
 import json
 import tempfile
@@ -27,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from nas.data import TaskData
-from nas.evaluators import Result, TrainingEvaluator
+from nas.evaluators import CurveBar, CurveStop, Result, TrainingEvaluator
 from nas.objectives import pareto_front
 from nas.search import Record, SearchResult, run_search
 from nas.spaces import Architecture, SearchSpace, get_space
@@ -64,33 +65,44 @@ def _load_data(path: str) -> TaskData:
 
 @task(name="evaluate_candidate", cache_policy=NO_CACHE, task_run_name="evaluate {arch}")
 def evaluate_candidate(
-    data_path: str, space: str, space_config: dict, arch: str, fidelity: dict, seed: int = 0, int8: bool = False
+    data_path: str, space: str, space_config: dict, arch: str, fidelity: dict, seed: int = 0, int8: bool = False,
+    curve_stop: dict | None = None, bar: float | None = None,
 ) -> dict:
-    """Train one architecture at low fidelity and measure it; runs on whichever worker the task runner picks."""
+    """Train one architecture at low fidelity and measure it; runs on whichever worker the task runner picks.
+
+    ``curve_stop`` (``nas.evaluators.CurveStop`` fields) stops the training early against ``bar``, the search's best
+    accuracy when the trial was submitted."""
     import torch
 
     torch.set_num_threads(1)
     data = _load_data(data_path)
     sp = get_space(space, **space_config)
-    evaluator = TrainingEvaluator(data, seed=seed, int8=int8)
+    evaluator = TrainingEvaluator(data, seed=seed, int8=int8,
+                                  curve_stop=CurveStop(**curve_stop) if curve_stop is not None else None, bar=bar)
     return evaluator.evaluate(sp.from_string(arch), fidelity).to_dict()
 
 
 class TaskRunnerEvaluator:
-    """An evaluator whose ``evaluate`` submits :func:`evaluate_candidate` to a Prefect task runner and waits."""
+    """An evaluator whose ``evaluate`` submits :func:`evaluate_candidate` to a Prefect task runner and waits.
+
+    With ``curve_stop`` each submission carries the current bar (``self.curve_bar``, raised by the loop's
+    ``on_result`` from feasible finished trials)."""
 
     metric = "val_accuracy"
 
-    def __init__(self, runner: Any, data_path: str, space: SearchSpace, seed: int, objective: str = "accuracy"
-                 ) -> None:
+    def __init__(self, runner: Any, data_path: str, space: SearchSpace, seed: int, objective: str = "accuracy",
+                 curve_stop: CurveStop | None = None) -> None:
         from nas.pareto import objective_spec
 
         self.runner, self.data_path, self.space, self.seed = runner, data_path, space, seed
         self.metric, self.int8 = objective_spec(objective).metric, objective_spec(objective).int8
+        self.curve_stop, self.curve_bar = curve_stop, CurveBar()
 
     def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
         params = {"data_path": self.data_path, "space": self.space.name, "space_config": self.space.config(),
                   "arch": arch.string, "fidelity": dict(fidelity or {}), "seed": self.seed, "int8": self.int8}
+        if self.curve_stop is not None:
+            params.update(curve_stop=dataclasses.asdict(self.curve_stop), bar=self.curve_bar.bar)
         future = self.runner.submit(evaluate_candidate, parameters=params)
         return Result.from_dict(future.result())
 
@@ -258,6 +270,9 @@ def _log_search_params(space: SearchSpace, cfg: SearchStageConfig) -> None:
                        "strategy": cfg.strategy, "fidelity": json.dumps(cfg.fidelity), "runner": cfg.runner,
                        "workers": cfg.workers, "seed": cfg.seed, "max_latency_ms": cfg.max_latency_ms,
                        "max_params": cfg.max_params, "objective": cfg.objective})
+    if cfg.early_stop != "none":  # only with the option on, so a default search logs exactly the same params
+        mlflow.log_params({"early_stop": cfg.early_stop, "early_stop_threshold": cfg.early_stop_threshold,
+                           "early_stop_min_epochs": cfg.early_stop_min_epochs})
 
 
 def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStageConfig, journal: Path,
@@ -266,14 +281,29 @@ def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStag
     client = MlflowClient()
     logger = get_run_logger()
 
+    evaluator: TaskRunnerEvaluator | None = None
+
     def on_result(rec: Record) -> None:
         _log_evaluation(client, run.info.experiment_id, run.info.run_id, rec, space)
+        if evaluator is not None and evaluator.curve_stop is not None:
+            evaluator.curve_bar.raise_bar(rec.result.metrics, feasible=rec.ok and bool(np.isfinite(rec.score)))
+            logger.info("evaluation %d: %s val_accuracy=%.4f epochs_saved=%d", rec.index + 1, rec.arch,
+                        rec.result.metrics.get("val_accuracy", float("nan")),
+                        rec.result.metrics.get("epochs_saved", 0))
+            return
         logger.info("evaluation %d: %s val_accuracy=%.4f", rec.index + 1, rec.arch,
                     rec.result.metrics.get("val_accuracy", float("nan")))
 
     runner = make_task_runner(cfg)
     with runner, ContextThreadExecutor(max_workers=cfg.workers, thread_name_prefix="nas-submit") as pool_exec:
-        evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed, cfg.objective)
+        evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed, cfg.objective,
+                                        cfg.curve_stop)
+        if evaluator.curve_stop is not None and resume:  # replayed trials skip on_result: they set the bar here
+            from nas.search import Journal
+
+            for row in Journal(journal).read()[1]:
+                evaluator.curve_bar.raise_bar(row.get("metrics", {}), feasible=row.get("state") == "complete"
+                                              and np.isfinite(float(row.get("score", float("-inf")))))
         try:
             return run_search(strategy, evaluator, budget=cfg.budget, time_budget_s=cfg.time_budget_s,
                               fidelity=cfg.fidelity, workers=cfg.workers, executor=pool_exec,
@@ -288,6 +318,9 @@ def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy
 
     mlflow.log_metrics({"evaluations": len(result.records), "search_seconds": seconds,
                         "prefilter_seconds": prefilter_seconds, "best_val_accuracy": candidates[0].val_accuracy})
+    saved = epochs_saved(result)
+    if saved is not None:  # learning-curve early stopping was on
+        mlflow.log_metrics(saved)
     for t in result.tau:
         if "tau_prospective" in t:
             mlflow.log_metric("predictor_tau_prospective", t["tau_prospective"], step=int(t["evaluations"]))
@@ -381,6 +414,17 @@ def _run_on(evaluator: Any, strategy: Any, space: SearchSpace, cfg: SearchStageC
                           workers=1, journal=journal, resume=resume, on_result=on_result)
     except ValueError as exc:
         raise UserError(f"search: {exc}") from None
+
+
+def epochs_saved(result: SearchResult) -> dict[str, float] | None:
+    """Totals of a search with learning-curve early stopping (``None`` without it): epochs trained, epochs saved,
+    trainings stopped. Per trial the same numbers are the evaluation's ``epochs_run`` / ``epochs_saved`` metrics."""
+    rows = [r.result.metrics for r in result.records if "epochs_saved" in r.result.metrics]
+    if not rows:
+        return None
+    return {"epochs_saved_total": float(sum(m["epochs_saved"] for m in rows)),
+            "epochs_run_total": float(sum(m["epochs_run"] for m in rows)),
+            "trainings_stopped_early": float(sum(1 for m in rows if m["epochs_saved"] > 0))}
 
 
 def _failed(result: SearchResult) -> int:

@@ -157,24 +157,77 @@ def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: 
     return trained
 
 
+def _train_scaled_family(data: TaskData, winner: tuple, space: Any, config: RetrainConfig) -> list[tuple]:
+    """Compound-scale the fully trained winner (``config.scale_phis`` within the ``scale_max_*`` budget) and train
+    each member that differs from it fully; entries shaped like :func:`_train_candidates`' plus the member."""
+    from nas.scaling import SCALABLE_SPACES, Budget, compound_scale
+    from pipelines.errors import UserError
+
+    if space.name not in SCALABLE_SPACES:
+        raise UserError(f"retrain.scale_phis: compound scaling knows the spaces {', '.join(SCALABLE_SPACES)}, "
+                        f"not {space.name!r}; leave scale_phis empty for this space")
+    _, search_rank, cand, *_ = winner
+    budget = Budget(max_params=config.scale_max_params, max_latency_ms=config.scale_max_latency_ms)
+    family = compound_scale(space, space.from_string(cand.arch), data.num_classes, data.input_shape, budget,
+                            phis=sorted(set(config.scale_phis)))
+    same = (json.dumps(space.config(), sort_keys=True), cand.arch)
+    trained = []
+    for member in family:
+        if (json.dumps(member.space_config, sort_keys=True), member.arch) == same:
+            continue  # φ = 0 (or a rounding to the winner itself): already trained
+        model, _, metrics, run_id = _train_and_log(
+            lambda member=member: member.build(data.num_classes), data, config,
+            run_name=f"retrain-scaled-{member.phi:g}",
+            params={"arch": member.arch, "space": member.space, "search_rank": search_rank,
+                    "space_config": json.dumps(member.space_config), "seed": config.seed,
+                    "scaled_phi": member.phi, "scaled_from": cand.arch},
+        )
+        scaled = cand.model_copy(update={"arch": member.arch, "params": int(member.params)})
+        trained.append((metrics["val_accuracy"], search_rank, scaled, model, metrics, run_id, member))
+    return trained
+
+
+def _pareto_order(trained: list[tuple]) -> tuple[list[tuple], set[int]]:
+    """Rank the winner and its scaled family: the Pareto front (validation accuracy up, params and latency down)
+    first, each part by accuracy then fewer params; the first is the challenger. Also the front's run ids."""
+    from nas.pareto import front_indices
+
+    points = [t[4] for t in trained]
+    front = {id(trained[i]) for i in front_indices(points, "val_accuracy", ["params", "latency_ms"])}
+    ordered = sorted(trained, key=lambda t: (id(t) not in front, -t[0], t[4]["params"], t[1]))
+    return ordered, {i for i, t in enumerate(ordered) if id(t) in front}
+
+
 def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> RetrainOutput:
     """Fully train the search's top candidates and register each once; the best by validation accuracy becomes
-    ``challenger``, and aliases ``candidate-1`` .. ``candidate-k`` follow the offline rank (for the tournament)."""
+    ``challenger``, and aliases ``candidate-1`` .. ``candidate-k`` follow the offline rank (for the tournament).
+
+    With ``config.scale_phis`` the winner's compound-scaled family is trained and registered too, and the ranking
+    puts the Pareto front (accuracy vs params / latency) first (:func:`_pareto_order`)."""
     data = TaskData.load(inputs.data.path)
     search = inputs.search
     space = get_space(search.space, **search.space_config)
-    trained = _train_candidates(data, inputs, space, config)
+    trained = [(*t, None) for t in _train_candidates(data, inputs, space, config)]
+    front: set[int] = set()
+    if config.scale_phis:
+        trained, front = _pareto_order(trained + _train_scaled_family(data, trained[0], space, config))
     client = registry.client_for_active()
     model_name = inputs.model_name
     registered = []
-    for offline_rank, (_, search_rank, cand, model, metrics, run_id) in enumerate(trained, start=1):
+    for offline_rank, (_, search_rank, cand, model, metrics, run_id, member) in enumerate(trained, start=1):
+        scaling_tags: dict[str, Any] = {}
+        if config.scale_phis:
+            scaling_tags = {"pareto_front": (offline_rank - 1) in front,
+                            "scaled_phi": member.phi if member is not None else 0.0,
+                            "params": int(metrics["params"])}
         # Each candidate is registered once, in its own training run; the best is the challenger, the others
         # are "candidate" versions a shadow tournament can serve next to it.
         with mlflow.start_run(run_id=run_id, nested=True):
             version = _register(
                 model, data, model_name=model_name,
                 tags={**inputs.lineage.model_dump(), "arch": cand.arch, "space": space.name,
-                      "space_config": space.config(), "role": "nas" if offline_rank == 1 else "candidate",
+                      "space_config": member.space_config if member is not None else space.config(),
+                      **scaling_tags, "role": "nas" if offline_rank == 1 else "candidate",
                       "tournament_rank": offline_rank, "search_rank": search_rank, "proxy_scores": cand.proxy_scores,
                       "search_run_id": search.search_run_id, "search_method": search.method,
                       **({"supernet_run_id": search.supernet_run_id} if search.supernet_run_id else {}),
