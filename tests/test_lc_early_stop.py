@@ -111,3 +111,11 @@ def test_the_search_flow_records_epochs_saved_per_trial_and_in_total(prefect_ser
     children = MlflowClient().search_runs([run.info.experiment_id],
                                           f"tags.mlflow.parentRunId = '{out.search_run_id}'")
     assert all("epochs_saved" in c.data.metrics for c in children)
+    # a resumed search takes its bar from the journal (replayed trials never reach on_result): it runs and goes on
+    more = search_architectures(SearchInput(data=data), {
+        "pool_size": 12, "prefilter_keep": 8, "budget": 7, "warm_start": 2, "strategy": "random",
+        "fidelity": FIDELITY, "workers": 2, "top_k": 2, "seed": 0, "early_stop": "learning_curve",
+        "journal": str(journal), "resume": True})
+    assert more.evaluations == 7
+    rows = [json.loads(line) for line in Path(journal).read_text().splitlines()]
+    assert sum(r["type"] == "result" for r in rows) == 7 and "epochs_saved" in rows[-1]["metrics"]
