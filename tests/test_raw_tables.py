@@ -158,7 +158,8 @@ def refreshed(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("raw-refresh")
     csv = write_csv(raw_table(), root / "customers.csv")
     env = {**os.environ, "NASOPS_HOME": str(root / "home")}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(leaked, None)  # set by earlier tests in this process (mlflow.set_*_uri export them)
     proc = subprocess.run([*NASOPS, "refresh", "--data", csv, "--target", "label", "--model-name", "customers",
                            *FAST, "--json"], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -170,6 +171,7 @@ FRESH_LOAD = """
 import json, sys
 import mlflow, pandas as pd
 mlflow.set_tracking_uri(sys.argv[1])
+mlflow.set_registry_uri(sys.argv[1])
 model = mlflow.pyfunc.load_model("models:/customers@champion")
 raw = pd.read_csv(sys.argv[2]).drop(columns=["label"]).head(6)
 raw.loc[0, "size"] = None
