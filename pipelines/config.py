@@ -39,6 +39,9 @@ class _Stage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Task = Literal["auto", "classification", "regression"]
+
+
 class DataSpec(_Stage):
     """What to load: a bundled dataset name, or a CSV/Parquet file and its target column."""
 
@@ -46,6 +49,7 @@ class DataSpec(_Stage):
     target: str | None = None
     seed: int = 0
     max_rows: int | None = Field(None, ge=50, description="stratified subsample of the data (for quick runs)")
+    task: Task = Field("auto", description="classification, regression, or auto (from the target column)")
 
 
 def _check_names(values: list[str] | None, known: list[str], what: str) -> list[str] | None:
@@ -254,6 +258,8 @@ class RetrainConfig(_Stage):
     batch_size: int = Field(64, ge=2)
     optimizer: Literal["sgd", "adam"] = "sgd"
     weight_decay: float = Field(5e-4, ge=0)
+    regression_loss: Literal["mse", "mae"] = Field(
+        "mse", description="loss of a regression target (on the standardised target); ignored for classifiers")
     top_k: int = Field(2, ge=1, description="how many of the search's best candidates to retrain fully")
     scale_phis: list[float] = Field(
         default_factory=list, description="compound scaling of the winner (Tan & Le 2019, nas.scaling): retrain "
@@ -300,6 +306,8 @@ class RefreshConfig(_Stage):
     data: str = Field("digits", min_length=1, description="bundled dataset (digits, mnist5k) or a .csv/.parquet path")
     target: str | None = Field(None, description="label column of a CSV/Parquet file")
     max_rows: int | None = Field(None, ge=50, description="stratified subsample of the data (for quick runs)")
+    task: Task = Field("auto", description="classification, regression, or auto: a float target with many "
+                       "distinct values is regression (docs/data.md)")
     seed: int = Field(0, description="seed of the split, the search and every training (all stages)")
     model_name: str | None = Field(None, description="registered model name (default: NASOPS_MODEL_NAME)")
     top_k: int | None = Field(None, ge=1, description="candidates searched for and retrained (both stages)")
