@@ -49,6 +49,8 @@ class DataSpec(_Stage):
     target: str | None = None
     seed: int = 0
     max_rows: int | None = Field(None, ge=50, description="stratified subsample of the data (for quick runs)")
+    query: str | None = Field(None, description="the SQL query whose rows are the table (a database URL source)")
+    categorical: list[str] = Field(default_factory=list, description="integer columns to encode as categories")
     task: Task = Field("auto", description="classification, regression, or auto (from the target column)")
 
 
@@ -303,9 +305,13 @@ _SEEDED_STAGES = ("search", "retrain", "tournament", "canary")
 class RefreshConfig(_Stage):
     """Everything a refresh needs; every field has a default that runs on a laptop in a few minutes."""
 
-    data: str = Field("digits", min_length=1, description="bundled dataset (digits, mnist5k) or a .csv/.parquet path")
+    data: str = Field("digits", min_length=1, description="bundled dataset (digits, mnist5k), a .csv/.parquet path, "
+                      "or a database URL (postgresql://…, sqlite:///…) with query")
     target: str | None = Field(None, description="label column of a CSV/Parquet file")
     max_rows: int | None = Field(None, ge=50, description="stratified subsample of the data (for quick runs)")
+    query: str | None = Field(None, description="SQL query whose rows are the table, when data is a database URL")
+    categorical: list[str] = Field(default_factory=list, description="integer feature columns to one-hot encode as "
+                                   "categories (e.g. codes 1-5) instead of treating them as numbers")
     task: Task = Field("auto", description="classification, regression, or auto: a float target with many "
                        "distinct values is regression (docs/data.md)")
     seed: int = Field(0, description="seed of the split, the search and every training (all stages)")
