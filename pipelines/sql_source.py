@@ -1,0 +1,141 @@
+"""A SQL query as a data source: ``--data "postgresql://USER@HOST/DB" --query "SELECT …"`` (or ``sqlite:///PATH``).
+
+The rows come through SQLAlchemy into a ``pandas.DataFrame`` and then meet the same validation as a CSV or Parquet
+file (:func:`pipelines.data.validate`). Everything that can go wrong before a single row arrives — a URL that does
+not parse, a missing driver, a server that refuses or does not answer (a short connect timeout and a wall-clock cap,
+never a hang), a query the database rejects, a result without rows — is one :class:`~pipelines.errors.UserError`
+line naming the fix. The password never appears in a message, a parameter or a tag: :func:`display_url` hides it,
+and :func:`strip_password` lets the CLI keep it out of the refresh's configuration (it travels in the environment
+variable :data:`PASSWORD_ENV` of this process only).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from pipelines.errors import UserError
+
+PASSWORD_ENV = "NASOPS_DATA_PASSWORD"
+"""The database password when the URL carries none (the CLI moves a URL's password here: Prefect records a flow's
+parameters, and the refresh state keeps its configuration)."""
+CONNECT_TIMEOUT_S = 10.0
+QUERY_LINEAGE_CHARS = 4000
+"""The query text recorded as lineage is cut to this length (MLflow limits tag and parameter values)."""
+URL_FIX = "use e.g. postgresql://USER@HOST:PORT/DB or sqlite:///PATH/TO/FILE.db"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_sql_url(source: str) -> bool:
+    """True for a database URL (``scheme://…``); bundled names and file paths have no scheme."""
+    return bool(_SCHEME.match(source or ""))
+
+
+def display_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (also when SQLAlchemy cannot parse it)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def strip_password(url: str) -> tuple[str, str | None]:
+    """``(url without its password, the password or None)``; a URL that does not parse is returned as it is."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return url, None
+    if parsed.password is None:
+        return url, None
+    return parsed.set(password=None).render_as_string(hide_password=False), str(parsed.password)
+
+
+def lineage_query(query: str | None) -> str:
+    """The query as recorded in MLflow (whitespace collapsed, cut to :data:`QUERY_LINEAGE_CHARS`)."""
+    text = " ".join((query or "").split())
+    return text if len(text) <= QUERY_LINEAGE_CHARS else text[:QUERY_LINEAGE_CHARS - 1] + "…"
+
+
+def _engine_url(url: str) -> sa.engine.URL:
+    from monitoring.prediction_log import _with_installed_postgres_driver
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise UserError(f"--data {display_url(url)!r} is not a database URL; {URL_FIX}") from None
+    if parsed.password is None and os.environ.get(PASSWORD_ENV):
+        parsed = parsed.set(password=os.environ[PASSWORD_ENV])
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            raise UserError(f"--data {url!r}: an in-memory SQLite database holds no table; {URL_FIX}")
+        if not Path(database).expanduser().is_file():  # SQLite would silently create an empty file
+            raise UserError(f"--data {url!r}: the SQLite file {database!r} does not exist; check the path "
+                            "(sqlite:///relative/path.db or sqlite:////absolute/path.db)")
+    return _with_installed_postgres_driver(parsed)
+
+
+def read_query(url: str, query: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> pd.DataFrame:
+    """The rows ``query`` returns from the database at ``url``, or :class:`UserError` (one line, password hidden).
+
+    The connection is made in a daemon thread capped at ``timeout_s`` (plus libpq's own ``connect_timeout``): a
+    driver's timeout does not cover every way a host can hang (DNS, a peer that accepts and never answers)."""
+    shown = display_url(url)
+    if not (query or "").strip():
+        raise UserError(f"--data {shown!r} is a database: say which rows to train on with --query \"SELECT …\"")
+    parsed = _engine_url(url)
+    connect_args = {"connect_timeout": max(1, int(timeout_s))} if parsed.get_backend_name() == "postgresql" else {}
+    if parsed.get_backend_name() == "sqlite":
+        connect_args = {"check_same_thread": False}
+    try:
+        engine = sa.create_engine(parsed, connect_args=connect_args, poolclass=sa.pool.NullPool)
+    except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as exc:
+        raise UserError(f"--data {shown!r} needs a database driver that is not installed ({exc}); for PostgreSQL: "
+                        "pip install 'psycopg[binary]'") from None
+    outcome: list = []
+
+    def connect() -> None:
+        try:
+            outcome.append(engine.connect())
+        except BaseException as exc:  # reported to the caller's thread below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=connect, name="nasops-sql-connect", daemon=True)
+    worker.start()
+    worker.join(timeout_s + 1.0)
+    try:
+        if not outcome:
+            raise UserError(f"the database {shown!r} does not answer within {timeout_s:g}s; check that the server "
+                            "runs and that host and port are right")
+        if isinstance(outcome[0], BaseException):
+            raise UserError(f"cannot connect to the database {shown!r} ({_cause(outcome[0], url)}); check that the "
+                            "server runs and that the URL (host, port, user, password, database) is right") from None
+        with outcome[0] as conn:
+            try:  # the driver's own SQL: no bind-parameter parsing of ':' (times) in the user's query
+                result = conn.exec_driver_sql(query)
+                if not result.returns_rows:
+                    raise UserError(f"--query on {shown!r} returns no rows (is it a SELECT?); give a query that "
+                                    "returns the training table")
+                frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()),
+                                                  coerce_float=True)  # NUMERIC (Decimal) -> float
+            except sa.exc.SQLAlchemyError as exc:
+                raise UserError(f"the query failed on {shown!r}: {_cause(exc, url)}; fix the SQL of --query") \
+                    from None
+    finally:
+        engine.dispose()
+    if frame.empty:
+        raise UserError(f"the query on {shown!r} returned no rows; nasops needs labelled examples to train on "
+                        "(check its WHERE clause and the table)")
+    return frame
+
+
+def _cause(exc: BaseException, url: str) -> str:
+    """The driver's own words, on one line, without the password (a driver may echo the connection string)."""
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+    password = strip_password(url)[1] or os.environ.get(PASSWORD_ENV)
+    return text.replace(password, "***") if password else text
