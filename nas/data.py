@@ -10,6 +10,10 @@ A user's table that needs encoding (text columns, missing values; ``meta["input_
 encoded for ``train``/``val``/``test`` (what the networks train on) and raw for ``prod``: ``x_prod`` is then an
 object array of the raw rows in the input schema's column order (numbers, text, booleans, ``None`` for missing),
 which is what a client sends to the served model, and what the tournament and the canary replay.
+
+A regression (``meta["task"] == "regression"``, ``num_classes`` 1) stores its target as float32 in its own units,
+with ``meta["target_mean"]``/``meta["target_std"]`` of the training split; :meth:`TaskData.tensors` hands the
+networks the standardised target, and the served model inverts the scaling (:class:`nas.export.FlatInputRegressor`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ SPLITS = ("train", "val", "test", "prod")
 
 @dataclass
 class TaskData:
-    """Splits of a classification task with the shape a network sees and the number of classes."""
+    """Splits of a classification (or regression) task with the shape a network sees and the number of classes
+    (1 for a regression: one output)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -54,6 +59,11 @@ class TaskData:
         std = np.broadcast_to(np.asarray(std, dtype=np.float32), (width,)).copy()
         std[~np.isfinite(std) | (std <= 0)] = 1.0  # constant features stay constant instead of exploding
         self.feature_std = std
+        label_type = np.float32 if self.is_regression else np.int64
+        if self.is_regression and "target_mean" not in self.meta and self.y_train is not None:
+            y = np.asarray(self.y_train, dtype=np.float64)
+            self.meta["target_mean"] = float(y.mean())
+            self.meta["target_std"] = float(y.std()) if float(y.std()) > 0 else 1.0
         for split in SPLITS:
             x = getattr(self, f"x_{split}")
             y = getattr(self, f"y_{split}")
@@ -61,7 +71,7 @@ class TaskData:
                 continue
             if split == "prod" and self.raw_prod:
                 self.x_prod = np.asarray(x, dtype=object).reshape(len(x), -1)
-                self.y_prod = np.asarray(y, dtype=np.int64)
+                self.y_prod = np.asarray(y, dtype=label_type)
                 continue
             x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)
             if x.shape[1] != width:
@@ -69,7 +79,28 @@ class TaskData:
                     f"x_{split} has {x.shape[1]} features but input_shape {self.input_shape} needs {width}"
                 )
             setattr(self, f"x_{split}", x)
-            setattr(self, f"y_{split}", np.asarray(y, dtype=np.int64))
+            setattr(self, f"y_{split}", np.asarray(y, dtype=label_type))
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression`` (prepared data from before regression existed: classification)."""
+        return str(self.meta.get("task", "classification"))
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def target_scale(self) -> tuple[float, float]:
+        """``(mean, std)`` of a regression target on the training split (``(0, 1)`` for a classifier)."""
+        if not self.is_regression:
+            return 0.0, 1.0
+        return float(self.meta["target_mean"]), float(self.meta["target_std"])
+
+    def standardize_target(self, y: np.ndarray) -> np.ndarray:
+        """A regression target in its own units -> what the networks are trained on."""
+        mean, std = self.target_scale
+        return ((np.asarray(y, dtype=np.float64) - mean) / std).astype(np.float32)
 
     @property
     def raw_prod(self) -> bool:
@@ -88,7 +119,8 @@ class TaskData:
         y = getattr(self, f"y_{split}")
         if x is None:
             raise ValueError(f"this TaskData has no {split!r} split")
-        return torch.from_numpy(self.standardize(x)).reshape(len(x), *self.input_shape), torch.from_numpy(y)
+        target = torch.from_numpy(self.standardize_target(y)) if self.is_regression else torch.from_numpy(y)
+        return torch.from_numpy(self.standardize(x)).reshape(len(x), *self.input_shape), target
 
     def batch(self, size: int = 64, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         """A seeded random batch (for zero-cost proxies), stratification not needed at this size."""

@@ -25,6 +25,7 @@ class PreparedData(_Output):
     path: str
     fingerprint: str
     source: str
+    query: str | None = Field(None, description="the SQL query of a database source (lineage; whitespace collapsed)")
     target: str | None = None
     input_shape: list[int]
     num_classes: int
@@ -37,6 +38,8 @@ class PreparedData(_Output):
                             "inside the model)")
     dropped_columns: dict[str, str] = Field(default_factory=dict, description="column -> why it is not a feature")
     warnings: list[str] = Field(default_factory=list, description="what the user should know about their table")
+    task: str = Field("classification", description="'classification' (num_classes classes) or 'regression' (one "
+                      "number per row, num_classes 1)")
 
 
 class Lineage(_Output):
@@ -44,6 +47,7 @@ class Lineage(_Output):
 
     dataset_fingerprint: str
     data_source: str
+    data_query: str = ""
     refresh_run_id: str
     prefect_flow_run_id: str = ""
     refresh_id: str = ""
