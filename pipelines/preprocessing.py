@@ -1,15 +1,19 @@
 """What each column of a user's table is, and the scikit-learn encoding fitted on the training split.
 
 :func:`plan_columns` reads the whole feature table once and decides, per column: a number (imputed with the
-training median, then scaled), a category (strings and booleans: imputed with the most frequent value, then one-hot
-encoded with unknown categories ignored, or ordinal-coded above :data:`MAX_ONE_HOT` categories), dropped (constant,
-all missing, or an ID: unique per row) with a note, or refused (dates, infinite numbers) with a problem — every
-problem of the table at once, so the user fixes them in one round. :func:`build_preprocessor` turns the plan into a
+training median, then scaled), a category (strings, booleans, and integer columns the user declares categorical:
+imputed with the most frequent value, then one-hot encoded with unknown categories ignored, or ordinal-coded above
+:data:`MAX_ONE_HOT` categories), a date (a datetime type or ISO date strings: expanded by
+:class:`pipelines.date_features.DateParts` into year, month, weekday, day of year, hour), dropped (constant, all
+missing, or an ID: unique per row) with a note, or refused (unparseable dates, infinite numbers, a declared
+category that is not an integer column) with a problem — every problem of the table at once, so the user fixes
+them in one round. :func:`build_preprocessor` turns the plan into a
 ``ColumnTransformer``; :class:`nas.table_model.TableClassifier` serves it inside the registered model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,15 +21,18 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from nas.table_model import coerce_frame
+from nas.table_model import _category, coerce_frame
+from pipelines.date_features import ISO_DATE, DateParts, parse_dates
 
 MAX_ONE_HOT = 20
 """A category column with more distinct values than this is ordinal-coded (one-hot would add a column per value)."""
 ID_REASON = "an identifier (a different value in every row)"
 MIN_ROWS_FOR_ID = 20
 """Below this many rows, unique values per row say nothing about a column being an identifier."""
+DATE_SHARE = 0.9
+"""A text column is a date column when at least this share of its values look like ISO dates."""
 
 
 @dataclass
@@ -35,6 +42,9 @@ class ColumnPlan:
     numeric: list[str] = field(default_factory=list)
     one_hot: list[str] = field(default_factory=list)
     ordinal: list[str] = field(default_factory=list)
+    dates: list[str] = field(default_factory=list)
+    declared: list[str] = field(default_factory=list)
+    """Integer columns encoded as categories because the user said so (``--categorical``): sent as numbers."""
     schema: list[dict] = field(default_factory=list)
     dropped: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -48,34 +58,45 @@ class ColumnPlan:
     @property
     def needs_encoding(self) -> bool:
         """False for a table of complete numeric columns only: it is served as a plain float matrix, as before."""
-        return bool(self.one_hot or self.ordinal or self.dropped or self.has_missing)
+        return bool(self.one_hot or self.ordinal or self.dates or self.dropped or self.has_missing)
 
 
-def _looks_like_dates(values: pd.Series) -> str | None:
-    """An example value when a text column holds ISO dates or timestamps (``2024-01-31``, ``2024-01-31 10:00``)."""
-    sample = values.dropna().astype(str).head(200)
-    if sample.empty or not sample.str.match(r"^\d{4}-\d{2}-\d{2}").all():
+def _is_date_column(col: pd.Series, present: pd.Series) -> bool:
+    """A datetime type, or text of which :data:`DATE_SHARE` or more looks like ISO dates (``2024-01-31…``)."""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return True
+    if col.dtype != object:
+        return False
+    return bool(present.astype(str).str.match(ISO_DATE).mean() >= DATE_SHARE)
+
+
+def _date_problem(label: str, present: pd.Series) -> str | None:
+    """The refusal of a date column some of whose values are not dates (a typo, ``2024-13-45``), or None."""
+    bad = present[parse_dates(present).isna()]
+    if bad.empty:
         return None
-    parsed = pd.to_datetime(sample, errors="coerce", format="ISO8601")
-    return str(sample.iloc[0]) if parsed.notna().all() else None
+    examples = ", ".join(repr(str(v)) for v in bad.unique()[:3])
+    return (f"column {label!r} holds dates, but {len(bad)} of its values are not (e.g. {examples}); fix those "
+            "cells (ISO dates like 2024-01-31 or 2024-01-31 10:00) or leave them empty (imputed)")
 
 
-def plan_columns(x: pd.DataFrame) -> ColumnPlan:
-    """Decide what every feature column is (see the module docstring); never raises, collects problems."""
+def plan_columns(x: pd.DataFrame, categorical: Sequence[str] = ()) -> ColumnPlan:
+    """Decide what every feature column is (see the module docstring); never raises, collects problems.
+    ``categorical``: integer columns to encode as categories rather than numbers (codes, ratings, ZIP-like IDs)."""
     plan = ColumnPlan()
     n = len(x)
+    declared = {str(c) for c in categorical}
+    unknown = sorted(declared - {str(c) for c in x.columns})
+    if unknown:
+        plan.problems.append(
+            f"--categorical names {', '.join(map(repr, unknown))}, not feature column(s) of the table; use the "
+            f"names of feature columns (columns: {', '.join(map(str, list(x.columns)[:12]))})")
     for name in x.columns:
         col = x[name]
         label = str(name)
         present = col.dropna()
         if present.empty:
             plan.dropped[label] = "all values missing"
-            continue
-        if pd.api.types.is_datetime64_any_dtype(col) or (col.dtype == object and _looks_like_dates(col)):
-            example = present.iloc[0]
-            plan.problems.append(
-                f"column {label!r} holds dates (e.g. {str(example)!r}): nasops does not expand dates; drop it or "
-                "derive numeric columns from it (day of week, days since an event) before training")
             continue
         is_number = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         distinct = present.nunique()
@@ -84,7 +105,22 @@ def plan_columns(x: pd.DataFrame) -> ColumnPlan:
             value = value.item() if isinstance(value, np.generic) else value
             plan.dropped[label] = f"constant ({value!r} in every row)"
             continue
+        if _is_date_column(col, present):
+            problem = None if pd.api.types.is_datetime64_any_dtype(col) else _date_problem(label, present)
+            if problem:
+                plan.problems.append(problem)
+                continue
+            missing = int(col.isna().sum())
+            plan.has_missing = plan.has_missing or missing > 0
+            plan.dates.append(label)
+            plan.schema.append({"name": label, "type": "string", "optional": missing > 0, "format": "datetime"})
+            continue
         integral = is_number and (pd.api.types.is_integer_dtype(col) or bool(np.all(np.mod(present, 1) == 0)))
+        if label in declared and is_number and not integral:
+            plan.problems.append(
+                f"column {label!r} is declared categorical (--categorical) but holds non-integer numbers (e.g. "
+                f"{present[np.mod(present, 1) != 0].iloc[0]!r}); declare only integer or text columns")
+            continue
         if n >= MIN_ROWS_FOR_ID and len(present) == n and distinct == n and (integral or not is_number):
             plan.dropped[label] = ID_REASON
             plan.warnings.append(f"column {label!r} looks like an ID (unique per row) and is not used as a feature")
@@ -98,7 +134,11 @@ def plan_columns(x: pd.DataFrame) -> ColumnPlan:
                     f"column {label!r} has {int((~np.isfinite(values)).sum())} infinite values; replace them with "
                     "a number or leave the cell empty (missing values are imputed)")
                 continue
-            plan.numeric.append(label)
+            if label in declared:  # sent as numbers, encoded as categories
+                plan.declared.append(label)
+                (plan.ordinal if distinct > MAX_ONE_HOT else plan.one_hot).append(label)
+            else:
+                plan.numeric.append(label)
             plan.schema.append({"name": label, "type": "double", "optional": missing > 0})
             continue
         kind = "boolean" if pd.api.types.is_bool_dtype(col) or present.map(type).eq(bool).all() else "string"
@@ -116,6 +156,20 @@ def plan_columns(x: pd.DataFrame) -> ColumnPlan:
     return plan
 
 
+def as_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Declared integer columns (float64 after :func:`nas.table_model.coerce_frame`) as category text, one
+    spelling per value (``3`` and ``3.0`` are ``"3"``, as :class:`nas.table_model.RowEncoder` spells them); text
+    columns pass unchanged, missing cells stay NaN for the imputer."""
+    frame = pd.DataFrame(frame)
+    return frame.apply(lambda c: c.astype(object).where(c.isna(), c.map(_category, na_action="ignore")))
+
+
+def _category_steps(plan: ColumnPlan, columns: list[str]) -> list[tuple[str, object]]:
+    if not set(columns) & set(plan.declared):
+        return []
+    return [("as_text", FunctionTransformer(as_categories, feature_names_out="one-to-one"))]
+
+
 def build_preprocessor(plan: ColumnPlan) -> ColumnTransformer:
     """The unfitted encoding of ``plan``'s kept columns (dropped columns are simply not selected)."""
     parts = []
@@ -123,14 +177,20 @@ def build_preprocessor(plan: ColumnPlan) -> ColumnTransformer:
         parts.append(("num", Pipeline([("impute", SimpleImputer(strategy="median")),
                                        ("scale", StandardScaler())]), plan.numeric))
     if plan.one_hot:
-        parts.append(("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+        parts.append(("cat", Pipeline([*_category_steps(plan, plan.one_hot),
+                                       ("impute", SimpleImputer(strategy="most_frequent")),
                                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]),
                       plan.one_hot))
     if plan.ordinal:
-        parts.append(("ord", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+        parts.append(("ord", Pipeline([*_category_steps(plan, plan.ordinal),
+                                       ("impute", SimpleImputer(strategy="most_frequent")),
                                        ("ordinal", OrdinalEncoder(handle_unknown="use_encoded_value",
                                                                   unknown_value=-1)),
                                        ("scale", StandardScaler())]), plan.ordinal))
+    if plan.dates:  # missing or unparseable dates at /predict are NaN here, imputed with the training median
+        parts.append(("date", Pipeline([("parts", DateParts()),
+                                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                                        ("scale", StandardScaler())]), plan.dates))
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=True)
 
 

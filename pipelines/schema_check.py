@@ -6,6 +6,10 @@ served, nothing judged). :func:`check_schema_change` compares the champion's inp
 tag, or for older float-matrix versions the ``features`` tag) with the prepared data's, by column name and type,
 and stops the refresh with one line naming the added, removed and retyped columns and the two fixes: another
 ``--model-name`` (a new lineage), or ``--allow-schema-change`` (retrain this model on the new columns anyway).
+
+The same read of the champion also compares the dataset fingerprints (:func:`compare_with_champion`): the refresh
+says "same data as the champion" or "data changed since the champion" and records it as the parent run's
+``nasops.data_vs_champion`` tag, so a scheduled refresh that retrains on unchanged data is visible.
 """
 
 from __future__ import annotations
@@ -77,32 +81,81 @@ def registered_schema(tags: dict[str, str]) -> list[dict] | None:
     return None
 
 
-def check_schema_change(model_name: str, schema: list[dict], source: str, allow: bool = False,
-                        client: Any = None) -> SchemaDiff | None:
-    """Raise :class:`UserError` (exit 2) when ``schema`` (the new data's columns) differs from the champion's of
-    ``model_name``; with ``allow`` log the difference and return it. None when there is no champion or nothing to
-    compare. ``client``: the registry to read (default: the one MLflow is configured for)."""
-    if not schema:
-        return None
+SAME, CHANGED, NO_CHAMPION, UNKNOWN = "same", "changed", "no_champion", "unknown"
+"""Values of the ``nasops.data_vs_champion`` tag."""
+
+
+@dataclass
+class ChampionComparison:
+    """The new data against the registered champion's: its columns (``diff``) and its content (fingerprints)."""
+
+    model_name: str
+    version: str | None = None
+    diff: SchemaDiff = field(default_factory=SchemaDiff)
+    champion_fingerprint: str | None = None
+    fingerprint: str | None = None
+
+    @property
+    def data(self) -> str:
+        """:data:`SAME`, :data:`CHANGED`, :data:`NO_CHAMPION`, or :data:`UNKNOWN` (a champion without one)."""
+        if self.version is None:
+            return NO_CHAMPION
+        if not self.champion_fingerprint or not self.fingerprint:
+            return UNKNOWN
+        return SAME if self.champion_fingerprint == self.fingerprint else CHANGED
+
+    def describe(self) -> str:
+        """The line the refresh prints about its data."""
+        if self.data == NO_CHAMPION:
+            return f"no champion of {self.model_name!r} yet: nothing to compare the data with"
+        if self.data == UNKNOWN:
+            return (f"the champion (version {self.version}) records no dataset fingerprint: cannot tell whether "
+                    "the data changed")
+        if self.data == SAME:
+            return (f"same data as the champion (fingerprint {self.fingerprint}, version {self.version}): this "
+                    "refresh retrains on the table the champion was trained on")
+        return (f"data changed since the champion (fingerprint {self.champion_fingerprint} -> {self.fingerprint}, "
+                f"version {self.version})")
+
+
+def compare_with_champion(model_name: str, schema: list[dict], source: str, fingerprint: str | None = None,
+                          allow: bool = False, client: Any = None) -> ChampionComparison:
+    """Read ``model_name``'s champion once and compare the new data with it: raise :class:`UserError` (exit 2) when
+    ``schema`` (the new data's columns) differs, unless ``allow`` (then log the difference, in ``diff``); compare
+    ``fingerprint`` with the champion's ``dataset_fingerprint`` tag. ``client``: the registry to read (default:
+    the one MLflow is configured for)."""
     mv = registry.alias_version(client or registry.client_for_active(), model_name, CHAMPION)
     if mv is None:
-        return None
-    old = registered_schema(registry.version_tags(mv))
-    if old is None:
-        return None
-    diff = compare(old, schema)
+        return ChampionComparison(model_name, fingerprint=fingerprint)
+    tags = registry.version_tags(mv)
+    found = ChampionComparison(model_name, str(mv.version), champion_fingerprint=tags.get("dataset_fingerprint"),
+                               fingerprint=fingerprint)
+    old = registered_schema(tags)
+    if not schema or old is None:
+        return found
+    found.diff = diff = compare(old, schema)
     if not diff:
-        return None
+        return found
     what = (f"{source} has other columns than model {model_name!r} (champion version {mv.version}) was "
             f"trained on: {diff.describe()}")
     if allow:
         log.warning("%s; --allow-schema-change: retraining %r on the new columns; the champion cannot answer them, "
                     "so the tournament and the canary are skipped (promote the challenger by hand once it is "
                     "checked)", what, model_name)
-        return diff
+        return found
     raise UserError(f"{what}. A champion cannot be compared with a model of other columns; register a new model "
                     f"with --model-name NEW_NAME, or pass --allow-schema-change to retrain {model_name!r} on the new "
                     "columns anyway")
+
+
+def check_schema_change(model_name: str, schema: list[dict], source: str, allow: bool = False,
+                        client: Any = None) -> SchemaDiff | None:
+    """:func:`compare_with_champion` for the columns only: the difference (with ``allow``), or None when there is
+    no champion, nothing to compare, or no difference."""
+    if not schema:
+        return None
+    diff = compare_with_champion(model_name, schema, source, allow=allow, client=client).diff
+    return diff or None
 
 
 def preflight_schema(config: Any, x: Any) -> None:
@@ -110,14 +163,16 @@ def preflight_schema(config: Any, x: Any) -> None:
     one exists, so a first refresh creates nothing here."""
     from mlflow.tracking import MlflowClient
 
-    from pipelines.data import BUNDLED, input_schema
+    from pipelines.data import BUNDLED, input_schema, source_label
+    from pipelines.preprocessing import plan_columns
     from pipelines.settings import Settings
 
     settings = Settings()
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         return
-    source = config.data if config.data in BUNDLED else Path(config.data).name
-    schema = input_schema(x, source)
+    source = source_label(config.data)
+    plan = None if config.data in BUNDLED else plan_columns(x, config.categorical)
+    schema = input_schema(x, source, plan)
     check_schema_change(config.model_name or settings.model_name, schema, source, config.allow_schema_change,
                         client=MlflowClient(tracking_uri=uri, registry_uri=uri))

@@ -65,9 +65,11 @@ def test_columns_are_planned_by_what_they_hold():
 
 
 def test_every_problem_is_named_in_the_first_message(tmp_path):
-    """A missing label, a date column, an infinite number and a repeated target column: one message, all four."""
+    """A missing label, a date column with a cell that is no date, an infinite number and a repeated target column:
+    one message, all four."""
     frame = raw_table(60)
     frame["signup"] = pd.date_range("2024-01-01", periods=len(frame)).strftime("%Y-%m-%d")
+    frame.loc[9, "signup"] = "2024-13-45"  # dates are expanded; one that is no date is refused, named
     frame.loc[7, "weight"] = np.inf
     frame.loc[2, "label"] = None
     path = tmp_path / "bad.csv"
@@ -78,7 +80,8 @@ def test_every_problem_is_named_in_the_first_message(tmp_path):
         prepare(DataSpec(source=str(path), target="label"), tmp_path / "out")
     message = str(err.value)
     assert "4 problems" in message, message
-    for needle in ("repeats column name(s) label", "'signup' holds dates", "'weight' has 1 infinite",
+    for needle in ("repeats column name(s) label", "'signup' holds dates, but 1 of its values are not (e.g. "
+                   "'2024-13-45')", "'weight' has 1 infinite",
                    "1 rows have no label"):
         assert needle in message, message
     assert "\n" not in message
