@@ -34,7 +34,7 @@ from pipelines.contracts import (
 )
 from pipelines.data import prepare
 from pipelines.retrain import register_baseline, retrain_and_register
-from pipelines.schema_check import check_schema_change
+from pipelines.schema_check import compare_with_champion
 from pipelines.settings import Settings
 from pipelines.tracking import configure_mlflow
 
@@ -215,16 +215,24 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
     if record.attempts > 1 and record.config:
         config = RefreshConfig.model_validate(record.config)
     results = store / "results"
-    spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows)
+    spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows,
+                    query=config.query, categorical=config.categorical)
     data: PreparedData = clock.stage("prepare_data", lambda: _cached(prepare_data, results)(
         spec, str(settings.data_dir), record.refresh_id))
-    if check_schema_change(model_name, data.input_schema, data.source, config.allow_schema_change):  # before training
-        # allowed: the champion cannot answer the new columns, so nothing could be judged against it
+    # before training: other columns stop here (or are allowed); the same data as the champion's is said and tagged
+    versus = compare_with_champion(model_name, data.input_schema, data.source, data.fingerprint,
+                                   config.allow_schema_change)
+    progress.info("%s", versus.describe())
+    mlflow.set_tags({tag("data_vs_champion"): versus.data,
+                     tag("champion_dataset_fingerprint"): versus.champion_fingerprint or ""})
+    if versus.diff:  # allowed: the champion cannot answer the new columns, so nothing could be judged against it
         config = config.model_copy(update={"skip_canary": True, "skip_tournament": True})
     mlflow.log_params({"data": data.source, "dataset_fingerprint": data.fingerprint, "model_name": model_name,
-                       "seed": config.seed, "top_k": config.top_k})
-    lineage = Lineage(dataset_fingerprint=data.fingerprint, data_source=data.source, refresh_run_id=parent_run_id,
-                      prefect_flow_run_id=flow_run_id, refresh_id=record.refresh_id, seed=config.seed)
+                       "seed": config.seed, "top_k": config.top_k,
+                       **({"data_query": data.query} if data.query else {})})
+    lineage = Lineage(dataset_fingerprint=data.fingerprint, data_source=data.source, data_query=data.query or "",
+                      refresh_run_id=parent_run_id, prefect_flow_run_id=flow_run_id, refresh_id=record.refresh_id,
+                      seed=config.seed)
     search_in = SearchInput(data=data, journal=str(store / record.journal_name), resume=record.attempts > 1)
     search = clock.stage("search_architectures", lambda: search_architectures(search_in, config.search))
     baseline = clock.stage("register_baseline_champion", lambda: _cached(baseline_champion, results)(

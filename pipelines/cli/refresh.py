@@ -40,6 +40,7 @@ def build_config(
     skip_canary: bool = False,
     skip_tournament: bool = False,
     objective: str | None = None,
+    task: str | None = None,
 ):
     """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig`` — the one place
     a refresh's options are checked, before Prefect starts or anything trains."""
@@ -48,7 +49,7 @@ def build_config(
 
     raw = _load_config_file(config_file)
     flags = {"data": data, "target": target, "max_rows": max_rows, "seed": seed, "model_name": model_name,
-             "top_k": top_k}
+             "top_k": top_k, "task": task}
     raw.update({k: v for k, v in flags.items() if v is not None})
     for section, values in (("search", {"space": space, "budget": budget, "pool_size": pool_size,
                                         "max_latency_ms": max_latency_ms, "runner": runner,
@@ -76,9 +77,9 @@ def preflight(config) -> None:
     from pipelines.data import DataSpec, load_table, validate
     from pipelines.nas_stage import resolve_space
 
-    spec = DataSpec(source=config.data, target=config.target, seed=config.seed)
+    spec = DataSpec(source=config.data, target=config.target, seed=config.seed, task=config.task)
     x, y, input_shape = load_table(spec)
-    validate(x, y, Path(config.data).name)
+    validate(x, y, Path(config.data).name, config.task)
     resolve_space(config.search, input_shape)
     from pipelines.schema_check import preflight_schema
 
@@ -114,6 +115,8 @@ def refresh(
     max_latency_ms: float | None = typer.Option(None, help="only accept architectures under this CPU latency"),
     objective: str | None = typer.Option(None, "--objective", help="search objective: accuracy, or latency_int8 "
                                          "(rank int8 accuracy, bound int8 latency, register the int8 form)"),
+    task: str | None = typer.Option(None, "--task", help="classification or regression (default auto: a float "
+                                    "target with many distinct values is a regression)"),
     runner: str | None = typer.Option(None, help="candidate evaluation runner: thread or dask"),
     dask_address: str | None = typer.Option(None, help="address of an existing Dask scheduler (with --runner dask)"),
     epochs: int | None = typer.Option(None, help="maximum epochs of the full retraining"),
@@ -134,7 +137,7 @@ def refresh(
     _quiet_prefect(verbose)  # before anything imports Prefect: its log level is read once, at import
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
-                          skip_tournament, objective=objective)
+                          skip_tournament, objective=objective, task=task)
     if allow_schema_change:
         config = config.model_copy(update={"allow_schema_change": True})
     if gateway:
