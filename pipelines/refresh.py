@@ -123,7 +123,12 @@ def _optional_stages(config: RefreshConfig, model_name: str, data: PreparedData,
     from pipelines.tournament import shadow_tournament
 
     tournament: dict[str, Any] = {}
-    if not config.skip_tournament and len(challenger.candidates) >= 2:
+    if data.task == "regression" and not config.skip_tournament:
+        # its offline-vs-online ranking is by accuracy; a regression's candidates are ranked offline by RMSE only
+        get_run_logger().info("shadow tournament skipped: it ranks candidates by online accuracy, and this target "
+                              "is a regression (the canary judges online RMSE)")
+        tournament = {"skipped": "regression target: the tournament ranks by online accuracy"}
+    elif not config.skip_tournament and len(challenger.candidates) >= 2:
         aliases = [c.alias for c in challenger.candidates]
         tcfg = config.tournament.model_copy(update={"aliases": config.tournament.aliases or aliases})
 
@@ -216,7 +221,7 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
         config = RefreshConfig.model_validate(record.config)
     results = store / "results"
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows,
-                    query=config.query, categorical=config.categorical)
+                    query=config.query, categorical=config.categorical, task=config.task)
     data: PreparedData = clock.stage("prepare_data", lambda: _cached(prepare_data, results)(
         spec, str(settings.data_dir), record.refresh_id))
     # before training: other columns stop here (or are allowed); the same data as the champion's is said and tagged
@@ -229,7 +234,8 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
         config = config.model_copy(update={"skip_canary": True, "skip_tournament": True})
     mlflow.log_params({"data": data.source, "dataset_fingerprint": data.fingerprint, "model_name": model_name,
                        "seed": config.seed, "top_k": config.top_k,
-                       **({"data_query": data.query} if data.query else {})})
+                       "task": data.task, **({"data_query": data.query} if data.query else {})})
+    mlflow.set_tag(tag("task"), data.task)
     lineage = Lineage(dataset_fingerprint=data.fingerprint, data_source=data.source, data_query=data.query or "",
                       refresh_run_id=parent_run_id, prefect_flow_run_id=flow_run_id, refresh_id=record.refresh_id,
                       seed=config.seed)
