@@ -91,6 +91,12 @@ class TaskData:
         return self.task == "regression"
 
     @property
+    def score_key(self) -> str:
+        """The validation metric a search and a retraining maximise: ``val_accuracy``, or ``val_neg_rmse`` (minus the
+        RMSE in the target's units) for a regression."""
+        return "val_neg_rmse" if self.is_regression else "val_accuracy"
+
+    @property
     def target_scale(self) -> tuple[float, float]:
         """``(mean, std)`` of a regression target on the training split (``(0, 1)`` for a classifier)."""
         if not self.is_regression:

@@ -103,12 +103,14 @@ class TrainingEvaluator:
         bar: float | None = None,
     ) -> None:
         self.data = data
+        self.metric = data.score_key  # val_accuracy, or val_neg_rmse for a regression (higher is better, both)
         self.default = {"epochs": epochs, "data_fraction": data_fraction}
         self.batch_size, self.lr, self.optimizer, self.seed = batch_size, lr, optimizer, seed
         self.measure_latency, self.latency_repeats = measure_latency, latency_repeats
         self.int8 = int8  # also measure the int8 form (nas.deploy.int8_metrics): --objective latency_int8
         # Opt-in learning-curve stop against ``bar`` (None: the first trainings of a search, which never stop).
-        self.curve_stop, self.bar = curve_stop, bar
+        # Its curve models extrapolate accuracies in [0, 1]: a regression's RMSE curves are not stopped by it.
+        self.curve_stop, self.bar = (None if data.is_regression else curve_stop), bar
 
     def resolve(self, fidelity: Mapping[str, float] | None) -> dict[str, float]:
         fid = dict(self.default)
@@ -148,10 +150,14 @@ class TrainingEvaluator:
         epochs_run = fid["epochs"]
         try:
             trained = train(model, self.data, config, stop_when=stopper)
-            accuracy, train_seconds, epochs_run = trained.val_accuracy, trained.train_seconds, trained.epochs_run
+            score, train_seconds, epochs_run = trained.val_score, trained.train_seconds, trained.epochs_run
         except FloatingPointError:  # a diverging network is a legitimate (bad) result, not a crash of the search
-            accuracy, train_seconds = 1.0 / self.data.num_classes, time.perf_counter() - start
-        metrics = {"val_accuracy": float(accuracy), "params": float(params), "train_seconds": float(train_seconds)}
+            # chance level: a uniform guess, or a regression predicting the training mean (RMSE = the target's std)
+            score = -self.data.target_scale[1] if self.data.is_regression else 1.0 / self.data.num_classes
+            train_seconds = time.perf_counter() - start
+        metrics = {self.metric: float(score), "params": float(params), "train_seconds": float(train_seconds)}
+        if self.data.is_regression:
+            metrics["val_rmse"] = -float(score)
         if stopper is not None:  # only with the option on: default results keep their exact metric set
             metrics["epochs_run"] = float(epochs_run)
             metrics["epochs_saved"] = float(fid["epochs"] - epochs_run)

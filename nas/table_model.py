@@ -143,7 +143,8 @@ def _probe(column: dict, number: float = 0.25) -> Any:
 
 
 class TableClassifier(mlflow.pyfunc.PythonModel):
-    """Raw rows -> fitted ``ColumnTransformer`` -> the network (:class:`nas.export.FlatInputClassifier`) -> softmax.
+    """Raw rows -> fitted ``ColumnTransformer`` -> the network (:class:`nas.export.FlatInputClassifier`) -> softmax
+    (a regression, ``classes`` empty: the network's value in the target's units).
 
     ``predict`` (the pyfunc contract) answers a DataFrame with a ``prediction`` column (the class label) and one
     probability column per class; the gateway calls :meth:`predict_proba` with the columns it validated."""
@@ -176,12 +177,23 @@ class TableClassifier(mlflow.pyfunc.PythonModel):
         with torch.inference_mode():
             return self.module(torch.from_numpy(self.encode(frame)))
 
+    @property
+    def regression(self) -> bool:
+        """No classes: the network is a :class:`nas.export.FlatInputRegressor` answering values in the target's
+        units."""
+        return not self.classes
+
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities ``(n, C)``, or a regression's values ``(n, 1)``."""
+        if self.regression:
+            return self.logits(frame).float().numpy()
         return torch.softmax(self.logits(frame).float(), dim=1).numpy()
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         probs = self.predict_proba(frame)
+        if self.regression:
+            return pd.DataFrame({"prediction": probs[:, 0].astype(np.float64)}, index=frame.index)
         out = pd.DataFrame(probs, columns=[str(c) for c in self.classes], index=frame.index)
         out.insert(0, "prediction", [self.classes[i] for i in probs.argmax(axis=1)])
         return out

@@ -2,6 +2,10 @@
 
 Used at low fidelity by the search (a few epochs, a fraction of the data) and at full fidelity by the retraining
 stage (early stopping on validation accuracy, best weights restored).
+
+A regression task (:attr:`nas.data.TaskData.is_regression`) trains its one output with MSE (or L1) on the
+standardised target and is scored by ``val_neg_rmse`` (minus the validation RMSE in the target's own units), so
+"higher is better" holds for every task and the search, early stopping and selection need no second direction.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class TrainConfig:
     data_fraction: float = 1.0
     seed: int = 0
     label_smoothing: float = 0.0
+    regression_loss: str = "mse"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -40,6 +45,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.regression_loss not in ("mse", "mae"):
+            raise ValueError(f"regression_loss must be 'mse' or 'mae', got {self.regression_loss!r}")
 
 
 @dataclass
@@ -53,6 +60,10 @@ class TrainResult:
     train_seconds: float = 0.0
     epochs_run: int = 0
     stopped_early: bool = False
+    val_score: float = float("-inf")
+    """The best (or last) value of the task's score key: accuracy, or minus the RMSE of a regression."""
+    val_rmse: float = float("nan")
+    val_mae: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +83,28 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
             correct += int((logits.argmax(1) == yb).sum())
     n = max(len(x), 1)
     return correct / n, total_loss / n
+
+
+def evaluate_regression(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target_std: float,
+                        batch_size: int = 512) -> dict[str, float]:
+    """RMSE and MAE in the target's units (``y`` standardised, ``target_std`` its scale) and the standardised MSE."""
+    model.eval()
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out = model(x[start : start + batch_size]).reshape(-1)
+            errors.append(out.double() - y[start : start + batch_size].double())
+    err = torch.cat(errors) if errors else torch.zeros(0, dtype=torch.float64)
+    if not bool(torch.isfinite(err).all()):
+        return {"rmse": float("inf"), "mae": float("inf"), "loss": float("inf")}
+    mse = float((err**2).mean()) if len(err) else 0.0
+    return {"rmse": float(np.sqrt(mse)) * target_std, "mae": float(err.abs().mean()) * target_std if len(err) else 0.0,
+            "loss": mse}
+
+
+def _regression_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    loss = nn.MSELoss() if name == "mse" else nn.L1Loss()
+    return lambda out, y: loss(out.reshape(-1), y)
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
@@ -108,7 +141,11 @@ def train(
     else:
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    regression = task.is_regression
+    target_std = task.target_scale[1]
+    loss_fn = (_regression_loss(config.regression_loss) if regression
+               else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
+    score_key = task.score_key
     gen = torch.Generator().manual_seed(config.seed)
 
     result = TrainResult()
@@ -134,24 +171,32 @@ def train(
             opt.step()
             seen += len(idx)
             running_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
+            if not regression:
+                correct += int((logits.argmax(1) == yb).sum())
         sched.step()
-        val_acc, val_loss = evaluate(model, x_val, y_val)
-        row = {
-            "epoch": epoch,
-            "train_loss": running_loss / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": sched.get_last_lr()[0],
-        }
+        if regression:
+            reg = evaluate_regression(model, x_val, y_val, target_std)
+            row = {"epoch": epoch, "train_loss": running_loss / max(seen, 1), "val_loss": reg["loss"],
+                   "val_rmse": reg["rmse"], "val_mae": reg["mae"], "val_neg_rmse": -reg["rmse"],
+                   "lr": sched.get_last_lr()[0]}
+        else:
+            val_acc, val_loss = evaluate(model, x_val, y_val)
+            row = {
+                "epoch": epoch,
+                "train_loss": running_loss / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": sched.get_last_lr()[0],
+            }
         result.history.append(row)
         if on_epoch is not None:
             on_epoch(row)
         result.epochs_run = epoch
         curve_stop = stop_when is not None and epoch < config.epochs and bool(stop_when(result.history))
-        if val_acc > result.val_accuracy or best_state is None:
-            result.val_accuracy, result.val_loss, result.best_epoch = val_acc, val_loss, epoch
+        if row[score_key] > result.val_score or best_state is None:
+            _keep(result, row, score_key)
+            result.best_epoch = epoch
             bad_epochs = 0
             if config.patience is not None:
                 best_state = copy.deepcopy(model.state_dict())
@@ -165,13 +210,22 @@ def train(
             break
     if config.patience is None:
         # Without early stopping the reported figure is the last epoch's (what the weights actually give).
-        result.val_accuracy = result.history[-1]["val_accuracy"]
-        result.val_loss = result.history[-1]["val_loss"]
+        _keep(result, result.history[-1], score_key)
         result.best_epoch = result.epochs_run
     elif best_state is not None:
         model.load_state_dict(best_state)
     result.train_seconds = time.perf_counter() - start
     return result
+
+
+def _keep(result: TrainResult, row: dict[str, float], score_key: str) -> None:
+    """Record an epoch's validation figures as the result's."""
+    result.val_score, result.val_loss = float(row[score_key]), float(row["val_loss"])
+    if "val_accuracy" in row:
+        result.val_accuracy = float(row["val_accuracy"])
+    else:
+        result.val_accuracy = float("nan")
+        result.val_rmse, result.val_mae = float(row["val_rmse"]), float(row["val_mae"])
 
 
 def measure_latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1, repeats: int = 30) -> float:

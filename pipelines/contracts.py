@@ -67,6 +67,7 @@ class Candidate(_Output):
 
     arch: str
     val_accuracy: float
+    val_rmse: float | None = Field(None, description="a regression's low-fidelity validation RMSE (val_accuracy NaN)")
     latency_ms: float = float("nan")
     params: int = 0
     proxy_scores: dict[str, float] = Field(default_factory=dict)
@@ -118,6 +119,9 @@ class RegisteredCandidate(_Output):
     val_accuracy: float
     test_accuracy: float
     latency_ms: float
+    val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
+    test_rmse: float | None = None
+    test_mae: float | None = None
 
 
 class RetrainOutput(_Output):
@@ -137,6 +141,10 @@ class RetrainOutput(_Output):
     latency_ms: float
     params: float
     candidates: list[RegisteredCandidate]
+    task: str = "classification"
+    val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
+    test_rmse: float | None = None
+    test_mae: float | None = None
 
 
 class BaselineOutput(_Output):
@@ -149,6 +157,9 @@ class BaselineOutput(_Output):
     val_accuracy: float
     test_accuracy: float
     latency_ms: float
+    val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
+    test_rmse: float | None = None
+    test_mae: float | None = None
 
 
 class ChampionFacts(_Output):

@@ -14,6 +14,7 @@ import contextvars
 import dataclasses
 import functools
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -140,11 +141,32 @@ def zero_cost_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig) -
         kwargs["cheap"] = tuple(cfg.proxies)
     if cfg.costly_proxies is not None:
         kwargs["costly"] = tuple(cfg.costly_proxies)
+    if data.is_regression:
+        kwargs.update(_regression_proxies(cfg))
     try:
         scored = prefilter(space, pool, data, **kwargs)
     except (KeyError, ValueError) as exc:
         raise UserError(f"zero-cost pre-filter: {exc}") from None
     return [s.arch for s in scored], {s.arch.string: dict(s.scores) for s in scored}
+
+
+def _regression_proxies(cfg: SearchStageConfig) -> dict[str, Any]:
+    """A regression has no classes: proxies that group the batch by class (epe_nas) are skipped, with the reason
+    logged, and naming one is an error; the gradient proxies differentiate the MSE (nas.proxies.data_pass)."""
+    from nas.ensemble import ENSEMBLES
+    from nas.proxies.data_pass import CLASS_PROXIES
+
+    named = [p for p in (cfg.proxies or []) + (cfg.costly_proxies or []) if p in CLASS_PROXIES]
+    if named:
+        raise UserError(f"proxy {named[0]!r} groups inputs by class, and a regression target has no classes; drop "
+                        "it from search.proxies / search.costly_proxies")
+    members = ENSEMBLES[cfg.ensemble]
+    kept = [m for m in members if m not in CLASS_PROXIES]
+    if len(kept) < len(members):
+        logging.getLogger("nasops.refresh.search").info(
+            "regression target: zero-cost proxy %s skipped (it groups inputs by class); ranking the pool with %s",
+            ", ".join(m for m in members if m in CLASS_PROXIES), ", ".join(kept))
+    return {"ensemble": kept} if kept != members else {}
 
 
 # -- MLflow ---------------------------------------------------------------------------------------------------------
@@ -171,7 +193,8 @@ def _plots(out: Path, result: SearchResult, proxy_scores: Mapping[str, Mapping[s
     import matplotlib.pyplot as plt
 
     paths = []
-    acc = [r.result.metrics.get("val_accuracy", np.nan) for r in result.records]
+    key = _score_key(result)
+    acc = [r.result.metrics.get(key, np.nan) for r in result.records]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(range(1, len(acc) + 1), acc, "o", alpha=0.6, label="evaluation")
     ax.plot(range(1, len(acc) + 1), np.maximum.accumulate(np.nan_to_num(acc, nan=0.0)), "-", label="best so far")
@@ -185,11 +208,11 @@ def _plots(out: Path, result: SearchResult, proxy_scores: Mapping[str, Mapping[s
     plt.close(fig)
 
     points = [r.result.metrics for r in result.records]
-    front = pareto_front(points, "val_accuracy", cost_key)
+    front = pareto_front(points, key, cost_key)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.scatter([p.get(cost_key, np.nan) for p in points], acc, alpha=0.6, label="evaluated")
     fx = [points[i][cost_key] for i in front]
-    fy = [points[i]["val_accuracy"] for i in front]
+    fy = [points[i][key] for i in front]
     ax.step(fx, fy, "r-", where="post", label="Pareto front")
     ax.set_xlabel(cost_key)
     ax.set_ylabel("validation accuracy")
@@ -220,6 +243,22 @@ def _plots(out: Path, result: SearchResult, proxy_scores: Mapping[str, Mapping[s
     return paths
 
 
+def _score_key(result: SearchResult) -> str:
+    """The score the records carry: ``val_accuracy``, or ``val_neg_rmse`` for a regression."""
+    regression = any("val_neg_rmse" in r.result.metrics for r in result.records)
+    return "val_neg_rmse" if regression else "val_accuracy"
+
+
+def _check_regression(cfg: SearchStageConfig) -> None:
+    """What a regression search cannot do yet, said before anything trains."""
+    if cfg.objective != "accuracy":
+        raise UserError(f"search.objective {cfg.objective!r} ranks int8 accuracy; a regression target searches with "
+                        "the default objective (validation RMSE): drop --objective")
+    if cfg.strategy == DARTS or cfg.fidelity == SUPERNET:
+        raise UserError("weight-sharing searches (darts, supernet fidelity) train classifiers only; a regression "
+                        "target needs a strategy that trains each candidate (the default predictor)")
+
+
 def _proxy_source(space: SearchSpace, data: TaskData, known: dict[str, dict], names: list[str]):
     """Proxy features for the predictor: the pre-filter's scores, or the cheap proxies computed on the fly."""
     from nas.proxies import compute_scores, needs_data
@@ -242,7 +281,8 @@ def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData
     """Pre-filter a pool, then the configured strategy warm-started from its zero-cost ranking."""
     pool, proxy_scores = zero_cost_pool(space, data, cfg)
     cheap_names = sorted(set.intersection(*(set(s) for s in proxy_scores.values()))) if proxy_scores else []
-    kwargs: dict[str, Any] = {"pool": pool, "metric": cfg.metric, "constraints": cfg.constraints,
+    metric = data.score_key if data.is_regression else cfg.metric
+    kwargs: dict[str, Any] = {"pool": pool, "metric": metric, "constraints": cfg.constraints,
                               "warm_start": pool[: cfg.warm_start]}
     if cfg.strategy == "predictor":
         kwargs.update(proxies=_proxy_source(space, data, proxy_scores, cheap_names), predictor=cfg.predictor,
@@ -298,6 +338,7 @@ def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStag
     with runner, ContextThreadExecutor(max_workers=cfg.workers, thread_name_prefix="nas-submit") as pool_exec:
         evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed, cfg.objective,
                                         cfg.curve_stop)
+        evaluator.metric = strategy.metric  # val_neg_rmse for a regression (prepare_strategy)
         if evaluator.curve_stop is not None and resume:  # replayed trials skip on_result: they set the bar here
             from nas.search import Journal
 
@@ -316,8 +357,10 @@ def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy
                         seconds: float, prefilter_seconds: float, objective: str = "accuracy") -> None:
     from nas.pareto import log_pareto
 
+    best = ({"best_val_rmse": candidates[0].val_rmse} if candidates[0].val_rmse is not None
+            else {"best_val_accuracy": candidates[0].val_accuracy})
     mlflow.log_metrics({"evaluations": len(result.records), "search_seconds": seconds,
-                        "prefilter_seconds": prefilter_seconds, "best_val_accuracy": candidates[0].val_accuracy})
+                        "prefilter_seconds": prefilter_seconds, **best})
     saved = epochs_saved(result)
     if saved is not None:  # learning-curve early stopping was on
         mlflow.log_metrics(saved)
@@ -333,7 +376,8 @@ def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy
         (Path(tmp) / "candidates.json").write_text(json.dumps([c.model_dump(mode="json") for c in candidates],
                                                               indent=2))
         mlflow.log_artifact(str(Path(tmp) / "candidates.json"), artifact_path="search")
-    log_pareto(result.records, objective)
+    if candidates[0].val_rmse is None:  # the Pareto view ranks accuracy; a regression's front is in the plots
+        log_pareto(result.records, objective)
 
 
 @flow(name="search_architectures")
@@ -349,6 +393,8 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
     if not Path(data_path).exists():
         raise UserError(f"data file {data_path!r} does not exist; run the refresh's prepare_data stage first")
     data = TaskData.load(data_path)
+    if data.is_regression:
+        _check_regression(cfg)
     space = resolve_space(cfg, data.input_shape)
     logger.info("searching %s %s for input %s, %d classes", space.name, space.config(), data.input_shape,
                 data.num_classes)
@@ -440,7 +486,9 @@ def _candidates(result: SearchResult, cfg: SearchStageConfig, proxy_scores: Mapp
     for r in feasible[: cfg.top_k]:
         m = r.result.metrics
         out.append(Candidate(
-            arch=r.arch, val_accuracy=float(m["val_accuracy"]), latency_ms=float(m.get("latency_ms", float("nan"))),
+            arch=r.arch, val_accuracy=float(m.get("val_accuracy", float("nan"))),
+            val_rmse=float(m["val_rmse"]) if "val_rmse" in m else None,
+            latency_ms=float(m.get("latency_ms", float("nan"))),
             params=int(m.get("params", 0)),
             proxy_scores={k: float(v) for k, v in proxy_scores.get(r.arch, {}).items()},
             fidelity=dict(r.result.fidelity),

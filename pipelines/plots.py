@@ -14,18 +14,22 @@ from sklearn.metrics import confusion_matrix
 
 
 def learning_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train against validation."""
+    """Loss and accuracy per epoch, train against validation (a regression: loss and validation RMSE)."""
     epochs = [h["epoch"] for h in history]
+    regression = bool(history) and "val_rmse" in history[0]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.set_ylabel("loss (standardised target)" if regression else "cross-entropy")
     ax_loss.legend()
-    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], label="train")
-    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
+    if regression:
+        ax_acc.plot(epochs, [h["val_rmse"] for h in history], label="validation")
+    else:
+        ax_acc.plot(epochs, [h["train_accuracy"] for h in history], label="train")
+        ax_acc.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
     ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylabel("RMSE (target units)" if regression else "accuracy")
     ax_acc.legend()
     fig.suptitle(title or "learning curves", fontsize=9)
     fig.tight_layout()
@@ -53,6 +57,21 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence, path: P
                     ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title or "confusion matrix (test)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title: str = "") -> Path:
+    """A regression's test predictions against the true values (the diagonal is perfect), in the target's units."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(y_true, y_pred, s=10, alpha=0.6)
+    low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    ax.plot([low, high], [low, high], "r--", lw=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title or "test predictions", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

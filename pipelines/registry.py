@@ -97,12 +97,14 @@ def log_and_register(
     return version
 
 
-def table_signature(schema: list[dict]) -> ModelSignature:
+def table_signature(schema: list[dict], regression: bool = False) -> ModelSignature:
     """Input: the raw columns by name and type (an optional column may be absent); the output is a DataFrame of the
-    predicted label and one probability per class (not pinned: class labels may be numbers or text)."""
+    predicted label and one probability per class (not pinned: class labels may be numbers or text), or for a
+    regression one float column ``prediction`` in the target's units."""
     from mlflow.types import ColSpec
 
-    return ModelSignature(inputs=Schema([ColSpec(c["type"], c["name"], required=not c["optional"]) for c in schema]))
+    inputs = Schema([ColSpec(c["type"], c["name"], required=not c["optional"]) for c in schema])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "prediction")]) if regression else None)
 
 
 def log_and_register_table(
@@ -144,7 +146,7 @@ def _log_table(python_model: Any, schema: list[dict], input_example: Any, model_
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=python_model,
-        signature=table_signature(schema),
+        signature=table_signature(schema, regression=not getattr(python_model, "classes", [None])),
         input_example=input_example,
         registered_model_name=model_name,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"scikit-learn=={sklearn.__version__}",

@@ -21,9 +21,17 @@ from torch import nn
 from monitoring.vocabulary import CHALLENGER, CHAMPION, candidate_alias, candidate_rank
 from nas.baselines import build_baseline
 from nas.data import TaskData
-from nas.export import FlatInputClassifier
+from nas.export import FlatInputClassifier, served_module
 from nas.spaces import get_space
-from nas.trainer import TrainConfig, TrainResult, evaluate, measure_latency_ms, predict_proba, train
+from nas.trainer import (
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    evaluate_regression,
+    measure_latency_ms,
+    predict_proba,
+    train,
+)
 from pipelines import deploy_artifacts, plots, registry
 from pipelines.config import RetrainConfig
 from pipelines.contracts import BaselineOutput, Lineage, RegisteredCandidate, RetrainInput, RetrainOutput
@@ -32,7 +40,24 @@ from pipelines.contracts import BaselineOutput, Lineage, RegisteredCandidate, Re
 def train_config(config: RetrainConfig) -> TrainConfig:
     """The trainer's settings for a full retraining."""
     return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
-                       weight_decay=config.weight_decay, patience=config.patience, seed=config.seed)
+                       weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
+                       regression_loss=config.regression_loss)
+
+
+NAN = float("nan")
+
+
+def score(metrics: dict[str, float]) -> float:
+    """The retraining's selection score, higher is better: validation accuracy, or minus a regression's RMSE."""
+    return metrics["val_neg_rmse"] if "val_neg_rmse" in metrics else metrics["val_accuracy"]
+
+
+def _reported(metrics: dict[str, float]) -> dict[str, float | None]:
+    """The offline figures every contract carries: accuracy (NaN for a regression) and RMSE / MAE (None for a
+    classifier)."""
+    return {"val_accuracy": metrics.get("val_accuracy", NAN), "test_accuracy": metrics.get("test_accuracy", NAN),
+            "val_rmse": metrics.get("val_rmse"), "test_rmse": metrics.get("test_rmse"),
+            "test_mae": metrics.get("test_mae")}
 
 
 def _train_and_log(
@@ -49,13 +74,17 @@ def _train_and_log(
                                                     step=int(row["epoch"])),
         )
         x_test, y_test = data.tensors("test")
-        test_acc, test_loss = evaluate(net, x_test, y_test)
-        model = FlatInputClassifier(net, data.input_shape, data.feature_mean, data.feature_std).eval()
+        model = served_module(net, data).eval()
         latency = measure_latency_ms(model, (int(np.prod(data.input_shape)),))
+        if data.is_regression:  # RMSE / MAE in the target's units; the score is minus the validation RMSE
+            test = evaluate_regression(net, x_test, y_test, data.target_scale[1])
+            offline = {"val_neg_rmse": result.val_score, "val_rmse": result.val_rmse, "val_mae": result.val_mae,
+                       "test_rmse": test["rmse"], "test_mae": test["mae"], "test_loss": test["loss"]}
+        else:
+            test_acc, test_loss = evaluate(net, x_test, y_test)
+            offline = {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "test_loss": test_loss}
         metrics = {
-            "val_accuracy": result.val_accuracy,
-            "test_accuracy": test_acc,
-            "test_loss": test_loss,
+            **offline,
             "best_epoch": float(result.best_epoch),
             "train_seconds": result.train_seconds,
             "latency_ms": latency,
@@ -65,9 +94,14 @@ def _train_and_log(
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
             plots.learning_curves(result.history, tmp_path / "learning_curves.png", title=run_name)
-            probs = predict_proba(net, x_test)
-            classes = data.meta.get("classes", list(range(data.num_classes)))
-            plots.confusion(y_test.numpy(), probs.argmax(1), classes, tmp_path / "confusion_matrix.png", run_name)
+            if data.is_regression:
+                with torch.no_grad():
+                    predicted = model(torch.from_numpy(data.x_test)).numpy().reshape(-1)
+                plots.predicted_vs_true(data.y_test, predicted, tmp_path / "predicted_vs_true.png", run_name)
+            else:
+                probs = predict_proba(net, x_test)
+                classes = data.meta.get("classes", list(range(data.num_classes)))
+                plots.confusion(y_test.numpy(), probs.argmax(1), classes, tmp_path / "confusion_matrix.png", run_name)
             (tmp_path / "history.json").write_text(json.dumps(result.history, indent=1))
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
         return model, result, metrics, run.info.run_id
@@ -85,6 +119,9 @@ def _register(
         "dataset_fingerprint": data.meta.get("fingerprint", ""),
         "code_version": registry.code_version(),
         "input_schema": data.meta.get("input_schema", []),
+        "task": data.task,
+        **({"target": data.meta.get("target"), "target_mean": data.target_scale[0],
+            "target_std": data.target_scale[1]} if data.is_regression else {}),
     }
     if data.meta.get("input_form") == "table":
         version = _register_table(model, data, model_name=model_name, tags={**base, **tags})
@@ -92,6 +129,8 @@ def _register(
         version = registry.log_and_register(
             model, model_name=model_name, num_classes=data.num_classes, input_example=example, tags={**base, **tags}
         )
+    if data.is_regression:  # the ONNX / int8 forms are checked by their class labels; not built for a regression
+        return version
     deploy_artifacts.log_deploy_artifacts(model, data.x_val, data.x_train, model_name=model_name, version=version,
                                           int8=int8)
     return version
@@ -130,13 +169,18 @@ def register_baseline(data_path: str, model_name: str, config: RetrainConfig, li
         version = _register(
             model, data, model_name=model_name,
             tags={**lineage.model_dump(), "arch": description, "space": "baseline", "role": "baseline",
-                  "seed": config.seed, "val_accuracy": metrics["val_accuracy"],
-                  "test_accuracy": metrics["test_accuracy"], "latency_ms": metrics["latency_ms"]},
+                  "seed": config.seed, **_offline_tags(metrics), "latency_ms": metrics["latency_ms"]},
         )
     registry.client_for_active().set_registered_model_alias(model_name, CHAMPION, version)
     return BaselineOutput(version=version, arch=description, run_id=run_id, seed=config.seed,
-                          val_accuracy=metrics["val_accuracy"], test_accuracy=metrics["test_accuracy"],
-                          latency_ms=metrics["latency_ms"])
+                          latency_ms=metrics["latency_ms"], **_reported(metrics))
+
+
+def _offline_tags(metrics: dict[str, float]) -> dict[str, float]:
+    """The version tags of its offline figures: accuracies, or a regression's RMSE / MAE."""
+    keys = ("val_rmse", "val_mae", "test_rmse", "test_mae") if "val_rmse" in metrics else ("val_accuracy",
+                                                                                            "test_accuracy")
+    return {k: metrics[k] for k in keys}
 
 
 def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: RetrainConfig) -> list[tuple]:
@@ -152,7 +196,7 @@ def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: 
             run_name=f"retrain-{rank}", params={"arch": arch.string, "space": space.name, "search_rank": rank,
                                                 "space_config": json.dumps(space.config()), "seed": config.seed},
         )
-        trained.append((metrics["val_accuracy"], rank, cand, model, metrics, run_id))
+        trained.append((score(metrics), rank, cand, model, metrics, run_id))
     trained.sort(key=lambda t: (-t[0], t[1]))
     return trained
 
@@ -183,7 +227,7 @@ def _train_scaled_family(data: TaskData, winner: tuple, space: Any, config: Retr
                     "scaled_phi": member.phi, "scaled_from": cand.arch},
         )
         scaled = cand.model_copy(update={"arch": member.arch, "params": int(member.params)})
-        trained.append((metrics["val_accuracy"], search_rank, scaled, model, metrics, run_id, member))
+        trained.append((score(metrics), search_rank, scaled, model, metrics, run_id, member))
     return trained
 
 
@@ -193,7 +237,8 @@ def _pareto_order(trained: list[tuple]) -> tuple[list[tuple], set[int]]:
     from nas.pareto import front_indices
 
     points = [t[4] for t in trained]
-    front = {id(trained[i]) for i in front_indices(points, "val_accuracy", ["params", "latency_ms"])}
+    key = "val_neg_rmse" if "val_neg_rmse" in points[0] else "val_accuracy"
+    front = {id(trained[i]) for i in front_indices(points, key, ["params", "latency_ms"])}
     ordered = sorted(trained, key=lambda t: (id(t) not in front, -t[0], t[4]["params"], t[1]))
     return ordered, {i for i, t in enumerate(ordered) if id(t) in front}
 
@@ -231,24 +276,25 @@ def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> Retrain
                       "tournament_rank": offline_rank, "search_rank": search_rank, "proxy_scores": cand.proxy_scores,
                       "search_run_id": search.search_run_id, "search_method": search.method,
                       **({"supernet_run_id": search.supernet_run_id} if search.supernet_run_id else {}),
-                      "seed": config.seed,
-                      "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-                      "latency_ms": metrics["latency_ms"], "search_val_accuracy": cand.val_accuracy},
+                      "seed": config.seed, **_offline_tags(metrics), "latency_ms": metrics["latency_ms"],
+                      **({"search_val_rmse": cand.val_rmse} if cand.val_rmse is not None
+                         else {"search_val_accuracy": cand.val_accuracy})},
                 int8="always" if search.objective == "latency_int8" else "auto",
             )
         alias = candidate_alias(offline_rank)
         client.set_registered_model_alias(model_name, alias, version)
         registered.append(RegisteredCandidate(
-            version=version, arch=cand.arch, alias=alias, run_id=run_id, val_accuracy=metrics["val_accuracy"],
-            test_accuracy=metrics["test_accuracy"], latency_ms=metrics["latency_ms"]))
+            version=version, arch=cand.arch, alias=alias, run_id=run_id, latency_ms=metrics["latency_ms"],
+            **_reported(metrics)))
     _drop_stale_candidate_aliases(client, model_name, len(registered))
     best = registered[0]
     client.set_registered_model_alias(model_name, CHALLENGER, best.version)
     metrics = trained[0][4]
     return RetrainOutput(version=best.version, arch=best.arch, space=space.name, run_id=best.run_id,
-                         retrained=len(trained), seed=config.seed, candidates=registered,
-                         **{k: float(metrics[k]) for k in ("val_accuracy", "test_accuracy", "test_loss", "best_epoch",
-                                                           "train_seconds", "latency_ms", "params")})
+                         retrained=len(trained), seed=config.seed, candidates=registered, task=data.task,
+                         **_reported(metrics),
+                         **{k: float(metrics[k]) for k in ("test_loss", "best_epoch", "train_seconds", "latency_ms",
+                                                           "params")})
 
 
 def _drop_stale_candidate_aliases(client: Any, model_name: str, kept: int) -> None:

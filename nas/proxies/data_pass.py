@@ -64,6 +64,19 @@ def _channels_first(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
     return t
 
 
+CLASS_PROXIES: tuple[str, ...] = ("epe_nas",)
+"""Proxies that group the batch by class label: undefined for a regression target (the refresh skips them)."""
+
+
+def task_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The training loss the gradient proxies differentiate: cross-entropy for class labels, and for a regression
+    (a float target, one output) the mean squared error the network is trained with — never floats fed to a
+    cross-entropy."""
+    if y.is_floating_point():
+        return F.mse_loss(logits.reshape(-1).double(), y.double())
+    return F.cross_entropy(logits, y)
+
+
 @register_family("data")
 def run_data_pass(model: nn.Module, ctx: ScoringContext, names: set[str]) -> DataRecord:
     x, y = ctx.require_batch(sorted(names)[0])
@@ -111,7 +124,7 @@ def run_data_pass(model: nn.Module, ctx: ScoringContext, names: set[str]) -> Dat
         full = [torch.zeros_like(t, dtype=torch.float64) for t in targets]
         chunked: list[list[torch.Tensor]] = [[] for _ in weights]
         for idx in torch.arange(n).tensor_split(splits):
-            loss = F.cross_entropy(logits[idx], y[idx])
+            loss = task_loss(logits[idx], y[idx])
             grads = torch.autograd.grad(loss, targets, retain_graph=True, allow_unused=True)
             for i, (t, g) in enumerate(zip(targets, grads, strict=True)):
                 g = torch.zeros_like(t, dtype=torch.float64) if g is None else g.detach().double()

@@ -1,7 +1,8 @@
 """GraSP (Wang et al., ICLR 2020, "Picking winning tickets before training by preserving gradient flow"), summed
 over weight tensors as a NAS proxy by Abdelfattah et al. (2021).
 
-score = Σ −θ ⊙ (H g), with g = ∂L/∂θ and H the Hessian of the mean cross-entropy L on the batch, computed as a
+score = Σ −θ ⊙ (H g), with g = ∂L/∂θ and H the Hessian of the mean cross-entropy L on the batch (the MSE for a
+regression target, :func:`nas.proxies.data_pass.task_loss`), computed as a
 Hessian-gradient product (double backward) on its own copy of the network in proxy mode (batch-norm on batch
 statistics, dropout off). Temperature 1, as Abdelfattah et al. use it.
 """
@@ -9,10 +10,10 @@ statistics, dropout off). Temperature 1, as Abdelfattah et al. use it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.proxies.context import WORST_SCORE, ScoringContext, forward_input, proxy_mode, weight_params
+from nas.proxies.data_pass import task_loss
 from nas.proxies.registry import register_proxy
 
 
@@ -22,7 +23,7 @@ def grasp(model: nn.Module, ctx: ScoringContext) -> float:
     x, y = ctx.require_batch("grasp")
     model = proxy_mode(model)
     weights = weight_params(model)
-    loss = F.cross_entropy(model(forward_input(x, model)), y)
+    loss = task_loss(model(forward_input(x, model)), y)
     grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
     pairs = [(w, g) for w, g in zip(weights, grads, strict=True) if g is not None]
     if not pairs or all(not bool(g.detach().any()) for _, g in pairs):
