@@ -24,7 +24,8 @@ from pipelines.errors import UserError
 PASSWORD_ENV = "NASOPS_DATA_PASSWORD"
 """The database password when the URL carries none (the CLI moves a URL's password here: Prefect records a flow's
 parameters, and the refresh state keeps its configuration)."""
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = float(os.environ.get("NASOPS_SQL_CONNECT_TIMEOUT_S", "10"))
+"""How long a database may take to accept the connection before the refresh says so and stops."""
 QUERY_LINEAGE_CHARS = 4000
 """The query text recorded as lineage is cut to this length (MLflow limits tag and parameter values)."""
 URL_FIX = "use e.g. postgresql://USER@HOST:PORT/DB or sqlite:///PATH/TO/FILE.db"
@@ -37,7 +38,9 @@ def is_sql_url(source: str) -> bool:
 
 
 def display_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (also when SQLAlchemy cannot parse it)."""
+    """``url`` with its password replaced by ``***`` (also when SQLAlchemy cannot parse it); not a URL: as it is."""
+    if not is_sql_url(url):
+        return url
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
@@ -80,12 +83,13 @@ def _engine_url(url: str) -> sa.engine.URL:
     return _with_installed_postgres_driver(parsed)
 
 
-def read_query(url: str, query: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> pd.DataFrame:
+def read_query(url: str, query: str | None, timeout_s: float | None = None) -> pd.DataFrame:
     """The rows ``query`` returns from the database at ``url``, or :class:`UserError` (one line, password hidden).
 
     The connection is made in a daemon thread capped at ``timeout_s`` (plus libpq's own ``connect_timeout``): a
     driver's timeout does not cover every way a host can hang (DNS, a peer that accepts and never answers)."""
     shown = display_url(url)
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
     if not (query or "").strip():
         raise UserError(f"--data {shown!r} is a database: say which rows to train on with --query \"SELECT …\"")
     parsed = _engine_url(url)

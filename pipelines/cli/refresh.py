@@ -41,6 +41,8 @@ def build_config(
     skip_tournament: bool = False,
     objective: str | None = None,
     task: str | None = None,
+    query: str | None = None,
+    categorical: str | None = None,
 ):
     """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig`` — the one place
     a refresh's options are checked, before Prefect starts or anything trains."""
@@ -49,7 +51,8 @@ def build_config(
 
     raw = _load_config_file(config_file)
     flags = {"data": data, "target": target, "max_rows": max_rows, "seed": seed, "model_name": model_name,
-             "top_k": top_k, "task": task}
+             "top_k": top_k, "task": task, "query": query,
+             "categorical": [c.strip() for c in categorical.split(",") if c.strip()] if categorical else None}
     raw.update({k: v for k, v in flags.items() if v is not None})
     for section, values in (("search", {"space": space, "budget": budget, "pool_size": pool_size,
                                         "max_latency_ms": max_latency_ms, "runner": runner,
@@ -63,7 +66,23 @@ def build_config(
         raw["skip_canary"] = True
     if skip_tournament:
         raw["skip_tournament"] = True
-    return parse_model(RefreshConfig, raw, "refresh configuration")
+    return _without_password(parse_model(RefreshConfig, raw, "refresh configuration"))
+
+
+def _without_password(config):
+    """A database URL's password moves to this process's environment (``NASOPS_DATA_PASSWORD``): Prefect records
+    the flow's parameters and the refresh state keeps its configuration, and neither may hold a password."""
+    import os
+
+    from pipelines.sql_source import PASSWORD_ENV, is_sql_url, strip_password
+
+    if not is_sql_url(config.data):
+        return config
+    url, password = strip_password(config.data)
+    if password is None:
+        return config
+    os.environ[PASSWORD_ENV] = password
+    return config.model_copy(update={"data": url})
 
 
 def preflight(config) -> None:
@@ -74,12 +93,13 @@ def preflight(config) -> None:
     # the state dir, the tracking store and the prediction log (the canary's and the tournament's) answer in
     # seconds or are one line, exit 2: never MLflow's minutes of retries inside a flow run
     check_stores(prediction_log=not (config.skip_canary and config.skip_tournament))
-    from pipelines.data import DataSpec, load_table, validate
+    from pipelines.data import DataSpec, load_table, source_label, validate
     from pipelines.nas_stage import resolve_space
 
-    spec = DataSpec(source=config.data, target=config.target, seed=config.seed, task=config.task)
+    spec = DataSpec(source=config.data, target=config.target, seed=config.seed, task=config.task,
+                    query=config.query, categorical=config.categorical)
     x, y, input_shape = load_table(spec)
-    validate(x, y, Path(config.data).name, config.task)
+    validate(x, y, source_label(config.data), config.task, config.categorical)
     resolve_space(config.search, input_shape)
     from pipelines.schema_check import preflight_schema
 
@@ -103,8 +123,13 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 def refresh(
-    data: str = typer.Option("digits", help="bundled dataset (digits, mnist5k) or a .csv/.parquet file"),
-    target: str | None = typer.Option(None, help="label column of a CSV/Parquet file"),
+    data: str = typer.Option("digits", help="bundled dataset (digits, mnist5k), a .csv/.parquet file, or a "
+                             "database URL (postgresql://USER@HOST/DB, sqlite:///FILE.db) with --query"),
+    target: str | None = typer.Option(None, help="label column of a CSV/Parquet file or of the query's result"),
+    query: str | None = typer.Option(None, "--query", help='SQL whose rows are the table, e.g. "SELECT * FROM t" '
+                                     "(with a database URL as --data)"),
+    categorical: str | None = typer.Option(None, "--categorical", help="integer feature columns to encode as "
+                                           "categories, comma-separated (e.g. zone,rating)"),
     config_file: Path | None = typer.Option(None, "--config", help="YAML/JSON file of RefreshConfig fields"),
     max_rows: int | None = typer.Option(None, help="stratified subsample of the data, for quick runs"),
     seed: int | None = typer.Option(None, help="seed for splits, sampling and training (every stage)"),
@@ -137,7 +162,7 @@ def refresh(
     _quiet_prefect(verbose)  # before anything imports Prefect: its log level is read once, at import
     config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
                           max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
-                          skip_tournament, objective=objective, task=task)
+                          skip_tournament, objective=objective, task=task, query=query, categorical=categorical)
     if allow_schema_change:
         config = config.model_copy(update={"allow_schema_change": True})
     if gateway:
@@ -155,7 +180,9 @@ def refresh(
     from pipelines.summary import print_json, refresh_details, refresh_table
 
     console.rule("[bold]nasops refresh")
-    console.print(f"data: {config.data}   model: {config.model_name}   seed: {config.seed}"
+    from pipelines.sql_source import display_url
+
+    console.print(f"data: {display_url(config.data)}   model: {config.model_name}   seed: {config.seed}"
                   + (f"   resuming: {resume_id}" if resume_id else ""))
     from pipelines import supervisor
 
