@@ -25,6 +25,7 @@ from pipelines.config import DataSpec
 from pipelines.contracts import PreparedData
 from pipelines.errors import UserError
 from pipelines.preprocessing import ID_REASON, ColumnPlan, encode, fit_preprocessor, numeric_schema, plan_columns
+from pipelines.targets import BUNDLED_TABLES, load_bundled_table, regression_target_problems, resolve_task, strata
 
 __all__ = ["DataSpec", "DataValidationError", "PreparedData", "input_schema", "load_table", "prepare", "validate"]
 
@@ -32,7 +33,7 @@ log = logging.getLogger("nasops.refresh.data")  # a child of the progress logger
 DUPLICATES = "nasops_duplicate_columns"
 """``DataFrame.attrs`` key: header names a CSV repeats (pandas renames the second ``y`` to ``y.1``)."""
 
-BUNDLED = BUNDLED_DATASETS
+BUNDLED = (*BUNDLED_DATASETS, *BUNDLED_TABLES)
 SPLIT_FRACTIONS = {"train": 0.60, "val": 0.15, "test": 0.10, "prod": 0.15}
 MIN_ROWS_PER_CLASS = 10
 MAX_CLASSES = 100
@@ -44,6 +45,9 @@ class DataValidationError(UserError):
 
 # -- loading --------------------------------------------------------------------------------------------------
 def _load_bundled(name: str) -> tuple[pd.DataFrame, pd.Series, tuple[int, ...]]:
+    if name in BUNDLED_TABLES:  # a numeric table (pipelines/targets.py), columns named as published
+        table, target = load_bundled_table(name)
+        return table, target, (table.shape[1],)
     x, y, shape = load_bundled(name)
     flat = x.reshape(len(x), -1)
     columns = [f"px_{i}" for i in range(flat.shape[1])]
@@ -123,7 +127,7 @@ def _preview(names, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def validate(x: pd.DataFrame, y: pd.Series, name: str = "data") -> ColumnPlan | None:
+def validate(x: pd.DataFrame, y: pd.Series, name: str = "data", task: str = "auto") -> ColumnPlan | None:
     """Raise :class:`DataValidationError` naming *every* problem that would make training fail or lie, in one
     message; returns the per-column plan of a user's table (None for bundled images, which are used as they are).
 
@@ -144,7 +148,8 @@ def validate(x: pd.DataFrame, y: pd.Series, name: str = "data") -> ColumnPlan | 
     else:
         plan = plan_columns(x)
         problems.extend(plan.problems)
-    problems.extend(_label_problems(y))
+    regression = resolve_task(y, task) == "regression"
+    problems.extend(regression_target_problems(y) if regression else _label_problems(y))
     if problems:
         if len(problems) == 1:
             raise DataValidationError(f"{name}: {problems[0]}")
@@ -166,13 +171,13 @@ def _label_problems(y: pd.Series) -> list[str]:
         return problems
     if pd.api.types.is_float_dtype(present) and not np.all(np.mod(present.to_numpy(), 1) == 0):
         problems.append(
-            f"the target {y.name!r} holds non-integer numbers ({len(counts)} distinct values); nasops searches "
-            "classifiers — bin the target into classes, or pick a categorical column")
+            f"the target {y.name!r} holds non-integer numbers ({len(counts)} distinct values) but the task is "
+            "classification; use --task regression (or auto), or bin the target into classes")
         return problems
     if len(counts) > MAX_CLASSES:
         problems.append(
             f"the target {y.name!r} has {len(counts)} classes (more than {MAX_CLASSES}); is it an id or a "
-            "continuous value? Pick the label column with --target")
+            "continuous value? Pick the label column with --target, or use --task regression")
         return problems
     rare = counts[counts < MIN_ROWS_PER_CLASS]
     if len(rare):
@@ -240,18 +245,24 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     features the networks train on, and the registered model carries the transformer (``input_form`` ``table``)."""
     x, y, input_shape = load_table(spec)
     label = spec.source if spec.source in BUNDLED else Path(spec.source).name
-    plan = validate(x, y, label)
+    plan = validate(x, y, label, spec.task)
+    task = resolve_task(y, spec.task)
     if spec.max_rows is not None and len(x) > spec.max_rows:
-        keep, _ = train_test_split(np.arange(len(y)), train_size=spec.max_rows, stratify=y, random_state=spec.seed)
+        keep, _ = train_test_split(np.arange(len(y)), train_size=spec.max_rows, random_state=spec.seed,
+                                   stratify=strata(y.to_numpy(), task))
         keep = np.sort(keep)
         x, y = x.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
-        plan = validate(x, y, label)
+        plan = validate(x, y, label, task)
     digest = fingerprint(x, y)
-    classes = sorted(pd.unique(y).tolist(), key=lambda v: (str(type(v)), v))
-    classes = [c.item() if hasattr(c, "item") else c for c in classes]
-    index_of = {c: i for i, c in enumerate(classes)}
-    codes = np.array([index_of[v.item() if hasattr(v, "item") else v] for v in y], dtype=np.int64)
-    parts = split_indices(codes, spec.seed)
+    if task == "regression":  # the target in its own units; TaskData standardises it on the training split
+        classes: list = []
+        codes = y.to_numpy(dtype=np.float64)
+    else:
+        classes = sorted(pd.unique(y).tolist(), key=lambda v: (str(type(v)), v))
+        classes = [c.item() if hasattr(c, "item") else c for c in classes]
+        index_of = {c: i for i, c in enumerate(classes)}
+        codes = np.array([index_of[v.item() if hasattr(v, "item") else v] for v in y], dtype=np.int64)
+    parts = split_indices(strata(codes, task), spec.seed)
     stem = Path(out_dir) / f"{digest}-seed{spec.seed}"
     table = plan is not None and plan.needs_encoding
     extra_meta: dict = {}
@@ -279,7 +290,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     else:
         mean, std = train.mean(axis=0), train.std(axis=0)
     form = "table" if table else "tensor"
-    task = TaskData(
+    task_data = TaskData(
         x_train=train,
         y_train=codes[parts["train"]],
         x_val=features[parts["val"]],
@@ -289,7 +300,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         x_prod=raw_rows(x.iloc[parts["prod"]], schema) if table else features[parts["prod"]],
         y_prod=codes[parts["prod"]],
         input_shape=input_shape,
-        num_classes=len(classes),
+        num_classes=1 if task == "regression" else len(classes),
         feature_mean=mean,
         feature_std=std,
         meta={
@@ -301,18 +312,20 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
             "seed": spec.seed,
             "input_form": form,
             "input_schema": schema,
+            "task": task,
             **extra_meta,
         },
     )
-    path = task.save(stem.with_suffix(".npz"))
+    path = task_data.save(stem.with_suffix(".npz"))
     return PreparedData(
         path=str(path),
         fingerprint=digest,
         source=label,
         target=spec.target,
         input_shape=list(input_shape),
-        num_classes=len(classes),
+        num_classes=task_data.num_classes,
         classes=classes,
+        task=task,
         feature_names=feature_names,
         rows={k: len(v) for k, v in parts.items()},
         input_schema=schema,
