@@ -379,13 +379,14 @@ class Gateway:
         m = self.metrics
         m.requests.labels(self.settings.model_name, variant, model.version, status).inc()
         m.duration.labels(variant).observe(seconds)
-        if labels is not None:
+        if labels is not None and not model.regression:  # a regression's values: one series each would explode
             for label, count in collections.Counter(labels).items():
                 m.predictions.labels(variant, str(label)).inc(count)
         # A failed call keeps its raw input whatever log_inputs says: it is what a model fault is diagnosed from.
         inputs_mode = "raw" if probs is None else self.settings.log_inputs
         return dict(request_id=request_id, variant=variant, model_version=model.version, inputs=x,
-                    predictions_=labels, probabilities=probs, latency_ms=seconds * 1000.0, status=status,
+                    predictions_=labels, probabilities=None if model.regression else probs,
+                    latency_ms=seconds * 1000.0, status=status,
                     shadow=shadow, ts=time.time(), inputs_mode=inputs_mode)
 
     async def _persist(self, entries: list[dict]) -> None:
@@ -420,7 +421,7 @@ class Gateway:
                                         time.perf_counter() - t0))
             return None, reason
         entries.append(self._record(model, variant, status, request_id, x, probs, labels, time.perf_counter() - t0))
-        return Answer(request_id, variant, model.version, labels, probs), None
+        return Answer(request_id, variant, model.version, labels, probs[:, :0] if model.regression else probs), None
 
     async def predict(self, x: np.ndarray, request_id: str | None, key: str | None) -> Answer:
         """Answer one batch as a unit (one variant for all its rows); a failing variant is answered by the other.

@@ -43,6 +43,12 @@ class LoadedModel:
     """The form ``module`` runs (``pytorch``, ``onnx``, ``int8``; see :mod:`serving.flavours`)."""
     flavour_note: str | None = None
     """Why the flavour asked for is not the one served (its artifact is missing or did not load), else None."""
+    task: str = "classification"
+    """``regression``: the module answers one value per row in the target's units (no classes, no softmax)."""
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def num_classes(self) -> int:
@@ -64,6 +70,8 @@ class LoadedModel:
             logits = self.module(torch.from_numpy(x))
         if not isinstance(logits, torch.Tensor):
             raise InvalidModelOutput(f"model returned {type(logits).__name__}, expected a tensor of logits")
+        if self.regression:
+            return _values(logits, x.shape[0])
         if logits.ndim != 2 or logits.shape[0] != x.shape[0] or logits.shape[1] != self.num_classes:
             raise InvalidModelOutput(
                 f"model returned shape {tuple(logits.shape)}, expected ({x.shape[0]}, {self.num_classes})"
@@ -74,12 +82,27 @@ class LoadedModel:
         return probs
 
     def labels(self, probs: np.ndarray) -> list:
+        """Predicted class labels, or a regression's values as floats."""
+        if self.regression:
+            return [float(v) for v in probs[:, 0]]
         return [self.classes[i] for i in probs.argmax(axis=1)]
 
     def describe(self) -> dict:
         return {"alias": self.alias, "version": self.version, "n_features": self.n_features,
                 "num_classes": self.num_classes, "loaded_at": self.loaded_at, "input_form": self.input_form,
+                "task": self.task,
                 "flavour": self.flavour, **({"flavour_note": self.flavour_note} if self.flavour_note else {})}
+
+
+def _values(out: torch.Tensor, rows: int) -> np.ndarray:
+    """A regression's ``(n, 1)`` float64 values (the model inverted the target scaling); raises
+    :class:`InvalidModelOutput` on another shape or a non-finite value."""
+    if out.ndim != 2 or out.shape[0] != rows or out.shape[1] != 1:
+        raise InvalidModelOutput(f"model returned shape {tuple(out.shape)}, expected ({rows}, 1) values")
+    values = out.double().numpy()
+    if not np.isfinite(values).all():
+        raise InvalidModelOutput("model returned non-finite values")
+    return values
 
 
 def resolve_alias(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -152,12 +175,13 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
     # another part of the process may have set): two gateways on two registries can share a process.
     source = client.get_model_version_download_uri(name, version)
     model_dir = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=client.tracking_uri)
+    task = tags.get("nasops.task", "classification")
     table = _load_table_model(model_dir)
     if table is not None:
-        classes = _json_tag(tags, "nasops.classes") or table.classes
+        classes = [] if task == "regression" else _json_tag(tags, "nasops.classes") or table.classes
         return LoadedModel(alias=alias, name=name, version=str(version), module=table.module,
                            n_features=len(table.schema), classes=list(classes), feature_names=table.columns,
-                           table=table, input_schema=table.schema)
+                           table=table, input_schema=table.schema, task=task)
     module = mlflow.pytorch.load_model(model_dir, map_location="cpu")
     with contextlib.suppress(Exception):  # torch.export (pt2) modules refuse .eval(); MLflow set them up already
         module.eval()
@@ -173,6 +197,9 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
             f"model {name} version {version} has no input signature and no nasops.features/nasops.input_shape "
             "tag: the gateway cannot validate requests for it; log it with a TensorSpec signature"
         )
+    if task == "regression":
+        return LoadedModel(alias=alias, name=name, version=str(version), module=module, n_features=int(n_features),
+                           classes=[], feature_names=feature_names, task=task)
     classes = _json_tag(tags, "nasops.classes")
     if not classes:
         if n_out is None:

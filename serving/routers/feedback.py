@@ -1,10 +1,13 @@
 """``POST /feedback``: join true labels to logged predictions by request id (feedback token required).
 
-All or nothing: every item is checked (labels against the model's classes, ids known, label counts, no label
-there already unless ``overwrite``) before one transaction writes them, so a refused call changed nothing.
+All or nothing: every item is checked (labels against the model's classes — for a regression model, finite
+numbers of a sane magnitude —, ids known, label counts, no label there already unless ``overwrite``) before one
+transaction writes them, so a refused call changed nothing.
 """
 
 from __future__ import annotations
+
+import math
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -26,6 +29,22 @@ RESPONSES = documented(
 )
 
 
+MAX_LABEL_MAGNITUDE = 1e12
+"""Largest absolute value a regression label may have (what the training accepts as a target, pipelines.targets)."""
+
+
+def numeric_label(label, where: str) -> float:
+    """A regression model's true value: a finite number within :data:`MAX_LABEL_MAGNITUDE`, or 422 naming
+    ``where`` (a class name or a boolean is refused: this model predicts numbers)."""
+    expected = "a number in the target's units (this model is a regression)"
+    if isinstance(label, bool) or not isinstance(label, int | float):
+        raise RequestRejected(422, "label", f"{where}: label {label!r} is not a number", expected)
+    if not math.isfinite(label) or abs(label) > MAX_LABEL_MAGNITUDE:
+        raise RequestRejected(422, "label", f"{where}: label {label!r} is not finite or beyond "
+                              f"±{MAX_LABEL_MAGNITUDE:g}", expected)
+    return float(label)
+
+
 @router.post("/feedback", response_model=FeedbackResponse, responses=RESPONSES)
 async def feedback(body: FeedbackItem | list[FeedbackItem], request: Request, gateway: GatewayDep,
                    settings: SettingsDep) -> Response:
@@ -36,10 +55,15 @@ async def feedback(body: FeedbackItem | list[FeedbackItem], request: Request, ga
     if len(items) > settings.max_feedback_items:
         raise RequestRejected(413, "batch_size", f"{len(items)} feedback items is over the limit",
                               f"at most {settings.max_feedback_items} items per request")
-    classes = gateway.contract().classes
+    model = gateway.contract()
+    classes = model.classes
+
+    def check(value, where: str):
+        return numeric_label(value, where) if model.regression else canonical_label(value, classes, where)
+
     labelled = [
-        LabelItem(item.request_id, [canonical_label(v, classes, f"item {n} row {i}")
-                                    for i, v in enumerate(item.all_labels())], item.overwrite)
+        LabelItem(item.request_id, [check(v, f"item {n} row {i}") for i, v in enumerate(item.all_labels())],
+                  item.overwrite)
         for n, item in enumerate(items)
     ]
     await gateway.shadow_settled([item.request_id for item in items])
