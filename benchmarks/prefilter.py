@@ -33,6 +33,7 @@ from nas.ensemble import ENSEMBLES
 from nas.pool import sample_pool
 from nas.prefilter import CHEAP_DEFAULT, prefilter
 from nas.proxies import compute_scores
+from nas.proxies.context import fast_paths
 from nas.spaces import get_space
 
 
@@ -62,6 +63,8 @@ def run_once(args: argparse.Namespace) -> dict[str, object]:
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
+        if done >= 1 and "first" not in marks:  # the first score back: the workers have started
+            marks["first"] = time.perf_counter() - start
         if done >= len(pool) and "cheap" not in marks:
             marks["cheap"] = time.perf_counter() - start
 
@@ -74,10 +77,12 @@ def run_once(args: argparse.Namespace) -> dict[str, object]:
     resume = time.perf_counter() - t0
     journal.unlink(missing_ok=True)
     kib = 1024  # ru_maxrss is in KiB on Linux
+    cheap_s = marks.get("cheap", wall)
     return {
         "space": space.name, "pool": len(pool), "workers": args.workers, "wall_s": round(wall, 1),
-        "cheap_stage_s": round(marks.get("cheap", wall), 1),
-        "costly_stage_s": round(wall - marks.get("cheap", wall), 1),
+        "cheap_stage_s": round(cheap_s, 1), "costly_stage_s": round(wall - cheap_s, 1),
+        "workers_start_s": round(marks.get("first", 0.0), 2),
+        "cheap_stage_ms_per_arch_and_worker": round(1000 * cheap_s * args.workers / len(pool), 2),
         "archs_per_s": round(len(pool) / wall, 1), "kept": len(kept), "best": kept[0].arch.string,
         "resume_from_finished_journal_s": round(resume, 2), "resume_same_result": [k.arch for k in again] == [
             k.arch for k in kept],
@@ -95,13 +100,24 @@ def side_by_side(args: argparse.Namespace) -> dict[str, object]:
     costly = [m for m in ENSEMBLES[args.ensemble] if m not in CHEAP_DEFAULT]
     everything = list(dict.fromkeys([*CHEAP_DEFAULT, *costly]))
     per_arch_seconds(pool[:3], everything, data, args.seed)  # warm-up: lazy imports (flop counter) settle
-    t_cheap = per_arch_seconds(pool, list(CHEAP_DEFAULT), data, args.seed)
+    with fast_paths(False):
+        per_arch_seconds(pool[:3], list(CHEAP_DEFAULT), data, args.seed)
+    # the cheap set with and without the scorer's exact shortcuts, interleaved so both see the same load
+    slow, fast = [], []
+    for _ in range(3):
+        with fast_paths(False):
+            slow.append(per_arch_seconds(pool, list(CHEAP_DEFAULT), data, args.seed))
+        fast.append(per_arch_seconds(pool, list(CHEAP_DEFAULT), data, args.seed))
+    t_cheap, t_slow = min(fast), min(slow)
     t_all = per_arch_seconds(pool, everything, data, args.seed)
     t_costly = per_arch_seconds(pool, costly, data, args.seed)
     target = max(args.sizes)
     n_costly = max(args.keep, math.ceil(args.costly_fraction * target))
     cascade = t_cheap * target + t_costly * n_costly
-    return {"archs": len(pool), "cheap_ms": round(1000 * t_cheap, 1), "costly_ms": round(1000 * t_costly, 1),
+    return {"archs": len(pool), "cheap_ms": round(1000 * t_cheap, 2),
+            "cheap_ms_without_fast_paths": round(1000 * t_slow, 2),
+            "cheap_fast_path_speedup": round(t_slow / t_cheap, 2),
+            "costly_ms": round(1000 * t_costly, 1),
             "every_proxy_ms": round(1000 * t_all, 1), "costly": costly,
             f"serial_cascade_vs_no_cascade_at_{target}": round(t_all * target / cascade, 2)}
 
@@ -128,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     runs = []
+    load_before = os.getloadavg()
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, __file__, "--pool", str(size), "--journal", os.path.join(tmp, "journal.jsonl"),
@@ -141,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
             if not args.json:
                 print(json.dumps(runs[-1]), flush=True)
-    result = {"runs": runs, "side_by_side": side_by_side(args), "load_average_after": os.getloadavg(),
+    result = {"runs": runs, "side_by_side": side_by_side(args), "load_average_before": load_before,
+              "load_average_after": os.getloadavg(),
               "cpus": os.cpu_count()}
     print(json.dumps(result, indent=2) if args.json else json.dumps(result["side_by_side"]))
     return 0

@@ -1,8 +1,9 @@
 """The fused scorer: many proxies for one network, each shared pass run once.
 
-Every call builds the network from the factory under ``torch.manual_seed(seed)``; each pass family and each
-standalone proxy then works on its own deep copy of that pristine network, so a proxy's value does not depend on
-which other proxies were asked for (fused and one-at-a-time results agree) and the caller's model is never touched.
+Every call builds the network from the factory under ``torch.manual_seed(seed)`` (:func:`seed_cpu`); each pass family
+and each standalone proxy then works on its own deep copy of that pristine network, so a proxy's value does not
+depend on which other proxies were asked for (fused and one-at-a-time results agree) and the caller's model is never
+touched.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from nas.proxies.context import WORST_SCORE, ScoringContext, finite_or_worst, output_ignores_input, sequence_shape
+from nas.proxies.context import (
+    WORST_SCORE,
+    ScoringContext,
+    finite_or_worst,
+    output_ignores_input,
+    seed_cpu,
+    sequence_shape,
+)
 from nas.proxies.registry import ProxyInfo, family_runner, get_proxy
 
 
@@ -94,7 +102,7 @@ def _score(
     for info in infos:
         if info.is_cost:
             modes = [(m, m.training) for m in model.modules()]
-            torch.manual_seed(ctx.seed)
+            seed_cpu(ctx.seed)
             scores[info.name] = finite_or_worst(info.compute(model, ctx))
             for module, training in modes:
                 module.training = training
@@ -107,7 +115,7 @@ def _score(
     jobs = [("proxy", info) for info in standalone] + [("family", fam) for fam in families]
     for i, (kind, job) in enumerate(jobs):
         net = model if owned and i == len(jobs) - 1 else copy.deepcopy(model)
-        torch.manual_seed(ctx.seed)
+        seed_cpu(ctx.seed)
         if kind == "proxy":
             scores[job.name] = finite_or_worst(job.compute(net, ctx))
         else:
@@ -140,6 +148,6 @@ def compute_scores(
     """
     infos = _resolve(names)
     _context(infos, batch, input_shape, num_classes, seed)  # fail on bad arguments before building anything
-    torch.manual_seed(int(seed))
+    seed_cpu(int(seed))
     model = model_factory()
     return _score(model, names, batch=batch, input_shape=input_shape, num_classes=num_classes, seed=seed, owned=True)
