@@ -20,6 +20,7 @@ import pandas as pd
 
 PREDICTION_METHOD = "jensenshannon"  # distance in [0, 1]; Evidently's default threshold for it is 0.1
 PREDICTION_THRESHOLD = 0.1
+VALUE_METHOD = "wasserstein"  # a regression's predicted values: Wasserstein distance / the reference's std
 
 
 @dataclass
@@ -128,18 +129,25 @@ def prediction_drift(reference_predictions: Sequence, current_predictions: Seque
     """Jensen-Shannon distance (Evidently ``ValueDrift``, categorical) between two sets of predicted labels.
 
     0 = identical class mix, 1 = disjoint. Used with the champion's predictions as reference and the challenger's
-    as current; NaN when either side is empty.
+    as current; NaN when either side is empty. A regression's predictions (all floats) are compared as numbers
+    instead: Evidently's normed Wasserstein distance (0 = the same distribution; its threshold is 0.1 too).
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
     if len(reference_predictions) == 0 or len(current_predictions) == 0:
         return float("nan")
-    definition = DataDefinition(categorical_columns=["prediction"])
-    ref = Dataset.from_pandas(pd.DataFrame({"prediction": [str(p) for p in reference_predictions]}),
+    numeric = all(isinstance(p, float) for p in [*reference_predictions, *current_predictions])
+    if numeric:
+        definition = DataDefinition(numerical_columns=["prediction"])
+        cast, method = float, VALUE_METHOD
+    else:
+        definition = DataDefinition(categorical_columns=["prediction"])
+        cast, method = str, PREDICTION_METHOD
+    ref = Dataset.from_pandas(pd.DataFrame({"prediction": [cast(p) for p in reference_predictions]}),
                               data_definition=definition)
-    cur = Dataset.from_pandas(pd.DataFrame({"prediction": [str(p) for p in current_predictions]}),
+    cur = Dataset.from_pandas(pd.DataFrame({"prediction": [cast(p) for p in current_predictions]}),
                               data_definition=definition)
     with _quiet():
-        snapshot = Report([ValueDrift(column="prediction", method=PREDICTION_METHOD)]).run(cur, ref)
+        snapshot = Report([ValueDrift(column="prediction", method=method)]).run(cur, ref)
     return float(snapshot.dict()["metrics"][0]["value"])

@@ -140,9 +140,12 @@ class Verdict:
 
 
 def summarize(values: np.ndarray, statistic: str) -> float:
-    """The summary statistic a metric's effect compares (mean, median or a percentile)."""
+    """The summary statistic a metric's effect compares (mean, median, a percentile, or ``rms``: the root of the
+    mean square, e.g. a regression's RMSE from its absolute errors)."""
     if len(values) == 0:
         return float("nan")
+    if statistic == "rms":
+        return float(np.sqrt(np.mean(np.square(values))))
     if statistic == "mean":
         return float(np.mean(values))
     if statistic == "median":

@@ -18,14 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Direction = Literal["increase", "decrease", "either"]
 Source = Literal["prediction_log", "prometheus"]
 Effect = Literal["relative", "absolute"]
-Statistic = Literal["mean", "median", "p90", "p95", "p99"]
+Statistic = Literal["mean", "median", "p90", "p95", "p99", "rms"]
 Rule = Literal["superiority", "non_inferiority", "report"]
 Method = Literal["sequential", "fixed_horizon"]
 
 DEFAULT_JUDGE_PATH = Path(__file__).with_name("default_judge.yaml")
+REGRESSION_JUDGE_PATH = Path(__file__).with_name("default_judge_regression.yaml")
+"""A regression model's metric set: its accuracy metrics are online RMSE (critical) and MAE, its drift is that of the
+predicted values (docs/canary.md)."""
 
 # What the prediction-log source can compute per variant (see monitoring.sources.PredictionLogSource).
-LOG_MEASURES = ("error", "latency_ms", "correct", "prediction_drift", "confidence")
+LOG_MEASURES = ("error", "latency_ms", "correct", "prediction_drift", "confidence", "abs_error")
+CLASS_MEASURES = ("correct", "confidence")
+"""Measures that need class labels: a regression model's judge replaces the metrics that use them."""
 # Measures that are 0/1 per request (their sequential variance is the smoothed Bernoulli one).
 BINARY_MEASURES = ("error", "correct")
 
@@ -177,6 +182,23 @@ def _default_yaml() -> dict[str, Any]:
 def default_judge_config() -> JudgeConfig:
     """The judge of ``default_judge.yaml``: error rate, latency, online accuracy, prediction drift."""
     return JudgeConfig.model_validate(_default_yaml())
+
+
+def regression_judge_config() -> JudgeConfig:
+    """The packaged judge of a regression model (``default_judge_regression.yaml``)."""
+    return JudgeConfig.model_validate(yaml.safe_load(REGRESSION_JUDGE_PATH.read_text()))
+
+
+def for_task(config: JudgeConfig, task: str) -> JudgeConfig:
+    """``config`` as it applies to a model of ``task``: for a regression, the metrics that need class labels
+    (:data:`CLASS_MEASURES`: online accuracy, confidence) are replaced by the regression metric set's RMSE and MAE
+    (kept where the config names them already); everything else (errors, latency, drift) stays as configured."""
+    if task != "regression" or not any(m.measure in CLASS_MEASURES for m in config.metrics):
+        return config
+    kept = [m for m in config.metrics if m.measure not in CLASS_MEASURES]
+    names = {m.name for m in kept}
+    extra = [m for m in regression_judge_config().metrics if m.measure == "abs_error" and m.name not in names]
+    return config.model_copy(update={"metrics": kept + extra})
 
 
 def format_validation_error(exc: ValidationError, what: str) -> str:

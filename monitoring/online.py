@@ -8,11 +8,13 @@ prediction log through these definitions, so one log always gives one error coun
 - a **fallback** is a request the champion answered because the challenger failed (status ``fallback`` on the
   champion's row): an answer, not an error — the challenger's own row carries the error;
 - **latency** is per answered request (errors excluded: a timeout's latency is the timeout, not the model);
-- **accuracy** is over labelled rows only (labels arrive late, through ``/feedback``).
+- **accuracy** is over labelled rows only (labels arrive late, through ``/feedback``); for a regression model
+  (numeric predictions and labels) **rmse** and **mae** are, over the same rows, from ``|prediction - label|``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,26 @@ def answered_latency_ms(rows: pd.DataFrame) -> np.ndarray:
 def correct_flags(rows: pd.DataFrame) -> np.ndarray:
     """1.0 / 0.0 per labelled row."""
     return rows["correct"].dropna().astype(float).to_numpy()
+
+
+def absolute_errors(rows: pd.DataFrame) -> np.ndarray:
+    """``|prediction - label|`` of each labelled row whose prediction and label are numbers (a regression's log)."""
+    both = rows[rows["prediction"].notna() & rows["label"].notna()]
+    errors = [abs(float(p) - float(y)) for p, y in zip(both["prediction"], both["label"], strict=True)
+              if _is_number(p) and _is_number(y)]
+    return np.asarray(errors, dtype=float)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def regression_summary(rows: pd.DataFrame) -> dict[str, float | None]:
+    """Online RMSE and MAE of a regression variant's labelled rows (None without any)."""
+    errors = absolute_errors(rows) if len(rows) else np.array([])
+    if not len(errors):
+        return {"rmse": None, "mae": None}
+    return {"rmse": float(np.sqrt(np.mean(errors**2))), "mae": float(errors.mean())}
 
 
 def summarize(frame: pd.DataFrame, variant: str) -> dict[str, Any]:

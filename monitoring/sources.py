@@ -13,10 +13,11 @@ import httpx
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
+from scipy.stats import wasserstein_distance
 from sqlalchemy.engine import Engine
 
 from monitoring.judge_config import MetricConfig
-from monitoring.online import FAILED_STATUSES, answered_latency_ms, correct_flags, error_flags
+from monitoring.online import FAILED_STATUSES, absolute_errors, answered_latency_ms, correct_flags, error_flags
 from monitoring.prediction_log import create_log_engine, read_predictions
 from monitoring.vocabulary import CHAMPION, VARIANTS
 
@@ -61,7 +62,10 @@ class PredictionLogSource:
     Measures: ``error`` (1 for a request the variant failed or timed out), ``latency_ms`` (per request),
     ``correct`` (1/0 per row with a true label), ``confidence`` (top class probability per row) and
     ``prediction_drift`` (per chunk of consecutive predictions, the Jensen-Shannon distance between the chunk's
-    predicted-class mix and ``reference_classes``, e.g. the training labels' mix).
+    predicted-class mix and ``reference_classes``, e.g. the training labels' mix) and, for a regression model,
+    ``abs_error`` (``|prediction - label|`` per labelled row, in the target's units: its ``rms`` is the online RMSE,
+    its mean the MAE) with ``prediction_drift`` against ``reference_values`` (the training targets): per chunk the
+    Wasserstein distance divided by their standard deviation (Evidently's normed ``wasserstein`` drift method).
 
     Labels arrive late, from another system. ``correct`` is therefore measured only over rows older than
     ``label_wait_s`` (those that have had the time to get their label), and a variant whose label coverage among
@@ -77,9 +81,12 @@ class PredictionLogSource:
         chunk: int | None = None,
         label_wait_s: float = 0.0,
         min_label_coverage: float = 0.0,
+        reference_values: Sequence[float] | None = None,
     ) -> None:
         self.engine = create_log_engine(log) if isinstance(log, str) else log
         self.reference = _normalise(reference_classes) if reference_classes else None
+        self.reference_values = (np.asarray(reference_values, dtype=float) if reference_values is not None
+                                 and len(reference_values) else None)
         self.chunk = chunk
         self.label_wait_s = label_wait_s
         self.min_label_coverage = min_label_coverage
@@ -94,7 +101,8 @@ class PredictionLogSource:
         self._until = until
         by_variant = {v: frame[frame["variant"] == v] for v in VARIANTS}
         self.coverage = {v: self.label_coverage(rows, until) for v, rows in by_variant.items()}
-        reference = self.reference or _normalise(_class_counts(by_variant[CHAMPION]["prediction"]))
+        reference = ({} if self.reference_values is not None else
+                     self.reference or _normalise(_class_counts(by_variant[CHAMPION]["prediction"])))
         out: Samples = {}
         for metric in metrics:
             if metric.source != "prediction_log":
@@ -118,10 +126,18 @@ class PredictionLogSource:
             if coverage is None or coverage < self.min_label_coverage:
                 return np.array([], dtype=float)
             return correct_flags(old_enough)
+        if measure == "abs_error":
+            old_enough = self._labelable(rows, self._until)
+            coverage = _coverage(old_enough)
+            if coverage is None or coverage < self.min_label_coverage:
+                return np.array([], dtype=float)
+            return absolute_errors(old_enough)
         if measure == "confidence":
             probs = rows["probabilities"].dropna()
             return np.array([max(p) for p in probs if p], dtype=float)
         if measure == "prediction_drift":
+            if self.reference_values is not None:
+                return self._value_distances(rows["prediction"].dropna().tolist())
             return self._chunk_distances(rows["prediction"].dropna().tolist(), reference)
         raise ValueError(f"unknown prediction-log measure {measure!r}")
 
@@ -137,6 +153,15 @@ class PredictionLogSource:
         return {"rows": len(rows), "eligible": len(old_enough),
                 "labelled": int(old_enough["correct"].notna().sum()) if len(old_enough) else 0,
                 "coverage": _coverage(old_enough)}
+
+    def _value_distances(self, predictions: list) -> np.ndarray:
+        """Per chunk of predicted values: Wasserstein distance to the reference values / their std."""
+        reference = self.reference_values
+        scale = float(np.std(reference)) or 1.0
+        values = np.asarray([float(p) for p in predictions], dtype=float)
+        size = self.chunk or 20
+        return np.array([wasserstein_distance(values[i:i + size], reference) / scale
+                         for i in range(0, len(values) - size + 1, size)], dtype=float)
 
     def _chunk_distances(self, predictions: list, reference: Mapping[str, float]) -> np.ndarray:
         if not reference:

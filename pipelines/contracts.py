@@ -170,6 +170,8 @@ class ChampionFacts(_Output):
     val_accuracy: float = float("nan")
     test_accuracy: float = float("nan")
     latency_ms: float = float("nan")
+    val_rmse: float = float("nan")
+    test_rmse: float = float("nan")
 
 
 class RefreshResult(_Output):

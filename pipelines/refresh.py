@@ -93,7 +93,8 @@ def champion_facts(model_name: str) -> ChampionFacts | None:
             return float("nan")
 
     return ChampionFacts(version=str(mv.version), arch=tags.get("arch", ""), val_accuracy=number("val_accuracy"),
-                         test_accuracy=number("test_accuracy"), latency_ms=number("latency_ms"))
+                         test_accuracy=number("test_accuracy"), latency_ms=number("latency_ms"),
+                         val_rmse=number("val_rmse"), test_rmse=number("test_rmse"))
 
 
 class _Clock:

@@ -104,8 +104,8 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 
 
 def _label_of(value, classes):
-    if classes is None:
-        return int(value)
+    if classes is None:  # class indices as they are, or a regression's target values (floats)
+        return float(value) if isinstance(value, float | np.floating) else int(value)
     label = classes[int(value)]
     return label.item() if hasattr(label, "item") else label
 
@@ -135,7 +135,8 @@ def replay(
     """Send ``x`` (rows, in a seeded order) to ``url``/predict at ``rate`` requests per second.
 
     ``duration=None`` sends each row once; otherwise it cycles through the rows for ``duration`` seconds.
-    ``y`` holds class indices; with ``feedback`` their labels (``classes[y]`` when ``classes`` is given) are posted
+    ``y`` holds class indices (a regression: the target values, sent as numbers); with ``feedback`` their
+    labels (``classes[y]`` when ``classes`` is given) are posted
     to ``/feedback``. ``request_key_fn(i)`` gives request ``i`` its sticky routing key. ``progress(done, total)`` is
     called after every request. ``feedback_token`` is the gateway's feedback bearer token (``/feedback`` refuses
     labels without it; each refusal counts in ``feedback_errors``). ``label_delay_s`` > 0 sends each answer's

@@ -38,8 +38,13 @@ def refresh_table(result: RefreshResult) -> Table:
     table.add_column("challenger", overflow="fold")
     champ, chall = result.champion_before, result.challenger
     table.add_row("version", _fmt(champ and champ.version), _fmt(chall.version))
-    table.add_row("val accuracy (offline)", _fmt(champ and champ.val_accuracy), _fmt(chall.val_accuracy))
-    table.add_row("test accuracy (offline)", _fmt(champ and champ.test_accuracy), _fmt(chall.test_accuracy))
+    regression = chall.task == "regression"
+    if regression:  # RMSE / MAE in the target's units, lower is better
+        table.add_row("val RMSE (offline)", _fmt(champ and champ.val_rmse), _fmt(chall.val_rmse))
+        table.add_row("test RMSE (offline)", _fmt(champ and champ.test_rmse), _fmt(chall.test_rmse))
+    else:
+        table.add_row("val accuracy (offline)", _fmt(champ and champ.val_accuracy), _fmt(chall.val_accuracy))
+        table.add_row("test accuracy (offline)", _fmt(champ and champ.test_accuracy), _fmt(chall.test_accuracy))
     table.add_row("latency ms (batch 1)", _fmt(champ and champ.latency_ms, 3), _fmt(chall.latency_ms, 3))
     online = result.canary.get("online") if result.canary else None
     if online:
@@ -47,7 +52,11 @@ def refresh_table(result: RefreshResult) -> Table:
         table.add_row("requests (online)", _fmt(c["requests"]), _fmt(n["requests"]))
         table.add_row("errors (online)", _fmt(c["errors"]), _fmt(n["errors"]))
         table.add_row("fallbacks served (online)", _fmt(c["fallbacks"]), "—")
-        table.add_row("accuracy (online)", _fmt(c["accuracy"]), _fmt(n["accuracy"]))
+        if regression:
+            table.add_row("RMSE (online)", _fmt(c.get("rmse")), _fmt(n.get("rmse")))
+            table.add_row("MAE (online)", _fmt(c.get("mae")), _fmt(n.get("mae")))
+        else:
+            table.add_row("accuracy (online)", _fmt(c["accuracy"]), _fmt(n["accuracy"]))
         table.add_row("p99 latency ms (online)", _fmt(c["p99_ms"], 2), _fmt(n["p99_ms"], 2))
     return table
 
@@ -63,7 +72,9 @@ def refresh_details(result: RefreshResult) -> list[str]:
         f"{_fmt(search.seconds, 1)} s",
         f"[bold]seed[/bold]                {search.seed} (refresh {result.refresh_id})",
     ]
-    if result.tournament:
+    if result.tournament.get("skipped"):
+        lines.append(f"[bold]tournament[/bold]          skipped: {result.tournament['skipped']}")
+    elif result.tournament:
         from pipelines.tournament import summary_line
 
         lines.append(f"[bold]tournament[/bold]          {summary_line(result.tournament)}")

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
         data = load_prepared(args.data)
         token = Path(args.feedback_token_file).read_text().strip() if args.feedback_token_file else None
-        classes = list(data.meta.get("classes") or range(data.num_classes))
+        # a regression's labels are its target values (numbers), not indices into classes
+        classes = None if data.is_regression else list(data.meta.get("classes") or range(data.num_classes))
         summary = replay(args.gateway, data.x_prod, data.y_prod, rate=args.rate, duration=args.duration_s,
                          drift=args.drift, feedback=token is not None, seed=args.seed, classes=classes,
                          feedback_token=token, label_delay_s=args.label_delay_s, fresh_connections=True,

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.judge import Judge, Verdict
+from monitoring.judge_config import for_task
 from monitoring.prediction_log import read_predictions
 from monitoring.rollout_store import Rollout, RolloutConflict, RolloutStore, StaleRollout
 from monitoring.sources import PredictionLogSource, PrometheusSource, SampleSource, collect_samples
@@ -121,9 +122,11 @@ def _state(rollout: Rollout, cfg: CanaryConfig) -> RolloutState:
 
 
 def _sources(rollout: Rollout, store: RolloutStore, cfg: CanaryConfig) -> dict[str, SampleSource]:
+    data = _prepared(rollout)
+    regression = data is not None and data.is_regression  # its drift reference: the training targets' values
     sources: dict[str, SampleSource] = {"prediction_log": PredictionLogSource(
-        store.engine, reference_classes=_class_mix(rollout), label_wait_s=cfg.label_wait_s,
-        min_label_coverage=cfg.min_label_coverage)}
+        store.engine, reference_classes=None if regression else _class_mix(rollout), label_wait_s=cfg.label_wait_s,
+        min_label_coverage=cfg.min_label_coverage, reference_values=data.y_train if regression else None)}
     if cfg.prometheus_url:
         sources["prometheus"] = PrometheusSource(cfg.prometheus_url, step_s=cfg.interval_s)
     return sources
@@ -131,11 +134,17 @@ def _sources(rollout: Rollout, store: RolloutStore, cfg: CanaryConfig) -> dict[s
 
 def _class_mix(rollout: Rollout) -> dict[str, float] | None:
     data = _prepared(rollout)
-    if data is None:
+    if data is None or data.is_regression:
         return None
     classes = list(data.meta.get("classes") or range(data.num_classes))
     counts = np.bincount(data.y_train, minlength=data.num_classes).astype(float)
     return {str(classes[i]): float(c) for i, c in enumerate(counts)}
+
+
+def _task(rollout: Rollout) -> str:
+    """The task of the rollout's prepared data (classification when it is not known)."""
+    data = _prepared(rollout)
+    return data.task if data is not None else "classification"
 
 
 def _prepared(rollout: Rollout) -> Any:
@@ -152,7 +161,8 @@ def _prepared(rollout: Rollout) -> Any:
 def judge_window(rollout: Rollout, store: RolloutStore, cfg: CanaryConfig, until: float) -> tuple[Verdict, dict]:
     """The verdict on the current step's samples, and the label coverage per variant beside it."""
     sources = _sources(rollout, store, cfg)
-    judge_cfg = cfg.judge.for_shadow() if rollout.mode == "shadow" else cfg.judge
+    judge_cfg = for_task(cfg.judge, _task(rollout))  # a regression model: online RMSE / MAE, not accuracy
+    judge_cfg = judge_cfg.for_shadow() if rollout.mode == "shadow" else judge_cfg
     since = rollout.window_start if cfg.window == "cumulative" else rollout.last_judged_at
     verdict = Judge(judge_cfg).judge(collect_samples(judge_cfg.metrics, sources, since, until))
     coverage = getattr(sources["prediction_log"], "coverage", {})
@@ -272,7 +282,8 @@ def evidence_and_decision(store: RolloutStore, rollout: Rollout, cfg: CanaryConf
     frame = read_predictions(store.engine, rollout.created_at, rollout.updated_at + 1.0)
     reference = _reference(rollout, cfg)
     facts = {"model_name": rollout.model_name, "champion_version": rollout.champion_version,
-             "challenger_version": rollout.challenger_version, "gateway_url": rollout.gateway_url or ""}
+             "challenger_version": rollout.challenger_version, "gateway_url": rollout.gateway_url or "",
+             "task": _task(rollout)}
     with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
         result = finish(run, state, verdict, frame, reference, cfg, client, **facts)
         result["rollout_id"] = rollout.rollout_id

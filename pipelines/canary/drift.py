@@ -37,8 +37,12 @@ def distinct_inputs(frame: pd.DataFrame, variant: str | None = None, *, include_
 
 
 def predictions(frame: pd.DataFrame, variant: str) -> list:
+    """A variant's predicted labels as comparable strings, or a regression's values (all floats) as they are."""
     rows = frame[(frame["variant"] == variant) & frame["prediction"].notna()]
-    return [label_key(p) for p in rows["prediction"]]
+    values = rows["prediction"].tolist()
+    if values and all(isinstance(p, float) for p in values):
+        return values
+    return [label_key(p) for p in values]
 
 
 def interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig) -> dict[str, float | None]:

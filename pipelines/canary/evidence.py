@@ -12,7 +12,7 @@ import pandas as pd
 
 from monitoring.drift import data_drift_report, features_frame, prediction_drift
 from monitoring.judge import Verdict
-from monitoring.online import summarize_variants
+from monitoring.online import regression_summary, summarize_variants
 from monitoring.report import canary_report_html, score_plot_png
 from monitoring.vocabulary import CHALLENGER, CHAMPION, PROMOTED, VARIANTS, tag
 from pipelines import promotion
@@ -53,9 +53,16 @@ def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame | None, cfg: Cana
 
 def canary_result(state: RolloutState, verdict: Verdict, frame: pd.DataFrame, drift: dict[str, Any], *,
                   run: Any, model_name: str, champion_version: str, challenger_version: str,
-                  gateway_url: str) -> dict[str, Any]:
-    """The canary stage's output (see :class:`pipelines.contracts.CanaryOutput`)."""
+                  gateway_url: str, task: str = "classification") -> dict[str, Any]:
+    """The canary stage's output (see :class:`pipelines.contracts.CanaryOutput`); a regression's online summary
+    has each variant's RMSE and MAE beside the counts."""
+    online = summarize_variants(frame, VARIANTS)
+    if task == "regression":
+        for variant, facts in online.items():
+            rows = frame[frame["variant"] == variant] if len(frame) else frame
+            facts.update(regression_summary(rows), accuracy=None, correct_rows=None)
     return {
+        "task": task,
         "decision": state.decision,
         "reason": state.reason,
         "verdict": "fail" if verdict.verdict == "nodata" else verdict.verdict,
@@ -68,7 +75,7 @@ def canary_result(state: RolloutState, verdict: Verdict, frame: pd.DataFrame, dr
         "highest_weight": state.highest_weight,
         "steps": [{k: s[k] for k in STEP_KEYS} for s in state.history],
         "evidence": verdict.table(),
-        "online": summarize_variants(frame, VARIANTS),
+        "online": online,
         "drift": drift,
         "report_uri": f"{run.info.artifact_uri}/{REPORT_DIR}/canary_report.html",
         "canary_run_id": run.info.run_id,
