@@ -43,7 +43,7 @@ def display_url(url: str) -> str:
         return url
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
@@ -51,11 +51,13 @@ def strip_password(url: str) -> tuple[str, str | None]:
     """``(url without its password, the password or None)``; a URL that does not parse is returned as it is."""
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return url, None
     if parsed.password is None:
         return url, None
-    return parsed.set(password=None).render_as_string(hide_password=False), str(parsed.password)
+    bare = sa.engine.URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
+                                parsed.database, parsed.query)  # URL.set(password=None) keeps the password
+    return bare.render_as_string(hide_password=False), str(parsed.password)
 
 
 def lineage_query(query: str | None) -> str:
@@ -69,7 +71,7 @@ def _engine_url(url: str) -> sa.engine.URL:
 
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise UserError(f"--data {display_url(url)!r} is not a database URL; {URL_FIX}") from None
     if parsed.password is None and os.environ.get(PASSWORD_ENV):
         parsed = parsed.set(password=os.environ[PASSWORD_ENV])
@@ -113,7 +115,7 @@ def read_query(url: str, query: str | None, timeout_s: float | None = None) -> p
     worker.start()
     worker.join(timeout_s + 1.0)
     try:
-        if not outcome:
+        if not outcome or (isinstance(outcome[0], BaseException) and "timeout" in _cause(outcome[0], url).lower()):
             raise UserError(f"the database {shown!r} does not answer within {timeout_s:g}s; check that the server "
                             "runs and that host and port are right")
         if isinstance(outcome[0], BaseException):
