@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import joblib
@@ -25,6 +26,7 @@ from pipelines.config import DataSpec
 from pipelines.contracts import PreparedData
 from pipelines.errors import UserError
 from pipelines.preprocessing import ID_REASON, ColumnPlan, encode, fit_preprocessor, numeric_schema, plan_columns
+from pipelines.sql_source import display_url, is_sql_url, lineage_query, read_query
 from pipelines.targets import BUNDLED_TABLES, load_bundled_table, regression_target_problems, resolve_task, strata
 
 __all__ = ["DataSpec", "DataValidationError", "PreparedData", "input_schema", "load_table", "prepare", "validate"]
@@ -81,6 +83,22 @@ def _read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _deduplicated(frame: pd.DataFrame) -> pd.DataFrame:
+    """A query result that names a column twice (``SELECT a, a``), renamed as pandas reads such a CSV (``a.1``)
+    and remembered, so validation names the repeat as it does for a file."""
+    counts = Counter(str(c) for c in frame.columns)
+    repeated = [name for name, count in counts.items() if count > 1]
+    if repeated:
+        seen: Counter = Counter()
+        names = []
+        for c in map(str, frame.columns):
+            names.append(c if not seen[c] else f"{c}.{seen[c]}")
+            seen[c] += 1
+        frame.columns = names
+    frame.attrs[DUPLICATES] = repeated
+    return frame
+
+
 def _repeated_header_names(path: Path) -> list[str]:
     """Names the CSV header holds more than once (pandas would silently keep both as ``y`` and ``y.1``)."""
     try:
@@ -91,32 +109,45 @@ def _repeated_header_names(path: Path) -> list[str]:
     return [name for name, count in Counter(h.strip() for h in header).items() if count > 1]
 
 
+def source_label(source: str) -> str:
+    """How messages, parameters and tags name a source: a bundled name, a file's name, a URL without password."""
+    if source in BUNDLED:
+        return source
+    return display_url(source) if is_sql_url(source) else Path(source).name
+
+
 def load_table(spec: DataSpec) -> tuple[pd.DataFrame, pd.Series, tuple[int, ...]]:
     """Features, labels and the input shape a network sees, before validation."""
+    if spec.query is not None and not is_sql_url(spec.source):
+        raise DataValidationError(f"--query is for a database source, but --data is {source_label(spec.source)!r}; "
+                                  "pass --data postgresql://USER@HOST/DB (or sqlite:///FILE.db) with it")
     if spec.source in BUNDLED:
         if spec.target is not None:
             raise DataValidationError(f"--target is only for your own files; {spec.source!r} is bundled")
         return _load_bundled(spec.source)
-    path = Path(spec.source).expanduser()
-    if path.suffix == "" and not path.exists():
-        raise DataValidationError(
-            f"unknown dataset {spec.source!r}; use one of {', '.join(BUNDLED)} or a path to a .csv/.parquet file"
-        )
-    frame = _read_table(path)
+    if is_sql_url(spec.source):
+        frame = _deduplicated(read_query(spec.source, spec.query))
+    else:
+        path = Path(spec.source).expanduser()
+        if path.suffix == "" and not path.exists():
+            raise DataValidationError(f"unknown dataset {spec.source!r}; use one of {', '.join(BUNDLED)}, a path "
+                                      "to a .csv/.parquet file, or a database URL with --query")
+        frame = _read_table(path)
+    name = source_label(spec.source)
     if not spec.target:
         raise DataValidationError(
-            f"{path.name}: say which column holds the labels with --target COLUMN "
+            f"{name}: say which column holds the labels with --target COLUMN "
             f"(columns: {_preview(frame.columns)})"
         )
     if spec.target not in frame.columns:
         raise DataValidationError(
-            f"{path.name}: target column {spec.target!r} not found; columns are {_preview(frame.columns)}"
+            f"{name}: target column {spec.target!r} not found; columns are {_preview(frame.columns)}"
         )
     y = frame[spec.target]
     x = frame.drop(columns=[spec.target])
     x.attrs[DUPLICATES] = frame.attrs.get(DUPLICATES, [])
     if x.shape[1] == 0:
-        raise DataValidationError(f"{path.name}: no feature columns besides the target {spec.target!r}")
+        raise DataValidationError(f"{name}: no feature columns besides the target {spec.target!r}")
     return x, y, (x.shape[1],)
 
 
@@ -127,7 +158,8 @@ def _preview(names, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def validate(x: pd.DataFrame, y: pd.Series, name: str = "data", task: str = "auto") -> ColumnPlan | None:
+def validate(x: pd.DataFrame, y: pd.Series, name: str = "data", task: str = "auto",
+             categorical: Sequence[str] = ()) -> ColumnPlan | None:
     """Raise :class:`DataValidationError` naming *every* problem that would make training fail or lie, in one
     message; returns the per-column plan of a user's table (None for bundled images, which are used as they are).
 
@@ -146,7 +178,7 @@ def validate(x: pd.DataFrame, y: pd.Series, name: str = "data", task: str = "aut
         if not np.isfinite(values).all():
             problems.append("the features have NaN or infinite values")
     else:
-        plan = plan_columns(x)
+        plan = plan_columns(x, categorical)
         problems.extend(plan.problems)
     regression = resolve_task(y, task) == "regression"
     problems.extend(regression_target_problems(y) if regression else _label_problems(y))
@@ -244,15 +276,15 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     ``ColumnTransformer`` fitted on the training split only, saved beside the arrays; the arrays hold the encoded
     features the networks train on, and the registered model carries the transformer (``input_form`` ``table``)."""
     x, y, input_shape = load_table(spec)
-    label = spec.source if spec.source in BUNDLED else Path(spec.source).name
-    plan = validate(x, y, label, spec.task)
+    label = source_label(spec.source)
+    plan = validate(x, y, label, spec.task, spec.categorical)
     task = resolve_task(y, spec.task)
     if spec.max_rows is not None and len(x) > spec.max_rows:
         keep, _ = train_test_split(np.arange(len(y)), train_size=spec.max_rows, random_state=spec.seed,
                                    stratify=strata(y.to_numpy(), task))
         keep = np.sort(keep)
         x, y = x.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
-        plan = validate(x, y, label, task)
+        plan = validate(x, y, label, task, spec.categorical)
     digest = fingerprint(x, y)
     if task == "regression":  # the target in its own units; TaskData standardises it on the training split
         classes: list = []
@@ -321,6 +353,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         path=str(path),
         fingerprint=digest,
         source=label,
+        query=lineage_query(spec.query) if spec.query else None,
         target=spec.target,
         input_shape=list(input_shape),
         num_classes=task_data.num_classes,
