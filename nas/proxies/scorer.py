@@ -50,7 +50,8 @@ def _context(
         x, y = batch
         if len(x) != len(y) or len(x) < 2:
             raise ValueError(f"batch must hold >= 2 inputs with one label each, got {len(x)} inputs, {len(y)} labels")
-        if num_classes is not None and int(y.max()) >= num_classes:
+        # class indices must fit the head; a regression's float targets (one output) have no classes
+        if num_classes is not None and not y.is_floating_point() and int(y.max()) >= num_classes:
             raise ValueError(f"batch has label {int(y.max())} but num_classes={num_classes}")
         shape = sequence_shape(x.shape[1:])
         if input_shape is not None and sequence_shape(input_shape) != shape:
