@@ -7,9 +7,10 @@ SQLite file by default; a PostgreSQL URL works with the same code. The gateway a
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -270,17 +271,26 @@ def prediction_rows(
 
 
 class PredictionLogWriter:
-    """Appends rows from a background thread in batches; :meth:`flush` waits until everything queued is stored."""
+    """Appends rows from a background thread in batches; :meth:`flush` waits until everything queued is stored.
+
+    The request path only appends to a deque (atomic under the GIL: no lock, no wake-up of the writer), and the
+    writer wakes every ``interval_s`` to drain it. A ``queue.Queue`` here cost a condition-variable notify per
+    request and a writer thread polling every 5 ms, both fighting the event loop for the GIL (``py-spy`` on the
+    serving benchmark: ~17 % of the event loop's samples in ``Queue.put``). Loss on ``kill -9``: what was appended
+    within the last ``interval_s`` (plus one commit in flight), as before.
+    """
 
     def __init__(self, engine: Engine, *, batch_size: int = 256, interval_s: float = 0.05) -> None:
         self.engine = engine
         self.batch_size = batch_size
         self.interval_s = interval_s
-        self._queue: queue.Queue = queue.Queue()
+        self._items: collections.deque = collections.deque()
+        self._appended = itertools.count(1)  # next() is atomic in CPython: a lock-free append counter
+        self._last_ticket = 0
+        self._committed = 0  # items taken from the deque and handled (stored, or counted as an error)
         self._stop = threading.Event()
-        self._flush_requested = threading.Event()
-        self._pending = 0
-        self._lock = threading.Condition()
+        self._wake = threading.Event()
+        self._done = threading.Condition()
         self.errors = 0
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
@@ -296,9 +306,13 @@ class PredictionLogWriter:
         self._put((build, kwargs))
 
     def _put(self, item) -> None:
-        with self._lock:
-            self._pending += 1
-        self._queue.put(item)
+        self._items.append(item)
+        self._last_ticket = next(self._appended)
+
+    @property
+    def pending(self) -> int:
+        """Items appended and not yet handled by the writer."""
+        return len(self._items)
 
     def write(self, rows: list[dict]) -> None:
         """Commit ``rows`` now, on the caller's thread (the log's synchronous mode); raises when the commit fails."""
@@ -310,46 +324,36 @@ class PredictionLogWriter:
             raise
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Block until every appended row is committed (or ``timeout``); True when nothing is left pending."""
+        """Block until every row appended before this call is committed (or ``timeout``); True when it is."""
         deadline = time.monotonic() + timeout
-        self._flush_requested.set()
-        try:
-            with self._lock:
-                while self._pending > 0:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._lock.wait(left)
-            return True
-        finally:
-            self._flush_requested.clear()
+        target = self._last_ticket  # how many items were appended before this call
+        self._wake.set()
+        with self._done:
+            while self._committed < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._done.wait(left)
+        return True
 
     def close(self) -> None:
         self.flush()
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.is_set() or not self._queue.empty():
-            try:
-                items = [self._queue.get(timeout=self.interval_s)]
-            except queue.Empty:
+        while True:
+            stopping = self._stop.is_set()
+            if not self._items:
+                if stopping:
+                    return
+                self._wake.wait(self.interval_s)
+                self._wake.clear()
                 continue
-            # Gather for up to interval_s (or until a flush is asked for): one commit per batch, not per request.
-            deadline = time.monotonic() + self.interval_s
-            while len(items) < self.batch_size and not self._flush_requested.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    items.append(self._queue.get(timeout=min(left, 0.005)))
-                except queue.Empty:
-                    continue
-            while len(items) < self.batch_size:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = []
+            while self._items and len(items) < self.batch_size:
+                items.append(self._items.popleft())
             try:
                 batch: list[dict] = []
                 for item in items:
@@ -358,9 +362,13 @@ class PredictionLogWriter:
                     conn.execute(predictions.insert(), batch)
             except Exception:  # keep serving: a lost log batch must never take the gateway down
                 self.errors += 1
-            with self._lock:
-                self._pending -= len(items)
-                self._lock.notify_all()
+            with self._done:
+                self._committed += len(items)
+                self._done.notify_all()
+            if not self._items and not self._stop.is_set():
+                # Gather for one interval before the next commit: one commit per batch, not per request.
+                self._wake.wait(self.interval_s)
+                self._wake.clear()
 
 
 def _same_label(prediction_json: str | None, label: Any) -> bool | None:

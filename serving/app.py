@@ -6,6 +6,7 @@ a missing model answers 5xx. ``create_app_from_env`` is the factory uvicorn work
 
 from __future__ import annotations
 
+import sys
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -39,8 +40,11 @@ async def _lifespan(app: FastAPI):
 
 def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics | None = None) -> FastAPI:
     """A gateway app; settings and metrics live on ``app.state`` and reach the routes through ``Depends``."""
-    app = FastAPI(title="nasops canary gateway", version="1", description=DESCRIPTION, lifespan=_lifespan)
-    app.state.settings = settings or GatewaySettings()
+    settings = settings or GatewaySettings()
+    otel = settings.opentelemetry
+    app = FastAPI(title="nasops canary gateway", version="1", description=DESCRIPTION, lifespan=_lifespan,
+                  telemetry={"tracing": otel, "metrics": otel, "logs": otel})
+    app.state.settings = settings
     app.state.metrics = metrics or GatewayMetrics.create()
     app.state.gateway = None
 
@@ -54,6 +58,11 @@ def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics 
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory serving.app:create_app_from_env`` (settings from NASOPS_GATEWAY_*)."""
-    return create_app(GatewaySettings())
+    """Factory for ``uvicorn --factory serving.app:create_app_from_env`` (settings from NASOPS_GATEWAY_*).
+
+    A worker process is the gateway's alone, so it also sets the interpreter's GIL switch interval (a process-wide
+    setting, left alone when the gateway runs in a thread of another program)."""
+    settings = GatewaySettings()
+    sys.setswitchinterval(settings.gil_switch_interval_s)
+    return create_app(settings)
 

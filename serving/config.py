@@ -88,6 +88,14 @@ class GatewaySettings(BaseSettings):
         default=64, ge=0, description="champion batches up to this size run on the event loop (no thread hop)"
     )
     torch_threads: int = Field(default=1, ge=1, description="intra-op threads per model call")
+    opentelemetry: bool = Field(
+        default=False, description="FastAPI's native OpenTelemetry spans and HTTP metrics (on: for an installed "
+        "OTel provider; off by default, the gateway's own Prometheus metrics cover it, and FastAPI's per-request "
+        "provider check costs ~2 % of a small request)")
+    gil_switch_interval_s: float = Field(
+        default=0.0005, gt=0, le=0.1, description="sys.setswitchinterval of a worker process: how long a background "
+        "thread (log writer, rollout follower) may hold the GIL while a request waits (Python's default, 5 ms, is a "
+        "p99 floor)")
     flavour: Literal["pytorch", "onnx", "int8"] = Field(
         default="pytorch", description="the form of each version served: its logged PyTorch model, or the ONNX / "
         "int8 artifact registration logged next to it (a version without one is served in PyTorch, with a note)"

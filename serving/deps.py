@@ -1,7 +1,9 @@
 """FastAPI dependencies: the one way a route reaches the gateway, the settings, the metrics and the credentials.
 
 Everything lives on ``app.state`` (set by :func:`serving.app.create_app`); routes declare what they need with
-``Depends`` instead of closing over it, so each router module stands alone.
+``Depends`` instead of closing over it, so each router module stands alone. They are ``async def`` although they
+never await: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per dependency per request
+(~12 % of the event loop's samples on the serving benchmark).
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ from serving.config import GatewaySettings
 from serving.gateway import Gateway
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> GatewayMetrics:
+async def get_metrics(request: Request) -> GatewayMetrics:
     return request.app.state.metrics
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
@@ -45,9 +47,9 @@ def _check_bearer(request: Request, expected: str | None, what: str) -> None:
         raise StarletteHTTPException(403, f"wrong {what} token")
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     _check_bearer(request, settings.admin_token, "admin")
 
 
-def require_feedback(request: Request, settings: SettingsDep) -> None:
+async def require_feedback(request: Request, settings: SettingsDep) -> None:
     _check_bearer(request, settings.feedback_token, "feedback")

@@ -109,3 +109,27 @@ def test_request_ids_random_and_namespaced():
     assert effective_request_id("order-42", "alice") == f"order-42@{namespace_of('alice')}"
     assert effective_request_id("order-42", None) == "order-42@anon"
     assert len(effective_request_id(None, "alice")) == 32
+
+
+def test_flush_waits_for_every_row_appended_from_several_threads(engine):
+    """The lock-free writer: appends from the event loop and executor threads, a flush at any moment returns only
+    once everything appended before it is committed, and close stores the rest."""
+    writer = PredictionLogWriter(engine, interval_s=0.02, batch_size=7)
+    x = np.zeros((1, 3), dtype=np.float32)
+
+    def append(prefix: str, n: int) -> None:
+        for i in range(n):
+            writer.append_later(prediction_rows, request_id=f"{prefix}-{i}", variant="champion", model_version="1",
+                                inputs=x, predictions_=[0], probabilities=None, latency_ms=1.0, status="ok")
+
+    threads = [threading.Thread(target=append, args=(f"t{k}", 150)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert writer.flush(timeout=10)
+    assert writer.pending == 0
+    assert len(read_predictions(engine)) == 450  # every row of every thread, none twice
+    append("late", 5)
+    writer.close()
+    assert len(read_predictions(engine)) == 455 and writer.errors == 0
