@@ -56,7 +56,7 @@ def _context(
         shape = sequence_shape(x.shape[1:])
         if input_shape is not None and sequence_shape(input_shape) != shape:
             raise ValueError(f"input_shape {tuple(input_shape)} does not match the batch's inputs {shape}")
-        batch = (x.float(), y.long())
+        batch = (x.float(), y.float() if y.is_floating_point() else y.long())  # a regression keeps its targets
     elif input_shape is None:
         raise ValueError("pass input_shape (or a batch) so data-free proxies know what to feed the network")
     else:
