@@ -62,6 +62,25 @@ def start(run_roots: Sequence[Path] = ()) -> int | None:
     return write_end
 
 
+def exit_early_on_sigterm() -> None:
+    """Until :func:`exit_on_sigterm` takes over: SIGTERM prints ``stopped by SIGTERM`` and exits 143 at once.
+
+    For the first seconds of a command (imports, the store pre-flight), before it has started anything to stop;
+    the Python handler raises ``SystemExit`` from whatever blocking call the main thread is in (a probe of a silent
+    server included), so ``finally`` blocks still run. Without it, a SIGTERM there got the default action: no
+    line, exit -15."""
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+
+    def _early(_sig, _frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM while unwinding changes nothing
+        with contextlib.suppress(OSError):
+            os.write(2, b"stopped by SIGTERM\n")
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, _early)
+
+
 def exit_on_sigterm(unwind_s: float = UNWIND_S, children_grace_s: float = CHILDREN_GRACE_S) -> None:
     """From now on, SIGTERM ends this process within ``unwind_s + children_grace_s`` (+ a little) seconds:
     one line ``stopped by SIGTERM`` on stderr, ``unwind_s`` for the command to unwind (a gateway drains, a flow

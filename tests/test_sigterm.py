@@ -227,3 +227,27 @@ def test_sigterm_of_a_refresh_while_mlflow_retries_against_a_dead_server(tmp_pat
             if proc.poll() is None:
                 proc.kill()
             _kill_all(marker)
+
+
+def test_sigterm_during_the_store_preflight_is_one_line_and_143(tmp_path):
+    """Before the supervisor runs (imports, the store pre-flight) a SIGTERM got the default action: exit -15 and
+    no line. Here it arrives while the pre-flight waits on a tracking server that accepts and never answers."""
+    home = tmp_path / "home"
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        silent.settimeout(120)
+        env = {**_env(home), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        proc = subprocess.Popen([*NASOPS, "serve", "--port", str(_free_port())], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            conn, _ = silent.accept()  # the pre-flight's probe is connected and waits for an answer now
+            with conn:
+                elapsed = _sigterm(proc)
+                _out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines() == ["stopped by SIGTERM"], err[-3000:]
+    assert elapsed < SIGTERM_BOUND_S

@@ -12,6 +12,7 @@ import warnings
 
 import typer
 
+from pipelines import supervisor
 from pipelines.errors import UserError
 from pipelines.settings import apply_offline_defaults
 
@@ -74,6 +75,7 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 
 def main() -> None:
     """Console-script entry point."""
+    supervisor.exit_early_on_sigterm()
     apply_offline_defaults()
     # scipy's note that an exact KS p-value fell back to the asymptotic one is not news to a user of the CLI
     warnings.filterwarnings("ignore", message="ks_2samp: Exact calculation unsuccessful")
