@@ -67,7 +67,7 @@ def _train_and_log(
     torch.manual_seed(config.seed)
     net = build()
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
-        mlflow.log_params({**params, **{f"train.{k}": v for k, v in config.model_dump().items()}})
+        mlflow.log_params({**params, "task": data.task, **{f"train.{k}": v for k, v in config.model_dump().items()}})
         result = train(
             net, data, train_config(config),
             on_epoch=lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
