@@ -44,9 +44,18 @@ TUNE_GRID: dict[str, dict] = {  # predictor configurations tried on CIFAR-10 (``
     "mlp+ucb": {"acquisition": "ucb"},
     "mlp+its": {"acquisition": "its"},
     "mlp+ei": {"acquisition": "ei"},
+    "mlp+greedy": {"acquisition": "greedy"},
     "lgbm+ucb": {"predictor": "lgbm", "acquisition": "ucb"},
+    "lgbm+ei": {"predictor": "lgbm", "acquisition": "ei"},
+    "lgbm+greedy": {"predictor": "lgbm", "acquisition": "greedy"},
 }
-TUNE_FEATURES = {"synflow,params": tuple(TUNE_GRID), "synflow,params,flops,l2_norm": ("mlp+ucb",)}
+TUNE_FEATURES = {  # feature sets (also the warm-start / pool ranking) x the configurations tried with each
+    "synflow,params": ("mlp+ucb", "mlp+its", "mlp+ei", "lgbm+ucb"),
+    "synflow,params,flops,l2_norm": ("mlp+ucb",),
+    "meco": ("mlp+ucb", "lgbm+ucb", "lgbm+ei", "lgbm+greedy"),
+    "meco,synflow": ("mlp+ucb", "mlp+greedy", "lgbm+ucb", "lgbm+ei", "lgbm+greedy"),
+    "meco,synflow,params": ("mlp+ucb", "mlp+greedy", "lgbm+ucb", "lgbm+ei", "lgbm+greedy"),
+}
 
 
 def nb201_table(dataset: str, zc: list[str]) -> BenchmarkTable:
@@ -112,7 +121,7 @@ def tune(args) -> dict:
     validation column, regret on the test column), on seeds disjoint from the reported runs' seeds."""
     results = {}
     for features, configs in TUNE_FEATURES.items():
-        if args.tune_features and features != args.tune_features:
+        if args.tune_features and features not in args.tune_features.split(";"):
             continue
         table = nb201_table("cifar10", features.split(","))
         optimum = table.optimum("cifar10-test")
@@ -154,7 +163,8 @@ def main() -> None:
                         help="each seed searches its own random fraction of the rows (warm starts then differ)")
     parser.add_argument("--no-ground-truth", action="store_true", help="skip benchmarks/ground_truth/*.csv")
     parser.add_argument("--tune", action="store_true", help="the CIFAR-10 predictor grid (--seeds, --budget)")
-    parser.add_argument("--tune-features", default="", help="only this feature set of the grid (e.g. synflow,params)")
+    parser.add_argument("--tune-features", default="",
+                        help="only these feature sets of the grid, ';'-separated (e.g. 'meco;meco,synflow')")
     parser.add_argument("--tune-configs", default="", help="only these configurations of the grid (e.g. lgbm+ucb)")
     parser.add_argument("--json", nargs="?", const="-", default=None,
                         help="write every figure as JSON to this file (no file: print it on stdout, tables go to "

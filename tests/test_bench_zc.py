@@ -61,6 +61,24 @@ def test_missing_scores_are_computed_once_then_read_from_the_cache(tmp_path, shi
         zc_features(archs, ["zen"], cache=cache, scoring=Scoring(space_kwargs=(("C", 8), ("N", 1))))
 
 
+def test_meco_from_the_strings_equals_the_shipped_scores_and_is_cached(tmp_path, shipped_rows):
+    """The search defaults use meco as a feature: computed from a string it must be the shipped value (so the shipped
+    file is its valid cache) and, once computed, come from the on-disk cache, not be recomputed."""
+    torch.set_num_threads(1)
+    rows = [r for r in shipped_rows if float(r["meco"]) > -1e299][:2]
+    archs = [r["ArchitectureString"] for r in rows]
+    cache = tmp_path / "zc.jsonl"
+    computed, counts = zc_features(archs, ["meco"], cache=cache)
+    assert counts == {"shipped": 0, "cache": 0, "computed": 2}
+    # the shipped value was scored on the canonical form of the cell (same function, other float32 rounding)
+    np.testing.assert_allclose(computed["meco"], [float(r["meco"]) for r in rows], rtol=1e-6)
+    again, counts = zc_features(archs, ["meco"], cache=cache)
+    assert counts == {"shipped": 0, "cache": 2, "computed": 0}
+    np.testing.assert_array_equal(again["meco"], computed["meco"])
+    _, counts = zc_features(archs, ["meco", "synflow"], shipped=SHIPPED, cache=cache)
+    assert counts == {"shipped": 4, "cache": 0, "computed": 0}
+
+
 def test_data_needing_and_unknown_proxies_are_refused():
     with pytest.raises(ValueError, match="snip need data"):
         zc_features(["x"], ["snip"])

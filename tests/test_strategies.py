@@ -187,3 +187,6 @@ def test_acquisition_functions():
     assert np.argmax(ei) == 2 and np.all(ei >= 0)
     draws = np.stack([acquisition("its", mean, std, 0.6, rng) for _ in range(500)])
     assert abs(draws[:, 1].mean() - 0.6) < 0.01
+    # greedy exploits: the highest mean wins whatever the spread (the uncertain third candidate loses here)
+    greedy = acquisition("greedy", mean, std, 0.6, rng)
+    assert np.argmax(greedy) == 1 and np.array_equal(greedy, mean)

@@ -18,13 +18,16 @@ from nas.spaces.base import Architecture
 from nas.strategies.base import STRATEGIES, Strategy
 
 ProxySource = Mapping[str, Mapping[str, float]] | Callable[[Architecture], Mapping[str, float]]
-ACQUISITIONS = ("its", "ucb", "ei")
+ACQUISITIONS = ("its", "ucb", "ei", "greedy")
 
 
 def acquisition(kind: str, mean: np.ndarray, std: np.ndarray, best: float, rng: np.random.Generator,
                 kappa: float = 0.5) -> np.ndarray:
     """Higher is better. ``its``: independent Thompson sampling (one draw from N(mean, std) per candidate, as in
-    BANANAS); ``ucb``: mean + kappa*std; ``ei``: expected improvement over ``best``."""
+    BANANAS); ``ucb``: mean + kappa*std; ``ei``: expected improvement over ``best``; ``greedy``: the mean alone
+    (no exploration bonus; White et al. 2021 found it competitive in BANANAS's ablation)."""
+    if kind == "greedy":
+        return np.asarray(mean, dtype=float)
     if kind == "its":
         return rng.normal(mean, std)
     if kind == "ucb":
