@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipelines.errors import UserError
+from serving.server import pid_alive
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 
@@ -93,17 +94,7 @@ def latest_unfinished(home: Path) -> RefreshRecord:
                     "--resume")
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def dead_unfinished(home: Path, keep: str | None = None) -> list[RefreshRecord]:
     """Refreshes still marked running whose process is gone (killed): what a new refresh cleans up."""
     return [r for r in list_records(home)
-            if r.status == RUNNING and r.refresh_id != keep and not process_alive(r.pid)]
+            if r.status == RUNNING and r.refresh_id != keep and not pid_alive(r.pid)]

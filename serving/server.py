@@ -29,7 +29,9 @@ from serving.config import GatewaySettings
 RUN_DIR_PREFIX = "nasops-gateway-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (someone else's process counts as alive). The one PID check of the project:
+    serving cannot import pipelines, so pipelines use this one."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -63,7 +65,7 @@ def remove_run_dirs(pid: int, root: Path | None = None) -> list[Path]:
 
 def sweep_run_dirs(root: Path | None = None) -> list[Path]:
     """Remove the run directories whose owner no longer runs: what a ``kill -9`` of the owner left behind."""
-    stale = [p for p in run_dirs(root) if not _pid_alive(int(p.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]))]
+    stale = [p for p in run_dirs(root) if not pid_alive(int(p.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]))]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale
