@@ -231,8 +231,17 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
     progress.info("%s", versus.describe())
     mlflow.set_tags({tag("data_vs_champion"): versus.data,
                      tag("champion_dataset_fingerprint"): versus.champion_fingerprint or ""})
-    if versus.diff:  # allowed: the champion cannot answer the new columns, so nothing could be judged against it
-        config = config.model_copy(update={"skip_canary": True, "skip_tournament": True})
+    if versus.diff:  # allowed: the old champion cannot answer the new columns; the canary judges what suits both
+        from pipelines.schema_check import traffic_columns
+
+        shared, refusal = traffic_columns(versus.champion_schema or [], data.input_schema)
+        config = config.model_copy(update={"skip_tournament": True, "skip_canary": config.skip_canary or bool(refusal)})
+        if refusal:
+            progress.warning("the tournament and the canary are skipped: %s; check the challenger offline and "
+                             "promote it by hand", refusal)
+        else:
+            progress.info("the canary judges only traffic of the columns both variants take: %s",
+                          ", ".join(map(repr, shared or [])))
     mlflow.log_params({"data": data.source, "dataset_fingerprint": data.fingerprint, "model_name": model_name,
                        "seed": config.seed, "top_k": config.top_k,
                        "task": data.task, **({"data_query": data.query} if data.query else {})})

@@ -64,8 +64,9 @@ def compare(registered: list[dict], new: list[dict]) -> SchemaDiff:
     )
 
 
-def registered_schema(tags: dict[str, str]) -> list[dict] | None:
-    """A version's input schema from its ``nasops.*`` tags (without prefix); None when it records none."""
+def registered_schema(tags: dict[str, str], optional: bool = False) -> list[dict] | None:
+    """A version's input schema from its ``nasops.*`` tags (without prefix); None when it records none. With
+    ``optional`` each column also says whether the version imputes it when absent (float-matrix versions: never)."""
     for key in ("input_schema", "features"):
         raw = tags.get(key)
         if not raw:
@@ -75,10 +76,44 @@ def registered_schema(tags: dict[str, str]) -> list[dict] | None:
         except ValueError:
             continue
         if key == "input_schema" and isinstance(value, list) and value:
-            return [{"name": str(c["name"]), "type": str(c["type"])} for c in value]
+            return [{"name": str(c["name"]), "type": str(c["type"]),
+                     **({"optional": bool(c.get("optional"))} if optional else {})} for c in value]
         if key == "features" and isinstance(value, list) and value:
-            return [{"name": str(n), "type": "double"} for n in value]
+            return [{"name": str(n), "type": "double", **({"optional": False} if optional else {})} for n in value]
     return None
+
+
+def traffic_columns(champion: list[dict], challenger: list[dict]) -> tuple[list[str] | None, str | None]:
+    """Which traffic a canary can judge two schemas (with ``optional``) on: ``(None, None)`` when they take the same
+    columns (all of it); ``(the columns both take, None)`` when they differ but a request of only those suits both
+    (every column only one of them takes is optional for it: imputed when absent); ``(None, why not)`` otherwise."""
+    diff = compare(champion, challenger)
+    if not diff:
+        return None, None
+    shared = [c["name"] for c in challenger if c["name"] in {o["name"] for o in champion}]
+    needed = [f"{c['name']!r} (the {who}'s)" for who, schema in (("champion", champion), ("challenger", challenger))
+              for c in schema if c["name"] not in shared and not c.get("optional")]
+    if diff.retyped:
+        return None, f"they take other columns ({diff.describe()}), some of other types"
+    if needed or not shared:
+        why = f"required columns only one of them takes: {', '.join(needed)}" if needed else "no shared column"
+        return None, f"they take other columns ({diff.describe()}) and no request suits both ({why})"
+    return shared, None
+
+
+def judgeable_columns(model_name: str, champion: Any, challenger: Any) -> list[str] | None:
+    """:func:`traffic_columns` of two registered versions; :class:`UserError` when no traffic suits both: the
+    canary refuses to judge them (it would serve nothing, or judge one variant on rows it cannot answer)."""
+    old = registered_schema(registry.version_tags(champion), optional=True)
+    new = registered_schema(registry.version_tags(challenger), optional=True)
+    if old is None or new is None:
+        return None
+    shared, refusal = traffic_columns(old, new)
+    if refusal:
+        raise UserError(f"the canary refuses to judge challenger v{challenger.version} against champion "
+                        f"v{champion.version} of {model_name!r}: {refusal}; check the challenger offline and promote "
+                        "it by hand, or register it under another --model-name")
+    return shared
 
 
 SAME, CHANGED, NO_CHAMPION, UNKNOWN = "same", "changed", "no_champion", "unknown"
@@ -94,6 +129,8 @@ class ChampionComparison:
     diff: SchemaDiff = field(default_factory=SchemaDiff)
     champion_fingerprint: str | None = None
     fingerprint: str | None = None
+    champion_schema: list[dict] | None = None
+    """The champion's columns with ``optional`` (what :func:`traffic_columns` needs)."""
 
     @property
     def data(self) -> str:
@@ -129,7 +166,7 @@ def compare_with_champion(model_name: str, schema: list[dict], source: str, fing
         return ChampionComparison(model_name, fingerprint=fingerprint)
     tags = registry.version_tags(mv)
     found = ChampionComparison(model_name, str(mv.version), champion_fingerprint=tags.get("dataset_fingerprint"),
-                               fingerprint=fingerprint)
+                               fingerprint=fingerprint, champion_schema=registered_schema(tags, optional=True))
     old = registered_schema(tags)
     if not schema or old is None:
         return found
@@ -140,8 +177,8 @@ def compare_with_champion(model_name: str, schema: list[dict], source: str, fing
             f"trained on: {diff.describe()}")
     if allow:
         log.warning("%s; --allow-schema-change: retraining %r on the new columns; the champion cannot answer them, "
-                    "so the tournament and the canary are skipped (promote the challenger by hand once it is "
-                    "checked)", what, model_name)
+                    "so the tournament is skipped and the canary judges only traffic that suits both, if any",
+                    what, model_name)
         return found
     raise UserError(f"{what}. A champion cannot be compared with a model of other columns; register a new model "
                     f"with --model-name NEW_NAME, or pass --allow-schema-change to retrain {model_name!r} on the new "

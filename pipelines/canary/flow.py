@@ -56,7 +56,31 @@ def variants(client: Any, model_name: str) -> tuple[Any, Any]:
     if str(champion.version) == str(challenger.version):
         raise UserError(f"'champion' and 'challenger' of {model_name!r} both point at version {champion.version}; "
                         "register a new version as challenger")
+    from pipelines.schema_check import judgeable_columns
+
+    judgeable_columns(model_name, champion, challenger)  # other columns that no request suits both: refused here
     return champion, challenger
+
+
+def compatible_traffic(data_path: str, champion: Any, shared: list[str]) -> str:
+    """The ``prod`` rows as requests both variants answer (after ``--allow-schema-change``): in the champion's
+    column order (what the gateway validates against), the ``shared`` columns filled from the new rows and the
+    champion's other (optional) columns absent, which it imputes; the challenger imputes its own. Saved beside
+    ``data_path``; returns the new path."""
+    import dataclasses
+
+    from pipelines.schema_check import registered_schema
+
+    data = load_prepared(data_path)
+    schema = registered_schema(registry.version_tags(champion), optional=True) or []
+    index = {c["name"]: i for i, c in enumerate(data.meta.get("input_schema") or [])}
+    rows = np.empty((len(data.x_prod), len(schema)), dtype=object)
+    for j, column in enumerate(schema):
+        rows[:, j] = data.x_prod[:, index[column["name"]]] if column["name"] in shared else None
+    meta = {**data.meta, "input_form": "table", "input_schema": schema, "canary_columns": shared}
+    path = Path(data_path).with_suffix(f".canary-v{champion.version}.npz")
+    dataclasses.replace(data, x_prod=rows, meta=meta).save(path)
+    return str(path)
 
 
 def reference_frame(data: TaskData, cfg: CanaryConfig) -> pd.DataFrame:
@@ -89,6 +113,13 @@ def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryC
     client = registry.client_for_active()
     champion, challenger = variants(client, model_name)
     log.info("canary: champion v%s vs challenger v%s, steps %s", champion.version, challenger.version, cfg.steps)
+    from pipelines.schema_check import judgeable_columns
+
+    shared = judgeable_columns(model_name, champion, challenger)
+    if shared is not None:
+        data_path = compatible_traffic(data_path, champion, shared)
+        log.info("canary: the variants take other columns; it replays only what suits both: the columns %s",
+                 ", ".join(map(repr, shared)))
     clock = time.perf_counter()
     data = load_prepared(data_path)
     with gateway_session(model_name, weight=0.0, mode="split", challenger_timeout_s=cfg.challenger_timeout_s,
@@ -106,6 +137,8 @@ def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryC
         traffic_s = time.perf_counter() - clock - gateway_start_s
     result = dict(report.result or {})
     result["rollout_id"] = rollout.rollout_id
+    if shared is not None:
+        result["judged_columns"] = shared
     result["replay"] = {"sent": traffic.get("sent", 0), "failed": max(0, traffic.get("sent", 0) - traffic.get("ok", 0)),
                         "feedback_sent": traffic.get("feedback_sent", 0)}
     result["timings"] = {"gateway_start_s": round(gateway_start_s, 2), "traffic_s": round(traffic_s, 2),
