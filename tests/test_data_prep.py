@@ -74,12 +74,11 @@ def test_csv_with_string_labels_keeps_original_classes(tmp_path):
         (lambda f: f.assign(a=np.nan, b=np.nan, c=np.nan, d=np.nan), "label", "no usable feature column"),
         (lambda f: f.assign(label=["only"] * len(f)), "label", "at least 2 classes"),
         (lambda f: f.assign(label=[None, *list(f["label"][1:])]), "label", "have no label"),
-        (lambda f: f.assign(label=np.linspace(0, 1, len(f))), "label", "non-integer"),
         (lambda f: f.iloc[: 3 * (MIN_ROWS_PER_CLASS - 2)], "label", "too few rows per class"),
         (lambda f: f[["label"]], "label", "no feature columns"),
     ],
     ids=["no-target", "unknown-target", "inf", "dates", "all-missing", "one-class", "missing-label",
-         "continuous-target", "rare-class", "no-features"],
+         "rare-class", "no-features"],
 )
 def test_invalid_tables_name_the_problem_and_the_fix(tmp_path, mutate, target, message):
     path = _write(mutate(_frame()), tmp_path / "bad.csv")
@@ -132,3 +131,11 @@ def test_unreadable_and_missing_files(tmp_path):
     empty.write_text("a,b,label\n")
     with pytest.raises(DataValidationError, match="no rows"):
         prepare(DataSpec(source=str(empty), target="label"), tmp_path)
+
+
+def test_a_continuous_target_declared_a_classification_is_refused(tmp_path):
+    """With ``task: auto`` a continuous target is a regression (tests/test_regression.py); declared a
+    classification, it is refused with the fix named."""
+    path = _write(_frame().assign(label=np.linspace(0, 1, 60)), tmp_path / "cont.csv")
+    with pytest.raises(DataValidationError, match=r"non-integer numbers .* use --task regression"):
+        prepare(DataSpec(source=path, target="label", task="classification"), tmp_path / "out")
