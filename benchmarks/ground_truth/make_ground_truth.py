@@ -6,6 +6,12 @@ recipe, so differences between rows come from the architecture. Rows are appende
 same command resumes where an interrupted run stopped.
 
     .venv/bin/python benchmarks/ground_truth/make_ground_truth.py --dataset digits --count 400 --epochs 2
+
+Repeats for the noise ceiling: the same cells and the same split, another initialisation and batch order
+(``--train-seed``), each in its own CSV; ``noise_ceiling.py`` compares them.
+
+    .venv/bin/python benchmarks/ground_truth/make_ground_truth.py --dataset digits --count 400 --epochs 2 \
+        --train-seed 1 --out benchmarks/ground_truth/nb201_digits_train_seed1.csv
 """
 
 from __future__ import annotations
@@ -61,17 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--data-fraction", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the cell sample, the data split and (by default) training")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="initialisation and batch order only (default: --seed): a repeat of the same cells")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    train_seed = args.seed if args.train_seed is None else args.train_seed
 
     out = args.out or HERE / f"nb201_{args.dataset}.csv"
     space = get_space("nb201", C=args.C, N=args.N)
     task = bundled_task(args.dataset, seed=args.seed)
     x_test, y_test = task.tensors("test")
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, data_fraction=args.data_fraction
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=train_seed, data_fraction=args.data_fraction
     )
     archs = sample_archs(space, args.count, args.seed)
     done = done_archs(out)
@@ -81,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(done)} rows already in {out.name}; training {len(todo)} more", flush=True)
 
     new_file = not out.exists()
+    # A table written before a column was added keeps its own header (rows are appended in its columns).
+    fieldnames = COLUMNS if new_file else next(csv.reader(out.open()))
     with out.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
         if new_file:
             writer.writeheader()
         for i, arch_string in enumerate(todo, start=1):
             arch = space.from_string(arch_string)
-            torch.manual_seed(args.seed)
+            torch.manual_seed(train_seed)
             model = arch.build(task.num_classes, task.input_shape)
             t0 = time.perf_counter()
             result = train(model, task, config)
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 "flops": space.count_flops(arch, task.num_classes, task.input_shape),
                 "train_seconds": round(seconds, 3), "seed": args.seed, "dataset": args.dataset, "C": args.C,
                 "N": args.N, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                "optimizer": config.optimizer, "data_fraction": args.data_fraction,
+                "optimizer": config.optimizer, "data_fraction": args.data_fraction, "train_seed": train_seed,
             })
             f.flush()
             print(f"[{len(done) + i}/{len(archs)}] {seconds:5.1f}s val={result.val_accuracy:.3f} {arch_string}",
