@@ -236,7 +236,7 @@ def _interval_drift(rollout: Rollout, store: RolloutStore, cfg: CanaryConfig, si
     from pipelines.canary.drift import interval_drift
 
     try:
-        return interval_drift(read_predictions(store.engine, since, until), reference, cfg)
+        return interval_drift(read_predictions(store.engine, since, until), reference, cfg, _encoder(rollout))
     except Exception as exc:  # drift informs the dashboards; it must not stop the rollout
         log.warning("interval drift failed: %s", exc)
         return None
@@ -285,7 +285,7 @@ def evidence_and_decision(store: RolloutStore, rollout: Rollout, cfg: CanaryConf
              "challenger_version": rollout.challenger_version, "gateway_url": rollout.gateway_url or "",
              "task": _task(rollout)}
     with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
-        result = finish(run, state, verdict, frame, reference, cfg, client, **facts)
+        result = finish(run, state, verdict, frame, reference, cfg, client, _encoder(rollout), **facts)
         result["rollout_id"] = rollout.rollout_id
         result["decided_by"] = rollout.decided_by
         mlflow.log_dict(result, f"{REPORT_DIR}/result.json")
@@ -314,6 +314,20 @@ def record_history(store: RolloutStore, rollout: Rollout, client: Any = None) ->
                                      json.dumps(events[-40:]))
     except Exception as exc:
         log.warning("recording the rollout history on version %s failed: %s", rollout.challenger_version, exc)
+
+
+def _encoder(rollout: Rollout) -> Any:
+    """A table model's row encoder for drift (its training split's fitted transformer), else None."""
+    data = _prepared(rollout)
+    if data is None:
+        return None
+    from pipelines.canary.drift import table_encoder
+
+    try:
+        return table_encoder(data)
+    except Exception as exc:  # drift informs; an unreadable transformer must not stop the rollout
+        log.warning("the table model's transformer for drift could not be loaded: %s", exc)
+        return None
 
 
 def _reference(rollout: Rollout, cfg: CanaryConfig) -> pd.DataFrame | None:

@@ -10,6 +10,8 @@ is reported as too small to judge (None), not as "no drift".
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,7 @@ import pandas as pd
 from monitoring.drift import data_drift_share, features_frame, prediction_drift
 from monitoring.sources import label_key
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
+from nas.data import TaskData
 from pipelines.canary.config import CanaryConfig
 
 MIN_DISTINCT_ROWS = 10
@@ -24,15 +27,51 @@ MIN_DISTINCT_ROWS = 10
 log = logging.getLogger("nasops.canary")
 
 
-def distinct_inputs(frame: pd.DataFrame, variant: str | None = None, *, include_shadow: bool = True) -> np.ndarray:
+RowEncoder = Callable[[list[dict]], np.ndarray]
+"""Named raw rows (a table model's logged inputs) -> the encoded features its training rows are in."""
+
+
+def table_encoder(data: TaskData) -> RowEncoder | None:
+    """For a raw-table model's prepared data: encode logged named rows with the transformer fitted on its training
+    split (saved beside the prepared data), so served rows and the training reference (``x_train``, already
+    encoded) are compared column for column. None for a float-matrix model, or when the transformer is missing."""
+    path = data.meta.get("preprocessor")
+    schema = data.meta.get("input_schema")
+    if data.meta.get("input_form") != "table" or not path or not schema or not Path(path).is_file():
+        return None
+    import joblib
+
+    from nas.table_model import coerce_frame
+
+    preprocessor = joblib.load(path)
+    columns = [c["name"] for c in schema]
+    if list(getattr(preprocessor, "feature_names_in_", columns)) != columns:
+        return None  # replayed in another model's columns (after --allow-schema-change): not this transformer's
+
+    def encode(records: list[dict]) -> np.ndarray:
+        frame = pd.DataFrame.from_records(records, columns=columns)
+        return np.asarray(preprocessor.transform(coerce_frame(frame, schema)), dtype=float)
+
+    return encode
+
+
+def distinct_inputs(frame: pd.DataFrame, variant: str | None = None, *, include_shadow: bool = True,
+                    encode: RowEncoder | None = None) -> np.ndarray:
     """The distinct input rows a variant (or, with None, the gateway) received: one per value, whatever the
-    number of requests, fallbacks or shadow copies that carried it."""
+    number of requests, fallbacks or shadow copies that carried it. A table model's named raw rows are encoded
+    with ``encode`` first (without one they cannot be compared with a float reference: empty)."""
     rows = frame if variant is None else frame[frame["variant"] == variant]
     if not include_shadow and "shadow" in rows:
         rows = rows[~rows["shadow"].astype(bool)]
-    if rows.empty or isinstance(rows["inputs"].iloc[0], dict):  # a table model's named raw rows: no float matrix
+    if rows.empty:
         return np.empty((0, 0))
-    x = np.array(rows["inputs"].tolist(), dtype=float)
+    if isinstance(rows["inputs"].iloc[0], dict):
+        if encode is None:
+            return np.empty((0, 0))
+        named = [r for r in rows["inputs"].tolist() if isinstance(r, dict)]
+        x = encode(named) if named else np.empty((0, 0))
+    else:
+        x = np.array(rows["inputs"].tolist(), dtype=float)
     return np.unique(x, axis=0) if x.ndim == 2 and len(x) else x
 
 
@@ -45,12 +84,13 @@ def predictions(frame: pd.DataFrame, variant: str) -> list:
     return [label_key(p) for p in values]
 
 
-def interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig) -> dict[str, float | None]:
+def interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig,
+                   encode: RowEncoder | None = None) -> dict[str, float | None]:
     """Drift shares of each variant's distinct inputs in one window, and challenger-vs-champion prediction drift
     (None: too few samples to judge)."""
     out: dict[str, float | None] = {}
     for variant in VARIANTS:
-        x = distinct_inputs(frame, variant)
+        x = distinct_inputs(frame, variant, encode=encode)
         out[variant] = (data_drift_share(reference, features_frame(x, list(reference.columns)),
                                          threshold=cfg.drift_threshold).share
                         if len(x) >= MIN_DISTINCT_ROWS else None)

@@ -17,7 +17,7 @@ from monitoring.report import canary_report_html, score_plot_png
 from monitoring.vocabulary import CHALLENGER, CHAMPION, PROMOTED, VARIANTS, tag
 from pipelines import promotion
 from pipelines.canary.config import CanaryConfig
-from pipelines.canary.drift import MIN_DISTINCT_ROWS, distinct_inputs, predictions
+from pipelines.canary.drift import MIN_DISTINCT_ROWS, RowEncoder, distinct_inputs, predictions
 from pipelines.canary.rollout import RolloutState
 
 REPORT_DIR = "canary"
@@ -25,10 +25,10 @@ STEP_KEYS = ("interval", "mode", "weight", "verdict", "outcome", "score")
 
 
 def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame | None, cfg: CanaryConfig, history: list[dict],
-                  html: Path) -> dict[str, Any]:
+                  html: Path, encode: RowEncoder | None = None) -> dict[str, Any]:
     """Whole-canary data drift on the distinct served inputs (HTML report written to ``html``), prediction drift,
-    and each variant's last per-interval share."""
-    served = distinct_inputs(frame, include_shadow=False)
+    and each variant's last per-interval share (a table model's named rows encoded by ``encode``)."""
+    served = distinct_inputs(frame, include_shadow=False, encode=encode)
     if reference is None:
         info: dict[str, Any] = {"share": None, "dataset_drift": None, "distinct_rows": len(served),
                                 "note": "no training reference given (start the rollout with --data PREPARED.npz "
@@ -116,11 +116,11 @@ def record_decision(client: Any, result: dict[str, Any], verdict: Verdict, cfg: 
 
 
 def finish(run: Any, state: RolloutState, verdict: Verdict, frame: pd.DataFrame, reference: pd.DataFrame | None,
-           cfg: CanaryConfig, client: Any, **facts: str) -> dict[str, Any]:
+           cfg: CanaryConfig, client: Any, encode: RowEncoder | None = None, **facts: str) -> dict[str, Any]:
     """Drift report, evidence artifacts and the registry decision; returns the stage's result."""
     with tempfile.TemporaryDirectory(prefix="nasops-canary-") as tmp:
         html = Path(tmp) / "data_drift.html"
-        drift = drift_summary(frame, reference, cfg, state.history, html)
+        drift = drift_summary(frame, reference, cfg, state.history, html, encode)
         result = canary_result(state, verdict, frame, drift, run=run, **facts)
         log_evidence(result, state, verdict, Path(tmp), html)
     record_decision(client, result, verdict, cfg)
