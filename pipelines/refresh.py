@@ -36,6 +36,7 @@ from pipelines.data import prepare
 from pipelines.retrain import register_baseline, retrain_and_register
 from pipelines.schema_check import compare_with_champion
 from pipelines.settings import Settings
+from pipelines.targets import check_champion_task
 from pipelines.tracking import configure_mlflow
 
 progress = logging.getLogger("nasops.refresh")
@@ -225,6 +226,7 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
                     query=config.query, categorical=config.categorical, task=config.task)
     data: PreparedData = clock.stage("prepare_data", lambda: _cached(prepare_data, results)(
         spec, str(settings.data_dir), record.refresh_id))
+    check_champion_task(model_name, data.task)  # a regression never challenges a classifier, nor the reverse
     # before training: other columns stop here (or are allowed); the same data as the champion's is said and tagged
     versus = compare_with_champion(model_name, data.input_schema, data.source, data.fingerprint,
                                    config.allow_schema_change)

@@ -88,3 +88,20 @@ def load_bundled_table(name: str) -> tuple[pd.DataFrame, pd.Series]:
 
     bunch = load_diabetes(as_frame=True, scaled=False)
     return bunch.data.astype(np.float64), bunch.target.astype(np.float64).rename("progression")
+
+
+def check_champion_task(model_name: str, task: str) -> None:
+    """A regression and a classifier cannot share a model name: the canary would judge one against the other's
+    labels. Raises a one-line :class:`~pipelines.errors.UserError` naming the fix, before anything trains."""
+    from monitoring.vocabulary import CHAMPION
+    from pipelines import registry
+    from pipelines.errors import UserError
+
+    mv = registry.alias_version(registry.client_for_active(), model_name, CHAMPION)
+    if mv is None:
+        return
+    theirs = registry.version_tags(mv).get("task", "classification")
+    if theirs != task:
+        raise UserError(f"model {model_name!r}: its champion (version {mv.version}) is a {theirs} model, but this "
+                        f"target is a {task}; register it under another name with --model-name, or pass --task "
+                        f"{theirs} if the target is meant that way")

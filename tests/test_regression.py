@@ -314,3 +314,16 @@ def test_the_gateway_answers_numbers_and_takes_numeric_labels(refreshed):
             assert bad is True or "item 0 row 0" in refused.json()["error"], refused.text
         assert httpx.post(f"{gw.url}/feedback", json={"request_id": r2["request_id"], "label": 120},
                           headers=auth).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_classifier_cannot_challenge_the_regression_champion(refreshed, tmp_path):
+    frame = continuous_table(120)
+    frame["y"] = np.where(frame["a"] > 0, "high", "low")
+    path = tmp_path / "classes.csv"
+    frame.to_csv(path, index=False)
+    proc = subprocess.run([*NASOPS, "refresh", "--data", str(path), "--target", "y", "--model-name", "diabetes",
+                           *FAST], capture_output=True, text=True, timeout=600, env=refreshed["env"])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "is a regression model, but this target is a classification" in proc.stderr
+    assert "--model-name" in proc.stderr and "Traceback" not in proc.stderr
