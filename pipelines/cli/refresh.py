@@ -123,7 +123,7 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 def refresh(
-    data: str = typer.Option("digits", help="bundled dataset (digits, mnist5k), a .csv/.parquet file, or a "
+    data: str = typer.Option("digits", help="bundled dataset (digits, mnist5k, diabetes), a .csv/.parquet file, or a "
                              "database URL (postgresql://USER@HOST/DB, sqlite:///FILE.db) with --query"),
     target: str | None = typer.Option(None, help="label column of a CSV/Parquet file or of the query's result"),
     query: str | None = typer.Option(None, "--query", help='SQL whose rows are the table, e.g. "SELECT * FROM t" '
