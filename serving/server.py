@@ -277,5 +277,6 @@ def serve_forever(settings: GatewaySettings, host: str = "127.0.0.1", port: int 
         return
     from serving.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False,
+    sys.setswitchinterval(settings.gil_switch_interval_s)  # this process is the gateway's alone (``nasops serve``)
+    uvicorn.run(create_app(settings, freeze_gc=True), host=host, port=port, log_level="info", access_log=False,
                 timeout_graceful_shutdown=SHUTDOWN_DRAIN_S)
