@@ -159,6 +159,17 @@ def test_read_query_names_a_statement_that_returns_no_rows(tmp_path):
         read_query(url, "UPDATE customers SET size = 0 WHERE 0")
 
 
+def test_a_scheduled_refresh_carries_the_query(tmp_path):
+    url = _sqlite(tmp_path / "shop.db", _customers())
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = _cli("schedule", "--cron", "0 3 * * 0", "--data", url, "--query", QUERY, "--target", "label", "--check",
+                home=home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads(proc.stdout)["parameters"]["config"]
+    assert config["data"] == url and config["query"] == QUERY and config["target"] == "label"
+
+
 # -- a real PostgreSQL server through the CLI -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def postgres():
@@ -226,6 +237,14 @@ def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(po
         seen += json.dumps(mv.tags)
     assert PASSWORD not in seen
     assert PASSWORD.encode() not in _everything_under(tmp_path)
+
+    # a scheduled refresh keeps the password out of the deployment's parameters too (it stays in the environment
+    # of the serving process)
+    scheduled = _cli("schedule", "--cron", "0 3 * * 0", "--data", with_password, "--query", QUERY, "--target",
+                     "label", "--check", home=home)
+    assert scheduled.returncode == 0, scheduled.stderr[-3000:]
+    assert PASSWORD not in scheduled.stdout + scheduled.stderr
+    assert json.loads(scheduled.stdout)["parameters"]["config"]["data"] == with_password.replace(f":{PASSWORD}", "")
 
     # the same query after the rows changed: the flow's check says so (stage level, same registry)
     with postgres.connect("shop_refresh") as conn:

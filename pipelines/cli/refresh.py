@@ -217,8 +217,11 @@ def schedule(
     cron: str = typer.Option(..., help='cron expression, e.g. "0 3 * * 0" (Sundays 03:00)'),
     name: str = typer.Option("nasops-refresh", help="deployment name"),
     timezone: str | None = typer.Option(None, help="IANA time zone of the cron expression (default UTC)"),
-    data: str = typer.Option("digits", help="bundled dataset or a .csv/.parquet file"),
-    target: str | None = typer.Option(None, help="label column of a CSV/Parquet file"),
+    data: str = typer.Option("digits", help="bundled dataset, a .csv/.parquet file, or a database URL with --query"),
+    target: str | None = typer.Option(None, help="label column of a CSV/Parquet file or of the query's result"),
+    query: str | None = typer.Option(None, "--query", help="SQL whose rows are the table (a database URL as --data)"),
+    categorical: str | None = typer.Option(None, "--categorical", help="integer feature columns to encode as "
+                                           "categories, comma-separated"),
     config_file: Path | None = typer.Option(None, "--config", help="YAML/JSON file of RefreshConfig fields"),
     check: bool = typer.Option(False, "--check", help="validate and print the deployment, then exit"),
 ) -> None:
@@ -230,7 +233,7 @@ def schedule(
     except ValidationError as exc:
         raise UserError(f"--cron {cron!r} is not a valid cron expression (5 fields: minute hour day month "
                         f"weekday, e.g. \"0 3 * * 0\"): {exc.errors()[0]['msg']}") from exc
-    config = build_config(config_file, data, target)
+    config = build_config(config_file, data, target, query=query, categorical=categorical)  # password -> env
     preflight(config)
     from pipelines.refresh import model_refresh
 
