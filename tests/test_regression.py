@@ -206,6 +206,15 @@ def test_the_prediction_log_gives_absolute_errors_of_numeric_labels(tmp_path):
     assert len(champion) == len(challenger) == 20
     drift_champion, drift_challenger = samples["prediction_drift"]  # predicted values against the reference
     assert np.allclose(drift_champion, 0.0) and np.all(drift_challenger > 0)
+    # the target's drift: the labels that came back against the training targets (Evidently, normed Wasserstein)
+    from monitoring.prediction_log import read_predictions
+    from pipelines.canary.evidence import target_drift
+
+    frame = read_predictions(engine)
+    rng = np.random.default_rng(0)
+    near, far = target_drift(frame, list(rng.normal(104, 5, 200))), target_drift(frame, list(rng.normal(200, 5, 200)))
+    assert 0 <= near < far and far > 1.0
+    assert target_drift(frame, None) is None
 
 
 # -- the whole refresh ---------------------------------------------------------------------------------------
@@ -255,6 +264,7 @@ def test_a_regression_refresh_registers_and_judges_on_rmse(refreshed):
     assert "online_accuracy" not in evidence and evidence["online_rmse"]["critical"]
     assert evidence["online_rmse"]["n_champion"] > 0 and evidence["online_rmse"]["n_challenger"] > 0
     assert evidence["online_rmse"]["classification"] in ("Pass", "High", "Low")
+    assert np.isfinite(canary["drift"]["target_drift"]) and np.isfinite(canary["drift"]["prediction_drift"])
     for variant in ("champion", "challenger"):
         online = canary["online"][variant]
         assert online["errors"] == 0 and online["requests"] > 0

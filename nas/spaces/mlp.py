@@ -68,7 +68,8 @@ class ResidualLayer(nn.Module):
 
 
 class MLPNetwork(nn.Module):
-    """Flatten -> hidden layers -> linear classifier."""
+    """Flatten -> hidden layers -> linear classifier (``num_classes`` 1: a regression head, one output and no softmax
+    anywhere in the network; the trainer fits it with MSE on the standardised target)."""
 
     def __init__(self, cfg: MLPConfig, in_features: int, num_classes: int) -> None:
         super().__init__()

@@ -147,6 +147,12 @@ def _task(rollout: Rollout) -> str:
     return data.task if data is not None else "classification"
 
 
+def _target_values(rollout: Rollout) -> list[float] | None:
+    """A regression's training targets (the target-drift reference), else None."""
+    data = _prepared(rollout)
+    return [float(v) for v in data.y_train] if data is not None and data.is_regression else None
+
+
 def _prepared(rollout: Rollout) -> Any:
     if not rollout.data_path:
         return None
@@ -283,7 +289,7 @@ def evidence_and_decision(store: RolloutStore, rollout: Rollout, cfg: CanaryConf
     reference = _reference(rollout, cfg)
     facts = {"model_name": rollout.model_name, "champion_version": rollout.champion_version,
              "challenger_version": rollout.challenger_version, "gateway_url": rollout.gateway_url or "",
-             "task": _task(rollout)}
+             "task": _task(rollout), "target_values": _target_values(rollout)}
     with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
         result = finish(run, state, verdict, frame, reference, cfg, client, _encoder(rollout), **facts)
         result["rollout_id"] = rollout.rollout_id

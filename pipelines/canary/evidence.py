@@ -53,14 +53,17 @@ def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame | None, cfg: Cana
 
 def canary_result(state: RolloutState, verdict: Verdict, frame: pd.DataFrame, drift: dict[str, Any], *,
                   run: Any, model_name: str, champion_version: str, challenger_version: str,
-                  gateway_url: str, task: str = "classification") -> dict[str, Any]:
+                  gateway_url: str, task: str = "classification",
+                  target_values: list[float] | None = None) -> dict[str, Any]:
     """The canary stage's output (see :class:`pipelines.contracts.CanaryOutput`); a regression's online summary
-    has each variant's RMSE and MAE beside the counts."""
+    has each variant's RMSE and MAE beside the counts, and its drift the target's: the labels that came back
+    against the training targets (``target_values``)."""
     online = summarize_variants(frame, VARIANTS)
     if task == "regression":
         for variant, facts in online.items():
             rows = frame[frame["variant"] == variant] if len(frame) else frame
             facts.update(regression_summary(rows), accuracy=None, correct_rows=None)
+        drift = {**drift, "target_drift": target_drift(frame, target_values)}
     return {
         "task": task,
         "decision": state.decision,
@@ -82,6 +85,20 @@ def canary_result(state: RolloutState, verdict: Verdict, frame: pd.DataFrame, dr
         "gateway_url": gateway_url,
         "model_name": model_name,
     }
+
+
+def target_drift(frame: pd.DataFrame, target_values: list[float] | None) -> float | None:
+    """Drift of a regression's target: the labels /feedback brought (served rows, one per request row) against the
+    training targets, Evidently's normed Wasserstein distance (None with fewer than 10 labels or no reference)."""
+    from monitoring.drift import prediction_drift
+
+    if not target_values or not len(frame):
+        return None
+    served = frame[~frame["shadow"].astype(bool)].drop_duplicates(["request_id", "row"])
+    labels = [float(v) for v in served["label"].dropna() if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(labels) < 10:
+        return None
+    return prediction_drift([float(v) for v in target_values], labels)
 
 
 def log_evidence(result: dict[str, Any], state: RolloutState, verdict: Verdict, tmp: Path,
