@@ -5,7 +5,7 @@ against random search and regularized evolution, all measured side by side in on
     .venv/bin/python benchmarks/search.py                      # nas-bench-graph cora + computers, our NB201 table
     .venv/bin/python benchmarks/search.py --seeds 20 --budget 300 --json out.json
     .venv/bin/python benchmarks/search.py --graph "" --no-ground-truth --nb201 cifar100,imagenet \
-        --zc synflow,params --budget 100 --json                    # public NB201 table, JSON on stdout
+        --zc meco,synflow --budget 100 --json                      # public NB201 table, JSON on stdout
     .venv/bin/python benchmarks/search.py --tune                   # choose the predictor's defaults on CIFAR-10
     ... --subsample 0.5      # each seed searches its own random half (the zero-cost warm start then differs)
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT.parent))
 from nas.benchmarking import compare_on_subsamples, compare_strategies, summary  # noqa: E402
 from nas.strategies import list_strategies  # noqa: E402
 from nas.tabular import BenchmarkTable, load_table, percent_to_fraction  # noqa: E402
-from nas.zc_features import zc_features  # noqa: E402
+from nas.zc_features import SEARCH_FEATURES, zc_features  # noqa: E402
 
 STRATEGIES = tuple(list_strategies())  # every registered strategy, the model-based ones included
 NB201_TABLE = ROOT / "tables" / "nb201_12epoch.csv.gz"
@@ -147,6 +147,28 @@ def tune(args) -> dict:
     return results
 
 
+def tune_refresh(args) -> dict:
+    """The refresh's search at its own scale on CIFAR-10 (the tuning table): each seed samples 1,000 cells (the
+    refresh's ``pool_size``), the predictor's pool is their zero-cost top 32 (``prefilter_keep``), budget 8 in
+    batches of 4, ``n_init`` as the refresh sets it; warm-start depth x predictor. Seeds disjoint from reports."""
+    table = nb201_table("cifar10", [z for z in args.zc.split(",") if z])
+    results = {}
+    for warm in (2, 4, 8):
+        for predictor in ("mlp", "lgbm"):
+            start = time.perf_counter()
+            kwargs = {"predictor": predictor, "acquisition": "ucb", "n_init": max(2, min(warm or 4, 8 // 2))}
+            curves = compare_on_subsamples(
+                table, "cifar10-val", ["predictor"], fraction=1000 / len(table), budget=8, seeds=args.seeds,
+                batch=4, report="cifar10-test", strategy_kwargs={"predictor": kwargs}, first_seed=TUNE_SEEDS,
+                warm_start=warm, pool_size=32)
+            e = summary(curves, table.optimum("cifar10-test"), checkpoints=[4, 8])["strategies"]["predictor"]
+            key = f"warm_start={warm} {predictor}+ucb [{args.zc}]"
+            results[key] = e
+            print(f"| {key} | " + " | ".join(f"{v:.4f}" for v in e["regret_at"].values())
+                  + f" | {time.perf_counter() - start:.0f} |", file=sys.stderr, flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -155,7 +177,8 @@ def main() -> None:
     parser.add_argument("--graph", default="cora,computers", help="nas-bench-graph datasets (comma list)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--nb201", default="", help="public NB201 table datasets: cifar10,cifar100,imagenet")
-    parser.add_argument("--zc", default="synflow,params", help="zero-cost features of the NB201 table's rows")
+    parser.add_argument("--zc", default=",".join(SEARCH_FEATURES["nb201"]),
+                        help="zero-cost features of the NB201 table's rows [default: the tuned nb201 set]")
     parser.add_argument("--predictor-kwargs", default="{}", help="JSON keyword arguments of the predictor strategy")
     parser.add_argument("--warm-start", type=int, default=10, help="zero-cost top rows the predictor evaluates first")
     parser.add_argument("--pool-size", type=int, default=1000, help="zero-cost top rows the predictor draws from")
@@ -163,6 +186,8 @@ def main() -> None:
                         help="each seed searches its own random fraction of the rows (warm starts then differ)")
     parser.add_argument("--no-ground-truth", action="store_true", help="skip benchmarks/ground_truth/*.csv")
     parser.add_argument("--tune", action="store_true", help="the CIFAR-10 predictor grid (--seeds, --budget)")
+    parser.add_argument("--tune-refresh", action="store_true",
+                        help="the refresh's scale on CIFAR-10: 1,000-cell samples, pool 32, budget 8 (--seeds, --zc)")
     parser.add_argument("--tune-features", default="",
                         help="only these feature sets of the grid, ';'-separated (e.g. 'meco;meco,synflow')")
     parser.add_argument("--tune-configs", default="", help="only these configurations of the grid (e.g. lgbm+ucb)")
@@ -171,8 +196,8 @@ def main() -> None:
                              "stderr)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.tune:
-        results = tune(args)
+    if args.tune or args.tune_refresh:
+        results = tune_refresh(args) if args.tune_refresh else tune(args)
         if args.json:
             _write_json(args.json, results)
         return

@@ -48,6 +48,11 @@ class Scoring:
 NB201_SCORING = Scoring()
 """The shipped NB201 scores' network (see ``benchmarks/tables/score_nb201.py``)."""
 
+SEARCH_FEATURES: dict[str, tuple[str, ...]] = {"nb201": ("meco", "synflow")}
+"""The default zero-cost features (and warm-start / pool ranking) of a table search per space: chosen on the
+public NB201 table's CIFAR-10 columns only, out of every feature set of ``benchmarks/search.py --tune``
+(docs/benchmarks-search.md: MeCo, Jiang et al., NeurIPS 2023, with SynFlow, Tanaka et al., NeurIPS 2020)."""
+
 
 def read_shipped(path: str | Path, names: Sequence[str], arch_column: str = "ArchitectureString"
                  ) -> dict[str, dict[str, float]]:

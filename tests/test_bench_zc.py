@@ -163,6 +163,25 @@ def test_bench_search_with_zc_features_on_a_slice_of_the_public_table(tmp_path):
     assert acq.returncode == 2 and "--acquisition 'pi': choose one of its, ucb, ei" in acq.stderr
 
 
+def test_bench_search_on_nb201_defaults_to_the_features_tuned_on_cifar10(tmp_path):
+    from nas.zc_features import SEARCH_FEATURES
+
+    rows = _rows(TABLE)[:40]
+    sub = tmp_path / "nb201_slice.csv"
+    with sub.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    args = ["bench", "search", "--table", str(sub), "--arch-column", "ArchitectureString", "--metric-column",
+            "cifar10-val", "--report-column", "cifar10-test", "--space", "nb201", "--strategy", "random",
+            "--budget", "5", "--seeds", "1", "--json"]
+    done = _nasops(*args, home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"{40 * len(SEARCH_FEATURES['nb201'])} values from the shipped scores" in done.stderr
+    none = _nasops(*args, "--zc", "", home=tmp_path)  # '' asks for no features: nothing is read or computed
+    assert none.returncode == 0 and "zero-cost features" not in none.stderr
+
+
 def test_bench_search_prints_the_ratio_to_each_baseline(tmp_path):
     rows = _rows(TABLE)[:50]
     sub = tmp_path / "slice.csv"

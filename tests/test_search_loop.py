@@ -99,7 +99,7 @@ KILLED_SCRIPT = textwrap.dedent(
             return super().evaluate(arch, fidelity)
 
     strategy = get_strategy("predictor", TableSpace(table.archs), seed=5, n_init=3,
-                            predictor_kwargs={"steps": 40})
+                            predictor="mlp", predictor_kwargs={"steps": 40})
     run_search(strategy, SlowEvaluator(table), budget=16, journal=journal, resume=resume)
     """
 )
@@ -164,7 +164,8 @@ def test_predictor_tau_is_reported_on_the_unevaluated_pool(toy):
     table, space = toy
     ev = TabularEvaluator(table)
     pool = list(space.enumerate())
-    strategy = get_strategy("predictor", space, seed=0, pool=pool, n_init=4, predictor_kwargs={"steps": 60})
+    strategy = get_strategy("predictor", space, seed=0, pool=pool, n_init=4, predictor="mlp",
+                            predictor_kwargs={"steps": 60})
     result = run_search(strategy, ev, budget=20, pool_truth=ev.true_value, tau_pool=pool, tau_every=5)
     assert result.tau, "no Kendall tau reported"
     last = result.tau[-1]
@@ -303,7 +304,7 @@ def test_the_loop_asks_for_as_many_trials_as_it_has_free_slots(toy):
 
 def test_batched_serial_search_resumes_identically(toy, tmp_path):
     table, space = toy
-    kw = {"n_init": 4, "predictor_kwargs": {"steps": 40}}
+    kw = {"n_init": 4, "predictor": "mlp", "predictor_kwargs": {"steps": 40}}
     full = run_search(get_strategy("predictor", space, seed=1, **kw), TabularEvaluator(table), budget=14, batch=3)
     journal = tmp_path / "j.jsonl"
     run_search(get_strategy("predictor", space, seed=1, **kw), TabularEvaluator(table), budget=7, batch=3,

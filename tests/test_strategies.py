@@ -71,7 +71,7 @@ def test_ask_returns_unseen_architectures_of_the_space(name, table, space):
 def test_same_seed_same_proposals(name, table, space):
     runs = []
     budget = 14 if name == "predictor" else 25
-    kw = {"n_init": 4, "predictor_kwargs": {"steps": 60}} if name == "predictor" else {}
+    kw = {"n_init": 4, "predictor": "mlp", "predictor_kwargs": {"steps": 60}} if name == "predictor" else {}
     for _ in range(2):
         strategy = get_strategy(name, space, seed=7, **kw)
         runs.append(drive(strategy, TabularEvaluator(table), budget))

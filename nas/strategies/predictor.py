@@ -53,7 +53,7 @@ class PredictorGuided(Strategy):
         self,
         space,
         *,
-        predictor: str = "mlp",
+        predictor: str = "lgbm",  # chosen on NB201 CIFAR-10 (benchmarks/search.py --tune, docs/benchmarks-search.md)
         acquisition: str = "ucb",
         proxies: ProxySource | None = None,
         n_init: int = 8,

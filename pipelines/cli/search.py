@@ -221,13 +221,14 @@ def bench_search_command(
                                                  "(e.g. a test column while searching on validation)"),
     proxy_columns: str = typer.Option("", help="comma list of zero-cost proxy columns"),
     space: str = typer.Option(None, help="space of the strings (e.g. nb201) to compute --zc proxies on the fly"),
-    zc: str = typer.Option("", help="data-free proxies computed from the strings (needs --space), e.g. "
-                                    "synflow,params: the predictor's features, pool and warm start"),
+    zc: str = typer.Option(None, help="data-free proxies computed from the strings (needs --space), e.g. "
+                                      "meco,synflow: the predictor's features, pool and warm start; '' for none "
+                                      "[default: meco,synflow with --space nb201, tuned on CIFAR-10; else none]"),
     zc_cache: Path = typer.Option(None, "--zc-cache", help="JSON-lines cache of computed --zc scores "
                                                            "[default: $NASOPS_HOME/zc-cache/SPACE.jsonl]"),
     strategy: str = typer.Option("all", help="a registered strategy (nasops search --list-strategies) or all"),
     predictor: str = typer.Option(None, help="the predictor strategy's model: mlp or lgbm [default: the strategy's]"),
-    acquisition: str = typer.Option(None, help="the predictor strategy's acquisition: ucb, its or ei"),
+    acquisition: str = typer.Option(None, help="the predictor strategy's acquisition: ucb, its, ei or greedy"),
     budget: int = typer.Option(100, min=1),
     seeds: int = typer.Option(20, min=1),
     batch: int = typer.Option(5, min=1, help="architectures asked per round (the predictor refits once a round)"),
@@ -244,6 +245,10 @@ def bench_search_command(
         if name not in list_strategies():
             raise UserError(f"--strategy {name!r}: choose one of {', '.join(list_strategies())} or all")
     predictor_kwargs = _predictor_kwargs(predictor, acquisition)
+    if zc is None:
+        from nas.zc_features import SEARCH_FEATURES
+
+        zc = ",".join(SEARCH_FEATURES.get(space, ())) if space else ""
     proxies = [p.strip() for p in proxy_columns.split(",") if p.strip()]
     metrics = [metric_column] + ([report_column] if report_column and report_column != metric_column else [])
     try:
