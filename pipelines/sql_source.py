@@ -78,9 +78,9 @@ def _engine_url(url: str) -> sa.engine.URL:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:") or database.startswith("file:"):
-            raise UserError(f"--data {url!r}: an in-memory SQLite database holds no table; {URL_FIX}")
+            raise UserError(f"--data {display_url(url)!r}: an in-memory SQLite database holds no table; {URL_FIX}")
         if not Path(database).expanduser().is_file():  # SQLite would silently create an empty file
-            raise UserError(f"--data {url!r}: the SQLite file {database!r} does not exist; check the path "
+            raise UserError(f"--data {display_url(url)!r}: the SQLite file {database!r} does not exist; check the path "
                             "(sqlite:///relative/path.db or sqlite:////absolute/path.db)")
     return _with_installed_postgres_driver(parsed)
 
@@ -122,22 +122,31 @@ def read_query(url: str, query: str | None, timeout_s: float | None = None) -> p
             raise UserError(f"cannot connect to the database {shown!r} ({_cause(outcome[0], url)}); check that the "
                             "server runs and that the URL (host, port, user, password, database) is right") from None
         with outcome[0] as conn:
-            try:  # the driver's own SQL: no bind-parameter parsing of ':' (times) in the user's query
-                result = conn.exec_driver_sql(query)
-                if not result.returns_rows:
-                    raise UserError(f"--query on {shown!r} returns no rows (is it a SELECT?); give a query that "
-                                    "returns the training table")
-                frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()),
-                                                  coerce_float=True)  # NUMERIC (Decimal) -> float
-            except sa.exc.SQLAlchemyError as exc:
-                raise UserError(f"the query failed on {shown!r}: {_cause(exc, url)}; fix the SQL of --query") \
-                    from None
+            frame = _run(conn, query, shown, url)
     finally:
         engine.dispose()
     if frame.empty:
         raise UserError(f"the query on {shown!r} returned no rows; nasops needs labelled examples to train on "
                         "(check its WHERE clause and the table)")
     return frame
+
+
+def _run(conn: sa.Connection, query: str, shown: str, url: str) -> pd.DataFrame:
+    """``query`` exactly as written, on the driver's own cursor without parameters: neither SQLAlchemy's ``:name``
+    nor psycopg's ``%s`` placeholder parsing touches a ``'10:00'`` or a ``LIKE 'r%'`` in it."""
+    dbapi = conn.connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(query)
+        if cursor.description is None:
+            raise UserError(f"--query on {shown!r} returns no rows (is it a SELECT?); give a query that returns the "
+                            "training table")
+        columns = [d[0] for d in cursor.description]
+        return pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=True)  # NUMERIC -> float
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise UserError(f"the query failed on {shown!r}: {_cause(exc, url)}; fix the SQL of --query") from None
+    finally:
+        cursor.close()
 
 
 def _cause(exc: BaseException, url: str) -> str:

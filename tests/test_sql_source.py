@@ -190,6 +190,16 @@ def _load_postgres(postgres, database: str, frame: pd.DataFrame) -> str:
     return url
 
 
+@pytest.mark.slow
+def test_postgres_query_text_is_the_drivers_own_sql(postgres):
+    """A '%' in a LIKE pattern and a ':' in a time literal reach PostgreSQL as written (no placeholder parsing)."""
+    url = _load_postgres(postgres, "shop_sql_text", _customers())
+    frame = read_query(url, "SELECT colour, joined FROM customers WHERE colour LIKE 'r%' AND joined > "
+                            "'2023-01-01 09:00'")
+    assert len(frame) > 0 and set(frame["colour"]) == {"red"}
+    assert pd.api.types.is_datetime64_any_dtype(frame["joined"])  # a timestamp column arrives as a datetime type
+
+
 def _everything_under(root: Path) -> bytes:
     blob = b""
     for path in root.rglob("*"):
