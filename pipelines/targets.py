@@ -90,14 +90,14 @@ def load_bundled_table(name: str) -> tuple[pd.DataFrame, pd.Series]:
     return bunch.data.astype(np.float64), bunch.target.astype(np.float64).rename("progression")
 
 
-def check_champion_task(model_name: str, task: str) -> None:
+def check_champion_task(model_name: str, task: str, client=None) -> None:
     """A regression and a classifier cannot share a model name: the canary would judge one against the other's
     labels. Raises a one-line :class:`~pipelines.errors.UserError` naming the fix, before anything trains."""
     from monitoring.vocabulary import CHAMPION
     from pipelines import registry
     from pipelines.errors import UserError
 
-    mv = registry.alias_version(registry.client_for_active(), model_name, CHAMPION)
+    mv = registry.alias_version(client or registry.client_for_active(), model_name, CHAMPION)
     if mv is None:
         return
     theirs = registry.version_tags(mv).get("task", "classification")
@@ -105,3 +105,20 @@ def check_champion_task(model_name: str, task: str) -> None:
         raise UserError(f"model {model_name!r}: its champion (version {mv.version}) is a {theirs} model, but this "
                         f"target is a {task}; register it under another name with --model-name, or pass --task "
                         f"{theirs} if the target is meant that way")
+
+
+def preflight_task(config, y: pd.Series) -> None:
+    """:func:`check_champion_task` from the CLI, before Prefect starts (one line, no flow run); reads the registry
+    only when one exists."""
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.settings import Settings
+
+    settings = Settings()
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return
+    check_champion_task(config.model_name or settings.model_name, resolve_task(y, config.task),
+                        client=MlflowClient(tracking_uri=uri, registry_uri=uri))

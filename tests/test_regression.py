@@ -328,8 +328,10 @@ def test_the_gateway_answers_numbers_and_takes_numeric_labels(refreshed):
 
 @pytest.mark.slow
 def test_a_classifier_cannot_challenge_the_regression_champion(refreshed, tmp_path):
-    frame = continuous_table(120)
-    frame["y"] = np.where(frame["a"] > 0, "high", "low")
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(as_frame=True, scaled=False)  # the champion's columns, a class label as the target
+    frame = bunch.data.assign(y=np.where(bunch.target > 140, "high", "low"))
     path = tmp_path / "classes.csv"
     frame.to_csv(path, index=False)
     proc = subprocess.run([*NASOPS, "refresh", "--data", str(path), "--target", "y", "--model-name", "diabetes",

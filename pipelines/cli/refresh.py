@@ -102,7 +102,9 @@ def preflight(config) -> None:
     validate(x, y, source_label(config.data), config.task, config.categorical)
     resolve_space(config.search, input_shape)
     from pipelines.schema_check import preflight_schema
+    from pipelines.targets import preflight_task
 
+    preflight_task(config, y)  # a classifier against a regression champion (or the reverse): one line now
     preflight_schema(config, x)  # other columns than the champion's: one line now, not a failed flow run
 
 
