@@ -155,7 +155,10 @@ class TrainingEvaluator:
             # chance level: a uniform guess, or a regression predicting the training mean (RMSE = the target's std)
             score = -self.data.target_scale[1] if self.data.is_regression else 1.0 / self.data.num_classes
             train_seconds = time.perf_counter() - start
-        metrics = {self.metric: float(score), "params": float(params), "train_seconds": float(train_seconds)}
+        # the trained score under its own key (val_accuracy / val_neg_rmse), whatever metric the search ranks:
+        # with --objective latency_int8 the searched metric is accuracy_int8, added below, and the fp32
+        # accuracy must stay in the result beside it
+        metrics = {self.data.score_key: float(score), "params": float(params), "train_seconds": float(train_seconds)}
         if self.data.is_regression:
             metrics["val_rmse"] = -float(score)
         if stopper is not None:  # only with the option on: default results keep their exact metric set
