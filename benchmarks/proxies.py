@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="val_accuracy", help="accuracy column to rank against")
     parser.add_argument("--batch-size", type=int, default=64, help="labelled batch for data-dependent proxies")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N rows")
-    parser.add_argument("--throughput-archs", type=int, default=30, help="architectures timed fused vs one-at-a-time")
+    parser.add_argument("--throughput-archs", type=int, default=30,
+                        help="architectures timed fused vs one-at-a-time (0: skip the timing)")
     parser.add_argument("--calib-size", type=int, nargs="+", default=[10, 20, 40],
                         help="trained architectures a calibration may use (one evaluation per size)")
     parser.add_argument("--calib-repeats", type=int, default=30)
@@ -341,11 +342,20 @@ def main(argv: list[str] | None = None) -> int:
                 writer.writerow([row["arch"], row[args.target], *(repr(float(scores[n][i])) for n in names)])
 
     corr = {n: correlations(scores[n], truth) for n in names}
-    other = "test_accuracy" if args.target != "test_accuracy" else "val_accuracy"
-    if other in rows[0]:
+    # the other split of the same runs: val_accuracy <-> test_accuracy, val_accuracy_mean <-> test_accuracy_mean
+    if "val_accuracy" in args.target:
+        other = args.target.replace("val_accuracy", "test_accuracy")
+    elif "test_accuracy" in args.target:
+        other = args.target.replace("test_accuracy", "val_accuracy")
+    else:
+        other = "test_accuracy"
+    if other in rows[0] and other != args.target:
         other_truth = np.array([float(r[other]) for r in rows])
         corr_other = {n: correlations(scores[n], other_truth) for n in names}
-        corr_other["ensemble"] = correlations(ensemble_score("ensemble", scores), other_truth)
+        for ens in ENSEMBLES:
+            corr_other[ens] = correlations(ensemble_score(ens, scores), other_truth)
+        corr_other["all_proxies"] = correlations(
+            rank_aggregate({n: v for n, v in scores.items() if n != "flops"}), other_truth)
         corr_other["target_vs_" + other] = correlations(truth, other_truth)
     else:
         corr_other = {}
@@ -362,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in calibrated.items():
         corr[key] = {"spearman": value["spearman"], "kendall": value["kendall"]}
 
-    speed = throughput(factories[: args.throughput_archs], names, batch, shape, seed)
+    speed = (throughput(factories[: args.throughput_archs], names, batch, shape, seed)
+             if args.throughput_archs > 0 else None)
     result = {
         "csv": str(args.csv), "target": args.target, "archs": len(truth), "settings": settings,
         "batch_size": args.batch_size, "degenerate_cells": int(sum(v <= WORST_SCORE for v in scores["synflow"])),
@@ -376,16 +387,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, c in sorted(corr.items(), key=lambda kv: -kv[1]["spearman"]):
         print(f"{name:<22}{c['spearman']:>10.3f}{c['kendall']:>10.3f}")
     if corr_other:
-        print(f"noise ceiling: {args.target} vs {other} of the same trained nets: "
+        print(f"{args.target} vs {other} of the same trained nets: "
               f"ρ={corr_other['target_vs_' + other]['spearman']:.3f}; vs {other}: ensemble "
               f"ρ={corr_other['ensemble']['spearman']:.3f}, params ρ={corr_other['params']['spearman']:.3f}")
     for key, value in calibrated.items():
         print(f"{key}: fit on {value['fit_size']} archs, ρ on the rest = {value['spearman']:.3f} ± "
               f"{value['spearman_std']:.3f} over {value['repeats']} draws; mean weights {value['mean_weights']}")
-    print(f"throughput on {speed['archs']} archs, all {len(names)} proxies: fused {speed['fused_archs_per_s']:.2f} "
-          f"archs/s vs one at a time {speed['one_at_a_time_archs_per_s']:.2f} archs/s -> {speed['speedup']:.2f}x")
-    print(f"ms per arch, each proxy alone: {speed['ms_per_arch_alone']}")
-    print(f"max relative deviation fused vs alone: {speed['max_relative_deviation_fused_vs_alone']}")
+    if speed is not None:
+        print(f"throughput on {speed['archs']} archs, all {len(names)} proxies: fused "
+              f"{speed['fused_archs_per_s']:.2f} archs/s vs one at a time {speed['one_at_a_time_archs_per_s']:.2f} "
+              f"archs/s -> {speed['speedup']:.2f}x")
+        print(f"ms per arch, each proxy alone: {speed['ms_per_arch_alone']}")
+        print(f"max relative deviation fused vs alone: {speed['max_relative_deviation_fused_vs_alone']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:
