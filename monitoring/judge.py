@@ -267,12 +267,17 @@ def sequential_metric(metric: MetricConfig, fixed: MetricResult, champion, chall
         outcome = "nodata" if fixed.classification == NODATA else "report"
         return dataclasses.replace(fixed, rule=rule, threshold=metric.threshold, outcome=outcome)
     champion, challenger = _clean(champion), _clean(challenger)
-    b = compared_values(metric, champion, champion)
-    c = compared_values(metric, challenger, champion)
     sign = 1.0 if metric.direction == "decrease" else -1.0
-    g, lo, hi = seq.difference_bounds((len(b), b.sum(), (b**2).sum()), (len(c), c.sum(), (c**2).sum()),
-                                      sign=sign, alpha=cfg.alpha, beta=cfg.beta, tau2=metric.threshold**2,
-                                      binary=metric.binary)
+    if metric.statistic == "rms":  # a regression's RMSE: the log ratio of the two roots of mean squares
+        b, c = np.square(champion), np.square(challenger)
+        g, lo, hi = seq.log_rms_ratio_bounds((len(b), b.sum(), (b**2).sum()), (len(c), c.sum(), (c**2).sum()),
+                                             sign=sign, alpha=cfg.alpha, beta=cfg.beta, tau2=metric.threshold**2)
+    else:
+        b = compared_values(metric, champion, champion)
+        c = compared_values(metric, challenger, champion)
+        g, lo, hi = seq.difference_bounds((len(b), b.sum(), (b**2).sum()), (len(c), c.sum(), (c**2).sum()),
+                                          sign=sign, alpha=cfg.alpha, beta=cfg.beta, tau2=metric.threshold**2,
+                                          binary=metric.binary)
     code = int(seq.decide(rule, lo, hi, metric.threshold, g))
     outcome = seq.OUTCOME_NAMES[code]
     worse, better = (HIGH, LOW) if metric.direction == "increase" else (LOW, HIGH)

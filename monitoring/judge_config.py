@@ -91,9 +91,10 @@ class MetricConfig(BaseModel):
         if self.rule not in (None, "report") and self.direction == "either":
             raise ValueError(f"metric {self.name!r}: rule {self.rule} needs a direction (increase or decrease), not "
                              "'either'; use rule: report for a metric without a better side")
-        if self.rule not in (None, "report") and self.statistic not in ("mean", "median"):
-            raise ValueError(f"metric {self.name!r}: rule {self.rule} compares means (of logs for effect: relative), "
-                             f"so statistic {self.statistic} is not testable sequentially; use rule: report")
+        if self.rule not in (None, "report") and not self._testable_statistic:
+            raise ValueError(f"metric {self.name!r}: rule {self.rule} compares means (of logs for effect: relative; "
+                             f"rms with effect: relative as a log ratio), so statistic {self.statistic} with effect "
+                             f"{self.effect} is not testable sequentially; use rule: report")
         return self
 
     @property
@@ -101,8 +102,14 @@ class MetricConfig(BaseModel):
         """The sequential rule in force (see ``rule``)."""
         if self.rule is not None:
             return self.rule
-        testable = self.direction != "either" and self.statistic in ("mean", "median")
+        testable = self.direction != "either" and self._testable_statistic
         return "non_inferiority" if testable else "report"
+
+    @property
+    def _testable_statistic(self) -> bool:
+        """Means and medians (as means, of logs for a relative effect), and an RMSE as the log ratio of the two
+        variants' roots of mean squares (monitoring.sequential.log_rms_ratio_bounds)."""
+        return self.statistic in ("mean", "median") or (self.statistic == "rms" and self.effect == "relative")
 
     @property
     def binary(self) -> bool:

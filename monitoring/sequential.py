@@ -82,6 +82,25 @@ def difference_bounds(champion: tuple, challenger: tuple, *, sign: float, alpha:
     return g, g - mixture_radius(v, alpha, tau2), g + mixture_radius(v, beta, tau2)
 
 
+def log_rms_ratio_bounds(champion: tuple, challenger: tuple, *, sign: float, alpha: float, beta: float, tau2):
+    """Estimate and bounds of the good-direction log RMSE ratio ``g = sign * (log RMSE_c - log RMSE_b)``.
+
+    ``champion`` / ``challenger``: ``(n, sum of e^2, sum of e^4)`` of the per-row errors ``e``. An RMSE is the root
+    of a mean, not a mean, so it is tested on its log: ``log RMSE = log(mean e^2) / 2`` and, by the delta method,
+    ``Var(log mean e^2) ~ Var(e^2) / (n (mean e^2)^2)``; the difference of two independent arms then goes through
+    the same normal-mixture confidence sequence as :func:`difference_bounds` (asymptotic, with the variance
+    plugged in, as there). A relative margin ``m`` on the RMSE is the threshold ``log(1 + m)`` on this scale.
+    """
+    mean_b, var_b = mean_and_variance(*champion, binary=False)
+    mean_c, var_c = mean_and_variance(*challenger, binary=False)
+    n_b = np.maximum(np.asarray(champion[0], dtype=float), 1.0)
+    n_c = np.maximum(np.asarray(challenger[0], dtype=float), 1.0)
+    mean_b, mean_c = np.maximum(mean_b, _VAR_FLOOR), np.maximum(mean_c, _VAR_FLOOR)  # all-zero errors: no 0/0
+    v = 0.25 * (var_b / (n_b * mean_b**2) + var_c / (n_c * mean_c**2))
+    g = sign * 0.5 * (np.log(mean_c) - np.log(mean_b))
+    return g, g - mixture_radius(v, alpha, tau2), g + mixture_radius(v, beta, tau2)
+
+
 def decide(rule: str, lower, upper, threshold: float, estimate=None):
     """One metric's outcome code from its bounds (see :data:`OUTCOME_NAMES`).
 
