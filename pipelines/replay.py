@@ -56,7 +56,12 @@ def parse_drift(spec: str | None) -> list[tuple[str, float]]:
 
 def apply_drift(x: np.ndarray, spec: str | None, seed: int = 0, reference_std: np.ndarray | None = None) -> np.ndarray:
     """Shifted copy of ``x``: ``noise=a`` adds N(0, (a·std)²), ``shift=b`` adds b·std, ``scale=c`` multiplies by c
-    (std per feature, from ``reference_std`` or ``x`` itself; constant features stay constant under noise/shift)."""
+    (std per feature, from ``reference_std`` or ``x`` itself; constant features stay constant under noise/shift).
+
+    A table model's raw rows (an object array: text, booleans, ``None`` for a missing cell) drift in their number
+    columns only (:func:`_drift_raw_rows`)."""
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return _drift_raw_rows(x, spec, seed)
     steps = parse_drift(spec)
     x = np.array(x, dtype=np.float32, copy=True)
     if not steps:
@@ -71,6 +76,35 @@ def apply_drift(x: np.ndarray, spec: str | None, seed: int = 0, reference_std: n
         else:
             x = x * value
     return x.astype(np.float32)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _drift_raw_rows(rows: np.ndarray, spec: str | None, seed: int) -> np.ndarray:
+    """Raw rows with the drift applied to every column whose present values are all numbers; text, booleans and
+    missing cells are left as they are, and an integer column stays integer (rounded), as its schema type wants."""
+    steps = parse_drift(spec)
+    out = np.array(rows, dtype=object, copy=True)
+    if not steps:
+        return out
+    rng = np.random.default_rng(seed)
+    moved = 0
+    for j in range(out.shape[1]):
+        present = [i for i, v in enumerate(out[:, j]) if v is not None and not (isinstance(v, float) and np.isnan(v))]
+        if not present or not all(_is_number(out[i, j]) for i in present):
+            continue
+        integer = all(isinstance(out[i, j], (int, np.integer)) for i in present)
+        values = np.array([out[i, j] for i in present], dtype=np.float64)
+        drifted = apply_drift(values[:, None], spec, seed=int(rng.integers(2**31)))[:, 0].astype(np.float64)
+        for i, v in zip(present, drifted, strict=True):
+            out[i, j] = int(np.rint(v)) if integer else float(v)
+        moved += 1
+    if not moved:
+        raise DriftSpecError(f"drift {spec!r}: these rows have no number column to drift (only text, booleans or "
+                             "missing cells); leave --drift out for this table")
+    return out
 
 
 @dataclass
@@ -156,14 +190,12 @@ def replay(
     # a table model's raw rows (object array: text, booleans, None for missing) are sent as they are
     raw = isinstance(x, np.ndarray) and x.dtype == object
     x = np.asarray(x, dtype=object if raw else np.float32)
-    if raw and parse_drift(drift):
-        raise UserError("drift injection needs numeric rows; a table model's raw rows (text columns) take none")
     if x.ndim != 2 or len(x) == 0:
         raise UserError(f"x must be a non-empty 2-D array of rows, got shape {x.shape}")
     if y is not None and len(y) != len(x):
         raise UserError(f"x has {len(x)} rows but y has {len(y)} labels")
     parse_drift(drift)  # fail fast on a bad spec
-    x = x if raw else apply_drift(x, drift, seed=seed)
+    x = apply_drift(x, drift, seed=seed)
     order = np.random.default_rng(seed).permutation(len(x))
     n_batches = math.ceil(len(x) / batch_size)
     total = n_batches if duration is None else max(1, round(rate * duration))

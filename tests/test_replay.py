@@ -44,6 +44,33 @@ def test_apply_drift_moves_the_distribution_by_the_spec():
     assert apply_drift(x, None) is not x and np.array_equal(apply_drift(x, None), x)
 
 
+def test_drift_moves_the_number_columns_of_raw_rows_and_leaves_the_rest():
+    """A table model's raw rows (text, booleans, missing cells) take drift in their number columns (before: every
+    --drift was refused for raw rows); integer columns stay integers, so the gateway's schema still takes them."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    rows = np.empty((n, 4), dtype=object)
+    rows[:, 0] = rng.choice(["red", "green"], size=n)
+    rows[:, 1] = rng.normal(5.0, 2.0, size=n)
+    rows[:, 2] = rng.integers(0, 100, size=n)
+    rows[:, 3] = rng.choice([True, False], size=n)
+    rows[::10, 1] = None  # missing numbers stay missing
+    shifted = apply_drift(rows, "shift=0.5")
+    assert shifted.dtype == object and shifted is not rows and rows[1, 1] != shifted[1, 1]
+    assert list(shifted[:, 0]) == list(rows[:, 0]) and list(shifted[:, 3]) == list(rows[:, 3])
+    assert all(v is None for v in shifted[::10, 1])
+    num = np.array([v for v in rows[:, 1] if v is not None], dtype=float)
+    moved = np.array([v for v in shifted[:, 1] if v is not None], dtype=float)
+    assert moved.mean() - num.mean() == pytest.approx(0.5 * num.std(), rel=1e-3)
+    assert all(isinstance(v, int) for v in shifted[:, 2])
+    assert np.mean(shifted[:, 2].astype(float)) - np.mean(rows[:, 2].astype(float)) == pytest.approx(
+        0.5 * rows[:, 2].astype(float).std(), abs=0.6)
+    text_only = np.array([["a", True], ["b", False]], dtype=object)
+    with pytest.raises(DriftSpecError, match="no number column"):
+        apply_drift(text_only, "noise=0.3")
+    assert np.array_equal(apply_drift(text_only, None), text_only)
+
+
 def test_replay_drives_traffic_and_feeds_labels_back(shared_registry):
     x, y = shared_registry.x_test[:120], shared_registry.y_test[:120]
     calls = []
