@@ -39,6 +39,8 @@ STRATEGIES = tuple(list_strategies())  # every registered strategy, the model-ba
 NB201_TABLE = ROOT / "tables" / "nb201_12epoch.csv.gz"
 NB201_SCORES = ROOT / "tables" / "nb201_proxy_scores.csv.gz"
 NB201_DATASETS = ("cifar10", "cifar100", "imagenet")
+DIGITS_SEEDS = ROOT / "ground_truth" / "nb201_digits_seeds.csv"  # 400 cells x 9 runs
+DIGITS_SCORES = ROOT / "ground_truth" / "nb201_digits_proxy_scores.csv"
 TUNE_SEEDS = 100  # tuning runs on seeds 100.. ; reported runs on seeds 0.. (disjoint)
 TUNE_GRID: dict[str, dict] = {  # predictor configurations tried on CIFAR-10 (``--tune``)
     "mlp+ucb": {"acquisition": "ucb"},
@@ -150,7 +152,10 @@ def tune(args) -> dict:
 def tune_refresh(args) -> dict:
     """The refresh's search at its own scale on CIFAR-10 (the tuning table): each seed samples 1,000 cells (the
     refresh's ``pool_size``), the predictor's pool is their zero-cost top 32 (``prefilter_keep``), budget 8 in
-    batches of 4, ``n_init`` as the refresh sets it; warm-start depth x predictor. Seeds disjoint from reports."""
+    batches of 4, ``n_init`` as the refresh sets it; warm-start depth x predictor. Seeds disjoint from reports.
+    With ``--refresh-csv``: the same shape on our multi-seed digits ground truth (:func:`tune_refresh_csv`)."""
+    if args.refresh_csv:
+        return tune_refresh_csv(args)
     table = nb201_table("cifar10", [z for z in args.zc.split(",") if z])
     results = {}
     for warm in (2, 4, 8):
@@ -167,6 +172,107 @@ def tune_refresh(args) -> dict:
             print(f"| {key} | " + " | ".join(f"{v:.4f}" for v in e["regret_at"].values())
                   + f" | {time.perf_counter() - start:.0f} |", file=sys.stderr, flush=True)
     return results
+
+
+def refresh_csv_table(path: Path, scores: Path, ensemble: str) -> tuple[BenchmarkTable, list[str]]:
+    """The multi-seed ground truth (``val_accuracy_s{k}`` per run, ``*_mean``) joined with its per-cell proxy
+    scores; proxy columns = the ensemble's members. Returns the table and its one-run validation columns."""
+    import pandas as pd
+
+    from nas.ensemble import ENSEMBLES
+
+    runs = pd.read_csv(path)
+    members = list(ENSEMBLES[ensemble])
+    df = runs.merge(pd.read_csv(scores)[["arch", *members]], on="arch", how="inner", validate="one_to_one")
+    if len(df) != len(runs):
+        raise SystemExit(f"{scores}: proxy scores for {len(df)} of the {len(runs)} cells of {path}")
+    one_run = sorted((c for c in df.columns if c.startswith("val_accuracy_s") and c[14:].isdigit()),
+                     key=lambda c: int(c[14:]))
+    metrics = [*one_run, "val_accuracy_mean", "test_accuracy_mean"]
+    table = BenchmarkTable(list(df["arch"]), {m: df[m].to_numpy(float) for m in metrics},
+                           {p: df[p].to_numpy(float) for p in members}, source=str(path))
+    return table, one_run
+
+
+def tune_refresh_csv(args) -> dict:
+    """The refresh's search shape on ``--refresh-csv`` (default: the 400-cell digits ground truth, 9 runs per
+    cell): the whole table is the pool (there are not 1,000), the predictor's pool its top 32 by the refresh's
+    ``--refresh-ensemble`` ranking (``prefilter_keep``), budget 8 in batches of ``--refresh-batch``, ``n_init``
+    as the refresh sets it, features = the ensemble's proxies. Seed ``s`` searches on one run's validation
+    accuracy (``val_accuracy_s{k}``, k cycling over the runs: the refresh sees one noisy low-fidelity training per
+    cell) or on ``--refresh-search`` when that names a column, and its regret is on ``test_accuracy_mean`` (the
+    9-run mean, what the search never sees). Baselines: random 8 of the table, random 8 of the top 32, the top 8.
+    Regrets in accuracy points; paired differences against the refresh default (warm start 4, mlp) per seed."""
+    from nas.benchmarking import subset, table_search
+    from nas.ensemble import ensemble_score
+    from nas.tabular import TableSpace, proxy_lookup
+
+    table, one_run = refresh_csv_table(Path(args.refresh_csv), Path(args.refresh_scores), args.refresh_ensemble)
+    report, budget, keep, batch = "test_accuracy_mean", 8, 32, args.refresh_batch
+    configs = {f"warm_start={w} {p}+ucb": (w, p) for w in (2, 4, 8) for p in ("mlp", "lgbm")}
+    names = ["random 8 of all", "random 8 of top 32", "top 8 (ranking only)", *configs]
+    regret: dict[str, dict[int, list[float]]] = {n: {4: [], 8: []} for n in names}
+    seen_cols, seconds = [], dict.fromkeys(names, 0.0)
+    for k, seed in enumerate(range(TUNE_SEEDS, TUNE_SEEDS + args.seeds)):
+        metric = one_run[k % len(one_run)] if args.refresh_search == "one-run" else args.refresh_search
+        seen_cols.append(metric)
+        rows = np.arange(len(table)) if args.refresh_subsample >= 1 else np.random.default_rng(20_000 + seed).choice(
+            len(table), round(args.refresh_subsample * len(table)), replace=False)
+        sub = subset(table, rows)
+        order = np.argsort(-ensemble_score(args.refresh_ensemble, sub.proxies), kind="stable")
+        seen, shown, optimum = sub.metrics[metric], sub.metrics[report], sub.optimum(report)
+        rng = np.random.default_rng(30_000 + seed)
+        fixed = {"random 8 of all": rng.choice(len(sub), budget, replace=False),
+                 "random 8 of top 32": order[:keep][rng.choice(keep, budget, replace=False)],
+                 "top 8 (ranking only)": order[:budget]}
+        for name, idx in fixed.items():  # regret of the cell best by the seen column among the first c
+            for c in (4, 8):
+                regret[name][c].append(100 * (optimum - shown[idx[:c][np.argmax(seen[idx[:c]])]]))
+        space, proxies = TableSpace(sub.archs), proxy_lookup(sub)
+        for name, (warm, predictor) in configs.items():
+            start = time.perf_counter()
+            kwargs = {"predictor": predictor, "acquisition": "ucb", "n_init": max(2, min(warm or 4, budget // 2))}
+            trace, _ = table_search(sub, metric, "predictor", seed=seed, budget=budget, batch=batch, pool_size=keep,
+                                    warm_start=warm, proxies=proxies, space=space, strategy_kwargs=kwargs,
+                                    report=report, warm_order=order)
+            for c in (4, 8):
+                regret[name][c].append(100 * (optimum - trace[c - 1]))
+            seconds[name] += time.perf_counter() - start
+        print(f"seed {seed} ({metric}) regret@8: " + ", ".join(f"{w}/{p}={regret[n][8][-1]:.2f}"
+                                                               for n, (w, p) in configs.items()),
+              file=sys.stderr, flush=True)
+    base = "warm_start=4 mlp+ucb"  # the refresh's defaults (pipelines/config.py)
+    boot = np.random.default_rng(7).integers(0, args.seeds, (10_000, args.seeds))
+    # seeds that see the same run share its noise (and, on the whole table, the same top 32): the honest unit of
+    # resampling is the run seen, so the second interval resamples runs (none when the search sees one column)
+    runs = sorted(set(seen_cols), key=seen_cols.index)
+    member = np.array([[c == r for c in seen_cols] for r in runs], dtype=float)  # runs x seeds
+    run_boot = np.random.default_rng(8).integers(0, len(runs), (10_000, len(runs)))
+    out: dict = {"table": args.refresh_csv, "ensemble": args.refresh_ensemble, "searched_on": seen_cols,
+                 "report": report, "budget": budget, "prefilter_keep": keep, "batch": batch,
+                 "subsample": args.refresh_subsample, "seeds": list(range(TUNE_SEEDS, TUNE_SEEDS + args.seeds)),
+                 "optimum_points": 100 * table.optimum(report), "strategies": {}}
+    lines = [f"| strategy | regret @4 | regret @8 (mean ± s.e.) | @8 minus {base} | 95% CI, seeds resampled | "
+             "95% CI, runs resampled | better / tie / worse |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        r4, r8 = np.array(regret[name][4]), np.array(regret[name][8])
+        d = r8 - np.array(regret[base][8])
+        ci = np.percentile(d[boot].mean(axis=1), [2.5, 97.5])
+        counts = member[run_boot].sum(axis=1)  # (boot, seeds): how often each seed's run was drawn
+        run_ci = np.percentile(counts @ d / counts.sum(axis=1), [2.5, 97.5]) if len(runs) > 1 else [np.nan] * 2
+        wins = [int((d < -1e-9).sum()), int((np.abs(d) <= 1e-9).sum()), int((d > 1e-9).sum())]
+        out["strategies"][name] = {"regret_at_4": r4.tolist(), "regret_at_8": r8.tolist(),
+                                   "mean_regret_at_4": float(r4.mean()), "mean_regret_at_8": float(r8.mean()),
+                                   "se_regret_at_8": float(r8.std(ddof=1) / np.sqrt(len(r8))),
+                                   "diff_vs_default_at_8": float(d.mean()), "diff_ci95": [float(x) for x in ci],
+                                   "diff_ci95_runs_resampled": [float(x) for x in run_ci] if len(runs) > 1 else None,
+                                   "better_tie_worse": wins, "seconds": seconds[name]}
+        lines.append(f"| {name} | {r4.mean():.2f} | {r8.mean():.2f} ± {r8.std(ddof=1) / np.sqrt(len(r8)):.2f} | "
+                     f"{d.mean():+.2f} | [{ci[0]:+.2f}, {ci[1]:+.2f}] | "
+                     + (f"[{run_ci[0]:+.2f}, {run_ci[1]:+.2f}]" if len(runs) > 1 else "n/a (one column)") + " | "
+                     f"{wins[0]} / {wins[1]} / {wins[2]} |")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return out
 
 
 def main() -> None:
@@ -188,6 +294,16 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="the CIFAR-10 predictor grid (--seeds, --budget)")
     parser.add_argument("--tune-refresh", action="store_true",
                         help="the refresh's scale on CIFAR-10: 1,000-cell samples, pool 32, budget 8 (--seeds, --zc)")
+    parser.add_argument("--refresh-csv", nargs="?", const=str(DIGITS_SEEDS), default="",
+                        help="--tune-refresh on this multi-seed ground truth instead of NB201 CIFAR-10 [no value: "
+                             "benchmarks/ground_truth/nb201_digits_seeds.csv]")
+    parser.add_argument("--refresh-scores", default=str(DIGITS_SCORES), help="its per-cell proxy scores (CSV)")
+    parser.add_argument("--refresh-ensemble", default="ensemble", help="ranking and features (nas/ensemble.py)")
+    parser.add_argument("--refresh-search", default="one-run",
+                        help="what the search sees: one-run (seed k: val_accuracy_s{k mod runs}) or a column name")
+    parser.add_argument("--refresh-batch", type=int, default=4, help="evaluations per predictor refit")
+    parser.add_argument("--refresh-subsample", type=float, default=1.0,
+                        help="each seed's pool is its own random fraction of the rows [1: the whole table]")
     parser.add_argument("--tune-features", default="",
                         help="only these feature sets of the grid, ';'-separated (e.g. 'meco;meco,synflow')")
     parser.add_argument("--tune-configs", default="", help="only these configurations of the grid (e.g. lgbm+ucb)")
