@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from nas.dates import parse_iso_utc
+
 COLUMN_TYPES = ("double", "string", "boolean")
 
 
@@ -83,6 +85,10 @@ class RowEncoder:
                     cats = [{str(v): k for k, v in enumerate(c)} for c in steps["ordinal"].categories_]
                     blocks.append(("ord", idx, {"fill": [str(v) for v in fill], "cats": cats,
                                                 "mean": steps["scale"].mean_, "scale": steps["scale"].scale_}))
+                elif name == "date":  # pipelines.date_features.DateParts: the parts of each column, then as "num"
+                    blocks.append(("date", idx, {"hours": list(steps["parts"].hours_),
+                                                 "fill": np.asarray(fill, dtype=np.float64),
+                                                 "mean": steps["scale"].mean_, "scale": steps["scale"].scale_}))
                 else:
                     return None
             width = len(preprocessor.get_feature_names_out())
@@ -103,6 +109,13 @@ class RowEncoder:
                     out[r, at:at + len(idx)] = (values - p["mean"]) / p["scale"]
                     at += len(idx)
                     continue
+                if kind == "date":
+                    values = np.array([part for i, hour in zip(idx, p["hours"], strict=True)
+                                       for part in _date_parts(row[i], hour)], dtype=np.float64)
+                    values = np.where(np.isnan(values), p["fill"], values)
+                    out[r, at:at + len(values)] = (values - p["mean"]) / p["scale"]
+                    at += len(values)
+                    continue
                 for k, i in enumerate(idx):
                     value = row[i]
                     key = p["fill"][k] if value is None or (isinstance(value, float) and np.isnan(value)) \
@@ -121,12 +134,17 @@ class RowEncoder:
         """Probe rows (each known category, unseen values, missing cells) encode alike both ways."""
         probes: list[list[Any]] = [[None] * len(schema)]
         for kind, idx, p in self.blocks:
-            if kind != "num":
+            if kind == "date":
+                for i in idx:
+                    for stamp in DATE_PROBES:
+                        row = [_probe(c) for c in schema]
+                        row[i] = stamp
+                        probes.append(row)
+            elif kind != "num":
                 for k, i in enumerate(idx):
                     for category in [*p["cats"][k], "\x00unseen"]:
                         row = [_probe(c) for c in schema]
-                        row[i] = True if schema[i]["type"] == "boolean" and category == "True" else \
-                            False if schema[i]["type"] == "boolean" and category == "False" else category
+                        row[i] = _category_probe(schema[i]["type"], category)
                         probes.append(row)
         probes.append([_probe(c, 1.5) for c in schema])
         frame = pd.DataFrame(probes, columns=[c["name"] for c in schema])
@@ -139,7 +157,36 @@ def _number(value: Any) -> float:
 
 
 def _probe(column: dict, number: float = 0.25) -> Any:
+    if column.get("format") == "datetime":
+        return "2024-03-05 07:00"
     return {"double": number, "boolean": True}.get(column["type"], "a")
+
+
+def _category_probe(kind: str, category: str) -> Any:
+    """A client's value for ``category`` in a column of schema type ``kind``: a boolean, a number (an integer
+    column declared categorical is typed ``double``: an unseen code is an unseen number, not text), or text."""
+    if kind == "boolean":
+        return category == "True"
+    if kind == "double":
+        return UNSEEN_CODE if category == "\x00unseen" else float(category)
+    return category
+
+
+UNSEEN_CODE = -987654321.0
+DATE_PROBES = ("2024-06-01 21:30", "2024-06-01", "2024-06-01T21:30:00Z", "2024-06-01T23:30:00+02:00",
+               "2023-12-31 23:59:59.5", "not a date", "2024-02-30", "")
+"""Probe dates for the compiled encoder's self-check: with and without times and zones, and cells pandas'
+ISO-8601 parser gives NaT for."""
+
+
+def _date_parts(value: Any, hour: bool) -> list[float]:
+    """:class:`pipelines.date_features.DateParts` for one cell: year, month, weekday (Monday 0), day of year (and
+    hour), in UTC (the same :func:`nas.dates.parse_iso_utc`); NaN for a missing cell or one that is not a date."""
+    stamp = parse_iso_utc(value)
+    if stamp is None:
+        return [np.nan] * (5 if hour else 4)
+    parts = [stamp.year, stamp.month, stamp.weekday(), stamp.timetuple().tm_yday]
+    return [float(v) for v in parts] + ([float(stamp.hour)] if hour else [])
 
 
 class TableClassifier(mlflow.pyfunc.PythonModel):

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from nas.dates import parse_iso_utc
+
 PARTS = ("year", "month", "dayofweek", "dayofyear")
 ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}"
 """What an ISO date or timestamp string starts with (``2024-01-31``, ``2024-01-31 10:00``, ``2024-01-31T10:00Z``)."""
@@ -25,9 +27,12 @@ def parse_dates(values: pd.Series) -> pd.Series:
     """Timestamps in UTC (naive ones are taken as UTC), NaT where a cell is missing or not a date."""
     if pd.api.types.is_datetime64_any_dtype(values):
         stamps = pd.to_datetime(values, errors="coerce", utc=True)
-    else:
-        text = values.astype(object).where(values.notna(), None).map(lambda v: None if v is None else str(v))
-        stamps = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+        return pd.Series(stamps, index=values.index)
+    # cell by cell (nas.dates: pandas' column parser lets one cell's offset shift the naive cells after it), once
+    # per distinct value
+    cells = values.astype(object).where(values.notna(), None)
+    parsed = {v: parse_iso_utc(v) for v in pd.unique(cells[cells.notna()])}
+    stamps = pd.to_datetime([parsed.get(v) if v is not None else None for v in cells], utc=True)
     return pd.Series(stamps, index=values.index)
 
 
