@@ -64,6 +64,18 @@ def test_date_strings_and_timestamps_are_expanded_not_refused():
     assert day[0, :5].tolist() == [2024, 6, 5, 153, 21]
 
 
+def test_a_date_cell_does_not_depend_on_the_other_cells_of_its_batch():
+    """pandas' ISO-8601 column parser let an offset shift the naive times after it (07:00 became 05:00 UTC behind a
+    '+02:00' cell); parsed cell by cell, each value means the same in any batch."""
+    from pipelines.date_features import parse_dates
+
+    cells = ["2024-06-01T23:30:00+02:00", "2024-03-05 07:00", None, "2024-03-05T07:00:00Z", "nope"]
+    stamps = parse_dates(pd.Series(cells, dtype=object))
+    assert [None if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M") for t in stamps] == [
+        "2024-06-01 21:30", "2024-03-05 07:00", None, "2024-03-05 07:00", None]
+    assert parse_dates(pd.Series(cells[::-1], dtype=object)).tolist()[::-1] == stamps.tolist()
+
+
 def test_a_date_column_with_cells_that_are_not_dates_is_refused_naming_them(tmp_path):
     frame = orders()
     frame.loc[8, "placed"] = "2024-02-31 10:00"
