@@ -18,8 +18,24 @@ Scoring goes through :func:`nas.prefilter.prefilter` with a JSON-lines journal, 
 where it stopped and proxies can be added in later runs (``--proxies zen``). Classes are scored in a seeded
 random order, so a journal that is not finished yet is a uniform random sample of the space.
 
+``--random-input B`` scores a proxy that needs a batch (``nwot``, NASWOT, Mellor et al. 2021: log|K| of the
+binary ReLU codes of a mini-batch) on ``B`` seeded standard-normal 3x32x32 inputs instead of images (labels
+``i % 10``, which ``nwot`` does not read), so it is data-free too; its column is ``<proxy>_random``
+(``nwot_random``). These runs are sequential (one process, one thread) with their own journal, in the same
+seeded class order, so a run stopped early has scored a uniform random sample of the classes; with
+``--largest-first`` the classes holding the most cells come first (50 classes hold 6,252 of the 15,625 cells,
+3,724 classes a single cell each), so a stopped run has scored every class above some size plus whatever it
+had scored before.
+
+``--write`` merges: every column of the existing CSV is kept, and the journals' values are written into the
+columns named by ``--columns`` (added at the end when new; a cell the journals lack keeps the CSV's value). The
+CSV is the only copy of scores whose journal is gone, so it is never rebuilt from the journals alone.
+
     nice -n 10 .venv/bin/python benchmarks/tables/score_nb201.py --proxies synflow,l2_norm --workers 2
-    .venv/bin/python benchmarks/tables/score_nb201.py --write        # assemble the CSV from the journal
+    nice -n 15 .venv/bin/python benchmarks/tables/score_nb201.py --proxies nwot --random-input 32 \
+        --journal /tmp/nasops-nb201-nwot-random.jsonl
+    .venv/bin/python benchmarks/tables/score_nb201.py --write --columns nwot_random \
+        --journal /tmp/nasops-nb201-nwot-random.jsonl                # merge the journal's column into the CSV
 """
 
 from __future__ import annotations
@@ -29,9 +45,11 @@ import csv
 import gzip
 import io
 import json
+import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -94,33 +112,86 @@ def read_journal(path: Path) -> dict[str, dict[str, float]]:
     return scores
 
 
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Columns and rows of an existing scores CSV (none when there is no file yet)."""
+    if not path.exists():
+        return [], []
+    with gzip.open(path, "rt", newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
 def write_csv(
     space, rows: list[tuple[str, str]], proxies: list[str], verify: int, out: Path, journal_paths: list[Path]
 ) -> int:
+    """Write ``out``: the existing CSV's columns and values, with the journals' values for ``proxies`` merged in.
+
+    Returns how many proxy values of the written CSV are empty.
+    """
     strings = [s for _, s in rows]
     costs = cost_table(space, strings, verify)
     journal: dict[str, dict[str, float]] = {}
     for path in journal_paths:
         for arch, scores in read_journal(path).items():
             journal.setdefault(arch, {}).update(scores)
+    fields, old_rows = read_csv(out)
+    old = {r["ArchitectureString"]: r for r in old_rows}
+    if old and set(old) != set(strings):
+        raise SystemExit(f"{out} does not hold the cells of the table one to one; not merging into it")
+    kept = [c for c in fields if c not in ("arch", "ArchitectureString", "canonical", *COSTS)]
+    columns = kept + [p for p in proxies if p not in kept]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["arch", "ArchitectureString", "canonical", *COSTS, *proxies])
+    writer.writerow(["arch", "ArchitectureString", "canonical", *COSTS, *columns])
     missing = 0
     for index, text in rows:
         canonical = space.canonicalize(space.from_string(text)).string
-        scored = journal.get(canonical, {})
+        scored = journal.get(canonical, {}) if proxies else {}
+        previous = old.get(text, {})
         values = [repr(float(costs[text][c])) for c in COSTS]
-        for name in proxies:
-            if name in scored:
+        for name in columns:
+            if name in proxies and name in scored:
                 values.append(repr(float(scored[name])))
             else:
-                values.append("")
-                missing += 1
+                values.append(previous.get(name, ""))
+                missing += values[-1] == ""
         writer.writerow([index, text, canonical, *values])
-    with gzip.open(out, "wt", newline="") as f:  # written whole, after everything is known: no partial file
+    partial = out.with_name(out.name + ".partial")
+    with gzip.open(partial, "wt", newline="") as f:  # written whole, after everything is known: no partial file
         f.write(buffer.getvalue())
+    os.replace(partial, out)
     return missing
+
+
+def random_batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` seeded standard-normal inputs (seed ``SEED``) and labels ``i % CLASSES`` (nwot ignores them)."""
+    x = torch.randn((size, *SHAPE), generator=torch.Generator().manual_seed(SEED))
+    return x, torch.arange(size) % CLASSES
+
+
+def score_random_input(space, pool, names: list[str], size: int, journal: Path) -> int:
+    """Score ``names`` on :func:`random_batch` for each class of ``pool`` not yet in ``journal``, one at a time,
+    appending ``{"arch", "scores": {"<proxy>_random": value}}`` lines; returns how many were scored now."""
+    header = {"header": {"random_input": size, "proxies": names, "input_shape": list(SHAPE), "num_classes": CLASSES,
+                         "seed": SEED, "space_config": space.config()}}
+    if journal.exists() and journal.stat().st_size > 0:
+        found = json.loads(journal.read_text().splitlines()[0])
+        if found != header:
+            raise SystemExit(f"journal {journal} was written with other settings ({found}); pass another --journal")
+    else:
+        journal.write_text(json.dumps(header) + "\n")
+    done = read_journal(journal)
+    batch = random_batch(size)
+    todo = [a for a in pool if any(f"{n}_random" not in done.get(a.string, {}) for n in names)]
+    started = time.perf_counter()
+    for i, arch in enumerate(todo, start=1):
+        scores = compute_scores(lambda a=arch: a.build(CLASSES, SHAPE), names, batch=batch, input_shape=SHAPE,
+                                num_classes=CLASSES, seed=SEED)
+        with journal.open("a") as f:
+            f.write(json.dumps({"arch": arch.string, "scores": {f"{n}_random": v for n, v in scores.items()}}) + "\n")
+        if i % 100 == 0:
+            print(f"{i}/{len(todo)} scored ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    return len(todo)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="score only this many classes (random order)")
     parser.add_argument("--reverse", action="store_true",
                         help="take the random order from its end (a second run on its own journal shares the work)")
+    parser.add_argument("--largest-first", action="store_true",
+                        help="score the classes with the most cells first (covers the table's cells fastest)")
     parser.add_argument("--start", type=int, default=0, help="skip this many classes of the order (share the work)")
     parser.add_argument("--write", action="store_true", help="assemble the CSV from the journal (no scoring)")
-    parser.add_argument("--columns", default="synflow,zen,meco,l2_norm", help="proxy columns of the CSV")
+    parser.add_argument("--columns", default="synflow,zen,meco,l2_norm",
+                        help="with --write: proxy columns to take from the journals (the CSV's others are kept)")
+    parser.add_argument("--random-input", type=int, default=None, metavar="B",
+                        help="score data proxies (nwot) on B seeded Gaussian inputs; column <proxy>_random")
     parser.add_argument("--verify", type=int, default=50, help="strings whose params/flops are checked directly")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--journal", type=Path, nargs="+", default=[JOURNAL],
@@ -149,14 +225,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = [n for n in args.proxies.split(",") if n]
     for name in names:
-        if get_proxy(name).needs_data:
+        if get_proxy(name).needs_data and args.random_input is None:
             raise SystemExit(f"--proxies: {name!r} needs real images; this table is scored with data-free proxies")
-    classes = sorted({space.canonicalize(space.from_string(s)).string for _, s in rows})
+    canonical = [space.canonicalize(space.from_string(s)).string for _, s in rows]
+    classes = sorted(set(canonical))
     order = np.random.default_rng(SEED).permutation(len(classes))
     order = order[::-1] if args.reverse else order
+    if args.largest_first:  # most cells first; classes of the same size keep the seeded random order
+        size = Counter(canonical)
+        order = np.array(sorted(order, key=lambda i: -size[classes[i]]), dtype=int)
     order = order[args.start:]
     pool = [space.from_string(classes[i]) for i in order[: args.limit]]
     started = time.perf_counter()
+    if args.random_input is not None:
+        if args.random_input < 2:
+            raise SystemExit("--random-input needs a batch of at least 2 inputs")
+        count = score_random_input(space, pool, names, args.random_input, args.journal[0])
+        print(f"scored {count} classes with {names} on {args.random_input} Gaussian inputs in "
+              f"{time.perf_counter() - started:.0f} s")
+        return 0
 
     def progress(done: int, total: int) -> None:
         if done % 100 == 0:
