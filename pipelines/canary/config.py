@@ -74,6 +74,15 @@ class CanaryConfig(BaseModel):
             raise ValueError(f"steps must not decrease; got {steps}")
         return steps
 
+    @field_validator("drift")
+    @classmethod
+    def _drift(cls, drift: str | None) -> str | None:
+        """A bad spec is refused with the configuration, before anything trains (not in the canary's traffic)."""
+        from pipelines.replay import parse_drift
+
+        parse_drift(drift)
+        return drift
+
     @model_validator(mode="after")
     def _prometheus(self) -> CanaryConfig:
         if any(m.source == "prometheus" for m in self.judge.metrics) and not self.prometheus_url:
