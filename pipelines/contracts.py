@@ -174,6 +174,191 @@ class ChampionFacts(_Output):
     test_rmse: float = float("nan")
 
 
+class OfflineMetrics(_Output):
+    """One model's offline scores, measured on one split, in one shape for every task (fields a task does not have
+    stay None): what retraining reports, what registration tags, what the summary and the tournament read."""
+
+    task: str = "classification"
+    split: str = Field("test", description="which rows the test_* numbers are from (the refresh's test split)")
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    val_rmse: float | None = None
+    test_rmse: float | None = None
+    val_mae: float | None = None
+    test_mae: float | None = None
+    test_loss: float | None = None
+    latency_ms: float | None = None
+    params: float | None = None
+
+    def headline(self, split: str = "test") -> float | None:
+        """The task's headline metric (accuracy, RMSE) on ``split``."""
+        from monitoring.core.tasks import get_task
+
+        return getattr(self, f"{split}_{get_task(self.task).headline}", None)
+
+
+# -- the shadow tournament ----------------------------------------------------------------------------------------
+
+class TournamentRow(_Output):
+    """One served candidate (or the champion) in the tournament: offline facts beside what it did online."""
+
+    alias: str
+    version: str
+    role: str = "candidate"
+    arch: str = ""
+    val_accuracy: float | None = None
+    offline_latency_ms: float | None = None
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    labelled_rows: int = 0
+    correct_rows: int = 0
+    online_accuracy: float | None = None
+    online_latency_ms: float | None = None
+    offline_rank: int | None = None
+    online_rank: int | None = None
+    offline_latency_rank: int | None = None
+    online_latency_rank: int | None = None
+
+
+class RankCorrelation(_Output):
+    n: int = 0
+    spearman: float | None = None
+    spearman_p: float | None = None
+    kendall_tau: float | None = None
+    kendall_p: float | None = None
+    note: str = ""
+
+
+class PairedTest(_Output):
+    test: str
+    paired_rows: int
+    only_first_correct: int
+    only_second_correct: int
+    p_value: float
+
+
+class TournamentWinner(_Output):
+    offline_winner: str | None = None
+    online_winner: str | None = None
+    falls_behind: bool = False
+    significant: bool = False
+    gap: float = 0.0
+    test: PairedTest | None = None
+    winner_vs_champion_gap: float | None = None
+
+
+class TournamentOutput(_Output):
+    """The shadow tournament's report (3b): every candidate served in shadow on the same traffic, offline vs online
+    ranking and whether the offline winner falls behind. ``skipped`` / ``error`` say why there is no ranking."""
+
+    skipped: str | None = None
+    error: str | None = None
+    model_name: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    candidates: list[TournamentRow] = Field(default_factory=list)
+    champion: TournamentRow | None = None
+    accuracy_correlation: RankCorrelation = Field(default_factory=RankCorrelation)
+    latency_correlation: RankCorrelation = Field(default_factory=RankCorrelation)
+    winner: TournamentWinner = Field(default_factory=TournamentWinner)
+    alpha: float = 0.05
+    tournament_run_id: str | None = None
+    plot_uri: str | None = None
+    replay: dict[str, int] = Field(default_factory=dict)
+    seconds: float | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.skipped is None and self.error is None and bool(self.candidates)
+
+
+# -- the canary -----------------------------------------------------------------------------------------------------
+
+class VariantOnline(_Output):
+    """What one variant did on live traffic (``monitoring.online``'s definitions); a regression's RMSE / MAE."""
+
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    error_rate: float | None = None
+    labelled_rows: int = 0
+    correct_rows: int | None = None
+    accuracy: float | None = None
+    rmse: float | None = None
+    mae: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class DriftSummary(_Output):
+    """Whole-canary drift: data drift of the served inputs against the training reference, prediction drift between
+    the variants, each variant's last per-interval share, a regression's target drift; ``note`` says why a value
+    is missing."""
+
+    share: float | None = None
+    dataset_drift: bool | None = None
+    drifted_features: int | None = None
+    features: list[str] = Field(default_factory=list)
+    distinct_rows: int = 0
+    prediction_drift: float | None = None
+    champion_share: float | None = None
+    challenger_share: float | None = None
+    target_drift: float | None = None
+    note: str = ""
+
+
+class CanaryStep(_Output):
+    interval: int
+    mode: str
+    weight: float
+    verdict: str
+    outcome: str
+    score: float
+
+
+class CanaryOutput(_Output):
+    """The embedded canary's result (4), or a rollout's applied decision: the verdict that decided, its evidence,
+    what each variant did online, drift, and where the report is."""
+
+    task: str = "classification"
+    decision: str | None = None
+    reason: str = ""
+    verdict: str = ""
+    score: float = 0.0
+    model_name: str
+    champion_version: str
+    challenger_version: str
+    previous_champion_version: str
+    intervals: int = 0
+    failed_intervals: int = 0
+    highest_weight: float = 0.0
+    steps: list[CanaryStep] = Field(default_factory=list)
+    evidence: list[dict[str, Any]] = Field(default_factory=list)
+    online: dict[str, VariantOnline] = Field(default_factory=dict)
+    drift: DriftSummary = Field(default_factory=DriftSummary)
+    report_uri: str | None = None
+    canary_run_id: str | None = None
+    gateway_url: str = ""
+    rollout_id: str | None = None
+    decided_by: str | None = None
+    judged_columns: list[str] | None = None
+    replay: dict[str, int] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class HandoverOutput(_Output):
+    """4': the refresh started a rollout on a running gateway and returned; its controller decides later."""
+
+    rollout_id: str
+    gateway_url: str
+    model_name: str
+    champion_version: str
+    challenger_version: str
+    first_step: dict[str, Any] = Field(default_factory=dict)
+    reason: str
+    canary_run_id: str | None = None
+
+
 class RefreshResult(_Output):
     """Everything a refresh did, for the CLI's table, ``--json`` and the tests."""
 
@@ -186,8 +371,9 @@ class RefreshResult(_Output):
     baseline: BaselineOutput | None = None
     champion_before: ChampionFacts | None = None
     challenger: RetrainOutput
-    tournament: dict[str, Any] = Field(default_factory=dict)
-    canary: dict[str, Any] = Field(default_factory=dict)
+    tournament: TournamentOutput | None = None
+    canary: CanaryOutput | HandoverOutput | None = Field(
+        None, description="the embedded canary's decision, the hand-over to a running gateway, or None (skipped)")
     seconds: float
     timings: dict[str, float] = Field(default_factory=dict)
     resumed_stages: list[str] = Field(default_factory=list)
