@@ -33,6 +33,7 @@ import numpy as np
 from scipy import stats
 
 from monitoring import sequential as seq
+from monitoring.core.enums import VerdictKind
 from monitoring.judge_config import JudgeConfig, MetricConfig
 
 PASS, HIGH, LOW, NODATA = "Pass", "High", "Low", "NoData"
@@ -88,7 +89,7 @@ _METRIC_FIELDS = {f.name for f in fields(MetricResult)}
 class Verdict:
     """The judge's answer for one window: pass / marginal / fail (or nodata when no metric had data)."""
 
-    verdict: str
+    verdict: VerdictKind
     score: float
     metrics: list[MetricResult]
     group_scores: dict[str, float]
@@ -127,7 +128,7 @@ class Verdict:
         floats = {f.name for f in fields(MetricResult) if f.type in ("float", float)}
         metrics = [MetricResult(**{k: (float("nan") if v is None and k in floats else v) for k, v in m.items()
                                    if k in _METRIC_FIELDS}) for m in data.get("metrics", [])]
-        return cls(verdict=data["verdict"], score=float(data["score"]), metrics=metrics,
+        return cls(verdict=VerdictKind(data["verdict"]), score=float(data["score"]), metrics=metrics,
                    group_scores=dict(data.get("group_scores") or {}), reasons=list(data.get("reasons") or []),
                    method=data.get("method", "fixed_horizon"), decided_by=data.get("decided_by", ""))
 
@@ -348,17 +349,17 @@ class Judge:
         open_ = [r for r in deciding if not seq.good(r.rule, _code(r))]
         guards = ", ".join(r.name for r in deciding if r.rule == seq.NON_INFERIORITY)
         if code == seq.REJECT:
-            verdict, reasons = "fail", [f"critical metric failed: {r.reason}" for r in bad]
+            verdict, reasons = VerdictKind.FAIL, [f"critical metric failed: {r.reason}" for r in bad]
             decided_by = "; ".join(f"{r.rule} on {r.name} ({r.outcome})" for r in bad)
         elif code == seq.PROMOTE:
-            verdict, reasons = "pass", []
+            verdict, reasons = VerdictKind.PASS, []
             sup = ", ".join(r.name for r in deciding if r.rule == seq.SUPERIORITY)
             decided_by = (f"superiority on {sup} and " if sup else "") + f"non-inferiority on {guards}"
         elif code == seq.RAMP:
-            verdict, reasons = "marginal", [f"undecided: {r.reason}" for r in open_]
+            verdict, reasons = VerdictKind.MARGINAL, [f"undecided: {r.reason}" for r in open_]
             decided_by = f"non-inferiority on {guards} (safe to ramp; not yet proven better)"
         else:
-            verdict, reasons = "nodata", [f"undecided: {r.reason}" for r in open_]
+            verdict, reasons = VerdictKind.NODATA, [f"undecided: {r.reason}" for r in open_]
             decided_by = "undecided (hold)"
         reasons += [r.reason for r in results if r.failed and not r.critical]
         return Verdict(verdict, float(score), results, group_scores, reasons, method="sequential",
@@ -369,17 +370,17 @@ class Judge:
         score, group_scores = self._weighted(results)
         reasons = [r.reason for r in results if r.failed]
         if not group_scores:
-            return Verdict("nodata", 0.0, results, {}, ["no metric had enough samples to judge"])
+            return Verdict(VerdictKind.NODATA, 0.0, results, {}, ["no metric had enough samples to judge"])
         critical = [r for r in results if r.failed and r.critical]
         if critical:
-            verdict = "fail"
+            verdict = VerdictKind.FAIL
             reasons = [f"critical metric failed: {r.reason}" for r in critical] + [
                 r.reason for r in results if r.failed and not r.critical
             ]
         elif score >= cfg.pass_threshold:
-            verdict = "pass"
+            verdict = VerdictKind.PASS
         elif score >= cfg.marginal_threshold:
-            verdict = "marginal"
+            verdict = VerdictKind.MARGINAL
         else:
-            verdict = "fail"
+            verdict = VerdictKind.FAIL
         return Verdict(verdict, float(score), results, group_scores, reasons)

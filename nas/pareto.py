@@ -9,7 +9,7 @@ An objective names what the strategy maximises and which latency ``max_latency_m
 :func:`pareto_rows` marks, over all evaluated candidates, the non-dominated ones on every axis at once
 (maximise accuracy, minimise each latency and the parameter count): a candidate is on the front unless another is
 at least as good on all of them and better on one. :func:`pareto_plot` draws accuracy against each latency with the
-parameter count as colour; :func:`log_pareto` logs the plot and the table (``mlflow.log_table``) to the active run.
+parameter count as colour; ``pipelines.pareto_report.log_pareto`` logs the plot and the table to the MLflow run.
 The 2-D front of :func:`nas.objectives.pareto_front` stays what the search-stage plot uses for one cost axis.
 """
 
@@ -118,23 +118,3 @@ def pareto_plot(rows: Sequence[Mapping[str, Any]], path: str | Path, objective: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def log_pareto(records: Sequence[Any], objective: str = "accuracy", *, artifact_path: str = "pareto"
-               ) -> list[dict[str, Any]]:
-    """Log the Pareto table (``<artifact_path>/pareto_table.json``, ``mlflow.log_table``) and plot
-    (``<artifact_path>/pareto_front.png``) of all evaluated candidates to the active MLflow run; returns the rows."""
-    import tempfile
-
-    import mlflow
-    import pandas as pd
-
-    rows = pareto_rows(records, objective)
-    if not rows:
-        return rows
-    mlflow.log_table(pd.DataFrame(rows), artifact_file=f"{artifact_path}/pareto_table.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_artifact(str(pareto_plot(rows, Path(tmp) / "pareto_front.png", objective)),
-                            artifact_path=artifact_path)
-    mlflow.log_metric("pareto_front_size", sum(r["on_front"] for r in rows))
-    return rows

@@ -355,7 +355,7 @@ def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStag
 
 def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy_scores: dict, journal: Path,
                         seconds: float, prefilter_seconds: float, objective: str = "accuracy") -> None:
-    from nas.pareto import log_pareto
+    from pipelines.pareto_report import log_pareto
 
     best = ({"best_val_rmse": candidates[0].val_rmse} if candidates[0].val_rmse is not None
             else {"best_val_accuracy": candidates[0].val_accuracy})

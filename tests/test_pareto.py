@@ -71,7 +71,7 @@ def test_objective_is_checked_and_sets_metric_and_latency_bound():
 
 
 def test_log_pareto_writes_a_table_and_a_plot(nasops_home):
-    from nas.pareto import log_pareto
+    from pipelines.pareto_report import log_pareto
     from pipelines.tracking import configure_mlflow
 
     configure_mlflow()
