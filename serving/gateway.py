@@ -156,6 +156,8 @@ class Gateway:
             pool.shutdown(wait=False, cancel_futures=True)
         self.log_writer.close()
         self.log_engine.dispose()
+        if self.rollouts.store.engine is not self.log_engine:
+            self.rollouts.store.engine.dispose()  # the private store of a gateway that does not follow rollouts
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.settings.poll_interval_s):

@@ -419,3 +419,44 @@ print(",".join(heavy) or "none")
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "none"
+
+
+# -- every documented operation, generated from the OpenAPI document (schemathesis), in-process -------------------
+
+def test_generated_requests_get_documented_answers_and_never_a_5xx(tmp_path, backend):
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    app = create_app(settings_for(tmp_path, max_batch=4, max_feedback_items=4), backend=backend)
+    seen: dict[str, set[int]] = {}
+    with TestClient(app):  # the lifespan: models loaded, the gateway on app.state
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+        for operation in [result.ok() for result in schema.get_all_operations()]:
+            _generated(operation, checks, seen)()
+    assert {"POST /predict", "POST /feedback", "POST /admin/weight", "GET /readyz"} <= set(seen)
+    assert 200 in seen["POST /predict"], seen  # valid rows were generated: the model path ran
+
+
+def _generated(operation, checks: list, seen: dict[str, set[int]]):
+    """The hypothesis test of one operation (its own function: @given needs a fresh one per strategy)."""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
+
+    token = ADMIN if operation.path.startswith("/admin") else FEEDBACK if operation.path == "/feedback" else None
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    name = f"{operation.method.upper()} {operation.path}"
+
+    @hypothesis_settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                         database=None)
+    @given(case=operation.as_strategy())
+    def check(case):
+        response = case.call_and_validate(headers=headers, checks=checks)
+        seen.setdefault(name, set()).add(response.status_code)
+
+    return check
