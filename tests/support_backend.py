@@ -5,7 +5,9 @@ PyTorch, no registry.
 with :meth:`StandInBackend.point` (a new version, or None to remove the alias) and then reload the gateway, exactly
 as a registry alias move is followed. A model's answer is a fixed function of its version and the input (a seeded
 linear map and a softmax), so two versions disagree and a test can recompute any answer; ``fault`` breaks it on
-purpose: ``"nan"`` (non-finite output), ``"raise"`` (an exception), ``"shape"`` (a mis-shaped answer).
+purpose: ``"nan"`` (non-finite output), ``"nan_above"`` (non-finite for rows whose first value exceeds 100, a
+valid input), ``"raise"`` (an exception), ``"shape"`` (a mis-shaped answer), ``"slow"`` (answers after 0.5 s),
+``"load"`` (the version cannot be loaded).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class StandInModel:
     def predict_proba(self, x: np.ndarray | list[dict]) -> np.ndarray:
         if self.fault == "raise":
             raise RuntimeError("stand-in model fault")
+        if self.fault == "slow":
+            time.sleep(0.5)
         rows = self._encode(x)
         if self.regression:
             out = rows.sum(axis=1, keepdims=True) + float(self.version)
@@ -73,6 +77,8 @@ class StandInModel:
             out = out / out.sum(axis=1, keepdims=True)
         if self.fault == "nan":
             out = np.full_like(out, np.nan)
+        if self.fault == "nan_above":
+            out = np.where(rows[:, :1] > 100, np.nan, out)
         if self.fault == "shape":
             out = out[:, :1]
         if not np.isfinite(out).all():

@@ -108,7 +108,8 @@ def test_named_rows_are_ordered_by_feature_names(client):
     split = {"columns": NAMES[::-1], "data": [row[::-1] for row in x]}
     by_split = client.post("/predict", json={"dataframe_split": split}).json()
     by_records = client.post("/predict", json={"records": [dict(zip(NAMES, r, strict=True)) for r in x]}).json()
-    assert plain["predictions"] == by_split["predictions"] == by_records["predictions"]
+    by_instances = client.post("/predict", json={"instances": x}).json()
+    assert plain["predictions"] == by_split["predictions"] == by_records["predictions"] == by_instances["predictions"]
     np.testing.assert_allclose(plain["probabilities"], by_split["probabilities"], atol=1e-6)
 
 
@@ -243,8 +244,13 @@ def test_feedback_credentials_joins_and_mistakes(client, tmp_path):
     assert not_a_class.status_code == 422 and "row 2" in not_a_class.json()["error"]
     unknown = client.post("/feedback", json={"request_id": "never-sent", "label": 1}, headers=LABELS)
     assert unknown.status_code == 404 and "never-sent" in unknown.json()["error"]
+    before = client.get("/metrics").text
     ok = client.post("/feedback", json=item, headers=LABELS)
     assert ok.status_code == 200 and ok.json() == {"accepted": 1, "rows": 3}
+    after = client.get("/metrics").text
+    right = sum(p == t for p, t in zip(answer["predictions"], [0, 1, 2], strict=True))
+    assert metric(after, "nasops_feedback_total", variant="champion", correct="true") - \
+        metric(before, "nasops_feedback_total", variant="champion", correct="true") == right
     again = client.post("/feedback", json=item, headers=LABELS)
     assert again.status_code == 409
     assert client.post("/feedback", json={**item, "overwrite": True}, headers=LABELS).status_code == 200
@@ -460,3 +466,111 @@ def _generated(operation, checks: list, seen: dict[str, set[int]]):
         seen.setdefault(name, set()).add(response.status_code)
 
     return check
+
+
+# -- more of the slow suites' contract checks, in-process -----------------------------------------------------------
+
+def log_frame(tmp_path: Path):
+    return read_predictions(create_log_engine(f"sqlite:///{tmp_path / 'log.db'}"))
+
+
+def test_client_ids_are_namespaced_per_caller_and_a_reused_one_is_refused(client, tmp_path):
+    def ask(rid: str, key: str) -> str:
+        r = client.post("/predict", json={"inputs": rows(), "request_id": rid}, headers={"X-Request-Key": key})
+        return r.json()["request_id"]
+    a, b = ask("order-42", "tenant-a"), ask("order-42", "tenant-b")
+    assert a != b and a.startswith("order-42@") and b.startswith("order-42@")
+    one = client.post("/feedback", json={"request_id": a, "label": 0}, headers=LABELS)
+    assert one.status_code == 200 and one.json() == {"accepted": 1, "rows": 1}  # not the other caller's row
+    first, second = ask("reused-7", "same"), ask("reused-7", "same")
+    assert first == second
+    r = client.post("/feedback", json={"request_id": first, "label": 1}, headers=LABELS)
+    assert r.status_code == 409 and "more than one" in r.json()["error"]
+    frame = log_frame(tmp_path)
+    assert frame[frame.request_id.isin([b, first])].label.isna().all()
+
+
+def test_an_overwritten_label_is_retracted_in_the_metrics(client, tmp_path):
+    answer = client.post("/predict", json={"inputs": rows(4, seed=3)}).json()
+    rid, predicted = answer["request_id"], answer["predictions"]
+    wrong = [(p + 1) % 3 for p in predicted]
+    before = client.get("/metrics").text
+    assert client.post("/feedback", json={"request_id": rid, "labels": predicted}, headers=LABELS).status_code == 200
+    refused = client.post("/feedback", json={"request_id": rid, "labels": wrong}, headers=LABELS)
+    assert refused.status_code == 409 and "overwrite" in refused.json()["error"]
+    assert client.post("/feedback", json={"request_id": rid, "labels": wrong, "overwrite": True},
+                       headers=LABELS).status_code == 200
+    after = client.get("/metrics").text
+
+    def labelled(text: str, correct: str) -> float:
+        return metric(text, "nasops_feedback_total", variant="champion", correct=correct) - metric(
+            text, "nasops_feedback_retracted_total", variant="champion", correct=correct)
+    assert labelled(after, "true") - labelled(before, "true") == 0  # counted once, then retracted
+    assert labelled(after, "false") - labelled(before, "false") == 4
+    frame = log_frame(tmp_path)
+    assert frame[frame.request_id == rid].sort_values("row").label.tolist() == wrong
+
+
+@pytest.mark.parametrize("label", ["12", "2e400", "NaN", "18446744073709551616", "true", '"cat"'])
+def test_a_feedback_batch_with_one_bad_label_writes_nothing(client, tmp_path, label):
+    good = client.post("/predict", json={"inputs": rows()}).json()["request_id"]
+    bad = client.post("/predict", json={"inputs": rows()}).json()["request_id"]
+    body = f'[{{"request_id": "{good}", "label": 1}}, {{"request_id": "{bad}", "label": {label}}}]'
+    r = client.post("/feedback", content=body.encode(), headers={**LABELS, "content-type": "application/json"})
+    assert r.status_code == 422 and set(r.json()) == {"error", "detail"}, r.text
+    frame = log_frame(tmp_path)
+    assert frame[frame.request_id.isin([good, bad])].label.isna().all()
+
+
+@pytest.mark.parametrize(
+    ("cells", "needle", "reason"),
+    [
+        ("1" + "0" * 400 + ", 0, 0, 0", "row 0 column 0 ('a') is an integer beyond the float32 range", "range"),
+        ("0, 3.4e38, 0, 0", "row 0 column 1 ('b') is 3.4e+38, beyond the accepted magnitude", "range"),
+        ("0, 0, -2e9, 0", "row 0 column 2 ('c')", "range"),
+        ("0, 0, 0, 1e39", "row 0 column 3 ('d') overflows float32", "non_finite"),
+    ],
+)
+def test_out_of_range_numbers_are_422_naming_row_and_column(client, cells, needle, reason):
+    before = client.get("/metrics").text
+    r = client.post("/predict", content=f'{{"inputs": [[{cells}]]}}'.encode(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and needle in r.json()["error"], r.text
+    after = client.get("/metrics").text
+    assert metric(after, "nasops_invalid_requests_total", reason=reason) == \
+        metric(before, "nasops_invalid_requests_total", reason=reason) + 1
+    assert metric(after, "nasops_model_faults_total") == metric(before, "nasops_model_faults_total")
+
+
+def test_dataframe_split_names_the_callers_column(client):
+    split = {"columns": NAMES[::-1], "data": [[0.0, 0.0, 5e9, 0.0]]}  # column 2 of the request is 'b'
+    r = client.post("/predict", json={"dataframe_split": split})
+    assert r.status_code == 422 and "column 2 ('b')" in r.json()["error"], r.text
+
+
+def test_a_champion_fault_on_a_valid_row_is_answered_by_the_challenger_and_kept_raw(tmp_path):
+    faulty = models(champion=StandInModel("1", feature_names=NAMES, fault="nan_above"))
+    with serve(settings_for(tmp_path, log_inputs="hash"), faulty) as c:
+        fine = c.post("/predict", json={"inputs": [[0.5, 0, 0, 0]]}).json()
+        rescued = c.post("/predict", json={"inputs": [[500.0, 0, 0, 0]]})
+        text = c.get("/metrics").text
+    assert rescued.status_code == 200 and (fine["variant"], rescued.json()["variant"]) == ("champion", "challenger")
+    assert metric(text, "nasops_model_faults_total", variant="champion", reason="invalid_output") == 1
+    assert metric(text, "nasops_invalid_requests_total") == 0
+    frame = log_frame(tmp_path)
+    rid = rescued.json()["request_id"]
+    fault = frame[(frame.request_id == rid) & (frame.variant == "champion")].iloc[0]
+    assert fault.status == "error" and list(fault.inputs) == [500.0, 0, 0, 0]  # kept raw for diagnosis
+    answered = frame[(frame.request_id == rid) & (frame.variant == "challenger")].iloc[0]
+    assert answered.status == "fallback" and answered.inputs.startswith("sha256:")
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("raise", "error"), ("slow", "timeout"), ("shape", "invalid_output")])
+def test_a_faulty_challenger_never_fails_a_caller(tmp_path, fault, reason):
+    faulty = models(challenger=StandInModel("3", feature_names=NAMES, fault=fault))
+    with serve(settings_for(tmp_path, challenger_weight=1.0, challenger_timeout_s=0.1), faulty) as c:
+        answers = [c.post("/predict", json={"inputs": rows()}) for _ in range(3)]
+        text = c.get("/metrics").text
+    assert {(a.status_code, a.json()["variant"]) for a in answers} == {(200, "champion")}
+    assert metric(text, "nasops_fallback_total", reason=reason) == 3
+    assert metric(text, "nasops_requests_total", variant="champion", status="fallback") == 3
