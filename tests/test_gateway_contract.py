@@ -574,3 +574,16 @@ def test_a_faulty_challenger_never_fails_a_caller(tmp_path, fault, reason):
     assert {(a.status_code, a.json()["variant"]) for a in answers} == {(200, "champion")}
     assert metric(text, "nasops_fallback_total", reason=reason) == 3
     assert metric(text, "nasops_requests_total", variant="champion", status="fallback") == 3
+
+
+def test_a_thread_mode_gateway_serves_a_stand_in_over_real_http(tmp_path, backend):
+    """For the checks that need a real socket (a scraper, a client library) but no trained model."""
+    import httpx
+
+    from serving.server import start_gateway
+
+    with start_gateway(settings_for(tmp_path), backend=backend) as gw:
+        r = httpx.post(f"{gw.url}/predict", json={"inputs": rows()})
+        assert r.status_code == 200 and r.json()["model_version"] == "1"
+    with pytest.raises(ValueError, match="thread-mode"):
+        start_gateway(settings_for(tmp_path), mode="process", backend=backend)
