@@ -64,71 +64,81 @@ class GatewayMetrics:
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
         """New metric objects on ``registry`` (a fresh one by default)."""
         reg = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        return cls(
+        return cls(registry=reg, **_answer_metrics(reg), **_label_metrics(reg), **_state_metrics(reg))
+
+
+def _answer_metrics(reg: CollectorRegistry) -> dict:
+    """How each variant answered: outcomes, latency, predicted classes, faults, fallbacks, shadow calls."""
+    return dict(
+        requests=Counter(
+            REQUESTS_TOTAL,
+            "Answers attempted per variant (shadow calls included), by outcome: ok, error, timeout, fallback "
+            "(the champion answering for a failed challenger) or invalid (a rejected client request).",
+            ["model", "variant", "version", "status"], registry=reg,
+        ),
+        duration=Histogram(
+            REQUEST_DURATION_SECONDS, "Seconds a variant took to answer one request (model call and "
+            "post-processing).", ["variant"], buckets=LATENCY_BUCKETS, registry=reg,
+        ),
+        predictions=Counter(
+            PREDICTIONS_TOTAL, "Predicted rows per variant and predicted class.", ["variant", "class"], registry=reg,
+        ),
+        model_faults=Counter(
+            MODEL_FAULTS_TOTAL, "Model calls that failed on a valid request, per variant, by reason (error, "
+            "timeout, invalid_output: non-finite or mis-shaped logits); never a caller's mistake.",
+            ["variant", "reason"], registry=reg,
+        ),
+        fallback=Counter(
+            FALLBACK_TOTAL, "Challenger answers replaced by the champion's, by reason (error, timeout, "
+            "invalid_output).", ["reason"], registry=reg,
+        ),
+        shadow=Counter(
+            SHADOW_TOTAL, "Mirrored (shadow) challenger calls by outcome (ok, error, timeout, invalid_output, "
+            "dropped).", ["status"], registry=reg,
+        ),
+    )
+
+
+def _label_metrics(reg: CollectorRegistry) -> dict:
+    """What callers sent back or got wrong: labels joined and retracted, rejected requests."""
+    return dict(
+        feedback=Counter(
+            FEEDBACK_TOTAL, "Rows whose true label arrived, per variant, by correctness.", ["variant", "correct"],
             registry=reg,
-            requests=Counter(
-                REQUESTS_TOTAL,
-                "Answers attempted per variant (shadow calls included), by outcome: ok, error, timeout, fallback "
-                "(the champion answering for a failed challenger) or invalid (a rejected client request).",
-                ["model", "variant", "version", "status"],
-                registry=reg,
-            ),
-            duration=Histogram(
-                REQUEST_DURATION_SECONDS,
-                "Seconds a variant took to answer one request (model call and post-processing).",
-                ["variant"],
-                buckets=LATENCY_BUCKETS,
-                registry=reg,
-            ),
-            predictions=Counter(
-                PREDICTIONS_TOTAL, "Predicted rows per variant and predicted class.", ["variant", "class"],
-                registry=reg,
-            ),
-            feedback=Counter(
-                FEEDBACK_TOTAL, "Rows whose true label arrived, per variant, by correctness.", ["variant", "correct"],
-                registry=reg,
-            ),
-            feedback_retracted=Counter(
-                FEEDBACK_RETRACTED_TOTAL, "Labelled rows whose label was replaced (feedback sent with overwrite), "
-                "per variant and the correctness they had; rows labelled now = nasops_feedback_total minus this.",
-                ["variant", "correct"], registry=reg,
-            ),
-            model_faults=Counter(
-                MODEL_FAULTS_TOTAL, "Model calls that failed on a valid request, per variant, by reason (error, "
-                "timeout, invalid_output: non-finite or mis-shaped logits); never a caller's mistake.",
-                ["variant", "reason"], registry=reg,
-            ),
-            fallback=Counter(
-                FALLBACK_TOTAL,
-                "Challenger answers replaced by the champion's, by reason (error, timeout, invalid_output).",
-                ["reason"], registry=reg,
-            ),
-            shadow=Counter(
-                SHADOW_TOTAL, "Mirrored (shadow) challenger calls by outcome (ok, error, timeout, invalid_output, "
-                "dropped).", ["status"], registry=reg,
-            ),
-            drift_share=Gauge(
-                DRIFT_SHARE, "Share of drifted input features (0-1) per variant's traffic, set by the drift step.",
-                ["variant"], registry=reg, multiprocess_mode="mostrecent",
-            ),
-            invalid=Counter(
-                INVALID_REQUESTS_TOTAL, "Rejected client requests by reason (json, schema, shape, dtype, non_finite, "
-                "range, batch_size, body_size, media_type, label).", ["reason"], registry=reg,
-            ),
-            model_info=Gauge(
-                MODEL_INFO, "1 for the model version each alias currently serves.", ["model", "variant", "version"],
-                registry=reg, multiprocess_mode="mostrecent",
-            ),
-            challenger_weight=Gauge(
-                CHALLENGER_WEIGHT, "Share of traffic routed to the challenger in split mode (0 in shadow mode).",
-                registry=reg, multiprocess_mode="mostrecent",
-            ),
-            routed=Counter(
-                ROUTED_REQUESTS_TOTAL, "Requests routed per worker process and the split it applied (the "
-                "challenger weight, or 'shadow'): proves every worker followed every rollout step.",
-                ["worker", "weight"], registry=reg,
-            ),
-        )
+        ),
+        feedback_retracted=Counter(
+            FEEDBACK_RETRACTED_TOTAL, "Labelled rows whose label was replaced (feedback sent with overwrite), "
+            "per variant and the correctness they had; rows labelled now = nasops_feedback_total minus this.",
+            ["variant", "correct"], registry=reg,
+        ),
+        invalid=Counter(
+            INVALID_REQUESTS_TOTAL, "Rejected client requests by reason (json, schema, shape, dtype, non_finite, "
+            "range, batch_size, body_size, media_type, label).", ["reason"], registry=reg,
+        ),
+    )
+
+
+def _state_metrics(reg: CollectorRegistry) -> dict:
+    """What the gateway serves and how it routes: versions, the split, drift, routed requests per worker."""
+    return dict(
+        drift_share=Gauge(
+            DRIFT_SHARE, "Share of drifted input features (0-1) per variant's traffic, set by the drift step.",
+            ["variant"], registry=reg, multiprocess_mode="mostrecent",
+        ),
+        model_info=Gauge(
+            MODEL_INFO, "1 for the model version each alias currently serves.", ["model", "variant", "version"],
+            registry=reg, multiprocess_mode="mostrecent",
+        ),
+        challenger_weight=Gauge(
+            CHALLENGER_WEIGHT, "Share of traffic routed to the challenger in split mode (0 in shadow mode).",
+            registry=reg, multiprocess_mode="mostrecent",
+        ),
+        routed=Counter(
+            ROUTED_REQUESTS_TOTAL, "Requests routed per worker process and the split it applied (the "
+            "challenger weight, or 'shadow'): proves every worker followed every rollout step.",
+            ["worker", "weight"], registry=reg,
+        ),
+    )
 
 
 def render_latest(registry: CollectorRegistry) -> bytes:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.metrics import GatewayMetrics
+from serving.backend import ModelBackend
 from serving.config import GatewaySettings
 from serving.errors import count_invalid, install_error_handlers
 from serving.gateway import Gateway
@@ -30,7 +31,7 @@ DESCRIPTION = (
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     """Load the models before the first request (so ``/healthz`` answering means loading was tried)."""
-    gateway = Gateway(app.state.settings, app.state.metrics)
+    gateway = Gateway(app.state.settings, app.state.metrics, app.state.backend)
     await run_in_threadpool(gateway.start)
     app.state.gateway = gateway
     if app.state.freeze_gc:
@@ -44,8 +45,9 @@ async def _lifespan(app: FastAPI):
 
 
 def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics | None = None, *,
-               freeze_gc: bool = False) -> FastAPI:
-    """A gateway app; settings and metrics live on ``app.state`` and reach the routes through ``Depends``.
+               backend: ModelBackend | None = None, freeze_gc: bool = False) -> FastAPI:
+    """A gateway app; settings, metrics and the gateway live on ``app.state`` and reach the routes through
+    ``Depends``. ``backend``: where models come from (default: the MLflow registry; tests pass a stand-in).
     ``freeze_gc``: once the models are loaded, move every object alive to the collector's permanent generation
     (``gc.freeze``; for a process that is the gateway's alone)."""
     settings = settings or GatewaySettings()
@@ -55,6 +57,7 @@ def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics 
     app.state.settings = settings
     app.state.metrics = metrics or GatewayMetrics.create()
     app.state.gateway = None
+    app.state.backend = backend
     app.state.freeze_gc = freeze_gc
 
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes,
@@ -67,7 +70,8 @@ def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics 
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory serving.app:create_app_from_env`` (settings from NASOPS_GATEWAY_*).
+    """Factory for ``uvicorn --factory serving.app:create_app_from_env`` (settings from NASOPS_GATEWAY_*, store
+    defaults from the core settings, read here once).
 
     A worker process is the gateway's alone, so it also sets the interpreter's GIL switch interval and freezes the
     objects alive after loading out of the collector's reach (process-wide settings, left alone when the gateway

@@ -1,44 +1,28 @@
 """Gateway configuration (pydantic settings, env prefix ``NASOPS_GATEWAY_``).
 
-The defaults follow the rest of nasops without importing it (serving never imports pipelines): the MLflow store is
-``MLFLOW_TRACKING_URI`` or the SQLite file under ``$NASOPS_HOME`` (default ``./.nasops``), and so is the prediction
-log.
+The store defaults are the core's (:class:`monitoring.core.settings.Settings`, one spelling for every plane): the
+MLflow store is ``MLFLOW_TRACKING_URI`` or the SQLite file under ``$NASOPS_HOME`` (default ``./.nasops``), the
+prediction log ``NASOPS_PREDICTION_LOG_URL`` or the SQLite file beside it, the model ``NASOPS_MODEL_NAME``. Reading
+the settings creates nothing; the gateway creates the prediction log's directory when it opens the log.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from monitoring.core.enums import Mode
+from monitoring.core.settings import Settings
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
 from serving.tokens import check_token, read_token_file
 
-
-def _home() -> Path:
-    path = Path(os.environ.get("NASOPS_HOME", ".nasops")).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_home() / 'mlflow.db'}"
-
-
-def _default_log_url() -> str:
-    return os.environ.get("NASOPS_PREDICTION_LOG_URL") or f"sqlite:///{_home() / 'predictions.db'}"
-
-
-def _default_model_name() -> str:
-    return os.environ.get("NASOPS_MODEL_NAME", "nasops-classifier")
-
-
-Mode = Literal["split", "shadow"]
+CORE_DEFAULTS = {"tracking_uri": "tracking_uri_uncreated", "model_name": "model_name",
+                 "prediction_log_url": "prediction_log_url_uncreated"}
+"""Gateway field -> the core :class:`Settings` attribute its default is read from."""
 
 
 class GatewaySettings(BaseSettings):
@@ -46,13 +30,14 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NASOPS_GATEWAY_", extra="ignore")
 
-    tracking_uri: str = Field(default_factory=_default_tracking_uri, description="MLflow tracking/registry URI")
-    model_name: str = Field(default_factory=_default_model_name, description="registered model name")
+    tracking_uri: str = Field(description="MLflow tracking/registry URI (default: the core's)")
+    model_name: str = Field(description="registered model name (default: NASOPS_MODEL_NAME or nasops-classifier)")
     champion_alias: str = CHAMPION
     challenger_alias: str = CHALLENGER
     challenger_weight: float = Field(default=0.0, ge=0.0, le=1.0, description="share of traffic for the challenger "
                                      "until a rollout sets it (0: no caller reaches an unjudged challenger)")
-    mode: Mode = Field(default="split", description="split: weighted routing; shadow: challenger gets a mirror copy")
+    mode: Mode = Field(default=Mode.SPLIT, description="split: weighted routing; shadow: challenger gets a mirror copy "
+                       "(the start-up split, until a rollout record sets one)")
     sticky_header: str = Field(default="X-Request-Key", description="header whose value pins a caller to a variant")
     challenger_timeout_s: float = Field(default=0.25, gt=0, description="slower challenger answers fall back")
     admin_token: str | None = Field(default=None, description="bearer token of the admin API (None: admin off)")
@@ -73,7 +58,7 @@ class GatewaySettings(BaseSettings):
         "of each row instead (rows of a model fault are kept raw for diagnosis)")
     input_retention_days: float | None = Field(
         default=None, gt=0, description="logged inputs older than this many days are erased (None: kept)")
-    prediction_log_url: str = Field(default_factory=_default_log_url, description="SQLAlchemy URL of the log")
+    prediction_log_url: str = Field(description="SQLAlchemy URL of the log (default: the core's)")
     max_batch: int = Field(default=1024, ge=1, description="most rows in one /predict request")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="largest accepted request body")
     poll_interval_s: float = Field(default=10.0, ge=0, description="alias poll period (0: poll off)")
@@ -82,7 +67,8 @@ class GatewaySettings(BaseSettings):
         "canary controller writes: every worker and replica follows the same split")
     rollout_poll_s: float = Field(default=1.0, gt=0, le=60, description="how often the rollout record is re-read")
     control_file: str | None = Field(
-        default=None, description="JSON file shared by worker processes for admin changes (set by the launcher)"
+        default=None, description="JSON file through which worker processes pass on POST /admin/reload (set by the "
+        "launcher; it carries no routing: the split is the rollout record's)"
     )
     champion_inline_max_rows: int = Field(
         default=64, ge=0, description="champion batches up to this size run on the event loop (no thread hop)"
@@ -111,6 +97,18 @@ class GatewaySettings(BaseSettings):
         description="extra aliases (e.g. candidate-1,candidate-2) that get a mirrored copy of every request; "
         "comma-separated or a JSON list in the environment",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _core_defaults(cls, data: Any) -> Any:
+        # One core Settings per gateway settings (built once by the entry point's factory), and only when a store
+        # default is needed: explicit values and NASOPS_GATEWAY_* variables win.
+        if isinstance(data, dict):
+            missing = [name for name in CORE_DEFAULTS if data.get(name) is None]
+            if missing:
+                core = Settings()
+                data = {**data, **{name: getattr(core, CORE_DEFAULTS[name]) for name in missing}}
+        return data
 
     @field_validator("shadow_aliases", mode="before")
     @classmethod

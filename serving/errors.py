@@ -114,7 +114,8 @@ async def on_rejected(request: Request, exc: RequestRejected) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from serving.gateway import ChampionFailed, LogUnavailable, NotReady, RolloutControlled
+    from serving.gateway import ChampionFailed, LogUnavailable, NotReady
+    from serving.manual_rollout import RolloutControlled
 
     settings = app.state.settings
 

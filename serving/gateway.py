@@ -4,7 +4,7 @@ Guarantees: a challenger that raises, stalls past ``challenger_timeout_s`` or re
 caller (the champion answers, the failure is counted and logged); shadow calls (the challenger in shadow mode, and
 every ``shadow_aliases`` model, e.g. a tournament's candidates) run after the response is ready, never raise into
 the caller's request and are bounded (``shadow_max_in_flight``, ``challenger_timeout_s``); alias changes swap whole
-:class:`~serving.models.LoadedModel` objects, so requests in flight finish on the model they started with.
+:class:`~serving.backend.ServedModel` objects, so requests in flight finish on the model they started with.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
-from mlflow.tracking import MlflowClient
+import sqlalchemy as sa
 
+from monitoring.core.enums import Mode
 from monitoring.metrics import GatewayMetrics
 from monitoring.prediction_log import (
     FeedbackResult,
@@ -34,13 +35,14 @@ from monitoring.prediction_log import (
     find_request_rows,
     prediction_rows,
 )
+from monitoring.rollout_store import Rollout, RolloutStore
+from serving.backend import InvalidModelOutput, ModelBackend, ServedModel
 from serving.config import GatewaySettings
-from serving.control import ControlFile, ControlState
-from serving.flavours import load_flavoured
-from serving.models import InvalidModelOutput, LoadedModel, resolve_alias
+from serving.manual_rollout import is_manual, steer
+from serving.reload_signal import ReloadSignal
 from serving.request_ids import new_request_id
 from serving.rollout_follower import RolloutFollower
-from serving.routing import CHALLENGER, CHAMPION, choose_variant
+from serving.routing import CHALLENGER, CHAMPION, Split, choose_variant, split_of
 
 log = logging.getLogger("nasops.gateway")
 
@@ -53,10 +55,6 @@ class NotReady(RuntimeError):
 
 class ChampionFailed(RuntimeError):
     """The champion failed on a valid request and no challenger could answer for it (500, a model fault)."""
-
-
-class RolloutControlled(RuntimeError):
-    """An admin change of the split while a rollout steers it (409: use the canary commands instead)."""
 
 
 class LogUnavailable(RuntimeError):
@@ -84,17 +82,20 @@ class Answer:
 class Gateway:
     """Champion and challenger by alias, routing state, metrics and the prediction log of one worker process."""
 
-    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None,
+                 backend: ModelBackend | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or GatewayMetrics.create()
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-        self.models: dict[str, LoadedModel | None] = {CHAMPION: None, CHALLENGER: None}
+        self.backend = backend if backend is not None else registry_backend(settings)
+        self.models: dict[str, ServedModel | None] = {CHAMPION: None, CHALLENGER: None}
         self.alias_absent: dict[str, bool] = {CHAMPION: True, CHALLENGER: True}
         self.load_errors: dict[str, str] = {}
         # Extra aliases served only in shadow (keyed by alias name, which is also their variant label).
-        self.shadow_models: dict[str, LoadedModel | None] = {a: None for a in settings.shadow_aliases}
-        self.control = ControlFile(settings.control_file, ControlState(settings.challenger_weight, settings.mode))
-        self._seen_generation = self.control.state.reload_generation
+        self.shadow_models: dict[str, ServedModel | None] = {a: None for a in settings.shadow_aliases}
+        self.reload_signal = ReloadSignal(settings.control_file)
+        self._seen_generation = self.reload_signal.generation
+        self._default_split = Split(Mode(settings.mode), settings.challenger_weight)
+        self._split = self._default_split  # set only from the rollout record (see _on_rollout)
         self._pools = {
             CHAMPION: ThreadPoolExecutor(max_workers=2, thread_name_prefix=CHAMPION),
             CHALLENGER: ThreadPoolExecutor(max_workers=4, thread_name_prefix=CHALLENGER),
@@ -109,25 +110,21 @@ class Gateway:
         self._retention: threading.Thread | None = None
         self._shadow_tasks: set[asyncio.Task] = set()
         self._shadow_by_request: dict[str, list[asyncio.Task]] = {}
+        ensure_sqlite_dir(settings.prediction_log_url)  # the one place the gateway writes: create it here
         self.log_engine = create_log_engine(settings.prediction_log_url, durable=settings.log_mode == "sync")
         self.log_writer = PredictionLogWriter(self.log_engine, interval_s=settings.log_interval_s)
         self._worker = str(os.getpid())
-        self.rollouts: RolloutFollower | None = None
-        if settings.follow_rollouts:
-            from monitoring.rollout_store import RolloutStore
-
-            self.rollouts = RolloutFollower(RolloutStore(self.log_engine), settings.model_name,
-                                            settings.rollout_poll_s, self._on_rollout)
         self._started_at = time.time()
+        store = RolloutStore(self.log_engine if settings.follow_rollouts else private_store_engine())
+        self.rollouts = RolloutFollower(store, settings.model_name, settings.rollout_poll_s, self._on_rollout)
         self.metrics.challenger_weight.set(self.effective_weight())
 
     # -- life cycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         """Load both aliases (failures are recorded, not raised: /readyz tells) and start the alias poller."""
-        torch.set_num_threads(self.settings.torch_threads)
+        self.backend.start()
         self.reload()
-        if self.rollouts is not None:
-            self.rollouts.start()
+        self.rollouts.start()
         if self.settings.poll_interval_s > 0:
             self._poller = threading.Thread(target=self._poll_loop, name="alias-poller", daemon=True)
             self._poller.start()
@@ -151,8 +148,7 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
-        if self.rollouts is not None:
-            self.rollouts.stop()
+        self.rollouts.stop()
         for thread in (self._poller, self._retention):
             if thread is not None:
                 thread.join(timeout=5)
@@ -160,6 +156,8 @@ class Gateway:
             pool.shutdown(wait=False, cancel_futures=True)
         self.log_writer.close()
         self.log_engine.dispose()
+        if self.rollouts.store.engine is not self.log_engine:
+            self.rollouts.store.engine.dispose()  # the private store of a gateway that does not follow rollouts
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.settings.poll_interval_s):
@@ -203,15 +201,15 @@ class Gateway:
             self._swap_shadow(alias, loaded)
 
     def _fetch(
-        self, key: str, alias: str, load_as: str, current: LoadedModel | None
-    ) -> tuple[str, LoadedModel | None]:
+        self, key: str, alias: str, load_as: str, current: ServedModel | None
+    ) -> tuple[str, ServedModel | None]:
         """Resolve ``alias`` and load its version if it changed, recording failures under ``key``.
 
         Returns ``(outcome, model)``: outcome is ``unresolved`` (registry error), ``absent`` (no such alias),
         ``same`` (already serving it), ``failed`` (load error; keep the old model) or ``loaded`` (swap it in).
         """
         try:
-            version = resolve_alias(self.client, self.settings.model_name, alias)
+            version = self.backend.resolve(alias)
         except Exception as exc:
             self.load_errors[key] = f"cannot resolve alias {alias!r}: {exc}"
             return "unresolved", None
@@ -220,19 +218,19 @@ class Gateway:
         if current is not None and current.version == version:
             return "same", None
         try:
-            loaded = load_flavoured(self.client, self.settings.model_name, load_as, version, self.settings.flavour)
+            loaded = self.backend.load(alias, version, load_as)
         except Exception as exc:
             self.load_errors[key] = f"version {version}: {type(exc).__name__}: {exc}"
             log.warning("loading %s version %s failed: %s", alias, version, exc)
             return "failed", None
         self.load_errors.pop(key, None)
-        if loaded.flavour_note:  # served, but not in the flavour asked for (serving.flavours)
+        if getattr(loaded, "flavour_note", None):  # served, but not in the flavour asked for (serving.flavours)
             self.load_errors[f"flavour:{key}"] = loaded.flavour_note
         else:
             self.load_errors.pop(f"flavour:{key}", None)
         return "loaded", loaded
 
-    def _swap_shadow(self, alias: str, loaded: LoadedModel | None) -> None:
+    def _swap_shadow(self, alias: str, loaded: ServedModel | None) -> None:
         old = self.shadow_models.get(alias)
         if old is not None:
             with contextlib.suppress(KeyError):
@@ -242,7 +240,7 @@ class Gateway:
             self.metrics.model_info.labels(self.settings.model_name, alias, loaded.version).set(1)
             log.info("shadowing %s version %s", alias, loaded.version)
 
-    def _swap(self, alias_key: str, loaded: LoadedModel | None) -> None:
+    def _swap(self, alias_key: str, loaded: ServedModel | None) -> None:
         old = self.models[alias_key]
         if old is not None:
             with contextlib.suppress(KeyError):
@@ -264,7 +262,7 @@ class Gateway:
             return False, self.load_errors.get(CHALLENGER, f"alias {self.settings.challenger_alias!r} not loaded")
         return True, "ok"
 
-    def contract(self) -> LoadedModel:
+    def contract(self) -> ServedModel:
         """The model whose signature requests are validated against (the champion's)."""
         champion = self.models[CHAMPION]
         if champion is None:
@@ -272,40 +270,37 @@ class Gateway:
         return champion
 
     # -- routing state -----------------------------------------------------------------------------------
-    def routing(self) -> ControlState:
-        """The split to apply now: the active rollout's, else the local control state (admin API, settings)."""
-        state = self.control.poll()
-        if state.reload_generation > self._seen_generation:
-            self._seen_generation = state.reload_generation
+    def routing(self) -> Split:
+        """The split to apply now: what the newest rollout record says (a controller's or an operator's manual
+        rollout), kept by :meth:`_on_rollout`; also picks up a reload another worker asked for."""
+        generation = self.reload_signal.poll()
+        if generation > self._seen_generation:
+            self._seen_generation = generation
             self._reload_in_background("admin-reload")
-        rollout = self.rollouts.active if self.rollouts is not None else None
-        if rollout is not None:
-            return ControlState(rollout.weight, rollout.mode, state.reload_generation)
-        return state
+        return self._split
 
     def _reload_in_background(self, name: str) -> None:
         threading.Thread(target=self._safe_reload, name=name, daemon=True).start()
 
-    def _on_rollout(self, previous, current) -> None:
-        """A new generation of the rollout record: follow its versions while active; at its end, weight 0 (and,
-        once the controller moved the aliases after a promotion, the new champion)."""
-        if current.active:
+    def _on_rollout(self, previous: Rollout | None, current: Rollout) -> None:
+        """A new generation of the rollout record: apply its split; while a controller's rollout is active, serve
+        its versions; at its end (weight 0), once the controller moved the aliases after a promotion, reload."""
+        manual = is_manual(current)  # an operator's split: it follows the aliases, it does not pin versions
+        if current.active and not manual:
             served = (self.versions().get(CHAMPION), self.versions().get(CHALLENGER))
             if served != (current.champion_version, current.challenger_version):
                 self._reload_in_background("rollout-reload")  # the aliases are the record's versions
-        elif previous is not None or current.updated_at >= self._started_at:
-            s = self.control.state
-            if (s.weight, s.mode) != (0.0, "split"):
-                self.control.write(ControlState(0.0, "split", s.reload_generation))
-            if current.applied:
-                self._reload_in_background("rollout-reload")
+        elif current.terminal and current.applied and not manual and (
+                previous is not None or current.updated_at >= self._started_at):
+            self._reload_in_background("rollout-reload")
+        self._split = split_of(current, self._default_split, self._started_at, previous is not None)
         self.metrics.challenger_weight.set(self.effective_weight())
         drift = (current.history[-1].get("drift") if current.history else None) or {}
         for variant in (CHAMPION, CHALLENGER):
             if isinstance(drift.get(variant), int | float):
                 self.metrics.drift_share.labels(variant).set(float(drift[variant]))
-        log.info("rollout %s generation %d: %s, %s %.0f%%", current.rollout_id, current.generation, current.phase,
-                 current.mode, 100 * current.weight)
+        log.info("rollout %s generation %d%s: %s, %s %.0f%%", current.rollout_id, current.generation,
+                 " (manual)" if manual else "", current.phase, current.mode, 100 * current.weight)
 
     def _safe_reload(self) -> None:
         try:
@@ -314,33 +309,29 @@ class Gateway:
             log.exception("reload failed")
 
     def effective_weight(self) -> float:
-        state = self.routing()
-        return 0.0 if state.mode == "shadow" else state.weight
+        return self._split.effective_weight
 
-    def _refuse_while_rollout(self) -> None:
-        rollout = self.rollouts.active if self.rollouts is not None else None
-        if rollout is not None:
-            raise RolloutControlled(f"rollout {rollout.rollout_id} ({rollout.phase}) steers the split")
+    def set_weight(self, weight: float) -> Split:
+        """The operator's challenger share, as a manual rollout (refused while a controller's rollout is active)."""
+        return self._steer(lambda split: Split(split.mode, float(weight)))
 
-    def set_weight(self, weight: float) -> ControlState:
-        self._refuse_while_rollout()
-        s = self.control.state
-        self.control.write(ControlState(weight, s.mode, s.reload_generation))
-        self.metrics.challenger_weight.set(self.effective_weight())
-        return self.control.state
+    def set_mode(self, mode: str) -> Split:
+        """The operator's mode, as a manual rollout (refused while a controller's rollout is active)."""
+        return self._steer(lambda split: Split(Mode(mode), split.weight))
 
-    def set_mode(self, mode: str) -> ControlState:
-        self._refuse_while_rollout()
-        s = self.control.state
-        self.control.write(ControlState(s.weight, mode, s.reload_generation))
-        self.metrics.challenger_weight.set(self.effective_weight())
-        return self.control.state
+    def _steer(self, change) -> Split:
+        """Write the change into the rollout record and apply it here at once (the other workers and replicas
+        follow within ``rollout_poll_s``)."""
+        served = self.versions()
+        versions = (served.get(CHAMPION) or "none", served.get(CHALLENGER) or "none")
+        record = steer(self.rollouts.store, self.settings.model_name, change, self._split, versions)
+        if record is not None:
+            self.rollouts.observe(record)
+        return self._split
 
     def request_reload(self) -> dict[str, str | None]:
-        """Reload here now and tell the other workers (through the control file) to do the same."""
-        s = self.control.state
-        self._seen_generation = s.reload_generation + 1
-        self.control.write(ControlState(s.weight, s.mode, s.reload_generation + 1))
+        """Reload here now and tell the other workers (through the reload signal file) to do the same."""
+        self._seen_generation = self.reload_signal.bump()
         return self.reload()
 
     def state(self) -> dict:
@@ -359,11 +350,11 @@ class Gateway:
             "load_errors": dict(self.load_errors),
             "shadow_in_flight": len(self._shadow_tasks),
             "prediction_log_errors": self.log_writer.errors,
-            "rollout": self.rollouts.describe() if self.rollouts is not None else None,
+            "rollout": self.rollouts.describe(),
         }
 
     # -- prediction --------------------------------------------------------------------------------------
-    async def _call(self, model: LoadedModel, x: np.ndarray, timeout: float | None) -> np.ndarray:
+    async def _call(self, model: ServedModel, x: np.ndarray, timeout: float | None) -> np.ndarray:
         if timeout is None and len(x) <= self.settings.champion_inline_max_rows:
             # A small champion batch costs less than a thread hop (~0.1 ms): run it on the event loop.
             return model.predict_proba(x)
@@ -373,7 +364,7 @@ class Gateway:
             return await future
         return await asyncio.wait_for(future, timeout)
 
-    def _record(self, model: LoadedModel, variant: str, status: str, request_id: str, x: np.ndarray,
+    def _record(self, model: ServedModel, variant: str, status: str, request_id: str, x: np.ndarray,
                 probs: np.ndarray | None, labels: list | None, seconds: float, shadow: bool = False) -> dict:
         """Count one model call and return the prediction log entry for it (written by :meth:`_persist`)."""
         m = self.metrics
@@ -402,7 +393,7 @@ class Gateway:
             log.exception("synchronous prediction log write failed")
             raise LogUnavailable("the prediction log cannot be written") from exc
 
-    async def _attempt(self, model: LoadedModel, variant: str, status: str, x: np.ndarray, request_id: str,
+    async def _attempt(self, model: ServedModel, variant: str, status: str, x: np.ndarray, request_id: str,
                        timeout: float | None, entries: list[dict]) -> tuple[Answer | None, str | None]:
         """One model call: ``(answer, None)``, or ``(None, reason)`` with the fault counted and logged."""
         t0 = time.perf_counter()
@@ -427,14 +418,14 @@ class Gateway:
         """Answer one batch as a unit (one variant for all its rows); a failing variant is answered by the other.
 
         ``request_id`` is the id to log under (None: a random one is generated)."""
-        state = self.routing()
+        split = self.routing()
         champion, challenger = self.models[CHAMPION], self.models[CHALLENGER]
         if champion is None:
             raise NotReady(self.ready()[1])
         request_id = request_id or new_request_id()
-        weight = state.weight if (challenger is not None and state.mode == "split") else 0.0
+        weight = split.weight if (challenger is not None and split.mode == Mode.SPLIT) else 0.0
         variant = choose_variant(weight, key)
-        self.metrics.routed.labels(self._worker, "shadow" if state.mode == "shadow" else f"{weight:g}").inc()
+        self.metrics.routed.labels(self._worker, Mode.SHADOW if split.mode == Mode.SHADOW else f"{weight:g}").inc()
         entries: list[dict] = []
         answer, champion_status = None, "ok"
         if variant == CHALLENGER:
@@ -453,14 +444,14 @@ class Gateway:
         if answer is None:
             raise ChampionFailed(f"champion version {champion.version} failed ({failure}) and no challenger could "
                                  "answer for it")
-        if state.mode == "shadow" and challenger is not None:
+        if split.mode == Mode.SHADOW and challenger is not None:
             self._mirror(challenger, CHALLENGER, x, request_id)
         for alias, model in list(self.shadow_models.items()):
             if model is not None:
                 self._mirror(model, alias, x, request_id)
         return answer
 
-    def _mirror(self, model: LoadedModel, variant: str, x: np.ndarray, request_id: str) -> None:
+    def _mirror(self, model: ServedModel, variant: str, x: np.ndarray, request_id: str) -> None:
         """Start one shadow call in the background (dropped, and counted, beyond ``shadow_max_in_flight``)."""
         if len(self._shadow_tasks) >= self.settings.shadow_max_in_flight:
             self.metrics.shadow.labels("dropped").inc()
@@ -485,7 +476,7 @@ class Gateway:
         if pending:
             await asyncio.wait(pending, timeout=self.settings.feedback_wait_s)
 
-    async def _shadow(self, model: LoadedModel, variant: str, x: np.ndarray, request_id: str) -> None:
+    async def _shadow(self, model: ServedModel, variant: str, x: np.ndarray, request_id: str) -> None:
         t0 = time.perf_counter()
         probs = labels = None
         compute_s: float | None = None
@@ -541,8 +532,32 @@ class Gateway:
         return result
 
 
-def _timed_predict(model: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, float]:
+def _timed_predict(model: ServedModel, x: np.ndarray) -> tuple[np.ndarray, float]:
     """``model.predict_proba(x)`` and the seconds the call itself took (measured on the worker thread)."""
     t0 = time.perf_counter()
     probs = model.predict_proba(x)
     return probs, time.perf_counter() - t0
+
+
+def registry_backend(settings: GatewaySettings) -> ModelBackend:
+    """The production backend (the MLflow registry); imported here so a stand-in never loads PyTorch or MLflow."""
+    from serving.registry_backend import MlflowRegistryBackend
+
+    return MlflowRegistryBackend(settings.tracking_uri, settings.model_name, flavour=settings.flavour,
+                                 torch_threads=settings.torch_threads)
+
+
+def private_store_engine() -> sa.engine.Engine:
+    """A rollout store only this process sees (``follow_rollouts=False``): its admin changes stay here."""
+    from sqlalchemy.pool import StaticPool
+
+    return sa.create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the directory of a SQLite file URL (the state directory, for the default prediction log)."""
+    if not url.startswith("sqlite"):
+        return
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)

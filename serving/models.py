@@ -1,4 +1,5 @@
-"""Models the gateway serves, loaded from the MLflow registry by alias, with what validation needs to know.
+"""Models the gateway serves, loaded from the MLflow registry by alias, with what validation needs to know (the
+registry's :class:`~serving.backend.ServedModel`; :mod:`serving.registry_backend` is the backend that loads them).
 
 A :class:`LoadedModel` is immutable: hot reload builds a new one and swaps the reference, so a request that
 already holds the old one finishes on it (nothing in flight is dropped).
@@ -18,9 +19,11 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from monitoring.core.model_ref import ModelRef
+from monitoring.core.tasks import get_task
+from serving.backend import InvalidModelOutput
 
-class InvalidModelOutput(RuntimeError):
-    """The model answered, but not with finite logits of the expected shape (a broken challenger)."""
+__all__ = ["InvalidModelOutput", "LoadedModel", "load_version", "resolve_alias"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class LoadedModel:
 
     @property
     def regression(self) -> bool:
-        return self.task == "regression"
+        """A number per row in the target's units (the core task kind's ``numeric_labels``), not classes."""
+        return get_task(self.task).numeric_labels
 
     @property
     def num_classes(self) -> int:
@@ -171,14 +175,15 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
 
     mv = client.get_model_version(name, version)
     tags = dict(mv.tags or {})
+    ref = ModelRef.from_version(mv)  # the version's nasops.* tags: task, classes, features
     # Resolve and fetch through this client's store, not MLflow's process-wide URIs (or MLFLOW_*_URI variables
     # another part of the process may have set): two gateways on two registries can share a process.
     source = client.get_model_version_download_uri(name, version)
     model_dir = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=client.tracking_uri)
-    task = tags.get("nasops.task", "classification")
+    task, numeric = ref.task, ref.kind.numeric_labels
     table = _load_table_model(model_dir)
     if table is not None:
-        classes = [] if task == "regression" else _json_tag(tags, "nasops.classes") or table.classes
+        classes = [] if numeric else ref.classes or table.classes
         return LoadedModel(alias=alias, name=name, version=str(version), module=table.module,
                            n_features=len(table.schema), classes=list(classes), feature_names=table.columns,
                            table=table, input_schema=table.schema, task=task)
@@ -186,7 +191,7 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
     with contextlib.suppress(Exception):  # torch.export (pt2) modules refuse .eval(); MLflow set them up already
         module.eval()
     n_features, n_out = _signature_width(model_dir)
-    feature_names = _json_tag(tags, "nasops.features")
+    feature_names = ref.feature_names or None
     if n_features is None and feature_names:
         n_features = len(feature_names)
     if n_features is None:
@@ -197,15 +202,15 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
             f"model {name} version {version} has no input signature and no nasops.features/nasops.input_shape "
             "tag: the gateway cannot validate requests for it; log it with a TensorSpec signature"
         )
-    if task == "regression":
+    if numeric:
         return LoadedModel(alias=alias, name=name, version=str(version), module=module, n_features=int(n_features),
                            classes=[], feature_names=feature_names, task=task)
-    classes = _json_tag(tags, "nasops.classes")
+    classes = ref.classes
     if not classes:
         if n_out is None:
             with torch.inference_mode():
                 n_out = int(module(torch.zeros(1, n_features)).shape[1])
         classes = list(range(n_out))
     return LoadedModel(alias=alias, name=name, version=str(version), module=module, n_features=int(n_features),
-                       classes=list(classes), feature_names=feature_names)
+                       classes=list(classes), feature_names=feature_names, task=task)
 

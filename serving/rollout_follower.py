@@ -2,9 +2,10 @@
 
 Every worker of every replica runs one follower (a daemon thread) against the shared rollout store, so they all
 apply the same split within ``rollout_poll_s`` of the controller's write, whatever worker or replica an operator
-or the controller talks to (the old ``/admin/weight`` reached one process only). While a rollout is active its
-``mode`` and ``weight`` override the local control state; when it ends, the worker sets the challenger's weight to
-0 and, after a promotion, re-reads the aliases the controller moved.
+or the controller talks to. The record is the one routing source: a controller's rollout, or an operator's manual
+one (``/admin/weight`` and ``/admin/mode`` write one, :mod:`serving.manual_rollout`). While a rollout is active its
+``mode`` and ``weight`` are the split; when it ends, the challenger's weight is 0 and, after a promotion, the
+worker re-reads the aliases the controller moved.
 """
 
 from __future__ import annotations
@@ -14,8 +15,19 @@ import threading
 from collections.abc import Callable
 
 from monitoring.rollout_store import Rollout, RolloutStore
+from serving.manual_rollout import is_manual
 
 log = logging.getLogger("nasops.gateway")
+
+
+def _newer(record: Rollout, applied: Rollout | None) -> bool:
+    """Whether ``record`` comes after the one ``applied`` (a poll that read just before an admin call wrote must not
+    take the worker back to the older state)."""
+    if applied is None:
+        return True
+    if record.rollout_id == applied.rollout_id:
+        return record.generation > applied.generation
+    return (record.created_at, record.rollout_id) > (applied.created_at, applied.rollout_id)
 
 
 class RolloutFollower:
@@ -30,11 +42,12 @@ class RolloutFollower:
         self.current: Rollout | None = None
         self.errors = 0
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the poller and an admin call applying a record do not interleave
         self._thread: threading.Thread | None = None
 
     @property
     def active(self) -> Rollout | None:
-        """The rollout that steers routing now (None: the local control state does)."""
+        """The rollout that steers routing now (None: none is active)."""
         current = self.current
         return current if current is not None and current.active else None
 
@@ -46,15 +59,25 @@ class RolloutFollower:
             self.errors += 1
             log.warning("reading the rollout record failed: %s", exc)
             return self.current
-        previous = self.current
-        if latest is not None and (previous is None or (latest.rollout_id, latest.generation)
-                                   != (previous.rollout_id, previous.generation)):
-            self.current = latest
-            try:
-                self.on_change(previous, latest)
-            except Exception:
-                log.exception("applying rollout %s generation %d failed", latest.rollout_id, latest.generation)
-        return self.current
+        with self._lock:
+            previous = self.current
+            if latest is not None and _newer(latest, previous):
+                self.current = latest
+                try:
+                    self.on_change(previous, latest)
+                except Exception:
+                    log.exception("applying rollout %s generation %d failed", latest.rollout_id, latest.generation)
+            return self.current
+
+    def observe(self, record: Rollout) -> None:
+        """Apply a record this worker just wrote (an admin call) now, without waiting for the next poll; an older
+        generation than the one applied is ignored."""
+        with self._lock:
+            previous = self.current
+            if not _newer(record, previous):
+                return
+            self.current = record
+            self.on_change(previous, record)
 
     def start(self) -> None:
         self.poll_once()
@@ -75,4 +98,5 @@ class RolloutFollower:
         if current is None:
             return None
         return {"rollout_id": current.rollout_id, "generation": current.generation, "phase": current.phase,
-                "mode": current.mode, "weight": current.weight, "challenger_version": current.challenger_version}
+                "mode": current.mode, "weight": current.weight, "challenger_version": current.challenger_version,
+                "manual": is_manual(current)}

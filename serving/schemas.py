@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
+from monitoring.core.enums import Mode
 from monitoring.vocabulary import Variant
 
 Number = StrictFloat | StrictInt
@@ -108,7 +109,7 @@ class WeightRequest(BaseModel):
 
 
 class ModeRequest(BaseModel):
-    mode: Literal["split", "shadow"]
+    mode: Mode
 
 
 class DriftRequest(BaseModel):

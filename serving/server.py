@@ -24,6 +24,7 @@ from typing import Literal
 
 import httpx
 
+from serving.backend import ModelBackend
 from serving.config import GatewaySettings
 
 RUN_DIR_PREFIX = "nasops-gateway-"
@@ -145,7 +146,8 @@ class GatewayHandle:
         return f"GatewayHandle(url={self.url!r}, mode={self.mode!r})"
 
 
-def _start_thread(settings: GatewaySettings, host: str, port: int, timeout: float) -> GatewayHandle:
+def _start_thread(settings: GatewaySettings, host: str, port: int, timeout: float,
+                  backend: ModelBackend | None = None) -> GatewayHandle:
     import uvicorn
 
     from serving.app import create_app
@@ -154,7 +156,7 @@ def _start_thread(settings: GatewaySettings, host: str, port: int, timeout: floa
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     actual_port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on",
+    config = uvicorn.Config(create_app(settings, backend=backend), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nasops-gateway", daemon=True)
@@ -231,10 +233,12 @@ def start_gateway(
     workers: int = 1,
     mode: Literal["thread", "process"] | None = None,
     timeout: float = 120.0,
+    backend: ModelBackend | None = None,
 ) -> GatewayHandle:
     """Run the gateway on ``host:port`` (0: a free port) and return once ``/healthz`` answers.
 
-    ``mode`` defaults to ``"thread"`` for one worker and ``"process"`` for several.
+    ``mode`` defaults to ``"thread"`` for one worker and ``"process"`` for several. ``backend``: where models come
+    from (default: the MLflow registry); another one (a test's stand-in) is an object, so thread mode only.
     """
     settings = settings or GatewaySettings()
     if workers < 1:
@@ -243,7 +247,9 @@ def start_gateway(
     if mode == "thread":
         if workers != 1:
             raise ValueError("thread mode runs exactly one worker; use mode='process' for several")
-        return _start_thread(settings, host, port, timeout)
+        return _start_thread(settings, host, port, timeout, backend)
+    if backend is not None:
+        raise ValueError("a model backend object can only be given to a thread-mode gateway")
     if mode == "process":
         return _start_process(settings, host, port, workers, timeout)
     raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")

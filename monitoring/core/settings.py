@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = ".nasops"
 DEFAULT_MODEL_NAME = "nasops-classifier"
+MLFLOW_DB = "mlflow.db"
+PREDICTIONS_DB = "predictions.db"
 
 
 class StateDirError(ValueError):
@@ -58,7 +60,18 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         """``MLFLOW_TRACKING_URI`` as it was when the settings were built, else a SQLite file in the state dir."""
-        return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / MLFLOW_DB}"
+
+    @property
+    def tracking_uri_uncreated(self) -> str:
+        """:attr:`tracking_uri` without creating the state directory (for a reader's defaults; whoever writes
+        there creates it)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_path / MLFLOW_DB}"
+
+    @property
+    def prediction_log_url_uncreated(self) -> str:
+        """:attr:`prediction_log_url` without creating the state directory."""
+        return self.prediction_log_url_override or f"sqlite:///{self.home_path / PREDICTIONS_DB}"
 
     @property
     def artifact_root(self) -> str:
@@ -66,7 +79,7 @@ class Settings(BaseSettings):
 
     @property
     def prediction_log_url(self) -> str:
-        return self.prediction_log_url_override or f"sqlite:///{self.state_dir / 'predictions.db'}"
+        return self.prediction_log_url_override or f"sqlite:///{self.state_dir / PREDICTIONS_DB}"
 
     @property
     def data_dir(self) -> Path:

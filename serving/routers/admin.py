@@ -1,4 +1,7 @@
-"""``/admin/*``: routing weight and mode, reload, drift share, state; all behind the admin bearer token."""
+"""``/admin/*``: routing weight and mode, reload, drift share, state; all behind the admin bearer token.
+
+Weight and mode are an operator's *manual rollout* in the rollout record (:mod:`serving.manual_rollout`), so every
+worker and replica follows them; they are refused (409) while a controller's rollout steers the split."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from serving.schemas import DriftRequest, ModeRequest, WeightRequest
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses=documented(401, 403, 404, d404="admin API off"))
 WITH_BODY = documented(400, 413, 415, 422)
-STEERING = documented(400, 409, 413, 415, 422, d409="a rollout steers the split (use the canary commands)")
+STEERING = documented(400, 409, 413, 415, 422, d409="a controller's rollout steers the split (use the canary "
+                      "commands)")
 
 
 @router.get("/state")
@@ -24,15 +28,15 @@ async def admin_state(gateway: GatewayDep) -> dict:
 
 @router.post("/weight", responses=STEERING)
 async def admin_weight(body: WeightRequest, gateway: GatewayDep) -> dict:
-    """Set the challenger's share of traffic (split mode)."""
-    gateway.set_weight(body.weight)
+    """Set the challenger's share of traffic (split mode) as a manual rollout; weight 0 in split mode ends it."""
+    await run_in_threadpool(gateway.set_weight, body.weight)
     return gateway.state()
 
 
 @router.post("/mode", responses=STEERING)
 async def admin_mode(body: ModeRequest, gateway: GatewayDep) -> dict:
-    """Switch between weighted split and shadow mode."""
-    gateway.set_mode(body.mode)
+    """Switch between weighted split and shadow mode (a manual rollout, like ``/admin/weight``)."""
+    await run_in_threadpool(gateway.set_mode, body.mode)
     return gateway.state()
 
 
