@@ -176,20 +176,32 @@ def probe_database(url: str, timeout_s: float, what: str, fix: str) -> None:
                      f"the URL (host, port, user, database) is right, or {fix}") from None
 
 
-def check_log_store(url: str, timeout_s: float = 3.0) -> None:
+def check_log_store(url: str, timeout_s: float = 3.0, *, schema: bool = True) -> None:
     """Fail fast, with one line (``ValueError``), on a prediction log that cannot work: a URL that does not parse,
     a SQLite file that is a directory, not SQLite or not writable (or whose directory is missing or read-only), a
-    database server that refuses or does not answer within ``timeout_s``. What the interactive commands call before
-    they start anything; :func:`create_log_engine` would otherwise retry, or fail inside a worker."""
+    database server that refuses or does not answer within ``timeout_s``, and (``schema``) a database whose schema
+    needs ``nasops db upgrade``. What the interactive commands call before they start anything;
+    :func:`create_log_engine` would otherwise retry, or fail inside a worker (or after a refresh's search)."""
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
         raise ValueError(f"the prediction log URL {url!r} is not a database URL; {LOG_URL_FIX}") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-            check_sqlite_file(Path(parsed.database), "the prediction log", LOG_URL_FIX)
-        return
-    probe_database(url, timeout_s, "the prediction log", LOG_URL_FIX)
+        if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+            return
+        check_sqlite_file(Path(parsed.database), "the prediction log", LOG_URL_FIX)
+        if not Path(parsed.database).exists():
+            return  # created at head when first opened
+    else:
+        probe_database(url, timeout_s, "the prediction log", LOG_URL_FIX)
+    if schema:
+        from monitoring.schema import check_schema
+
+        engine = log_engine(url)
+        try:
+            check_schema(engine)
+        finally:
+            engine.dispose()
 
 
 try:  # orjson is ~10x faster on float lists (the log encodes every input row); stdlib json is the fallback

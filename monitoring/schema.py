@@ -26,7 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["HEAD", "REVISIONS", "VERSION_TABLE", "SchemaOutOfDate", "SchemaStatus", "ensure_schema",
+__all__ = ["HEAD", "REVISIONS", "VERSION_TABLE", "SchemaOutOfDate", "SchemaStatus", "check_schema", "ensure_schema",
            "schema_status", "upgrade"]
 
 VERSION_TABLE = "nasops_schema_version"
@@ -34,7 +34,7 @@ REVISIONS = ("0001", "0002")  # oldest first; the last is head (tests check it a
 HEAD = REVISIONS[-1]
 UNVERSIONED = "0001"  # the tables of the release before versions are revision 0001 without the version table
 OUR_TABLES = ("predictions", "nasops_rollouts", "nasops_rollout_events")
-UPGRADE_HINT = "run `nasops db upgrade` (with --prediction-log-url URL for another database than the configured one)"
+UPGRADE_HINT = "run `nasops db upgrade` (add --prediction-log-url URL when it is not the configured database)"
 _PG_LOCK_KEY = 0x6E61736F7073  # "nasops": one advisory lock for every schema change of a database
 
 version_metadata = sa.MetaData()
@@ -88,6 +88,14 @@ def ensure_schema(engine: Engine) -> None:
     raise SchemaOutOfDate(_refusal(engine, status))
 
 
+def check_schema(engine: Engine) -> None:
+    """Raise :class:`SchemaOutOfDate` (one line) unless the database is at head or has none of our tables yet;
+    read-only (the pre-flight of the interactive commands)."""
+    status = schema_status(engine)
+    if status.current is not None and not status.at_head:
+        raise SchemaOutOfDate(_refusal(engine, status))
+
+
 def schema_status(engine: Engine) -> SchemaStatus:
     """The database's revision, head, and the revisions an upgrade would apply (read-only)."""
     with _as_value_error(engine), engine.connect() as conn:
@@ -106,7 +114,12 @@ def upgrade(engine: Engine) -> tuple[SchemaStatus, list[str]]:
         if before.current is None:
             _create_at_head(conn)
             return before, []
-        return before, _run_alembic(conn)
+        try:
+            return before, _run_alembic(conn)
+        except sa.exc.DBAPIError as exc:  # raised inside the transaction: leaving it rolls everything back
+            cause = " ".join(str(exc.orig).split())[:300]
+            raise ValueError(f"upgrading the prediction log {_shown(engine)!r} from {before.current} to {HEAD} "
+                             f"failed, and nothing was changed (one transaction): {cause}") from exc
 
 
 def _run_alembic(conn: Connection) -> list[str]:
@@ -128,9 +141,8 @@ def _status(conn: Connection) -> SchemaStatus:
         current, versioned = (UNVERSIONED, False) if existing else (None, True)
     else:
         current, versioned = recorded, True
+    # an unversioned database runs 0001 too: it creates the tables that release had not made yet
     pending = list(REVISIONS[REVISIONS.index(current) + (1 if versioned else 0):]) if current in REVISIONS else []
-    if current is None:
-        pending = [HEAD]
     return SchemaStatus(current=current, versioned=versioned, pending=pending)
 
 
@@ -150,8 +162,12 @@ def _create_at_head(conn: Connection) -> None:
     conn.execute(version_table.insert().values(version_num=HEAD))
 
 
+def _shown(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
 def _refusal(engine: Engine, status: SchemaStatus) -> str:
-    shown = engine.url.render_as_string(hide_password=True)
+    shown = _shown(engine)
     if status.current in REVISIONS:
         return (f"the prediction log {shown!r} is at schema revision {status.describe()}, and this nasops needs "
                 f"{HEAD}; {UPGRADE_HINT}")
@@ -200,6 +216,5 @@ def _as_value_error(engine: Engine) -> Iterator[None]:
         cause = " ".join(str(exc.orig).split())
         fix = ("check that its directory exists and is writable" if engine.dialect.name == "sqlite" else
                "check that the database server runs and that the URL (host, port, user, database) is right")
-        raise ValueError(f"cannot open the prediction log {engine.url.render_as_string(hide_password=True)!r}: "
-                         f"{cause}; {fix}") from exc
+        raise ValueError(f"cannot open the prediction log {_shown(engine)!r}: {cause}; {fix}") from exc
 
