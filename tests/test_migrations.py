@@ -320,10 +320,15 @@ def test_a_new_database_opened_by_racing_workers_is_created_once(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["status", "upgrade"])
-def test_a_malformed_database_url_is_one_line(command, monkeypatch, capsys):
-    code, _, err = cli(monkeypatch, capsys, "db", command, "--prediction-log-url", "notaurl")
+@pytest.mark.parametrize("url", ["notaurl", "postgresql+psycopg://nasops:secret@127.0.0.1:{port}/nasops"])
+def test_a_malformed_or_dead_database_url_is_one_line(command, url, monkeypatch, capsys):
+    from servers import free_port
+
+    url = url.format(port=free_port())  # nothing listens there
+    code, _, err = cli(monkeypatch, capsys, "db", command, "--prediction-log-url", url)
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "notaurl" in lines[0] and "Traceback" not in err, err
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert ("notaurl" in lines[0]) if url == "notaurl" else ("cannot connect" in lines[0] and "secret" not in err)
 
 
 def test_the_configured_prediction_log_is_the_default(tmp_path, monkeypatch, capsys):
