@@ -27,7 +27,8 @@ metadata = sa.MetaData()
 predictions = sa.Table(
     "predictions",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # 64-bit on PostgreSQL (BIGSERIAL); SQLite's INTEGER PRIMARY KEY (the rowid) is 64-bit already
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(128), nullable=False, index=True),
     sa.Column("row", sa.Integer, nullable=False),
     sa.Column("ts", sa.Float, nullable=False, index=True),
@@ -50,9 +51,19 @@ ROW_STATUSES = ("ok", "error", "fallback", "timeout")
 
 
 def create_log_engine(url: str, *, durable: bool = False) -> Engine:
-    """An engine for ``url`` with the table created. SQLite gets WAL and a busy timeout so several gateway workers
-    (and a reader) can share one file; ``durable`` makes each SQLite commit reach the disk (``synchronous=FULL``:
-    survives a power cut, not only a killed process)."""
+    """An engine for ``url`` whose schema is at head: created so on a new database, refused with one line
+    (:class:`monitoring.schema.SchemaOutOfDate`, a ``ValueError``) on one that needs ``nasops db upgrade``."""
+    from monitoring.schema import ensure_schema
+
+    engine = log_engine(url, durable=durable)
+    ensure_schema(engine)
+    return engine
+
+
+def log_engine(url: str, *, durable: bool = False) -> Engine:
+    """An engine for ``url``, schema untouched (what ``nasops db`` opens). SQLite gets WAL and a busy timeout so
+    several gateway workers (and a reader) can share one file; ``durable`` makes each SQLite commit reach the disk
+    (``synchronous=FULL``: survives a power cut, not only a killed process)."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -74,32 +85,7 @@ def create_log_engine(url: str, *, durable: bool = False) -> Engine:
                 f"prediction log URL {url.split('@')[-1]!r} needs the database driver {exc.name!r}, which is not "
                 "installed; for PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://..."
             ) from exc
-    ensure_tables(engine, metadata)
     return engine
-
-
-def ensure_tables(engine: Engine, tables: sa.MetaData) -> None:
-    """Create ``tables`` in the database if missing; several processes may race to do it, and a database that
-    cannot be opened is a ValueError naming the fix."""
-    for attempt in range(3):
-        try:
-            tables.create_all(engine, checkfirst=True)
-            break
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
-            # Workers racing to create the table: the loser finds it there on the next try (SQLite reports the
-            # race as "table already exists", PostgreSQL as a duplicate table or a duplicate pg_type row).
-            if attempt < 2:
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            if isinstance(exc, sa.exc.OperationalError):
-                cause = " ".join(str(exc.orig).split())
-                fix = ("check that its directory exists and is writable" if engine.dialect.name == "sqlite" else
-                       "check that the database server runs and that the URL (host, port, user, database) is right")
-                raise ValueError(
-                    f"cannot open the prediction log {engine.url.render_as_string(hide_password=True)!r}: {cause}; "
-                    f"{fix}"
-                ) from exc
-            raise
 
 
 def _with_installed_postgres_driver(url: sa.engine.URL) -> sa.engine.URL:
@@ -190,20 +176,32 @@ def probe_database(url: str, timeout_s: float, what: str, fix: str) -> None:
                      f"the URL (host, port, user, database) is right, or {fix}") from None
 
 
-def check_log_store(url: str, timeout_s: float = 3.0) -> None:
+def check_log_store(url: str, timeout_s: float = 3.0, *, schema: bool = True) -> None:
     """Fail fast, with one line (``ValueError``), on a prediction log that cannot work: a URL that does not parse,
     a SQLite file that is a directory, not SQLite or not writable (or whose directory is missing or read-only), a
-    database server that refuses or does not answer within ``timeout_s``. What the interactive commands call before
-    they start anything; :func:`create_log_engine` would otherwise retry, or fail inside a worker."""
+    database server that refuses or does not answer within ``timeout_s``, and (``schema``) a database whose schema
+    needs ``nasops db upgrade``. What the interactive commands call before they start anything;
+    :func:`create_log_engine` would otherwise retry, or fail inside a worker (or after a refresh's search)."""
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
         raise ValueError(f"the prediction log URL {url!r} is not a database URL; {LOG_URL_FIX}") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-            check_sqlite_file(Path(parsed.database), "the prediction log", LOG_URL_FIX)
-        return
-    probe_database(url, timeout_s, "the prediction log", LOG_URL_FIX)
+        if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+            return
+        check_sqlite_file(Path(parsed.database), "the prediction log", LOG_URL_FIX)
+        if not Path(parsed.database).exists():
+            return  # created at head when first opened
+    else:
+        probe_database(url, timeout_s, "the prediction log", LOG_URL_FIX)
+    if schema:
+        from monitoring.schema import check_schema
+
+        engine = log_engine(url)
+        try:
+            check_schema(engine)
+        finally:
+            engine.dispose()
 
 
 try:  # orjson is ~10x faster on float lists (the log encodes every input row); stdlib json is the fallback

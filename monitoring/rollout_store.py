@@ -26,7 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from monitoring.prediction_log import create_log_engine, ensure_tables
+from monitoring.prediction_log import create_log_engine
+from monitoring.schema import ensure_schema
 
 __all__ = ["ACTIVE_PHASES", "TERMINAL_PHASES", "Rollout", "RolloutConflict", "RolloutStore", "StaleRollout"]
 
@@ -66,7 +67,13 @@ rollouts = sa.Table(
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("history", sa.Text, nullable=False),
     sa.Column("last_verdict", sa.Text, nullable=True),
+    sa.Column("model_ref", sa.Text, nullable=True),  # JSON: the model facts and drift reference (schema 0002)
 )
+# One active rollout per model, held by the database: two controllers starting one at the same moment cannot both
+# insert (a check-then-insert let them), and a decided rollout cannot be put back in an active phase beside another.
+ACTIVE_WHERE = sa.text(f"phase IN ({', '.join(repr(p) for p in ACTIVE_PHASES)})")
+sa.Index("uq_nasops_rollouts_one_active", rollouts.c.model_name, unique=True, sqlite_where=ACTIVE_WHERE,
+         postgresql_where=ACTIVE_WHERE)
 
 events = sa.Table(
     "nasops_rollout_events",
@@ -80,7 +87,7 @@ events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False),
 )
 
-_JSON = ("config", "history", "last_verdict")
+_JSON = ("config", "history", "last_verdict", "model_ref")
 
 
 class RolloutConflict(RuntimeError):
@@ -123,6 +130,7 @@ class Rollout:
     gateway_url: str | None = None
     run_id: str | None = None
     data_path: str | None = None
+    model_ref: dict | None = None
 
     @property
     def terminal(self) -> bool:
@@ -160,7 +168,7 @@ class RolloutStore:
 
     def __init__(self, log: Engine | str) -> None:
         self.engine = create_log_engine(log) if isinstance(log, str) else log
-        ensure_tables(self.engine, metadata)
+        ensure_schema(self.engine)
 
     # -- reads --------------------------------------------------------------------------------------------------
     def get(self, rollout_id: str) -> Rollout | None:
@@ -197,7 +205,7 @@ class RolloutStore:
     def create(self, *, model_name: str, champion_version: str, challenger_version: str, mode: str, weight: float,
                config: dict, actor: str = "operator", now: float | None = None, **extra: Any) -> Rollout:
         """A new rollout in its first phase; refused (:class:`RolloutConflict`) while another of the model is
-        active, so two controllers can never steer one gateway."""
+        active, so two controllers can never steer one gateway (a unique index decides a race between starts)."""
         now = time.time() if now is None else now
         rollout = Rollout(
             rollout_id=uuid.uuid4().hex, model_name=model_name, champion_version=str(champion_version),
@@ -205,36 +213,58 @@ class RolloutStore:
             passes_in_step=0, failures=0, intervals=0, created_at=now, updated_at=now, step_started_at=now,
             window_start=now, last_judged_at=now, generation=1, config=config, **extra,
         )
-        with self.engine.begin() as conn:
-            current = conn.execute(
-                sa.select(rollouts.c.rollout_id, rollouts.c.phase).where(rollouts.c.model_name == model_name)
-                .where(rollouts.c.phase.in_(ACTIVE_PHASES))
-            ).first()
-            if current is not None:
-                raise RolloutConflict(f"rollout {current.rollout_id} of {model_name!r} is still {current.phase}")
-            conn.execute(rollouts.insert().values(**_encode(rollout.to_dict())))
-            self._event(conn, rollout.rollout_id, now, rollout.generation, "start", actor,
-                        {"champion_version": rollout.champion_version,
-                         "challenger_version": rollout.challenger_version, "mode": mode, "weight": weight})
+        try:
+            with self.engine.begin() as conn:
+                self._refuse_if_active(conn, model_name)  # the usual case, named; the index settles a race
+                conn.execute(rollouts.insert().values(**_encode(rollout.to_dict())))
+                self._event(conn, rollout.rollout_id, now, rollout.generation, "start", actor,
+                            {"champion_version": rollout.champion_version,
+                             "challenger_version": rollout.challenger_version, "mode": mode, "weight": weight})
+        except sa.exc.IntegrityError:
+            self._raise_conflict(model_name)
+            raise
         return rollout
 
     def update(self, rollout: Rollout, changes: Mapping[str, Any], *, kind: str, actor: str,
                detail: Mapping[str, Any] | None = None, now: float | None = None) -> Rollout:
         """Apply ``changes`` if nobody wrote since ``rollout`` was read (compare-and-set on ``generation``),
-        with one history event in the same transaction; raises :class:`StaleRollout` otherwise."""
+        with one history event in the same transaction; raises :class:`StaleRollout` otherwise, and
+        :class:`RolloutConflict` for a phase change back to active while another rollout of the model is."""
         now = time.time() if now is None else now
         generation = rollout.generation + 1
         values = {**_encode(changes), "generation": generation, "updated_at": now}
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                rollouts.update().where(rollouts.c.rollout_id == rollout.rollout_id)
-                .where(rollouts.c.generation == rollout.generation).values(**values)
-            )
-            if result.rowcount != 1:
-                raise StaleRollout(f"rollout {rollout.rollout_id} changed since generation {rollout.generation}")
-            self._event(conn, rollout.rollout_id, now, generation, kind, actor, dict(detail or {}))
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    rollouts.update().where(rollouts.c.rollout_id == rollout.rollout_id)
+                    .where(rollouts.c.generation == rollout.generation).values(**values)
+                )
+                if result.rowcount != 1:
+                    raise StaleRollout(f"rollout {rollout.rollout_id} changed since generation {rollout.generation}")
+                self._event(conn, rollout.rollout_id, now, generation, kind, actor, dict(detail or {}))
+        except sa.exc.IntegrityError:  # back into an active phase while another rollout of the model is active
+            self._raise_conflict(rollout.model_name)
+            raise
         updated = {**rollout.to_dict(), **dict(changes), "generation": generation, "updated_at": now}
         return Rollout(**updated)
+
+    @staticmethod
+    def _refuse_if_active(conn: Any, model_name: str) -> None:
+        current = conn.execute(
+            sa.select(rollouts.c.rollout_id, rollouts.c.phase).where(rollouts.c.model_name == model_name)
+            .where(rollouts.c.phase.in_(ACTIVE_PHASES))
+        ).first()
+        if current is not None:
+            raise RolloutConflict(f"rollout {current.rollout_id} of {model_name!r} is still {current.phase}")
+
+    def _raise_conflict(self, model_name: str) -> None:
+        """After the unique index refused a write: :class:`RolloutConflict` naming the active rollout that won
+        (returns when none is active: the refusal was something else, which the caller re-raises)."""
+        try:
+            with self.engine.connect() as conn:
+                self._refuse_if_active(conn, model_name)
+        except RolloutConflict as conflict:
+            raise conflict from None
 
     @staticmethod
     def _event(conn: Any, rollout_id: str, at: float, generation: int, kind: str, actor: str,

@@ -98,12 +98,12 @@ def check_stores(settings: Settings | None = None, *, prediction_log: bool = Tru
         check_prediction_log(settings.prediction_log_url, timeout_s)
 
 
-def check_prediction_log(url: str, timeout_s: float = 3.0) -> None:
+def check_prediction_log(url: str, timeout_s: float = 3.0, *, schema: bool = True) -> None:
     """:func:`monitoring.prediction_log.check_log_store` with its failure as a :class:`UserError`."""
     from monitoring.prediction_log import check_log_store
 
     try:
-        check_log_store(url, timeout_s)
+        check_log_store(url, timeout_s, schema=schema)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -28,6 +29,23 @@ CFG = {"steps": [0.5, 1.0], "interval_s": 5.0, "label_wait_s": 2.0, "min_label_c
 @pytest.fixture
 def store(tmp_path):
     return RolloutStore(f"sqlite:///{tmp_path / 'predictions.db'}")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    from servers import start_postgres
+
+    with start_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def db_url(request, tmp_path) -> str:
+    """An empty prediction-log database: a SQLite file, or a fresh database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'predictions.db'}"
+    return request.getfixturevalue("postgres").create_database(request.node.name.lower()[5:40].replace("[", "_")
+                                                               .replace("]", "").replace("-", "_"))
 
 
 def _create(store, now=1000.0):
@@ -56,6 +74,61 @@ def test_a_second_active_rollout_of_the_same_model_is_refused(store):
     _create(store)
     with pytest.raises(RolloutConflict, match="still split"):
         _create(store)
+
+
+def _race(n: int, work) -> tuple[list, list[BaseException]]:
+    """``work(i)`` on ``n`` threads released together by a barrier: (results, errors)."""
+    results, errors, barrier = [], [], threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results.append(work(i))
+        except BaseException as exc:  # reported to the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results, errors
+
+
+def test_concurrent_starts_of_one_model_create_exactly_one_rollout(db_url):
+    """Four controllers (each its own engine, as separate processes would be) start a rollout of one model at the
+    same moment: the database lets exactly one in, the others get RolloutConflict (the check-then-insert alone let
+    2-4 in)."""
+    stores = [RolloutStore(db_url) for _ in range(4)]
+    for trial in range(5):
+        name = f"m{trial}"
+        created, errors = _race(4, lambda i, name=name: stores[i].create(
+            model_name=name, champion_version="1", challenger_version=str(i + 2), mode="split", weight=0.05,
+            config={}))
+        assert len(created) == 1 and len(errors) == 3, (created, errors)
+        assert all(isinstance(e, RolloutConflict) for e in errors), errors
+        assert [r.rollout_id for r in stores[0].recent(name)] == [created[0].rollout_id]
+    for s in stores:
+        s.engine.dispose()
+
+
+def test_only_the_active_phases_are_unique_per_model(db_url):
+    """Ending a rollout frees the model; a decided rollout cannot be put back in an active phase beside another."""
+    store = RolloutStore(db_url)
+    first = store.create(model_name="m", champion_version="1", challenger_version="2", mode="split", weight=0.5,
+                         config={}, now=1000.0)
+    ended = store.update(first, {"phase": "rolled_back", "decision": "rolled_back", "weight": 0.0}, kind="abort",
+                         actor="operator")
+    second = store.create(model_name="m", champion_version="1", challenger_version="3", mode="shadow", weight=0.0,
+                          config={}, now=1001.0)
+    second = store.update(second, {"phase": "paused", "paused_phase": "shadow"}, kind="pause", actor="operator")
+    with pytest.raises(RolloutConflict, match="m"):
+        store.update(ended, {"phase": "split"}, kind="revive", actor="operator")
+    assert store.get(first.rollout_id).phase == "rolled_back"
+    assert [e["kind"] for e in store.events(first.rollout_id)] == ["start", "abort"]  # nothing of the refused write
+    store.update(second, {"phase": "promoted", "decision": "promoted"}, kind="promote", actor="operator")
+    assert store.active("m") is None
+    store.engine.dispose()
 
 
 def test_a_write_from_a_stale_read_is_refused(store):

@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "pipelines.cli.proxies",
     "pipelines.cli.canary",
     "pipelines.cli.drift",
+    "pipelines.cli.db",
 ]
 
 app = typer.Typer(

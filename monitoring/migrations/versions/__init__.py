@@ -1,0 +1,1 @@
+"""One revision per schema change, oldest first; :data:`monitoring.schema.REVISIONS` lists them (a test checks)."""

@@ -1,0 +1,86 @@
+"""``nasops db status|upgrade``: the prediction-log database's schema revision (the prediction log and the rollout
+record), and its upgrade in place. The mechanism is :mod:`monitoring.schema`; this module only reports."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from pipelines.errors import UserError
+from pipelines.settings import Settings
+
+console = Console()
+
+LOG_HELP = "the prediction-log database URL (default: the configured one, $NASOPS_PREDICTION_LOG_URL or the state " \
+           "dir's SQLite file)"
+
+
+def _say(text: str) -> None:
+    console.print(text, highlight=False, soft_wrap=True)  # one line each, whatever the terminal's width
+
+
+def _engine(prediction_log_url: str | None):
+    from monitoring.prediction_log import log_engine
+    from pipelines.tracking import check_prediction_log
+
+    url = prediction_log_url or Settings().prediction_log_url
+    # a malformed or dead database: one line naming the fix, before SQLAlchemy raises (its schema is our business)
+    check_prediction_log(url, schema=False)
+    try:
+        return log_engine(url)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def status(prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP)) -> None:
+    """The database's schema revision, the head this nasops needs, and the revisions an upgrade would apply."""
+    from monitoring.schema import schema_status
+
+    engine = _engine(prediction_log_url)
+    try:
+        state = schema_status(engine)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        engine.dispose()
+    _say(f"database {engine.url.render_as_string(hide_password=True)}")
+    _say(f"current  {state.describe()}")
+    _say(f"head     {state.head}")
+    if state.at_head:
+        pending = "none: up to date"
+    elif state.current is None:
+        pending = "none: the schema is created at head when the gateway, a controller or `nasops db upgrade` opens it"
+    elif state.pending:
+        pending = f"{', '.join(state.pending)}: run `nasops db upgrade`"
+    else:
+        pending = "unknown: a newer release of nasops wrote this revision"
+    _say(f"pending  {pending}")
+
+
+def upgrade(prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP)) -> None:
+    """Upgrade the database's schema to head in place, in one transaction (idempotent)."""
+    from monitoring import schema
+
+    engine = _engine(prediction_log_url)
+    try:
+        before, notes = schema.upgrade(engine)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        engine.dispose()
+    for note in notes:
+        _say(note)
+    if before.at_head:
+        _say(f"already at head {schema.HEAD}: nothing to do")
+    elif before.current is None:
+        _say(f"new database: created at head {schema.HEAD}")
+    else:
+        _say(f"upgraded {before.describe()} -> {schema.HEAD}")
+
+
+def register(app: typer.Typer) -> None:
+    db_app = typer.Typer(name="db", no_args_is_help=True, help="The prediction-log database's schema (the "
+                         "prediction log and the rollout record): status, upgrade.")
+    db_app.command("status")(status)
+    db_app.command("upgrade")(upgrade)
+    app.add_typer(db_app)
