@@ -10,7 +10,8 @@ output can cross a Prefect boundary, be cached, or be read back from a journal; 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -190,11 +191,31 @@ class OfflineMetrics(_Output):
     latency_ms: float | None = None
     params: float | None = None
 
+    @classmethod
+    def from_metrics(cls, task: str, metrics: Mapping[str, float]) -> OfflineMetrics:
+        """The offline figures of one training's logged metrics (the keys it does not have stay None)."""
+        fields = set(cls.model_fields) - {"task", "split"}
+        return cls(task=task, **{k: float(v) for k, v in metrics.items() if k in fields and v is not None})
+
     def headline(self, split: str = "test") -> float | None:
         """The task's headline metric (accuracy, RMSE) on ``split``."""
         from monitoring.core.tasks import get_task
 
         return getattr(self, f"{split}_{get_task(self.task).headline}", None)
+
+    def tags(self) -> dict[str, float]:
+        """What a registered version is tagged with: the task's ``offline_keys`` (accuracies, or RMSE / MAE)."""
+        from monitoring.core.tasks import get_task
+
+        return get_task(self.task).offline_tags(self.model_dump())
+
+    def reported(self) -> dict[str, float | None]:
+        """The offline fields the stage outputs mirror (:class:`RegisteredCandidate`, :class:`RetrainOutput`,
+        :class:`BaselineOutput`): accuracy NaN for a regression, RMSE / MAE None for a classifier."""
+        nan = float("nan")
+        return {"val_accuracy": nan if self.val_accuracy is None else self.val_accuracy,
+                "test_accuracy": nan if self.test_accuracy is None else self.test_accuracy,
+                "val_rmse": self.val_rmse, "test_rmse": self.test_rmse, "test_mae": self.test_mae}
 
 
 # -- the shadow tournament ----------------------------------------------------------------------------------------
@@ -264,7 +285,8 @@ class TournamentOutput(_Output):
     alpha: float = 0.05
     tournament_run_id: str | None = None
     plot_uri: str | None = None
-    replay: dict[str, int] = Field(default_factory=dict)
+    replay: dict[str, int | dict[str, int]] = Field(
+        default_factory=dict, description="the replay's counts; ``errors`` by kind")
     seconds: float | None = None
 
     @property
@@ -349,6 +371,8 @@ class CanaryOutput(_Output):
 class HandoverOutput(_Output):
     """4': the refresh started a rollout on a running gateway and returned; its controller decides later."""
 
+    handed_over: Literal[True] = Field(True, description="tells a hand-over from a decided canary in the JSON")
+    decision: None = Field(None, description="none yet: the controller decides later")
     rollout_id: str
     gateway_url: str
     model_name: str
