@@ -10,10 +10,15 @@ output can cross a Prefect boundary, be cached, or be read back from a journal; 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+Number = Annotated[float, BeforeValidator(lambda v: math.nan if v is None else v)]
+"""A float that may be NaN (a regression's accuracy, a champion without that tag): strict JSON writes NaN as null
+(``pipelines.summary.print_json``), and null reads back as NaN, so a dumped output validates again."""
 
 
 class _Output(BaseModel):
@@ -67,9 +72,9 @@ class Candidate(_Output):
     """One architecture the search recommends for full retraining."""
 
     arch: str
-    val_accuracy: float
+    val_accuracy: Number
     val_rmse: float | None = Field(None, description="a regression's low-fidelity validation RMSE (val_accuracy NaN)")
-    latency_ms: float = float("nan")
+    latency_ms: Number = float("nan")
     params: int = 0
     proxy_scores: dict[str, float] = Field(default_factory=dict)
     fidelity: dict[str, float] = Field(default_factory=dict)
@@ -117,9 +122,9 @@ class RegisteredCandidate(_Output):
     arch: str
     alias: str
     run_id: str
-    val_accuracy: float
-    test_accuracy: float
-    latency_ms: float
+    val_accuracy: Number
+    test_accuracy: Number
+    latency_ms: Number
     val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
     test_rmse: float | None = None
     test_mae: float | None = None
@@ -134,13 +139,13 @@ class RetrainOutput(_Output):
     run_id: str
     retrained: int
     seed: int
-    val_accuracy: float
-    test_accuracy: float
-    test_loss: float
-    best_epoch: float
-    train_seconds: float
-    latency_ms: float
-    params: float
+    val_accuracy: Number
+    test_accuracy: Number
+    test_loss: Number
+    best_epoch: Number
+    train_seconds: Number
+    latency_ms: Number
+    params: Number
     candidates: list[RegisteredCandidate]
     task: str = "classification"
     val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
@@ -155,9 +160,9 @@ class BaselineOutput(_Output):
     arch: str
     run_id: str
     seed: int
-    val_accuracy: float
-    test_accuracy: float
-    latency_ms: float
+    val_accuracy: Number
+    test_accuracy: Number
+    latency_ms: Number
     val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
     test_rmse: float | None = None
     test_mae: float | None = None
@@ -168,11 +173,11 @@ class ChampionFacts(_Output):
 
     version: str
     arch: str = ""
-    val_accuracy: float = float("nan")
-    test_accuracy: float = float("nan")
-    latency_ms: float = float("nan")
-    val_rmse: float = float("nan")
-    test_rmse: float = float("nan")
+    val_accuracy: Number = float("nan")
+    test_accuracy: Number = float("nan")
+    latency_ms: Number = float("nan")
+    val_rmse: Number = float("nan")
+    test_rmse: Number = float("nan")
 
 
 class OfflineMetrics(_Output):
