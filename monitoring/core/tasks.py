@@ -59,6 +59,8 @@ class TaskKind:
     """weight-sharing searches (darts, the supernet fidelity) train this kind (they train classifiers only)"""
     search_objectives: tuple[str, ...] = ("accuracy", "latency_int8")
     """the search objectives this kind can rank by"""
+    ranks_by_objective: bool = True
+    """a search ranks by its objective's metric (accuracy, int8 accuracy); False: always by :attr:`score_key`"""
     class_proxies: bool = True
     """zero-cost proxies that group a batch by class (epe_nas) apply"""
     tournament_skip: str | None = None
@@ -88,6 +90,10 @@ class TaskKind:
     def label(metric: str) -> str:
         """How a table names a metric of this registry (``rmse`` -> ``RMSE``; others as they are spelt)."""
         return _LABELS.get(metric, metric)
+
+    def search_metric(self, objective_metric: str) -> str:
+        """The metric a search strategy maximises: the objective's, or this kind's score when it has no choice."""
+        return objective_metric if self.ranks_by_objective else self.score_key
 
     def num_classes(self, classes: list[Any]) -> int:
         """The width of the network's output: one per class, or one number."""
@@ -171,6 +177,7 @@ REGRESSION = register_task(TaskKind(
     deploy_forms=False,
     weight_sharing=False,
     search_objectives=("accuracy",),
+    ranks_by_objective=False,
     class_proxies=False,
     tournament_skip="regression target: the tournament ranks by online accuracy",
     description="one number per row, in the target's units",
