@@ -82,7 +82,7 @@ def _test_metrics(net: nn.Module, data: TaskData, result: TrainResult, kind: Tas
     x_test, y_test = data.tensors("test")
     if kind.numeric_labels:  # the score is minus the validation RMSE
         test = evaluate_regression(net, x_test, y_test, data.target_scale[1])
-        return {"val_neg_rmse": result.val_score, "val_rmse": result.val_rmse, "val_mae": result.val_mae,
+        return {kind.score_key: result.val_score, "val_rmse": result.val_rmse, "val_mae": result.val_mae,
                 "test_rmse": test["rmse"], "test_mae": test["mae"], "test_loss": test["loss"]}
     test_acc, test_loss = evaluate(net, x_test, y_test)
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "test_loss": test_loss}
