@@ -179,6 +179,23 @@ def replay(
     processes behind one port all get traffic, as they do from many real callers. Setting ``stop`` ends the replay
     early (requests in flight and delayed labels due by then are still sent).
     """
+    x = _checked(x, y, rate=rate, duration=duration, batch_size=batch_size, label_delay_s=label_delay_s)
+    parse_drift(drift)  # fail fast on a bad spec
+    x = apply_drift(x, drift, seed=seed)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_batches = math.ceil(len(x) / batch_size)
+    total = n_batches if duration is None else max(1, round(rate * duration))
+    plan = _Plan(url=url.rstrip("/"), x=x, y=y, order=order, total=total, rate=rate, batch_size=batch_size,
+                 feedback=feedback, classes=classes, request_key_fn=request_key_fn, progress=progress,
+                 max_in_flight=max_in_flight, timeout_s=timeout_s, sticky_header=sticky_header, drift=drift,
+                 single_pass=duration is None, feedback_token=feedback_token, label_delay_s=label_delay_s,
+                 fresh_connections=fresh_connections, stop=stop)
+    return asyncio.run(_Replayer(plan).run())
+
+
+def _checked(x: np.ndarray, y: np.ndarray | None, *, rate: float, duration: float | None, batch_size: int,
+             label_delay_s: float) -> np.ndarray:
+    """The rows as they are sent, after every argument mistake is refused as a UserError."""
     if label_delay_s < 0 or not math.isfinite(label_delay_s):
         raise UserError(f"label_delay_s must be >= 0 seconds, got {label_delay_s}")
     if rate <= 0 or not math.isfinite(rate):
@@ -194,17 +211,7 @@ def replay(
         raise UserError(f"x must be a non-empty 2-D array of rows, got shape {x.shape}")
     if y is not None and len(y) != len(x):
         raise UserError(f"x has {len(x)} rows but y has {len(y)} labels")
-    parse_drift(drift)  # fail fast on a bad spec
-    x = apply_drift(x, drift, seed=seed)
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_batches = math.ceil(len(x) / batch_size)
-    total = n_batches if duration is None else max(1, round(rate * duration))
-    plan = _Plan(url=url.rstrip("/"), x=x, y=y, order=order, total=total, rate=rate, batch_size=batch_size,
-                 feedback=feedback, classes=classes, request_key_fn=request_key_fn, progress=progress,
-                 max_in_flight=max_in_flight, timeout_s=timeout_s, sticky_header=sticky_header, drift=drift,
-                 single_pass=duration is None, feedback_token=feedback_token, label_delay_s=label_delay_s,
-                 fresh_connections=fresh_connections, stop=stop)
-    return asyncio.run(_Replayer(plan).run())
+    return x
 
 
 @dataclass
