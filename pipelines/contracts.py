@@ -178,6 +178,7 @@ class ChampionFacts(_Output):
     latency_ms: Number = float("nan")
     val_rmse: Number = float("nan")
     test_rmse: Number = float("nan")
+    test_mae: Number = float("nan")
 
 
 class OfflineMetrics(_Output):
@@ -201,6 +202,18 @@ class OfflineMetrics(_Output):
         """The offline figures of one training's logged metrics (the keys it does not have stay None)."""
         fields = set(cls.model_fields) - {"task", "split"}
         return cls(task=task, **{k: float(v) for k, v in metrics.items() if k in fields and v is not None})
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> OfflineMetrics:
+        """A registered version's offline figures, read back from its tags (its ``task`` tag; a tag that is
+        missing or not a number stays None)."""
+        numbers = {}
+        for key in set(cls.model_fields) - {"task", "split"}:
+            try:
+                numbers[key] = float(tags[key])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return cls.from_metrics(tags.get("task") or "classification", numbers)
 
     def headline(self, split: str = "test") -> float | None:
         """The task's headline metric (accuracy, RMSE) on ``split``."""

@@ -29,6 +29,7 @@ from pipelines.contracts import (
     ChampionFacts,
     HandoverOutput,
     Lineage,
+    OfflineMetrics,
     PreparedData,
     RefreshResult,
     RetrainInput,
@@ -90,16 +91,9 @@ def champion_facts(model_name: str) -> ChampionFacts | None:
     if mv is None:
         return None
     tags = registry.version_tags(mv)
-
-    def number(key: str) -> float:
-        try:
-            return float(tags.get(key, "nan"))
-        except ValueError:
-            return float("nan")
-
-    return ChampionFacts(version=str(mv.version), arch=tags.get("arch", ""), val_accuracy=number("val_accuracy"),
-                         test_accuracy=number("test_accuracy"), latency_ms=number("latency_ms"),
-                         val_rmse=number("val_rmse"), test_rmse=number("test_rmse"))
+    offline = OfflineMetrics.from_tags(tags)
+    return ChampionFacts(version=str(mv.version), arch=tags.get("arch", ""), latency_ms=offline.latency_ms,
+                         **offline.reported())
 
 
 class _Clock:

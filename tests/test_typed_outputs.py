@@ -155,3 +155,12 @@ def test_offline_metrics_tag_the_task_kinds_keys(task, metrics, tags):
         assert reported["test_accuracy"] == 0.8 and reported["test_rmse"] is None
         assert offline.headline() == 0.8
     assert get_task(task).score(metrics) == metrics[get_task(task).score_key]
+
+
+def test_the_champion_facts_read_its_tags_through_offline_metrics():
+    offline = OfflineMetrics.from_tags({"task": "regression", "val_rmse": "2.5", "test_rmse": "3", "test_mae": "x",
+                                        "latency_ms": "0.4", "arch": "mlp"})
+    assert (offline.task, offline.val_rmse, offline.test_rmse, offline.test_mae) == ("regression", 2.5, 3.0, None)
+    facts = ChampionFacts(version="1", latency_ms=offline.latency_ms, **offline.reported())
+    assert facts.test_rmse == 3.0 and math.isnan(facts.test_mae) and math.isnan(facts.val_accuracy)
+    assert OfflineMetrics.from_tags({"val_accuracy": "0.9"}).headline("val") == 0.9  # untagged: a classifier
