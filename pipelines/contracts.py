@@ -338,7 +338,7 @@ class DriftSummary(_Output):
     share: float | None = None
     dataset_drift: bool | None = None
     drifted_features: int | None = None
-    features: list[str] = Field(default_factory=list)
+    features: int | None = Field(None, description="how many features the data drift compared")
     distinct_rows: int = 0
     prediction_drift: float | None = None
     champion_share: float | None = None

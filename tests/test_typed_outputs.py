@@ -164,3 +164,21 @@ def test_the_champion_facts_read_its_tags_through_offline_metrics():
     facts = ChampionFacts(version="1", latency_ms=offline.latency_ms, **offline.reported())
     assert facts.test_rmse == 3.0 and math.isnan(facts.test_mae) and math.isnan(facts.val_accuracy)
     assert OfflineMetrics.from_tags({"val_accuracy": "0.9"}).headline("val") == 0.9  # untagged: a classifier
+
+
+def test_the_canarys_drift_summary_is_a_drift_summary(tmp_path):
+    """``features`` is the number of features compared (monitoring.drift.DataDrift.columns), not a list of names:
+    the contract said a list, and the first canary with enough distinct rows would have failed to build its
+    result."""
+    from pipelines.canary.config import CanaryConfig
+    from pipelines.canary.evidence import drift_summary
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    rows = [{"variant": v, "shadow": False, "inputs": list(rng.normal(size=3)), "prediction": int(i % 2)}
+            for i in range(40) for v in ("champion", "challenger")]
+    history = [{"drift": {"champion": 0.0, "challenger": 0.25}}]
+    info = drift_summary(pd.DataFrame(rows), reference, CanaryConfig(), history, tmp_path / "drift.html")
+    drift = DriftSummary(**info)
+    assert drift.features == 3 and drift.distinct_rows == 80 and drift.challenger_share == 0.25
+    assert 0.0 <= drift.share <= 1.0 and drift.prediction_drift is not None
