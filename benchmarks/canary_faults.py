@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         client.set_registered_model_alias(reg.model_name, "champion", reg.champion_version)
         client.set_registered_model_alias(reg.model_name, "challenger", version)
         started = time.perf_counter()
-        result = run_canary(reg.model_name, data_path, {**extra, **overrides})
+        result = run_canary(reg.model_name, data_path, {**extra, **overrides}).model_dump(mode="json")
         inner = getattr(models[fault], "inner", models[fault])
         scenarios.append({
             "fault": fault,

@@ -54,7 +54,7 @@ def main() -> None:
             "wall_seconds": round(wall, 1),
             "stages": {k: round(v, 1) for k, v in stages.items()},
             "orchestration_overhead_share": round(max(wall - sum(stages.values()), 0.0) / wall, 3),
-            "decision": result.canary.get("decision") if result.canary else None,
+            "decision": result.canary.decision if result.canary else None,
             "challenger_test_accuracy": round(result.challenger.test_accuracy, 4),
             "champion_test_accuracy": round(result.champion_before.test_accuracy, 4) if result.champion_before
             else None,

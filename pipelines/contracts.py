@@ -10,9 +10,15 @@ output can cross a Prefect boundary, be cached, or be read back from a journal; 
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+Number = Annotated[float, BeforeValidator(lambda v: math.nan if v is None else v)]
+"""A float that may be NaN (a regression's accuracy, a champion without that tag): strict JSON writes NaN as null
+(``pipelines.summary.print_json``), and null reads back as NaN, so a dumped output validates again."""
 
 
 class _Output(BaseModel):
@@ -66,9 +72,9 @@ class Candidate(_Output):
     """One architecture the search recommends for full retraining."""
 
     arch: str
-    val_accuracy: float
+    val_accuracy: Number
     val_rmse: float | None = Field(None, description="a regression's low-fidelity validation RMSE (val_accuracy NaN)")
-    latency_ms: float = float("nan")
+    latency_ms: Number = float("nan")
     params: int = 0
     proxy_scores: dict[str, float] = Field(default_factory=dict)
     fidelity: dict[str, float] = Field(default_factory=dict)
@@ -116,9 +122,9 @@ class RegisteredCandidate(_Output):
     arch: str
     alias: str
     run_id: str
-    val_accuracy: float
-    test_accuracy: float
-    latency_ms: float
+    val_accuracy: Number
+    test_accuracy: Number
+    latency_ms: Number
     val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
     test_rmse: float | None = None
     test_mae: float | None = None
@@ -133,13 +139,13 @@ class RetrainOutput(_Output):
     run_id: str
     retrained: int
     seed: int
-    val_accuracy: float
-    test_accuracy: float
-    test_loss: float
-    best_epoch: float
-    train_seconds: float
-    latency_ms: float
-    params: float
+    val_accuracy: Number
+    test_accuracy: Number
+    test_loss: Number
+    best_epoch: Number
+    train_seconds: Number
+    latency_ms: Number
+    params: Number
     candidates: list[RegisteredCandidate]
     task: str = "classification"
     val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
@@ -154,9 +160,9 @@ class BaselineOutput(_Output):
     arch: str
     run_id: str
     seed: int
-    val_accuracy: float
-    test_accuracy: float
-    latency_ms: float
+    val_accuracy: Number
+    test_accuracy: Number
+    latency_ms: Number
     val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
     test_rmse: float | None = None
     test_mae: float | None = None
@@ -167,11 +173,12 @@ class ChampionFacts(_Output):
 
     version: str
     arch: str = ""
-    val_accuracy: float = float("nan")
-    test_accuracy: float = float("nan")
-    latency_ms: float = float("nan")
-    val_rmse: float = float("nan")
-    test_rmse: float = float("nan")
+    val_accuracy: Number = float("nan")
+    test_accuracy: Number = float("nan")
+    latency_ms: Number = float("nan")
+    val_rmse: Number = float("nan")
+    test_rmse: Number = float("nan")
+    test_mae: Number = float("nan")
 
 
 class OfflineMetrics(_Output):
@@ -190,11 +197,43 @@ class OfflineMetrics(_Output):
     latency_ms: float | None = None
     params: float | None = None
 
+    @classmethod
+    def from_metrics(cls, task: str, metrics: Mapping[str, float]) -> OfflineMetrics:
+        """The offline figures of one training's logged metrics (the keys it does not have stay None)."""
+        fields = set(cls.model_fields) - {"task", "split"}
+        return cls(task=task, **{k: float(v) for k, v in metrics.items() if k in fields and v is not None})
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> OfflineMetrics:
+        """A registered version's offline figures, read back from its tags (its ``task`` tag; a tag that is
+        missing or not a number stays None)."""
+        numbers = {}
+        for key in set(cls.model_fields) - {"task", "split"}:
+            try:
+                numbers[key] = float(tags[key])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return cls.from_metrics(tags.get("task") or "classification", numbers)
+
     def headline(self, split: str = "test") -> float | None:
         """The task's headline metric (accuracy, RMSE) on ``split``."""
         from monitoring.core.tasks import get_task
 
         return getattr(self, f"{split}_{get_task(self.task).headline}", None)
+
+    def tags(self) -> dict[str, float]:
+        """What a registered version is tagged with: the task's ``offline_keys`` (accuracies, or RMSE / MAE)."""
+        from monitoring.core.tasks import get_task
+
+        return get_task(self.task).offline_tags(self.model_dump())
+
+    def reported(self) -> dict[str, float | None]:
+        """The offline fields the stage outputs mirror (:class:`RegisteredCandidate`, :class:`RetrainOutput`,
+        :class:`BaselineOutput`): accuracy NaN for a regression, RMSE / MAE None for a classifier."""
+        nan = float("nan")
+        return {"val_accuracy": nan if self.val_accuracy is None else self.val_accuracy,
+                "test_accuracy": nan if self.test_accuracy is None else self.test_accuracy,
+                "val_rmse": self.val_rmse, "test_rmse": self.test_rmse, "test_mae": self.test_mae}
 
 
 # -- the shadow tournament ----------------------------------------------------------------------------------------
@@ -264,7 +303,8 @@ class TournamentOutput(_Output):
     alpha: float = 0.05
     tournament_run_id: str | None = None
     plot_uri: str | None = None
-    replay: dict[str, int] = Field(default_factory=dict)
+    replay: dict[str, int | dict[str, int]] = Field(
+        default_factory=dict, description="the replay's counts; ``errors`` by kind")
     seconds: float | None = None
 
     @property
@@ -298,7 +338,7 @@ class DriftSummary(_Output):
     share: float | None = None
     dataset_drift: bool | None = None
     drifted_features: int | None = None
-    features: list[str] = Field(default_factory=list)
+    features: int | None = Field(None, description="how many features the data drift compared")
     distinct_rows: int = 0
     prediction_drift: float | None = None
     champion_share: float | None = None
@@ -349,6 +389,8 @@ class CanaryOutput(_Output):
 class HandoverOutput(_Output):
     """4': the refresh started a rollout on a running gateway and returned; its controller decides later."""
 
+    handed_over: Literal[True] = Field(True, description="tells a hand-over from a decided canary in the JSON")
+    decision: None = Field(None, description="none yet: the controller decides later")
     rollout_id: str
     gateway_url: str
     model_name: str

@@ -13,6 +13,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from monitoring.core.tasks import TaskKind, get_task
 from nas.data import TaskData
 from nas.datasets import BUNDLED_DATASETS, load_bundled
 from pipelines.config import DataSpec
@@ -180,8 +182,8 @@ def validate(x: pd.DataFrame, y: pd.Series, name: str = "data", task: str = "aut
     else:
         plan = plan_columns(x, categorical)
         problems.extend(plan.problems)
-    regression = resolve_task(y, task) == "regression"
-    problems.extend(regression_target_problems(y) if regression else _label_problems(y))
+    numeric = get_task(resolve_task(y, task)).numeric_labels
+    problems.extend(regression_target_problems(y) if numeric else _label_problems(y))
     if problems:
         if len(problems) == 1:
             raise DataValidationError(f"{name}: {problems[0]}")
@@ -286,83 +288,86 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         x, y = x.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
         plan = validate(x, y, label, task, spec.categorical)
     digest = fingerprint(x, y)
-    if task == "regression":  # the target in its own units; TaskData standardises it on the training split
-        classes: list = []
-        codes = y.to_numpy(dtype=np.float64)
-    else:
-        classes = sorted(pd.unique(y).tolist(), key=lambda v: (str(type(v)), v))
-        classes = [c.item() if hasattr(c, "item") else c for c in classes]
-        index_of = {c: i for i, c in enumerate(classes)}
-        codes = np.array([index_of[v.item() if hasattr(v, "item") else v] for v in y], dtype=np.int64)
+    kind = get_task(task)
+    classes, codes = _encode_target(y, kind)
     parts = split_indices(strata(codes, task), spec.seed)
     stem = Path(out_dir) / f"{digest}-seed{spec.seed}"
-    table = plan is not None and plan.needs_encoding
-    extra_meta: dict = {}
-    if table:
-        preprocessor = fit_preprocessor(plan, x.iloc[parts["train"]])
-        features = encode(preprocessor, plan, x)
-        feature_names = [str(n) for n in preprocessor.get_feature_names_out()]
-        input_shape = (features.shape[1],)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(preprocessor, stem.with_suffix(".preprocessor.joblib"))
-        extra_meta["preprocessor"] = str(stem.with_suffix(".preprocessor.joblib"))
-        for column, why in plan.dropped.items():
-            if why == ID_REASON:  # said by its warning below
-                continue
-            log.warning("%s: column %r is not used as a feature: %s", label, column, why)
-    else:
-        features = x.to_numpy(dtype=np.float32)
-        feature_names = [str(c) for c in x.columns]
+    encoded = _encoded_features(x, plan, parts, stem, label, input_shape)
     schema = input_schema(x, label, plan)
     for warning in plan.warnings if plan is not None else []:
         log.warning("%s: %s", label, warning)
+    task_data = _task_data(encoded, x, codes, parts, schema, kind.num_classes(classes), meta={
+        "classes": classes, "feature_names": encoded.names, "fingerprint": digest, "source": label,
+        "target": spec.target, "seed": spec.seed, "input_form": encoded.form, "input_schema": schema, "task": task,
+        **encoded.meta})
+    path = task_data.save(stem.with_suffix(".npz"))
+    return PreparedData(
+        path=str(path), fingerprint=digest, source=label,
+        query=lineage_query(spec.query) if spec.query else None, target=spec.target,
+        input_shape=list(encoded.input_shape), num_classes=task_data.num_classes, classes=classes, task=task,
+        feature_names=encoded.names, rows={k: len(v) for k, v in parts.items()}, input_schema=schema,
+        input_form=encoded.form, dropped_columns=dict(plan.dropped) if plan is not None else {},
+        warnings=list(plan.warnings) if plan is not None else [],
+    )
+
+
+def _encode_target(y: pd.Series, kind: TaskKind) -> tuple[list, np.ndarray]:
+    """The classes and the target as the network learns it: class indices, or a numeric target in its own units
+    (TaskData standardises it on the training split)."""
+    if kind.numeric_labels:
+        return [], y.to_numpy(dtype=np.float64)
+    classes = sorted(pd.unique(y).tolist(), key=lambda v: (str(type(v)), v))
+    classes = [c.item() if hasattr(c, "item") else c for c in classes]
+    index_of = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([index_of[v.item() if hasattr(v, "item") else v] for v in y], dtype=np.int64)
+
+
+@dataclass
+class _Encoded:
+    """The feature matrix the networks train on, its names and shape, and whether it is an encoded table."""
+
+    features: np.ndarray
+    names: list[str]
+    input_shape: tuple[int, ...]
+    table: bool
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def form(self) -> str:
+        return "table" if self.table else "tensor"
+
+
+def _encoded_features(x: pd.DataFrame, plan: ColumnPlan | None, parts: dict[str, np.ndarray], stem: Path,
+                      label: str, input_shape: tuple[int, ...]) -> _Encoded:
+    """A table that needs encoding: its transformer fitted on the training split and saved beside the arrays;
+    otherwise the numbers as they are."""
+    if plan is None or not plan.needs_encoding:
+        return _Encoded(x.to_numpy(dtype=np.float32), [str(c) for c in x.columns], input_shape, table=False)
+    preprocessor = fit_preprocessor(plan, x.iloc[parts["train"]])
+    features = encode(preprocessor, plan, x)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(preprocessor, stem.with_suffix(".preprocessor.joblib"))
+    for column, why in plan.dropped.items():
+        if why != ID_REASON:  # an ID column is said by its warning
+            log.warning("%s: column %r is not used as a feature: %s", label, column, why)
+    return _Encoded(features, [str(n) for n in preprocessor.get_feature_names_out()], (features.shape[1],),
+                    table=True, meta={"preprocessor": str(stem.with_suffix(".preprocessor.joblib"))})
+
+
+def _task_data(encoded: _Encoded, x: pd.DataFrame, codes: np.ndarray, parts: dict[str, np.ndarray],
+               schema: list[dict], num_classes: int, meta: dict) -> TaskData:
+    """The splits with the training split's normalisation; a table's ``prod`` rows raw, as a caller sends them."""
+    features = encoded.features
     train = features[parts["train"]]
-    if len(input_shape) > 1:  # images: one scale for all pixels keeps spatial structure intact
+    if len(encoded.input_shape) > 1:  # images: one scale for all pixels keeps spatial structure intact
         mean, std = np.full(features.shape[1], train.mean()), np.full(features.shape[1], train.std())
     else:
         mean, std = train.mean(axis=0), train.std(axis=0)
-    form = "table" if table else "tensor"
-    task_data = TaskData(
-        x_train=train,
-        y_train=codes[parts["train"]],
-        x_val=features[parts["val"]],
-        y_val=codes[parts["val"]],
-        x_test=features[parts["test"]],
-        y_test=codes[parts["test"]],
-        x_prod=raw_rows(x.iloc[parts["prod"]], schema) if table else features[parts["prod"]],
+    return TaskData(
+        x_train=train, y_train=codes[parts["train"]],
+        x_val=features[parts["val"]], y_val=codes[parts["val"]],
+        x_test=features[parts["test"]], y_test=codes[parts["test"]],
+        x_prod=raw_rows(x.iloc[parts["prod"]], schema) if encoded.table else features[parts["prod"]],
         y_prod=codes[parts["prod"]],
-        input_shape=input_shape,
-        num_classes=1 if task == "regression" else len(classes),
-        feature_mean=mean,
-        feature_std=std,
-        meta={
-            "classes": classes,
-            "feature_names": feature_names,
-            "fingerprint": digest,
-            "source": label,
-            "target": spec.target,
-            "seed": spec.seed,
-            "input_form": form,
-            "input_schema": schema,
-            "task": task,
-            **extra_meta,
-        },
-    )
-    path = task_data.save(stem.with_suffix(".npz"))
-    return PreparedData(
-        path=str(path),
-        fingerprint=digest,
-        source=label,
-        query=lineage_query(spec.query) if spec.query else None,
-        target=spec.target,
-        input_shape=list(input_shape),
-        num_classes=task_data.num_classes,
-        classes=classes,
-        task=task,
-        feature_names=feature_names,
-        rows={k: len(v) for k, v in parts.items()},
-        input_schema=schema,
-        input_form=form,
-        dropped_columns=dict(plan.dropped) if plan is not None else {},
-        warnings=list(plan.warnings) if plan is not None else [],
+        input_shape=encoded.input_shape, num_classes=num_classes, feature_mean=mean, feature_std=std, meta=meta,
     )

@@ -133,24 +133,7 @@ def build_deploy_artifacts(model: nn.Module, x_check: np.ndarray, calibration: n
             report.errors["onnx"] = _reason(exc)
             log.warning("ONNX export of the registered model failed: %s", report.errors["onnx"])
         if int8 != "never":
-            try:
-                q = deploy.quantize_int8(model, calibration)
-                report.int8_method = "static" if deploy.has_conv(model) else "dynamic"
-                path = deploy.save_int8(q, out / INT8_FILE, width)
-                q = deploy.load_int8(path)  # time and check the file the gateway will load, not the live module
-                with torch.no_grad():
-                    xt = torch.from_numpy(x_check)
-                    report.int8_agreement = float((q(xt).argmax(1) == model(xt).argmax(1)).float().mean())
-                    report.latency_ms["int8"] = _p50(q, one, repeats)
-                faster = report.latency_ms["int8"] < report.latency_ms["fp32"]
-                if int8 == "always" or faster:
-                    files["int8"] = path
-                else:
-                    report.int8_skipped = (f"int8 p50 {report.latency_ms['int8']:.3f} ms is not faster than fp32 "
-                                           f"{report.latency_ms['fp32']:.3f} ms at batch 1")
-            except Exception as exc:
-                report.errors["int8"] = _reason(exc)
-                log.warning("int8 quantization of the registered model failed: %s", report.errors["int8"])
+            _int8_form(model, calibration, x_check, out, width, int8, repeats, report, files)
         else:
             report.int8_skipped = "int8 not asked for"
     except Exception as exc:  # e.g. the fp32 model itself cannot be timed on these rows
@@ -159,6 +142,32 @@ def build_deploy_artifacts(model: nn.Module, x_check: np.ndarray, calibration: n
         torch.set_num_threads(threads)
         report.seconds = time.perf_counter() - started
     return report, files
+
+
+def _int8_form(model: nn.Module, calibration: np.ndarray, x_check: np.ndarray, out: Path, width: int,
+               int8: Int8Policy, repeats: int, report: DeployReport, files: dict[str, Path]) -> None:
+    """Quantize, save, reload and time the int8 form; kept (in ``files``) when asked for or faster than fp32.
+    A failure is recorded in ``report``, never raised."""
+    from nas import deploy
+
+    try:
+        q = deploy.quantize_int8(model, calibration)
+        report.int8_method = "static" if deploy.has_conv(model) else "dynamic"
+        path = deploy.save_int8(q, out / INT8_FILE, width)
+        q = deploy.load_int8(path)  # time and check the file the gateway will load, not the live module
+        with torch.no_grad():
+            xt = torch.from_numpy(x_check)
+            report.int8_agreement = float((q(xt).argmax(1) == model(xt).argmax(1)).float().mean())
+            report.latency_ms["int8"] = _p50(q, xt[:1], repeats)
+        faster = report.latency_ms["int8"] < report.latency_ms["fp32"]
+        if int8 == "always" or faster:
+            files["int8"] = path
+        else:
+            report.int8_skipped = (f"int8 p50 {report.latency_ms['int8']:.3f} ms is not faster than fp32 "
+                                   f"{report.latency_ms['fp32']:.3f} ms at batch 1")
+    except Exception as exc:
+        report.errors["int8"] = _reason(exc)
+        log.warning("int8 quantization of the registered model failed: %s", report.errors["int8"])
 
 
 def log_deploy_artifacts(model: nn.Module, x_check: np.ndarray, calibration: np.ndarray, *, model_name: str,

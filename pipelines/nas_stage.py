@@ -28,6 +28,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from monitoring.core.tasks import TaskKind, get_task
 from nas.data import TaskData
 from nas.evaluators import CurveBar, CurveStop, Result, TrainingEvaluator
 from nas.objectives import pareto_front
@@ -141,7 +142,7 @@ def zero_cost_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig) -
         kwargs["cheap"] = tuple(cfg.proxies)
     if cfg.costly_proxies is not None:
         kwargs["costly"] = tuple(cfg.costly_proxies)
-    if data.is_regression:
+    if not get_task(data.task).class_proxies:
         kwargs.update(_regression_proxies(cfg))
     try:
         scored = prefilter(space, pool, data, **kwargs)
@@ -186,14 +187,14 @@ def _log_evaluation(client: MlflowClient, experiment_id: str, parent: str, rec: 
 
 
 def _plots(out: Path, result: SearchResult, proxy_scores: Mapping[str, Mapping[str, float]],
-           cost_key: str) -> list[Path]:
+           cost_key: str, kind: TaskKind) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
-    key = _score_key(result)
+    key = kind.score_key
     acc = [r.result.metrics.get(key, np.nan) for r in result.records]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(range(1, len(acc) + 1), acc, "o", alpha=0.6, label="evaluation")
@@ -243,19 +244,13 @@ def _plots(out: Path, result: SearchResult, proxy_scores: Mapping[str, Mapping[s
     return paths
 
 
-def _score_key(result: SearchResult) -> str:
-    """The score the records carry: ``val_accuracy``, or ``val_neg_rmse`` for a regression."""
-    regression = any("val_neg_rmse" in r.result.metrics for r in result.records)
-    return "val_neg_rmse" if regression else "val_accuracy"
-
-
-def _check_regression(cfg: SearchStageConfig) -> None:
-    """What a regression search cannot do yet, said before anything trains."""
-    if cfg.objective != "accuracy":
-        raise UserError(f"search.objective {cfg.objective!r} ranks int8 accuracy; a regression target searches with "
-                        "the default objective (validation RMSE): drop --objective")
-    if cfg.strategy == DARTS or cfg.fidelity == SUPERNET:
-        raise UserError("weight-sharing searches (darts, supernet fidelity) train classifiers only; a regression "
+def _check_task(cfg: SearchStageConfig, kind: TaskKind) -> None:
+    """What a search of this task kind cannot do (yet), said before anything trains."""
+    if cfg.objective not in kind.search_objectives:
+        raise UserError(f"search.objective {cfg.objective!r} ranks int8 accuracy; a {kind.name} target searches "
+                        f"with the default objective (validation {kind.headline_label}): drop --objective")
+    if not kind.weight_sharing and (cfg.strategy == DARTS or cfg.fidelity == SUPERNET):
+        raise UserError(f"weight-sharing searches (darts, supernet fidelity) train classifiers only; a {kind.name} "
                         "target needs a strategy that trains each candidate (the default predictor)")
 
 
@@ -281,7 +276,7 @@ def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData
     """Pre-filter a pool, then the configured strategy warm-started from its zero-cost ranking."""
     pool, proxy_scores = zero_cost_pool(space, data, cfg)
     cheap_names = sorted(set.intersection(*(set(s) for s in proxy_scores.values()))) if proxy_scores else []
-    metric = data.score_key if data.is_regression else cfg.metric
+    metric = get_task(data.task).search_metric(cfg.metric)
     kwargs: dict[str, Any] = {"pool": pool, "metric": metric, "constraints": cfg.constraints,
                               "warm_start": pool[: cfg.warm_start]}
     if cfg.strategy == "predictor":
@@ -354,11 +349,13 @@ def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStag
 
 
 def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy_scores: dict, journal: Path,
-                        seconds: float, prefilter_seconds: float, objective: str = "accuracy") -> None:
+                        seconds: float, prefilter_seconds: float, objective: str = "accuracy",
+                        kind: TaskKind | None = None) -> None:
     from pipelines.pareto_report import log_pareto
 
-    best = ({"best_val_rmse": candidates[0].val_rmse} if candidates[0].val_rmse is not None
-            else {"best_val_accuracy": candidates[0].val_accuracy})
+    kind = get_task(kind)
+    best_key = f"val_{kind.headline}"  # the low-fidelity validation figure a Candidate carries
+    best = {f"best_{best_key}": getattr(candidates[0], best_key)}
     mlflow.log_metrics({"evaluations": len(result.records), "search_seconds": seconds,
                         "prefilter_seconds": prefilter_seconds, **best})
     saved = epochs_saved(result)
@@ -369,14 +366,14 @@ def _log_search_results(result: SearchResult, candidates: list[Candidate], proxy
             mlflow.log_metric("predictor_tau_prospective", t["tau_prospective"], step=int(t["evaluations"]))
     with tempfile.TemporaryDirectory() as tmp:
         cost_key = "latency_ms" if any("latency_ms" in r.result.metrics for r in result.records) else "params"
-        for path in _plots(Path(tmp), result, proxy_scores, cost_key):
+        for path in _plots(Path(tmp), result, proxy_scores, cost_key, kind):
             mlflow.log_artifact(str(path), artifact_path="plots")
         if journal.exists():
             mlflow.log_artifact(str(journal), artifact_path="search")
         (Path(tmp) / "candidates.json").write_text(json.dumps([c.model_dump(mode="json") for c in candidates],
                                                               indent=2))
         mlflow.log_artifact(str(Path(tmp) / "candidates.json"), artifact_path="search")
-    if candidates[0].val_rmse is None:  # the Pareto view ranks accuracy; a regression's front is in the plots
+    if kind.ranks_by_objective:  # the Pareto view ranks the objective; a regression's front is in the plots
         log_pareto(result.records, objective)
 
 
@@ -393,8 +390,8 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
     if not Path(data_path).exists():
         raise UserError(f"data file {data_path!r} does not exist; run the refresh's prepare_data stage first")
     data = TaskData.load(data_path)
-    if data.is_regression:
-        _check_regression(cfg)
+    kind = get_task(data.task)
+    _check_task(cfg, kind)
     space = resolve_space(cfg, data.input_shape)
     logger.info("searching %s %s for input %s, %d classes", space.name, space.config(), data.input_shape,
                 data.num_classes)
@@ -429,7 +426,8 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
                 "no evaluated architecture meets the constraints "
                 f"(max_latency_ms={cfg.max_latency_ms}, max_params={cfg.max_params}); relax them or raise the budget"
             )
-        _log_search_results(result, candidates, proxy_scores, journal, seconds, prefilter_seconds, cfg.objective)
+        _log_search_results(result, candidates, proxy_scores, journal, seconds, prefilter_seconds, cfg.objective,
+                            kind)
     return _output(run, space, data, cfg, candidates, evaluations=len(result.records), failed=_failed(result),
                    seconds=seconds, prefilter_seconds=prefilter_seconds, journal=journal,
                    tau=[dict(t) for t in result.tau], supernet_run_id=supernet_run_id)

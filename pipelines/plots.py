@@ -12,25 +12,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from monitoring.core.tasks import TaskKind, get_task
 
-def learning_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train against validation (a regression: loss and validation RMSE)."""
+
+def learning_curves(history: Sequence[dict], path: Path, title: str = "",
+                    task: TaskKind | str | None = None) -> Path:
+    """Loss per epoch, train against validation, beside the task kind's curve metrics (accuracy, a regression's
+    validation RMSE)."""
+    kind = get_task(task)
     epochs = [h["epoch"] for h in history]
-    regression = bool(history) and "val_rmse" in history[0]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss (standardised target)" if regression else "cross-entropy")
+    ax_loss.set_ylabel(kind.loss_axis_label)
     ax_loss.legend()
-    if regression:
-        ax_acc.plot(epochs, [h["val_rmse"] for h in history], label="validation")
-    else:
-        ax_acc.plot(epochs, [h["train_accuracy"] for h in history], label="train")
-        ax_acc.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("RMSE (target units)" if regression else "accuracy")
-    ax_acc.legend()
+    for key in kind.curve_metrics:
+        ax_metric.plot(epochs, [h[key] for h in history], label="train" if key.startswith("train_") else "validation")
+    ax_metric.set_xlabel("epoch")
+    ax_metric.set_ylabel(kind.metric_axis_label)
+    ax_metric.legend()
     fig.suptitle(title or "learning curves", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

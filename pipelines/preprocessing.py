@@ -84,7 +84,6 @@ def plan_columns(x: pd.DataFrame, categorical: Sequence[str] = ()) -> ColumnPlan
     """Decide what every feature column is (see the module docstring); never raises, collects problems.
     ``categorical``: integer columns to encode as categories rather than numbers (codes, ratings, ZIP-like IDs)."""
     plan = ColumnPlan()
-    n = len(x)
     declared = {str(c) for c in categorical}
     unknown = sorted(declared - {str(c) for c in x.columns})
     if unknown:
@@ -92,68 +91,81 @@ def plan_columns(x: pd.DataFrame, categorical: Sequence[str] = ()) -> ColumnPlan
             f"--categorical names {', '.join(map(repr, unknown))}, not feature column(s) of the table; use the "
             f"names of feature columns (columns: {', '.join(map(str, list(x.columns)[:12]))})")
     for name in x.columns:
-        col = x[name]
-        label = str(name)
-        present = col.dropna()
-        if present.empty:
-            plan.dropped[label] = "all values missing"
-            continue
-        is_number = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-        distinct = present.nunique()
-        if distinct <= 1:
-            value = present.iloc[0]
-            value = value.item() if isinstance(value, np.generic) else value
-            plan.dropped[label] = f"constant ({value!r} in every row)"
-            continue
-        if _is_date_column(col, present):
-            problem = None if pd.api.types.is_datetime64_any_dtype(col) else _date_problem(label, present)
-            if problem:
-                plan.problems.append(problem)
-                continue
-            missing = int(col.isna().sum())
-            plan.has_missing = plan.has_missing or missing > 0
-            plan.dates.append(label)
-            plan.schema.append({"name": label, "type": "string", "optional": missing > 0, "format": "datetime"})
-            continue
-        integral = is_number and (pd.api.types.is_integer_dtype(col) or bool(np.all(np.mod(present, 1) == 0)))
-        if label in declared and is_number and not integral:
-            plan.problems.append(
-                f"column {label!r} is declared categorical (--categorical) but holds non-integer numbers (e.g. "
-                f"{present[np.mod(present, 1) != 0].iloc[0]!r}); declare only integer or text columns")
-            continue
-        if n >= MIN_ROWS_FOR_ID and len(present) == n and distinct == n and (integral or not is_number):
-            plan.dropped[label] = ID_REASON
-            plan.warnings.append(f"column {label!r} looks like an ID (unique per row) and is not used as a feature")
-            continue
-        missing = int(col.isna().sum())
-        plan.has_missing = plan.has_missing or missing > 0
-        if is_number:
-            values = present.to_numpy(dtype=np.float64)
-            if not np.isfinite(values).all():
-                plan.problems.append(
-                    f"column {label!r} has {int((~np.isfinite(values)).sum())} infinite values; replace them with "
-                    "a number or leave the cell empty (missing values are imputed)")
-                continue
-            if label in declared:  # sent as numbers, encoded as categories
-                plan.declared.append(label)
-                (plan.ordinal if distinct > MAX_ONE_HOT else plan.one_hot).append(label)
-            else:
-                plan.numeric.append(label)
-            plan.schema.append({"name": label, "type": "double", "optional": missing > 0})
-            continue
-        kind = "boolean" if pd.api.types.is_bool_dtype(col) or present.map(type).eq(bool).all() else "string"
-        (plan.ordinal if distinct > MAX_ONE_HOT else plan.one_hot).append(label)
-        plan.schema.append({"name": label, "type": kind, "optional": missing > 0})
-        if kind == "string":
-            numbers = pd.to_numeric(present, errors="coerce")
-            if numbers.notna().mean() >= 0.9:
-                bad = present[numbers.isna()].iloc[0]
-                plan.warnings.append(f"column {label!r} is mostly numbers but holds {str(bad)!r}: it is treated as "
-                                     "a category; fix those cells if it is numeric")
+        _plan_column(plan, str(name), x[name], len(x), declared)
     if not plan.schema and not plan.problems:
         plan.problems.append("no usable feature column remains (" + "; ".join(
             f"{k}: {v}" for k, v in plan.dropped.items()) + ")")
     return plan
+
+
+def _plan_column(plan: ColumnPlan, label: str, col: pd.Series, n: int, declared: set[str]) -> None:
+    """One column's fate in ``plan``: dropped (with why), a problem, a date, a number or a category."""
+    present = col.dropna()
+    if present.empty:
+        plan.dropped[label] = "all values missing"
+        return
+    is_number = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    distinct = present.nunique()
+    if distinct <= 1:
+        value = present.iloc[0]
+        value = value.item() if isinstance(value, np.generic) else value
+        plan.dropped[label] = f"constant ({value!r} in every row)"
+        return
+    if _is_date_column(col, present):
+        problem = None if pd.api.types.is_datetime64_any_dtype(col) else _date_problem(label, present)
+        if problem:
+            plan.problems.append(problem)
+            return
+        missing = int(col.isna().sum())
+        plan.has_missing = plan.has_missing or missing > 0
+        plan.dates.append(label)
+        plan.schema.append({"name": label, "type": "string", "optional": missing > 0, "format": "datetime"})
+        return
+    integral = is_number and (pd.api.types.is_integer_dtype(col) or bool(np.all(np.mod(present, 1) == 0)))
+    if label in declared and is_number and not integral:
+        plan.problems.append(
+            f"column {label!r} is declared categorical (--categorical) but holds non-integer numbers (e.g. "
+            f"{present[np.mod(present, 1) != 0].iloc[0]!r}); declare only integer or text columns")
+        return
+    if n >= MIN_ROWS_FOR_ID and len(present) == n and distinct == n and (integral or not is_number):
+        plan.dropped[label] = ID_REASON
+        plan.warnings.append(f"column {label!r} looks like an ID (unique per row) and is not used as a feature")
+        return
+    missing = int(col.isna().sum())
+    plan.has_missing = plan.has_missing or missing > 0
+    if is_number:
+        _plan_number(plan, label, present, distinct, optional=missing > 0, declared=label in declared)
+    else:
+        _plan_category(plan, label, col, present, distinct, optional=missing > 0)
+
+
+def _plan_number(plan: ColumnPlan, label: str, present: pd.Series, distinct: int, *, optional: bool,
+                 declared: bool) -> None:
+    values = present.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        plan.problems.append(
+            f"column {label!r} has {int((~np.isfinite(values)).sum())} infinite values; replace them with "
+            "a number or leave the cell empty (missing values are imputed)")
+        return
+    if declared:  # sent as numbers, encoded as categories
+        plan.declared.append(label)
+        (plan.ordinal if distinct > MAX_ONE_HOT else plan.one_hot).append(label)
+    else:
+        plan.numeric.append(label)
+    plan.schema.append({"name": label, "type": "double", "optional": optional})
+
+
+def _plan_category(plan: ColumnPlan, label: str, col: pd.Series, present: pd.Series, distinct: int, *,
+                   optional: bool) -> None:
+    kind = "boolean" if pd.api.types.is_bool_dtype(col) or present.map(type).eq(bool).all() else "string"
+    (plan.ordinal if distinct > MAX_ONE_HOT else plan.one_hot).append(label)
+    plan.schema.append({"name": label, "type": kind, "optional": optional})
+    if kind == "string":
+        numbers = pd.to_numeric(present, errors="coerce")
+        if numbers.notna().mean() >= 0.9:
+            bad = present[numbers.isna()].iloc[0]
+            plan.warnings.append(f"column {label!r} is mostly numbers but holds {str(bad)!r}: it is treated as "
+                                 "a category; fix those cells if it is numeric")
 
 
 def as_categories(frame: pd.DataFrame) -> pd.DataFrame:

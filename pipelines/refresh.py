@@ -19,18 +19,23 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext, get_run_context
 
+from monitoring.core.tasks import get_task
 from monitoring.vocabulary import CHAMPION, tag
 from pipelines import refresh_state, registry
 from pipelines.config import DataSpec, RefreshConfig, RetrainConfig, config_hash
 from pipelines.contracts import (
     BaselineOutput,
+    CanaryOutput,
     ChampionFacts,
+    HandoverOutput,
     Lineage,
+    OfflineMetrics,
     PreparedData,
     RefreshResult,
     RetrainInput,
     RetrainOutput,
     SearchInput,
+    TournamentOutput,
 )
 from pipelines.data import prepare
 from pipelines.retrain import register_baseline, retrain_and_register
@@ -86,16 +91,9 @@ def champion_facts(model_name: str) -> ChampionFacts | None:
     if mv is None:
         return None
     tags = registry.version_tags(mv)
-
-    def number(key: str) -> float:
-        try:
-            return float(tags.get(key, "nan"))
-        except ValueError:
-            return float("nan")
-
-    return ChampionFacts(version=str(mv.version), arch=tags.get("arch", ""), val_accuracy=number("val_accuracy"),
-                         test_accuracy=number("test_accuracy"), latency_ms=number("latency_ms"),
-                         val_rmse=number("val_rmse"), test_rmse=number("test_rmse"))
+    offline = OfflineMetrics.from_tags(tags)
+    return ChampionFacts(version=str(mv.version), arch=tags.get("arch", ""), latency_ms=offline.latency_ms,
+                         **offline.reported())
 
 
 class _Clock:
@@ -118,40 +116,47 @@ class _Clock:
         return time.perf_counter() - self._start
 
 
-def _optional_stages(config: RefreshConfig, model_name: str, data: PreparedData, challenger: RetrainOutput,
-                     clock: _Clock) -> tuple[dict, dict]:
-    """The shadow tournament (informs, never blocks) and the canary (decides)."""
-    from pipelines.canary.flow import canary_rollout
+def _tournament_stage(config: RefreshConfig, model_name: str, data: PreparedData, challenger: RetrainOutput,
+                      clock: _Clock) -> TournamentOutput | None:
+    """The shadow tournament: informs, never blocks. None when the refresh skips it or retrained one candidate,
+    ``skipped`` when the task kind has nothing it ranks by, ``error`` when it failed."""
     from pipelines.tournament import shadow_tournament
 
-    tournament: dict[str, Any] = {}
-    if data.task == "regression" and not config.skip_tournament:
-        # its offline-vs-online ranking is by accuracy; a regression's candidates are ranked offline by RMSE only
-        get_run_logger().info("shadow tournament skipped: it ranks candidates by online accuracy, and this target "
-                              "is a regression (the canary judges online RMSE)")
-        tournament = {"skipped": "regression target: the tournament ranks by online accuracy"}
-    elif not config.skip_tournament and len(challenger.candidates) >= 2:
-        aliases = [c.alias for c in challenger.candidates]
-        tcfg = config.tournament.model_copy(update={"aliases": config.tournament.aliases or aliases})
+    if config.skip_tournament:
+        return None
+    reason = get_task(data.task).tournament_skip
+    if reason is not None:
+        get_run_logger().info("shadow tournament skipped: %s", reason)
+        return TournamentOutput(skipped=reason, model_name=model_name)
+    if len(challenger.candidates) < 2:
+        return None
+    aliases = [c.alias for c in challenger.candidates]
+    tcfg = config.tournament.model_copy(update={"aliases": config.tournament.aliases or aliases})
 
-        def run_tournament() -> dict:
-            try:
-                return shadow_tournament(model_name, data.path, tcfg)
-            except Exception as exc:  # the tournament informs; it must not block the canary that decides
-                get_run_logger().warning("shadow tournament failed: %s", exc)
-                return {"error": f"{type(exc).__name__}: {exc}"}
+    def run_tournament() -> TournamentOutput:
+        try:
+            return shadow_tournament(model_name, data.path, tcfg)
+        except Exception as exc:  # the tournament informs; it must not block the canary that decides
+            get_run_logger().warning("shadow tournament failed: %s", exc)
+            return TournamentOutput(error=f"{type(exc).__name__}: {exc}", model_name=model_name, aliases=aliases)
 
-        tournament = clock.stage("shadow_tournament", run_tournament)
-    canary: dict[str, Any] = {}
-    if not config.skip_canary and config.gateway_url:
+    return clock.stage("shadow_tournament", run_tournament)
+
+
+def _canary_stage(config: RefreshConfig, model_name: str, data: PreparedData, clock: _Clock
+                  ) -> CanaryOutput | HandoverOutput | None:
+    """The canary decides: embedded (a local gateway and simulated traffic), or handed over to a running gateway."""
+    if config.skip_canary:
+        return None
+    if config.gateway_url:
         from pipelines.canary.handover import hand_over
 
-        canary = clock.stage("canary_handover", lambda: hand_over(model_name, data.path, config.canary,
-                                                                  config.gateway_url,
-                                                                  work_pool=config.controller_work_pool))
-    elif not config.skip_canary:
-        canary = clock.stage("canary_rollout", lambda: canary_rollout(model_name, data.path, config.canary))
-    return tournament, canary
+        return clock.stage("canary_handover", lambda: hand_over(model_name, data.path, config.canary,
+                                                                 config.gateway_url,
+                                                                 work_pool=config.controller_work_pool))
+    from pipelines.canary.flow import canary_rollout
+
+    return clock.stage("canary_rollout", lambda: canary_rollout(model_name, data.path, config.canary))
 
 
 @flow(name="model_refresh", log_prints=True)
@@ -173,8 +178,8 @@ def model_refresh(config: RefreshConfig | None = None, refresh_id: str | None = 
             result = _stages(config, model_name, record, store, parent.info.run_id, flow_run_id, clock, settings)
             mlflow.log_metrics({"refresh_seconds": clock.total,
                                 **{f"seconds.{k}": v for k, v in clock.timings.items()}})
-            if result.canary:
-                mlflow.set_tag(tag("decision"), result.canary.get("decision", ""))
+            if result.canary is not None:
+                mlflow.set_tag(tag("decision"), result.canary.decision or "")
     except BaseException as exc:
         record.status, record.error = refresh_state.FAILED, f"{type(exc).__name__}: {exc}"[:500]
         refresh_state.save(settings.state_dir, record)
@@ -259,7 +264,8 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
     retrain_in = RetrainInput(data=data, search=search, model_name=model_name, lineage=lineage)
     challenger = clock.stage("retrain_and_register", lambda: _cached(retrain_task, results)(
         retrain_in, config.retrain))
-    tournament, canary = _optional_stages(config, model_name, data, challenger, clock)
+    tournament = _tournament_stage(config, model_name, data, challenger, clock)
+    canary = _canary_stage(config, model_name, data, clock)
     return RefreshResult(
         model_name=model_name, refresh_id=record.refresh_id, refresh_run_id=parent_run_id,
         tracking_uri=settings.tracking_uri, data=data, search=search, baseline=baseline,

@@ -179,6 +179,23 @@ def replay(
     processes behind one port all get traffic, as they do from many real callers. Setting ``stop`` ends the replay
     early (requests in flight and delayed labels due by then are still sent).
     """
+    x = _checked(x, y, rate=rate, duration=duration, batch_size=batch_size, label_delay_s=label_delay_s)
+    parse_drift(drift)  # fail fast on a bad spec
+    x = apply_drift(x, drift, seed=seed)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_batches = math.ceil(len(x) / batch_size)
+    total = n_batches if duration is None else max(1, round(rate * duration))
+    plan = _Plan(url=url.rstrip("/"), x=x, y=y, order=order, total=total, rate=rate, batch_size=batch_size,
+                 feedback=feedback, classes=classes, request_key_fn=request_key_fn, progress=progress,
+                 max_in_flight=max_in_flight, timeout_s=timeout_s, sticky_header=sticky_header, drift=drift,
+                 single_pass=duration is None, feedback_token=feedback_token, label_delay_s=label_delay_s,
+                 fresh_connections=fresh_connections, stop=stop)
+    return asyncio.run(_Replayer(plan).run())
+
+
+def _checked(x: np.ndarray, y: np.ndarray | None, *, rate: float, duration: float | None, batch_size: int,
+             label_delay_s: float) -> np.ndarray:
+    """The rows as they are sent, after every argument mistake is refused as a UserError."""
     if label_delay_s < 0 or not math.isfinite(label_delay_s):
         raise UserError(f"label_delay_s must be >= 0 seconds, got {label_delay_s}")
     if rate <= 0 or not math.isfinite(rate):
@@ -194,124 +211,150 @@ def replay(
         raise UserError(f"x must be a non-empty 2-D array of rows, got shape {x.shape}")
     if y is not None and len(y) != len(x):
         raise UserError(f"x has {len(x)} rows but y has {len(y)} labels")
-    parse_drift(drift)  # fail fast on a bad spec
-    x = apply_drift(x, drift, seed=seed)
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_batches = math.ceil(len(x) / batch_size)
-    total = n_batches if duration is None else max(1, round(rate * duration))
-    return asyncio.run(_run(url.rstrip("/"), x, y, order, total, rate, batch_size, feedback, classes,
-                            request_key_fn, progress, max_in_flight, timeout_s, sticky_header, drift, duration is None,
-                            feedback_token, label_delay_s, fresh_connections, stop))
+    return x
 
 
-async def _run(url, x, y, order, total, rate, batch_size, feedback, classes, request_key_fn, progress,
-               max_in_flight, timeout_s, sticky_header, drift, single_pass, feedback_token, label_delay_s=0.0,
-               fresh_connections=False, stop=None) -> ReplaySummary:
-    summary = ReplaySummary(target_rate=rate, drift=drift)
-    errors: Counter = Counter()
-    variants: Counter = Counter()
-    latencies: list[float] = []
-    slots = asyncio.Semaphore(max_in_flight)
-    done = 0
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-    feedback_headers = {"Authorization": f"Bearer {feedback_token}"} if feedback_token else None
-    pending: list[tuple[float, dict]] = []  # (due time, feedback item) of delayed labels, in due order
+@dataclass
+class _Plan:
+    """What one replay sends, where, how fast and with which labels (``replay``'s arguments, checked)."""
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits,
-                                 headers={"Connection": "close"} if fresh_connections else None) as client:
+    url: str
+    x: np.ndarray
+    y: np.ndarray | None
+    order: np.ndarray
+    total: int
+    rate: float
+    batch_size: int
+    feedback: bool
+    classes: list | None
+    request_key_fn: Callable[[int], str] | None
+    progress: Callable[[int, int], None] | None
+    max_in_flight: int
+    timeout_s: float
+    sticky_header: str
+    drift: str | None
+    single_pass: bool
+    feedback_token: str | None
+    label_delay_s: float = 0.0
+    fresh_connections: bool = False
+    stop: threading.Event | None = None
 
-        async def send_labels(items: list[dict]) -> None:
-            try:
-                fb = await client.post(f"{url}/feedback", json=items, headers=feedback_headers)
-                summary.feedback_sent += len(items)
-                if fb.status_code != 200:
-                    summary.feedback_errors += len(items)
-            except httpx.HTTPError:
-                summary.feedback_errors += len(items)
 
-        async def flush_due(final: bool = False) -> None:
-            while pending:
-                due = [item for t, item in pending if final or t <= time.perf_counter()]
-                if not due:
-                    return
-                del pending[:len(due)]
-                for start_at in range(0, len(due), 512):
-                    await send_labels(due[start_at:start_at + 512])
+class _Replayer:
+    """One replay's loop: requests paced at the plan's rate (at most ``max_in_flight`` at once), each answer's
+    labels posted at once or ``label_delay_s`` later, batched; the counts go to a :class:`ReplaySummary`."""
 
-        finished = asyncio.Event()
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.summary = ReplaySummary(target_rate=plan.rate, drift=plan.drift)
+        self.errors: Counter = Counter()
+        self.variants: Counter = Counter()
+        self.latencies: list[float] = []
+        self.done = 0
+        self.pending: list[tuple[float, dict]] = []  # (due time, feedback item) of delayed labels, in due order
+        self.feedback_headers = {"Authorization": f"Bearer {plan.feedback_token}"} if plan.feedback_token else None
+        self.finished = asyncio.Event()
+        self.slots = asyncio.Semaphore(plan.max_in_flight)
+        self.client: httpx.AsyncClient
 
-        async def label_loop() -> None:
-            while not finished.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(finished.wait(), 0.25)
-                await flush_due()
+    async def run(self) -> ReplaySummary:
+        plan, summary = self.plan, self.summary
+        limits = httpx.Limits(max_connections=plan.max_in_flight, max_keepalive_connections=plan.max_in_flight)
+        async with httpx.AsyncClient(timeout=plan.timeout_s, limits=limits,
+                                     headers={"Connection": "close"} if plan.fresh_connections else None) as client:
+            self.client = client
+            start = time.perf_counter()
+            labeller = asyncio.create_task(self.label_loop()) if plan.label_delay_s > 0 else None
+            await self.send_all(start)
+            summary.duration_s = time.perf_counter() - start
+            if labeller is not None:
+                self.finished.set()
+                await labeller
+                if self.pending:  # the last labels arrive after their delay, not at once
+                    await asyncio.sleep(max(0.0, self.pending[-1][0] - time.perf_counter()))
+                await self.flush_due(final=True)
+        summary.errors = dict(self.errors)
+        summary.variants = dict(self.variants)
+        summary.latency_ms = _percentiles(self.latencies)
+        summary.throughput_rps = summary.ok / summary.duration_s if summary.duration_s > 0 else 0.0
+        return summary
 
-        async def one(i: int) -> None:
-            nonlocal done
-            if single_pass:
-                idx = order[i * batch_size : (i + 1) * batch_size]
-            else:
-                idx = order[np.arange(i * batch_size, (i + 1) * batch_size) % len(order)]
-            headers = {sticky_header: request_key_fn(i)} if request_key_fn else None
-            t0 = time.perf_counter()
-            try:
-                response = await client.post(f"{url}/predict", json={"inputs": x[idx].tolist()}, headers=headers)
-                latencies.append(time.perf_counter() - t0)
-                if response.status_code == 200:
-                    body = response.json()
-                    summary.ok += 1
-                    summary.rows += len(idx)
-                    variants[body["variant"]] += 1
-                    summary.versions[body["variant"]] = body["model_version"]
-                    if feedback and y is not None and label_delay_s > 0:
-                        labels = [_label_of(v, classes) for v in y[idx]]
-                        pending.append((time.perf_counter() + label_delay_s,
-                                        {"request_id": body["request_id"], "labels": labels}))
-                    elif feedback and y is not None:
-                        labels = [_label_of(v, classes) for v in y[idx]]
-                        try:
-                            fb = await client.post(f"{url}/feedback",
-                                                   json={"request_id": body["request_id"], "labels": labels},
-                                                   headers=feedback_headers)
-                            summary.feedback_sent += 1
-                            if fb.status_code != 200:
-                                summary.feedback_errors += 1
-                        except httpx.HTTPError:
-                            summary.feedback_errors += 1
-                else:
-                    errors[str(response.status_code)] += 1
-            except httpx.HTTPError as exc:
-                errors[type(exc).__name__] += 1
-            finally:
-                slots.release()
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-
-        start = time.perf_counter()
-        tasks = []
-        labeller = asyncio.create_task(label_loop()) if label_delay_s > 0 else None
-        for i in range(total):
-            due = start + i / rate
-            delay = due - time.perf_counter()
+    async def send_all(self, start: float) -> None:
+        """Request ``i`` is due at ``start + i / rate``; a set ``stop`` ends the sending (in flight ones finish)."""
+        plan, tasks = self.plan, []
+        for i in range(plan.total):
+            delay = start + i / plan.rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if stop is not None and stop.is_set():
+            if plan.stop is not None and plan.stop.is_set():
                 break
-            await slots.acquire()
-            summary.sent += 1
-            tasks.append(asyncio.create_task(one(i)))
+            await self.slots.acquire()
+            self.summary.sent += 1
+            tasks.append(asyncio.create_task(self.one(i)))
         await asyncio.gather(*tasks)
-        summary.duration_s = time.perf_counter() - start
-        if labeller is not None:
-            finished.set()
-            await labeller
-            if pending:  # the last labels arrive after their delay, not at once
-                await asyncio.sleep(max(0.0, pending[-1][0] - time.perf_counter()))
-            await flush_due(final=True)
 
-    summary.errors = dict(errors)
-    summary.variants = dict(variants)
-    summary.latency_ms = _percentiles(latencies)
-    summary.throughput_rps = summary.ok / summary.duration_s if summary.duration_s > 0 else 0.0
-    return summary
+    async def send_labels(self, items: list[dict] | dict, count: int) -> None:
+        try:
+            fb = await self.client.post(f"{self.plan.url}/feedback", json=items, headers=self.feedback_headers)
+            self.summary.feedback_sent += count
+            if fb.status_code != 200:
+                self.summary.feedback_errors += count
+        except httpx.HTTPError:
+            self.summary.feedback_errors += count
+
+    async def flush_due(self, final: bool = False) -> None:
+        while self.pending:
+            due = [item for t, item in self.pending if final or t <= time.perf_counter()]
+            if not due:
+                return
+            del self.pending[:len(due)]
+            for start_at in range(0, len(due), 512):
+                batch = due[start_at:start_at + 512]
+                await self.send_labels(batch, len(batch))
+
+    async def label_loop(self) -> None:
+        while not self.finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), 0.25)
+            await self.flush_due()
+
+    def rows(self, i: int) -> np.ndarray:
+        plan = self.plan
+        if plan.single_pass:
+            return plan.order[i * plan.batch_size : (i + 1) * plan.batch_size]
+        return plan.order[np.arange(i * plan.batch_size, (i + 1) * plan.batch_size) % len(plan.order)]
+
+    async def one(self, i: int) -> None:
+        plan, idx = self.plan, self.rows(i)
+        headers = {plan.sticky_header: plan.request_key_fn(i)} if plan.request_key_fn else None
+        t0 = time.perf_counter()
+        try:
+            response = await self.client.post(f"{plan.url}/predict", json={"inputs": plan.x[idx].tolist()},
+                                              headers=headers)
+            self.latencies.append(time.perf_counter() - t0)
+            if response.status_code == 200:
+                await self.answered(response.json(), idx)
+            else:
+                self.errors[str(response.status_code)] += 1
+        except httpx.HTTPError as exc:
+            self.errors[type(exc).__name__] += 1
+        finally:
+            self.slots.release()
+            self.done += 1
+            if plan.progress is not None:
+                plan.progress(self.done, plan.total)
+
+    async def answered(self, body: dict, idx: np.ndarray) -> None:
+        """Count an answer and send (or schedule) its labels."""
+        plan, summary = self.plan, self.summary
+        summary.ok += 1
+        summary.rows += len(idx)
+        self.variants[body["variant"]] += 1
+        summary.versions[body["variant"]] = body["model_version"]
+        if not plan.feedback or plan.y is None:
+            return
+        item = {"request_id": body["request_id"], "labels": [_label_of(v, plan.classes) for v in plan.y[idx]]}
+        if plan.label_delay_s > 0:
+            self.pending.append((time.perf_counter() + plan.label_delay_s, item))
+        else:
+            await self.send_labels(item, 1)

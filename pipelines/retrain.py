@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from monitoring.core.tasks import TaskKind, get_task
 from monitoring.vocabulary import CHALLENGER, CHAMPION, candidate_alias, candidate_rank
 from nas.baselines import build_baseline
 from nas.data import TaskData
@@ -34,7 +36,15 @@ from nas.trainer import (
 )
 from pipelines import deploy_artifacts, plots, registry
 from pipelines.config import RetrainConfig
-from pipelines.contracts import BaselineOutput, Lineage, RegisteredCandidate, RetrainInput, RetrainOutput
+from pipelines.contracts import (
+    BaselineOutput,
+    Candidate,
+    Lineage,
+    OfflineMetrics,
+    RegisteredCandidate,
+    RetrainInput,
+    RetrainOutput,
+)
 
 
 def train_config(config: RetrainConfig) -> TrainConfig:
@@ -44,26 +54,59 @@ def train_config(config: RetrainConfig) -> TrainConfig:
                        regression_loss=config.regression_loss)
 
 
-NAN = float("nan")
+@dataclass
+class Trained:
+    """One full training: the served module, its MLflow run, every metric it logged (the task's score key,
+    best epoch, seconds, latency, parameters) and its offline figures in the one shape every contract reads."""
+
+    model: FlatInputClassifier
+    run_id: str
+    metrics: dict[str, float]
+    offline: OfflineMetrics
 
 
-def score(metrics: dict[str, float]) -> float:
-    """The retraining's selection score, higher is better: validation accuracy, or minus a regression's RMSE."""
-    return metrics["val_neg_rmse"] if "val_neg_rmse" in metrics else metrics["val_accuracy"]
+@dataclass
+class Ranked:
+    """A trained candidate in the retraining's ranking: its score (higher is better), search rank, the search's
+    candidate, the training, and the compound-scaled family member it is (None: the search's own)."""
+
+    score: float
+    search_rank: int
+    candidate: Candidate
+    trained: Trained
+    member: Any = None
 
 
-def _reported(metrics: dict[str, float]) -> dict[str, float | None]:
-    """The offline figures every contract carries: accuracy (NaN for a regression) and RMSE / MAE (None for a
-    classifier)."""
-    return {"val_accuracy": metrics.get("val_accuracy", NAN), "test_accuracy": metrics.get("test_accuracy", NAN),
-            "val_rmse": metrics.get("val_rmse"), "test_rmse": metrics.get("test_rmse"),
-            "test_mae": metrics.get("test_mae")}
+def _test_metrics(net: nn.Module, data: TaskData, result: TrainResult, kind: TaskKind) -> dict[str, float]:
+    """The validation and test figures of the task kind (a regression's in the target's units)."""
+    x_test, y_test = data.tensors("test")
+    if kind.numeric_labels:  # the score is minus the validation RMSE
+        test = evaluate_regression(net, x_test, y_test, data.target_scale[1])
+        return {kind.score_key: result.val_score, "val_rmse": result.val_rmse, "val_mae": result.val_mae,
+                "test_rmse": test["rmse"], "test_mae": test["mae"], "test_loss": test["loss"]}
+    test_acc, test_loss = evaluate(net, x_test, y_test)
+    return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "test_loss": test_loss}
+
+
+def _evaluation_plot(kind: TaskKind, net: nn.Module, model: nn.Module, data: TaskData, path: Path,
+                     title: str) -> None:
+    """The task kind's evaluation figure: predicted against true values, or the confusion matrix."""
+    if kind.evaluation_plot == "predicted_vs_true":
+        with torch.no_grad():
+            predicted = model(torch.from_numpy(data.x_test)).numpy().reshape(-1)
+        plots.predicted_vs_true(data.y_test, predicted, path / "predicted_vs_true.png", title)
+    else:
+        x_test, y_test = data.tensors("test")
+        probs = predict_proba(net, x_test)
+        classes = data.meta.get("classes", list(range(data.num_classes)))
+        plots.confusion(y_test.numpy(), probs.argmax(1), classes, path / "confusion_matrix.png", title)
 
 
 def _train_and_log(
     build: Callable[[], nn.Module], data: TaskData, config: RetrainConfig, *, run_name: str, params: dict[str, Any]
-) -> tuple[FlatInputClassifier, TrainResult, dict[str, float], str]:
-    """Train in a nested MLflow run with per-epoch metrics and plots; returns model, result, offline metrics, run id."""
+) -> Trained:
+    """Train in a nested MLflow run with per-epoch metrics and plots."""
+    kind = get_task(data.task)
     torch.manual_seed(config.seed)
     net = build()
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
@@ -73,18 +116,10 @@ def _train_and_log(
             on_epoch=lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
                                                     step=int(row["epoch"])),
         )
-        x_test, y_test = data.tensors("test")
         model = served_module(net, data).eval()
         latency = measure_latency_ms(model, (int(np.prod(data.input_shape)),))
-        if data.is_regression:  # RMSE / MAE in the target's units; the score is minus the validation RMSE
-            test = evaluate_regression(net, x_test, y_test, data.target_scale[1])
-            offline = {"val_neg_rmse": result.val_score, "val_rmse": result.val_rmse, "val_mae": result.val_mae,
-                       "test_rmse": test["rmse"], "test_mae": test["mae"], "test_loss": test["loss"]}
-        else:
-            test_acc, test_loss = evaluate(net, x_test, y_test)
-            offline = {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "test_loss": test_loss}
         metrics = {
-            **offline,
+            **_test_metrics(net, data, result, kind),
             "best_epoch": float(result.best_epoch),
             "train_seconds": result.train_seconds,
             "latency_ms": latency,
@@ -93,24 +128,19 @@ def _train_and_log(
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            plots.learning_curves(result.history, tmp_path / "learning_curves.png", title=run_name)
-            if data.is_regression:
-                with torch.no_grad():
-                    predicted = model(torch.from_numpy(data.x_test)).numpy().reshape(-1)
-                plots.predicted_vs_true(data.y_test, predicted, tmp_path / "predicted_vs_true.png", run_name)
-            else:
-                probs = predict_proba(net, x_test)
-                classes = data.meta.get("classes", list(range(data.num_classes)))
-                plots.confusion(y_test.numpy(), probs.argmax(1), classes, tmp_path / "confusion_matrix.png", run_name)
+            plots.learning_curves(result.history, tmp_path / "learning_curves.png", title=run_name, task=kind)
+            _evaluation_plot(kind, net, model, data, tmp_path, run_name)
             (tmp_path / "history.json").write_text(json.dumps(result.history, indent=1))
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
-        return model, result, metrics, run.info.run_id
+        return Trained(model=model, run_id=run.info.run_id, metrics=metrics,
+                       offline=OfflineMetrics.from_metrics(data.task, metrics))
 
 
 def _register(
     model: FlatInputClassifier, data: TaskData, *, model_name: str, tags: dict[str, Any],
     int8: deploy_artifacts.Int8Policy = "auto",
 ) -> str:
+    kind = get_task(data.task)
     example = data.x_val[:2]
     base = {
         "classes": data.meta.get("classes", list(range(data.num_classes))),
@@ -121,7 +151,7 @@ def _register(
         "input_schema": data.meta.get("input_schema", []),
         "task": data.task,
         **({"target": data.meta.get("target"), "target_mean": data.target_scale[0],
-            "target_std": data.target_scale[1]} if data.is_regression else {}),
+            "target_std": data.target_scale[1]} if kind.numeric_labels else {}),
     }
     if data.meta.get("input_form") == "table":
         version = _register_table(model, data, model_name=model_name, tags={**base, **tags})
@@ -129,7 +159,7 @@ def _register(
         version = registry.log_and_register(
             model, model_name=model_name, num_classes=data.num_classes, input_example=example, tags={**base, **tags}
         )
-    if data.is_regression:  # the ONNX / int8 forms are checked by their class labels; not built for a regression
+    if not kind.deploy_forms:  # the ONNX / int8 forms are checked by their class labels
         return version
     deploy_artifacts.log_deploy_artifacts(model, data.x_val, data.x_train, model_name=model_name, version=version,
                                           int8=int8)
@@ -161,138 +191,141 @@ def register_baseline(data_path: str, model_name: str, config: RetrainConfig, li
     """Train the hand-designed baseline, register it and make it ``champion`` (used when none exists yet)."""
     data = TaskData.load(data_path)
     description = build_baseline(data.input_shape, data.num_classes)[1]
-    model, _, metrics, run_id = _train_and_log(
+    trained = _train_and_log(
         lambda: build_baseline(data.input_shape, data.num_classes)[0], data, config,
         run_name="baseline", params={"arch": description, "role": "baseline", "seed": config.seed},
     )
-    with mlflow.start_run(run_id=run_id, nested=True):
+    offline = trained.offline
+    with mlflow.start_run(run_id=trained.run_id, nested=True):
         version = _register(
-            model, data, model_name=model_name,
+            trained.model, data, model_name=model_name,
             tags={**lineage.model_dump(), "arch": description, "space": "baseline", "role": "baseline",
-                  "seed": config.seed, **_offline_tags(metrics), "latency_ms": metrics["latency_ms"]},
+                  "seed": config.seed, **offline.tags(), "latency_ms": offline.latency_ms},
         )
     registry.client_for_active().set_registered_model_alias(model_name, CHAMPION, version)
-    return BaselineOutput(version=version, arch=description, run_id=run_id, seed=config.seed,
-                          latency_ms=metrics["latency_ms"], **_reported(metrics))
+    return BaselineOutput(version=version, arch=description, run_id=trained.run_id, seed=config.seed,
+                          latency_ms=offline.latency_ms, **offline.reported())
 
 
-def _offline_tags(metrics: dict[str, float]) -> dict[str, float]:
-    """The version tags of its offline figures: accuracies, or a regression's RMSE / MAE."""
-    keys = ("val_rmse", "val_mae", "test_rmse", "test_mae") if "val_rmse" in metrics else ("val_accuracy",
-                                                                                            "test_accuracy")
-    return {k: metrics[k] for k in keys}
-
-
-def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: RetrainConfig) -> list[tuple]:
-    """Train the search's top ``config.top_k`` candidates fully; best validation accuracy first."""
+def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: RetrainConfig) -> list[Ranked]:
+    """Train the search's top ``config.top_k`` candidates fully; best validation score first."""
     candidates = inputs.search.candidates[: config.top_k]
     if not candidates:
         raise ValueError("the search returned no candidates to retrain")
-    trained = []
+    kind = get_task(data.task)
+    ranked = []
     for rank, cand in enumerate(candidates):
         arch = space.from_string(cand.arch)
-        model, _, metrics, run_id = _train_and_log(
+        trained = _train_and_log(
             lambda arch=arch: arch.build(data.num_classes, data.input_shape), data, config,
             run_name=f"retrain-{rank}", params={"arch": arch.string, "space": space.name, "search_rank": rank,
                                                 "space_config": json.dumps(space.config()), "seed": config.seed},
         )
-        trained.append((score(metrics), rank, cand, model, metrics, run_id))
-    trained.sort(key=lambda t: (-t[0], t[1]))
-    return trained
+        ranked.append(Ranked(kind.score(trained.metrics), rank, cand, trained))
+    ranked.sort(key=lambda r: (-r.score, r.search_rank))
+    return ranked
 
 
-def _train_scaled_family(data: TaskData, winner: tuple, space: Any, config: RetrainConfig) -> list[tuple]:
+def _train_scaled_family(data: TaskData, winner: Ranked, space: Any, config: RetrainConfig) -> list[Ranked]:
     """Compound-scale the fully trained winner (``config.scale_phis`` within the ``scale_max_*`` budget) and train
-    each member that differs from it fully; entries shaped like :func:`_train_candidates`' plus the member."""
+    each member that differs from it fully (each ranked with the member it is)."""
     from nas.scaling import SCALABLE_SPACES, Budget, compound_scale
     from pipelines.errors import UserError
 
     if space.name not in SCALABLE_SPACES:
         raise UserError(f"retrain.scale_phis: compound scaling knows the spaces {', '.join(SCALABLE_SPACES)}, "
                         f"not {space.name!r}; leave scale_phis empty for this space")
-    _, search_rank, cand, *_ = winner
+    kind, cand = get_task(data.task), winner.candidate
     budget = Budget(max_params=config.scale_max_params, max_latency_ms=config.scale_max_latency_ms)
     family = compound_scale(space, space.from_string(cand.arch), data.num_classes, data.input_shape, budget,
                             phis=sorted(set(config.scale_phis)))
     same = (json.dumps(space.config(), sort_keys=True), cand.arch)
-    trained = []
+    ranked = []
     for member in family:
         if (json.dumps(member.space_config, sort_keys=True), member.arch) == same:
             continue  # φ = 0 (or a rounding to the winner itself): already trained
-        model, _, metrics, run_id = _train_and_log(
+        trained = _train_and_log(
             lambda member=member: member.build(data.num_classes), data, config,
             run_name=f"retrain-scaled-{member.phi:g}",
-            params={"arch": member.arch, "space": member.space, "search_rank": search_rank,
+            params={"arch": member.arch, "space": member.space, "search_rank": winner.search_rank,
                     "space_config": json.dumps(member.space_config), "seed": config.seed,
                     "scaled_phi": member.phi, "scaled_from": cand.arch},
         )
         scaled = cand.model_copy(update={"arch": member.arch, "params": int(member.params)})
-        trained.append((score(metrics), search_rank, scaled, model, metrics, run_id, member))
-    return trained
+        ranked.append(Ranked(kind.score(trained.metrics), winner.search_rank, scaled, trained, member))
+    return ranked
 
 
-def _pareto_order(trained: list[tuple]) -> tuple[list[tuple], set[int]]:
-    """Rank the winner and its scaled family: the Pareto front (validation accuracy up, params and latency down)
-    first, each part by accuracy then fewer params; the first is the challenger. Also the front's run ids."""
+def _pareto_order(ranked: list[Ranked], kind: TaskKind) -> tuple[list[Ranked], set[int]]:
+    """Rank the winner and its scaled family: the Pareto front (the task's score up, params and latency down)
+    first, each part by score then fewer params; the first is the challenger. Also the front's positions."""
     from nas.pareto import front_indices
 
-    points = [t[4] for t in trained]
-    key = "val_neg_rmse" if "val_neg_rmse" in points[0] else "val_accuracy"
-    front = {id(trained[i]) for i in front_indices(points, key, ["params", "latency_ms"])}
-    ordered = sorted(trained, key=lambda t: (id(t) not in front, -t[0], t[4]["params"], t[1]))
-    return ordered, {i for i, t in enumerate(ordered) if id(t) in front}
+    points = [r.trained.metrics for r in ranked]
+    front = {id(ranked[i]) for i in front_indices(points, kind.score_key, ["params", "latency_ms"])}
+    ordered = sorted(ranked, key=lambda r: (id(r) not in front, -r.score, r.trained.metrics["params"],
+                                            r.search_rank))
+    return ordered, {i for i, r in enumerate(ordered) if id(r) in front}
+
+
+def _version_tags(inputs: RetrainInput, entry: Ranked, space: Any, offline_rank: int) -> dict[str, Any]:
+    """What one retrained candidate's version carries: lineage, architecture, ranks, search facts, and its
+    offline figures (the task kind's keys)."""
+    search, cand, member, offline = inputs.search, entry.candidate, entry.member, entry.trained.offline
+    return {**inputs.lineage.model_dump(), "arch": cand.arch, "space": space.name,
+            "space_config": member.space_config if member is not None else space.config(),
+            "role": "nas" if offline_rank == 1 else "candidate",
+            "tournament_rank": offline_rank, "search_rank": entry.search_rank, "proxy_scores": cand.proxy_scores,
+            "search_run_id": search.search_run_id, "search_method": search.method,
+            **({"supernet_run_id": search.supernet_run_id} if search.supernet_run_id else {}),
+            **offline.tags(), "latency_ms": offline.latency_ms,
+            **({"search_val_rmse": cand.val_rmse} if cand.val_rmse is not None
+               else {"search_val_accuracy": cand.val_accuracy})}
 
 
 def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> RetrainOutput:
-    """Fully train the search's top candidates and register each once; the best by validation accuracy becomes
+    """Fully train the search's top candidates and register each once; the best by validation score becomes
     ``challenger``, and aliases ``candidate-1`` .. ``candidate-k`` follow the offline rank (for the tournament).
 
     With ``config.scale_phis`` the winner's compound-scaled family is trained and registered too, and the ranking
-    puts the Pareto front (accuracy vs params / latency) first (:func:`_pareto_order`)."""
+    puts the Pareto front (score vs params / latency) first (:func:`_pareto_order`)."""
     data = TaskData.load(inputs.data.path)
     search = inputs.search
     space = get_space(search.space, **search.space_config)
-    trained = [(*t, None) for t in _train_candidates(data, inputs, space, config)]
+    ranked = _train_candidates(data, inputs, space, config)
     front: set[int] = set()
     if config.scale_phis:
-        trained, front = _pareto_order(trained + _train_scaled_family(data, trained[0], space, config))
+        ranked, front = _pareto_order(ranked + _train_scaled_family(data, ranked[0], space, config),
+                                      get_task(data.task))
     client = registry.client_for_active()
     model_name = inputs.model_name
     registered = []
-    for offline_rank, (_, search_rank, cand, model, metrics, run_id, member) in enumerate(trained, start=1):
+    for offline_rank, entry in enumerate(ranked, start=1):
         scaling_tags: dict[str, Any] = {}
         if config.scale_phis:
             scaling_tags = {"pareto_front": (offline_rank - 1) in front,
-                            "scaled_phi": member.phi if member is not None else 0.0,
-                            "params": int(metrics["params"])}
+                            "scaled_phi": entry.member.phi if entry.member is not None else 0.0,
+                            "params": int(entry.trained.metrics["params"])}
         # Each candidate is registered once, in its own training run; the best is the challenger, the others
         # are "candidate" versions a shadow tournament can serve next to it.
-        with mlflow.start_run(run_id=run_id, nested=True):
+        with mlflow.start_run(run_id=entry.trained.run_id, nested=True):
             version = _register(
-                model, data, model_name=model_name,
-                tags={**inputs.lineage.model_dump(), "arch": cand.arch, "space": space.name,
-                      "space_config": member.space_config if member is not None else space.config(),
-                      **scaling_tags, "role": "nas" if offline_rank == 1 else "candidate",
-                      "tournament_rank": offline_rank, "search_rank": search_rank, "proxy_scores": cand.proxy_scores,
-                      "search_run_id": search.search_run_id, "search_method": search.method,
-                      **({"supernet_run_id": search.supernet_run_id} if search.supernet_run_id else {}),
-                      "seed": config.seed, **_offline_tags(metrics), "latency_ms": metrics["latency_ms"],
-                      **({"search_val_rmse": cand.val_rmse} if cand.val_rmse is not None
-                         else {"search_val_accuracy": cand.val_accuracy})},
+                entry.trained.model, data, model_name=model_name,
+                tags={**_version_tags(inputs, entry, space, offline_rank), **scaling_tags, "seed": config.seed},
                 int8="always" if search.objective == "latency_int8" else "auto",
             )
         alias = candidate_alias(offline_rank)
         client.set_registered_model_alias(model_name, alias, version)
         registered.append(RegisteredCandidate(
-            version=version, arch=cand.arch, alias=alias, run_id=run_id, latency_ms=metrics["latency_ms"],
-            **_reported(metrics)))
+            version=version, arch=entry.candidate.arch, alias=alias, run_id=entry.trained.run_id,
+            latency_ms=entry.trained.offline.latency_ms, **entry.trained.offline.reported()))
     _drop_stale_candidate_aliases(client, model_name, len(registered))
     best = registered[0]
     client.set_registered_model_alias(model_name, CHALLENGER, best.version)
-    metrics = trained[0][4]
+    metrics = ranked[0].trained.metrics
     return RetrainOutput(version=best.version, arch=best.arch, space=space.name, run_id=best.run_id,
-                         retrained=len(trained), seed=config.seed, candidates=registered, task=data.task,
-                         **_reported(metrics),
+                         retrained=len(ranked), seed=config.seed, candidates=registered, task=data.task,
+                         **ranked[0].trained.offline.reported(),
                          **{k: float(metrics[k]) for k in ("test_loss", "best_epoch", "train_seconds", "latency_ms",
                                                            "params")})
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 
+from monitoring.core.tasks import TaskKind, get_task
 from monitoring.vocabulary import CHALLENGER, CHAMPION
-from pipelines.contracts import RefreshResult
+from pipelines.contracts import CanaryOutput, HandoverOutput, RefreshResult
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -31,34 +33,33 @@ def mlflow_ui_hint(tracking_uri: str) -> str:
 
 
 def refresh_table(result: RefreshResult) -> Table:
-    """Champion against challenger, offline and online, side by side (short values only)."""
+    """Champion against challenger, offline and online, side by side (short values only); the offline and online
+    metrics are the challenger's task kind's (accuracy, or a regression's RMSE / MAE in the target's units)."""
     table = Table(title=f"nasops refresh — {result.model_name}", title_justify="left")
     table.add_column("", style="bold")
     table.add_column("champion", overflow="fold")
     table.add_column("challenger", overflow="fold")
     champ, chall = result.champion_before, result.challenger
+    kind = get_task(chall.task)
     table.add_row("version", _fmt(champ and champ.version), _fmt(chall.version))
-    regression = chall.task == "regression"
-    if regression:  # RMSE / MAE in the target's units, lower is better
-        table.add_row("val RMSE (offline)", _fmt(champ and champ.val_rmse), _fmt(chall.val_rmse))
-        table.add_row("test RMSE (offline)", _fmt(champ and champ.test_rmse), _fmt(chall.test_rmse))
-    else:
-        table.add_row("val accuracy (offline)", _fmt(champ and champ.val_accuracy), _fmt(chall.val_accuracy))
-        table.add_row("test accuracy (offline)", _fmt(champ and champ.test_accuracy), _fmt(chall.test_accuracy))
+    for split in ("val", "test"):
+        key = f"{split}_{kind.headline}"
+        table.add_row(f"{split} {kind.headline_label} (offline)", _fmt(getattr(champ, key, None)),
+                      _fmt(getattr(chall, key, None)))
     table.add_row("latency ms (batch 1)", _fmt(champ and champ.latency_ms, 3), _fmt(chall.latency_ms, 3))
-    online = result.canary.get("online") if result.canary else None
-    if online:
-        c, n = online[CHAMPION], online[CHALLENGER]
-        table.add_row("requests (online)", _fmt(c["requests"]), _fmt(n["requests"]))
-        table.add_row("errors (online)", _fmt(c["errors"]), _fmt(n["errors"]))
-        table.add_row("fallbacks served (online)", _fmt(c["fallbacks"]), "—")
-        if regression:
-            table.add_row("RMSE (online)", _fmt(c.get("rmse")), _fmt(n.get("rmse")))
-            table.add_row("MAE (online)", _fmt(c.get("mae")), _fmt(n.get("mae")))
-        else:
-            table.add_row("accuracy (online)", _fmt(c["accuracy"]), _fmt(n["accuracy"]))
-        table.add_row("p99 latency ms (online)", _fmt(c["p99_ms"], 2), _fmt(n["p99_ms"], 2))
+    if isinstance(result.canary, CanaryOutput) and result.canary.online:
+        _online_rows(table, result.canary, kind)
     return table
+
+
+def _online_rows(table: Table, canary: CanaryOutput, kind: TaskKind) -> None:
+    c, n = canary.online[CHAMPION], canary.online[CHALLENGER]
+    table.add_row("requests (online)", _fmt(c.requests), _fmt(n.requests))
+    table.add_row("errors (online)", _fmt(c.errors), _fmt(n.errors))
+    table.add_row("fallbacks served (online)", _fmt(c.fallbacks), "—")
+    for metric in kind.online_metrics:
+        table.add_row(f"{kind.label(metric)} (online)", _fmt(getattr(c, metric)), _fmt(getattr(n, metric)))
+    table.add_row("p99 latency ms (online)", _fmt(c.p99_ms, 2), _fmt(n.p99_ms, 2))
 
 
 def refresh_details(result: RefreshResult) -> list[str]:
@@ -72,29 +73,32 @@ def refresh_details(result: RefreshResult) -> list[str]:
         f"{_fmt(search.seconds, 1)} s",
         f"[bold]seed[/bold]                {search.seed} (refresh {result.refresh_id})",
     ]
-    if result.tournament.get("skipped"):
-        lines.append(f"[bold]tournament[/bold]          skipped: {result.tournament['skipped']}")
-    elif result.tournament:
+    if result.tournament is not None:
         from pipelines.tournament import summary_line
 
         lines.append(f"[bold]tournament[/bold]          {summary_line(result.tournament)}")
-    drift = canary.get("drift") if canary else None
-    if drift:
-        lines.append(f"[bold]drift[/bold]               data drift share {_fmt(drift.get('share'), 2)} "
-                     f"(dataset drift: {drift.get('dataset_drift')}), prediction drift "
-                     f"{_fmt(drift.get('prediction_drift'), 3)}" + (f" — {drift['note']}" if drift.get("note") else ""))
-    if canary and canary.get("handed_over"):
-        lines.append(f"[bold]canary[/bold]              {canary['reason']}")
-    elif canary:
-        lines.append(f"[bold]decision[/bold]            {canary['decision']} — {canary['reason']}")
-        lines.append(f"[bold]champion now[/bold]        version {canary['champion_version']}")
-        lines.append(f"[bold]report[/bold]              {canary['report_uri']}")
-    else:
-        lines.append("[bold]decision[/bold]            canary skipped: challenger registered, aliases unchanged")
+    lines.extend(_canary_lines(canary))
     lines.append(f"[bold]MLflow UI[/bold]           {mlflow_ui_hint(result.tracking_uri)}  "
                  f"(refresh run {result.refresh_run_id})")
     lines.append(f"[bold]time[/bold]                {_fmt(result.seconds, 1)} s")
     return lines
+
+
+def _canary_lines(canary: CanaryOutput | HandoverOutput | None) -> list[str]:
+    """Drift and the decision of an embedded canary, the hand-over's reason, or why nothing was decided."""
+    if canary is None:
+        return ["[bold]decision[/bold]            canary skipped: challenger registered, aliases unchanged"]
+    if isinstance(canary, HandoverOutput):
+        return [f"[bold]canary[/bold]              {canary.reason}"]
+    drift = canary.drift
+    note = f" — {drift.note}" if drift.note else ""
+    return [
+        f"[bold]drift[/bold]               data drift share {_fmt(drift.share, 2)} (dataset drift: "
+        f"{drift.dataset_drift}), prediction drift {_fmt(drift.prediction_drift, 3)}{note}",
+        f"[bold]decision[/bold]            {canary.decision} — {canary.reason}",
+        f"[bold]champion now[/bold]        version {canary.champion_version}",
+        f"[bold]report[/bold]              {canary.report_uri}",
+    ]
 
 
 def status_table(model_name: str, versions: list[dict[str, Any]]) -> Table:
@@ -168,9 +172,24 @@ def _float(value: Any) -> float | None:
 
 
 def print_json(data: Any) -> None:
-    """One line of JSON on stdout (machine-readable output of ``--json``), never wrapped or coloured."""
-    sys.stdout.write(json.dumps(data, default=_json_default) + "\n")
+    """One line of strict JSON on stdout (machine-readable output of ``--json``), never wrapped or coloured: a
+    NaN or infinite number (a regression's accuracy, a champion without a metric tag) is ``null``, since
+    ``NaN`` is not JSON and strict parsers (``jq``, JavaScript) refuse it."""
+    sys.stdout.write(json.dumps(strict_json(data), default=_json_default, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def strict_json(data: Any) -> Any:
+    """``data`` with every non-finite float replaced by None (models dumped first), ready for strict JSON."""
+    if hasattr(data, "model_dump"):
+        data = data.model_dump(mode="json")
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(v) for v in data]
+    return data
 
 
 def _json_default(value: Any) -> Any:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-TASKS = ("auto", "classification", "regression")
+from monitoring.core.tasks import get_task, task_names
+
+TASKS = ("auto", *task_names())
 REGRESSION_MIN_DISTINCT = 20
 """A float target with at least this many distinct values (or any non-integer value) is a regression under auto."""
 MIN_REGRESSION_ROWS = 40
@@ -71,7 +73,7 @@ def regression_target_problems(y: pd.Series) -> list[str]:
 def strata(y: np.ndarray, task: str) -> np.ndarray:
     """What the splits are stratified on: the class codes, or a regression target's quantile bins (so every split
     spans the whole range of the target)."""
-    if task != "regression":
+    if not get_task(task).numeric_labels:
         return y
     bins = min(QUANTILE_BINS, max(1, len(y) // 20))
     return pd.qcut(pd.Series(y).rank(method="first"), q=bins, labels=False).to_numpy()

@@ -16,6 +16,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,13 @@ from monitoring.online import summarize
 from monitoring.vocabulary import CHAMPION, candidate_rank, tag
 from pipelines import registry
 from pipelines.config import TournamentConfig
+from pipelines.contracts import (
+    PairedTest,
+    RankCorrelation,
+    TournamentOutput,
+    TournamentRow,
+    TournamentWinner,
+)
 from pipelines.errors import UserError, parse_model
 from pipelines.gateway_session import gateway_session
 from pipelines.tracking import ensure_tracking
@@ -59,14 +67,15 @@ def _tag_float(tags: dict[str, str], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _offline(client, model_name: str, alias: str) -> dict[str, Any]:
+def _offline(client, model_name: str, alias: str) -> TournamentRow:
     mv = registry.alias_version(client, model_name, alias)
     if mv is None:
         raise UserError(f"model {model_name!r} has no alias {alias!r}; run a refresh (it registers candidate-1.."
                         "candidate-k) or list existing aliases in the tournament option 'aliases'")
     tags = registry.version_tags(mv)
-    return {"alias": alias, "version": str(mv.version), "arch": tags.get("arch", ""),
-            "val_accuracy": _tag_float(tags, "val_accuracy"), "offline_latency_ms": _tag_float(tags, "latency_ms")}
+    return TournamentRow(alias=alias, version=str(mv.version), arch=tags.get("arch", ""),
+                         val_accuracy=_tag_float(tags, "val_accuracy"),
+                         offline_latency_ms=_tag_float(tags, "latency_ms"))
 
 
 def _online(frame: pd.DataFrame, variant: str) -> dict[str, Any]:
@@ -84,22 +93,17 @@ def _ranks(values: list[float | None], higher_is_better: bool) -> list[int | Non
     return [None if v is None else ordered.index(v) + 1 for v in values]
 
 
-def _correlation(offline: list[float | None], online: list[float | None]) -> dict[str, Any]:
+def _correlation(offline: list[float | None], online: list[float | None]) -> RankCorrelation:
     pairs = [(a, b) for a, b in zip(offline, online, strict=True) if a is not None and b is not None]
-    out: dict[str, Any] = {"n": len(pairs), "spearman": None, "spearman_p": None, "kendall_tau": None,
-                           "kendall_p": None, "note": ""}
     if len(pairs) < 2:
-        out["note"] = "fewer than 2 candidates with both values"
-        return out
+        return RankCorrelation(n=len(pairs), note="fewer than 2 candidates with both values")
     a, b = (np.array(v, dtype=float) for v in zip(*pairs, strict=True))
     if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant side has no ranking to correlate
-        out["note"] = "all tied " + ("offline" if np.ptp(a) == 0 else "online")
-        return out
+        return RankCorrelation(n=len(pairs), note="all tied " + ("offline" if np.ptp(a) == 0 else "online"))
     rho = stats.spearmanr(a, b)
     tau = stats.kendalltau(a, b)
-    out.update(spearman=float(rho.statistic), spearman_p=_finite(rho.pvalue), kendall_tau=float(tau.statistic),
-               kendall_p=_finite(tau.pvalue))
-    return out
+    return RankCorrelation(n=len(pairs), spearman=float(rho.statistic), spearman_p=_finite(rho.pvalue),
+                           kendall_tau=float(tau.statistic), kendall_p=_finite(tau.pvalue))
 
 
 def _finite(value: float) -> float | None:
@@ -107,7 +111,7 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedTest:
     """Exact McNemar test on paired correctness (same rows): a two-sided binomial test on the discordant pairs.
 
     Paired beats a two-proportion test here: both candidates answered the same inputs, so only the rows where they
@@ -116,8 +120,8 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     discordant = only_a + only_b
     p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
-    return {"test": "mcnemar_exact", "paired_rows": len(a), "only_first_correct": only_a,
-            "only_second_correct": only_b, "p_value": p}
+    return PairedTest(test="mcnemar_exact", paired_rows=len(a), only_first_correct=only_a,
+                      only_second_correct=only_b, p_value=p)
 
 
 def _paired_correct(frame: pd.DataFrame, first: str, second: str) -> tuple[np.ndarray, np.ndarray]:
@@ -128,48 +132,60 @@ def _paired_correct(frame: pd.DataFrame, first: str, second: str) -> tuple[np.nd
     return joined["correct_a"].astype(bool).to_numpy(), joined["correct_b"].astype(bool).to_numpy()
 
 
-def analyse(frame: pd.DataFrame, candidates: list[dict[str, Any]], champion: dict[str, Any],
-            alpha: float = 0.05) -> dict[str, Any]:
+def _row(offline: TournamentRow | Mapping[str, Any], frame: pd.DataFrame, role: str) -> TournamentRow:
+    """An offline row with what its variant (its alias) did online."""
+    row = TournamentRow.model_validate(offline)
+    return row.model_copy(update={"role": role, **_online(frame, row.alias)})
+
+
+def _winner(frame: pd.DataFrame, table: list[TournamentRow], champion: TournamentRow,
+            alpha: float) -> TournamentWinner:
+    """The offline winner, the online winner and, when they differ, whether the first falls significantly behind."""
+    ranked = [c for c in table if c.offline_rank is not None and c.online_accuracy is not None]
+    if not ranked:
+        return TournamentWinner()
+    offline_best = min(ranked, key=lambda c: c.offline_rank)  # ties: the first alias (offline order)
+    online_best = max(ranked, key=lambda c: (c.online_accuracy, -c.offline_rank))
+    winner = TournamentWinner(offline_winner=offline_best.alias, online_winner=online_best.alias)
+    gap = online_best.online_accuracy - offline_best.online_accuracy
+    if online_best.alias != offline_best.alias and gap > 0:
+        test = mcnemar_exact(*_paired_correct(frame, online_best.alias, offline_best.alias))
+        winner = winner.model_copy(update={"falls_behind": True, "gap": float(gap), "test": test,
+                                           "significant": test.p_value < alpha})
+    if champion.online_accuracy is not None:
+        winner.winner_vs_champion_gap = float(offline_best.online_accuracy - champion.online_accuracy)
+    return winner
+
+
+def analyse(frame: pd.DataFrame, candidates: Sequence[TournamentRow | Mapping[str, Any]],
+            champion: TournamentRow | Mapping[str, Any], alpha: float = 0.05) -> TournamentOutput:
     """Rankings, rank correlations and the 'winner falls behind' test from the logged rows of one tournament.
 
     ``candidates`` carry the offline facts (alias, version, val_accuracy, offline_latency_ms); each alias is also
     the variant its shadow rows are logged under."""
-    table = []
-    for cand in candidates:
-        table.append({**cand, "role": "candidate", **_online(frame, cand["alias"])})
-    offline_acc = [c["val_accuracy"] for c in table]
-    online_acc = [c["online_accuracy"] for c in table]
-    offline_lat = [c["offline_latency_ms"] for c in table]
-    online_lat = [c["online_latency_ms"] for c in table]
-    for row, r_off, r_on, l_off, l_on in zip(table, _ranks(offline_acc, True), _ranks(online_acc, True),
-                                             _ranks(offline_lat, False), _ranks(online_lat, False), strict=True):
-        row.update(offline_rank=r_off, online_rank=r_on, offline_latency_rank=l_off, online_latency_rank=l_on)
-    champion_row = {**champion, "role": CHAMPION, **_online(frame, CHAMPION)}
-    ranked = [c for c in table if c["offline_rank"] is not None and c["online_accuracy"] is not None]
-    winner: dict[str, Any] = {"offline_winner": None, "online_winner": None, "falls_behind": False,
-                              "significant": False, "gap": 0.0, "test": None}
-    if ranked:
-        offline_best = min(ranked, key=lambda c: c["offline_rank"])  # ties: the first alias (offline order)
-        online_best = max(ranked, key=lambda c: (c["online_accuracy"], -c["offline_rank"]))
-        winner.update(offline_winner=offline_best["alias"], online_winner=online_best["alias"])
-        gap = online_best["online_accuracy"] - offline_best["online_accuracy"]
-        if online_best["alias"] != offline_best["alias"] and gap > 0:
-            test = mcnemar_exact(*_paired_correct(frame, online_best["alias"], offline_best["alias"]))
-            winner.update(falls_behind=True, gap=float(gap), test=test, significant=test["p_value"] < alpha)
-        champ_acc = champion_row["online_accuracy"]
-        if champ_acc is not None:
-            winner["winner_vs_champion_gap"] = float(offline_best["online_accuracy"] - champ_acc)
-    return {
-        "candidates": table,
-        "champion": champion_row,
-        "accuracy_correlation": _correlation(offline_acc, online_acc),
-        "latency_correlation": _correlation(offline_lat, online_lat),
-        "winner": winner,
-        "alpha": alpha,
-    }
+    table = [_row(cand, frame, "candidate") for cand in candidates]
+    offline_acc = [c.val_accuracy for c in table]
+    online_acc = [c.online_accuracy for c in table]
+    offline_lat = [c.offline_latency_ms for c in table]
+    online_lat = [c.online_latency_ms for c in table]
+    table = [row.model_copy(update={"offline_rank": r_off, "online_rank": r_on, "offline_latency_rank": l_off,
+                                    "online_latency_rank": l_on})
+             for row, r_off, r_on, l_off, l_on in zip(table, _ranks(offline_acc, True), _ranks(online_acc, True),
+                                                      _ranks(offline_lat, False), _ranks(online_lat, False),
+                                                      strict=True)]
+    champion_row = _row({**_as_dict(champion), "alias": CHAMPION}, frame, CHAMPION)
+    return TournamentOutput(
+        candidates=table, champion=champion_row,
+        accuracy_correlation=_correlation(offline_acc, online_acc),
+        latency_correlation=_correlation(offline_lat, online_lat),
+        winner=_winner(frame, table, champion_row, alpha), alpha=alpha)
 
 
-def plot_png(report: dict[str, Any], path: Path) -> Path:
+def _as_dict(row: TournamentRow | Mapping[str, Any]) -> dict[str, Any]:
+    return row.model_dump(exclude_unset=True) if isinstance(row, TournamentRow) else dict(row)
+
+
+def plot_png(report: TournamentOutput, path: Path) -> Path:
     """Offline (validation) vs online accuracy per candidate, the champion as a reference line, y = x dashed."""
     import matplotlib
 
@@ -177,29 +193,26 @@ def plot_png(report: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
-    points = [c for c in report["candidates"] if c["val_accuracy"] is not None and c["online_accuracy"] is not None]
+    points = [c for c in report.candidates if c.val_accuracy is not None and c.online_accuracy is not None]
     for c in points:
-        winner = c["alias"] == report["winner"]["offline_winner"]
-        ax.scatter(c["val_accuracy"], c["online_accuracy"], s=70, marker="*" if winner else "o",
+        winner = c.alias == report.winner.offline_winner
+        ax.scatter(c.val_accuracy, c.online_accuracy, s=70, marker="*" if winner else "o",
                    color="tab:orange" if winner else "tab:blue", zorder=3)
-        ax.annotate(f"{c['alias']} (v{c['version']})", (c["val_accuracy"], c["online_accuracy"]),
+        ax.annotate(f"{c.alias} (v{c.version})", (c.val_accuracy, c.online_accuracy),
                     textcoords="offset points", xytext=(6, 4), fontsize=8)
-    values = [v for c in points for v in (c["val_accuracy"], c["online_accuracy"])]
-    champ = report["champion"]
-    if champ.get("online_accuracy") is not None:
-        ax.axhline(champ["online_accuracy"], color="tab:gray", linestyle=":",
-                   label=f"champion v{champ.get('version', '?')} online")
-        values.append(champ["online_accuracy"])
+    values = [v for c in points for v in (c.val_accuracy, c.online_accuracy)]
+    champ = report.champion
+    if champ is not None and champ.online_accuracy is not None:
+        ax.axhline(champ.online_accuracy, color="tab:gray", linestyle=":", label=f"champion v{champ.version} online")
+        values.append(champ.online_accuracy)
     if values:
         lo, hi = min(values) - 0.02, max(values) + 0.02
         ax.plot([lo, hi], [lo, hi], color="lightgray", linestyle="--", label="online = offline")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-    rho = report["accuracy_correlation"]["spearman"]
-    tau = report["accuracy_correlation"]["kendall_tau"]
+    corr = report.accuracy_correlation
     ax.set_title("Shadow tournament: offline vs online accuracy\n"
-                 f"Spearman {'n/a' if rho is None else f'{rho:.2f}'}, Kendall tau "
-                 f"{'n/a' if tau is None else f'{tau:.2f}'}", fontsize=10)
+                 f"Spearman {_num(corr.spearman)}, Kendall tau {_num(corr.kendall_tau)}", fontsize=10)
     ax.set_xlabel("validation accuracy (offline)")
     ax.set_ylabel("accuracy on production traffic (online)")
     ax.legend(fontsize=8, loc="lower right")
@@ -210,7 +223,12 @@ def plot_png(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig) -> tuple[list[str], list[dict], dict]:
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig
+                       ) -> tuple[list[str], list[TournamentRow], TournamentRow]:
     aliases = cfg.aliases if cfg.aliases is not None else candidate_aliases(client, model_name)
     if len(aliases) < 2:
         raise UserError(f"a tournament needs at least 2 candidate aliases of {model_name!r}, found {aliases}; "
@@ -219,19 +237,20 @@ def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig) -> t
     if champion is None:
         raise UserError(f"model {model_name!r} has no 'champion' alias; the tournament serves callers from it")
     candidates = [_offline(client, model_name, a) for a in aliases]
-    champion_info = {"alias": CHAMPION, "version": str(champion.version),
-                     "val_accuracy": _tag_float(registry.version_tags(champion), "val_accuracy")}
-    return aliases, candidates, champion_info
+    champion_row = TournamentRow(alias=CHAMPION, role=CHAMPION, version=str(champion.version),
+                                 val_accuracy=_tag_float(registry.version_tags(champion), "val_accuracy"))
+    return aliases, candidates, champion_row
 
 
-def run_tournament(model_name: str, data_path: str, config: dict | TournamentConfig | None = None) -> dict:
-    """The body of :func:`shadow_tournament` (no Prefect needed); returns a JSON-serialisable report."""
+def run_tournament(model_name: str, data_path: str, config: dict | TournamentConfig | None = None
+                   ) -> TournamentOutput:
+    """The body of :func:`shadow_tournament` (no Prefect needed)."""
     from pipelines.prepared import load_prepared
 
     cfg = parse_config(config)
     data = load_prepared(data_path)
     ensure_tracking()
-    aliases, candidates, champion_info = _tournament_inputs(registry.client_for_active(), model_name, cfg)
+    aliases, candidates, champion = _tournament_inputs(registry.client_for_active(), model_name, cfg)
     classes = list(data.meta.get("classes") or range(data.num_classes))
     x, y = data.x_prod, data.y_prod
     if cfg.max_rows is not None and len(x) > cfg.max_rows:
@@ -242,7 +261,7 @@ def run_tournament(model_name: str, data_path: str, config: dict | TournamentCon
     with mlflow.start_run(run_name=f"tournament-{model_name}", nested=parent is not None) as run, \
             gateway_session(model_name, shadow_aliases=aliases, challenger_timeout_s=cfg.shadow_timeout_s,
                             shadow_max_in_flight=cfg.shadow_max_in_flight) as session:
-        mlflow.set_tags({tag("stage"): "tournament", tag("champion_version"): champion_info["version"]})
+        mlflow.set_tags({tag("stage"): "tournament", tag("champion_version"): champion.version})
         mlflow.log_params({"aliases": json.dumps(aliases), "rate": cfg.rate, "rows": len(x),
                            "batch_size": cfg.batch_size, "alpha": cfg.alpha})
         session.admin.wait_loaded(aliases, cfg.ready_timeout_s)
@@ -256,61 +275,53 @@ def run_tournament(model_name: str, data_path: str, config: dict | TournamentCon
                                  classes=classes)
         session.admin.wait_shadow_drained()
         frame = session.frame(since, time.time() + 1.0)
-        report = analyse(frame, candidates, champion_info, alpha=cfg.alpha)
-        report.update(model_name=model_name, aliases=aliases, tournament_run_id=run.info.run_id,
-                      replay={"sent": summary.sent, "ok": summary.ok, "rows": summary.rows,
-                              "feedback_errors": summary.feedback_errors, "errors": summary.errors},
-                      seconds=round(time.perf_counter() - started_clock, 2))
-        _log_report(report)
-    return json.loads(json.dumps(report, default=_json_default))
+        report = analyse(frame, candidates, champion, alpha=cfg.alpha).model_copy(update={
+            "model_name": model_name, "aliases": aliases, "tournament_run_id": run.info.run_id,
+            "replay": {"sent": summary.sent, "ok": summary.ok, "rows": summary.rows,
+                       "feedback_errors": summary.feedback_errors, "errors": dict(summary.errors)},
+            "seconds": round(time.perf_counter() - started_clock, 2)})
+        report.plot_uri = _log_report(report)
+        mlflow.log_dict(report.model_dump(mode="json"), f"{REPORT_DIR}/report.json")
+    return report
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _log_report(report: dict[str, Any]) -> None:
-    """Plot, per-candidate table and the whole report as artifacts; headline numbers as metrics and tags."""
-    rows = [dict(c) for c in [*report["candidates"], report["champion"]]]
+def _log_report(report: TournamentOutput) -> str:
+    """Plot and per-candidate table as artifacts, headline numbers as metrics and tags; returns the plot's URI."""
+    rows = [c.model_dump(mode="json") for c in [*report.candidates, report.champion] if c is not None]
     mlflow.log_table(pd.DataFrame(rows), artifact_file=f"{REPORT_DIR}/table.json")
     with tempfile.TemporaryDirectory(prefix="nasops-tournament-") as tmp:
         plot = plot_png(report, Path(tmp) / "offline_vs_online.png")
         mlflow.log_artifact(str(plot), REPORT_DIR)
-    report["plot_uri"] = f"{mlflow.get_artifact_uri(REPORT_DIR)}/offline_vs_online.png"
-    mlflow.log_dict(json.loads(json.dumps(report, default=_json_default)), f"{REPORT_DIR}/report.json")
-    corr = report["accuracy_correlation"]
-    metrics = {"spearman": corr["spearman"], "kendall_tau": corr["kendall_tau"],
-               "winner_gap": report["winner"]["gap"]}
+    corr, win = report.accuracy_correlation, report.winner
+    metrics = {"spearman": corr.spearman, "kendall_tau": corr.kendall_tau, "winner_gap": win.gap}
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-    mlflow.set_tags({tag("winner_falls_behind"): str(report["winner"]["falls_behind"]).lower(),
-                     tag("offline_winner"): str(report["winner"]["offline_winner"]),
-                     tag("online_winner"): str(report["winner"]["online_winner"])})
+    mlflow.set_tags({tag("winner_falls_behind"): str(win.falls_behind).lower(),
+                     tag("offline_winner"): str(win.offline_winner), tag("online_winner"): str(win.online_winner)})
+    return f"{mlflow.get_artifact_uri(REPORT_DIR)}/offline_vs_online.png"
 
 
 @flow(name="shadow_tournament", log_prints=True)
-def shadow_tournament(model_name: str, data_path: str, config: TournamentConfig | dict | None = None) -> dict:
+def shadow_tournament(model_name: str, data_path: str, config: TournamentConfig | dict | None = None
+                      ) -> TournamentOutput:
     """Serve the retrained candidates in shadow next to the champion and compare offline with online ranking."""
     return run_tournament(model_name, data_path, config)
 
 
-def summary_line(report: dict[str, Any]) -> str:
-    """One line for the refresh summary: correlation and the winner's fate."""
-    if not report:
+def summary_line(report: TournamentOutput | None) -> str:
+    """One line for the refresh summary: why it did not run, or the correlation and the winner's fate."""
+    if report is None:
         return "tournament skipped"
-    if report.get("error"):
-        return f"tournament failed: {report['error']}"
-    corr = report.get("accuracy_correlation") or {}
-    win = report.get("winner") or {}
-    rho = corr.get("spearman")
-    tau = corr.get("kendall_tau")
-    note = f" ({corr['note']})" if corr.get("note") else ""
-    head = (f"{len(report.get('candidates', []))} candidates, Spearman {'n/a' if rho is None else f'{rho:.2f}'}, "
-            f"Kendall {'n/a' if tau is None else f'{tau:.2f}'}{note}; ")
-    if win.get("falls_behind"):
-        p = (win.get("test") or {}).get("p_value")
-        return head + (f"offline winner {win.get('offline_winner')} falls behind {win.get('online_winner')} by "
-                       f"{win.get('gap', 0):.3f} accuracy (p={p:.3g}, "
-                       f"{'significant' if win.get('significant') else 'not significant'})")
-    return head + f"offline winner {win.get('offline_winner')} also wins online"
+    if report.skipped:
+        return f"tournament skipped: {report.skipped}"
+    if report.error:
+        return f"tournament failed: {report.error}"
+    corr, win = report.accuracy_correlation, report.winner
+    note = f" ({corr.note})" if corr.note else ""
+    head = (f"{len(report.candidates)} candidates, Spearman {_num(corr.spearman)}, "
+            f"Kendall {_num(corr.kendall_tau)}{note}; ")
+    if win.falls_behind:
+        p = win.test.p_value if win.test is not None else float("nan")
+        return head + (f"offline winner {win.offline_winner} falls behind {win.online_winner} by "
+                       f"{win.gap:.3f} accuracy (p={p:.3g}, "
+                       f"{'significant' if win.significant else 'not significant'})")
+    return head + f"offline winner {win.offline_winner} also wins online"

@@ -56,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        from monitoring.core.tasks import get_task
         from pipelines.prepared import load_prepared
         from pipelines.replay import replay
 
         data = load_prepared(args.data)
         token = Path(args.feedback_token_file).read_text().strip() if args.feedback_token_file else None
-        # a regression's labels are its target values (numbers), not indices into classes
-        classes = None if data.is_regression else list(data.meta.get("classes") or range(data.num_classes))
+        # numeric labels (a regression's) are the target values themselves, not indices into classes
+        numeric = get_task(data.task).numeric_labels
+        classes = None if numeric else list(data.meta.get("classes") or range(data.num_classes))
         summary = replay(args.gateway, data.x_prod, data.y_prod, rate=args.rate, duration=args.duration_s,
                          drift=args.drift, feedback=token is not None, seed=args.seed, classes=classes,
                          feedback_token=token, label_delay_s=args.label_delay_s, fresh_connections=True,

@@ -134,7 +134,7 @@ def test_faulty_challenger_rolls_back_with_no_failed_user_request(canary_registr
 
     reg = canary_registry
     client = _use(reg, monkeypatch, reg.flaky_version)
-    result = canary_rollout(reg.model_name, reg.data_path, {**FAST, "failure_limit": 0})
+    result = canary_rollout(reg.model_name, reg.data_path, {**FAST, "failure_limit": 0}).model_dump(mode="json")
     json.dumps(result)  # plain JSON for the refresh's summary
     assert result["decision"] == "rolled_back" and result["verdict"] == "fail"
     assert result["intervals"] <= 4  # the first look may have too few challenger samples at 25% on a busy machine
@@ -155,7 +155,7 @@ def test_better_challenger_is_promoted_with_evidence_in_mlflow(canary_registry, 
 
     reg = canary_registry
     client = _use(reg, monkeypatch, reg.challenger_version)
-    result = canary_rollout(reg.model_name, reg.data_path, FAST)
+    result = canary_rollout(reg.model_name, reg.data_path, FAST).model_dump(mode="json")
     assert result["decision"] == "promoted", result["reason"]
     assert result["verdict"] in ("pass", "marginal") and result["score"] >= 75  # never promoted on a failure
     assert [s["weight"] for s in result["steps"]][-1] == 1.0

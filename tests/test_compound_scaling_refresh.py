@@ -18,17 +18,24 @@ def test_scaling_is_off_by_default_and_checks_its_values():
 
 
 def test_the_pareto_order_puts_the_front_first_and_the_most_accurate_on_top():
-    from pipelines.retrain import _pareto_order
+    from monitoring.core.tasks import CLASSIFICATION, REGRESSION
+    from pipelines.contracts import OfflineMetrics
+    from pipelines.retrain import Ranked, Trained, _pareto_order
 
-    def entry(acc, params, latency, rank=0):
-        return (acc, rank, None, None, {"val_accuracy": acc, "params": params, "latency_ms": latency}, "run", None)
+    def entry(acc, params, latency, rank=0, key="val_accuracy"):
+        metrics = {key: acc, "params": params, "latency_ms": latency}
+        return Ranked(acc, rank, None, Trained(None, "run", metrics, OfflineMetrics()))  # type: ignore[arg-type]
 
     big, small, dominated = entry(0.90, 9000, 2.0), entry(0.85, 1000, 1.0), entry(0.80, 5000, 1.5)
-    ordered, front = _pareto_order([dominated, big, small])
+    ordered, front = _pareto_order([dominated, big, small], CLASSIFICATION)
     assert ordered == [big, small, dominated] and front == {0, 1}
     tie = entry(0.90, 4000, 1.0)  # as accurate as `big` and smaller: it dominates `big`
-    ordered, front = _pareto_order([big, tie])
+    ordered, front = _pareto_order([big, tie], CLASSIFICATION)
     assert ordered[0] is tie and front == {0}
+    # a regression's front is on its score key (minus the RMSE), never on an accuracy it does not have
+    big, small = entry(-2.0, 9000, 2.0, key="val_neg_rmse"), entry(-3.0, 1000, 1.0, key="val_neg_rmse")
+    ordered, front = _pareto_order([small, big], REGRESSION)
+    assert ordered == [big, small] and front == {0, 1}
 
 
 @pytest.mark.slow  # trains and registers models
@@ -88,5 +95,5 @@ def test_an_unscalable_space_is_a_clear_error(nasops_home):
     from pipelines.retrain import _train_scaled_family
 
     with pytest.raises(UserError, match="compound scaling knows the spaces"):
-        _train_scaled_family(None, (0.5, 0, None, None, {}, "r", None), get_space("vit"),  # type: ignore[arg-type]
+        _train_scaled_family(None, None, get_space("vit"),  # type: ignore[arg-type]
                              RetrainConfig(scale_phis=[1.0]))

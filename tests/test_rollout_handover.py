@@ -31,10 +31,10 @@ def test_hand_over_starts_the_rollout_on_the_gateway_and_operators_steer_it(regi
     with start_gateway(settings, workers=2) as gateway:
         result = hand_over(registry.model_name, str(tmp_path / "absent.npz"), cfg, gateway.url,
                            prediction_log_url=registry.prediction_log_url)
-        assert result["decision"] is None and result["handed_over"]
-        assert "nasops canary controller" in result["reason"] and "status" in result["reason"]
+        assert result.decision is None and result.handed_over
+        assert "nasops canary controller" in result.reason and "status" in result.reason
         store = RolloutStore(registry.prediction_log_url)
-        assert store.get(result["rollout_id"]).weight == 0.05
+        assert store.get(result.rollout_id).weight == 0.05
 
         def weights() -> set:
             return {(s["pid"], s["weight"]) for s in (httpx.get(f"{gateway.url}/admin/state", headers=AUTH).json()
@@ -46,7 +46,7 @@ def test_hand_over_starts_the_rollout_on_the_gateway_and_operators_steer_it(regi
 
         controller.abort(store, registry.model_name)
         wait_until(lambda: {w for _, w in weights()} == {0.0}, timeout=5, message="every worker at 0% after abort")
-        aborted = store.get(result["rollout_id"])
+        aborted = store.get(result.rollout_id)
         assert aborted.decision == "rolled_back" and aborted.decided_by == "operator" and aborted.applied
         assert [e["kind"] for e in store.events(aborted.rollout_id)][-2:] == ["abort", "applied"]
         from mlflow.tracking import MlflowClient

@@ -51,9 +51,9 @@ def test_tournament_reports_a_winner_that_falls_behind(nasops_home):
         _tag(reg, version, val_accuracy=val, latency_ms=0.1)
     data_path = _prepared_digits(nasops_home)
 
-    report = run_tournament(reg.model_name, data_path, {"rate": 200, "max_rows": 300})
+    output = run_tournament(reg.model_name, data_path, {"rate": 200, "max_rows": 300})
 
-    json.dumps(report)  # JSON-serialisable
+    report = json.loads(json.dumps(output.model_dump(mode="json")))  # strict JSON, read as --json readers do
     by_alias = {c["alias"]: c for c in report["candidates"]}
     assert list(by_alias) == ["candidate-1", "candidate-2", "candidate-3"]
     for cand in by_alias.values():
@@ -97,7 +97,8 @@ def test_analyse_when_the_offline_ranking_holds():
     frame = _frame(correct, {"champion": 1.0, "candidate-1": 3.0, "candidate-2": 2.0, "candidate-3": 1.0})
     cands = [{"alias": f"candidate-{i}", "version": str(i), "val_accuracy": v, "offline_latency_ms": lat}
              for i, v, lat in ((1, 0.97, 0.3), (2, 0.9, 0.2), (3, 0.7, 0.1))]
-    report = analyse(frame, cands, {"alias": "champion", "version": "9"})
+    output = analyse(frame, cands, {"alias": "champion", "version": "9"})
+    report = output.model_dump()
     assert report["accuracy_correlation"]["spearman"] == pytest.approx(1.0)
     assert report["accuracy_correlation"]["kendall_tau"] == pytest.approx(1.0)
     assert report["latency_correlation"]["spearman"] == pytest.approx(1.0)
@@ -107,7 +108,7 @@ def test_analyse_when_the_offline_ranking_holds():
                                                                         - report["champion"]["online_accuracy"])}
     from pipelines.tournament import summary_line
 
-    line = summary_line(report)  # the refresh summary's tournament line
+    line = summary_line(output)  # the refresh summary's tournament line
     assert line.endswith("offline winner candidate-1 also wins online") and "Spearman 1.00" in line
 
 
@@ -115,9 +116,9 @@ def test_mcnemar_counts_only_discordant_pairs():
     a = np.array([True] * 30 + [False] * 2 + [True] * 60)
     b = np.array([False] * 30 + [True] * 2 + [True] * 60)
     result = mcnemar_exact(a, b)
-    assert (result["only_first_correct"], result["only_second_correct"]) == (30, 2)
-    assert result["p_value"] < 1e-5
-    assert mcnemar_exact(a, a)["p_value"] == 1.0
+    assert (result.only_first_correct, result.only_second_correct) == (30, 2)
+    assert result.p_value < 1e-5
+    assert mcnemar_exact(a, a).p_value == 1.0
 
 
 @pytest.mark.slow  # trains and registers models

@@ -21,6 +21,7 @@ from typing import Any
 __all__ = ["CLASSIFICATION", "REGRESSION", "TaskKind", "get_task", "register_task", "task_names"]
 
 _TASKS: dict[str, TaskKind] = {}
+_LABELS = {"rmse": "RMSE", "mae": "MAE"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,22 @@ class TaskKind:
     """a label is a number in the target's units (regression) rather than one of the model's classes"""
     loss_axis_label: str
     metric_axis_label: str
+    curve_metrics: tuple[str, ...] = ()
+    """the per-epoch history keys drawn in the learning curves' metric panel (``train_accuracy``, ``val_rmse``)"""
+    evaluation_plot: str = "confusion"
+    """the evaluation figure logged next to a trained model: ``confusion`` (matrix) or ``predicted_vs_true``"""
+    deploy_forms: bool = True
+    """the ONNX / int8 forms are built and checked (by their class labels) when a version is registered"""
+    weight_sharing: bool = True
+    """weight-sharing searches (darts, the supernet fidelity) train this kind (they train classifiers only)"""
+    search_objectives: tuple[str, ...] = ("accuracy", "latency_int8")
+    """the search objectives this kind can rank by"""
+    ranks_by_objective: bool = True
+    """a search ranks by its objective's metric (accuracy, int8 accuracy); False: always by :attr:`score_key`"""
+    class_proxies: bool = True
+    """zero-cost proxies that group a batch by class (epe_nas) apply"""
+    tournament_skip: str | None = None
+    """why the shadow tournament does not run for this kind (None: it does; it ranks by online accuracy)"""
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -68,6 +85,23 @@ class TaskKind:
             return None
         value = float(value)
         return None if math.isnan(value) else value
+
+    @staticmethod
+    def label(metric: str) -> str:
+        """How a table names a metric of this registry (``rmse`` -> ``RMSE``; others as they are spelt)."""
+        return _LABELS.get(metric, metric)
+
+    def search_metric(self, objective_metric: str) -> str:
+        """The metric a search strategy maximises: the objective's, or this kind's score when it has no choice."""
+        return objective_metric if self.ranks_by_objective else self.score_key
+
+    def num_classes(self, classes: list[Any]) -> int:
+        """The width of the network's output: one per class, or one number."""
+        return 1 if self.numeric_labels else len(classes)
+
+    def offline_tags(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """The offline figures a registered version is tagged with: :attr:`offline_keys` present in ``metrics``."""
+        return {k: float(metrics[k]) for k in self.offline_keys if metrics.get(k) is not None}
 
     def better(self, a: float, b: float) -> bool:
         """Whether headline value ``a`` beats ``b``."""
@@ -119,6 +153,8 @@ CLASSIFICATION = register_task(TaskKind(
     numeric_labels=False,
     loss_axis_label="cross-entropy",
     metric_axis_label="accuracy",
+    curve_metrics=("train_accuracy", "val_accuracy"),
+    evaluation_plot="confusion",
     description="one of a fixed set of classes per row",
 ))
 
@@ -136,5 +172,13 @@ REGRESSION = register_task(TaskKind(
     numeric_labels=True,
     loss_axis_label="loss (standardised target)",
     metric_axis_label="RMSE (target units)",
+    curve_metrics=("val_rmse",),
+    evaluation_plot="predicted_vs_true",
+    deploy_forms=False,
+    weight_sharing=False,
+    search_objectives=("accuracy",),
+    ranks_by_objective=False,
+    class_proxies=False,
+    tournament_skip="regression target: the tournament ranks by online accuracy",
     description="one number per row, in the target's units",
 ))

@@ -34,6 +34,7 @@ from pipelines import registry
 from pipelines.canary.config import CanaryConfig
 from pipelines.canary.evidence import REPORT_DIR, finish
 from pipelines.canary.rollout import RolloutState, schedule
+from pipelines.contracts import CanaryOutput
 from pipelines.errors import UserError
 
 log = logging.getLogger("nasops.canary")
@@ -55,10 +56,10 @@ class ReconcileReport:
     verdict: str | None = None
     decision: str | None = None
     next_due_s: float | None = None
-    result: dict | None = None  # the canary result (evidence, decision) once applied
+    result: CanaryOutput | None = None  # the canary result (evidence, decision) once applied
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "result": self.result.model_dump(mode="json") if self.result else None}
 
 
 def _report(rollout: Rollout, action: str, **extra: Any) -> ReconcileReport:
@@ -274,14 +275,14 @@ def _apply(store: RolloutStore, rollout: Rollout, client: Any) -> ReconcileRepor
     result = evidence_and_decision(store, rollout, cfg, verdict, client)
     try:
         applied = store.update(rollout, {"applied": True}, kind="applied", actor="controller",
-                               detail={"decision": rollout.decision, "champion_version": result["champion_version"]})
+                               detail={"decision": rollout.decision, "champion_version": result.champion_version})
     except StaleRollout:
         applied = store.get(rollout.rollout_id) or rollout
     return _report(applied, "applied", result=result)
 
 
 def evidence_and_decision(store: RolloutStore, rollout: Rollout, cfg: CanaryConfig, verdict: Verdict,
-                          client: Any) -> dict[str, Any]:
+                          client: Any) -> CanaryOutput:
     """The canary report in the rollout's MLflow run and the decision in the registry (both idempotent)."""
     state = _state(rollout, cfg)
     state.decision, state.reason = rollout.decision, rollout.reason
@@ -292,9 +293,8 @@ def evidence_and_decision(store: RolloutStore, rollout: Rollout, cfg: CanaryConf
              "task": _task(rollout), "target_values": _target_values(rollout)}
     with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
         result = finish(run, state, verdict, frame, reference, cfg, client, _encoder(rollout), **facts)
-        result["rollout_id"] = rollout.rollout_id
-        result["decided_by"] = rollout.decided_by
-        mlflow.log_dict(result, f"{REPORT_DIR}/result.json")
+        result.rollout_id, result.decided_by = rollout.rollout_id, rollout.decided_by
+        mlflow.log_dict(result.model_dump(mode="json"), f"{REPORT_DIR}/result.json")
     client.set_model_version_tag(rollout.model_name, rollout.challenger_version, tag("rollout_id"),
                                  rollout.rollout_id)
     record_history(store, rollout, client)

@@ -10,6 +10,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from monitoring.core.tasks import get_task
 from monitoring.drift import data_drift_report, features_frame, prediction_drift
 from monitoring.judge import Verdict
 from monitoring.online import regression_summary, summarize_variants
@@ -19,6 +20,7 @@ from pipelines import promotion
 from pipelines.canary.config import CanaryConfig
 from pipelines.canary.drift import MIN_DISTINCT_ROWS, RowEncoder, distinct_inputs, predictions
 from pipelines.canary.rollout import RolloutState
+from pipelines.contracts import CanaryOutput, CanaryStep, DriftSummary, VariantOnline
 
 REPORT_DIR = "canary"
 STEP_KEYS = ("interval", "mode", "weight", "verdict", "outcome", "score")
@@ -54,37 +56,37 @@ def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame | None, cfg: Cana
 def canary_result(state: RolloutState, verdict: Verdict, frame: pd.DataFrame, drift: dict[str, Any], *,
                   run: Any, model_name: str, champion_version: str, challenger_version: str,
                   gateway_url: str, task: str = "classification",
-                  target_values: list[float] | None = None) -> dict[str, Any]:
-    """The canary stage's output (see :class:`pipelines.contracts.CanaryOutput`); a regression's online summary
-    has each variant's RMSE and MAE beside the counts, and its drift the target's: the labels that came back
-    against the training targets (``target_values``)."""
+                  target_values: list[float] | None = None) -> CanaryOutput:
+    """The canary stage's output; a task with numeric labels (a regression) has each variant's RMSE and MAE
+    beside the counts, and its drift the target's: the labels that came back against the training targets
+    (``target_values``)."""
     online = summarize_variants(frame, VARIANTS)
-    if task == "regression":
+    if get_task(task).numeric_labels:
         for variant, facts in online.items():
             rows = frame[frame["variant"] == variant] if len(frame) else frame
             facts.update(regression_summary(rows), accuracy=None, correct_rows=None)
         drift = {**drift, "target_drift": target_drift(frame, target_values)}
-    return {
-        "task": task,
-        "decision": state.decision,
-        "reason": state.reason,
-        "verdict": "fail" if verdict.verdict == "nodata" else verdict.verdict,
-        "score": round(float(verdict.score), 2),
-        "champion_version": challenger_version if state.decision == PROMOTED else champion_version,
-        "challenger_version": challenger_version,
-        "previous_champion_version": champion_version,
-        "intervals": state.intervals,
-        "failed_intervals": state.failures,
-        "highest_weight": state.highest_weight,
-        "steps": [{k: s[k] for k in STEP_KEYS} for s in state.history],
-        "evidence": verdict.table(),
-        "online": online,
-        "drift": drift,
-        "report_uri": f"{run.info.artifact_uri}/{REPORT_DIR}/canary_report.html",
-        "canary_run_id": run.info.run_id,
-        "gateway_url": gateway_url,
-        "model_name": model_name,
-    }
+    return CanaryOutput(
+        task=task,
+        decision=state.decision,
+        reason=state.reason,
+        verdict="fail" if verdict.verdict == "nodata" else verdict.verdict,
+        score=round(float(verdict.score), 2),
+        champion_version=challenger_version if state.decision == PROMOTED else champion_version,
+        challenger_version=challenger_version,
+        previous_champion_version=champion_version,
+        intervals=state.intervals,
+        failed_intervals=state.failures,
+        highest_weight=state.highest_weight,
+        steps=[CanaryStep(**{k: s[k] for k in STEP_KEYS}) for s in state.history],
+        evidence=verdict.table(),
+        online={variant: VariantOnline(**facts) for variant, facts in online.items()},
+        drift=DriftSummary(**drift),
+        report_uri=f"{run.info.artifact_uri}/{REPORT_DIR}/canary_report.html",
+        canary_run_id=run.info.run_id,
+        gateway_url=gateway_url,
+        model_name=model_name,
+    )
 
 
 def target_drift(frame: pd.DataFrame, target_values: list[float] | None) -> float | None:
@@ -101,7 +103,7 @@ def target_drift(frame: pd.DataFrame, target_values: list[float] | None) -> floa
     return prediction_drift([float(v) for v in target_values], labels)
 
 
-def log_evidence(result: dict[str, Any], state: RolloutState, verdict: Verdict, tmp: Path,
+def log_evidence(result: CanaryOutput, state: RolloutState, verdict: Verdict, tmp: Path,
                  drift_html: Path | None) -> None:
     """Judge table per interval, score plot, the HTML page (linking the Evidently report) and headline metrics."""
     rows = [{"interval": s["interval"], "weight": s["weight"], **row} for s in state.history
@@ -112,28 +114,28 @@ def log_evidence(result: dict[str, Any], state: RolloutState, verdict: Verdict, 
     mlflow.log_artifact(str(tmp / "score.png"), REPORT_DIR)
     if drift_html is not None and drift_html.exists():
         mlflow.log_artifact(str(drift_html), REPORT_DIR)
-    page = canary_report_html(result, verdict.table(), state.history,
+    page = canary_report_html(result.model_dump(mode="json"), verdict.table(), state.history,
                               drift_report_name=drift_html.name if drift_html and drift_html.exists() else None,
                               plot_png=plot)
     (tmp / "canary_report.html").write_text(page)
     mlflow.log_artifact(str(tmp / "canary_report.html"), REPORT_DIR)
-    drift = result["drift"]
+    drift = result.drift
     mlflow.log_metrics({k: float(v) for k, v in {
-        "final_score": verdict.score, "intervals": state.intervals, "drift_share": drift.get("share"),
-        "prediction_drift": drift.get("prediction_drift")}.items() if v is not None})
-    mlflow.set_tags({tag("decision"): state.decision or "", tag("verdict"): result["verdict"]})
+        "final_score": verdict.score, "intervals": state.intervals, "drift_share": drift.share,
+        "prediction_drift": drift.prediction_drift}.items() if v is not None})
+    mlflow.set_tags({tag("decision"): state.decision or "", tag("verdict"): result.verdict})
 
 
-def record_decision(client: Any, result: dict[str, Any], verdict: Verdict, cfg: CanaryConfig) -> None:
+def record_decision(client: Any, result: CanaryOutput, verdict: Verdict, cfg: CanaryConfig) -> None:
     """Move the aliases (promote) or tag the challenger rejected (roll back), with the decision tags."""
-    decide = promotion.promote if result["decision"] == PROMOTED else promotion.roll_back
-    decide(client, result["model_name"], result["challenger_version"], reason=result["reason"],
-           verdict=result["verdict"], score=verdict.score, canary_run_id=result["canary_run_id"],
+    decide = promotion.promote if result.decision == PROMOTED else promotion.roll_back
+    decide(client, result.model_name, result.challenger_version, reason=result.reason,
+           verdict=result.verdict, score=verdict.score, canary_run_id=result.canary_run_id,
            keep_challenger_alias=cfg.keep_challenger_alias)
 
 
 def finish(run: Any, state: RolloutState, verdict: Verdict, frame: pd.DataFrame, reference: pd.DataFrame | None,
-           cfg: CanaryConfig, client: Any, encode: RowEncoder | None = None, **facts: str) -> dict[str, Any]:
+           cfg: CanaryConfig, client: Any, encode: RowEncoder | None = None, **facts: Any) -> CanaryOutput:
     """Drift report, evidence artifacts and the registry decision; returns the stage's result."""
     with tempfile.TemporaryDirectory(prefix="nasops-canary-") as tmp:
         html = Path(tmp) / "data_drift.html"

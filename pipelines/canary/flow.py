@@ -29,6 +29,7 @@ from nas.data import TaskData
 from pipelines import registry
 from pipelines.canary.config import CanaryConfig, load_canary_config
 from pipelines.canary.controller import reconcile, start_rollout
+from pipelines.contracts import CanaryOutput
 from pipelines.errors import UserError
 from pipelines.gateway_session import GatewaySession, gateway_session
 from pipelines.prepared import load_prepared
@@ -93,13 +94,13 @@ def reference_frame(data: TaskData, cfg: CanaryConfig) -> pd.DataFrame:
 
 
 @flow(name="canary_rollout", log_prints=True)
-def canary_rollout(model_name: str, data_path: str, config: dict | CanaryConfig | None = None) -> dict:
-    """Run the progressive canary of ``@challenger`` against ``@champion`` and decide; returns a JSON-able dict."""
+def canary_rollout(model_name: str, data_path: str, config: dict | CanaryConfig | None = None) -> CanaryOutput:
+    """Run the progressive canary of ``@challenger`` against ``@champion`` and decide."""
     return run_canary(model_name, data_path, config)
 
 
 def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryConfig | str | None = None, *,
-               on_interval: Callable[[dict], None] | None = None) -> dict:
+               on_interval: Callable[[dict], None] | None = None) -> CanaryOutput:
     """The body of :func:`canary_rollout` (callable without Prefect, e.g. from benchmarks).
 
     The embedded canary is production in miniature: a gateway process, a separate traffic process playing the
@@ -135,15 +136,16 @@ def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryC
             wait_followed(session, rollout)
             report = drive(store, rollout.rollout_id, cfg, client=client, on_interval=on_interval)
         traffic_s = time.perf_counter() - clock - gateway_start_s
-    result = dict(report.result or {})
-    result["rollout_id"] = rollout.rollout_id
-    if shared is not None:
-        result["judged_columns"] = shared
-    result["replay"] = {"sent": traffic.get("sent", 0), "failed": max(0, traffic.get("sent", 0) - traffic.get("ok", 0)),
-                        "feedback_sent": traffic.get("feedback_sent", 0)}
-    result["timings"] = {"gateway_start_s": round(gateway_start_s, 2), "traffic_s": round(traffic_s, 2),
-                         "total_s": round(time.perf_counter() - clock, 2)}
-    log.info("canary decision: %s (%s)", result.get("decision"), result.get("reason"))
+    if report.result is None:
+        raise RuntimeError(f"rollout {rollout.rollout_id} ended ({report.action}) without a canary result")
+    sent = int(traffic.get("sent", 0))
+    result = report.result.model_copy(update={
+        "rollout_id": rollout.rollout_id, "judged_columns": shared,
+        "replay": {"sent": sent, "failed": max(0, sent - int(traffic.get("ok", 0))),
+                   "feedback_sent": int(traffic.get("feedback_sent", 0))},
+        "timings": {"gateway_start_s": round(gateway_start_s, 2), "traffic_s": round(traffic_s, 2),
+                    "total_s": round(time.perf_counter() - clock, 2)}})
+    log.info("canary decision: %s (%s)", result.decision, result.reason)
     return result
 
 

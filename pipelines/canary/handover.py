@@ -10,18 +10,18 @@ traffic; ``nasops canary status`` follows it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from monitoring.rollout_store import RolloutStore
 from pipelines.canary.config import CanaryConfig
 from pipelines.canary.controller import abort, start_rollout
+from pipelines.contracts import HandoverOutput
 from pipelines.errors import UserError
 from pipelines.gateway_admin import gateway_ready, wait_follows
 from pipelines.settings import Settings
 
 
 def hand_over(model_name: str, data_path: str, cfg: CanaryConfig, gateway_url: str, *,
-              work_pool: str | None = None, prediction_log_url: str | None = None) -> dict[str, Any]:
+              work_pool: str | None = None, prediction_log_url: str | None = None) -> HandoverOutput:
     """Start the rollout of ``@challenger`` on ``gateway_url``; returns the canary stage's (undecided) result."""
     import mlflow
 
@@ -42,15 +42,14 @@ def hand_over(model_name: str, data_path: str, cfg: CanaryConfig, gateway_url: s
         controller = f"a worker of Prefect work pool {work_pool!r} runs its controller deployment"
     else:
         controller = "serve its controller with `nasops canary controller` (or pass --controller-work-pool)"
-    return {
-        "decision": None, "handed_over": True, "rollout_id": rollout.rollout_id, "gateway_url": url,
-        "model_name": model_name, "champion_version": rollout.champion_version,
-        "challenger_version": rollout.challenger_version, "previous_champion_version": rollout.champion_version,
-        "first_step": {"mode": rollout.mode, "weight": rollout.weight},
-        "reason": f"rollout {rollout.rollout_id} started on {url}; {controller}; follow it with "
-                  "`nasops canary status --watch`",
-        "report_uri": None, "canary_run_id": rollout.run_id,
-    }
+    return HandoverOutput(
+        rollout_id=rollout.rollout_id, gateway_url=url, model_name=model_name,
+        champion_version=rollout.champion_version, challenger_version=rollout.challenger_version,
+        first_step={"mode": rollout.mode, "weight": rollout.weight},
+        reason=f"rollout {rollout.rollout_id} started on {url}; {controller}; follow it with "
+               "`nasops canary status --watch`",
+        canary_run_id=rollout.run_id,
+    )
 
 
 def deploy_to_pool(rollout_id: str, model_name: str, interval_s: float, work_pool: str, *,

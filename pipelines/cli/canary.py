@@ -96,9 +96,9 @@ def run(
     path = data or _latest_prepared(settings)
     if not path.is_file():
         raise UserError(f"--data {str(path)!r} does not exist")
-    result = canary_rollout(model_name or settings.model_name, str(path), raw)
+    result = canary_rollout(model_name or settings.model_name, str(path), raw).model_dump(mode="json")
     if as_json:
-        print(json.dumps(result, default=str))
+        print(json.dumps(result))
         return
     console.print(steps_table(result))
     console.print(evidence_table(result))

@@ -154,24 +154,10 @@ def proxies_command(
         raise UserError(f"--batch-size must be >= 2, got {batch_size}")
     names = _resolve_proxies(proxies, dataset is not None)
     archs = _architectures(sp, arch, arch_file, sample, seed)
-    batch = None
-    if dataset is not None:
-        data = _load_dataset(dataset, seed)
-        shape, classes = tuple(data.input_shape), int(data.num_classes)
-        for flag, value, actual in (("--input-shape", input_shape and _parse_shape(input_shape), shape),
-                                    ("--num-classes", num_classes, classes)):
-            if value not in (None, actual):
-                raise UserError(f"{flag} {value} disagrees with --data {dataset} ({actual}); drop {flag}")
-        batch = data.batch(batch_size, seed=seed)
-    else:
-        shape = _parse_shape(input_shape or DEFAULT_INPUT_SHAPE)
-        classes = DEFAULT_NUM_CLASSES if num_classes is None else num_classes
-        if classes < 2:
-            raise UserError(f"--num-classes must be >= 2, got {classes}")
+    shape, classes, batch = _inputs(dataset, input_shape, num_classes, batch_size, seed)
     problem = sp.supports_input(shape)
     if problem is not None:
         raise UserError(f"--space {space} cannot take input shape {shape}: {problem}")
-
     for a in archs:
         start = time.perf_counter()
         try:
@@ -179,17 +165,38 @@ def proxies_command(
                                     num_classes=classes, seed=seed)
         except (KeyError, ValueError) as exc:  # the proxy library's own checks, phrased for the user
             raise UserError(str(exc).strip("'\"")) from None
-        seconds = time.perf_counter() - start
-        if as_json:
-            typer.echo(json.dumps({"arch": a.string, "scores": scores, "seconds": round(seconds, 4)}))
-            continue
-        console.print(a.string, f"({seconds:.2f} s)", soft_wrap=True, markup=False, highlight=False)
-        table = Table(box=None)
-        table.add_column("proxy")
-        table.add_column("score", justify="right")
-        for name, value in scores.items():
-            table.add_row(name, f"{value:.6g}")
-        console.print(table)
+        _print_scores(a.string, scores, time.perf_counter() - start, as_json)
+
+
+def _inputs(dataset: str | None, input_shape: str | None, num_classes: int | None, batch_size: int,
+            seed: int) -> tuple[tuple[int, ...], int, Any]:
+    """Input shape, classes and the proxies' batch: from ``--data`` (the flags must agree), or the flags alone."""
+    if dataset is None:
+        shape = _parse_shape(input_shape or DEFAULT_INPUT_SHAPE)
+        classes = DEFAULT_NUM_CLASSES if num_classes is None else num_classes
+        if classes < 2:
+            raise UserError(f"--num-classes must be >= 2, got {classes}")
+        return shape, classes, None
+    data = _load_dataset(dataset, seed)
+    shape, classes = tuple(data.input_shape), int(data.num_classes)
+    for flag, value, actual in (("--input-shape", input_shape and _parse_shape(input_shape), shape),
+                                ("--num-classes", num_classes, classes)):
+        if value not in (None, actual):
+            raise UserError(f"{flag} {value} disagrees with --data {dataset} ({actual}); drop {flag}")
+    return shape, classes, data.batch(batch_size, seed=seed)
+
+
+def _print_scores(arch: str, scores: dict[str, float], seconds: float, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"arch": arch, "scores": scores, "seconds": round(seconds, 4)}))
+        return
+    console.print(arch, f"({seconds:.2f} s)", soft_wrap=True, markup=False, highlight=False)
+    table = Table(box=None)
+    table.add_column("proxy")
+    table.add_column("score", justify="right")
+    for name, value in scores.items():
+        table.add_row(name, f"{value:.6g}")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -105,6 +105,11 @@ def search_command(
         typer.echo(json.dumps(summary))
         return
     summary = _run_search(cfg, data, resume, quiet=False)
+    _print_search(summary, cfg.objective if objective is not None else None)
+
+
+def _print_search(summary: dict[str, Any], objective: str | None) -> None:
+    """The best candidates as a table, and the Pareto front when an objective was asked for."""
     table = Table(title=f"best of {summary['evaluations']} evaluations ({summary['resumed']} resumed, "
                         f"{summary['failed']} failed)")
     table.add_column("rank")
@@ -118,7 +123,7 @@ def search_command(
     if not summary["top"]:
         console.print("[yellow]no evaluated architecture met the constraints[/]")
     if objective is not None:
-        Console().print(_pareto_table(summary["pareto"], cfg.objective))
+        Console().print(_pareto_table(summary["pareto"], objective))
 
 
 def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict[str, Any]:
@@ -131,21 +136,7 @@ def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict
     from pipelines.settings import Settings
 
     task = _task_data(data_name, cfg.seed)  # before anything is written: a bad --data leaves no run behind
-    root = Settings().state_dir / "searches"
-    if resume:
-        run_dir = root / resume
-        if not (run_dir / "journal.jsonl").exists():
-            known = sorted(p.name for p in root.glob("*") if (p / "journal.jsonl").exists()) if root.exists() else []
-            raise UserError(f"--resume {resume!r}: no such search under {root}; known: {', '.join(known) or 'none'}")
-        saved = json.loads((run_dir / "command.json").read_text())
-        if saved != _comparable(cfg, data_name):
-            raise UserError(f"--resume {resume!r} was started with {saved}; repeat the same options to resume it")
-        run_id = resume
-    else:
-        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        run_dir = root / run_id
-        run_dir.mkdir(parents=True)
-        (run_dir / "command.json").write_text(json.dumps(_comparable(cfg, data_name)))
+    run_id, run_dir = _run_dir(Settings().state_dir / "searches", resume, cfg, data_name)
     console.print(f"search run [bold]{run_id}[/] (journal {run_dir / 'journal.jsonl'})")
     sp = resolve_space(cfg, task.input_shape)
     with console.status("zero-cost pre-filter..."):
@@ -169,8 +160,39 @@ def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict
                                 resume=bool(resume), on_result=on_result, header={"dataset": data_name})
         except ValueError as exc:
             raise UserError(str(exc)) from None
+    summary = _summary(result, run_id, sp, cfg, proxy_scores)
+    if summary["pareto"]:
+        pareto_plot(pareto_rows(result.records, cfg.objective), run_dir / "pareto_front.png", cfg.objective)
+    (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _run_dir(root: Path, resume: str | None, cfg, data_name: str) -> tuple[str, Path]:
+    """A new search's id and directory (its options saved), or the resumed one's (the same options required)."""
+    if resume:
+        run_dir = root / resume
+        if not (run_dir / "journal.jsonl").exists():
+            known = sorted(p.name for p in root.glob("*") if (p / "journal.jsonl").exists()) if root.exists() else []
+            raise UserError(f"--resume {resume!r}: no such search under {root}; known: {', '.join(known) or 'none'}")
+        saved = json.loads((run_dir / "command.json").read_text())
+        if saved != _comparable(cfg, data_name):
+            raise UserError(f"--resume {resume!r} was started with {saved}; repeat the same options to resume it")
+        return resume, run_dir
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    run_dir = root / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "command.json").write_text(json.dumps(_comparable(cfg, data_name)))
+    return run_id, run_dir
+
+
+def _summary(result: Any, run_id: str, sp: Any, cfg, proxy_scores: dict) -> dict[str, Any]:
+    """What ``--json`` prints and ``result.json`` keeps: the run, the best records, the Pareto front."""
+    import numpy as np
+
+    from nas.pareto import pareto_rows
+
     records = sorted((r for r in result.records if r.ok and np.isfinite(r.score)), key=lambda r: -r.score)
-    summary: dict[str, Any] = {
+    return {
         "run": run_id, "space": sp.name, "space_config": sp.config(), "strategy": cfg.strategy,
         "evaluations": len(result.records), "failed": len(result.failed), "resumed": result.resumed,
         "seconds": result.seconds, "stopped_by": result.stopped_by,
@@ -179,10 +201,6 @@ def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict
         "predictor_tau": result.tau, "objective": cfg.objective,
         "pareto": [r for r in pareto_rows(result.records, cfg.objective) if r["on_front"]],
     }
-    if summary["pareto"]:
-        pareto_plot(pareto_rows(result.records, cfg.objective), run_dir / "pareto_front.png", cfg.objective)
-    (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
-    return summary
 
 
 def _comparable(cfg, data: str) -> dict[str, Any]:
@@ -238,7 +256,6 @@ def bench_search_command(
     fewer evaluations each strategy needs than random search / regularized evolution to come within 0.5 points."""
     from nas.benchmarking import compare_strategies, summary
     from nas.strategies import list_strategies
-    from nas.tabular import load_table, percent_to_fraction
 
     names = list_strategies() if strategy == "all" else [strategy]
     for name in names:
@@ -249,17 +266,8 @@ def bench_search_command(
         from nas.zc_features import SEARCH_FEATURES
 
         zc = ",".join(SEARCH_FEATURES.get(space, ())) if space else ""
-    proxies = [p.strip() for p in proxy_columns.split(",") if p.strip()]
     metrics = [metric_column] + ([report_column] if report_column and report_column != metric_column else [])
-    try:
-        bench = percent_to_fraction(load_table(table, arch_column, metrics, proxy_columns=proxies))
-    except (FileNotFoundError, ValueError) as exc:
-        raise UserError(f"--table {table}: {exc}") from None
-    if zc:
-        if not space:
-            raise UserError("--zc needs --space (e.g. --space nb201) to build networks from the strings")
-        bench.proxies.update(_zc_columns(bench.archs, space, [z.strip() for z in zc.split(",") if z.strip()],
-                                         zc_cache, quiet=as_json))
+    bench = _bench_table(table, arch_column, metrics, proxy_columns, zc, space, zc_cache, quiet=as_json)
     budget = min(budget, len(bench))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=as_json) as progress:
@@ -275,6 +283,24 @@ def bench_search_command(
             n: {k: e[k] for k in keep} for n, e in full["strategies"].items()}}))
         return
     _print_bench(full, seeds, optimum, len(bench), budget)
+
+
+def _bench_table(table: Path, arch_column: str, metrics: list[str], proxy_columns: str, zc: str, space: str | None,
+                 zc_cache: Path | None, *, quiet: bool) -> Any:
+    """The benchmark table with its proxy columns, and the ``--zc`` proxies computed from the strings."""
+    from nas.tabular import load_table, percent_to_fraction
+
+    proxies = [p.strip() for p in proxy_columns.split(",") if p.strip()]
+    try:
+        bench = percent_to_fraction(load_table(table, arch_column, metrics, proxy_columns=proxies))
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"--table {table}: {exc}") from None
+    if zc:
+        if not space:
+            raise UserError("--zc needs --space (e.g. --space nb201) to build networks from the strings")
+        bench.proxies.update(_zc_columns(bench.archs, space, [z.strip() for z in zc.split(",") if z.strip()],
+                                         zc_cache, quiet=quiet))
+    return bench
 
 
 def _predictor_kwargs(predictor: str | None, acquisition: str | None) -> dict[str, str]:
