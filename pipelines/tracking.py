@@ -163,12 +163,11 @@ def check_tracking_store(uri: str, timeout_s: float = 3.0) -> None:
                             "check its logs, or unset MLFLOW_TRACKING_URI")
 
 
-def check_stores(settings: Settings | None = None, *, prediction_log: bool = True, timeout_s: float = 3.0) -> None:
+def check_stores(settings: Settings, *, prediction_log: bool = True, timeout_s: float = 3.0) -> None:
     """The pre-flight of an interactive command (``refresh``, ``serve``, ``status``): the state directory, the
     tracking store and (unless not used) the prediction log, each checked within ``timeout_s`` before anything
     slow starts, so a broken or unreachable store is one line naming it and the fix (exit 2), not minutes of
     retries or a traceback."""
-    settings = settings or Settings()
     settings.state_dir  # noqa: B018 - the property checks (and creates) the directory
     check_tracking_store(settings.tracking_uri, timeout_s)
     if prediction_log:
@@ -185,9 +184,9 @@ def check_prediction_log(url: str, timeout_s: float = 3.0) -> None:
         raise UserError(str(exc)) from None
 
 
-def client(settings: Settings | None = None) -> MlflowClient:
-    """An ``MlflowClient`` on the configured store (tracking and registry)."""
-    settings = settings or Settings()
+def client(settings: Settings) -> MlflowClient:
+    """An ``MlflowClient`` on the configured store (tracking and registry), without checking or creating anything
+    (:meth:`Tracking.open` does both)."""
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
