@@ -82,6 +82,9 @@ def test_deterministic_failures_are_not_retried():
     from pipelines.sql_source import SourceUnavailable
 
     assert prepare_data.retry_condition_fn is retry_transient and champion_facts.retry_condition_fn is retry_transient
+    from pipelines.refresh import _cached
+
+    assert _cached(prepare_data, Path("results")).retry_condition_fn is retry_transient  # what the flow runs
     assert not retry_transient(None, None, Failed(data=DataValidationError("--max-rows 100: too few rows")))
     assert not retry_transient(None, None, Failed(data=ValueError("a bug fails the same way every time")))
     assert retry_transient(None, None, Failed(data=SourceUnavailable("the database does not answer")))
