@@ -63,9 +63,10 @@ def _abandon_challenger(client: MlflowClient, model_name: str, refresh_run_id: s
     return str(mv.version)
 
 
-def clean_up(home: Path, model_name: str, keep: str | None = None) -> list[str]:
-    """Mark every dead unfinished refresh failed, end its RUNNING runs, abandon its undecided challenger."""
-    client = registry.client_for_active()
+def clean_up(home: Path, model_name: str, keep: str | None = None, client: MlflowClient | None = None) -> list[str]:
+    """Mark every dead unfinished refresh failed, end its RUNNING runs, abandon its undecided challenger (in the store
+    ``client`` reads; default: the one MLflow's fluent API is pointed at)."""
+    client = client or registry.client_for_active()
     cleaned = []
     for record in refresh_state.dead_unfinished(home, keep):
         ended, version = 0, None

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from monitoring.judge_config import JudgeConfig, default_judge_config
 from pipelines.canary.config import CanaryConfig
@@ -52,6 +52,8 @@ class DataSpec(_Stage):
     query: str | None = Field(None, description="the SQL query whose rows are the table (a database URL source)")
     categorical: list[str] = Field(default_factory=list, description="integer columns to encode as categories")
     task: Task = Field("auto", description="classification, regression, or auto (from the target column)")
+    password: SecretStr | None = Field(None, exclude=True, description="the database password, handed over in "
+                                       "this process only (never dumped: not a cache key, a parameter or a record)")
 
 
 def _check_names(values: list[str] | None, known: list[str], what: str) -> list[str] | None:
@@ -331,6 +333,9 @@ class RefreshConfig(_Stage):
         "rollout there and returns; without one, the canary runs embedded (a local gateway and traffic process)")
     controller_work_pool: str | None = Field(
         None, description="Prefect work pool whose workers run the controller deployment of a handed-over rollout")
+    data_password: SecretStr | None = Field(
+        None, exclude=True, description="the password of a database URL as --data, moved out of the URL by the CLI: "
+        "handed to the data stage in this process, never dumped (Prefect records parameters, the record its config)")
 
     @model_validator(mode="after")
     def _refresh_wide_values(self) -> RefreshConfig:
@@ -349,11 +354,7 @@ class RefreshConfig(_Stage):
             raise ValueError(f"conflicting top_k values {ks}; set it once, at the top level (--top-k)")
         k = next(iter(ks.values()), self.retrain.top_k)
         self.top_k = self.search.top_k = self.retrain.top_k = k
-        if self.model_name is None:
-            from pipelines.settings import Settings
-
-            self.model_name = Settings().model_name
-        return self
+        return self  # model_name None: the settings' model name, resolved at the entry point
 
     def stage_config(self, name: str) -> BaseModel:
         return getattr(self, name)

@@ -31,7 +31,8 @@ from pipelines.preprocessing import ID_REASON, ColumnPlan, encode, fit_preproces
 from pipelines.sql_source import display_url, is_sql_url, lineage_query, read_query
 from pipelines.targets import BUNDLED_TABLES, load_bundled_table, regression_target_problems, resolve_task, strata
 
-__all__ = ["DataSpec", "DataValidationError", "PreparedData", "input_schema", "load_table", "prepare", "validate"]
+__all__ = ["DataSpec", "DataValidationError", "PreparedData", "RowPlan", "input_schema", "load_table", "plan_rows",
+           "prepare", "validate"]
 
 log = logging.getLogger("nasops.refresh.data")  # a child of the progress logger: the CLI shows it
 DUPLICATES = "nasops_duplicate_columns"
@@ -128,7 +129,8 @@ def load_table(spec: DataSpec) -> tuple[pd.DataFrame, pd.Series, tuple[int, ...]
             raise DataValidationError(f"--target is only for your own files; {spec.source!r} is bundled")
         return _load_bundled(spec.source)
     if is_sql_url(spec.source):
-        frame = _deduplicated(read_query(spec.source, spec.query))
+        password = spec.password.get_secret_value() if spec.password else None
+        frame = _deduplicated(read_query(spec.source, spec.query, password=password))
     else:
         path = Path(spec.source).expanduser()
         if path.suffix == "" and not path.exists():
@@ -271,6 +273,52 @@ def split_indices(y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "prod": np.sort(prod)}
 
 
+@dataclass(frozen=True)
+class RowPlan:
+    """The rows a refresh trains on and how they split: what :func:`plan_rows` decides, before anything is saved."""
+
+    x: pd.DataFrame
+    y: pd.Series
+    label: str
+    columns: ColumnPlan | None
+    task: str
+    classes: list
+    codes: np.ndarray
+    parts: dict[str, np.ndarray]
+
+
+def plan_rows(spec: DataSpec, x: pd.DataFrame, y: pd.Series) -> RowPlan:
+    """Validate, subsample (``max_rows``), validate the subsample, encode the labels and split: the planning that
+    :func:`prepare` and the CLI's pre-flight both run, so a subsample that cannot be split (a class left too small)
+    is refused before Prefect starts, not minutes later inside the flow."""
+    label = source_label(spec.source)
+    columns = validate(x, y, label, spec.task, spec.categorical)
+    task = resolve_task(y, spec.task)
+    total = len(y)
+    if spec.max_rows is not None and total > spec.max_rows:
+        x, y = _subsample(x, y, spec, task, label)
+        try:
+            columns = validate(x, y, label, task, spec.categorical)
+        except DataValidationError as exc:
+            raise DataValidationError(f"--max-rows {spec.max_rows}: {exc}; raise --max-rows, or leave it out to use "
+                                      f"all {total} rows") from None
+    classes, codes = _encode_target(y, get_task(task))
+    return RowPlan(x, y, label, columns, task, classes, codes, split_indices(strata(codes, task), spec.seed))
+
+
+def _subsample(x: pd.DataFrame, y: pd.Series, spec: DataSpec, task: str, label: str
+               ) -> tuple[pd.DataFrame, pd.Series]:
+    """A stratified ``max_rows`` subsample (every class keeps its share)."""
+    try:
+        keep, _ = train_test_split(np.arange(len(y)), train_size=spec.max_rows, random_state=spec.seed,
+                                   stratify=strata(y.to_numpy(), task))
+    except ValueError as exc:  # fewer rows than classes: scikit-learn's words, with the option that caused it
+        raise DataValidationError(f"{label}: --max-rows {spec.max_rows} cannot keep every class ({exc}); raise "
+                                  "--max-rows") from None
+    keep = np.sort(keep)
+    return x.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
+
+
 def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     """Load, validate, split and save; returns where the arrays went and their fingerprint.
 
@@ -278,19 +326,11 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     ``ColumnTransformer`` fitted on the training split only, saved beside the arrays; the arrays hold the encoded
     features the networks train on, and the registered model carries the transformer (``input_form`` ``table``)."""
     x, y, input_shape = load_table(spec)
-    label = source_label(spec.source)
-    plan = validate(x, y, label, spec.task, spec.categorical)
-    task = resolve_task(y, spec.task)
-    if spec.max_rows is not None and len(x) > spec.max_rows:
-        keep, _ = train_test_split(np.arange(len(y)), train_size=spec.max_rows, random_state=spec.seed,
-                                   stratify=strata(y.to_numpy(), task))
-        keep = np.sort(keep)
-        x, y = x.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
-        plan = validate(x, y, label, task, spec.categorical)
+    rows = plan_rows(spec, x, y)
+    x, y, label, plan, task = rows.x, rows.y, rows.label, rows.columns, rows.task
+    classes, codes, parts = rows.classes, rows.codes, rows.parts
     digest = fingerprint(x, y)
     kind = get_task(task)
-    classes, codes = _encode_target(y, kind)
-    parts = split_indices(strata(codes, task), spec.seed)
     stem = Path(out_dir) / f"{digest}-seed{spec.seed}"
     encoded = _encoded_features(x, plan, parts, stem, label, input_shape)
     schema = input_schema(x, label, plan)

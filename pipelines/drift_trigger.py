@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow.tracking import MlflowClient
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,12 +43,15 @@ def should_refresh(drift: DataDrift | None, cfg: DriftTriggerConfig) -> bool:
                 and drift.share >= cfg.threshold)
 
 
-def _reference_data(model_name: str, data_path: str | None, settings: Settings) -> TaskData:
+def _reference_data(model_name: str, data_path: str | None, settings: Settings, client: MlflowClient | None
+                    ) -> TaskData:
     if data_path:
         if not Path(data_path).is_file():
             raise UserError(f"data_path {data_path!r} does not exist")
         return TaskData.load(data_path)
-    mv = registry.alias_version(registry.client_for_active(), model_name, registry.CHAMPION)
+    if client is None:
+        raise UserError("no registry to find the champion's training data in; pass data_path=PATH.npz")
+    mv = registry.alias_version(client, model_name, registry.CHAMPION)
     if mv is None:
         raise UserError(f"model {model_name!r} has no champion; nothing to watch")
     fingerprint = registry.version_tags(mv).get("dataset_fingerprint")
@@ -59,10 +63,11 @@ def _reference_data(model_name: str, data_path: str | None, settings: Settings) 
 
 
 def champion_drift(model_name: str, cfg: DriftTriggerConfig, data_path: str | None = None,
-                   now: float | None = None) -> DataDrift | None:
-    """Evidently drift share of the champion's served inputs in the window (None: fewer than ``min_rows``)."""
-    settings = Settings()
-    data = _reference_data(model_name, data_path, settings)
+                   now: float | None = None, *, settings: Settings, client: MlflowClient | None = None
+                   ) -> DataDrift | None:
+    """Evidently drift share of the champion's served inputs in the window (None: fewer than ``min_rows``); the
+    reference is ``data_path``, else the champion's training data (found through ``client``'s registry)."""
+    data = _reference_data(model_name, data_path, settings, client)
     now = time.time() if now is None else now
     engine = create_log_engine(settings.prediction_log_url)
     try:
@@ -88,11 +93,12 @@ def drift_watch(model_name: str | None = None, config: dict | None = None, data_
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise UserError(f"invalid drift trigger options: {problems}") from None
-    from pipelines.tracking import configure_mlflow
+    from pipelines.tracking import Tracking
 
-    configure_mlflow()
-    model_name = model_name or Settings().model_name
-    drift = champion_drift(model_name, cfg, data_path)
+    settings = Settings()  # the flow's entry point: its one Settings and tracking handle
+    tracking = Tracking.open(settings)
+    model_name = model_name or settings.model_name
+    drift = champion_drift(model_name, cfg, data_path, settings=settings, client=tracking.client)
     result: dict[str, Any] = {"model_name": model_name, "drift": drift.to_dict() if drift else None,
                               "threshold": cfg.threshold, "triggered": False}
     if should_refresh(drift, cfg):

@@ -67,9 +67,14 @@ def gateway_session(
     challenger_timeout_s: float = 0.5,
     shadow_max_in_flight: int | None = None,
     prediction_log_url: str | None = None,
+    tracking_uri: str | None = None,
     workers: int = 1,
 ) -> Iterator[GatewaySession]:
-    """Start a gateway process on loopback serving ``model_name``'s aliases; stop it (by PID) on exit."""
+    """Start a gateway process on loopback serving ``model_name``'s aliases; stop it (by PID) on exit.
+
+    The gateway process is given its tracking store and prediction log explicitly (never by inheriting this
+    process's environment); unset, they are the store MLflow's fluent API is pointed at (the caller's
+    :meth:`pipelines.tracking.Tracking.fluent` block) and the settings' prediction log."""
     from serving.config import GatewaySettings
     from serving.server import start_gateway
 
@@ -80,7 +85,8 @@ def gateway_session(
     if shadow_max_in_flight is not None:
         extra["shadow_max_in_flight"] = shadow_max_in_flight
     settings = GatewaySettings(
-        tracking_uri=mlflow.get_tracking_uri(), model_name=model_name, challenger_weight=weight, mode=mode,
+        tracking_uri=tracking_uri or mlflow.get_tracking_uri(), model_name=model_name, challenger_weight=weight,
+        mode=mode,
         shadow_aliases=list(shadow_aliases), admin_token=admin_token, prediction_log_url=log_url, poll_interval_s=0,
         challenger_timeout_s=challenger_timeout_s, feedback_token=feedback_token, **extra,
     )

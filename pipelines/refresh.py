@@ -39,10 +39,11 @@ from pipelines.contracts import (
 )
 from pipelines.data import prepare
 from pipelines.retrain import register_baseline, retrain_and_register
+from pipelines.retry import retry_transient
 from pipelines.schema_check import compare_with_champion
 from pipelines.settings import Settings
 from pipelines.targets import check_champion_task
-from pipelines.tracking import configure_mlflow
+from pipelines.tracking import Tracking
 
 progress = logging.getLogger("nasops.refresh")
 """Stage start / end lines (the CLI shows them as its progress display; Prefect's own INFO lines need --verbose)."""
@@ -59,9 +60,10 @@ def _cached(fn: Any, store: Path) -> Any:
     return fn.with_options(cache_key_fn=stage_cache_key, persist_result=True, result_storage=Path(store))
 
 
-@task(name="prepare_data", retries=2, retry_delay_seconds=[1, 5])
+@task(name="prepare_data", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_transient)
 def prepare_data(spec: DataSpec, out_dir: str, refresh_id: str) -> PreparedData:
-    """Stage 1: validated, split, fingerprinted data saved as .npz (a retry covers a flaky SQL source)."""
+    """Stage 1: validated, split, fingerprinted data saved as .npz (a retry covers a SQL source that did not answer;
+    invalid data fails the same way every time and is not retried)."""
     prepared = prepare(spec, Path(out_dir))
     get_run_logger().info("prepared %s: %s rows, %d classes, fingerprint %s", prepared.source, prepared.rows,
                           prepared.num_classes, prepared.fingerprint)
@@ -84,9 +86,10 @@ def retrain_task(inputs: RetrainInput, config: RetrainConfig) -> RetrainOutput:
     return retrain_and_register(inputs, config)
 
 
-@task(name="read_champion", retries=3, retry_delay_seconds=[1, 2, 4])
+@task(name="read_champion", retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
 def champion_facts(model_name: str) -> ChampionFacts | None:
-    """The champion before this refresh (a registry read: retried with backoff when the server hiccups)."""
+    """The champion before this refresh (a registry read: retried with backoff when the server hiccups, i.e. on a
+    connection error, a 5xx or a locked SQLite store; never on a deterministic error)."""
     mv = registry.alias_version(registry.client_for_active(), model_name, CHAMPION)
     if mv is None:
         return None
@@ -161,19 +164,21 @@ def _canary_stage(config: RefreshConfig, model_name: str, data: PreparedData, cl
 
 @flow(name="model_refresh", log_prints=True)
 def model_refresh(config: RefreshConfig | None = None, refresh_id: str | None = None) -> RefreshResult:
-    """One scheduled refresh (``refresh_id`` of an unfinished one resumes it); returns every stage's output."""
-    config = RefreshConfig.model_validate(config or {})
+    """One scheduled refresh (``refresh_id`` of an unfinished one resumes it, with its recorded configuration);
+    returns every stage's output. The flow's entry point: its one ``Settings`` and tracking handle are built here."""
     settings = Settings()
+    tracking = Tracking.open(settings)
+    record, config = _open_record(settings, tracking, None if config is None else RefreshConfig.model_validate(
+        config), refresh_id)
     model_name = config.model_name or settings.model_name
-    configure_mlflow(settings)
-    record = _open_record(settings, config, refresh_id)
     store = record.directory(settings.state_dir)
     ctx = get_run_context()
     flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else ""
     clock = _Clock()
     try:
-        with mlflow.start_run(run_id=record.parent_run_id,
-                              run_name=None if record.parent_run_id else f"refresh-{record.refresh_id}") as parent:
+        with tracking.fluent(), mlflow.start_run(
+                run_id=record.parent_run_id,
+                run_name=None if record.parent_run_id else f"refresh-{record.refresh_id}") as parent:
             _note_parent(settings, record, parent.info.run_id, flow_run_id)
             result = _stages(config, model_name, record, store, parent.info.run_id, flow_run_id, clock, settings)
             mlflow.log_metrics({"refresh_seconds": clock.total,
@@ -189,12 +194,18 @@ def model_refresh(config: RefreshConfig | None = None, refresh_id: str | None = 
     return result
 
 
-def _open_record(settings: Settings, config: RefreshConfig, refresh_id: str | None) -> refresh_state.RefreshRecord:
+def _open_record(settings: Settings, tracking: Tracking, config: RefreshConfig | None, refresh_id: str | None
+                 ) -> tuple[refresh_state.RefreshRecord, RefreshConfig]:
+    """The refresh's record and the configuration it runs with (resolved: the model name is the settings' when
+    none is given); a resumed refresh runs its recorded configuration (:func:`refresh_state.resumed_config`)."""
     from pipelines.abandoned import clean_up
 
     home = settings.state_dir
-    clean_up(home, config.model_name or settings.model_name, keep=refresh_id)
+    if config is not None and config.model_name is None:
+        config = config.model_copy(update={"model_name": settings.model_name})
     if refresh_id is None:
+        config = config or RefreshConfig(model_name=settings.model_name)
+        clean_up(home, config.model_name, keep=None, client=tracking.client)
         record = refresh_state.RefreshRecord(refresh_state.new_refresh_id(), config=config.model_dump(mode="json"))
     else:
         record = refresh_state.load(home, refresh_id)
@@ -202,13 +213,11 @@ def _open_record(settings: Settings, config: RefreshConfig, refresh_id: str | No
             from pipelines.errors import UserError
 
             raise UserError(f"refresh {refresh_id} already completed; start a new one without --resume")
+        config = refresh_state.resumed_config(record, config)
+        clean_up(home, config.model_name or settings.model_name, keep=refresh_id, client=tracking.client)
         record.status, record.error, record.attempts = refresh_state.RUNNING, None, record.attempts + 1
-        config_now = config.model_dump(mode="json")
-        if record.config and record.config != config_now:
-            progress.warning("resuming %s with the configuration it started with (options given now are ignored)",
-                             refresh_id)
     refresh_state.save(home, record)
-    return record
+    return record, config
 
 
 def _note_parent(settings: Settings, record: refresh_state.RefreshRecord, run_id: str, flow_run_id: str) -> None:
@@ -224,11 +233,10 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
     """The spine: every stage's typed inputs built from the previous stages' outputs."""
     from pipelines.nas_stage import search_architectures
 
-    if record.attempts > 1 and record.config:
-        config = RefreshConfig.model_validate(record.config)
     results = store / "results"
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows,
-                    query=config.query, categorical=config.categorical, task=config.task)
+                    query=config.query, categorical=config.categorical, task=config.task,
+                    password=config.data_password)
     data: PreparedData = clock.stage("prepare_data", lambda: _cached(prepare_data, results)(
         spec, str(settings.data_dir), record.refresh_id))
     check_champion_task(model_name, data.task)  # a regression never challenges a classifier, nor the reverse

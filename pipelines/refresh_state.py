@@ -15,6 +15,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipelines.errors import UserError
 from serving.server import pid_alive
@@ -98,3 +99,36 @@ def dead_unfinished(home: Path, keep: str | None = None) -> list[RefreshRecord]:
     """Refreshes still marked running whose process is gone (killed): what a new refresh cleans up."""
     return [r for r in list_records(home)
             if r.status == RUNNING and r.refresh_id != keep and not pid_alive(r.pid)]
+
+
+def conflicts(recorded: dict, given: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """``dotted.field -> (recorded, given)`` for every value ``given`` changes; a field the record does not hold (a
+    refresh recorded before the field existed) is not a conflict."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key, old in recorded.items():
+        if key not in given:
+            continue
+        new = given[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            out.update(conflicts(old, new, f"{prefix}{key}."))
+        elif old != new:
+            out[f"{prefix}{key}"] = (old, new)
+    return out
+
+
+def resumed_config(record: RefreshRecord, given: Any | None = None) -> Any:
+    """The configuration a resumed refresh runs with: the recorded, resolved one, never a mix (its id keys the
+    stage cache, the journal and the registered versions). ``given`` that changes a recorded value is refused in one
+    line; only its database password (never recorded) carries over."""
+    from pipelines.config import RefreshConfig
+
+    recorded = RefreshConfig.model_validate(record.config)
+    if given is None:
+        return recorded
+    changed = conflicts(record.config, given.model_dump(mode="json"))
+    if changed:
+        field, (old, new) = next(iter(changed.items()))
+        raise UserError(f"refresh {record.refresh_id} was started with {field}={old!r}, not {new!r}; a resumed refresh "
+                        "continues its recorded configuration: resume it without a new configuration, or start a new "
+                        "refresh for this one")
+    return recorded.model_copy(update={"data_password": given.data_password})

@@ -18,11 +18,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitoring.vocabulary import CHAMPION
 from pipelines import registry
 from pipelines.errors import UserError
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 log = logging.getLogger("nasops.refresh.schema")
 
@@ -195,16 +198,14 @@ def check_schema_change(model_name: str, schema: list[dict], source: str, allow:
     return diff or None
 
 
-def preflight_schema(config: Any, x: Any) -> None:
+def preflight_schema(config: Any, x: Any, settings: Settings) -> None:
     """The same check from the CLI, before Prefect starts (one line, no flow run): reads the registry only when
     one exists, so a first refresh creates nothing here."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.data import BUNDLED, input_schema, source_label
     from pipelines.preprocessing import plan_columns
-    from pipelines.settings import Settings
 
-    settings = Settings()
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         return

@@ -5,8 +5,9 @@ file (:func:`pipelines.data.validate`). Everything that can go wrong before a si
 not parse, a missing driver, a server that refuses or does not answer (a short connect timeout and a wall-clock cap,
 never a hang), a query the database rejects, a result without rows — is one :class:`~pipelines.errors.UserError`
 line naming the fix. The password never appears in a message, a parameter or a tag: :func:`display_url` hides it,
-and :func:`strip_password` lets the CLI keep it out of the refresh's configuration (it travels in the environment
-variable :data:`PASSWORD_ENV` of this process only).
+and :func:`strip_password` lets the CLI keep it out of the refresh's configuration; it is handed to
+:func:`read_query` explicitly (a field that is never dumped). Only a process started by something else (a scheduled
+deployment's flow run) reads it from the environment variable :data:`PASSWORD_ENV` it was started with.
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ import sqlalchemy as sa
 from pipelines.errors import UserError
 
 PASSWORD_ENV = "NASOPS_DATA_PASSWORD"
-"""The database password when the URL carries none (the CLI moves a URL's password here: Prefect records a flow's
-parameters, and the refresh state keeps its configuration)."""
+"""The database password of a process that was started with it (a scheduled deployment's flow run), when neither the
+URL nor the caller gives one: Prefect records a flow's parameters, and the refresh state keeps its configuration."""
 CONNECT_TIMEOUT_S = float(os.environ.get("NASOPS_SQL_CONNECT_TIMEOUT_S", "10"))
 """How long a database may take to accept the connection before the refresh says so and stops."""
 QUERY_LINEAGE_CHARS = 4000
 """The query text recorded as lineage is cut to this length (MLflow limits tag and parameter values)."""
 URL_FIX = "use e.g. postgresql://USER@HOST:PORT/DB or sqlite:///PATH/TO/FILE.db"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class SourceUnavailable(UserError):
+    """The database did not answer, or dropped the query (a DB-API ``OperationalError``): the one failure of a
+    data source that a retry may cure (:func:`pipelines.retry.transient`); everything else here is deterministic."""
 
 
 def is_sql_url(source: str) -> bool:
@@ -66,15 +72,20 @@ def lineage_query(query: str | None) -> str:
     return text if len(text) <= QUERY_LINEAGE_CHARS else text[:QUERY_LINEAGE_CHARS - 1] + "…"
 
 
-def _engine_url(url: str) -> sa.engine.URL:
+def _password(password: str | None) -> str | None:
+    """The caller's password, else the one this process was started with (:data:`PASSWORD_ENV`)."""
+    return password or os.environ.get(PASSWORD_ENV) or None
+
+
+def _engine_url(url: str, password: str | None = None) -> sa.engine.URL:
     from monitoring.prediction_log import _with_installed_postgres_driver
 
     try:
         parsed = sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise UserError(f"--data {display_url(url)!r} is not a database URL; {URL_FIX}") from None
-    if parsed.password is None and os.environ.get(PASSWORD_ENV):
-        parsed = parsed.set(password=os.environ[PASSWORD_ENV])
+    if parsed.password is None and _password(password):
+        parsed = parsed.set(password=_password(password))
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:") or database.startswith("file:"):
@@ -85,8 +96,10 @@ def _engine_url(url: str) -> sa.engine.URL:
     return _with_installed_postgres_driver(parsed)
 
 
-def read_query(url: str, query: str | None, timeout_s: float | None = None) -> pd.DataFrame:
-    """The rows ``query`` returns from the database at ``url``, or :class:`UserError` (one line, password hidden).
+def read_query(url: str, query: str | None, timeout_s: float | None = None, password: str | None = None
+               ) -> pd.DataFrame:
+    """The rows ``query`` returns from the database at ``url``, or :class:`UserError` (one line, password hidden);
+    ``password`` when the URL carries none.
 
     The connection is made in a daemon thread capped at ``timeout_s`` (plus libpq's own ``connect_timeout``): a
     driver's timeout does not cover every way a host can hang (DNS, a peer that accepts and never answers)."""
@@ -94,7 +107,7 @@ def read_query(url: str, query: str | None, timeout_s: float | None = None) -> p
     timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
     if not (query or "").strip():
         raise UserError(f"--data {shown!r} is a database: say which rows to train on with --query \"SELECT …\"")
-    parsed = _engine_url(url)
+    parsed = _engine_url(url, password)
     connect_args = {"connect_timeout": max(1, int(timeout_s))} if parsed.get_backend_name() == "postgresql" else {}
     if parsed.get_backend_name() == "sqlite":
         connect_args = {"check_same_thread": False}
@@ -115,14 +128,15 @@ def read_query(url: str, query: str | None, timeout_s: float | None = None) -> p
     worker.start()
     worker.join(timeout_s + 1.0)
     try:
-        if not outcome or (isinstance(outcome[0], BaseException) and "timeout" in _cause(outcome[0], url).lower()):
-            raise UserError(f"the database {shown!r} does not answer within {timeout_s:g}s; check that the server "
-                            "runs and that host and port are right")
+        cause = _cause(outcome[0], url, password) if outcome and isinstance(outcome[0], BaseException) else ""
+        if not outcome or "timeout" in cause.lower():
+            raise SourceUnavailable(f"the database {shown!r} does not answer within {timeout_s:g}s; check that the "
+                                    "server runs and that host and port are right")
         if isinstance(outcome[0], BaseException):
-            raise UserError(f"cannot connect to the database {shown!r} ({_cause(outcome[0], url)}); check that the "
-                            "server runs and that the URL (host, port, user, password, database) is right") from None
+            raise SourceUnavailable(f"cannot connect to the database {shown!r} ({cause}); check that the server runs "
+                                    "and that the URL (host, port, user, password, database) is right") from None
         with outcome[0] as conn:
-            frame = _run(conn, query, shown, url)
+            frame = _run(conn, query, shown, url, password)
     finally:
         engine.dispose()
     if frame.empty:
@@ -131,7 +145,7 @@ def read_query(url: str, query: str | None, timeout_s: float | None = None) -> p
     return frame
 
 
-def _run(conn: sa.Connection, query: str, shown: str, url: str) -> pd.DataFrame:
+def _run(conn: sa.Connection, query: str, shown: str, url: str, password: str | None = None) -> pd.DataFrame:
     """``query`` exactly as written, on the driver's own cursor without parameters: neither SQLAlchemy's ``:name``
     nor psycopg's ``%s`` placeholder parsing touches a ``'10:00'`` or a ``LIKE 'r%'`` in it."""
     dbapi = conn.connection.dbapi_connection
@@ -144,13 +158,22 @@ def _run(conn: sa.Connection, query: str, shown: str, url: str) -> pd.DataFrame:
         columns = [d[0] for d in cursor.description]
         return pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=True)  # NUMERIC -> float
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise UserError(f"the query failed on {shown!r}: {_cause(exc, url)}; fix the SQL of --query") from None
+        kind = SourceUnavailable if _transient(exc, conn) else UserError
+        raise kind(f"the query failed on {shown!r}: {_cause(exc, url, password)}; fix the SQL of --query") from None
     finally:
         cursor.close()
 
 
-def _cause(exc: BaseException, url: str) -> str:
+def _transient(exc: BaseException, conn: sa.Connection) -> bool:
+    """A lost connection or a busy database (worth a retry), not a query the database refuses: a DB-API
+    ``OperationalError``, except SQLite's, which also covers a missing table and bad syntax (only "locked" counts)."""
+    if not isinstance(exc, conn.dialect.loaded_dbapi.OperationalError):
+        return False
+    return conn.dialect.name != "sqlite" or "locked" in str(exc).lower()
+
+
+def _cause(exc: BaseException, url: str, password: str | None = None) -> str:
     """The driver's own words, on one line, without the password (a driver may echo the connection string)."""
     text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-    password = strip_password(url)[1] or os.environ.get(PASSWORD_ENV)
+    password = strip_password(url)[1] or _password(password)
     return text.replace(password, "***") if password else text

@@ -8,10 +8,15 @@ it explicitly, e.g. a float column that holds class codes (``classification``) o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from monitoring.core.tasks import get_task, task_names
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 TASKS = ("auto", *task_names())
 REGRESSION_MIN_DISTINCT = 20
@@ -109,16 +114,13 @@ def check_champion_task(model_name: str, task: str, client=None) -> None:
                         f"{theirs} if the target is meant that way")
 
 
-def preflight_task(config, y: pd.Series) -> None:
+def preflight_task(config, y: pd.Series, settings: Settings) -> None:
     """:func:`check_champion_task` from the CLI, before Prefect starts (one line, no flow run); reads the registry
     only when one exists."""
     from pathlib import Path
 
     from mlflow.tracking import MlflowClient
 
-    from pipelines.settings import Settings
-
-    settings = Settings()
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         return

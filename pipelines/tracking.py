@@ -1,7 +1,18 @@
-"""MLflow set-up shared by every stage: one tracking URI, one experiment whose artifacts live in the state dir."""
+"""MLflow set-up shared by every stage: one tracking handle (URI, client, experiment), built from the settings at an
+entry point and passed down, whose experiment's artifacts live in the state dir.
+
+MLflow's fluent API (``mlflow.start_run``, ``log_model``) reads a process-global URI, and ``mlflow.set_tracking_uri``
+also writes it into ``os.environ`` for every subprocess to inherit: a later ``Settings(home=B)`` in the same process
+would then read A's store. :meth:`Tracking.fluent` sets those globals for one block and puts everything back (the
+environment is never touched); a child process gets the URI explicitly (:meth:`Tracking.child_env`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -10,20 +21,81 @@ from mlflow.tracking import MlflowClient
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+"""What MLflow's fluent setters write into ``os.environ`` (for subprocesses): restored after every set-up."""
 
-def configure_mlflow(settings: Settings | None = None, experiment: str | None = None) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists; returns its id.
 
-    With the embedded SQLite store, artifacts go to ``$NASOPS_HOME/mlartifacts`` (not ``./mlruns`` in whatever
-    directory the command happened to run from). A tracking server keeps its own artifact configuration.
-    """
-    settings = settings or Settings()
-    uri = settings.tracking_uri
-    check_tracking_store(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    name = experiment or settings.experiment
-    client = MlflowClient(uri)
+@dataclass(frozen=True)
+class Tracking:
+    """Where this process's MLflow records go: the store's URI, a client on it (tracking and registry), the
+    experiment and, inside a refresh, the parent run every stage nests under."""
+
+    uri: str
+    client: MlflowClient
+    experiment_id: str
+    parent_run_id: str | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, experiment: str | None = None) -> Tracking:
+        """Check the store (one line when it cannot work) and make sure the experiment exists; no global state.
+
+        With the embedded SQLite store, artifacts go to ``$NASOPS_HOME/mlartifacts`` (not ``./mlruns`` in whatever
+        directory the command happened to run from). A tracking server keeps its own artifact configuration."""
+        uri = settings.tracking_uri
+        check_tracking_store(uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return cls(uri, client, _experiment_id(client, uri, experiment or settings.experiment, settings))
+
+    def under(self, parent_run_id: str) -> Tracking:
+        """This handle with the refresh's parent run."""
+        return replace(self, parent_run_id=parent_run_id)
+
+    def child_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a child process that talks to this store: the URI given, never inherited."""
+        return {**(os.environ if base is None else base), "MLFLOW_TRACKING_URI": self.uri}
+
+    def install(self) -> None:
+        """Point MLflow's fluent API at this store and experiment for the rest of the process (a stage run on its
+        own, a test); the environment stays as it was. Prefer :meth:`fluent`, which also undoes it."""
+        with _environ_kept():
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_registry_uri(self.uri)
+            mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    @contextlib.contextmanager
+    def fluent(self) -> Iterator[Tracking]:
+        """MLflow's fluent API on this store for the block (``start_run``, ``log_model``); afterwards the URIs
+        and the experiment are what they were, and ``os.environ`` was never changed."""
+        from mlflow.tracking import fluent
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        saved = (tracking_utils._tracking_uri, registry_utils._registry_uri, fluent._active_experiment_id)
+        self.install()
+        try:
+            yield self
+        finally:
+            with _environ_kept():
+                mlflow.set_tracking_uri(saved[0])  # also resets MLflow's tracer state tied to the URI
+                registry_utils._registry_uri = saved[1]
+                fluent._active_experiment_id = saved[2]
+
+
+@contextlib.contextmanager
+def _environ_kept() -> Iterator[None]:
+    """MLflow's setters export what they set to ``os.environ``; put the variables back as they were."""
+    before = {key: os.environ.get(key) for key in MLFLOW_ENV}
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _experiment_id(client: MlflowClient, uri: str, name: str, settings: Settings) -> str:
     try:
         exp = client.get_experiment_by_name(name)
     except Exception as exc:  # a dead server, a bad URI: say which and how to fix it
@@ -31,13 +103,18 @@ def configure_mlflow(settings: Settings | None = None, experiment: str | None = 
             f"cannot reach the MLflow tracking store at {uri!r} ({type(exc).__name__}: {exc}). "
             "Start the server, or unset MLFLOW_TRACKING_URI to use the embedded SQLite store."
         ) from exc
-    if exp is None:
-        location = settings.artifact_root if uri.startswith("sqlite:") else None
-        exp_id = client.create_experiment(name, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
-    mlflow.set_experiment(experiment_id=exp_id)
-    return exp_id
+    if exp is not None:
+        return exp.experiment_id
+    location = settings.artifact_root if uri.startswith("sqlite:") else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def configure_mlflow(settings: Settings | None = None, experiment: str | None = None) -> str:
+    """Point MLflow's fluent API at the configured store for the rest of the process (a stage run on its own, a
+    test); returns the experiment id. Entry points use :meth:`Tracking.open` and :meth:`Tracking.fluent` instead."""
+    tracking = Tracking.open(settings or Settings(), experiment)
+    tracking.install()
+    return tracking.experiment_id
 
 
 TRACKING_FIX = "unset MLFLOW_TRACKING_URI to use the embedded SQLite store"
@@ -86,12 +163,11 @@ def check_tracking_store(uri: str, timeout_s: float = 3.0) -> None:
                             "check its logs, or unset MLFLOW_TRACKING_URI")
 
 
-def check_stores(settings: Settings | None = None, *, prediction_log: bool = True, timeout_s: float = 3.0) -> None:
+def check_stores(settings: Settings, *, prediction_log: bool = True, timeout_s: float = 3.0) -> None:
     """The pre-flight of an interactive command (``refresh``, ``serve``, ``status``): the state directory, the
     tracking store and (unless not used) the prediction log, each checked within ``timeout_s`` before anything
     slow starts, so a broken or unreachable store is one line naming it and the fix (exit 2), not minutes of
     retries or a traceback."""
-    settings = settings or Settings()
     settings.state_dir  # noqa: B018 - the property checks (and creates) the directory
     check_tracking_store(settings.tracking_uri, timeout_s)
     if prediction_log:
@@ -108,15 +184,15 @@ def check_prediction_log(url: str, timeout_s: float = 3.0, *, schema: bool = Tru
         raise UserError(str(exc)) from None
 
 
-def client(settings: Settings | None = None) -> MlflowClient:
-    """An ``MlflowClient`` on the configured store (tracking and registry)."""
-    settings = settings or Settings()
+def client(settings: Settings) -> MlflowClient:
+    """An ``MlflowClient`` on the configured store (tracking and registry), without checking or creating anything
+    (:meth:`Tracking.open` does both)."""
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
-def ensure_tracking() -> None:
+def ensure_tracking(settings: Settings | None = None) -> None:
     """Configure MLflow unless a caller (the refresh, a test) already did: a stage run on its own still works."""
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
     if not is_tracking_uri_set() and not mlflow.active_run():
-        configure_mlflow(Settings())
+        configure_mlflow(settings or Settings())

@@ -88,9 +88,10 @@ def test_drift_on_the_champions_traffic_triggers_only_when_enabled(nasops_home, 
     with engine.begin() as conn:
         conn.execute(predictions.insert(), rows)
     off = DriftTriggerConfig()
-    drift = champion_drift("m", off, data_path=path, now=now)
+    drift = champion_drift("m", off, data_path=path, now=now, settings=Settings())
     assert drift is not None and drift.share > 0.5 and drift.rows == len(production)
     assert not should_refresh(drift, off)  # measuring never retrains unless asked to
     assert should_refresh(drift, DriftTriggerConfig(trigger_refresh=True))
     assert not should_refresh(drift, DriftTriggerConfig(trigger_refresh=True, threshold=1.0))
-    assert champion_drift("m", DriftTriggerConfig(window_s=5), data_path=path, now=now) is None  # rows too old
+    old = champion_drift("m", DriftTriggerConfig(window_s=5), data_path=path, now=now, settings=Settings())
+    assert old is None  # rows too old

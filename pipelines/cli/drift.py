@@ -24,7 +24,7 @@ def drift_watch_command(
     from pipelines.drift_trigger import DriftTriggerConfig, drift_watch
     from pipelines.settings import Settings
     from pipelines.summary import print_json
-    from pipelines.tracking import configure_mlflow
+    from pipelines.tracking import Tracking
 
     config = {"window_s": window_s, "threshold": threshold, "min_rows": min_rows, "trigger_refresh": trigger_refresh}
     try:
@@ -36,8 +36,7 @@ def drift_watch_command(
         raise UserError(f"--data {data}: no such file (pass a prepared .npz from the state dir's data/ folder)")
     settings = Settings()
     name = model_name or settings.model_name
-    configure_mlflow(settings)
-    if registry.alias_version(registry.client_for_active(), name, registry.CHAMPION) is None:
+    if registry.alias_version(Tracking.open(settings).client, name, registry.CHAMPION) is None:
         raise UserError(f"model {name!r} has no champion in {settings.tracking_uri}; nothing to watch "
                         "(run `nasops refresh` first)")
     result = drift_watch(name, config, str(data) if data else None)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from pipelines.errors import UserError
+from pipelines.settings import Settings
 
 console = Console(stderr=True)
 
@@ -43,15 +44,19 @@ def build_config(
     task: str | None = None,
     query: str | None = None,
     categorical: str | None = None,
+    allow_schema_change: bool = False,
+    gateway: str | None = None,
+    settings: Settings | None = None,
 ):
     """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig`` — the one place
-    a refresh's options are checked, before Prefect starts or anything trains."""
+    a refresh's options are checked, before Prefect starts or anything trains. The model name is resolved (the
+    settings' when none is given), and a database URL's password moves out of the URL (:func:`_without_password`)."""
     from pipelines.config import RefreshConfig
     from pipelines.errors import parse_model
 
     raw = _load_config_file(config_file)
     flags = {"data": data, "target": target, "max_rows": max_rows, "seed": seed, "model_name": model_name,
-             "top_k": top_k, "task": task, "query": query,
+             "top_k": top_k, "task": task, "query": query, "gateway_url": gateway,
              "categorical": [c.strip() for c in categorical.split(",") if c.strip()] if categorical else None}
     raw.update({k: v for k, v in flags.items() if v is not None})
     for section, values in (("search", {"space": space, "budget": budget, "pool_size": pool_size,
@@ -62,50 +67,54 @@ def build_config(
         given = {k: v for k, v in values.items() if v is not None}
         if given:
             raw[section] = {**(raw.get(section) or {}), **given}
-    if skip_canary:
-        raw["skip_canary"] = True
-    if skip_tournament:
-        raw["skip_tournament"] = True
-    return _without_password(parse_model(RefreshConfig, raw, "refresh configuration"))
+    for flag, on in (("skip_canary", skip_canary), ("skip_tournament", skip_tournament),
+                     ("allow_schema_change", allow_schema_change)):
+        if on:
+            raw[flag] = True
+    config = parse_model(RefreshConfig, raw, "refresh configuration")
+    if config.model_name is None:
+        config = config.model_copy(update={"model_name": (settings or Settings()).model_name})
+    return _without_password(config)
 
 
 def _without_password(config):
-    """A database URL's password moves to this process's environment (``NASOPS_DATA_PASSWORD``): Prefect records
-    the flow's parameters and the refresh state keeps its configuration, and neither may hold a password."""
-    import os
+    """A database URL's password moves to ``data_password``, a field that is never dumped: Prefect records the
+    flow's parameters and the refresh state keeps its configuration, and neither may hold a password."""
+    from pydantic import SecretStr
 
-    from pipelines.sql_source import PASSWORD_ENV, is_sql_url, strip_password
+    from pipelines.sql_source import is_sql_url, strip_password
 
     if not is_sql_url(config.data):
         return config
     url, password = strip_password(config.data)
     if password is None:
         return config
-    os.environ[PASSWORD_ENV] = password
-    return config.model_copy(update={"data": url})
+    return config.model_copy(update={"data": url, "data_password": SecretStr(password)})
 
 
-def preflight(config) -> None:
-    """Load and validate the data, and check the search space can take it, before Prefect starts: a bad file or a
-    space that cannot read the data gets one clear line, not a failed flow run."""
+def preflight(config, settings: Settings) -> None:
+    """Load the data and plan it exactly as the flow's first stage will (validation, the ``--max-rows`` subsample,
+    the split), and check the search space can take it, before Prefect starts: a bad file, a subsample that leaves
+    a class too small or a space that cannot read the data gets one clear line, not a failed flow run."""
     from pipelines.tracking import check_stores
 
     # the state dir, the tracking store and the prediction log (the canary's and the tournament's) answer in
     # seconds or are one line, exit 2: never MLflow's minutes of retries inside a flow run
-    check_stores(prediction_log=not (config.skip_canary and config.skip_tournament))
-    from pipelines.data import DataSpec, load_table, source_label, validate
+    check_stores(settings, prediction_log=not (config.skip_canary and config.skip_tournament))
+    from pipelines.data import DataSpec, load_table, plan_rows
     from pipelines.nas_stage import resolve_space
 
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed, task=config.task,
-                    query=config.query, categorical=config.categorical)
+                    query=config.query, categorical=config.categorical, max_rows=config.max_rows,
+                    password=config.data_password)
     x, y, input_shape = load_table(spec)
-    validate(x, y, source_label(config.data), config.task, config.categorical)
+    plan_rows(spec, x, y)
     resolve_space(config.search, input_shape)
     from pipelines.schema_check import preflight_schema
     from pipelines.targets import preflight_task
 
-    preflight_task(config, y)  # a classifier against a regression champion (or the reverse): one line now
-    preflight_schema(config, x)  # other columns than the champion's: one line now, not a failed flow run
+    preflight_task(config, y, settings)  # a classifier against a regression champion (or the reverse): one line now
+    preflight_schema(config, x, settings)  # other columns than the champion's: one line now, not a failed flow run
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -124,15 +133,34 @@ def _quiet_prefect(verbose: bool) -> None:
     log.propagate = False
 
 
+# Options shared by ``refresh`` and ``schedule`` (one spelling of each help text).
+DATA = typer.Option("digits", help="bundled dataset (digits, mnist5k, diabetes), a .csv/.parquet file, or a database "
+                    "URL (postgresql://USER@HOST/DB, sqlite:///FILE.db) with --query")
+TARGET = typer.Option(None, help="label column of a CSV/Parquet file or of the query's result")
+QUERY = typer.Option(None, "--query", help='SQL whose rows are the table, e.g. "SELECT * FROM t" (with a database '
+                     "URL as --data)")
+CATEGORICAL = typer.Option(None, "--categorical", help="integer feature columns to encode as categories, "
+                           "comma-separated (e.g. zone,rating)")
+CONFIG_FILE = typer.Option(None, "--config", help="YAML/JSON file of RefreshConfig fields")
+
+OPTION_FIELDS = {
+    "data": "data", "target": "target", "query": "query", "categorical": "categorical", "max_rows": "max_rows",
+    "seed": "seed", "model_name": "model_name", "space": "search.space", "budget": "search.budget",
+    "pool_size": "search.pool_size", "max_latency_ms": "search.max_latency_ms", "objective": "search.objective",
+    "task": "task", "runner": "search.runner", "dask_address": "search.dask_address", "epochs": "retrain.epochs",
+    "top_k": "top_k", "drift": "canary.drift", "skip_canary": "skip_canary", "skip_tournament": "skip_tournament",
+    "allow_schema_change": "allow_schema_change", "gateway": "gateway_url",
+}
+"""Each configuration option of ``nasops refresh`` and the field it sets (what a resume compares)."""
+
+
 def refresh(
-    data: str = typer.Option("digits", help="bundled dataset (digits, mnist5k, diabetes), a .csv/.parquet file, or a "
-                             "database URL (postgresql://USER@HOST/DB, sqlite:///FILE.db) with --query"),
-    target: str | None = typer.Option(None, help="label column of a CSV/Parquet file or of the query's result"),
-    query: str | None = typer.Option(None, "--query", help='SQL whose rows are the table, e.g. "SELECT * FROM t" '
-                                     "(with a database URL as --data)"),
-    categorical: str | None = typer.Option(None, "--categorical", help="integer feature columns to encode as "
-                                           "categories, comma-separated (e.g. zone,rating)"),
-    config_file: Path | None = typer.Option(None, "--config", help="YAML/JSON file of RefreshConfig fields"),
+    ctx: typer.Context,
+    data: str = DATA,
+    target: str | None = TARGET,
+    query: str | None = QUERY,
+    categorical: str | None = CATEGORICAL,
+    config_file: Path | None = CONFIG_FILE,
     max_rows: int | None = typer.Option(None, help="stratified subsample of the data, for quick runs"),
     seed: int | None = typer.Option(None, help="seed for splits, sampling and training (every stage)"),
     model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
@@ -155,39 +183,77 @@ def refresh(
                                              "data's columns differ from its champion's"),
     gateway: str | None = typer.Option(None, "--gateway", help="start the rollout on this running gateway and "
                                        "return (default $NASOPS_GATEWAY_URL; none: the embedded canary)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the last unfinished refresh (or --refresh-id)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the last unfinished refresh (or --refresh-id), "
+                                "with the configuration it started with"),
     refresh_id: str | None = typer.Option(None, help="the unfinished refresh to continue (implies --resume)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's log lines for every task"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object (nothing else on stdout)"),
 ) -> None:
     """Run the whole model refresh: data prep, NAS, retrain + register, canary, promote or roll back."""
     _quiet_prefect(verbose)  # before anything imports Prefect: its log level is read once, at import
-    config = build_config(config_file, data, target, max_rows, seed, model_name, space, budget, pool_size,
-                          max_latency_ms, runner, dask_address, epochs, top_k, drift, skip_canary,
-                          skip_tournament, objective=objective, task=task, query=query, categorical=categorical)
-    if allow_schema_change:
-        config = config.model_copy(update={"allow_schema_change": True})
-    if gateway:
-        config = config.model_copy(update={"gateway_url": gateway})
-    preflight(config)
+    settings = Settings()  # this command's one Settings: everything below takes it (or what it holds)
+    options = {name: ctx.params[name] for name in (*OPTION_FIELDS, "config_file")}
+    config = build_config(**{k: v for k, v in options.items() if k != "gateway"}, gateway=gateway, settings=settings)
+    config, resume_id = _resumed(settings, config, refresh_id, resume, _given(ctx, options), config_file)
+    preflight(config, settings)
     if config.gateway_url and not config.skip_canary:  # before anything trains: the rollout needs that gateway
         from pipelines.gateway_admin import gateway_ready
 
         gateway_ready(config.gateway_url.rstrip("/"))
-    resume_id = _resume_id(refresh_id, resume)
+    _run_refresh(config, resume_id, as_json)
+
+
+def _given(ctx: typer.Context, options: dict[str, Any]) -> list[str]:
+    """The options the user typed (or set through the environment), not those left at their defaults."""
+    return [name for name in options if (source := ctx.get_parameter_source(name)) is not None
+            and source.name != "DEFAULT"]
+
+
+def _resumed(settings: Settings, config, refresh_id: str | None, resume: bool, given: list[str],
+             config_file: Path | None) -> tuple[Any, str | None]:
+    """``(the configuration to run, the refresh id to resume or None)``. A resume runs the recorded configuration
+    only; an option given now that changes it is refused in one line (--resume never mixes two configurations)."""
+    if refresh_id is None and not resume:
+        return config, None
+    from pipelines import refresh_state
+
+    home = settings.state_dir
+    record = refresh_state.load(home, refresh_id) if refresh_id else refresh_state.latest_unfinished(home)
+    changed = refresh_state.conflicts(record.config, config.model_dump(mode="json"))
+    fields = {OPTION_FIELDS[name]: f"--{name.replace('_', '-')}" for name in given if name in OPTION_FIELDS}
+    if config_file is not None:
+        fields.update({field: f"--config {config_file}" for field in _dotted(_load_config_file(config_file))})
+    for field, option in fields.items():
+        if field in changed:
+            old, new = changed[field]
+            raise UserError(f"{option} gives {field}={new!r}, but refresh {record.refresh_id} was started with "
+                            f"{old!r} and --resume continues its recorded configuration; drop {option.split()[0]} "
+                            "to resume it, or run without --resume to start a new refresh with it")
+    return refresh_state.resumed_config(record, None).model_copy(
+        update={"data_password": config.data_password}), record.refresh_id
+
+
+def _dotted(mapping: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"search": {"budget": 3}}`` -> ``["search.budget"]``: the fields a config file sets."""
+    out: list[str] = []
+    for key, value in mapping.items():
+        out.extend(_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])
+    return out
+
+
+def _run_refresh(config, resume_id: str | None, as_json: bool) -> None:
+    """The flow itself, under the watchdog, then its summary (stdout: the table, or the JSON alone)."""
     import contextlib
     import sys
 
+    from pipelines import supervisor
     from pipelines.refresh import model_refresh
+    from pipelines.sql_source import display_url
     from pipelines.summary import print_json, refresh_details, refresh_table
 
     console.rule("[bold]nasops refresh")
-    from pipelines.sql_source import display_url
-
     console.print(f"data: {display_url(config.data)}   model: {config.model_name}   seed: {config.seed}"
                   + (f"   resuming: {resume_id}" if resume_id else ""))
-    from pipelines import supervisor
-
     watchdog = supervisor.start()  # what this refresh starts dies with it, even on kill -9
     # Whatever the libraries print while the flow runs goes to stderr: under --json, stdout is the JSON alone.
     try:
@@ -204,27 +270,15 @@ def refresh(
         out.print(line, overflow="fold", highlight=False)
 
 
-def _resume_id(refresh_id: str | None, resume: bool) -> str | None:
-    if refresh_id is None and not resume:
-        return None
-    from pipelines import refresh_state
-    from pipelines.settings import Settings
-
-    home = Settings().state_dir
-    record = refresh_state.load(home, refresh_id) if refresh_id else refresh_state.latest_unfinished(home)
-    return record.refresh_id
-
-
 def schedule(
     cron: str = typer.Option(..., help='cron expression, e.g. "0 3 * * 0" (Sundays 03:00)'),
     name: str = typer.Option("nasops-refresh", help="deployment name"),
     timezone: str | None = typer.Option(None, help="IANA time zone of the cron expression (default UTC)"),
-    data: str = typer.Option("digits", help="bundled dataset, a .csv/.parquet file, or a database URL with --query"),
-    target: str | None = typer.Option(None, help="label column of a CSV/Parquet file or of the query's result"),
-    query: str | None = typer.Option(None, "--query", help="SQL whose rows are the table (a database URL as --data)"),
-    categorical: str | None = typer.Option(None, "--categorical", help="integer feature columns to encode as "
-                                           "categories, comma-separated"),
-    config_file: Path | None = typer.Option(None, "--config", help="YAML/JSON file of RefreshConfig fields"),
+    data: str = DATA,
+    target: str | None = TARGET,
+    query: str | None = QUERY,
+    categorical: str | None = CATEGORICAL,
+    config_file: Path | None = CONFIG_FILE,
     check: bool = typer.Option(False, "--check", help="validate and print the deployment, then exit"),
 ) -> None:
     """Serve the refresh as a Prefect deployment on a cron schedule (runs until interrupted)."""
@@ -235,8 +289,17 @@ def schedule(
     except ValidationError as exc:
         raise UserError(f"--cron {cron!r} is not a valid cron expression (5 fields: minute hour day month "
                         f"weekday, e.g. \"0 3 * * 0\"): {exc.errors()[0]['msg']}") from exc
-    config = build_config(config_file, data, target, query=query, categorical=categorical)  # password -> env
-    preflight(config)
+    settings = Settings()
+    config = build_config(config_file, data, target, query=query, categorical=categorical, settings=settings)
+    preflight(config, settings)
+    if config.data_password is not None:
+        # the one place the password travels in the environment: the flow runs are child processes that serve()
+        # starts with this process's environment, and a deployment's parameters are recorded
+        import os
+
+        from pipelines.sql_source import PASSWORD_ENV
+
+        os.environ[PASSWORD_ENV] = config.data_password.get_secret_value()
     from pipelines.refresh import model_refresh
 
     deployment = model_refresh.to_deployment(
@@ -263,17 +326,13 @@ def status(
 ) -> None:
     """Registered versions, their aliases and the last canary decisions."""
     from pipelines import registry
-    from pipelines.settings import Settings
     from pipelines.summary import decisions, history_table, online_table, print_json, status_table
-    from pipelines.tracking import configure_mlflow
+    from pipelines.tracking import Tracking, check_prediction_log
 
     settings = Settings()
     name = model_name or settings.model_name
-    from pipelines.tracking import check_prediction_log
-
     check_prediction_log(settings.prediction_log_url)  # a bad log URL is one line, before MLflow says anything
-    configure_mlflow(settings)
-    versions = registry.list_versions(registry.client_for_active(), name)
+    versions = registry.list_versions(Tracking.open(settings).client, name)
     online = _online(settings, window_s)
     if as_json:
         print_json({"model_name": name, "versions": versions, "decisions": decisions(versions), "online": online})
@@ -287,7 +346,7 @@ def status(
         out.print(online_table(online, window_s))
 
 
-def _online(settings, window_s: float) -> dict | None:
+def _online(settings: Settings, window_s: float) -> dict | None:
     """The online summary of the last ``window_s`` seconds, or None without a prediction log yet."""
     import time
 

@@ -51,7 +51,6 @@ def serve(
     log_mode: str = typer.Option(None, help="prediction log: batched (default) or sync (durable before answering)"),
 ) -> None:
     """Serve champion and challenger from the registry (the canary gateway) until interrupted."""
-    from serving.models import resolve_alias
     from serving.server import serve_forever
 
     if mode is not None and mode not in ("split", "shadow"):
@@ -61,24 +60,7 @@ def serve(
                           challenger_timeout_s=challenger_timeout, log_mode=log_mode,
                           admin_token_file=str(admin_token_file) if admin_token_file else None,
                           feedback_token_file=str(feedback_token_file) if feedback_token_file else None)
-    from pipelines.tracking import check_prediction_log, check_tracking_store
-
-    # seconds, not MLflow's minutes of retries, for a store that is down or broken: one line, exit 2
-    check_tracking_store(gw.tracking_uri)
-    check_prediction_log(gw.prediction_log_url)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=gw.tracking_uri, registry_uri=gw.tracking_uri)
-    try:
-        champion = resolve_alias(client, gw.model_name, gw.champion_alias)
-    except Exception as exc:
-        raise UserError(f"cannot reach the MLflow registry at {gw.tracking_uri!r}: {exc}") from exc
-    from monitoring.prediction_log import create_log_engine
-
-    try:  # a wrong log URL is the user's to fix: say so here, not inside a worker's traceback
-        create_log_engine(gw.prediction_log_url).dispose()
-    except (ValueError, ImportError) as exc:
-        raise UserError(f"prediction log: {exc}") from exc
+    champion = _preflight(gw)
     if champion is None:
         console.print(f"[yellow]warning:[/] model {gw.model_name!r} has no alias {gw.champion_alias!r} yet: the "
                       "gateway starts unready and picks it up when it appears (run `nasops refresh` first)")
@@ -95,6 +77,29 @@ def serve(
         serve_forever(gw, host=host, port=port, workers=workers, state_dir=settings.state_dir / "gateway")
     finally:
         supervisor.done(watchdog)
+
+
+def _preflight(gw) -> str | None:
+    """The stores the gateway will use answer, in seconds (not MLflow's minutes of retries) or one line, exit 2;
+    returns the champion's version (None: no champion yet)."""
+    from mlflow.tracking import MlflowClient
+
+    from monitoring.prediction_log import create_log_engine
+    from pipelines.tracking import check_prediction_log, check_tracking_store
+    from serving.models import resolve_alias
+
+    check_tracking_store(gw.tracking_uri)
+    check_prediction_log(gw.prediction_log_url)
+    client = MlflowClient(tracking_uri=gw.tracking_uri, registry_uri=gw.tracking_uri)
+    try:
+        champion = resolve_alias(client, gw.model_name, gw.champion_alias)
+    except Exception as exc:
+        raise UserError(f"cannot reach the MLflow registry at {gw.tracking_uri!r}: {exc}") from exc
+    try:  # a wrong log URL is the user's to fix: say so here, not inside a worker's traceback
+        create_log_engine(gw.prediction_log_url).dispose()
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"prediction log: {exc}") from exc
+    return champion
 
 
 def _load_rows(data: Path, split: str, target: str | None):
