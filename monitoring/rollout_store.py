@@ -66,6 +66,7 @@ rollouts = sa.Table(
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("history", sa.Text, nullable=False),
     sa.Column("last_verdict", sa.Text, nullable=True),
+    sa.Column("model_ref", sa.Text, nullable=True),
 )
 
 events = sa.Table(
@@ -80,7 +81,7 @@ events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False),
 )
 
-_JSON = ("config", "history", "last_verdict")
+_JSON = ("config", "history", "last_verdict", "model_ref")
 
 
 class RolloutConflict(RuntimeError):
@@ -123,6 +124,7 @@ class Rollout:
     gateway_url: str | None = None
     run_id: str | None = None
     data_path: str | None = None
+    model_ref: dict | None = None
 
     @property
     def terminal(self) -> bool:
