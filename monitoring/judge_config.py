@@ -2,7 +2,7 @@
 
 After Kayenta's canary config: :class:`JudgeConfig` says which metrics are compared and how they are scored (per
 metric: source, direction, critical flag, group, tolerance). The rollout around the judge (steps, intervals,
-traffic) is pipeline policy and lives in ``pipelines.canary.config``. Unknown keys are an error that names the key,
+traffic) is pipeline policy and lives in ``pipelines.control.config``. Unknown keys are an error that names the key,
 so a typo never silently falls back to a default.
 """
 

@@ -144,7 +144,7 @@ def _optional_stages(config: RefreshConfig, model_name: str, data: PreparedData,
         tournament = clock.stage("shadow_tournament", run_tournament)
     canary: dict[str, Any] = {}
     if not config.skip_canary and config.gateway_url:
-        from pipelines.canary.handover import hand_over
+        from pipelines.control.handover import hand_over
 
         canary = clock.stage("canary_handover", lambda: hand_over(model_name, data.path, config.canary,
                                                                   config.gateway_url,
