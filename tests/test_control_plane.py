@@ -139,3 +139,27 @@ def test_the_control_plane_imports_neither_torch_nor_nas():
     heavy, canary = proc.stdout.strip().splitlines()
     assert heavy == "[]", f"the control plane imported {heavy}"
     assert canary == "[]", f"the control plane imported the training side: {canary}"
+
+
+def test_a_stored_reference_is_bounded_in_rows_and_in_values():
+    from monitoring.core.model_ref import DriftReference
+    from pipelines.control.reference import MAX_CELLS, bounded
+
+    wide = DriftReference(rows=np.zeros((3000, 784)).tolist(), columns=[f"f{i}" for i in range(784)],
+                          target_values=list(range(300)))
+    small = bounded(wide, rows=1000)
+    assert len(small.rows) * 784 <= MAX_CELLS and len(small.rows) >= 50
+    assert small.target_values == list(range(300))
+    assert len(bounded(DriftReference(target_values=list(range(5000)))).target_values) == 2000
+
+
+def test_a_classifiers_reference_is_its_training_class_mix_and_rows():
+    from pipelines.canary.reference import drift_reference
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    y = np.array([0] * 15 + [1] * 5)
+    data = TaskData(x_train=x, y_train=y, x_val=x[:2], y_val=y[:2], input_shape=(2,), num_classes=2,
+                    meta={"classes": ["cat", "dog"], "feature_names": ["a", "b"]})
+    ref = drift_reference(data)
+    assert ref.class_mix == {"cat": 15.0, "dog": 5.0} and ref.target_values is None
+    assert ref.columns == ["a", "b"] and ref.rows[1] == [2.0, 3.0] and len(ref.rows) == 20

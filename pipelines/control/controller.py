@@ -219,7 +219,10 @@ def _interval_drift(ctx: StepContext, since: float, until: float) -> dict[str, A
 
     reference = ctx.reference_frame()
     if reference is None:
-        return no_drift(ctx.models.note or "the drift reference holds no input rows this drift compares")
+        table = ctx.reference is not None and ctx.reference.input_form == "table"
+        return no_drift(ctx.models.note or ("a table model's drift reference holds no raw training rows: its input "
+                                            "drift is not computed" if table else "the drift reference holds no "
+                                            "input rows"))
     try:
         return interval_drift(read_predictions(ctx.store.engine, since, until), reference, ctx.cfg)
     except Exception as exc:  # drift informs the dashboards; it must not stop the rollout

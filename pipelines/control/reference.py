@@ -24,12 +24,15 @@ from pipelines.control.versions import model_ref
 
 log = logging.getLogger("nasops.canary")
 
-__all__ = ["DRIFT_REFERENCE_ARTIFACT", "MAX_ROWS", "RolloutModels", "bounded", "log_reference", "reference_frame",
-           "resolve_models"]
+__all__ = ["DRIFT_REFERENCE_ARTIFACT", "MAX_CELLS", "MAX_ROWS", "RolloutModels", "bounded", "log_reference",
+           "reference_frame", "resolve_models"]
 
 DRIFT_REFERENCE_ARTIFACT = "drift_reference.json"
 MAX_ROWS = 2000
 """At most this many training rows (and target values) in a stored reference: the record is read on every poll."""
+MAX_CELLS = 100_000
+"""And at most this many input values (a wide image model keeps fewer rows, never fewer than ``MIN_ROWS``)."""
+MIN_ROWS = 50
 
 Source = Literal["prepared", "artifact"]
 
@@ -47,18 +50,21 @@ class RolloutModels(BaseModel):
 
 
 def bounded(reference: DriftReference, rows: int = MAX_ROWS, seed: int = 0) -> DriftReference:
-    """``reference`` with at most ``rows`` input rows and target values (a seeded sample, order kept)."""
+    """``reference`` with at most ``rows`` input rows and target values (a seeded sample, order kept), within
+    :data:`MAX_ROWS` and :data:`MAX_CELLS`."""
     rows = min(rows, MAX_ROWS)
+    width = len(reference.rows[0]) if reference.rows else 0
+    row_cap = max(MIN_ROWS, MAX_CELLS // width) if width else rows
     rng = np.random.default_rng(seed)
 
-    def sample(values: list) -> list:
-        if len(values) <= rows:
+    def sample(values: list, n: int) -> list:
+        if len(values) <= n:
             return values
-        keep = np.sort(rng.choice(len(values), rows, replace=False))
+        keep = np.sort(rng.choice(len(values), n, replace=False))
         return [values[i] for i in keep]
 
-    targets = None if reference.target_values is None else sample(reference.target_values)
-    return reference.model_copy(update={"rows": sample(reference.rows), "target_values": targets})
+    targets = None if reference.target_values is None else sample(reference.target_values, rows)
+    return reference.model_copy(update={"rows": sample(reference.rows, min(rows, row_cap)), "target_values": targets})
 
 
 def log_reference(client: Any, run_id: str, model_name: str, version: str, reference: DriftReference) -> str:
