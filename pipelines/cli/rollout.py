@@ -62,7 +62,8 @@ def start(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
     steps: str | None = typer.Option(None, help="challenger traffic shares, e.g. 0.05,0.25,0.5,1"),
     interval_s: float | None = typer.Option(None, "--interval-s", help="seconds between two judged looks"),
-    data: Path | None = typer.Option(None, help="prepared data (.npz) as the drift reference (optional)"),
+    data: Path | None = typer.Option(None, help="prepared data (.npz) as the drift reference (default: the "
+                                      "one registered with the challenger)"),
     prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
     detach: bool = typer.Option(False, "--detach", help="create the rollout and return; serve its controller with "
                                 "`nasops canary controller`"),
