@@ -4,7 +4,7 @@ Each canary draws per-request samples from stated distributions (no servers): er
 latency is log-normal with scheduler noise (stalls on single requests and bursts hitting one variant in one
 interval, as on a loaded 2-core machine), prediction drift is one value per 100-request chunk. Both judges look
 after every interval at the cumulative samples since the canary started and drive the real rollout state machine
-(``pipelines.canary.rollout.RolloutState``, steps 5/25/50/100 %). The sequential judge's decisions come from
+(``pipelines.control.rollout.RolloutState``, steps 5/25/50/100 %). The sequential judge's decisions come from
 ``monitoring.sequential`` (the code the judge runs); the fixed-horizon judge's from a vectorised copy of
 ``monitoring.judge.classify_metric`` (asymptotic U test, exact hypergeometric test for sparse binary samples) scored
 by the real ``Judge.score``.
@@ -30,8 +30,8 @@ from monitoring import sequential as seq
 from monitoring.judge import HIGH, LOW, NODATA, PASS, ROBUST_RATIO, Judge, MetricResult, Verdict
 from monitoring.judge_config import default_judge_config
 from monitoring.vocabulary import PROMOTED
-from pipelines.canary.config import load_canary_config
-from pipelines.canary.rollout import RolloutState, schedule
+from pipelines.control.config import load_canary_config
+from pipelines.control.rollout import RolloutState, schedule
 
 CHUNK = 100  # requests per prediction-drift chunk
 # sequential: the always-valid judge (method: sequential); fixed_horizon: the Mann-Whitney "not worse" judge;

@@ -2,7 +2,7 @@
 
 After Kayenta's canary config: :class:`JudgeConfig` says which metrics are compared and how they are scored (per
 metric: source, direction, critical flag, group, tolerance). The rollout around the judge (steps, intervals,
-traffic) is pipeline policy and lives in ``pipelines.canary.config``. Unknown keys are an error that names the key,
+traffic) is pipeline policy and lives in ``pipelines.control.config``. Unknown keys are an error that names the key,
 so a typo never silently falls back to a default.
 """
 
@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from monitoring.core.tasks import get_task
 
 Direction = Literal["increase", "decrease", "either"]
 Source = Literal["prediction_log", "prometheus"]
@@ -200,7 +202,7 @@ def for_task(config: JudgeConfig, task: str) -> JudgeConfig:
     """``config`` as it applies to a model of ``task``: for a regression, the metrics that need class labels
     (:data:`CLASS_MEASURES`: online accuracy, confidence) are replaced by the regression metric set's RMSE and MAE
     (kept where the config names them already); everything else (errors, latency, drift) stays as configured."""
-    if task != "regression" or not any(m.measure in CLASS_MEASURES for m in config.metrics):
+    if not get_task(task).numeric_labels or not any(m.measure in CLASS_MEASURES for m in config.metrics):
         return config
     kept = [m for m in config.metrics if m.measure not in CLASS_MEASURES]
     names = {m.name for m in kept}

@@ -11,7 +11,7 @@ writes and the judge already reads, so a rollout needs no new store. Two tables:
   decision), written in the same transaction as the row change it explains.
 
 This module knows nothing of the judge or the registry: it stores and fences. The policy is in
-``pipelines.canary.controller``; the gateway's side is :class:`serving.rollout_follower.RolloutFollower`.
+``pipelines.control.controller``; the gateway's side is :class:`serving.rollout_follower.RolloutFollower`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from monitoring.judge_config import JudgeConfig, default_judge_config
-from pipelines.canary.config import CanaryConfig
+from pipelines.control.config import CanaryConfig
 
 __all__ = [
     "CanaryConfig",

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from mlflow.tracking import MlflowClient
 
 from monitoring import vocabulary as v
+from monitoring.core.enums import Decision
 from monitoring.vocabulary import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from pipelines.registry import alias_version
 
@@ -81,7 +82,7 @@ def promote(
         step("previous-champion")
         client.set_registered_model_alias(model_name, CHAMPION, version)
     step("champion")
-    _tag(client, model_name, version, decision_tags(v.PROMOTED, reason, verdict, score, canary_run_id))
+    _tag(client, model_name, version, decision_tags(Decision.PROMOTED, reason, verdict, score, canary_run_id))
     client.set_model_version_tag(model_name, version, PROMOTION_TAG, "complete")
     step("tagged")
     if not keep_challenger_alias:
@@ -105,7 +106,7 @@ def roll_back(
     version = str(version)
     if _alias_version(client, model_name, CHAMPION) == version:
         raise ValueError(f"version {version} of {model_name!r} is the champion; only a challenger can be rolled back")
-    _tag(client, model_name, version, decision_tags(v.ROLLED_BACK, reason, verdict, score, canary_run_id))
+    _tag(client, model_name, version, decision_tags(Decision.ROLLED_BACK, reason, verdict, score, canary_run_id))
     client.set_model_version_tag(model_name, version, v.REJECTED, reason)
     if not keep_challenger_alias:
         _drop_challenger_alias(client, model_name, version)

@@ -152,7 +152,7 @@ def _canary_stage(config: RefreshConfig, model_name: str, data: PreparedData, cl
     if config.skip_canary:
         return None
     if config.gateway_url:
-        from pipelines.canary.handover import hand_over
+        from pipelines.control.handover import hand_over
 
         return clock.stage("canary_handover", lambda: hand_over(model_name, data.path, config.canary,
                                                                  config.gateway_url,

@@ -12,7 +12,7 @@ import logging
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -23,7 +23,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 from monitoring.vocabulary import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, REJECTED, TAG_PREFIX, tag
-from nas.export import FlatInputClassifier
+
+if TYPE_CHECKING:  # the control plane reads tags and moves aliases through this module: it must not import torch
+    from nas.export import FlatInputClassifier
 
 __all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION", "TAG_PREFIX", "alias_version", "log_and_register"]
 

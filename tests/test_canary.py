@@ -12,7 +12,7 @@ from fixtures_registry import build_registry
 
 from monitoring.judge import NODATA, PASS, MetricResult, Verdict
 from pipelines.canary import RolloutState, parse_config, schedule
-from pipelines.canary.config import load_canary_config
+from pipelines.control.config import load_canary_config
 from pipelines.errors import UserError
 
 

@@ -85,7 +85,7 @@ def two_versions(tmp_path, nasops_home):
 
 @pytest.mark.slow
 def test_the_canary_refuses_variants_no_request_suits(two_versions):
-    from pipelines.canary.flow import variants
+    from pipelines.control.versions import variants
 
     client, _ = two_versions(_table(["size", "colour", "age"]), _table(["size", "colour", "height"]))
     with pytest.raises(UserError) as err:
@@ -96,8 +96,8 @@ def test_the_canary_refuses_variants_no_request_suits(two_versions):
     # `nasops canary start` goes through the same check (start_rollout -> variants): no rollout is created
     from monitoring.prediction_log import create_log_engine
     from monitoring.rollout_store import RolloutStore
-    from pipelines.canary.config import CanaryConfig
-    from pipelines.canary.controller import start_rollout
+    from pipelines.control.config import CanaryConfig
+    from pipelines.control.controller import start_rollout
     from pipelines.settings import Settings
 
     store = RolloutStore(create_log_engine(Settings().prediction_log_url))
@@ -109,7 +109,8 @@ def test_the_canary_refuses_variants_no_request_suits(two_versions):
 @pytest.mark.slow
 def test_compatible_traffic_is_the_shared_columns_in_the_champions_order(two_versions):
     from nas.data import TaskData
-    from pipelines.canary.flow import compatible_traffic, variants
+    from pipelines.canary.flow import compatible_traffic
+    from pipelines.control.versions import variants
     from pipelines.schema_check import judgeable_columns
 
     client, prepared = two_versions(_table(["age", "size", "colour"]), _table(["colour", "size"]))

@@ -17,7 +17,7 @@ from monitoring.judge import (
     mann_whitney,
 )
 from monitoring.judge_config import JudgeConfig, MetricConfig, default_judge_config
-from pipelines.canary.config import CanaryConfig, load_canary_config
+from pipelines.control.config import CanaryConfig, load_canary_config
 
 RNG = np.random.default_rng(42)
 

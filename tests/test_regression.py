@@ -208,7 +208,7 @@ def test_the_prediction_log_gives_absolute_errors_of_numeric_labels(tmp_path):
     assert np.allclose(drift_champion, 0.0) and np.all(drift_challenger > 0)
     # the target's drift: the labels that came back against the training targets (Evidently, normed Wasserstein)
     from monitoring.prediction_log import read_predictions
-    from pipelines.canary.evidence import target_drift
+    from pipelines.control.evidence import target_drift
 
     frame = read_predictions(engine)
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import pytest
 from servers import wait_until
 
 from monitoring.rollout_store import RolloutStore
-from pipelines.canary.config import load_canary_config
+from pipelines.control.config import load_canary_config
 from pipelines.errors import UserError
 from serving.server import start_gateway
 
@@ -21,8 +21,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
 def test_hand_over_starts_the_rollout_on_the_gateway_and_operators_steer_it(registry, monkeypatch, tmp_path):
-    from pipelines.canary import controller
-    from pipelines.canary.handover import hand_over
+    from pipelines.control import commands as controller
+    from pipelines.control.handover import hand_over
 
     monkeypatch.setenv("NASOPS_HOME", str(registry.home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
@@ -60,7 +60,7 @@ def test_hand_over_starts_the_rollout_on_the_gateway_and_operators_steer_it(regi
 
 
 def test_a_gateway_on_another_rollout_store_is_refused_and_nothing_stays_active(registry, monkeypatch, tmp_path):
-    from pipelines.canary.handover import hand_over
+    from pipelines.control.handover import hand_over
 
     monkeypatch.setenv("NASOPS_HOME", str(registry.home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
@@ -72,7 +72,7 @@ def test_a_gateway_on_another_rollout_store_is_refused_and_nothing_stays_active(
 
 
 def test_hand_over_to_a_dead_gateway_is_one_clear_error(registry, monkeypatch):
-    from pipelines.canary.handover import hand_over
+    from pipelines.control.handover import hand_over
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
     with pytest.raises(UserError, match="cannot reach the gateway"):

@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from monitoring.prediction_log import predictions
 from monitoring.rollout_store import RolloutConflict, RolloutStore, StaleRollout
 from monitoring.sources import PredictionLogSource
-from pipelines.canary.config import load_canary_config
-from pipelines.canary.controller import pause, reconcile, resume
+from pipelines.control.commands import pause, resume
+from pipelines.control.config import load_canary_config
+from pipelines.control.controller import reconcile
 
 CFG = {"steps": [0.5, 1.0], "interval_s": 5.0, "label_wait_s": 2.0, "min_label_coverage": 0.5,
        "judge": {"method": "fixed_horizon"}}

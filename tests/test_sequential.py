@@ -202,7 +202,7 @@ def test_canary_simulation_runs_the_rollout_and_rejects_bad_arguments(capsys):
 
 
 def test_a_judge_section_without_metrics_keeps_the_default_metrics():
-    from pipelines.canary.config import load_canary_config
+    from pipelines.control.config import load_canary_config
 
     cfg = load_canary_config({"judge": {"method": "fixed_horizon", "alpha": 0.01}})
     assert cfg.judge.method == "fixed_horizon" and cfg.judge.alpha == 0.01

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.canary.config import CanaryConfig
-from pipelines.canary.drift import distinct_inputs, interval_drift, table_encoder
 from pipelines.canary.flow import reference_frame
+from pipelines.canary.reference import table_encoder
+from pipelines.control.config import CanaryConfig
+from pipelines.control.drift import distinct_inputs, interval_drift
 from pipelines.data import DataSpec, prepare
 from pipelines.prepared import load_prepared
 

@@ -170,8 +170,8 @@ def test_the_canarys_drift_summary_is_a_drift_summary(tmp_path):
     """``features`` is the number of features compared (monitoring.drift.DataDrift.columns), not a list of names:
     the contract said a list, and the first canary with enough distinct rows would have failed to build its
     result."""
-    from pipelines.canary.config import CanaryConfig
-    from pipelines.canary.evidence import drift_summary
+    from pipelines.control.config import CanaryConfig
+    from pipelines.control.evidence import drift_summary
 
     rng = np.random.default_rng(0)
     reference = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])

@@ -1,5 +1,7 @@
-"""The canary stage, one job per module: ``config`` (rollout policy), ``rollout`` (the state machine), ``drift``
-(the drift worker), ``evidence`` (report and decision), ``flow`` (the Prefect flow and its interval loop).
+"""The embedded canary, the training pipeline's side of a rollout: ``flow`` (the refresh's canary stage: a private
+gateway, a traffic process and the controller reconciling in-process) and ``reference`` (a model's drift reference
+from its prepared data). The control plane itself (rollout policy, state machine, controller, operator commands,
+evidence, the Prefect deployment) is :mod:`pipelines.control`, which imports nothing from here.
 
 Names are exported lazily so that importing the configuration does not import MLflow, Prefect and the gateway.
 """
@@ -10,14 +12,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CanaryConfig": "pipelines.canary.config",
-    "load_canary_config": "pipelines.canary.config",
-    "Phase": "pipelines.canary.rollout",
-    "RolloutState": "pipelines.canary.rollout",
-    "schedule": "pipelines.canary.rollout",
+    "CanaryConfig": "pipelines.control.config",
+    "load_canary_config": "pipelines.control.config",
+    "parse_config": "pipelines.control.config",
+    "Phase": "pipelines.control.rollout",
+    "RolloutState": "pipelines.control.rollout",
+    "schedule": "pipelines.control.rollout",
     "canary_rollout": "pipelines.canary.flow",
     "run_canary": "pipelines.canary.flow",
-    "parse_config": "pipelines.canary.flow",
     "load_prepared": "pipelines.prepared",
 }
 

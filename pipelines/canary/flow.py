@@ -2,11 +2,12 @@
 
 Embedded (no gateway of the user's configured): the stage starts a gateway process serving ``@champion`` and
 ``@challenger`` and a separate traffic process that plays the ``prod`` split with late labels, creates the rollout
-record the gateway follows, and runs the production controller (:mod:`pipelines.canary.controller`) in this
-process until it decides: shadow (optional) and the traffic steps (5% -> 25% -> 50% -> 100% by default), each
+record the gateway follows, and runs the production controller (:mod:`pipelines.control.controller`) in this
+process until it decides (it reads no file: the drift reference built here from the prepared data is stored with
+the rollout): shadow (optional) and the traffic steps (5% -> 25% -> 50% -> 100% by default), each
 judged on that step's samples. Evidence goes to an MLflow run nested under the refresh's run
-(:mod:`pipelines.canary.evidence`). Against a real gateway, ``nasops canary start --gateway URL`` runs the same
-controller as a Prefect deployment instead (:mod:`pipelines.canary.deployment`).
+(:mod:`pipelines.control.evidence`). Against a real gateway, ``nasops canary start --gateway URL`` runs the same
+controller as a Prefect deployment instead (:mod:`pipelines.control.deployment`).
 """
 
 from __future__ import annotations
@@ -24,43 +25,17 @@ from prefect import flow, get_run_logger
 
 from monitoring.drift import features_frame
 from monitoring.rollout_store import RolloutStore
-from monitoring.vocabulary import CHALLENGER, CHAMPION
 from nas.data import TaskData
 from pipelines import registry
-from pipelines.canary.config import CanaryConfig, load_canary_config
-from pipelines.canary.controller import reconcile, start_rollout
+from pipelines.canary.reference import drift_reference
 from pipelines.contracts import CanaryOutput
+from pipelines.control.config import CanaryConfig, parse_config
+from pipelines.control.controller import reconcile, start_rollout
+from pipelines.control.versions import variants
 from pipelines.errors import UserError
 from pipelines.gateway_session import GatewaySession, gateway_session
 from pipelines.prepared import load_prepared
 from pipelines.tracking import ensure_tracking
-
-
-def parse_config(config: dict[str, Any] | CanaryConfig | str | Path | None) -> CanaryConfig:
-    """Validate the canary options (a dict, a YAML path or None for the defaults); mistakes -> UserError."""
-    if isinstance(config, CanaryConfig):
-        return config
-    try:
-        return load_canary_config(config)
-    except ValueError as exc:
-        raise UserError(f"{exc}") from None
-
-
-def variants(client: Any, model_name: str) -> tuple[Any, Any]:
-    """The champion and challenger versions of ``model_name`` (both aliases must exist and differ)."""
-    champion = registry.alias_version(client, model_name, CHAMPION)
-    challenger = registry.alias_version(client, model_name, CHALLENGER)
-    if champion is None or challenger is None:
-        missing = [a for a, v in ((CHAMPION, champion), (CHALLENGER, challenger)) if v is None]
-        raise UserError(f"model {model_name!r} has no {' and no '.join(missing)} alias; register versions and set "
-                        "the aliases 'champion' and 'challenger' before running the canary")
-    if str(champion.version) == str(challenger.version):
-        raise UserError(f"'champion' and 'challenger' of {model_name!r} both point at version {champion.version}; "
-                        "register a new version as challenger")
-    from pipelines.schema_check import judgeable_columns
-
-    judgeable_columns(model_name, champion, challenger)  # other columns that no request suits both: refused here
-    return champion, challenger
 
 
 def compatible_traffic(data_path: str, champion: Any, shared: list[str]) -> str:
@@ -132,7 +107,7 @@ def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryC
         # production traffic exists before a rollout starts: the first interval must not be judged on silence
         with traffic_process(session, data_path, cfg) as traffic:
             rollout = start_rollout(store, model_name, cfg, gateway_url=session.url, data_path=data_path,
-                                    client=client)
+                                    client=client, reference=drift_reference(data, cfg.reference_rows, cfg.seed))
             wait_followed(session, rollout)
             report = drive(store, rollout.rollout_id, cfg, client=client, on_interval=on_interval)
         traffic_s = time.perf_counter() - clock - gateway_start_s

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from monitoring.core.enums import Decision
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
@@ -102,7 +103,7 @@ def run(
         return
     console.print(steps_table(result))
     console.print(evidence_table(result))
-    colour = "green" if result["decision"] == "promoted" else "red"
+    colour = "green" if result["decision"] == Decision.PROMOTED else "red"
     console.print(f"[bold {colour}]{result['decision']}[/]: {result['reason']}")
     console.print(f"champion is version {result['champion_version']}; report: {result['report_uri']}")
 

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from monitoring.core.enums import Actor, Decision
 from pipelines.errors import UserError
 from pipelines.gateway_admin import gateway_ready, wait_follows
 from pipelines.settings import Settings
@@ -61,16 +62,18 @@ def start(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
     steps: str | None = typer.Option(None, help="challenger traffic shares, e.g. 0.05,0.25,0.5,1"),
     interval_s: float | None = typer.Option(None, "--interval-s", help="seconds between two judged looks"),
-    data: Path | None = typer.Option(None, help="prepared data (.npz) as the drift reference (optional)"),
+    data: Path | None = typer.Option(None, help="prepared data (.npz) as the drift reference (default: the "
+                                      "one registered with the challenger)"),
     prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
     detach: bool = typer.Option(False, "--detach", help="create the rollout and return; serve its controller with "
                                 "`nasops canary controller`"),
     as_json: bool = typer.Option(False, "--json", help="print the rollout as JSON"),
 ) -> None:
     """Start a rollout of @challenger on a running gateway and serve its controller (a Prefect deployment)."""
-    from pipelines.canary.controller import start_rollout
-    from pipelines.canary.flow import parse_config
     from pipelines.cli.canary import canary_options
+    from pipelines.control.commands import abort
+    from pipelines.control.config import parse_config
+    from pipelines.control.controller import start_rollout
 
     url = _gateway_url(gateway)
     cfg = parse_config(canary_options(config_file, steps=steps, interval_s=interval_s))
@@ -80,13 +83,12 @@ def start(
     store, log_url = _store(prediction_log_url)
     tracking_uri = _tracking()
     name = model_name or Settings().model_name
-    rollout = start_rollout(store, name, cfg, gateway_url=url, data_path=str(data) if data else None)
+    rollout = start_rollout(store, name, cfg, gateway_url=url, data_path=str(data) if data else None,
+                            reference=_reference(data, cfg))
     try:
         wait_follows(url, rollout.rollout_id)
     except UserError:
-        from pipelines.canary.controller import abort
-
-        abort(store, name, actor="start")
+        abort(store, name, actor=Actor.OPERATOR)
         raise
     if as_json:
         typer.echo(json.dumps(rollout.to_dict(), default=str))
@@ -99,12 +101,23 @@ def start(
     _serve(store, rollout.rollout_id, log_url, tracking_uri)
 
 
+def _reference(data: Path | None, cfg: Any) -> Any:
+    """The drift reference from ``--data`` (the one place this command loads training data; without it the
+    challenger's registered reference is used)."""
+    if data is None:
+        return None
+    from pipelines.canary.reference import drift_reference
+    from pipelines.prepared import load_prepared
+
+    return drift_reference(load_prepared(str(data)), cfg.reference_rows, cfg.seed)
+
+
 def controller(
     model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
     prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
 ) -> None:
     """Serve the controller of the model's active rollout (after `start --detach`, or to restart a killed one)."""
-    from pipelines.canary.controller import active_rollout
+    from pipelines.control.commands import active_rollout
 
     store, log_url = _store(prediction_log_url)
     tracking_uri = _tracking()
@@ -113,7 +126,7 @@ def controller(
 
 
 def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None:
-    from pipelines.canary.deployment import deployment_name, serve_controller
+    from pipelines.control.deployment import deployment_name, serve_controller
 
     rollout = store.get(rollout_id)
     console.print(f"serving the controller deployment [bold]canary_reconcile/{deployment_name(rollout.model_name)}"
@@ -129,7 +142,7 @@ def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None
     serve_controller(store, rollout_id, prediction_log_url=log_url, tracking_uri=tracking_uri, on_poll=on_poll)
     final = store.get(rollout_id)
     if final is not None and final.decision:
-        colour = "green" if final.decision == "promoted" else "red"
+        colour = "green" if final.decision == Decision.PROMOTED else "red"
         console.print(f"[bold {colour}]{final.decision}[/]: {final.reason}")
 
 
@@ -174,7 +187,7 @@ def print_status(rollout: Any) -> None:
         console.print(evidence_table({"verdict": verdict.get("verdict"), "score": verdict.get("score", 0.0),
                                       "evidence": verdict.get("evidence", [])}))
     if rollout.decision:
-        colour = "green" if rollout.decision == "promoted" else "red"
+        colour = "green" if rollout.decision == Decision.PROMOTED else "red"
         console.print(f"[bold {colour}]{rollout.decision}[/] by {rollout.decided_by}: {rollout.reason}")
 
 
@@ -183,7 +196,7 @@ def _command(verb: str):
         model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
         prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
     ) -> None:
-        from pipelines.canary import controller as ctl
+        from pipelines.control import commands as ctl
 
         store, _ = _store(prediction_log_url)
         name = model_name or Settings().model_name

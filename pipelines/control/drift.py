@@ -1,6 +1,7 @@
 """Drift during a canary: per-interval data drift of each variant's inputs and challenger-vs-champion prediction
-drift (computed by the controller each judged interval, stored in the rollout record, published by every gateway
-worker as ``nasops_drift_share``), plus the end-of-canary Evidently report.
+drift (computed by the controller each judged interval against the drift reference stored with the rollout,
+stored in the rollout record, published by every gateway worker as ``nasops_drift_share``), plus the end-of-canary
+Evidently report.
 
 Drift is measured on the *distinct* inputs of a window: replayed traffic repeats a small prod split many times, and
 duplicated rows make every two-sample test see a difference that is not there. A window with too few distinct rows
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,7 @@ import pandas as pd
 from monitoring.drift import data_drift_share, features_frame, prediction_drift
 from monitoring.sources import label_key
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
-from nas.data import TaskData
-from pipelines.canary.config import CanaryConfig
+from pipelines.control.config import CanaryConfig
 
 MIN_DISTINCT_ROWS = 10
 
@@ -29,30 +29,6 @@ log = logging.getLogger("nasops.canary")
 
 RowEncoder = Callable[[list[dict]], np.ndarray]
 """Named raw rows (a table model's logged inputs) -> the encoded features its training rows are in."""
-
-
-def table_encoder(data: TaskData) -> RowEncoder | None:
-    """For a raw-table model's prepared data: encode logged named rows with the transformer fitted on its training
-    split (saved beside the prepared data), so served rows and the training reference (``x_train``, already
-    encoded) are compared column for column. None for a float-matrix model, or when the transformer is missing."""
-    path = data.meta.get("preprocessor")
-    schema = data.meta.get("input_schema")
-    if data.meta.get("input_form") != "table" or not path or not schema or not Path(path).is_file():
-        return None
-    import joblib
-
-    from nas.table_model import coerce_frame
-
-    preprocessor = joblib.load(path)
-    columns = [c["name"] for c in schema]
-    if list(getattr(preprocessor, "feature_names_in_", columns)) != columns:
-        return None  # replayed in another model's columns (after --allow-schema-change): not this transformer's
-
-    def encode(records: list[dict]) -> np.ndarray:
-        frame = pd.DataFrame.from_records(records, columns=columns)
-        return np.asarray(preprocessor.transform(coerce_frame(frame, schema)), dtype=float)
-
-    return encode
 
 
 def distinct_inputs(frame: pd.DataFrame, variant: str | None = None, *, include_shadow: bool = True,
@@ -98,3 +74,8 @@ def interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConf
     enough = len(champ) >= MIN_DISTINCT_ROWS and len(chall) >= MIN_DISTINCT_ROWS
     out["prediction"] = prediction_drift(champ, chall) if enough else None
     return out
+
+
+def no_drift(note: str) -> dict[str, Any]:
+    """An interval's drift entry when it cannot be computed: every share None, and why (shown in the evidence)."""
+    return {**{variant: None for variant in VARIANTS}, "prediction": None, "note": note}

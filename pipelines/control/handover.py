@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from monitoring.core.enums import Actor
 from monitoring.rollout_store import RolloutStore
-from pipelines.canary.config import CanaryConfig
-from pipelines.canary.controller import abort, start_rollout
 from pipelines.contracts import HandoverOutput
+from pipelines.control.commands import abort
+from pipelines.control.config import CanaryConfig
+from pipelines.control.controller import start_rollout
 from pipelines.errors import UserError
 from pipelines.gateway_admin import gateway_ready, wait_follows
 from pipelines.settings import Settings
@@ -29,11 +31,13 @@ def hand_over(model_name: str, data_path: str, cfg: CanaryConfig, gateway_url: s
     gateway_ready(url)
     log_url = prediction_log_url or Settings().prediction_log_url
     store = RolloutStore(log_url)
-    rollout = start_rollout(store, model_name, cfg, gateway_url=url, data_path=data_path, actor="refresh")
+    # the drift reference is the one registration logged with the challenger: data_path is lineage only
+    rollout = start_rollout(store, model_name, cfg, gateway_url=url, data_path=data_path or None,
+                            actor=Actor.REFRESH)
     try:
         wait_follows(url, rollout.rollout_id)
     except UserError:
-        abort(store, model_name, actor="refresh")
+        abort(store, model_name, actor=Actor.REFRESH)
         raise
     tracking_uri = mlflow.get_tracking_uri()
     if work_pool:
@@ -58,10 +62,10 @@ def deploy_to_pool(rollout_id: str, model_name: str, interval_s: float, work_poo
     installation); returns the deployment id."""
     from datetime import timedelta
 
-    from pipelines.canary.deployment import canary_reconcile, deployment_name
+    from pipelines.control.deployment import canary_reconcile, deployment_name
 
     root = Path(__file__).resolve().parents[2]
-    flow = canary_reconcile.from_source(source=str(root), entrypoint="pipelines/canary/deployment.py:canary_reconcile")
+    flow = canary_reconcile.from_source(source=str(root), entrypoint="pipelines/control/deployment.py:canary_reconcile")
     deployment_id = flow.deploy(
         name=deployment_name(model_name), work_pool_name=work_pool, interval=timedelta(seconds=interval_s),
         parameters={"rollout_id": rollout_id, "prediction_log_url": prediction_log_url, "tracking_uri": tracking_uri},

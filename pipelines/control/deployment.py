@@ -19,7 +19,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from monitoring.rollout_store import RolloutStore
-from pipelines.canary.controller import reconcile
+from pipelines.control.config import CanaryConfig
+from pipelines.control.controller import reconcile
 from pipelines.errors import UserError
 
 log = logging.getLogger("nasops.canary")
@@ -99,8 +100,6 @@ def serve_controller(store: RolloutStore, rollout_id: str, *, prediction_log_url
     rollout = store.get(rollout_id)
     if rollout is None:
         raise UserError(f"no rollout {rollout_id!r}")
-    from pipelines.canary.config import CanaryConfig
-
     cfg = CanaryConfig.model_validate(rollout.config)
     deployment = controller_deployment(rollout_id, rollout.model_name, cfg.interval_s,
                                        prediction_log_url=prediction_log_url, tracking_uri=tracking_uri)

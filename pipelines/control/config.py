@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from monitoring.judge_config import JudgeConfig, default_judge_config, format_validation_error
 
-__all__ = ["CanaryConfig", "load_canary_config"]
+__all__ = ["CanaryConfig", "load_canary_config", "parse_config"]
 
 
 class CanaryConfig(BaseModel):
@@ -117,3 +117,15 @@ def load_canary_config(source: dict[str, Any] | str | Path | None = None) -> Can
         return CanaryConfig.model_validate(raw)
     except ValidationError as exc:
         raise ValueError(format_validation_error(exc, "canary config")) from None
+
+
+def parse_config(config: dict[str, Any] | CanaryConfig | str | Path | None) -> CanaryConfig:
+    """Validate the canary options (a dict, a YAML path or None for the defaults); mistakes -> UserError."""
+    from pipelines.errors import UserError
+
+    if isinstance(config, CanaryConfig):
+        return config
+    try:
+        return load_canary_config(config)
+    except ValueError as exc:
+        raise UserError(f"{exc}") from None

@@ -17,10 +17,10 @@ from monitoring.online import regression_summary, summarize_variants
 from monitoring.report import canary_report_html, score_plot_png
 from monitoring.vocabulary import CHALLENGER, CHAMPION, PROMOTED, VARIANTS, tag
 from pipelines import promotion
-from pipelines.canary.config import CanaryConfig
-from pipelines.canary.drift import MIN_DISTINCT_ROWS, RowEncoder, distinct_inputs, predictions
-from pipelines.canary.rollout import RolloutState
 from pipelines.contracts import CanaryOutput, CanaryStep, DriftSummary, VariantOnline
+from pipelines.control.config import CanaryConfig
+from pipelines.control.drift import MIN_DISTINCT_ROWS, RowEncoder, distinct_inputs, predictions
+from pipelines.control.rollout import RolloutState
 
 REPORT_DIR = "canary"
 STEP_KEYS = ("interval", "mode", "weight", "verdict", "outcome", "score")
@@ -33,8 +33,8 @@ def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame | None, cfg: Cana
     served = distinct_inputs(frame, include_shadow=False, encode=encode)
     if reference is None:
         info: dict[str, Any] = {"share": None, "dataset_drift": None, "distinct_rows": len(served),
-                                "note": "no training reference given (start the rollout with --data PREPARED.npz "
-                                "to compare the served inputs with the training rows)"}
+                                "note": "no drift reference with input rows stored with the rollout (see the "
+                                "steps' drift notes)"}
     elif len(served) >= MIN_DISTINCT_ROWS:
         drift = data_drift_report(reference, features_frame(served, list(reference.columns)), html,
                                   threshold=cfg.drift_threshold, detail_columns=cfg.drift_report_features)

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from monitoring.core.enums import Decision, Mode, Outcome, VerdictKind
 from monitoring.judge import Verdict
-from monitoring.vocabulary import PROMOTED, ROLLED_BACK
-from pipelines.canary.config import CanaryConfig
+from pipelines.control.config import CanaryConfig
 
 
 @dataclass
 class Phase:
     """One rollout step: ``mode`` shadow or split, and the challenger's share in split mode."""
 
-    mode: str
+    mode: Mode
     weight: float
 
 
 def schedule(cfg: CanaryConfig) -> list[Phase]:
     """Shadow first (if configured), then one split phase per step weight."""
-    phases = [Phase("shadow", 0.0)] if cfg.shadow_first else []
-    return phases + [Phase("split", float(w)) for w in cfg.steps]
+    phases = [Phase(Mode.SHADOW, 0.0)] if cfg.shadow_first else []
+    return phases + [Phase(Mode.SPLIT, float(w)) for w in cfg.steps]
 
 
 @dataclass
@@ -34,7 +34,7 @@ class RolloutState:
     passes_in_phase: int = 0
     failures: int = 0
     intervals: int = 0
-    decision: str | None = None
+    decision: Decision | None = None
     reason: str = ""
     history: list[dict] = field(default_factory=list)
 
@@ -45,47 +45,48 @@ class RolloutState:
     @property
     def needed_passes(self) -> int:
         phase = self.phase
-        return self.cfg.shadow_intervals if phase.mode == "shadow" else self.cfg.intervals_per_step
+        return self.cfg.shadow_intervals if phase.mode == Mode.SHADOW else self.cfg.intervals_per_step
 
-    def outcome(self, verdict: Verdict) -> str:
+    def outcome(self, verdict: Verdict) -> Outcome:
         """pass / fail / hold for one interval: marginal per ``on_marginal``; no data, or a promotion that would
         rest on critical metrics without data, holds."""
-        result = verdict.verdict
         last = self.phase_index == len(self.phases) - 1
-        if result == "marginal" and getattr(verdict, "method", "") == "sequential":
+        if verdict.verdict == VerdictKind.MARGINAL and getattr(verdict, "method", "") == "sequential":
             # sequential: marginal = the guards are proven non-inferior, the primary's gain not yet proven — safe
             # to ramp, not to promote (the last step holds until superiority is proven or the budget ends)
-            result = "hold" if last else "pass"
-        elif result == "marginal":
-            result = {"hold": "hold", "advance": "pass", "fail": "fail"}[self.cfg.on_marginal]
-        if result == "nodata":
-            result = "hold"
-        if result == "pass" and last and verdict.critical_nodata:
-            result = "hold"
+            result = Outcome.HOLD if last else Outcome.PASS
+        elif verdict.verdict == VerdictKind.MARGINAL:
+            result = {"hold": Outcome.HOLD, "advance": Outcome.PASS, "fail": Outcome.FAIL}[self.cfg.on_marginal]
+        elif verdict.verdict == VerdictKind.NODATA:
+            result = Outcome.HOLD
+        else:
+            result = Outcome(verdict.verdict)
+        if result == Outcome.PASS and last and verdict.critical_nodata:
+            result = Outcome.HOLD
         return result
 
-    def advance(self, verdict: Verdict) -> str:
+    def advance(self, verdict: Verdict) -> Outcome:
         """Apply one interval's verdict. Reasons name the phase that was *judged*, never the one it advanced to."""
         self.intervals += 1
         judged = self.phase
         outcome = self.outcome(verdict)
-        if outcome == "fail":
+        if outcome == Outcome.FAIL:
             self.failures += 1
             if self.failures > self.cfg.failure_limit:
-                self.decision = ROLLED_BACK
+                self.decision = Decision.ROLLED_BACK
                 self.reason = (f"judge failed {self.failures} interval(s) (limit {self.cfg.failure_limit}) at "
                                f"{_where(judged)}: " + "; ".join(verdict.reasons))
-        elif outcome == "pass":
+        elif outcome == Outcome.PASS:
             self.passes_in_phase += 1
             if self.passes_in_phase >= self.needed_passes:
                 self.phase_index += 1
                 self.passes_in_phase = 0
                 if self.phase_index >= len(self.phases):
-                    self.decision = PROMOTED
+                    self.decision = Decision.PROMOTED
                     self.reason = (f"passed every step ({', '.join(f'{w:.0%}' for w in self.cfg.steps)}) with "
                                    f"score {verdict.score:.0f}/100 (failed intervals: {self.failures})")
         if self.decision is None and self.intervals >= self.cfg.interval_budget:
-            self.decision = ROLLED_BACK
+            self.decision = Decision.ROLLED_BACK
             self.reason = (f"no passing decision within {self.intervals} intervals (budget spent at "
                            f"{_where(judged)}, last verdict {verdict.verdict} -> {outcome}): "
                            + ("; ".join(verdict.reasons) or "not proven better in time"))
@@ -94,10 +95,10 @@ class RolloutState:
     @property
     def highest_weight(self) -> float:
         """The largest challenger share any judged interval ran at (0 for shadow only)."""
-        return max((float(s.get("weight", 0.0)) for s in self.history if s.get("mode") == "split"), default=0.0)
+        return max((float(s.get("weight", 0.0)) for s in self.history if s.get("mode") == Mode.SPLIT), default=0.0)
 
 
 def _where(phase: Phase) -> str:
-    return "shadow" if phase.mode == "shadow" else f"{phase.weight:.0%} traffic"
+    return "shadow" if phase.mode == Mode.SHADOW else f"{phase.weight:.0%} traffic"
 
 

@@ -1,0 +1,165 @@
+"""The rollout control plane reads every model fact from the registry, never from a training file, and imports no
+PyTorch (in-process, on a real SQLite MLflow store and a real SQLite prediction log; versions are registered without
+trained weights: the controller never loads a model).
+
+Before: a rollout re-derived its model's task, class mix, target values and drift reference from the prepared
+``.npz`` at ``data_path`` in every step, and fell back to "classification" without a word when the file was gone,
+so a regression challenger was judged on accuracy with no drift reference; and importing the controller's entry
+module imported PyTorch (through ``pipelines.registry -> nas.export``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from mlflow.tracking import MlflowClient
+
+from monitoring.prediction_log import predictions
+from monitoring.rollout_store import RolloutStore
+from nas.data import TaskData
+from pipelines.canary.reference import register_drift_reference
+from pipelines.control.config import load_canary_config
+from pipelines.control.controller import reconcile, start_rollout
+
+MODEL = "ctl-model"
+CFG = {"steps": [1.0], "interval_s": 5.0, "label_wait_s": 0.0, "min_label_coverage": 0.5, "max_intervals": 1,
+       "judge": {"method": "fixed_horizon"}}
+
+
+@pytest.fixture
+def tracking(nasops_home):
+    """The embedded SQLite MLflow store of a fresh state dir, configured as a command would."""
+    import mlflow
+
+    from pipelines.tracking import configure_mlflow
+
+    configure_mlflow()
+    yield MlflowClient(mlflow.get_tracking_uri())
+    mlflow.set_tracking_uri("")  # the next test configures its own
+
+
+def _regression_data(rng: np.random.Generator) -> TaskData:
+    x = rng.normal(size=(300, 2)).astype(np.float32)
+    y = (3.0 + 2.0 * x[:, 0]).astype(np.float32)
+    return TaskData(x_train=x, y_train=y, x_val=x[:20], y_val=y[:20], input_shape=(2,), num_classes=1,
+                    meta={"task": "regression", "feature_names": ["f0", "f1"]})
+
+
+def _register(client: MlflowClient, tags: dict[str, str], data: TaskData | None) -> str:
+    """A version registered in its own training run, with the task tag (and the drift reference registration
+    logs there, when ``data`` is given), as ``pipelines.retrain`` registers one."""
+    import mlflow
+
+    with mlflow.start_run() as run:
+        mv = client.create_model_version(MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                         tags={f"nasops.{k}": v for k, v in tags.items()})
+        if data is not None:
+            register_drift_reference(data, MODEL, str(mv.version), client)
+    return str(mv.version)
+
+
+def _versions(client: MlflowClient, tags: dict[str, str], data: TaskData | None) -> None:
+    client.create_registered_model(MODEL)
+    champion, challenger = _register(client, tags, data), _register(client, tags, data)
+    client.set_registered_model_alias(MODEL, "champion", champion)
+    client.set_registered_model_alias(MODEL, "challenger", challenger)
+
+
+def _log_regression(store: RolloutStore, t0: float, n: int, rng: np.random.Generator) -> None:
+    """``n`` labelled regression rows per variant (a prediction and a numeric label, inputs of two features)."""
+    rows = []
+    for v, variant in enumerate(("champion", "challenger")):
+        for i in range(n):
+            x = rng.normal(size=2)
+            label = 3.0 + 2.0 * x[0]
+            rows.append({"request_id": f"{variant}-{i}", "row": 0, "ts": t0 + i * 0.01, "variant": variant,
+                         "shadow": False, "model_version": str(v + 1), "inputs": json.dumps(x.tolist()),
+                         "prediction": json.dumps(label + rng.normal(scale=0.3)), "probabilities": None,
+                         "latency_ms": 2.0 + rng.random(), "status": "ok", "label": json.dumps(label),
+                         "correct": False, "label_ts": t0 + 1})
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(predictions), rows)
+
+
+def test_a_regression_rollout_without_its_training_file_is_judged_on_rmse_with_its_drift_reference(
+        tracking, nasops_home):
+    rng = np.random.default_rng(0)
+    _versions(tracking, {"task": "regression", "input_form": "tensor"}, _regression_data(rng))
+    store = RolloutStore(f"sqlite:///{nasops_home / 'predictions.db'}")
+    gone = nasops_home / "data" / "cleaned-up.npz"  # another host, a cleaned state dir: the file is not there
+    rollout = start_rollout(store, MODEL, load_canary_config(CFG), data_path=str(gone), client=tracking)
+    stored = store.get(rollout.rollout_id).model_ref
+    assert stored["challenger"]["task"] == "regression" and stored["reference_source"] == "artifact"
+    assert len(stored["reference"]["target_values"]) == 300 and stored["reference"]["columns"] == ["f0", "f1"]
+
+    _log_regression(store, rollout.created_at, 80, rng)
+    report = reconcile(store, rollout.rollout_id, now=rollout.created_at + 6.0, client=tracking)
+    assert report.action == "decided", report
+    step = store.get(rollout.rollout_id).history[0]
+    judged = {row["name"] for row in step["evidence"]}
+    assert "online_rmse" in judged and "online_accuracy" not in judged, judged
+    assert step["drift"]["challenger"] is not None  # input drift against the stored training rows
+    result = report.result
+    assert result["task"] == "regression" and result["drift"]["target_drift"] is not None
+    assert not gone.exists()
+
+
+def test_a_rollout_without_any_drift_reference_says_so_in_a_warning_and_in_the_evidence(
+        tracking, nasops_home, caplog):
+    _versions(tracking, {"task": "classification"}, None)  # registered before references were logged
+    store = RolloutStore(f"sqlite:///{nasops_home / 'predictions.db'}")
+    cfg = load_canary_config({**CFG, "max_intervals": None, "steps": [0.5, 1.0]})
+    with caplog.at_level(logging.WARNING, logger="nasops.canary"):
+        rollout = start_rollout(store, MODEL, cfg, client=tracking)
+    assert any("without a drift reference" in r.getMessage() for r in caplog.records)
+    stored = store.get(rollout.rollout_id).model_ref
+    assert stored["reference"] is None and "no drift reference" in stored["note"]
+    report = reconcile(store, rollout.rollout_id, now=rollout.created_at + 6.0, client=tracking)
+    assert report.action == "judged"
+    drift = store.get(rollout.rollout_id).history[0]["drift"]
+    assert drift["challenger"] is None and "no drift reference" in drift["note"]
+
+
+CONTROL_MODULES = ["pipelines.control.deployment", "pipelines.control.commands", "pipelines.control.handover",
+                   "pipelines.control.controller", "pipelines.cli.rollout"]
+
+
+def test_the_control_plane_imports_neither_torch_nor_nas():
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in CONTROL_MODULES)
+            + "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'nas', 'sklearn'}))\n"
+            + "print(sorted(m for m in sys.modules if m.startswith('pipelines.canary')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    heavy, canary = proc.stdout.strip().splitlines()
+    assert heavy == "[]", f"the control plane imported {heavy}"
+    assert canary == "[]", f"the control plane imported the training side: {canary}"
+
+
+def test_a_stored_reference_is_bounded_in_rows_and_in_values():
+    from monitoring.core.model_ref import DriftReference
+    from pipelines.control.reference import MAX_CELLS, bounded
+
+    wide = DriftReference(rows=np.zeros((3000, 784)).tolist(), columns=[f"f{i}" for i in range(784)],
+                          target_values=list(range(300)))
+    small = bounded(wide, rows=1000)
+    assert len(small.rows) * 784 <= MAX_CELLS and len(small.rows) >= 50
+    assert small.target_values == list(range(300))
+    assert len(bounded(DriftReference(target_values=list(range(5000)))).target_values) == 2000
+
+
+def test_a_classifiers_reference_is_its_training_class_mix_and_rows():
+    from pipelines.canary.reference import drift_reference
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    y = np.array([0] * 15 + [1] * 5)
+    data = TaskData(x_train=x, y_train=y, x_val=x[:2], y_val=y[:2], input_shape=(2,), num_classes=2,
+                    meta={"classes": ["cat", "dog"], "feature_names": ["a", "b"]})
+    ref = drift_reference(data)
+    assert ref.class_mix == {"cat": 15.0, "dog": 5.0} and ref.target_values is None
+    assert ref.columns == ["a", "b"] and ref.rows[1] == [2.0, 3.0] and len(ref.rows) == 20
