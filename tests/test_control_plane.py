@@ -106,7 +106,7 @@ def test_a_regression_rollout_without_its_training_file_is_judged_on_rmse_with_i
     assert "online_rmse" in judged and "online_accuracy" not in judged, judged
     assert step["drift"]["challenger"] is not None  # input drift against the stored training rows
     result = report.result
-    assert result["task"] == "regression" and result["drift"]["target_drift"] is not None
+    assert result.task == "regression" and result.drift.target_drift is not None
     assert not gone.exists()
 
 
