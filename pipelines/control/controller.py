@@ -289,7 +289,7 @@ def evidence_and_decision(ctx: StepContext, verdict: Verdict) -> CanaryOutput:
              "task": ctx.task.name,
              "target_values": reference.target_values if reference is not None and ctx.task.numeric_labels else None}
     with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
-        result = finish(run, state, verdict, frame, ctx.reference_frame(), ctx.cfg, ctx.client, None, **facts)
+        result = finish(run, state, verdict, frame, ctx.reference_frame(), ctx.cfg, ctx.client, **facts)
         result.rollout_id, result.decided_by = rollout.rollout_id, rollout.decided_by
         mlflow.log_dict(result.model_dump(mode="json"), f"{REPORT_DIR}/result.json")
     ctx.client.set_model_version_tag(rollout.model_name, rollout.challenger_version, tag("rollout_id"),
