@@ -5,13 +5,17 @@ Two costs, two functions: :func:`data_drift_share` runs only Evidently's ``Drift
 second for 64 features: cheap enough for every canary interval), :func:`data_drift_report` runs the full
 drifted share plus per-feature ``ValueDrift`` panels (the most shifted features, or all of them with the full
 ``DataDriftPreset``) and writes Evidently's HTML report (seconds: once per canary).
+
+Both take float feature frames (:func:`features_frame`, a float-matrix model's inputs) or a raw table's named columns
+(:func:`table_frame`, a table model's inputs as the gateway logs them): numeric columns are compared as numbers,
+the others as categories, declared to Evidently rather than left to its type inference.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,6 +52,50 @@ def features_frame(x: np.ndarray, feature_names: Sequence[str] | None = None) ->
     return pd.DataFrame(x, columns=[str(n) for n in names])
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def table_frame(rows: Sequence[Mapping | Sequence], columns: Sequence[str] | None = None,
+                numeric: Sequence[str] | None = None) -> pd.DataFrame:
+    """Raw table rows (named records, or lists in ``columns`` order) as a frame drift can compare: the ``numeric``
+    columns as floats (a value that is not a number is missing), every other column as categories (strings,
+    missing kept missing). ``numeric`` None: the columns whose present values are all numbers."""
+    frame = (pd.DataFrame.from_records(list(rows), columns=list(columns) if columns is not None else None)
+             if len(rows) else pd.DataFrame(columns=list(columns or [])))
+    frame.columns = [str(c) for c in frame.columns]
+    if numeric is None:
+        numeric = [c for c in frame.columns if all(_is_number(v) for v in frame[c] if v is not None and v == v)]
+    out = {}
+    for column in frame.columns:
+        values = frame[column]
+        if column in numeric:
+            out[column] = pd.to_numeric(values.map(lambda v: v if _is_number(v) else None), errors="coerce")
+        else:
+            out[column] = values.map(lambda v: None if v is None or v != v else str(v)).astype(object)
+    return pd.DataFrame(out, columns=frame.columns)
+
+
+def numeric_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns drift compares as numbers (the others are categories)."""
+    return [str(c) for c in frame.columns
+            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+
+
+def _evidently_inputs(reference: pd.DataFrame, current: pd.DataFrame) -> tuple:
+    """Float frames as they are (Evidently's inference, as always); a frame with category columns as Datasets
+    that declare which column is which (inference could take a many-valued text column for free text)."""
+    numeric = numeric_columns(reference)
+    if len(numeric) == reference.shape[1]:
+        return reference, current
+    from evidently import DataDefinition, Dataset
+
+    definition = DataDefinition(numerical_columns=numeric,
+                                categorical_columns=[c for c in reference.columns if c not in numeric])
+    return (Dataset.from_pandas(reference, data_definition=definition),
+            Dataset.from_pandas(current, data_definition=definition))
+
+
 @contextlib.contextmanager
 def _quiet():
     # Constant features (e.g. blank image borders) make scipy warn about 0/0; Evidently still decides correctly.
@@ -69,10 +117,9 @@ def data_drift_share(reference: pd.DataFrame, current: pd.DataFrame, *, threshol
     from evidently.metrics import DriftedColumnsCount
 
     _validate(reference, current)
+    ref, cur = _evidently_inputs(reference, current)
     with _quiet():
-        snapshot = Report([DriftedColumnsCount(drift_share=threshold)]).run(
-            reference_data=reference, current_data=current
-        )
+        snapshot = Report([DriftedColumnsCount(drift_share=threshold)]).run(reference_data=ref, current_data=cur)
     value = snapshot.dict()["metrics"][0]["value"]
     share = float(value["share"])
     return DataDrift(share=share, count=int(value["count"]), columns=reference.shape[1],
@@ -80,14 +127,22 @@ def data_drift_share(reference: pd.DataFrame, current: pd.DataFrame, *, threshol
 
 
 def most_shifted_columns(reference: pd.DataFrame, current: pd.DataFrame, k: int) -> list[str]:
-    """The ``k`` columns with the largest two-sample Kolmogorov-Smirnov statistic (a cheap ranking used to pick
-    which features get a detailed panel in the HTML report)."""
+    """The ``k`` columns with the largest two-sample Kolmogorov-Smirnov statistic (a category column: the total
+    variation distance of its value shares, also in [0, 1]; a cheap ranking used to pick which features get a
+    detailed panel in the HTML report)."""
     from scipy.stats import ks_2samp
 
+    numeric = set(numeric_columns(reference))
     scores = []
     for column in reference.columns:
-        a, b = reference[column].to_numpy(dtype=float), current[column].to_numpy(dtype=float)
-        scores.append(0.0 if np.ptp(a) == 0 and np.ptp(b) == 0 and a[0] == b[0] else float(ks_2samp(a, b).statistic))
+        if column not in numeric:
+            shares = [frame[column].astype(str).value_counts(normalize=True) for frame in (reference, current)]
+            scores.append(0.5 * float(shares[0].sub(shares[1], fill_value=0.0).abs().sum()))
+            continue
+        a, b = (frame[column].to_numpy(dtype=float) for frame in (reference, current))
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        same = not len(a) or not len(b) or (np.ptp(a) == 0 and np.ptp(b) == 0 and a[0] == b[0])
+        scores.append(0.0 if same else float(ks_2samp(a, b).statistic))
     order = np.argsort(scores)[::-1][:k]
     return [str(reference.columns[i]) for i in sorted(order)]
 
@@ -114,8 +169,9 @@ def data_drift_report(
         metrics = [DriftedColumnsCount(drift_share=threshold)] + [
             ValueDrift(column=c) for c in most_shifted_columns(reference, current, detail_columns)
         ]
+    ref, cur = _evidently_inputs(reference, current)
     with _quiet():
-        snapshot = Report(metrics).run(reference_data=reference, current_data=current)
+        snapshot = Report(metrics).run(reference_data=ref, current_data=cur)
         html_path = Path(html_path)
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))

@@ -26,10 +26,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from monitoring.core.enums import Decision, Mode, Phase
 from monitoring.prediction_log import create_log_engine
 from monitoring.schema import ensure_schema
 
-__all__ = ["ACTIVE_PHASES", "TERMINAL_PHASES", "Rollout", "RolloutConflict", "RolloutStore", "StaleRollout"]
+__all__ = ["ACTIVE_PHASES", "MANUAL_CONFIG", "TERMINAL_PHASES", "Rollout", "RolloutConflict", "RolloutStore",
+           "StaleRollout", "manual_end"]
 
 ACTIVE_PHASES = ("shadow", "split", "paused")
 TERMINAL_PHASES = ("promoted", "rolled_back")
@@ -88,6 +90,16 @@ events = sa.Table(
 )
 
 _JSON = ("config", "history", "last_verdict", "model_ref")
+HEAVY = ("history", "model_ref")
+"""Columns a routing read leaves out: the drift reference (up to ~1 MB) and the growing interval history. Every
+gateway worker reads the record every ``rollout_poll_s``; routing needs neither (the last interval's drift, which
+the gateway publishes, is in ``last_verdict``)."""
+ROUTING_COLUMNS = [c for c in rollouts.c if c.name not in HEAVY]
+
+MANUAL_KEY = "manual"
+MANUAL_CONFIG = {MANUAL_KEY: True}
+"""The ``config`` of a manual rollout: an operator's split set through the gateway's admin API, judged by no
+controller (:mod:`serving.manual_rollout` writes it)."""
 
 
 class RolloutConflict(RuntimeError):
@@ -140,6 +152,11 @@ class Rollout:
     def active(self) -> bool:
         return self.phase in ACTIVE_PHASES
 
+    @property
+    def manual(self) -> bool:
+        """An operator's split (``/admin/weight``, ``/admin/mode``): no controller judges, applies or records it."""
+        return bool((self.config or {}).get(MANUAL_KEY))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -147,11 +164,20 @@ class Rollout:
 _COLUMNS = {f.name for f in fields(Rollout)}
 
 
+def manual_end(actor: str, reason: str) -> dict[str, Any]:
+    """The changes that end a manual rollout, whoever ends it (the gateway at weight 0, ``nasops canary abort``):
+    rolled back by ``actor``, nobody reaches the challenger, and nothing to apply in the registry."""
+    return {"phase": Phase.ROLLED_BACK, "decision": Decision.ROLLED_BACK, "decided_by": actor, "mode": Mode.SPLIT,
+            "weight": 0.0, "applied": True, "reason": reason}
+
+
 def _row_to_rollout(row: Mapping[str, Any]) -> Rollout:
-    values = {k: row[k] for k in _COLUMNS}
+    """A record from a row; a routing read's row lacks the :data:`HEAVY` columns, left at their defaults."""
+    values = {k: row[k] for k in _COLUMNS if k in row}
     for key in _JSON:
-        values[key] = None if values[key] is None else json.loads(values[key])
-    values["history"] = values["history"] or []
+        if key in values:
+            values[key] = None if values[key] is None else json.loads(values[key])
+    values["history"] = values.get("history") or []
     values["applied"] = bool(values["applied"])
     return Rollout(**values)
 
@@ -177,8 +203,16 @@ class RolloutStore:
         return _row_to_rollout(row) if row else None
 
     def latest(self, model_name: str) -> Rollout | None:
-        """The newest rollout of ``model_name`` (active or not): what a gateway serving that model follows."""
-        query = (sa.select(rollouts).where(rollouts.c.model_name == model_name)
+        """The newest rollout of ``model_name`` (active or not), every column."""
+        return self._latest(model_name, rollouts.c)
+
+    def latest_routing(self, model_name: str) -> Rollout | None:
+        """The newest rollout of ``model_name`` without its :data:`HEAVY` columns (``history`` empty, ``model_ref``
+        None): what a gateway worker follows every poll. For routing only: never judge or report from it."""
+        return self._latest(model_name, ROUTING_COLUMNS)
+
+    def _latest(self, model_name: str, columns: Any) -> Rollout | None:
+        query = (sa.select(*columns).where(rollouts.c.model_name == model_name)
                  .order_by(rollouts.c.created_at.desc(), rollouts.c.rollout_id.desc()).limit(1))
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()

@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from monitoring.core.model_ref import DriftReference
 from monitoring.core.tasks import TaskKind, get_task
 from nas.data import TaskData
 from nas.datasets import BUNDLED_DATASETS, load_bundled
 from pipelines.config import DataSpec
 from pipelines.contracts import PreparedData
+from pipelines.control.reference import MAX_ROWS, RAW_REFERENCE, bounded
 from pipelines.errors import UserError
 from pipelines.preprocessing import ID_REASON, ColumnPlan, encode, fit_preprocessor, numeric_schema, plan_columns
 from pipelines.sql_source import display_url, is_sql_url, lineage_query, read_query
@@ -245,6 +247,19 @@ def raw_rows(frame: pd.DataFrame, schema: list[dict]) -> np.ndarray:
     return rows
 
 
+def raw_sample(frame: pd.DataFrame, train: np.ndarray, schema: list[dict], seed: int) -> dict:
+    """A seeded, bounded sample of the training split's raw rows (the schema's columns but dates, JSON types):
+    what a table model's served inputs are compared with for drift, as they are, so the control plane needs neither
+    the training file nor the fitted transformer. Dates are left out: served dates are always new."""
+    columns = [c for c in schema if c.get("format") != "datetime"]
+    keep = train if len(train) <= MAX_ROWS else np.sort(
+        np.random.default_rng(seed).choice(train, MAX_ROWS, replace=False))
+    rows = raw_rows(frame.iloc[keep], columns).tolist()
+    sample = bounded(DriftReference(columns=[c["name"] for c in columns], rows=rows, input_form="table"),
+                     seed=seed)
+    return {"columns": sample.columns, "rows": sample.rows}
+
+
 # -- split and fingerprint --------------------------------------------------------------------------------------
 def fingerprint(x: pd.DataFrame, y: pd.Series) -> str:
     """Content hash of features, labels and column names: same data, same fingerprint, any file type. Numeric
@@ -339,7 +354,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     task_data = _task_data(encoded, x, codes, parts, schema, kind.num_classes(classes), meta={
         "classes": classes, "feature_names": encoded.names, "fingerprint": digest, "source": label,
         "target": spec.target, "seed": spec.seed, "input_form": encoded.form, "input_schema": schema, "task": task,
-        **encoded.meta})
+        **encoded.meta, **({RAW_REFERENCE: raw_sample(x, parts["train"], schema, spec.seed)} if encoded.table else {})})
     path = task_data.save(stem.with_suffix(".npz"))
     return PreparedData(
         path=str(path), fingerprint=digest, source=label,

@@ -295,7 +295,7 @@ class Gateway:
             self._reload_in_background("rollout-reload")
         self._split = split_of(current, self._default_split, self._started_at, previous is not None)
         self.metrics.challenger_weight.set(self.effective_weight())
-        drift = (current.history[-1].get("drift") if current.history else None) or {}
+        drift = (current.last_verdict or {}).get("drift") or {}  # the last judged interval's (routing read)
         for variant in (CHAMPION, CHALLENGER):
             if isinstance(drift.get(variant), int | float):
                 self.metrics.drift_share.labels(variant).set(float(drift[variant]))

@@ -4,7 +4,7 @@ in the same :class:`~monitoring.rollout_store.RolloutStore` a controller's rollo
 So there is one source of routing truth: every worker of every replica follows the newest record through its
 :class:`~serving.rollout_follower.RolloutFollower`, whoever wrote it. The rules:
 
-- A manual rollout is recognisable: ``config == {"manual": True}`` (:func:`is_manual`), started by the
+- A manual rollout is recognisable: ``config == {"manual": True}`` (:attr:`Rollout.manual`), started by the
   ``operator`` actor, ``decided_by`` unset until an operator ends it. No controller judges it: it steers traffic,
   it does not decide a challenger's fate.
 - While a *controller's* rollout is active the admin API refuses to steer (409, :class:`RolloutControlled`).
@@ -12,7 +12,8 @@ So there is one source of routing truth: every worker of every replica follows t
 - Weight 0 in split mode (nobody reaches the challenger, nothing mirrored) *ends* the manual rollout: phase and
   decision ``rolled_back``, ``decided_by`` ``operator``, ``applied`` (there is nothing to apply in the registry).
   From the start-up split (``nasops serve --weight``) a record is created and ended at once, so every worker
-  follows the change. ``nasops canary abort`` ends one the same way.
+  follows the change. ``nasops canary abort`` ends one the same way (both write
+  :func:`~monitoring.rollout_store.manual_end`).
 - :meth:`RolloutStore.create` refuses a new rollout while any is active, so a refresh's or ``nasops canary start``'s
   rollout is refused while a manual one is active: end it first (``/admin/weight`` 0, or ``nasops canary abort``).
 """
@@ -21,14 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from monitoring.core.enums import Actor, Decision, Mode, Phase
-from monitoring.rollout_store import Rollout, RolloutConflict, RolloutStore, StaleRollout
+from monitoring.core.enums import Actor, Mode
+from monitoring.rollout_store import MANUAL_CONFIG, Rollout, RolloutConflict, RolloutStore, StaleRollout, manual_end
 from serving.routing import Split
 
 __all__ = ["MANUAL_CONFIG", "RolloutControlled", "is_manual", "steer"]
 
-MANUAL_KEY = "manual"
-MANUAL_CONFIG = {MANUAL_KEY: True}
 RETRIES = 5
 
 
@@ -38,13 +37,11 @@ class RolloutControlled(RuntimeError):
 
 def is_manual(rollout: Rollout | None) -> bool:
     """Whether ``rollout`` is an operator's manual split (no controller may judge or apply it)."""
-    return rollout is not None and bool((rollout.config or {}).get(MANUAL_KEY))
+    return rollout is not None and rollout.manual
 
 
 def _ended() -> dict:
-    return {"phase": Phase.ROLLED_BACK, "decision": Decision.ROLLED_BACK, "decided_by": Actor.OPERATOR,
-            "mode": Mode.SPLIT, "weight": 0.0, "applied": True,
-            "reason": "manual split ended by the operator (weight 0 in split mode)"}
+    return manual_end(Actor.OPERATOR, "manual split ended by the operator (weight 0 in split mode)")
 
 
 def _write(store: RolloutStore, model_name: str, active: Rollout | None, target: Split, current: Split,
@@ -76,7 +73,7 @@ def steer(store: RolloutStore, model_name: str, change: Callable[[Split], Split]
     rollout; returns the record written (None: nothing to write). Raises :class:`RolloutControlled` while a
     controller's rollout is active."""
     for _ in range(RETRIES):
-        latest = store.latest(model_name)
+        latest = store.latest_routing(model_name)  # the split is all this needs; the write changes only the split
         active = latest if latest is not None and latest.active else None
         base = Split(Mode(active.mode), active.weight) if is_manual(active) else current
         try:

@@ -54,7 +54,7 @@ class RolloutFollower:
     def poll_once(self) -> Rollout | None:
         """Read the record; apply a new generation. A store error keeps the last state (and is counted)."""
         try:
-            latest = self.store.latest(self.model_name)
+            latest = self.store.latest_routing(self.model_name)  # not the drift reference nor the history
         except Exception as exc:  # a busy or briefly unreachable database: keep following what we know
             self.errors += 1
             log.warning("reading the rollout record failed: %s", exc)

@@ -126,6 +126,75 @@ def test_a_rollout_without_any_drift_reference_says_so_in_a_warning_and_in_the_e
     assert drift["challenger"] is None and "no drift reference" in drift["note"]
 
 
+COLOURS = ("red", "green", "blue")
+
+
+def _table_data(rng: np.random.Generator) -> TaskData:
+    """A raw-table classifier's prepared data as ``pipelines.data.prepare`` saves it: encoded arrays, and beside
+    them a raw sample of the training rows (a text and a numeric column)."""
+    raw = [[COLOURS[i % 3], float(rng.normal())] for i in range(400)]
+    x = rng.normal(size=(400, 4)).astype(np.float32)  # the encoded features: never compared with served rows
+    y = np.array([int(colour == "red") for colour, _ in raw])
+    schema = [{"name": "colour", "type": "string", "optional": False},
+              {"name": "size", "type": "double", "optional": False}]
+    return TaskData(x_train=x, y_train=y, x_val=x[:20], y_val=y[:20], input_shape=(4,), num_classes=2,
+                    meta={"classes": ["no", "yes"], "input_form": "table", "input_schema": schema,
+                          "raw_reference": {"columns": ["colour", "size"], "rows": raw}})
+
+
+def _log_table(store: RolloutStore, t0: float, n: int, rng: np.random.Generator, shift: float = 0.0) -> None:
+    """``n`` labelled rows per variant as the gateway logs a table model's: one named raw row per input."""
+    rows = []
+    for v, variant in enumerate(("champion", "challenger")):
+        for i in range(n):
+            inputs = {"colour": COLOURS[i % 3], "size": float(rng.normal(loc=shift))}  # the same colour mix
+            label = "yes" if inputs["colour"] == "red" else "no"
+            rows.append({"request_id": f"{variant}-{t0}-{i}", "row": 0, "ts": t0 + i * 0.01, "variant": variant,
+                         "shadow": False, "model_version": str(v + 1), "inputs": json.dumps(inputs),
+                         "prediction": json.dumps(label), "probabilities": None, "latency_ms": 2.0 + rng.random(),
+                         "status": "ok", "label": json.dumps(label), "correct": True, "label_ts": t0 + 1})
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(predictions), rows)
+
+
+def test_a_table_models_raw_inputs_get_an_input_drift_share_each_interval_and_a_shift_is_drift(
+        tracking, nasops_home):
+    """Before: a table model's reference held no rows (its training rows were kept only encoded, and the control
+    plane reads no file nor transformer), so every interval's input drift said "not available"."""
+    rng = np.random.default_rng(0)
+    _versions(tracking, {"task": "classification", "input_form": "table"}, _table_data(rng))
+    store = RolloutStore(f"sqlite:///{nasops_home / 'predictions.db'}")
+    cfg = load_canary_config({**CFG, "max_intervals": None, "steps": [0.5, 1.0]})
+    rollout = start_rollout(store, MODEL, cfg, client=tracking)  # no --data: the registered artifact
+    stored = store.get(rollout.rollout_id).model_ref
+    assert stored["reference_source"] == "artifact" and stored["reference"]["input_form"] == "table"
+    assert stored["reference"]["columns"] == ["colour", "size"] and len(stored["reference"]["rows"]) == 400
+
+    t0 = rollout.created_at
+    _log_table(store, t0, 80, rng)  # the first interval: traffic like the training rows
+    assert reconcile(store, rollout.rollout_id, now=t0 + 6.0, client=tracking).action == "judged"
+    _log_table(store, t0 + 6.5, 80, rng, shift=3.0)  # the second: the numeric column moved
+    final = reconcile(store, rollout.rollout_id, now=t0 + 12.0, client=tracking)
+    calm, shifted = (step["drift"] for step in store.get(rollout.rollout_id).history)
+    assert calm["challenger"] == 0.0 and calm["champion"] == 0.0 and "note" not in calm, calm
+    assert shifted["challenger"] == 0.5 and shifted["champion"] == 0.5, shifted  # size drifted, colour did not
+    assert final.action == "decided"  # and the end-of-canary report compares the raw columns too
+    assert (final.result.drift.features, final.result.drift.drifted_features) == (2, 1)
+
+
+def test_a_judged_rollout_is_refused_while_a_manual_split_is_active(tracking, nasops_home):
+    from monitoring.rollout_store import MANUAL_CONFIG
+    from pipelines.errors import UserError
+
+    _versions(tracking, {"task": "classification"}, None)
+    store = RolloutStore(f"sqlite:///{nasops_home / 'predictions.db'}")
+    store.create(model_name=MODEL, champion_version="1", challenger_version="2", mode="split", weight=0.3,
+                 config=dict(MANUAL_CONFIG))  # what the gateway writes for POST /admin/weight
+    with pytest.raises(UserError, match="manual split") as refused:
+        start_rollout(store, MODEL, load_canary_config(CFG), client=tracking)
+    assert "`/admin/weight 0` or `nasops canary abort`" in str(refused.value)
+
+
 CONTROL_MODULES = ["pipelines.control.deployment", "pipelines.control.commands", "pipelines.control.handover",
                    "pipelines.control.controller", "pipelines.cli.rollout"]
 

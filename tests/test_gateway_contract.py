@@ -355,6 +355,18 @@ def test_admin_steering_is_409_while_a_controller_rollout_is_active(client, tmp_
     assert client.post("/admin/weight", json={"weight": 0.5}, headers=AUTH).status_code == 200
 
 
+def test_the_last_intervals_drift_is_published_from_the_followers_routing_read(client, tmp_path):
+    """The follower no longer reads the history: the judged interval's drift travels in ``last_verdict``."""
+    store = RolloutStore(f"sqlite:///{tmp_path / 'log.db'}")
+    rollout = store.create(model_name=MODEL, champion_version="1", challenger_version="2", mode="split",
+                           weight=0.25, config={"steps": [0.25, 1.0]}, actor=Actor.REFRESH)
+    store.update(rollout, {"intervals": 1, "history": [{"interval": 1}],
+                           "last_verdict": {"verdict": "pass", "drift": {"champion": 0.1, "challenger": 0.4}}},
+                 kind="interval", actor=Actor.CONTROLLER)
+    wait_for(lambda: metric(client.get("/metrics").text, "nasops_drift_share", variant="challenger") == 0.4,
+             what="the drift gauge")
+
+
 def test_admin_reload_follows_a_moved_alias_and_the_reload_file_carries_no_routing(tmp_path, backend):
     control = tmp_path / "reload.json"
     with serve(settings_for(tmp_path, control_file=str(control)), backend) as c:

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from monitoring.core.enums import Mode
 from monitoring.prediction_log import predictions
 from monitoring.rollout_store import RolloutConflict, RolloutStore, StaleRollout
 from monitoring.sources import PredictionLogSource
-from pipelines.control.commands import pause, resume
+from pipelines.control.commands import abort, pause, promote_now, resume
 from pipelines.control.config import load_canary_config
 from pipelines.control.controller import reconcile
+from pipelines.errors import UserError
 
 CFG = {"steps": [0.5, 1.0], "interval_s": 5.0, "label_wait_s": 2.0, "min_label_coverage": 0.5,
        "judge": {"method": "fixed_horizon"}}
@@ -153,6 +155,8 @@ def test_an_interval_is_judged_once_however_often_the_controller_runs(store):
     record = store.get(rollout.rollout_id)
     assert [s["interval"] for s in record.history] == [1]
     assert [e["kind"] for e in store.events(rollout.rollout_id)] == ["start", "interval"]
+    # the interval's drift rides with its verdict, where a gateway's routing read (no history) finds it
+    assert store.latest_routing("m").last_verdict["drift"] == record.history[-1]["drift"]
 
 
 def test_labels_count_only_for_requests_old_enough_and_low_coverage_is_nodata(store):
@@ -189,3 +193,90 @@ def test_operator_commands_with_a_malformed_rollout_store_say_so_in_one_line(com
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert "Traceback" not in proc.stderr and len(lines) == 1 and "notaurl" in lines[0], proc.stderr
+
+
+# -- a gateway follower's read ------------------------------------------------------------------------------------
+
+def test_a_gateway_followers_read_carries_neither_the_drift_reference_nor_the_history(store):
+    """Before: every worker re-read the whole record every second, a ~1 MB drift reference and the growing history
+    included (``benchmarks/follower_read.py`` measures the difference)."""
+    from serving.rollout_follower import RolloutFollower
+
+    rollout = _create(store)
+    drift = {"champion": 0.1, "challenger": 0.4, "prediction": 0.02}
+    store.update(rollout, {"model_ref": {"blob": "x" * 1_000_000}, "history": [{"interval": 1, "drift": drift}],
+                           "intervals": 1, "last_verdict": {"verdict": "pass", "drift": drift}},
+                 kind="interval", actor="controller")
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda conn, cursor, sql, *_: statements.append(sql))
+    seen = []
+    RolloutFollower(store, "m", 1.0, lambda previous, current: seen.append(current)).poll_once()
+    assert statements and not any("model_ref" in sql or "history" in sql for sql in statements), statements
+    followed = seen[-1]
+    assert (followed.model_ref, followed.history) == (None, [])
+    assert (followed.generation, followed.mode, followed.weight, followed.config) == (2, "split", 0.5, rollout.config)
+    assert followed.last_verdict["drift"] == drift  # what the gateway publishes as nasops_drift_share
+    assert len(store.latest("m").model_ref["blob"]) == 1_000_000  # the full read still has everything
+
+
+# -- manual rollouts (an operator's split from the gateway's admin API) ---------------------------------------------
+
+def _manual(store, weight=0.25):
+    """A manual rollout exactly as the gateway writes one for ``POST /admin/weight``."""
+    from serving.manual_rollout import steer
+    from serving.routing import NEUTRAL, Split
+
+    return steer(store, "m", lambda split: Split(Mode.SPLIT, weight), NEUTRAL, ("1", "2"))
+
+
+def test_the_controller_never_judges_a_manual_rollout_and_promote_is_refused(store):
+    """Before: ``reconcile`` failed validating ``{"manual": true}`` as a canary config, and so did promote."""
+    from serving.manual_rollout import is_manual
+
+    manual = _manual(store)
+    assert manual.manual and is_manual(manual)
+    _log(store, manual.created_at, 80)
+    report = reconcile(store, manual.rollout_id, now=manual.created_at + 100.0, force=True)
+    assert report.action == "manual" and report.intervals == 0
+    assert store.get(manual.rollout_id).generation == manual.generation  # nothing written
+    with pytest.raises(UserError, match="/admin/weight") as refused:
+        promote_now(store, "m")
+    assert "\n" not in str(refused.value) and "nasops canary start" in str(refused.value)
+    assert store.get(manual.rollout_id).phase == "split"
+
+
+def test_abort_ends_a_manual_rollout_as_the_gateway_does_at_weight_zero(store, tmp_path):
+    _manual(store)
+    ended = abort(store, "m")
+    by_gateway = RolloutStore(f"sqlite:///{tmp_path / 'other.db'}")
+    _manual(by_gateway)
+    gateway_end = _manual(by_gateway, 0.0)
+    keys = ("phase", "decision", "decided_by", "mode", "weight", "applied")
+    assert [getattr(ended, k) for k in keys] == [getattr(gateway_end, k) for k in keys]
+    assert (ended.phase, ended.decided_by, ended.weight, ended.applied) == ("rolled_back", "operator", 0.0, True)
+    assert store.active("m") is None
+    assert [e["kind"] for e in store.events(ended.rollout_id)] == ["start", "abort"]
+    assert reconcile(store, ended.rollout_id).action == "manual"
+
+
+def _canary_cli(args, url):
+    import typer
+    from typer.testing import CliRunner
+
+    from pipelines.cli import rollout
+
+    app = typer.Typer()
+    rollout.register(app)
+    return CliRunner().invoke(app, [*args, "--model-name", "m", "--prediction-log-url", url])
+
+
+def test_canary_controller_refuses_a_manual_rollout_and_status_shows_it_manual(store, nasops_home):
+    url = str(store.engine.url)
+    manual = _manual(store)
+    served = _canary_cli(["controller"], url)
+    assert isinstance(served.exception, UserError), served.output
+    assert "manual split" in str(served.exception) and "\n" not in str(served.exception)
+    shown = _canary_cli(["status"], url)
+    assert shown.exit_code == 0 and "manual" in shown.output and manual.rollout_id in shown.output, shown.output
+    as_json = _canary_cli(["status", "--json"], url)
+    assert '"manual": true' in as_json.output

@@ -1,16 +1,16 @@
-"""Data drift of a raw-table model's traffic: the gateway logs named raw rows, which the canary could not compare
-with the (encoded) training reference, so every table model's drift read "too few distinct inputs" whatever came
-in. They are now encoded by the transformer fitted on the training split and compared column for column."""
+"""Data drift of a raw-table model's traffic: the gateway logs named raw rows. Data preparation saves a bounded raw
+sample of the training split beside the encoded arrays, the model's drift reference carries it, and served rows are
+compared with it column for column (numbers as numbers, text as categories): no transformer, no training file."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from pipelines.canary.flow import reference_frame
-from pipelines.canary.reference import table_encoder
+from pipelines.canary.reference import drift_reference
 from pipelines.control.config import CanaryConfig
 from pipelines.control.drift import distinct_inputs, interval_drift
+from pipelines.control.reference import MAX_ROWS, RAW_REFERENCE, reference_frame
 from pipelines.data import DataSpec, prepare
 from pipelines.prepared import load_prepared
 
@@ -32,27 +32,27 @@ def _log(frame: pd.DataFrame, variant: str = "champion") -> pd.DataFrame:
     return pd.DataFrame({"variant": variant, "shadow": False, "inputs": records, "prediction": "yes"})
 
 
-def test_table_rows_are_encoded_and_compared_with_the_training_rows(tmp_path):
+def test_prepare_saves_raw_training_rows_and_served_rows_are_compared_with_them(tmp_path):
     path = tmp_path / "shop.csv"
-    _table(600, seed=0).to_csv(path, index=False)
+    _table(4000, seed=0).to_csv(path, index=False)
     data = load_prepared(prepare(DataSpec(source=str(path), target="label"), tmp_path / "out").path)
+    raw = data.meta[RAW_REFERENCE]
+    assert data.meta["input_form"] == "table" and raw["columns"] == ["colour", "size", "weight"]
+    assert len(raw["rows"]) == MAX_ROWS < len(data.x_train)  # bounded: the record is read on every poll
+    assert {type(v) for row in raw["rows"] for v in row} <= {str, float, type(None)}  # JSON types, as sent
+
+    reference = reference_frame(drift_reference(data))
+    assert list(reference.columns) == ["colour", "size", "weight"] and reference["colour"].dtype == object
     cfg = CanaryConfig()
-    reference = reference_frame(data, cfg)
-    encode = table_encoder(data)
-    assert encode is not None and data.meta["input_form"] == "table"
-
     same = _log(_table(200, seed=1))
-    assert distinct_inputs(same, "champion").shape == (0, 0)  # without the encoder: nothing comparable (the defect)
-    served = distinct_inputs(same, "champion", encode=encode)
-    assert served.shape == (200, reference.shape[1])  # the training reference's encoded columns
-    calm = interval_drift(same, reference, cfg, encode)["champion"]
-
+    assert distinct_inputs(same, reference, "champion").shape == (200, 3)
+    calm = interval_drift(same, reference, cfg)["champion"]
     moved = _log(_table(200, seed=2, shift=3.0, colours=("red", "red", "purple")))  # purple: an unseen category
-    shifted = interval_drift(moved, reference, cfg, encode)["champion"]
+    shifted = interval_drift(moved, reference, cfg)["champion"]
     assert calm is not None and shifted is not None
     assert calm < 0.5 <= shifted, (calm, shifted)
 
 
-def test_a_float_matrix_model_has_no_table_encoder(tmp_path):
+def test_a_float_matrix_model_saves_no_raw_rows(tmp_path):
     data = load_prepared(prepare(DataSpec(source="digits", max_rows=300), tmp_path / "out").path)
-    assert table_encoder(data) is None
+    assert RAW_REFERENCE not in data.meta and drift_reference(data).input_form == "tensor"

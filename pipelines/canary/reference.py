@@ -5,27 +5,25 @@ the stored result, so it never loads a training file (nor ``nas``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from monitoring.core.model_ref import DriftReference
 from monitoring.core.tasks import get_task
-from pipelines.control.drift import RowEncoder
-from pipelines.control.reference import MAX_ROWS, bounded, log_reference
+from pipelines.control.reference import MAX_ROWS, RAW_REFERENCE, bounded, log_reference
 
 if TYPE_CHECKING:
     from nas.data import TaskData
 
-__all__ = ["drift_reference", "register_drift_reference", "table_encoder"]
+__all__ = ["drift_reference", "register_drift_reference"]
 
 
 def drift_reference(data: TaskData, rows: int = MAX_ROWS, seed: int = 0) -> DriftReference:
     """Class mix (classifier) or training targets (regression), and a bounded sample of the training inputs as
-    the gateway logs them: the feature values of a float-matrix model. A table model's training rows are kept only
-    encoded, so its reference holds the column names and no rows (its input drift is not computed)."""
+    the gateway logs them: the feature values of a float-matrix model, or a table model's raw rows, which data
+    preparation saved beside its encoded arrays (``meta["raw_reference"]``; data prepared before that has none, and
+    its reference names the columns without rows: its input drift is not computed)."""
     numeric = get_task(data.task).numeric_labels
     classes = list(data.meta.get("classes") or range(data.num_classes))
     mix = None
@@ -34,8 +32,10 @@ def drift_reference(data: TaskData, rows: int = MAX_ROWS, seed: int = 0) -> Drif
         mix = {str(classes[i]): float(c) for i, c in enumerate(counts)}
     targets = [float(v) for v in data.y_train] if numeric else None
     if data.meta.get("input_form") == "table":
-        columns = [str(c["name"]) for c in data.meta.get("input_schema") or []]
-        reference = DriftReference(class_mix=mix, target_values=targets, columns=columns, input_form="table")
+        raw = data.meta.get(RAW_REFERENCE) or {}
+        columns = [str(c) for c in raw.get("columns") or [c["name"] for c in data.meta.get("input_schema") or []]]
+        reference = DriftReference(class_mix=mix, target_values=targets, columns=columns,
+                                   rows=list(raw.get("rows") or []), input_form="table")
     else:
         names = [str(n) for n in data.meta.get("feature_names") or []]
         x = np.asarray(data.x_train, dtype=float)
@@ -56,27 +56,3 @@ def register_drift_reference(data: TaskData, model_name: str, version: str, clie
         return None
     client = client or registry.client_for_active()
     return log_reference(client, active.info.run_id, model_name, version, drift_reference(data))
-
-
-def table_encoder(data: TaskData) -> RowEncoder | None:
-    """For a raw-table model's prepared data: encode logged named rows with the transformer fitted on its training
-    split (saved beside the prepared data), so served rows and the training reference (``x_train``, already
-    encoded) are compared column for column. None for a float-matrix model, or when the transformer is missing."""
-    path = data.meta.get("preprocessor")
-    schema = data.meta.get("input_schema")
-    if data.meta.get("input_form") != "table" or not path or not schema or not Path(path).is_file():
-        return None
-    import joblib
-
-    from nas.table_model import coerce_frame
-
-    preprocessor = joblib.load(path)
-    columns = [c["name"] for c in schema]
-    if list(getattr(preprocessor, "feature_names_in_", columns)) != columns:
-        return None  # replayed in another model's columns (after --allow-schema-change): not this transformer's
-
-    def encode(records: list[dict]) -> np.ndarray:
-        frame = pd.DataFrame.from_records(records, columns=columns)
-        return np.asarray(preprocessor.transform(coerce_frame(frame, schema)), dtype=float)
-
-    return encode

@@ -117,11 +117,12 @@ def controller(
     prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
 ) -> None:
     """Serve the controller of the model's active rollout (after `start --detach`, or to restart a killed one)."""
-    from pipelines.control.commands import active_rollout
+    from pipelines.control.commands import active_rollout, refuse_manual
 
     store, log_url = _store(prediction_log_url)
-    tracking_uri = _tracking()
     rollout = active_rollout(store, model_name or Settings().model_name)
+    refuse_manual(rollout, "serve a controller for")
+    tracking_uri = _tracking()
     _serve(store, rollout.rollout_id, log_url, tracking_uri)
 
 
@@ -161,7 +162,8 @@ def status(
             raise UserError(f"no rollout of {name!r} in this rollout store; start one with `nasops canary start` "
                             "(or check --prediction-log-url)")
         if as_json:
-            typer.echo(json.dumps({**rollout.to_dict(), "events": store.events(rollout.rollout_id)}, default=str))
+            typer.echo(json.dumps({**rollout.to_dict(), "manual": rollout.manual,
+                                   "events": store.events(rollout.rollout_id)}, default=str))
         else:
             print_status(rollout)
         if not watch or rollout.terminal:
@@ -173,6 +175,12 @@ def print_status(rollout: Any) -> None:
     from pipelines.cli.canary import evidence_table
 
     now = time.time()
+    if rollout.manual:
+        console.print(f"[bold]rollout {rollout.rollout_id}[/] {rollout.model_name}: [bold]manual[/] split set through "
+                      f"the gateway's admin API (no controller judges it): phase [bold]{rollout.phase}[/], "
+                      f"{rollout.mode} weight {rollout.weight:.0%}, challenger v{rollout.challenger_version}"
+                      + (f"; ended by {rollout.decided_by}: {rollout.reason}" if rollout.decision else ""))
+        return
     console.print(f"[bold]rollout {rollout.rollout_id}[/] {rollout.model_name}: challenger "
                   f"v{rollout.challenger_version} vs champion v{rollout.champion_version}")
     console.print(f"phase [bold]{rollout.phase}[/], {rollout.mode} weight {rollout.weight:.0%}, "

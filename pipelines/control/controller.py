@@ -47,7 +47,8 @@ __all__ = ["ReconcileReport", "apply_decision", "reconcile", "record_history", "
 @dataclass
 class ReconcileReport:
     """What one reconcile step did: ``waiting`` (interval not over), ``judged``, ``paused``, ``decided`` (a verdict
-    ended the rollout), ``applied`` (a finished rollout's registry decision written), ``done`` or ``conflict``."""
+    ended the rollout), ``applied`` (a finished rollout's registry decision written), ``done``, ``conflict``, or
+    ``manual`` (an operator's split from the gateway's admin API: nothing to judge or apply)."""
 
     rollout_id: str
     action: str
@@ -81,6 +82,10 @@ def start_rollout(store: RolloutStore, model_name: str, cfg: CanaryConfig, *, ga
     champion, challenger = variants(client, model_name)
     first = schedule(cfg)[0]
     active = store.active(model_name)
+    if active is not None and active.manual:
+        raise UserError(f"a manual split of {model_name!r} ({active.mode} at {active.weight:.0%}, rollout "
+                        f"{active.rollout_id}, set through the gateway's admin API) is active; end it with "
+                        "`/admin/weight 0` or `nasops canary abort` before starting a judged rollout")
     if active is not None:
         raise UserError(f"rollout {active.rollout_id} of {model_name!r} (challenger v{active.challenger_version}) "
                         f"is still {active.phase}; follow it with `nasops canary status`, or end it with "
@@ -147,6 +152,8 @@ def reconcile(store: RolloutStore, rollout_id: str, *, now: float | None = None,
     if rollout is None:
         raise UserError(f"no rollout {rollout_id!r} in the prediction-log database; `nasops canary status` lists "
                         "the rollouts there")
+    if rollout.manual:
+        return _report(rollout, "manual")  # an operator's split: no controller judges or applies it
     if rollout.terminal and rollout.applied:
         return _report(rollout, "done")
     if rollout.phase == Phase.PAUSED:
@@ -196,8 +203,9 @@ def _changes(rollout: Rollout, state: RolloutState, verdict: Verdict, coverage: 
     changes: dict[str, Any] = {
         "step_index": state.phase_index, "passes_in_step": state.passes_in_phase, "failures": state.failures,
         "intervals": state.intervals, "history": state.history, "last_judged_at": now,
+        # the interval's drift beside its verdict: the gateway publishes it from its routing read (no history)
         "last_verdict": {**verdict.to_dict(), "evidence": verdict.table(), "coverage": coverage,
-                         "interval": state.intervals},
+                         "interval": state.intervals, "drift": state.history[-1].get("drift")},
     }
     judged_mode = state.history[-1]["mode"]
     if state.decision is not None:
@@ -221,9 +229,9 @@ def _interval_drift(ctx: StepContext, since: float, until: float) -> dict[str, A
     reference = ctx.reference_frame()
     if reference is None:
         table = ctx.reference is not None and ctx.reference.input_form == "table"
-        return no_drift(ctx.models.note or ("a table model's drift reference holds no raw training rows: its input "
-                                            "drift is not computed" if table else "the drift reference holds no "
-                                            "input rows"))
+        return no_drift(ctx.models.note or ("the table model's drift reference holds no raw training rows (its data "
+                                            "was prepared before they were saved): its input drift is not computed"
+                                            if table else "the drift reference holds no input rows"))
     try:
         return interval_drift(read_predictions(ctx.store.engine, since, until), reference, ctx.cfg)
     except Exception as exc:  # drift informs the dashboards; it must not stop the rollout
@@ -249,6 +257,8 @@ def _log_interval(client: Any, rollout: Rollout, verdict: Verdict, weight: float
 def apply_decision(ctx: StepContext) -> ReconcileReport:
     """Write a finished rollout's evidence and registry decision (idempotent), then mark the record applied."""
     rollout = ctx.rollout
+    if rollout.manual:
+        return _report(rollout, "manual")  # nothing to judge, report or decide in the registry
     ctx = ctx if ctx.client is not None else StepContext(rollout, ctx.store, ctx.cfg, ctx.models,
                                                           registry.client_for_active())
     if rollout.decided_by == Actor.CONTROLLER and (rollout.last_verdict or {}).get("metrics") is not None:
@@ -268,6 +278,8 @@ def apply_decision(ctx: StepContext) -> ReconcileReport:
 def evidence_and_decision(ctx: StepContext, verdict: Verdict) -> CanaryOutput:
     """The canary report in the rollout's MLflow run and the decision in the registry (both idempotent)."""
     rollout, store = ctx.rollout, ctx.store
+    if rollout.manual:
+        raise ValueError(f"rollout {rollout.rollout_id} is a manual split: it has no evidence or decision")
     state = _state(ctx)
     state.decision, state.reason = rollout.decision, rollout.reason
     frame = read_predictions(store.engine, rollout.created_at, rollout.updated_at + 1.0)
@@ -277,7 +289,7 @@ def evidence_and_decision(ctx: StepContext, verdict: Verdict) -> CanaryOutput:
              "task": ctx.task.name,
              "target_values": reference.target_values if reference is not None and ctx.task.numeric_labels else None}
     with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
-        result = finish(run, state, verdict, frame, ctx.reference_frame(), ctx.cfg, ctx.client, None, **facts)
+        result = finish(run, state, verdict, frame, ctx.reference_frame(), ctx.cfg, ctx.client, **facts)
         result.rollout_id, result.decided_by = rollout.rollout_id, rollout.decided_by
         mlflow.log_dict(result.model_dump(mode="json"), f"{REPORT_DIR}/result.json")
     ctx.client.set_model_version_tag(rollout.model_name, rollout.challenger_version, tag("rollout_id"),
@@ -294,6 +306,8 @@ def record_history(store: RolloutStore, rollout: Rollout, client: Any = None) ->
 
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
+    if rollout.manual:
+        return  # an operator's split names no challenger to record it on
     if client is None and not is_tracking_uri_set():
         return  # no registry configured in this process (a store-only caller)
     events = [{"kind": e["kind"], "actor": e["actor"],

@@ -100,6 +100,9 @@ def serve_controller(store: RolloutStore, rollout_id: str, *, prediction_log_url
     rollout = store.get(rollout_id)
     if rollout is None:
         raise UserError(f"no rollout {rollout_id!r}")
+    from pipelines.control.commands import refuse_manual
+
+    refuse_manual(rollout, "serve a controller for")
     cfg = CanaryConfig.model_validate(rollout.config)
     deployment = controller_deployment(rollout_id, rollout.model_name, cfg.interval_s,
                                        prediction_log_url=prediction_log_url, tracking_uri=tracking_uri)

@@ -3,6 +3,9 @@ drift (computed by the controller each judged interval against the drift referen
 stored in the rollout record, published by every gateway worker as ``nasops_drift_share``), plus the end-of-canary
 Evidently report.
 
+A table model's inputs are compared raw, column by column, with the raw training rows its data preparation saved
+(:mod:`monitoring.drift` ``table_frame``): no encoder, so no training file and no scikit-learn here.
+
 Drift is measured on the *distinct* inputs of a window: replayed traffic repeats a small prod split many times, and
 duplicated rows make every two-sample test see a difference that is not there. A window with too few distinct rows
 is reported as too small to judge (None), not as "no drift".
@@ -11,13 +14,12 @@ is reported as too small to judge (None), not as "no drift".
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from monitoring.drift import data_drift_share, features_frame, prediction_drift
+from monitoring.drift import data_drift_share, features_frame, numeric_columns, prediction_drift, table_frame
 from monitoring.sources import label_key
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
 from pipelines.control.config import CanaryConfig
@@ -27,28 +29,33 @@ MIN_DISTINCT_ROWS = 10
 log = logging.getLogger("nasops.canary")
 
 
-RowEncoder = Callable[[list[dict]], np.ndarray]
-"""Named raw rows (a table model's logged inputs) -> the encoded features its training rows are in."""
-
-
-def distinct_inputs(frame: pd.DataFrame, variant: str | None = None, *, include_shadow: bool = True,
-                    encode: RowEncoder | None = None) -> np.ndarray:
-    """The distinct input rows a variant (or, with None, the gateway) received: one per value, whatever the
-    number of requests, fallbacks or shadow copies that carried it. A table model's named raw rows are encoded
-    with ``encode`` first (without one they cannot be compared with a float reference: empty)."""
+def distinct_inputs(frame: pd.DataFrame, reference: pd.DataFrame | None, variant: str | None = None, *,
+                    include_shadow: bool = True) -> pd.DataFrame:
+    """The distinct input rows a variant (or, with None, the gateway) received, in the reference's columns: one per
+    value, whatever the number of requests, fallbacks or shadow copies that carried it. A float-matrix model's
+    feature rows as floats; a table model's named raw rows as they were sent (numeric columns as numbers, the
+    others as categories, as in its raw reference). Without a reference: only for counting."""
     rows = frame if variant is None else frame[frame["variant"] == variant]
     if not include_shadow and "shadow" in rows:
         rows = rows[~rows["shadow"].astype(bool)]
-    if rows.empty:
-        return np.empty((0, 0))
-    if isinstance(rows["inputs"].iloc[0], dict):
-        if encode is None:
-            return np.empty((0, 0))
-        named = [r for r in rows["inputs"].tolist() if isinstance(r, dict)]
-        x = encode(named) if named else np.empty((0, 0))
+    inputs = rows["inputs"].tolist() if len(rows) else []
+    named = [r for r in inputs if isinstance(r, dict)]
+    if named:
+        columns = None if reference is None else list(reference.columns)
+        served = table_frame(named, columns, None if reference is None else numeric_columns(reference))
+    elif inputs:
+        x = np.array(inputs, dtype=float)
+        served = features_frame(x, None if reference is None else list(reference.columns))
     else:
-        x = np.array(rows["inputs"].tolist(), dtype=float)
-    return np.unique(x, axis=0) if x.ndim == 2 and len(x) else x
+        served = pd.DataFrame(columns=[] if reference is None else list(reference.columns))
+    return served.drop_duplicates(ignore_index=True)
+
+
+def comparable(reference: pd.DataFrame, served: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both frames without the columns that hold no value on one side (a column the served rows never carry, e.g.
+    a challenger's own column after ``--allow-schema-change``): no test can compare an empty column."""
+    keep = [c for c in reference.columns if reference[c].notna().any() and served[c].notna().any()]
+    return reference[keep], served[keep]
 
 
 def predictions(frame: pd.DataFrame, variant: str) -> list:
@@ -60,20 +67,22 @@ def predictions(frame: pd.DataFrame, variant: str) -> list:
     return [label_key(p) for p in values]
 
 
-def interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig,
-                   encode: RowEncoder | None = None) -> dict[str, float | None]:
+def interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig) -> dict[str, float | None]:
     """Drift shares of each variant's distinct inputs in one window, and challenger-vs-champion prediction drift
     (None: too few samples to judge)."""
     out: dict[str, float | None] = {}
     for variant in VARIANTS:
-        x = distinct_inputs(frame, variant, encode=encode)
-        out[variant] = (data_drift_share(reference, features_frame(x, list(reference.columns)),
-                                         threshold=cfg.drift_threshold).share
-                        if len(x) >= MIN_DISTINCT_ROWS else None)
+        served = distinct_inputs(frame, reference, variant)
+        out[variant] = _share(reference, served, cfg) if len(served) >= MIN_DISTINCT_ROWS else None
     champ, chall = predictions(frame, CHAMPION), predictions(frame, CHALLENGER)
     enough = len(champ) >= MIN_DISTINCT_ROWS and len(chall) >= MIN_DISTINCT_ROWS
     out["prediction"] = prediction_drift(champ, chall) if enough else None
     return out
+
+
+def _share(reference: pd.DataFrame, served: pd.DataFrame, cfg: CanaryConfig) -> float | None:
+    ref, cur = comparable(reference, served)
+    return data_drift_share(ref, cur, threshold=cfg.drift_threshold).share if ref.shape[1] else None
 
 
 def no_drift(note: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 
 from monitoring.core.tasks import get_task
-from monitoring.drift import data_drift_report, features_frame, prediction_drift
+from monitoring.drift import data_drift_report, prediction_drift
 from monitoring.judge import Verdict
 from monitoring.online import regression_summary, summarize_variants
 from monitoring.report import canary_report_html, score_plot_png
@@ -19,7 +19,7 @@ from monitoring.vocabulary import CHALLENGER, CHAMPION, PROMOTED, VARIANTS, tag
 from pipelines import promotion
 from pipelines.contracts import CanaryOutput, CanaryStep, DriftSummary, VariantOnline
 from pipelines.control.config import CanaryConfig
-from pipelines.control.drift import MIN_DISTINCT_ROWS, RowEncoder, distinct_inputs, predictions
+from pipelines.control.drift import MIN_DISTINCT_ROWS, comparable, distinct_inputs, predictions
 from pipelines.control.rollout import RolloutState
 
 REPORT_DIR = "canary"
@@ -27,17 +27,17 @@ STEP_KEYS = ("interval", "mode", "weight", "verdict", "outcome", "score")
 
 
 def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame | None, cfg: CanaryConfig, history: list[dict],
-                  html: Path, encode: RowEncoder | None = None) -> dict[str, Any]:
+                  html: Path) -> dict[str, Any]:
     """Whole-canary data drift on the distinct served inputs (HTML report written to ``html``), prediction drift,
-    and each variant's last per-interval share (a table model's named rows encoded by ``encode``)."""
-    served = distinct_inputs(frame, include_shadow=False, encode=encode)
+    and each variant's last per-interval share (a table model's raw columns against its raw training rows)."""
+    served = distinct_inputs(frame, reference, include_shadow=False)
     if reference is None:
         info: dict[str, Any] = {"share": None, "dataset_drift": None, "distinct_rows": len(served),
                                 "note": "no drift reference with input rows stored with the rollout (see the "
                                 "steps' drift notes)"}
     elif len(served) >= MIN_DISTINCT_ROWS:
-        drift = data_drift_report(reference, features_frame(served, list(reference.columns)), html,
-                                  threshold=cfg.drift_threshold, detail_columns=cfg.drift_report_features)
+        drift = data_drift_report(*comparable(reference, served), html, threshold=cfg.drift_threshold,
+                                  detail_columns=cfg.drift_report_features)
         info = {"share": drift.share, "dataset_drift": drift.dataset_drift,
                                 "drifted_features": drift.count, "features": drift.columns,
                                 "distinct_rows": len(served)}
@@ -135,11 +135,11 @@ def record_decision(client: Any, result: CanaryOutput, verdict: Verdict, cfg: Ca
 
 
 def finish(run: Any, state: RolloutState, verdict: Verdict, frame: pd.DataFrame, reference: pd.DataFrame | None,
-           cfg: CanaryConfig, client: Any, encode: RowEncoder | None = None, **facts: Any) -> CanaryOutput:
+           cfg: CanaryConfig, client: Any, **facts: Any) -> CanaryOutput:
     """Drift report, evidence artifacts and the registry decision; returns the stage's result."""
     with tempfile.TemporaryDirectory(prefix="nasops-canary-") as tmp:
         html = Path(tmp) / "data_drift.html"
-        drift = drift_summary(frame, reference, cfg, state.history, html, encode)
+        drift = drift_summary(frame, reference, cfg, state.history, html)
         result = canary_result(state, verdict, frame, drift, run=run, **facts)
         log_evidence(result, state, verdict, Path(tmp), html)
     record_decision(client, result, verdict, cfg)

@@ -24,8 +24,8 @@ from pipelines.control.versions import model_ref
 
 log = logging.getLogger("nasops.canary")
 
-__all__ = ["DRIFT_REFERENCE_ARTIFACT", "MAX_CELLS", "MAX_ROWS", "RolloutModels", "bounded", "log_reference",
-           "reference_frame", "resolve_models"]
+__all__ = ["DRIFT_REFERENCE_ARTIFACT", "MAX_CELLS", "MAX_ROWS", "RAW_REFERENCE", "RolloutModels", "bounded",
+           "log_reference", "reference_frame", "resolve_models"]
 
 DRIFT_REFERENCE_ARTIFACT = "drift_reference.json"
 MAX_ROWS = 2000
@@ -33,6 +33,9 @@ MAX_ROWS = 2000
 MAX_CELLS = 100_000
 """And at most this many input values (a wide image model keeps fewer rows, never fewer than ``MIN_ROWS``)."""
 MIN_ROWS = 50
+RAW_REFERENCE = "raw_reference"
+"""``TaskData.meta`` key of a table's raw training sample (``{"columns", "rows"}``, saved by data preparation): a
+table model's drift reference rows, compared with the raw rows the gateway logs."""
 
 Source = Literal["prepared", "artifact"]
 
@@ -107,10 +110,13 @@ def resolve_models(client: Any, champion: Any, challenger: Any, given: DriftRefe
 
 
 def reference_frame(reference: DriftReference | None) -> Any:
-    """The reference's input rows as the frame drift compares served inputs with (None: no rows, or a table
-    model's raw named columns, which the float-feature drift does not compare)."""
-    if reference is None or not reference.rows or reference.input_form != "tensor":
+    """The reference's input rows as the frame drift compares served inputs with: feature values (a float-matrix
+    model), or a table model's raw training rows, numeric columns as numbers and the others as categories, as the
+    gateway logs its inputs (None: no rows)."""
+    if reference is None or not reference.rows:
         return None
-    from monitoring.drift import features_frame
+    from monitoring.drift import features_frame, table_frame
 
+    if reference.input_form == "table":
+        return table_frame(reference.rows, reference.columns)
     return features_frame(np.asarray(reference.rows, dtype=float), reference.columns or None)
