@@ -11,6 +11,9 @@ import pytest
 from fixtures_registry import register_version
 from support_models import linear_classifier
 
+from pipelines.settings import Settings
+from pipelines.tracking import client as tracking_client
+
 pytestmark = pytest.mark.slow  # registers a model version
 
 
@@ -18,7 +21,6 @@ def test_the_next_refresh_cleans_up_after_a_killed_one(nasops_home):
     from monitoring import vocabulary as v
     from pipelines import refresh_state, registry
     from pipelines.abandoned import clean_up
-    from pipelines.settings import Settings
     from pipelines.tracking import configure_mlflow
 
     settings = Settings()
@@ -30,7 +32,7 @@ def test_the_next_refresh_cleans_up_after_a_killed_one(nasops_home):
             child = mlflow.start_run(run_name="eval-000", nested=True)
             mlflow.end_run("RUNNING")  # leave it as a killed process would
         mlflow.end_run("RUNNING")
-    client = registry.client_for_active()
+    client = tracking_client(Settings())
     for run_id in (parent.info.run_id, search.info.run_id, child.info.run_id):
         client.update_run(run_id, "RUNNING")
     version = register_version(settings.tracking_uri, settings.model_name, linear_classifier(), alias=v.CHALLENGER)

@@ -17,6 +17,8 @@ import pytest
 
 from pipelines.errors import UserError
 from pipelines.schema_check import traffic_columns
+from pipelines.settings import Settings
+from pipelines.tracking import client as tracking_client
 
 NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
 FAST = ["--pool-size", "60", "--budget", "4", "--epochs", "3", "--top-k", "2"]
@@ -52,12 +54,10 @@ def two_versions(tmp_path, nasops_home):
     """Register a baseline per table under 'shop' and point champion / challenger at them."""
     from servers import require_slow
 
-    from pipelines import registry
     from pipelines.config import RetrainConfig
     from pipelines.contracts import Lineage
     from pipelines.data import DataSpec, prepare
     from pipelines.retrain import register_baseline
-    from pipelines.settings import Settings
     from pipelines.tracking import configure_mlflow
 
     require_slow("trains and registers models")
@@ -75,7 +75,7 @@ def two_versions(tmp_path, nasops_home):
     def pair(champion: pd.DataFrame, challenger: pd.DataFrame):
         old, _ = register(champion, "v1")
         new, prepared = register(challenger, "v2")
-        client = registry.client_for_active()
+        client = tracking_client(Settings())
         client.set_registered_model_alias("shop", "champion", old)
         client.set_registered_model_alias("shop", "challenger", new)
         return client, prepared
@@ -98,7 +98,6 @@ def test_the_canary_refuses_variants_no_request_suits(two_versions):
     from monitoring.rollout_store import RolloutStore
     from pipelines.control.config import CanaryConfig
     from pipelines.control.controller import start_rollout
-    from pipelines.settings import Settings
 
     store = RolloutStore(create_log_engine(Settings().prediction_log_url))
     with pytest.raises(UserError, match="refuses to judge"):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pipelines.config import RefreshConfig, RetrainConfig
+from pipelines.settings import Settings
+from pipelines.tracking import client as tracking_client
 
 
 def test_scaling_is_off_by_default_and_checks_its_values():
@@ -46,7 +48,6 @@ def test_retrain_trains_and_registers_the_scaled_family_within_its_budget(nasops
     from pipelines.contracts import Candidate, Lineage, RetrainInput, SearchOutput
     from pipelines.data import DataSpec, prepare
     from pipelines.retrain import retrain_and_register
-    from pipelines.settings import Settings
     from pipelines.tracking import configure_mlflow
 
     settings = Settings()
@@ -63,7 +64,7 @@ def test_retrain_trains_and_registers_the_scaled_family_within_its_budget(nasops
     config = RetrainConfig(epochs=2, top_k=1, scale_phis=[-1.0, 0.0, 1.0, 3.0], scale_max_params=6000)
     with mlflow.start_run(run_name="refresh"):
         out = retrain_and_register(inputs, config).model_dump()
-    client = registry.client_for_active()
+    client = tracking_client(Settings())
     cands = out["candidates"]
     tags = [registry.version_tags(registry.alias_version(client, settings.model_name, c["alias"])) for c in cands]
     phis = sorted(float(t["scaled_phi"]) for t in tags)

@@ -11,6 +11,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from pipelines.settings import Settings
+from pipelines.tracking import client as tracking_client
+
 
 @pytest.mark.slow  # starts an MLflow tracking server (the mlflow_server fixture of conftest.py)
 def test_registration_and_status_against_a_tracking_server(nasops_home, mlflow_server, tmp_path):
@@ -19,7 +22,6 @@ def test_registration_and_status_against_a_tracking_server(nasops_home, mlflow_s
     from pipelines.contracts import Lineage
     from pipelines.data import DataSpec, prepare
     from pipelines.retrain import register_baseline
-    from pipelines.settings import Settings
     from pipelines.tracking import configure_mlflow
 
     settings = Settings()
@@ -29,7 +31,7 @@ def test_registration_and_status_against_a_tracking_server(nasops_home, mlflow_s
     lineage = Lineage(dataset_fingerprint=prepared.fingerprint, data_source="digits", refresh_run_id="r")
     with mlflow.start_run(run_name="refresh"):
         out = register_baseline(prepared.path, settings.model_name, RetrainConfig(epochs=2), lineage).model_dump()
-    client = registry.client_for_active()
+    client = tracking_client(Settings())
     champion = registry.alias_version(client, settings.model_name, registry.CHAMPION)
     assert str(champion.version) == out["version"] == "1"
     assert not (nasops_home / "mlflow.db").exists()  # nothing went to the embedded store

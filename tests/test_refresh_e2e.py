@@ -7,6 +7,9 @@ import json
 import mlflow
 import pytest
 
+from pipelines.settings import Settings
+from pipelines.tracking import client as tracking_client
+
 pytestmark = pytest.mark.slow
 
 
@@ -26,14 +29,13 @@ def refresh_result(nasops_home, prefect_server):
 
 def test_refresh_end_to_end(refresh_result, nasops_home):
     from pipelines import registry
-    from pipelines.settings import Settings
 
     result = json.loads(json.dumps(refresh_result.model_dump(mode="json")))  # plain, serialisable values only
     _renders_the_cli_summary(refresh_result)
     settings = Settings()
     assert result["tracking_uri"] == settings.tracking_uri
     assert (nasops_home / "mlflow.db").exists()
-    client = registry.client_for_active()
+    client = tracking_client(Settings())
     name = result["model_name"]
 
     # stage 1 + 2: data fingerprint and a real search over a real space

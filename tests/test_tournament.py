@@ -20,7 +20,9 @@ from support_models import FlakyModel, SlowModel, digits_data, linear_classifier
 from monitoring.prediction_log import create_log_engine, read_predictions
 from nas.data import TaskData
 from pipelines.errors import UserError
+from pipelines.settings import Settings
 from pipelines.tournament import TournamentConfig, analyse, mcnemar_exact, parse_config, run_tournament
+from pipelines.tracking import client as tracking_client
 from serving.config import GatewaySettings
 from serving.server import start_gateway
 
@@ -195,7 +197,6 @@ def test_retrain_registers_every_candidate_once_with_ranked_aliases(nasops_home)
     from pipelines.contracts import Candidate, Lineage, RetrainInput, SearchOutput
     from pipelines.data import DataSpec, prepare
     from pipelines.retrain import retrain_and_register
-    from pipelines.settings import Settings
     from pipelines.tracking import configure_mlflow
 
     settings = Settings()
@@ -212,7 +213,7 @@ def test_retrain_registers_every_candidate_once_with_ranked_aliases(nasops_home)
     inputs = RetrainInput(data=prepared, search=search, model_name=settings.model_name, lineage=lineage)
     with mlflow.start_run(run_name="refresh"):
         out = retrain_and_register(inputs, RetrainConfig(epochs=2, top_k=3)).model_dump()
-    client = registry.client_for_active()
+    client = tracking_client(Settings())
     cands = out["candidates"]
     assert [c["alias"] for c in cands] == ["candidate-1", "candidate-2", "candidate-3"]
     assert len({c["version"] for c in cands}) == 3 == len(registry.list_versions(client, settings.model_name))

@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipelines.settings import Settings
+from pipelines.tracking import client as tracking_client
+
 pytestmark = pytest.mark.slow
 
 SMALL = {"max_rows": 600, "top_k": 1, "retrain": {"epochs": 1}, "skip_canary": True, "skip_tournament": True}
@@ -14,7 +17,7 @@ SMALL = {"max_rows": 600, "top_k": 1, "retrain": {"epochs": 1}, "skip_canary": T
 def _challenger_tags(result) -> dict[str, str]:
     from pipelines import registry
 
-    client = registry.client_for_active()
+    client = tracking_client(Settings())
     return registry.version_tags(client.get_model_version(result.model_name, result.challenger.version))
 
 
