@@ -67,7 +67,10 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
     for version in registry.list_versions(client, name):
         assert version["tags"]["seed"] == "7", version
         assert client.get_run(version["tags"]["training_run_id"]).data.params["seed"] == "7"
-    model_info = mlflow.models.get_model_info(f"models:/{name}/{chall_version}")
+    from pipelines.tracking import Tracking
+
+    with Tracking.open(settings).fluent():  # a refresh leaves no process-global store behind: name it
+        model_info = mlflow.models.get_model_info(f"models:/{name}/{chall_version}")
     assert model_info.signature is not None and model_info.saved_input_example_info is not None
 
     # stage 4: both variants served traffic, a decision was taken, recorded, and the aliases agree with it
