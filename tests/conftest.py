@@ -18,9 +18,11 @@ import pytest
 
 pytest_plugins = ["servers", "fixtures_registry", "pytester"]
 
-# Offline and quiet before anything imports prefect or mlflow.
+# Offline and quiet before anything imports prefect or mlflow. Each pytest process (each xdist worker) has its own
+# temporary directory, Prefect home and default state dir: never the user's, never another worker's.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="nasops-tests-"))
-os.environ.setdefault("PREFECT_HOME", str(_SESSION_TMP / "prefect"))
+os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
+os.environ["NASOPS_HOME"] = str(_SESSION_TMP / "home")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -36,6 +38,13 @@ def _torch_threads():
 
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path, monkeypatch) -> None:
+    """No two tests share a ``NASOPS_HOME``: a test that sets none still gets its own (not created until used), so
+    a test cannot pass on what an earlier one (or the other xdist worker) left there."""
+    monkeypatch.setenv("NASOPS_HOME", str(tmp_path / "default-nasops-home"))
 
 
 @pytest.fixture
@@ -98,6 +107,24 @@ def mlflow_server(tmp_path, monkeypatch) -> str:
     with start_mlflow(tmp_path / "server") as server:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         yield server.url
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the xdist_group marks into node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For ``make test`` (``-n 2 --dist loadgroup``): keep on one worker the tests of a module that share one of its
+    module- or class-scoped fixtures (a refresh, a gateway, a trained model: built once, not once per worker), and
+    hand out the slow tests first so that the fast ones fill the gaps at the end instead of one worker waiting."""
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        info = getattr(item, "_fixtureinfo", None)
+        shared = info is not None and any(
+            fixturedef.scope in ("module", "class", "package") and fixturedef.baseid.startswith(module)
+            for defs in info.name2fixturedefs.values() for fixturedef in defs[-1:]
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(module))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a single process keeps the file order (module fixtures set up once)
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

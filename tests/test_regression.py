@@ -93,13 +93,12 @@ def test_a_regression_target_is_checked(tmp_path):
 
 
 def test_task_is_validated_on_the_command_line(tmp_path):
-    env = {**os.environ, "NASOPS_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([*NASOPS, "refresh", "--data", "diabetes", "--task", "ranking"], capture_output=True,
-                          text=True, timeout=120, env=env)
+    from support_cli import nasops
+
+    proc = nasops("refresh", "--data", "diabetes", "--task", "ranking", home=tmp_path / "home")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "task" in proc.stderr and "regression" in proc.stderr
-    proc = subprocess.run([*NASOPS, "refresh", "--data", "diabetes", "--task", "classification"],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = nasops("refresh", "--data", "diabetes", "--task", "classification", home=tmp_path / "home")
     assert proc.returncode == 2 and "--task regression" in proc.stderr, proc.stderr
 
 

@@ -13,12 +13,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from support_cli import nasops
 
 from pipelines.data import DataSpec, prepare
 from pipelines.errors import UserError
@@ -124,7 +124,11 @@ def _silent_listener() -> tuple[socket.socket, int]:
     ids=["bad-url", "missing-file", "sql-error", "empty-result", "url-without-query", "query-without-url",
          "refused", "hung-server"],
 )
-def test_a_wrong_source_is_one_line_and_exit_2(tmp_path, data, query, needles):
+def test_a_wrong_source_is_one_line_and_exit_2(tmp_path, monkeypatch, data, query, needles):
+    import pipelines.sql_source
+
+    # in-process: the module read NASOPS_SQL_CONNECT_TIMEOUT_S when it was imported, so set what it read
+    monkeypatch.setattr(pipelines.sql_source, "CONNECT_TIMEOUT_S", 2.0)
     _sqlite(tmp_path / "shop.db", _customers())
     _customers().to_csv(tmp_path / "shop.csv", index=False)
     silent, silent_port = _silent_listener()
@@ -138,9 +142,8 @@ def test_a_wrong_source_is_one_line_and_exit_2(tmp_path, data, query, needles):
                 "--target", "label", *FAST]
         if query is not None:
             args += ["--query", query]
-        t0 = time.monotonic()
-        proc = _cli(*args, home=home, NASOPS_SQL_CONNECT_TIMEOUT_S="2")
-        took = time.monotonic() - t0
+        proc = nasops(*args, home=home)
+        took = proc.seconds
     finally:
         silent.close()
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -163,8 +166,8 @@ def test_a_scheduled_refresh_carries_the_query(tmp_path):
     url = _sqlite(tmp_path / "shop.db", _customers())
     home = tmp_path / "home"
     home.mkdir()
-    proc = _cli("schedule", "--cron", "0 3 * * 0", "--data", url, "--query", QUERY, "--target", "label", "--check",
-                home=home)
+    proc = nasops("schedule", "--cron", "0 3 * * 0", "--data", url, "--query", QUERY, "--target", "label",
+                  "--check", home=home)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads(proc.stdout)["parameters"]["config"]
     assert config["data"] == url and config["query"] == QUERY and config["target"] == "label"

@@ -142,10 +142,10 @@ def test_an_unknown_categorical_column_is_one_line_and_exit_2(tmp_path):
     orders().to_csv(path, index=False)
     home = tmp_path / "home"
     home.mkdir()
-    env = {**os.environ, "NASOPS_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([*NASOPS, "refresh", "--data", str(path), "--target", "late", "--categorical",
-                           "store,shop_id", *FAST], capture_output=True, text=True, timeout=120, env=env)
+    from support_cli import nasops
+
+    proc = nasops("refresh", "--data", str(path), "--target", "late", "--categorical", "store,shop_id", *FAST,
+                  home=home)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
