@@ -78,6 +78,14 @@ def prefect_server():
         _drain_prefect_workers()
 
 
+@pytest.fixture(scope="session")
+def prefect_api_env(prefect_server) -> dict[str, str]:
+    """What a ``nasops refresh`` *subprocess* needs in its environment to report to this worker's Prefect server
+    instead of starting a temporary one of its own (~25 s per process, more on a busy machine). Tests that check
+    the process tree of a refresh (SIGTERM, the watchdog, ``--resume`` as on a laptop) keep their own server."""
+    return {"PREFECT_API_URL": prefect_server.api_url}
+
+
 def _drain_prefect_workers() -> None:
     """Send the logs and events still queued in this process before the server they go to stops."""
     import inspect

@@ -212,7 +212,8 @@ def _everything_under(root: Path) -> bytes:
 
 
 @pytest.mark.slow
-def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(postgres, tmp_path):
+def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(postgres, tmp_path, prefect_server,
+                                                                            prefect_api_env):
     """`nasops refresh --data postgresql://… --query …` registers a model whose lineage names the query; run again
     on unchanged rows it says "same data as the champion" and tags it; the password is nowhere."""
     from mlflow.tracking import MlflowClient
@@ -223,11 +224,11 @@ def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(po
     home = tmp_path / "home"
     home.mkdir()
     first = _cli("refresh", "--data", with_password, "--query", QUERY, "--target", "label", "--model-name", "pg",
-                 *FAST, home=home, timeout=900)
+                 *FAST, home=home, timeout=900, **prefect_api_env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "no champion of 'pg' yet" in first.stderr
     second = _cli("refresh", "--data", with_password, "--query", QUERY, "--target", "label", "--model-name", "pg",
-                  *FAST, "--json", home=home, timeout=900)
+                  *FAST, "--json", home=home, timeout=900, **prefect_api_env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "same data as the champion (fingerprint" in second.stderr, second.stderr[-3000:]
     result = json.loads(second.stdout)
@@ -250,6 +251,7 @@ def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(po
         seen += json.dumps(mv.tags)
     assert PASSWORD not in seen
     assert PASSWORD.encode() not in _everything_under(tmp_path)
+    assert PASSWORD.encode() not in _everything_under(prefect_server.workdir)  # the Prefect server's database
 
     # a scheduled refresh keeps the password out of the deployment's parameters too (it stays in the environment
     # of the serving process)
