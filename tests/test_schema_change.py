@@ -57,9 +57,13 @@ def _cli(*args: str, home: Path, timeout: int = 600, **env_extra: str) -> subpro
     return subprocess.run([*NASOPS, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.fixture
-def champion_home(tmp_path, nasops_home) -> dict:
-    """A champion of model 'shop' trained (stage level, real SQLite registry) on columns size, colour, age."""
+LEAKED = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "NASOPS_PREDICTION_LOG_URL")
+
+
+@pytest.fixture(scope="module")
+def shop_champion(tmp_path_factory) -> dict:
+    """A champion of model 'shop' trained (stage level, real SQLite registry) on columns size, colour, age: once
+    for the module (a baseline training and its registration; neither test moves the champion alias)."""
     from servers import require_slow
 
     from pipelines.config import RetrainConfig
@@ -70,14 +74,36 @@ def champion_home(tmp_path, nasops_home) -> dict:
     from pipelines.tracking import configure_mlflow
 
     require_slow("trains and registers a model")
-    csv = tmp_path / "v1.csv"
+    root = tmp_path_factory.mktemp("shop")
+    home = root / "nasops-home"
+    home.mkdir()
+    csv = root / "v1.csv"
     _table({"size": "double", "colour": "string", "age": "double"}).to_csv(csv, index=False)
-    settings = Settings()
-    configure_mlflow(settings)
-    prepared = prepare(DataSpec(source=str(csv), target="y"), settings.data_dir)
-    register_baseline(prepared.path, "shop", RetrainConfig(epochs=2),
-                      Lineage(dataset_fingerprint=prepared.fingerprint, data_source="v1.csv", refresh_run_id="r"))
-    return {"home": nasops_home, "prepared": prepared, "tmp": tmp_path}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NASOPS_HOME", str(home))
+        for leaked in LEAKED:  # set to be put back (or removed) afterwards: configure_mlflow exports the URIs
+            mp.setenv(leaked, "")
+            mp.delenv(leaked)
+        settings = Settings()
+        configure_mlflow(settings)
+        prepared = prepare(DataSpec(source=str(csv), target="y"), settings.data_dir)
+        register_baseline(prepared.path, "shop", RetrainConfig(epochs=2),
+                          Lineage(dataset_fingerprint=prepared.fingerprint, data_source="v1.csv",
+                                  refresh_run_id="r"))
+    return {"home": home, "prepared": prepared}
+
+
+@pytest.fixture
+def champion_home(shop_champion, tmp_path, monkeypatch) -> dict:
+    """This test in the state dir of :func:`shop_champion` (``NASOPS_HOME``), with its own scratch directory."""
+    monkeypatch.setenv("NASOPS_HOME", str(shop_champion["home"]))
+    for leaked in LEAKED:
+        monkeypatch.delenv(leaked, raising=False)
+    from pipelines.settings import Settings
+    from pipelines.tracking import configure_mlflow
+
+    configure_mlflow(Settings())
+    return {**shop_champion, "tmp": tmp_path}
 
 
 @pytest.mark.slow
