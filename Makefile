@@ -8,8 +8,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 PYTEST_ARGS ?=
-# Both cores of a CI runner: two xdist workers. loadgroup hands out single tests, except that the tests sharing a
-# module's expensive fixture (conftest.py marks them) stay on one worker, so it is built once.
+# Both cores of a CI runner: two xdist workers. --dist loadgroup (its scheduler is in tests/conftest.py) hands out
+# single tests, except that the tests of a module with a shared module-scoped fixture (a refresh, a gateway, a
+# trained model) stay on one worker, so that fixture is built once; slow tests are handed out first.
 TEST_WORKERS ?= 2
 
 .PHONY: help install demo test test-fast lint system-deps lock clean

@@ -10,7 +10,9 @@ in failure reports).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -117,22 +119,44 @@ def mlflow_server(tmp_path, monkeypatch) -> str:
         yield server.url
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the xdist_group marks into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """For ``make test`` (``-n 2 --dist loadgroup``): keep on one worker the tests of a module that share one of its
-    module- or class-scoped fixtures (a refresh, a gateway, a trained model: built once, not once per worker), and
-    hand out the slow tests first so that the fast ones fill the gaps at the end instead of one worker waiting."""
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        info = getattr(item, "_fixtureinfo", None)
-        shared = info is not None and any(
-            fixturedef.scope in ("module", "class", "package") and fixturedef.baseid.startswith(module)
-            for defs in info.name2fixturedefs.values() for fixturedef in defs[-1:]
-        )
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(module))
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # a single process keeps the file order (module fixtures set up once)
+    """Under xdist (``make test``), hand out the slow tests first so that the fast ones fill the gaps at the end
+    instead of one worker running a long test alone. A single process keeps the file order (each module's
+    fixtures set up once)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+_MODULE_FIXTURE = re.compile(r"@pytest\.fixture\(\s*scope=[\"'](module|class|package)[\"']")
+
+
+@functools.cache
+def _shares_a_module_fixture(path: Path) -> bool:
+    """Whether the test module defines a module-, class- or package-scoped fixture (a refresh, a gateway, a
+    trained model that its tests share)."""
+    try:
+        return bool(_MODULE_FIXTURE.search(path.read_text()))
+    except OSError:
+        return False
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` (``make test``): single tests are handed to whichever worker is free, except that the
+    tests of a module defining a shared (module/class-scoped) fixture go to one worker together, so that fixture
+    is built once, not once per worker. (xdist's own loadgroup reads ``xdist_group`` marks through a node-id
+    rewrite that pytest 9 no longer honours; this scheduler decides from the node id alone, in the controller.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    rootpath = config.rootpath
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if _shares_a_module_fixture(rootpath / module) else nodeid
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
