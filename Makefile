@@ -8,6 +8,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 PYTEST_ARGS ?=
+# Both cores of a CI runner: two xdist workers. --dist loadgroup (its scheduler is in tests/conftest.py) hands out
+# single tests, except that the tests of a module with a shared module-scoped fixture (a refresh, a gateway, a
+# trained model) stay on one worker, so that fixture is built once; slow tests are handed out first.
+TEST_WORKERS ?= 2
 
 .PHONY: help install demo test test-fast lint system-deps lock clean
 
@@ -46,11 +50,11 @@ demo: install
 NO_TESTS = { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest ran no tests (exit 5): the selection matched nothing" >&2; exit $$rc; }
 
 test: install system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS) || $(NO_TESTS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || $(NO_TESTS)
 
 # No server started, no model trained: tests doing either are marked slow (the server harness enforces it).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS) || $(NO_TESTS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS) || $(NO_TESTS)
 
 lint: install
 	$(BIN)/ruff check nas pipelines serving monitoring tests benchmarks

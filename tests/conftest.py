@@ -10,7 +10,9 @@ in failure reports).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,9 +20,11 @@ import pytest
 
 pytest_plugins = ["servers", "fixtures_registry", "pytester"]
 
-# Offline and quiet before anything imports prefect or mlflow.
+# Offline and quiet before anything imports prefect or mlflow. Each pytest process (each xdist worker) has its own
+# temporary directory, Prefect home and default state dir: never the user's, never another worker's.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="nasops-tests-"))
-os.environ.setdefault("PREFECT_HOME", str(_SESSION_TMP / "prefect"))
+os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
+os.environ["NASOPS_HOME"] = str(_SESSION_TMP / "home")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -36,6 +40,13 @@ def _torch_threads():
 
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path, monkeypatch) -> None:
+    """No two tests share a ``NASOPS_HOME``: a test that sets none still gets its own (not created until used), so
+    a test cannot pass on what an earlier one (or the other xdist worker) left there."""
+    monkeypatch.setenv("NASOPS_HOME", str(tmp_path / "default-nasops-home"))
 
 
 @pytest.fixture
@@ -69,6 +80,14 @@ def prefect_server():
         _drain_prefect_workers()
 
 
+@pytest.fixture(scope="session")
+def prefect_api_env(prefect_server) -> dict[str, str]:
+    """What a ``nasops refresh`` *subprocess* needs in its environment to report to this worker's Prefect server
+    instead of starting a temporary one of its own (~25 s per process, more on a busy machine). Tests that check
+    the process tree of a refresh (SIGTERM, the watchdog, ``--resume`` as on a laptop) keep their own server."""
+    return {"PREFECT_API_URL": prefect_server.api_url}
+
+
 def _drain_prefect_workers() -> None:
     """Send the logs and events still queued in this process before the server they go to stops."""
     import inspect
@@ -98,6 +117,46 @@ def mlflow_server(tmp_path, monkeypatch) -> str:
     with start_mlflow(tmp_path / "server") as server:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         yield server.url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (``make test``), hand out the slow tests first so that the fast ones fill the gaps at the end
+    instead of one worker running a long test alone. A single process keeps the file order (each module's
+    fixtures set up once)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+_MODULE_FIXTURE = re.compile(r"@pytest\.fixture\(\s*scope=[\"'](module|class|package)[\"']")
+
+
+@functools.cache
+def _shares_a_module_fixture(path: Path) -> bool:
+    """Whether the test module defines a module-, class- or package-scoped fixture (a refresh, a gateway, a
+    trained model that its tests share)."""
+    try:
+        return bool(_MODULE_FIXTURE.search(path.read_text()))
+    except OSError:
+        return False
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` (``make test``): single tests are handed to whichever worker is free, except that the
+    tests of a module defining a shared (module/class-scoped) fixture go to one worker together, so that fixture
+    is built once, not once per worker. (xdist's own loadgroup reads ``xdist_group`` marks through a node-id
+    rewrite that pytest 9 no longer honours; this scheduler decides from the node id alone, in the controller.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    rootpath = config.rootpath
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if _shares_a_module_fixture(rootpath / module) else nodeid
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

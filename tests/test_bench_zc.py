@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support_cli import CliResult, nasops
 
 from nas.benchmarking import compare_strategies, reach_ratios, summary, table_search
 from nas.tabular import BenchmarkTable, load_table, percent_to_fraction
@@ -125,10 +124,9 @@ def test_percent_tables_become_fractions_and_other_scales_are_refused(tmp_path):
         percent_to_fraction(bad)
 
 
-def _nasops(*args: str, home: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("nasops")
-    env = {"NASOPS_HOME": str(home), "PATH": str(exe.parent)}
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300, env=env)
+def _nasops(*args: str, home: Path) -> CliResult:
+    """``nasops ARGS`` in-process (``support_cli``: the console script's own exit-code mapping)."""
+    return nasops(*args, home=home)
 
 
 def test_bench_search_with_zc_features_on_a_slice_of_the_public_table(tmp_path):

@@ -3,22 +3,17 @@ own retries before anything was printed)."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 
-NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
+from support_cli import CliResult, nasops
 
 
-def _status(env_updates: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, **env_updates}
-    if "MLFLOW_TRACKING_URI" not in env_updates:
-        env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([*NASOPS, "status"], capture_output=True, text=True, timeout=60, env=env)
+def _status(env_updates: dict[str, str]) -> CliResult:
+    """``nasops status`` in-process (``support_cli``: the console script's own exit-code mapping)."""
+    return nasops("status", env=env_updates)
 
 
-def _one_line(proc: subprocess.CompletedProcess, *needles: str) -> None:
+def _one_line(proc: CliResult, *needles: str) -> None:
     assert proc.returncode == 2, proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     for needle in needles:
@@ -43,8 +38,6 @@ def test_mlflow_db_that_is_a_directory(tmp_path):
 def test_corrupt_mlflow_db(tmp_path):
     (tmp_path / "mlflow.db").write_bytes(b"garbage" * 100)
     _one_line(_status({"NASOPS_HOME": str(tmp_path)}), "not a SQLite database (corrupt?)")
-
-
 
 
 def test_dead_tracking_server_fails_fast(tmp_path):

@@ -177,11 +177,9 @@ def test_better_challenger_is_promoted_with_evidence_in_mlflow(canary_registry, 
 
 
 def test_cli_rejects_bad_canary_options_with_a_clear_message(nasops_home):
-    import subprocess
-    import sys
+    from support_cli import nasops
 
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "canary", "run", "--steps", "0.5,0.2"],
-                          capture_output=True, text=True, timeout=120)
+    proc = nasops("canary", "run", "--steps", "0.5,0.2")
     assert proc.returncode == 2
     assert "steps must not decrease" in proc.stderr
 

@@ -127,11 +127,11 @@ def test_compatible_traffic_is_the_shared_columns_in_the_champions_order(two_ver
 
 
 @pytest.mark.slow
-def test_allow_schema_change_runs_the_canary_on_compatible_traffic(tmp_path):
+def test_allow_schema_change_runs_the_canary_on_compatible_traffic(tmp_path, prefect_api_env):
     """A second refresh that drops an optional column, with --allow-schema-change: the canary replays only the
     shared columns to both variants and judges them (requests and answers on both sides, a decision)."""
     home = tmp_path / "home"
-    env = {**os.environ, "NASOPS_HOME": str(home)}
+    env = {**os.environ, "NASOPS_HOME": str(home), **prefect_api_env}  # the session's Prefect server
     for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
         env.pop(leaked, None)
 

@@ -1,9 +1,11 @@
-"""The ``nasops`` entry point as a user runs it: bad input gets one line and exit code 2, never a traceback."""
+"""The ``nasops`` entry point as a user runs it: bad input gets one line and exit code 2, never a traceback.
+
+In-process through :func:`pipelines.cli.app.run` (what the console script exits with, ``support_cli``); the
+``--version`` test runs the real interpreter, as ``test_cli_proxies`` does the installed console script."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support_cli import CliResult, nasops
 
 NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
 
 
-def run_cli(*args: str, home: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NASOPS_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([*NASOPS, *args], capture_output=True, text=True, timeout=timeout, env=env)
+def run_cli(*args: str, home: Path, **env: str | None) -> CliResult:
+    """``nasops ARGS`` in this process with ``NASOPS_HOME=home`` (and no tracking URI left by another test)."""
+    return nasops(*args, home=home, env=env)
 
 
-def _assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+def _assert_user_error(proc: CliResult | subprocess.CompletedProcess, *needles: str) -> None:
     assert proc.returncode == 2, proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
     for needle in needles:
@@ -80,10 +82,9 @@ def test_status_on_an_empty_store_says_what_to_do(tmp_path):
 
 
 def test_dead_tracking_server_is_a_clear_error(tmp_path):
-    env_home = tmp_path / "h"
-    env = {**os.environ, "NASOPS_HOME": str(env_home), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
-           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
-    proc = subprocess.run([*NASOPS, "status"], capture_output=True, text=True, timeout=120, env=env)
+    proc = nasops("status", home=tmp_path / "h", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+                                                      "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                                                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"})
     _assert_user_error(proc, "cannot reach the MLflow tracking store", "127.0.0.1:9")
 
 
@@ -116,3 +117,13 @@ def test_an_out_of_range_option_value_is_a_usage_error_not_a_traceback(tmp_path)
     proc = run_cli("status", "--window-s", "0", home=tmp_path / "h")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "Invalid value for '--window-s'" in proc.stderr
+
+
+def test_a_bad_drift_spec_is_refused_by_refresh_before_anything_runs(tmp_path):
+    """`nasops refresh --drift nope=1` started the whole refresh (Prefect, search, training) and failed only in the
+    canary's traffic process; now it is one line, exit 2, and nothing is written."""
+    home = tmp_path / "home"
+    done = run_cli("refresh", "--drift", "nope=1", home=home)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1 and "bad drift spec" in done.stderr, done.stderr
+    assert not (home / "mlflow.db").exists()

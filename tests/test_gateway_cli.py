@@ -61,10 +61,9 @@ def test_nasops_serve_answers_and_stops_cleanly(shared_registry):
 
 
 def test_nasops_serve_rejects_bad_options_without_a_traceback(shared_registry):
-    env = {**os.environ, "NASOPS_HOME": str(shared_registry.home)}
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "serve", "--weight", "1.5"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    from support_cli import nasops  # in-process: the console script's own run(argv) and exit-code mapping
+
+    out = nasops("serve", "--weight", "1.5", home=shared_registry.home)
     assert out.returncode == 2 and "challenger_weight" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "serve", "--mode", "yolo"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = nasops("serve", "--mode", "yolo", home=shared_registry.home)
     assert out.returncode == 2 and "--mode" in out.stderr and "Traceback" not in out.stderr

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -153,15 +151,14 @@ def test_tokens_come_from_files(tmp_path):
 
 
 def test_nasops_serve_refuses_a_placeholder_token_in_one_line(shared_registry, tmp_path):
-    env = {**os.environ, "NASOPS_HOME": str(shared_registry.home), "NASOPS_GATEWAY_ADMIN_TOKEN": "change-me"}
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "serve"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    from support_cli import nasops  # in-process: the console script's own run(argv) and exit-code mapping
+
+    out = nasops("serve", home=shared_registry.home, env={"NASOPS_GATEWAY_ADMIN_TOKEN": "change-me"})
     assert out.returncode == 2 and "admin_token" in out.stderr and "Traceback" not in out.stderr, out.stderr
     token_file = tmp_path / "feedback"
     token_file.write_text("short\n")
-    env.pop("NASOPS_GATEWAY_ADMIN_TOKEN")
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "serve", "--feedback-token-file",
-                          str(token_file)], env=env, capture_output=True, text=True, timeout=120)
+    out = nasops("serve", "--feedback-token-file", str(token_file), home=shared_registry.home,
+                 env={"NASOPS_GATEWAY_ADMIN_TOKEN": None})
     assert out.returncode == 2 and "feedback_token" in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 

@@ -152,15 +152,15 @@ def test_the_compiled_row_encoder_matches_scikit_learn():
 
 # -- registered, loaded in a fresh process, served ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def refreshed(tmp_path_factory) -> dict:
-    """One real ``nasops refresh`` of the raw CSV (small search budgets; the tournament and the canary replay the
-    raw production rows through a real gateway): a champion and a challenger."""
+def refreshed(tmp_path_factory, prefect_api_env) -> dict:
+    """One real ``nasops refresh`` of the raw CSV (small search budgets; the session's Prefect server; the
+    tournament and the canary replay the raw production rows through a real gateway): a champion and a challenger."""
     from servers import require_slow
 
     require_slow("runs a whole refresh (trains and registers models)")
     root = tmp_path_factory.mktemp("raw-refresh")
     csv = write_csv(raw_table(), root / "customers.csv")
-    env = {**os.environ, "NASOPS_HOME": str(root / "home")}
+    env = {**os.environ, "NASOPS_HOME": str(root / "home"), **prefect_api_env}
     for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
         env.pop(leaked, None)  # set by earlier tests in this process (mlflow.set_*_uri export them)
     proc = subprocess.run([*NASOPS, "refresh", "--data", csv, "--target", "label", "--model-name", "customers",

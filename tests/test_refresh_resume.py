@@ -71,11 +71,12 @@ def test_a_killed_refresh_resumes_where_it_stopped(tmp_path):
     assert record["status"] == "completed" and record["attempts"] == 2
     assert result["refresh_run_id"] == record["parent_run_id"]  # one MLflow parent run across both attempts
     # one baseline and top-k candidates, each registered once
-    status = subprocess.run([*NASOPS, "status", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    from support_cli import nasops  # the checks after the refresh: in-process (the console script's own mapping)
+
+    status = nasops("status", "--json", home=home)
     versions = json.loads(status.stdout)["versions"]
     assert len(versions) == 3, [v["version"] for v in versions]
     assert {v["tags"]["seed"] for v in versions} == {"3"}
     # a completed refresh cannot be resumed again
-    again = subprocess.run([*NASOPS, "refresh", "--resume", *OPTIONS], env=env, capture_output=True, text=True,
-                           timeout=120)
+    again = nasops("refresh", "--resume", *OPTIONS, home=home)
     assert again.returncode == 2 and "no unfinished refresh" in again.stderr

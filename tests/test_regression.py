@@ -93,13 +93,12 @@ def test_a_regression_target_is_checked(tmp_path):
 
 
 def test_task_is_validated_on_the_command_line(tmp_path):
-    env = {**os.environ, "NASOPS_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([*NASOPS, "refresh", "--data", "diabetes", "--task", "ranking"], capture_output=True,
-                          text=True, timeout=120, env=env)
+    from support_cli import nasops
+
+    proc = nasops("refresh", "--data", "diabetes", "--task", "ranking", home=tmp_path / "home")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "task" in proc.stderr and "regression" in proc.stderr
-    proc = subprocess.run([*NASOPS, "refresh", "--data", "diabetes", "--task", "classification"],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = nasops("refresh", "--data", "diabetes", "--task", "classification", home=tmp_path / "home")
     assert proc.returncode == 2 and "--task regression" in proc.stderr, proc.stderr
 
 
@@ -219,14 +218,14 @@ def test_the_prediction_log_gives_absolute_errors_of_numeric_labels(tmp_path):
 
 # -- the whole refresh ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def refreshed(tmp_path_factory) -> dict:
-    """One real ``nasops refresh --data diabetes`` (small budgets; real Prefect, MLflow SQLite store, the embedded
-    canary with a real gateway, traffic process and numeric late labels)."""
+def refreshed(tmp_path_factory, prefect_api_env) -> dict:
+    """One real ``nasops refresh --data diabetes`` (small budgets; real Prefect (the session's server), MLflow
+    SQLite store, the embedded canary with a real gateway, traffic process and numeric late labels)."""
     from servers import require_slow
 
     require_slow("runs a whole refresh (trains and registers models)")
     root = tmp_path_factory.mktemp("regression-refresh")
-    env = {**os.environ, "NASOPS_HOME": str(root / "home")}
+    env = {**os.environ, "NASOPS_HOME": str(root / "home"), **prefect_api_env}
     for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
         env.pop(leaked, None)  # set by earlier tests in this process (mlflow.set_*_uri export them)
     proc = subprocess.run([*NASOPS, "refresh", "--data", "diabetes", "--model-name", "diabetes", *FAST, "--json"],
@@ -334,8 +333,10 @@ def test_a_classifier_cannot_challenge_the_regression_champion(refreshed, tmp_pa
     frame = bunch.data.assign(y=np.where(bunch.target > 140, "high", "low"))
     path = tmp_path / "classes.csv"
     frame.to_csv(path, index=False)
-    proc = subprocess.run([*NASOPS, "refresh", "--data", str(path), "--target", "y", "--model-name", "diabetes",
-                           *FAST], capture_output=True, text=True, timeout=600, env=refreshed["env"])
+    from support_cli import nasops  # the CLI's pre-flight refuses it: in-process (the console script's own mapping)
+
+    proc = nasops("refresh", "--data", str(path), "--target", "y", "--model-name", "diabetes", *FAST,
+                  home=refreshed["home"])
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "is a regression model, but this target is a classification" in proc.stderr
     assert "--model-name" in proc.stderr and "Traceback" not in proc.stderr

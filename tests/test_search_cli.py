@@ -33,14 +33,11 @@ def test_list_strategies_names_every_registered_one_with_its_paper():
 
 
 def test_a_bad_data_argument_is_one_line_naming_the_fix(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+    """In-process through the console script's own ``run(argv)`` (``support_cli``); ``test_cli_proxies`` proves the
+    installed console script's exit code end to end."""
+    from support_cli import nasops
 
-    exe = Path(sys.executable).with_name("nasops")
-    env = {"NASOPS_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([str(exe), "search", "--data", "nope.csv", "--json"], capture_output=True, text=True,
-                          timeout=120, env=env)
+    done = nasops("search", "--data", "nope.csv", "--json", home=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert "--data 'nope.csv': use a bundled dataset" in done.stderr and "Traceback" not in done.stderr
     assert not list(tmp_path.rglob("command.json"))  # no half-made search run left behind

@@ -199,22 +199,20 @@ def test_result_round_trip():
 
 @pytest.mark.slow
 def test_nasops_search_cli_runs_and_resumes(tmp_path):
-    exe = Path(sys.executable).with_name("nasops")
-    env = {**os.environ, "NASOPS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    from support_cli import nasops  # in-process: the console script's own run(argv) and exit-code mapping
+
+    home = tmp_path / "home"
     common = ["search", "--dataset", "digits", "--strategy", "evolution", "--epochs", "1", "--data-fraction", "0.3",
               "--pool-size", "8", "--prefilter-keep", "3", "--json"]
-    first = subprocess.run([str(exe), *common, "--budget", "2"], env=env, capture_output=True, text=True,
-                           timeout=300)
+    first = nasops(*common, "--budget", "2", home=home)
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout.strip().splitlines()[-1])
     assert out["evaluations"] == 2 and out["space"] == "nb201" and len(out["top"]) == 2
-    again = subprocess.run([str(exe), *common, "--budget", "3", "--resume", out["run"]], env=env,
-                           capture_output=True, text=True, timeout=300)
+    again = nasops(*common, "--budget", "3", "--resume", out["run"], home=home)
     assert again.returncode == 0, again.stderr
     resumed = json.loads(again.stdout.strip().splitlines()[-1])
     assert resumed["evaluations"] == 3 and resumed["resumed"] == 2
-    wrong = subprocess.run([str(exe), *common, "--budget", "3", "--seed", "1", "--resume", out["run"]], env=env,
-                           capture_output=True, text=True, timeout=300)
+    wrong = nasops(*common, "--budget", "3", "--seed", "1", "--resume", out["run"], home=home)
     assert wrong.returncode == 2 and "repeat the same options" in wrong.stderr
 
 

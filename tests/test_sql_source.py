@@ -13,12 +13,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from support_cli import nasops
 
 from pipelines.data import DataSpec, prepare
 from pipelines.errors import UserError
@@ -124,7 +124,11 @@ def _silent_listener() -> tuple[socket.socket, int]:
     ids=["bad-url", "missing-file", "sql-error", "empty-result", "url-without-query", "query-without-url",
          "refused", "hung-server"],
 )
-def test_a_wrong_source_is_one_line_and_exit_2(tmp_path, data, query, needles):
+def test_a_wrong_source_is_one_line_and_exit_2(tmp_path, monkeypatch, data, query, needles):
+    import pipelines.sql_source
+
+    # in-process: the module read NASOPS_SQL_CONNECT_TIMEOUT_S when it was imported, so set what it read
+    monkeypatch.setattr(pipelines.sql_source, "CONNECT_TIMEOUT_S", 2.0)
     _sqlite(tmp_path / "shop.db", _customers())
     _customers().to_csv(tmp_path / "shop.csv", index=False)
     silent, silent_port = _silent_listener()
@@ -138,9 +142,8 @@ def test_a_wrong_source_is_one_line_and_exit_2(tmp_path, data, query, needles):
                 "--target", "label", *FAST]
         if query is not None:
             args += ["--query", query]
-        t0 = time.monotonic()
-        proc = _cli(*args, home=home, NASOPS_SQL_CONNECT_TIMEOUT_S="2")
-        took = time.monotonic() - t0
+        proc = nasops(*args, home=home)
+        took = proc.seconds
     finally:
         silent.close()
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -163,8 +166,8 @@ def test_a_scheduled_refresh_carries_the_query(tmp_path):
     url = _sqlite(tmp_path / "shop.db", _customers())
     home = tmp_path / "home"
     home.mkdir()
-    proc = _cli("schedule", "--cron", "0 3 * * 0", "--data", url, "--query", QUERY, "--target", "label", "--check",
-                home=home)
+    proc = nasops("schedule", "--cron", "0 3 * * 0", "--data", url, "--query", QUERY, "--target", "label",
+                  "--check", home=home)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads(proc.stdout)["parameters"]["config"]
     assert config["data"] == url and config["query"] == QUERY and config["target"] == "label"
@@ -209,7 +212,8 @@ def _everything_under(root: Path) -> bytes:
 
 
 @pytest.mark.slow
-def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(postgres, tmp_path):
+def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(postgres, tmp_path, prefect_server,
+                                                                            prefect_api_env):
     """`nasops refresh --data postgresql://… --query …` registers a model whose lineage names the query; run again
     on unchanged rows it says "same data as the champion" and tags it; the password is nowhere."""
     from mlflow.tracking import MlflowClient
@@ -220,11 +224,11 @@ def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(po
     home = tmp_path / "home"
     home.mkdir()
     first = _cli("refresh", "--data", with_password, "--query", QUERY, "--target", "label", "--model-name", "pg",
-                 *FAST, home=home, timeout=900)
+                 *FAST, home=home, timeout=900, **prefect_api_env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "no champion of 'pg' yet" in first.stderr
     second = _cli("refresh", "--data", with_password, "--query", QUERY, "--target", "label", "--model-name", "pg",
-                  *FAST, "--json", home=home, timeout=900)
+                  *FAST, "--json", home=home, timeout=900, **prefect_api_env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "same data as the champion (fingerprint" in second.stderr, second.stderr[-3000:]
     result = json.loads(second.stdout)
@@ -247,6 +251,7 @@ def test_a_postgres_query_refreshes_and_the_second_refresh_sees_the_same_data(po
         seen += json.dumps(mv.tags)
     assert PASSWORD not in seen
     assert PASSWORD.encode() not in _everything_under(tmp_path)
+    assert PASSWORD.encode() not in _everything_under(prefect_server.workdir)  # the Prefect server's database
 
     # a scheduled refresh keeps the password out of the deployment's parameters too (it stays in the environment
     # of the serving process)

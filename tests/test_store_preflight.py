@@ -6,19 +6,16 @@ its flow and hung; a malformed or unreachable prediction log URL was a traceback
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support_cli import CliResult, nasops
 
-NASOPS = [sys.executable, "-m", "pipelines.cli.app"]
-# A CLI run costs ~5 s of imports on a busy 2-core machine; the defect was > 100 s. The probes themselves are
-# bounded tighter in the in-process tests below.
+# The defect was > 100 s; the commands run in-process here (their imports are paid once per worker), so the bound
+# covers the pre-flight itself with room for a busy 2-core machine. The probes are bounded tighter below.
 CLI_BOUND_S = 30.0
 PROBE_BOUND_S = 5.0
 
@@ -38,17 +35,13 @@ def _silent_server() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def _cli(args: list[str], home: Path, **env_updates: str) -> tuple[subprocess.CompletedProcess, float]:
-    env = {**os.environ, "NASOPS_HOME": str(home), **env_updates}
-    for key in ("MLFLOW_TRACKING_URI", "NASOPS_PREDICTION_LOG_URL", "NASOPS_OWNER_TOKEN"):
-        if key not in env_updates:
-            env.pop(key, None)
-    started = time.monotonic()
-    proc = subprocess.run([*NASOPS, *args], capture_output=True, text=True, timeout=120, env=env)
-    return proc, time.monotonic() - started
+def _cli(args: list[str], home: Path, **env_updates: str) -> tuple[CliResult, float]:
+    """The command in-process (``support_cli``: the console script's own exit-code mapping) and its seconds."""
+    proc = nasops(*args, home=home, env=env_updates)
+    return proc, proc.seconds
 
 
-def _one_line(result: tuple[subprocess.CompletedProcess, float], *needles: str) -> None:
+def _one_line(result: tuple[CliResult, float], *needles: str) -> None:
     proc, elapsed = result
     assert proc.returncode == 2, proc.stderr[-3000:] + proc.stdout[-2000:]
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]

@@ -142,10 +142,10 @@ def test_an_unknown_categorical_column_is_one_line_and_exit_2(tmp_path):
     orders().to_csv(path, index=False)
     home = tmp_path / "home"
     home.mkdir()
-    env = {**os.environ, "NASOPS_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([*NASOPS, "refresh", "--data", str(path), "--target", "late", "--categorical",
-                           "store,shop_id", *FAST], capture_output=True, text=True, timeout=120, env=env)
+    from support_cli import nasops
+
+    proc = nasops("refresh", "--data", str(path), "--target", "late", "--categorical", "store,shop_id", *FAST,
+                  home=home)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -154,7 +154,7 @@ def test_an_unknown_categorical_column_is_one_line_and_exit_2(tmp_path):
 
 # -- end to end: registered, loaded fresh, served ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def refreshed(tmp_path_factory) -> dict:
+def refreshed(tmp_path_factory, prefect_api_env) -> dict:
     from servers import require_slow
 
     require_slow("runs a whole refresh (trains and registers models)")
@@ -163,7 +163,7 @@ def refreshed(tmp_path_factory) -> dict:
     frame = orders()
     frame["placed"] = pd.to_datetime(frame["placed"])  # a timestamp type in the file
     frame.to_parquet(parquet, index=False)
-    env = {**os.environ, "NASOPS_HOME": str(root / "home")}
+    env = {**os.environ, "NASOPS_HOME": str(root / "home"), **prefect_api_env}  # the session's Prefect server
     for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
         env.pop(leaked, None)
     proc = subprocess.run([*NASOPS, "refresh", "--data", str(parquet), "--target", "late", "--categorical", "store",

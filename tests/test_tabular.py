@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support_cli import CliResult, nasops
 
 from nas.evaluators import TabularEvaluator
 from nas.objectives import Constraints, best_feasible, objective_value, pareto_front
@@ -115,9 +114,9 @@ def _toy_csv(path: Path) -> Path:
     return write(path, "\n".join(rows))
 
 
-def _nasops(*args: str) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("nasops")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=180)
+def _nasops(*args: str) -> CliResult:
+    """``nasops ARGS`` in-process (``support_cli``: the console script's own exit-code mapping)."""
+    return nasops(*args)
 
 
 def test_bench_search_cli_json_shape_and_errors(tmp_path):

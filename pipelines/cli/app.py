@@ -1,7 +1,7 @@
 """Entry point of ``nasops``: assembles the command modules into one typer app.
 
 Each module in :data:`COMMAND_MODULES` exposes ``register(app: typer.Typer) -> None``. User mistakes raise
-:class:`pipelines.errors.UserError`, which :func:`main` turns into a one-line message and exit code 2.
+:class:`pipelines.errors.UserError`, which :func:`run` turns into a one-line message and exit code 2.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from collections.abc import Sequence
 
 import typer
 
@@ -74,29 +75,37 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one ``nasops`` command line (``argv`` without the program name; None: ``sys.argv[1:]``) and return its
+    exit code: a :class:`UserError` is one line on stderr and 2, click's usage errors keep their own code, an
+    abort is 130. :func:`main` exits with it; tests call it in-process to check the very same mapping."""
+    _assemble()
+    try:
+        app(args=None if argv is None else list(argv), prog_name="nasops", standalone_mode=False)
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        return 2
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        return code or 0
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        return 130
+    except Exception as exc:  # click's own usage errors carry their exit code
+        if isinstance(exc, _usage_errors()):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: the process-wide setup (SIGTERM, offline defaults, warnings), then :func:`run`."""
     supervisor.exit_early_on_sigterm()
     apply_offline_defaults()
     # scipy's note that an exact KS p-value fell back to the asymptotic one is not news to a user of the CLI
     warnings.filterwarnings("ignore", message="ks_2samp: Exact calculation unsuccessful")
-    _assemble()
-    try:
-        app(standalone_mode=False)
-    except UserError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
-    except (typer.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        sys.exit(code or 0)
-    except typer.Abort:
-        typer.secho("aborted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click's own usage errors carry their exit code
-        if isinstance(exc, _usage_errors()):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    sys.exit(run())
 
 
 if __name__ == "__main__":
