@@ -70,9 +70,9 @@ def log_engine(url: str, *, durable: bool = False) -> Engine:
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - driver callback
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cur.execute("PRAGMA busy_timeout=30000")
+            _set_wal(cur)
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cur.close()
     else:
         parsed = _with_installed_postgres_driver(sa.engine.make_url(url))
@@ -86,6 +86,23 @@ def log_engine(url: str, *, durable: bool = False) -> Engine:
                 "installed; for PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://..."
             ) from exc
     return engine
+
+
+def _set_wal(cur: Any, timeout_s: float = 30.0) -> None:
+    """Switch a SQLite connection to WAL. The switch needs the file's exclusive lock and SQLite answers "database is
+    locked" at once, without its busy handler, while another connection holds the write lock (a worker creating the
+    schema of a new file): wait for it as the busy timeout would."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _with_installed_postgres_driver(url: sa.engine.URL) -> sa.engine.URL:
