@@ -6,9 +6,6 @@ compare-and-set; a write from a stale read is refused; two rollouts of one model
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -187,9 +184,9 @@ def test_pause_holds_the_step_and_resume_restarts_its_interval(store):
 
 @pytest.mark.parametrize("command", [["status"], ["abort"], ["pause"], ["controller"]])
 def test_operator_commands_with_a_malformed_rollout_store_say_so_in_one_line(command, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.app", "canary", *command, "--prediction-log-url",
-                           "notaurl"], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "NASOPS_HOME": str(tmp_path)})
+    from support_cli import nasops
+
+    proc = nasops("canary", *command, "--prediction-log-url", "notaurl", home=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert "Traceback" not in proc.stderr and len(lines) == 1 and "notaurl" in lines[0], proc.stderr

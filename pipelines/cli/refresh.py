@@ -125,9 +125,12 @@ def _quiet_prefect(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Created version 3 of model ..." per version
+    log = logging.getLogger("nasops.refresh")
+    for old in [h for h in log.handlers if getattr(h, "nasops_progress", False)]:
+        log.removeHandler(old)  # one progress handler, however often the command runs in one process
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("  %(message)s"))
-    log = logging.getLogger("nasops.refresh")
+    handler.nasops_progress = True  # type: ignore[attr-defined]
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
