@@ -125,12 +125,26 @@ class Gateway:
         self.backend.start()
         self.reload()
         self.rollouts.start()
+        self._warn_if_startup_split_overridden()
         if self.settings.poll_interval_s > 0:
             self._poller = threading.Thread(target=self._poll_loop, name="alias-poller", daemon=True)
             self._poller.start()
         if self.settings.input_retention_days is not None:
             self._retention = threading.Thread(target=self._retention_loop, name="input-retention", daemon=True)
             self._retention.start()
+
+    def _warn_if_startup_split_overridden(self) -> None:
+        """The rollout record is the one routing source, so an active rollout (an operator's manual split that
+        outlived the gateway that set it included) wins over this worker's start-up split: say so once, with the
+        way out, rather than serve another split than ``--weight`` asked for in silence."""
+        current = self.rollouts.active
+        if current is None or self._split == self._default_split:
+            return
+        kind = "manual split" if current.manual else "rollout"
+        log.warning("start-up split %s at %.0f%% is not applied: %s %s (%s at %.0f%%) steers routing; end it with "
+                    "`nasops canary abort`%s", self._default_split.mode, 100 * self._default_split.weight, kind,
+                    current.rollout_id, current.mode, 100 * current.weight,
+                    " or POST /admin/weight 0" if current.manual else "")
 
     def erase_expired_inputs(self) -> int:
         """Erase logged inputs older than ``input_retention_days`` (run at start and then hourly)."""

@@ -46,7 +46,21 @@ class RegistryFixture:
 
         values = {"tracking_uri": self.tracking_uri, "model_name": self.model_name,
                   "prediction_log_url": self.prediction_log_url, "poll_interval_s": 0, **overrides}
+        self.end_manual_rollout()
         return GatewaySettings(**values)
+
+    def end_manual_rollout(self) -> None:
+        """End an operator's split an earlier test left in this shared log: a manual rollout is durable routing
+        state (every later gateway on the log follows it), and a test's gateway starts from its own settings."""
+        from monitoring.rollout_store import RolloutStore, manual_end
+
+        store = RolloutStore(self.prediction_log_url)
+        try:
+            latest = store.latest_routing(self.model_name)
+            if latest is not None and latest.active and latest.manual:
+                store.update(latest, manual_end("operator", "test isolation"), kind="manual_end", actor="operator")
+        finally:
+            store.engine.dispose()
 
     def register(self, module: nn.Module, alias: str | None = None, role: str = "nas") -> str:
         """Log and register one more version (optionally moving ``alias`` to it); returns its version."""

@@ -4,7 +4,6 @@ registered, and carries its method (and the supernet's run) in its lineage."""
 from __future__ import annotations
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from pipelines.settings import Settings
 from pipelines.tracking import client as tracking_client
@@ -31,7 +30,7 @@ def test_refresh_on_a_supernet_registers_with_its_lineage(nasops_home, prefect_s
     assert result.search.method == "supernet+evolution" and result.search.evaluations == 6
     tags = _challenger_tags(result)
     assert tags["search_method"] == "supernet+evolution"
-    supernet_run = MlflowClient().get_run(tags["supernet_run_id"])
+    supernet_run = tracking_client(Settings()).get_run(tags["supernet_run_id"])
     assert supernet_run.data.tags["nasops.stage"] == "supernet"
     assert any(k.startswith("supernet.") for k in supernet_run.data.metrics)  # the training curve
     assert result.search.candidates[0].fidelity.get("supernet") == 1.0
@@ -46,6 +45,7 @@ def test_refresh_with_darts_registers_the_discretised_cell(nasops_home, prefect_
     assert result.search.method == "darts"
     tags = _challenger_tags(result)
     assert tags["search_method"] == "darts" and tags["arch"].startswith("|")
-    runs = MlflowClient().search_runs([MlflowClient().get_run(result.search.search_run_id).info.experiment_id],
-                                      "tags.`nasops.stage` = 'darts'")
-    assert runs and "plots" in {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)}
+    client = tracking_client(Settings())
+    experiment = client.get_run(result.search.search_run_id).info.experiment_id
+    runs = client.search_runs([experiment], "tags.`nasops.stage` = 'darts'")
+    assert runs and "plots" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
