@@ -3,6 +3,8 @@ record), and its upgrade in place. The mechanism is :mod:`monitoring.schema`; th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
@@ -34,9 +36,14 @@ def _engine(prediction_log_url: str | None):
 
 def status(prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP)) -> None:
     """The database's schema revision, the head this nasops needs, and the revisions an upgrade would apply."""
-    from monitoring.schema import schema_status
+    from monitoring.schema import HEAD, schema_status
 
-    engine = _engine(prediction_log_url)
+    url = prediction_log_url or Settings().prediction_log_url_uncreated  # a reader creates no state dir, no file
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        _say(f"nothing here yet: no database at {url[len('sqlite:///'):]}; it is created at head {HEAD} when the "
+             "gateway, a controller or `nasops db upgrade` opens it")
+        return
+    engine = _engine(url)
     try:
         state = schema_status(engine)
     except ValueError as exc:

@@ -328,33 +328,54 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print as JSON"),
 ) -> None:
     """Registered versions, their aliases and the last canary decisions."""
+    from mlflow.tracking import MlflowClient
+
     from pipelines import registry
     from pipelines.summary import decisions, history_table, online_table, print_json, status_table
-    from pipelines.tracking import Tracking, check_prediction_log
+    from pipelines.tracking import check_prediction_log, check_tracking_store
 
     settings = Settings()
     name = model_name or settings.model_name
-    check_prediction_log(settings.prediction_log_url)  # a bad log URL is one line, before MLflow says anything
-    versions = registry.list_versions(Tracking.open(settings).client, name)
+    # a read-only command: the *_uncreated URLs, so an empty state dir (or none) stays as it was
+    if _missing_sqlite(settings.prediction_log_url_uncreated) is None:  # a bad log URL: one line, before MLflow
+        check_prediction_log(settings.prediction_log_url_uncreated)
+    uri = settings.tracking_uri_uncreated
+    missing = _missing_sqlite(uri)
+    if missing is not None:
+        if as_json:
+            print_json({"model_name": name, "versions": [], "decisions": [], "online": None})
+        else:
+            Console().print(f"nothing here yet: no MLflow store at {missing} (NASOPS_HOME={settings.home_path}); "
+                            "run `nasops refresh` first", highlight=False, soft_wrap=True)
+        return
+    check_tracking_store(uri)
+    versions = registry.list_versions(MlflowClient(tracking_uri=uri, registry_uri=uri), name)
     online = _online(settings, window_s)
     if as_json:
         print_json({"model_name": name, "versions": versions, "decisions": decisions(versions), "online": online})
         return
     out = Console()
     if not versions:
-        out.print(f"no registered versions of {name!r} in {settings.tracking_uri}; run `nasops refresh` first")
+        out.print(f"no registered versions of {name!r} in {uri}; run `nasops refresh` first")
         return
     out.print(history_table(name, versions) if history else status_table(name, versions))
     if online and any(f["requests"] for f in online.values()):
         out.print(online_table(online, window_s))
 
 
+def _missing_sqlite(url: str) -> Path | None:
+    """The SQLite file ``url`` names when it does not exist yet (a reader must not create it), else None."""
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return Path(url[len("sqlite:///"):])
+    return None
+
+
 def _online(settings: Settings, window_s: float) -> dict | None:
     """The online summary of the last ``window_s`` seconds, or None without a prediction log yet."""
     import time
 
-    url = settings.prediction_log_url
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    url = settings.prediction_log_url_uncreated
+    if _missing_sqlite(url) is not None:
         return None
     from monitoring.online import summarize_variants
     from monitoring.prediction_log import create_log_engine, read_predictions
