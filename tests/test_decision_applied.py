@@ -183,7 +183,7 @@ def test_served_inputs_count_what_they_leave_out():
     assert served_inputs(frame, None, "challenger").frame.shape == (12, 2)  # the common width, without a reference
 
 
-def test_a_second_controller_of_a_rollout_is_refused_in_one_line_naming_the_first(nasops_home):
+def test_a_second_controller_of_a_rollout_is_refused_in_one_line_naming_the_first(tracking, nasops_home):
     import os
 
     from pipelines.control.deployment import controller_lock
@@ -195,6 +195,7 @@ def test_a_second_controller_of_a_rollout_is_refused_in_one_line_naming_the_firs
         second = nasops("canary", "controller", "--model-name", MODEL, home=nasops_home)
     assert second.returncode == 2, (second.stdout, second.stderr)
     line = second.stderr.strip()
+    assert second.stdout.strip() == "", second.stdout  # refused before anything is served or printed
     assert "\n" not in line and "Traceback" not in second.stderr
     assert f"a controller of rollout {rollout.rollout_id}" in line and f"pid {os.getpid()}" in line, line
     with controller_lock(rollout, nasops_home.resolve()):  # released when the first stops: the next one may serve

@@ -127,9 +127,10 @@ def controller(
 
 
 def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None:
-    from pipelines.control.deployment import deployment_name, serve_controller
+    from pipelines.control.deployment import deployment_name, refuse_second_controller, serve_controller
 
     rollout = store.get(rollout_id)
+    refuse_second_controller(rollout, log_url)
     console.print(f"serving the controller deployment [bold]canary_reconcile/{deployment_name(rollout.model_name)}"
                   f"[/] every {rollout.config.get('interval_s')} s; it stops when the rollout is decided")
     last: dict[str, Any] = {"generation": rollout.generation}

@@ -126,6 +126,13 @@ def lock_dir(prediction_log_url: str) -> Path:
     return Settings().state_dir
 
 
+def refuse_second_controller(rollout: Rollout, prediction_log_url: str) -> None:
+    """Refuse now, in one line, when another controller serves the rollout (before a command prints anything; the
+    lock :func:`serve_controller` takes still decides a race)."""
+    with controller_lock(rollout, lock_dir(prediction_log_url)):
+        pass
+
+
 @contextlib.contextmanager
 def controller_lock(rollout: Rollout, directory: Path) -> Iterator[None]:
     """One controller per rollout: an exclusive ``flock`` on ``controller-<rollout id>.lock``, held while it serves

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitoring.drift import data_drift_share, features_frame, numeric_columns, prediction_drift, table_frame
+from monitoring.drift import (
+    data_drift_share,
+    features_frame,
+    is_number,
+    numeric_columns,
+    prediction_drift,
+    table_frame,
+)
 from monitoring.sources import label_key
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
 from pipelines.control.config import CanaryConfig
@@ -55,17 +62,13 @@ class ServedInputs:
         return "; ".join(parts)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _hashed(row: Any) -> bool:
     return isinstance(row, str) and row.startswith("sha256:")
 
 
 def _float_rows(inputs: list, width: int | None) -> list[list]:
     """The flat rows of numbers of the model's width (``width`` None: the most common width among them)."""
-    flat = [r for r in inputs if isinstance(r, list) and r and all(_is_number(v) for v in r)]
+    flat = [r for r in inputs if isinstance(r, list | tuple) and r and all(is_number(v) for v in r)]
     if width is None and flat:
         widths = Counter(len(r) for r in flat)
         width = widths.most_common(1)[0][0]
