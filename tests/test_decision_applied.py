@@ -100,7 +100,7 @@ def _applied(store: RolloutStore, client: MlflowClient, rollout_id: str, challen
     mv = client.get_model_version(MODEL, challenger)
     assert mv.tags.get("nasops.decision") == rollout.decision
     if rollout.decision == "promoted":
-        assert client.get_registered_model(MODEL).aliases["champion"] == challenger
+        assert str(client.get_registered_model(MODEL).aliases["champion"]) == challenger
     else:
         assert "rejected" in mv.tags
     return [e for e in store.events(rollout_id) if e["kind"] == "applied"][-1]["detail"]
@@ -119,7 +119,7 @@ def test_a_rollout_whose_log_holds_hashed_inputs_is_decided_and_applied_with_a_d
 
     promote_now(store, MODEL, client=tracking)  # applied in the command, as the controller would
     _applied(store, tracking, rollout.rollout_id, challenger)
-    assert tracking.get_registered_model(MODEL).aliases["previous-champion"] == champion
+    assert str(tracking.get_registered_model(MODEL).aliases["previous-champion"]) == champion
     result = json.loads(Path(tracking.download_artifacts(rollout.run_id, "canary/result.json")).read_text())
     assert "inputs logged as hashes" in result["drift"]["note"] and result["drift"]["share"] is None
     assert result["warnings"] == [], result["warnings"]
@@ -138,8 +138,8 @@ def test_mixed_rows_are_left_out_and_counted_and_the_decision_is_applied(trackin
     assert "warnings" not in detail, detail
     drift = report.result.drift
     assert drift.share is not None and drift.distinct_rows == 40, drift  # the float rows were compared
-    assert "10 input row(s) logged as hashes" in drift.note, drift.note
-    assert "25 logged input row(s) not of the model's shape were left out" in drift.note, drift.note
+    assert "20 input row(s) logged as hashes" in drift.note, drift.note  # both variants
+    assert "50 logged input row(s) not of the model's shape were left out" in drift.note, drift.note
     step = store.get(rollout.rollout_id).history[0]["drift"]
     assert step["challenger"] is not None and "left out" in step["note"], step
 
