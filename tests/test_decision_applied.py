@@ -125,12 +125,13 @@ def test_a_rollout_whose_log_holds_hashed_inputs_is_decided_and_applied_with_a_d
     assert result["warnings"] == [], result["warnings"]
 
 
-def test_mixed_rows_are_left_out_and_counted_and_the_decision_is_applied(tracking, nasops_home):
+@pytest.mark.parametrize("named", [0, 5], ids=["lists", "with-named-rows"])
+def test_mixed_rows_are_left_out_and_counted_and_the_decision_is_applied(tracking, nasops_home, named):
     _, challenger = _versions(tracking)
     store = RolloutStore(f"sqlite:///{nasops_home / 'predictions.db'}")
     rollout = start_rollout(store, MODEL, load_canary_config(ONE_STEP), client=tracking)
     mixed = (_floats(40) + [None] * 10 + [[1.0, 2.0, 3.0]] * 10 + [_hashed(i) for i in range(10)]
-             + [{"colour": "red"}] * 5)  # retention-nulled, another width, hashed, another model's named rows
+             + [{"colour": "red"}] * named)  # retention-nulled, another width, hashed, another model's named rows
     _log(store, rollout.created_at, mixed)
     report = reconcile(store, rollout.rollout_id, now=rollout.created_at + 6.0, client=tracking)
     assert report.action == "decided", report
@@ -139,7 +140,8 @@ def test_mixed_rows_are_left_out_and_counted_and_the_decision_is_applied(trackin
     drift = report.result.drift
     assert drift.share is not None and drift.distinct_rows == 40, drift  # the float rows were compared
     assert "20 input row(s) logged as hashes" in drift.note, drift.note  # both variants
-    assert "50 logged input row(s) not of the model's shape were left out" in drift.note, drift.note
+    left_out = 2 * (20 + named)
+    assert f"{left_out} logged input row(s) not of the model's shape were left out" in drift.note, drift.note
     step = store.get(rollout.rollout_id).history[0]["drift"]
     assert step["challenger"] is not None and "left out" in step["note"], step
 

@@ -21,6 +21,22 @@ def _say(text: str) -> None:
     console.print(text, highlight=False, soft_wrap=True)  # one line each, whatever the terminal's width
 
 
+def missing_sqlite(url: str, settings: Settings) -> Path | None:
+    """The SQLite file ``url`` names when it does not exist yet (None: it exists, or ``url`` is not SQLite), for a
+    read-only command that must not create it. A state directory that could never hold it (a file, under /proc) is
+    still the usual one-line error."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url[len("sqlite:///"):]).expanduser()
+    if path.exists():
+        return None
+    home = settings.home_path
+    if path.parent.resolve() == home and ((home.exists() and not home.is_dir()) or str(home).startswith(("/proc",
+                                                                                                          "/sys"))):
+        _ = settings.state_dir  # raises the one line naming NASOPS_HOME
+    return path
+
+
 def _engine(prediction_log_url: str | None):
     from monitoring.prediction_log import log_engine
     from pipelines.tracking import check_prediction_log
@@ -38,10 +54,12 @@ def status(prediction_log_url: str | None = typer.Option(None, "--prediction-log
     """The database's schema revision, the head this nasops needs, and the revisions an upgrade would apply."""
     from monitoring.schema import HEAD, schema_status
 
-    url = prediction_log_url or Settings().prediction_log_url_uncreated  # a reader creates no state dir, no file
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        _say(f"nothing here yet: no database at {url[len('sqlite:///'):]}; it is created at head {HEAD} when the "
-             "gateway, a controller or `nasops db upgrade` opens it")
+    settings = Settings()
+    url = prediction_log_url or settings.prediction_log_url_uncreated  # a reader creates no state dir, no file
+    missing = missing_sqlite(url, settings)
+    if missing is not None:
+        _say(f"nothing here yet: no database at {missing}; it is created at head {HEAD} when the gateway, a "
+             "controller or `nasops db upgrade` opens it")
         return
     engine = _engine(url)
     try:

@@ -331,16 +331,18 @@ def status(
     from mlflow.tracking import MlflowClient
 
     from pipelines import registry
+    from pipelines.cli.db import missing_sqlite
     from pipelines.summary import decisions, history_table, online_table, print_json, status_table
     from pipelines.tracking import check_prediction_log, check_tracking_store
 
     settings = Settings()
     name = model_name or settings.model_name
     # a read-only command: the *_uncreated URLs, so an empty state dir (or none) stays as it was
-    if _missing_sqlite(settings.prediction_log_url_uncreated) is None:  # a bad log URL: one line, before MLflow
-        check_prediction_log(settings.prediction_log_url_uncreated)
+    log_url = settings.prediction_log_url_uncreated
+    if missing_sqlite(log_url, settings) is None:
+        check_prediction_log(log_url)  # a bad log URL is one line, before MLflow says anything
     uri = settings.tracking_uri_uncreated
-    missing = _missing_sqlite(uri)
+    missing = missing_sqlite(uri, settings)
     if missing is not None:
         if as_json:
             print_json({"model_name": name, "versions": [], "decisions": [], "online": None})
@@ -363,19 +365,14 @@ def status(
         out.print(online_table(online, window_s))
 
 
-def _missing_sqlite(url: str) -> Path | None:
-    """The SQLite file ``url`` names when it does not exist yet (a reader must not create it), else None."""
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        return Path(url[len("sqlite:///"):])
-    return None
-
-
 def _online(settings: Settings, window_s: float) -> dict | None:
     """The online summary of the last ``window_s`` seconds, or None without a prediction log yet."""
     import time
 
+    from pipelines.cli.db import missing_sqlite
+
     url = settings.prediction_log_url_uncreated
-    if _missing_sqlite(url) is not None:
+    if missing_sqlite(url, settings) is not None:
         return None
     from monitoring.online import summarize_variants
     from monitoring.prediction_log import create_log_engine, read_predictions

@@ -155,12 +155,15 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print the rollout record and its history as JSON"),
 ) -> None:
     """Phase, weight, time in step, samples and label coverage per variant, the last verdict and its evidence."""
+    from pipelines.cli.db import missing_sqlite
+
     settings = Settings()
     name = model_name or settings.model_name
     url = prediction_log_url or settings.prediction_log_url_uncreated  # a reader creates no state dir, no file
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise UserError(f"no rollout of {name!r} here yet: no rollout store at {url[len('sqlite:///'):]}; start "
-                        "one with `nasops canary start` (or check --prediction-log-url / NASOPS_HOME)")
+    missing = missing_sqlite(url, settings)
+    if missing is not None:
+        raise UserError(f"no rollout of {name!r} here yet: no rollout store at {missing}; start one with `nasops "
+                        "canary start` (or check --prediction-log-url / NASOPS_HOME)")
     store, _ = _store(url)
     while True:
         rollout = store.latest(name)
