@@ -52,7 +52,8 @@ def features_frame(x: np.ndarray, feature_names: Sequence[str] | None = None) ->
     return pd.DataFrame(x, columns=[str(n) for n in names])
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A number a drift test can compare (Python or NumPy; a boolean is not one)."""
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 
@@ -65,12 +66,12 @@ def table_frame(rows: Sequence[Mapping | Sequence], columns: Sequence[str] | Non
              if len(rows) else pd.DataFrame(columns=list(columns or [])))
     frame.columns = [str(c) for c in frame.columns]
     if numeric is None:
-        numeric = [c for c in frame.columns if all(_is_number(v) for v in frame[c] if v is not None and v == v)]
+        numeric = [c for c in frame.columns if all(is_number(v) for v in frame[c] if v is not None and v == v)]
     out = {}
     for column in frame.columns:
         values = frame[column]
         if column in numeric:
-            out[column] = pd.to_numeric(values.map(lambda v: v if _is_number(v) else None), errors="coerce")
+            out[column] = pd.to_numeric(values.map(lambda v: v if is_number(v) else None), errors="coerce")
         else:
             out[column] = values.map(lambda v: None if v is None or v != v else str(v)).astype(object)
     return pd.DataFrame(out, columns=frame.columns)

@@ -384,6 +384,8 @@ class CanaryOutput(_Output):
     judged_columns: list[str] | None = None
     replay: dict[str, int] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list, description="evidence steps that failed (the decision was "
+                                "applied regardless): drift, the report, MLflow artifacts")
 
 
 class HandoverOutput(_Output):

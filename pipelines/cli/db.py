@@ -3,6 +3,8 @@ record), and its upgrade in place. The mechanism is :mod:`monitoring.schema`; th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
@@ -17,6 +19,22 @@ LOG_HELP = "the prediction-log database URL (default: the configured one, $NASOP
 
 def _say(text: str) -> None:
     console.print(text, highlight=False, soft_wrap=True)  # one line each, whatever the terminal's width
+
+
+def missing_sqlite(url: str, settings: Settings) -> Path | None:
+    """The SQLite file ``url`` names when it does not exist yet (None: it exists, or ``url`` is not SQLite), for a
+    read-only command that must not create it. A state directory that could never hold it (a file, under /proc) is
+    still the usual one-line error."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url[len("sqlite:///"):]).expanduser()
+    if path.exists():
+        return None
+    home = settings.home_path
+    if path.parent.resolve() == home and ((home.exists() and not home.is_dir()) or str(home).startswith(("/proc",
+                                                                                                          "/sys"))):
+        _ = settings.state_dir  # raises the one line naming NASOPS_HOME
+    return path
 
 
 def _engine(prediction_log_url: str | None):
@@ -34,9 +52,16 @@ def _engine(prediction_log_url: str | None):
 
 def status(prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP)) -> None:
     """The database's schema revision, the head this nasops needs, and the revisions an upgrade would apply."""
-    from monitoring.schema import schema_status
+    from monitoring.schema import HEAD, schema_status
 
-    engine = _engine(prediction_log_url)
+    settings = Settings()
+    url = prediction_log_url or settings.prediction_log_url_uncreated  # a reader creates no state dir, no file
+    missing = missing_sqlite(url, settings)
+    if missing is not None:
+        _say(f"nothing here yet: no database at {missing}; it is created at head {HEAD} when the gateway, a "
+             "controller or `nasops db upgrade` opens it")
+        return
+    engine = _engine(url)
     try:
         state = schema_status(engine)
     except ValueError as exc:

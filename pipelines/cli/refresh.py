@@ -328,21 +328,37 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print as JSON"),
 ) -> None:
     """Registered versions, their aliases and the last canary decisions."""
+    from mlflow.tracking import MlflowClient
+
     from pipelines import registry
+    from pipelines.cli.db import missing_sqlite
     from pipelines.summary import decisions, history_table, online_table, print_json, status_table
-    from pipelines.tracking import Tracking, check_prediction_log
+    from pipelines.tracking import check_prediction_log, check_tracking_store
 
     settings = Settings()
     name = model_name or settings.model_name
-    check_prediction_log(settings.prediction_log_url)  # a bad log URL is one line, before MLflow says anything
-    versions = registry.list_versions(Tracking.open(settings).client, name)
+    # a read-only command: the *_uncreated URLs, so an empty state dir (or none) stays as it was
+    log_url = settings.prediction_log_url_uncreated
+    if missing_sqlite(log_url, settings) is None:
+        check_prediction_log(log_url)  # a bad log URL is one line, before MLflow says anything
+    uri = settings.tracking_uri_uncreated
+    missing = missing_sqlite(uri, settings)
+    if missing is not None:
+        if as_json:
+            print_json({"model_name": name, "versions": [], "decisions": [], "online": None})
+        else:
+            Console().print(f"nothing here yet: no MLflow store at {missing} (NASOPS_HOME={settings.home_path}); "
+                            "run `nasops refresh` first", highlight=False, soft_wrap=True)
+        return
+    check_tracking_store(uri)
+    versions = registry.list_versions(MlflowClient(tracking_uri=uri, registry_uri=uri), name)
     online = _online(settings, window_s)
     if as_json:
         print_json({"model_name": name, "versions": versions, "decisions": decisions(versions), "online": online})
         return
     out = Console()
     if not versions:
-        out.print(f"no registered versions of {name!r} in {settings.tracking_uri}; run `nasops refresh` first")
+        out.print(f"no registered versions of {name!r} in {uri}; run `nasops refresh` first")
         return
     out.print(history_table(name, versions) if history else status_table(name, versions))
     if online and any(f["requests"] for f in online.values()):
@@ -353,8 +369,10 @@ def _online(settings: Settings, window_s: float) -> dict | None:
     """The online summary of the last ``window_s`` seconds, or None without a prediction log yet."""
     import time
 
-    url = settings.prediction_log_url
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    from pipelines.cli.db import missing_sqlite
+
+    url = settings.prediction_log_url_uncreated
+    if missing_sqlite(url, settings) is not None:
         return None
     from monitoring.online import summarize_variants
     from monitoring.prediction_log import create_log_engine, read_predictions

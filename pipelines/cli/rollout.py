@@ -127,9 +127,10 @@ def controller(
 
 
 def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None:
-    from pipelines.control.deployment import deployment_name, serve_controller
+    from pipelines.control.deployment import deployment_name, refuse_second_controller, serve_controller
 
     rollout = store.get(rollout_id)
+    refuse_second_controller(rollout, log_url)
     console.print(f"serving the controller deployment [bold]canary_reconcile/{deployment_name(rollout.model_name)}"
                   f"[/] every {rollout.config.get('interval_s')} s; it stops when the rollout is decided")
     last: dict[str, Any] = {"generation": rollout.generation}
@@ -154,8 +155,16 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print the rollout record and its history as JSON"),
 ) -> None:
     """Phase, weight, time in step, samples and label coverage per variant, the last verdict and its evidence."""
-    store, _ = _store(prediction_log_url)
-    name = model_name or Settings().model_name
+    from pipelines.cli.db import missing_sqlite
+
+    settings = Settings()
+    name = model_name or settings.model_name
+    url = prediction_log_url or settings.prediction_log_url_uncreated  # a reader creates no state dir, no file
+    missing = missing_sqlite(url, settings)
+    if missing is not None:
+        raise UserError(f"no rollout of {name!r} here yet: no rollout store at {missing}; start one with `nasops "
+                        "canary start` (or check --prediction-log-url / NASOPS_HOME)")
+    store, _ = _store(url)
     while True:
         rollout = store.latest(name)
         if rollout is None:

@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import mlflow
+import pandas as pd
 
 from monitoring.core.enums import Actor, Decision, Mode, Phase
 from monitoring.core.model_ref import DriftReference
 from monitoring.judge import Judge, Verdict
-from monitoring.prediction_log import read_predictions
+from monitoring.prediction_log import predictions, read_predictions
 from monitoring.rollout_store import Rollout, RolloutConflict, RolloutStore, StaleRollout
 from monitoring.sources import collect_samples
 from monitoring.vocabulary import tag
@@ -33,7 +34,7 @@ from pipelines import registry
 from pipelines.contracts import CanaryOutput
 from pipelines.control.config import CanaryConfig
 from pipelines.control.context import StepContext
-from pipelines.control.evidence import REPORT_DIR, finish
+from pipelines.control.evidence import REPORT_DIR, attempt, evidence, record_decision
 from pipelines.control.reference import resolve_models
 from pipelines.control.rollout import RolloutState, schedule
 from pipelines.control.versions import variants
@@ -266,35 +267,62 @@ def apply_decision(ctx: StepContext) -> ReconcileReport:
     else:  # an operator's decision: the evidence as it stands now
         verdict, _ = judge_window(ctx, rollout.updated_at)
     result = evidence_and_decision(ctx, verdict)
+    detail = {"decision": rollout.decision, "champion_version": result.champion_version}
+    if result.warnings:
+        detail["warnings"] = result.warnings
     try:
-        applied = ctx.store.update(rollout, {"applied": True}, kind="applied", actor=Actor.CONTROLLER,
-                                   detail={"decision": rollout.decision,
-                                           "champion_version": result.champion_version})
+        applied = ctx.store.update(rollout, {"applied": True}, kind="applied", actor=Actor.CONTROLLER, detail=detail)
     except StaleRollout:
         applied = ctx.store.get(rollout.rollout_id) or rollout
     return _report(applied, "applied", result=result)
 
 
 def evidence_and_decision(ctx: StepContext, verdict: Verdict) -> CanaryOutput:
-    """The canary report in the rollout's MLflow run and the decision in the registry (both idempotent)."""
+    """The decision in the registry first (from the record alone), then the canary report in the rollout's MLflow
+    run (both idempotent). Evidence that fails is a warning in the result: it never keeps the decision from being
+    applied, so a controller never retries an apply forever over a report."""
     rollout, store = ctx.rollout, ctx.store
     if rollout.manual:
         raise ValueError(f"rollout {rollout.rollout_id} is a manual split: it has no evidence or decision")
     state = _state(ctx)
     state.decision, state.reason = rollout.decision, rollout.reason
-    frame = read_predictions(store.engine, rollout.created_at, rollout.updated_at + 1.0)
-    reference = ctx.reference
+    record_decision(ctx.client, state, verdict, ctx.cfg, model_name=rollout.model_name,
+                    challenger_version=rollout.challenger_version, canary_run_id=rollout.run_id)
+    ctx.client.set_model_version_tag(rollout.model_name, rollout.challenger_version, tag("rollout_id"),
+                                     rollout.rollout_id)
+    result = _evidence(ctx, state, verdict)
+    record_history(store, rollout, ctx.client)
+    return result
+
+
+def _evidence(ctx: StepContext, state: RolloutState, verdict: Verdict) -> CanaryOutput:
+    """The result and its artifacts in the rollout's MLflow run; a log that cannot be read or a run that cannot be
+    opened is a warning, and the result is built from what there is."""
+    rollout, reference = ctx.rollout, ctx.reference
+    warnings: list[str] = []
+    frame = attempt(warnings, "reading the prediction log",
+                    lambda: read_predictions(ctx.store.engine, rollout.created_at, rollout.updated_at + 1.0))
+    if frame is None:  # no rows, the log's columns
+        frame = pd.DataFrame(columns=[column.name for column in predictions.columns])
     facts = {"model_name": rollout.model_name, "champion_version": rollout.champion_version,
              "challenger_version": rollout.challenger_version, "gateway_url": rollout.gateway_url or "",
              "task": ctx.task.name,
              "target_values": reference.target_values if reference is not None and ctx.task.numeric_labels else None}
-    with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
-        result = finish(run, state, verdict, frame, ctx.reference_frame(), ctx.cfg, ctx.client, **facts)
-        result.rollout_id, result.decided_by = rollout.rollout_id, rollout.decided_by
-        mlflow.log_dict(result.model_dump(mode="json"), f"{REPORT_DIR}/result.json")
-    ctx.client.set_model_version_tag(rollout.model_name, rollout.challenger_version, tag("rollout_id"),
-                                     rollout.rollout_id)
-    record_history(store, rollout, ctx.client)
+    result: CanaryOutput | None = None
+    try:
+        with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
+            result = evidence(run, state, verdict, frame, ctx.reference_frame(), ctx.cfg, **facts)
+            result.rollout_id, result.decided_by = rollout.rollout_id, rollout.decided_by
+            attempt(result.warnings, "logging result.json",
+                    lambda: mlflow.log_dict(result.model_dump(mode="json"), f"{REPORT_DIR}/result.json"))
+    except Exception as exc:  # the run could not be opened or closed: the evidence stays unlogged
+        warnings.append(f"the rollout's MLflow run {rollout.run_id} failed: {type(exc).__name__}: {exc}")
+        log.warning("canary evidence: %s", warnings[-1])
+    if result is None:
+        result = evidence(None, state, verdict, frame, ctx.reference_frame(), ctx.cfg, **facts)
+        result.rollout_id, result.decided_by, result.canary_run_id = (rollout.rollout_id, rollout.decided_by,
+                                                                      rollout.run_id)
+    result.warnings = [*warnings, *result.warnings]
     return result
 
 

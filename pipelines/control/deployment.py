@@ -4,21 +4,27 @@ interval schedule, served by a runner that stops once the rollout is decided.
 The flow takes only the rollout id and where the record lives: all state is in the record, so any run of it, on any
 machine, after any crash, does the right next step. Missed runs are not replayed: when a controller comes back after
 being killed, the scheduled runs that fell due while it was down are deleted, and the next run judges the whole
-elapsed interval once (the record says which intervals were judged).
+elapsed interval once (the record says which intervals were judged). One controller serves a rollout at a time
+(:func:`controller_lock`): a second one is refused in one line naming the first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
+import socket
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from monitoring.rollout_store import RolloutStore
+from monitoring.rollout_store import Rollout, RolloutStore
 from pipelines.control.config import CanaryConfig
 from pipelines.control.controller import reconcile
 from pipelines.errors import UserError
@@ -104,9 +110,55 @@ def serve_controller(store: RolloutStore, rollout_id: str, *, prediction_log_url
 
     refuse_manual(rollout, "serve a controller for")
     cfg = CanaryConfig.model_validate(rollout.config)
-    deployment = controller_deployment(rollout_id, rollout.model_name, cfg.interval_s,
-                                       prediction_log_url=prediction_log_url, tracking_uri=tracking_uri)
-    asyncio.run(_serve(deployment, store, rollout_id, poll_s, on_poll))
+    with controller_lock(rollout, lock_dir(prediction_log_url)):
+        deployment = controller_deployment(rollout_id, rollout.model_name, cfg.interval_s,
+                                           prediction_log_url=prediction_log_url, tracking_uri=tracking_uri)
+        asyncio.run(_serve(deployment, store, rollout_id, poll_s, on_poll))
+
+
+def lock_dir(prediction_log_url: str) -> Path:
+    """Where a rollout's controller lock lives: beside a SQLite rollout store (whoever shares the file shares the
+    lock), else in the state directory."""
+    if prediction_log_url.startswith("sqlite:///"):
+        return Path(prediction_log_url[len("sqlite:///"):]).expanduser().resolve().parent
+    from pipelines.settings import Settings
+
+    return Settings().state_dir
+
+
+def refuse_second_controller(rollout: Rollout, prediction_log_url: str) -> None:
+    """Refuse now, in one line, when another controller serves the rollout (before a command prints anything; the
+    lock :func:`serve_controller` takes still decides a race)."""
+    with controller_lock(rollout, lock_dir(prediction_log_url)):
+        pass
+
+
+@contextlib.contextmanager
+def controller_lock(rollout: Rollout, directory: Path) -> Iterator[None]:
+    """One controller per rollout: an exclusive ``flock`` on ``controller-<rollout id>.lock``, held while it serves
+    and released by the OS when its process ends however it ends (a killed controller leaves no stale lock). A
+    second controller is refused in one line naming the first (its pid, host and start, written in the file)."""
+    path = directory / f"controller-{rollout.rollout_id}.lock"
+    handle = path.open("a+")  # not "w": the holder's line must survive a refused opener
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"a controller of rollout {rollout.rollout_id} ({rollout.model_name}) is already running "
+                        f"({holder}); follow it with `nasops canary status`, or stop it before starting another "
+                        "(one controller per rollout)") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 async def _serve(deployment: Any, store: RolloutStore, rollout_id: str, poll_s: float, on_poll: Any) -> None:

@@ -14,12 +14,21 @@ is reported as too small to judge (None), not as "no drift".
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from monitoring.drift import data_drift_share, features_frame, numeric_columns, prediction_drift, table_frame
+from monitoring.drift import (
+    data_drift_share,
+    features_frame,
+    is_number,
+    numeric_columns,
+    prediction_drift,
+    table_frame,
+)
 from monitoring.sources import label_key
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
 from pipelines.control.config import CanaryConfig
@@ -29,26 +38,72 @@ MIN_DISTINCT_ROWS = 10
 log = logging.getLogger("nasops.canary")
 
 
-def distinct_inputs(frame: pd.DataFrame, reference: pd.DataFrame | None, variant: str | None = None, *,
-                    include_shadow: bool = True) -> pd.DataFrame:
+HASHED_NOTE = "inputs logged as hashes (log_inputs=hash): no input drift"
+
+
+@dataclass
+class ServedInputs:
+    """The distinct input rows a window served, in the reference's columns, and what was left out of them: rows
+    logged as ``sha256:`` hashes (the gateway's ``log_inputs=hash``), and rows that are not the model's shape (no
+    input kept by the log's retention, another width, another form of row)."""
+
+    frame: pd.DataFrame
+    hashed: int = 0
+    left_out: int = 0
+
+    def note(self) -> str:
+        """Why rows were not compared ("" when every row was)."""
+        parts = []
+        if self.hashed:
+            parts.append(f"{self.hashed} input row(s) logged as hashes (log_inputs=hash) left out" if len(self.frame)
+                         else HASHED_NOTE)
+        if self.left_out:
+            parts.append(f"{self.left_out} logged input row(s) not of the model's shape were left out")
+        return "; ".join(parts)
+
+
+def _hashed(row: Any) -> bool:
+    return isinstance(row, str) and row.startswith("sha256:")
+
+
+def _float_rows(inputs: list, width: int | None) -> list[list]:
+    """The flat rows of numbers of the model's width (``width`` None: the most common width among them)."""
+    flat = [r for r in inputs if isinstance(r, list | tuple) and r and all(is_number(v) for v in r)]
+    if width is None and flat:
+        widths = Counter(len(r) for r in flat)
+        width = widths.most_common(1)[0][0]
+    return [r for r in flat if len(r) == width]
+
+
+def served_inputs(frame: pd.DataFrame, reference: pd.DataFrame | None, variant: str | None = None, *,
+                  include_shadow: bool = True) -> ServedInputs:
     """The distinct input rows a variant (or, with None, the gateway) received, in the reference's columns: one per
     value, whatever the number of requests, fallbacks or shadow copies that carried it. A float-matrix model's
     feature rows as floats; a table model's named raw rows as they were sent (numeric columns as numbers, the
-    others as categories, as in its raw reference). Without a reference: only for counting."""
+    others as categories, as in its raw reference). Without a reference: only for counting. Hashed rows and rows
+    that are not the model's shape are counted, never compared: a log is not a contract."""
     rows = frame if variant is None else frame[frame["variant"] == variant]
     if not include_shadow and "shadow" in rows:
         rows = rows[~rows["shadow"].astype(bool)]
     inputs = rows["inputs"].tolist() if len(rows) else []
+    hashed = sum(1 for r in inputs if _hashed(r))
+    columns = None if reference is None else list(reference.columns)
     named = [r for r in inputs if isinstance(r, dict)]
-    if named:
-        columns = None if reference is None else list(reference.columns)
+    floats = _float_rows(inputs, None if columns is None else len(columns))
+    if named and len(named) >= len(floats):  # a table model's named rows (the other form: another model's)
         served = table_frame(named, columns, None if reference is None else numeric_columns(reference))
-    elif inputs:
-        x = np.array(inputs, dtype=float)
-        served = features_frame(x, None if reference is None else list(reference.columns))
+        kept = len(named)
     else:
-        served = pd.DataFrame(columns=[] if reference is None else list(reference.columns))
-    return served.drop_duplicates(ignore_index=True)
+        served = (features_frame(np.array(floats, dtype=float), columns) if floats
+                  else pd.DataFrame(columns=columns or []))
+        kept = len(floats)
+    return ServedInputs(served.drop_duplicates(ignore_index=True), hashed, len(inputs) - hashed - kept)
+
+
+def distinct_inputs(frame: pd.DataFrame, reference: pd.DataFrame | None, variant: str | None = None, *,
+                    include_shadow: bool = True) -> pd.DataFrame:
+    """:func:`served_inputs`' distinct rows alone."""
+    return served_inputs(frame, reference, variant, include_shadow=include_shadow).frame
 
 
 def comparable(reference: pd.DataFrame, served: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -67,16 +122,22 @@ def predictions(frame: pd.DataFrame, variant: str) -> list:
     return [label_key(p) for p in values]
 
 
-def interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig) -> dict[str, float | None]:
+def interval_drift(frame: pd.DataFrame, reference: pd.DataFrame, cfg: CanaryConfig) -> dict[str, Any]:
     """Drift shares of each variant's distinct inputs in one window, and challenger-vs-champion prediction drift
-    (None: too few samples to judge)."""
-    out: dict[str, float | None] = {}
+    (None: too few samples to judge); ``note`` says which logged rows were not compared, when some were not."""
+    out: dict[str, Any] = {}
+    notes: list[str] = []
     for variant in VARIANTS:
-        served = distinct_inputs(frame, reference, variant)
-        out[variant] = _share(reference, served, cfg) if len(served) >= MIN_DISTINCT_ROWS else None
+        served = served_inputs(frame, reference, variant)
+        rows = served.frame
+        out[variant] = _share(reference, rows, cfg) if len(rows) >= MIN_DISTINCT_ROWS else None
+        if served.note():
+            notes.append(f"{variant}: {served.note()}")
     champ, chall = predictions(frame, CHAMPION), predictions(frame, CHALLENGER)
     enough = len(champ) >= MIN_DISTINCT_ROWS and len(chall) >= MIN_DISTINCT_ROWS
     out["prediction"] = prediction_drift(champ, chall) if enough else None
+    if notes:
+        out["note"] = "; ".join(notes)
     return out
 
 
