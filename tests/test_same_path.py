@@ -121,6 +121,43 @@ def test_the_inline_champion_setting_is_gone(monkeypatch):
     assert settings.champion_timeout_s > settings.challenger_timeout_s
 
 
+def test_the_judge_compares_compute_time_and_its_evidence_says_which_latency(tmp_path):
+    """The prediction-log source reads ``compute_ms`` per answered request (rows without one, logged before schema
+    0003, are no sample); the default critical latency metric compares it, the end-to-end rows are shown beside it
+    without a say in the verdict, and every evidence row (the judge's table, the HTML report) names its measure."""
+    from monitoring.prediction_log import PredictionLogWriter, prediction_rows
+    from monitoring.report import canary_report_html
+
+    engine = create_log_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = PredictionLogWriter(engine)
+    for i in range(60):
+        for variant, e2e in (("champion", 2.0), ("challenger", 40.0)):  # the gateway, not the model, was slow
+            writer.write(prediction_rows(request_id=f"{variant}-{i}", variant=variant, model_version="1",
+                                         inputs=[[0.1, 0.2]] * 2, predictions_=[0, 1], probabilities=[[1, 0], [0, 1]],
+                                         latency_ms=e2e + i % 3, status="ok", compute_ms=0.3 + 0.01 * (i % 5)))
+    writer.write(prediction_rows(request_id="old", variant="challenger", model_version="1", inputs=[[0.1, 0.2]],
+                                 predictions_=[0], probabilities=[[1, 0]], latency_ms=1.0, status="ok"))
+    writer.write(prediction_rows(request_id="failed", variant="challenger", model_version="1", inputs=[[0.1, 0.2]],
+                                 predictions_=None, probabilities=None, latency_ms=250.0, status="timeout"))
+    writer.close()
+    config = default_judge_config()
+    samples = PredictionLogSource(engine).collect(config.metrics, None, None)
+    champion, challenger = samples["model_latency_ms"]
+    assert len(champion) == len(challenger) == 60  # one per request, not per row; "old" and "failed" give none
+    verdict = Judge(config).judge(samples)
+    rows = {r["name"]: r for r in verdict.table()}
+    assert rows["model_latency_ms"]["classification"] == "Pass" and not rows["model_latency_ms"]["failed"]
+    assert rows["e2e_latency_ms"]["classification"] == "High"  # shown: the end-to-end time differs ...
+    assert "model_latency_ms" not in verdict.failed_metrics and verdict.verdict != "fail"  # ... and decides nothing
+    assert verdict.group_scores.get("e2e") == 0.0 and verdict.score == 100.0
+    assert {n: r["measure"] for n, r in rows.items() if "latency" in n} == {
+        "model_latency_ms": "compute_ms", "model_latency_p99_ms": "compute_ms", "e2e_latency_ms": "latency_ms",
+        "e2e_latency_p99_ms": "latency_ms"}
+    page = canary_report_html({"decision": "promoted"}, verdict.table(), [])
+    assert "<th>measure</th>" in page and "<td>compute_ms</td>" in page
+    engine.dispose()
+
+
 # -- A/A under CPU load -------------------------------------------------------------------------------------------
 
 def _ms(value: float | None) -> float | None:
