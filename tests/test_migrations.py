@@ -253,7 +253,8 @@ def test_a_0002_database_gets_the_compute_time_column(new_db, monkeypatch, capsy
     code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0 and f"upgraded 0002 -> {HEAD}" in out, err
     state = snapshot(url)
-    assert state["predictions"]["columns"]["compute_ms"] == ("FLOAT", True) and state["version"] == [HEAD]
+    columns = state["predictions"]["columns"]
+    assert columns["compute_ms"] == (columns["latency_ms"][0], True) and state["version"] == [HEAD]  # nullable float
     assert previous_release_rows(url) == before
     engine = create_log_engine(url)
     writer = PredictionLogWriter(engine)
