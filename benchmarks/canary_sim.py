@@ -146,6 +146,12 @@ def peeking_bounds(champion, challenger, *, sign, alpha, beta, tau2, binary):
     return g, g - stats.norm.ppf(1 - alpha) * sd, g + stats.norm.ppf(1 - beta) * sd
 
 
+def simulated(measure: str | None) -> str | None:
+    """The simulated stream of a measure: one latency per request stands for the model's compute time and the
+    end-to-end latency alike (the simulation has no gateway)."""
+    return "latency_ms" if measure == "compute_ms" else measure
+
+
 def sequential_verdicts(cum: Cumulative, cfg, bounds=seq.difference_bounds) -> tuple[np.ndarray, np.ndarray]:
     """Verdict codes (monitoring.sequential.combine) and whether a rejection was 'not better' only."""
     rules, crit, codes, futile = [], [], [], []
@@ -155,7 +161,7 @@ def sequential_verdicts(cum: Cumulative, cfg, bounds=seq.difference_bounds) -> t
         rule = m.effective_rule
         if rule == "report":
             continue
-        nk, sk, qk = keys[m.measure]
+        nk, sk, qk = keys[simulated(m.measure)]
         n_b, n_c = cum.n[nk]
         s_b, s_c = cum.sums[sk]
         q_b, q_c = (cum.sq[qk] if qk else (s_b, s_c))
@@ -253,7 +259,7 @@ def fixed_verdicts(cum: Cumulative, cfg, judge: Judge) -> list[Verdict]:
     rows = fixed_rows(cum, cfg)
     per_metric = []
     for m in cfg.metrics:
-        key = m.measure if m.measure in ("error", "correct") else f"{m.measure}:{m.statistic}"
+        key = m.measure if m.measure in ("error", "correct") else f"{simulated(m.measure)}:{m.statistic}"
         n_b, n_c, v_b, v_c, p = rows[key]
         eff = v_c - v_b if m.effect == "absolute" else (v_c - v_b) / np.abs(v_b)
         need = m.min_samples or cfg.min_samples
@@ -291,7 +297,7 @@ def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
     kinds = np.array([""] * runs, dtype=object)
     exposure = np.zeros(runs)
     active = np.arange(runs)
-    latency = next(m for m in cfg.metrics if m.measure == "latency_ms" and m.effective_rule != "report")
+    latency = next(m for m in cfg.metrics if simulated(m.measure) == "latency_ms" and m.effective_rule != "report")
     cum = Cumulative(runs, keep_raw=policy == "fixed_horizon", log_offset=latency.log_offset)
     rule_based = policy != "fixed_horizon"
     while len(active):

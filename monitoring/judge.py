@@ -77,6 +77,9 @@ class MetricResult:
     lower: float = float("nan")
     upper: float = float("nan")
     outcome: str = ""
+    # What was compared: the prediction-log measure (e.g. compute_ms: model time, latency_ms: end to end) or
+    # "promql", so a reader of the table knows which latency a latency row is.
+    measure: str = ""
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -212,6 +215,7 @@ def classify_metric(
         "champion_value": summarize(champion, metric.statistic),
         "challenger_value": summarize(challenger, metric.statistic),
         "effect_kind": metric.effect, "tolerance": metric.tolerance,
+        "measure": metric.measure if metric.source == "prediction_log" else "promql",
     }
     if len(champion) < need or len(challenger) < need:
         return MetricResult(

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 REQUESTS_TOTAL = "nasops_requests_total"
 REQUEST_DURATION_SECONDS = "nasops_request_duration_seconds"
+MODEL_COMPUTE_SECONDS = "nasops_model_compute_seconds"
 PREDICTIONS_TOTAL = "nasops_predictions_total"
 FEEDBACK_TOTAL = "nasops_feedback_total"
 FEEDBACK_RETRACTED_TOTAL = "nasops_feedback_retracted_total"
@@ -30,6 +31,8 @@ ROUTED_REQUESTS_TOTAL = "nasops_routed_requests_total"
 
 # Latency buckets in seconds: sub-millisecond model calls up to multi-second stalls.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# A small model's call alone takes tens of microseconds: two finer buckets below the request latency's.
+COMPUTE_BUCKETS = (0.0001, 0.00025, *LATENCY_BUCKETS)
 
 # Values of the ``status`` label of nasops_requests_total (the set is closed: low cardinality).
 STATUSES = ("ok", "error", "timeout", "fallback", "invalid")
@@ -48,6 +51,7 @@ class GatewayMetrics:
     registry: CollectorRegistry
     requests: Counter
     duration: Histogram
+    compute: Histogram
     predictions: Counter
     feedback: Counter
     feedback_retracted: Counter
@@ -77,8 +81,14 @@ def _answer_metrics(reg: CollectorRegistry) -> dict:
             ["model", "variant", "version", "status"], registry=reg,
         ),
         duration=Histogram(
-            REQUEST_DURATION_SECONDS, "Seconds a variant took to answer one request (model call and "
-            "post-processing).", ["variant"], buckets=LATENCY_BUCKETS, registry=reg,
+            REQUEST_DURATION_SECONDS, "Seconds a variant took to answer one request, end to end in the gateway "
+            "(the wait for a pool thread, the model call and post-processing).", ["variant"], buckets=LATENCY_BUCKETS,
+            registry=reg,
+        ),
+        compute=Histogram(
+            MODEL_COMPUTE_SECONDS, "Seconds of the model call alone (predict_proba, measured on the worker thread) "
+            "per answered request: what the canary judge compares, free of the gateway's queueing.", ["variant"],
+            buckets=COMPUTE_BUCKETS, registry=reg,
         ),
         predictions=Counter(
             PREDICTIONS_TOTAL, "Predicted rows per variant and predicted class.", ["variant", "class"], registry=reg,

@@ -40,11 +40,13 @@ predictions = sa.Table(
     sa.Column("inputs", sa.Text, nullable=False),
     sa.Column("prediction", sa.Text, nullable=True),
     sa.Column("probabilities", sa.Text, nullable=True),
-    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),  # the variant's end-to-end time in the gateway
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("label", sa.Text, nullable=True),
     sa.Column("correct", sa.Boolean, nullable=True),
     sa.Column("label_ts", sa.Float, nullable=True),
+    # the model call alone, measured on the worker thread (schema 0003; null: a failed call, or an older gateway)
+    sa.Column("compute_ms", sa.Float, nullable=True),
 )
 
 ROW_STATUSES = ("ok", "error", "fallback", "timeout")
@@ -247,8 +249,11 @@ def prediction_rows(
     shadow: bool = False,
     ts: float | None = None,
     inputs_mode: str = "raw",
+    compute_ms: float | None = None,
 ) -> list[dict]:
     """One dict per batch row, ready for :meth:`PredictionLogWriter.append` (``None`` predictions: a failed call).
+
+    ``latency_ms`` is the variant's end-to-end time, ``compute_ms`` the model call's alone (None when unknown).
 
     ``inputs_mode="hash"`` stores ``"sha256:<hex>"`` of each row's float32 bytes instead of its values (privacy:
     the same row still hashes alike, so duplicates stay countable, but the values cannot be read back)."""
@@ -279,6 +284,7 @@ def prediction_rows(
                 "prediction": None if predictions_ is None else dumps(predictions_[i]),
                 "probabilities": None if probabilities is None else dumps([round(p, 6) for p in probabilities[i]]),
                 "latency_ms": float(latency_ms),
+                "compute_ms": None if compute_ms is None else float(compute_ms),
                 "status": status,
             }
         )

@@ -67,8 +67,8 @@ def score_plot_png(steps: Sequence[Mapping[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-EVIDENCE_COLUMNS = ("name", "classification", "critical", "n_champion", "n_challenger", "statistic", "champion_value",
-                    "challenger_value", "effect", "tolerance", "u_statistic", "p_value", "reason")
+EVIDENCE_COLUMNS = ("name", "measure", "classification", "critical", "n_champion", "n_challenger", "statistic",
+                    "champion_value", "challenger_value", "effect", "tolerance", "u_statistic", "p_value", "reason")
 STEP_COLUMNS = ("interval", "mode", "weight", "verdict", "outcome", "score", "failed_metrics")
 
 

@@ -17,7 +17,14 @@ from scipy.stats import wasserstein_distance
 from sqlalchemy.engine import Engine
 
 from monitoring.judge_config import MetricConfig
-from monitoring.online import FAILED_STATUSES, absolute_errors, answered_latency_ms, correct_flags, error_flags
+from monitoring.online import (
+    FAILED_STATUSES,
+    absolute_errors,
+    answered_latency_ms,
+    correct_flags,
+    error_flags,
+    requests_of,
+)
 from monitoring.prediction_log import create_log_engine, read_predictions
 from monitoring.vocabulary import CHAMPION, VARIANTS
 
@@ -43,6 +50,10 @@ PROMETHEUS_QUERIES = {
         'histogram_quantile(0.99, sum by (le) (rate(nasops_request_duration_seconds_bucket{variant="{variant}"}'
         "[{window}]))) * 1000"
     ),
+    "model_latency_p99_ms": (
+        'histogram_quantile(0.99, sum by (le) (rate(nasops_model_compute_seconds_bucket{variant="{variant}"}'
+        "[{window}]))) * 1000"
+    ),
     "online_accuracy": (
         '(sum(rate(nasops_feedback_total{variant="{variant}",correct="true"}[{window}])) or vector(0)) '
         '/ sum(rate(nasops_feedback_total{variant="{variant}"}[{window}]))'
@@ -59,8 +70,10 @@ class SampleSource(Protocol):
 class PredictionLogSource:
     """Per-request samples from the gateway's prediction log (SQLAlchemy; SQLite or PostgreSQL).
 
-    Measures: ``error`` (1 for a request the variant failed or timed out), ``latency_ms`` (per request),
-    ``correct`` (1/0 per row with a true label), ``confidence`` (top class probability per row) and
+    Measures: ``error`` (1 for a request the variant failed or timed out), ``latency_ms`` (per answered request,
+    end to end in the gateway), ``compute_ms`` (per answered request, the model call alone as the gateway's worker
+    thread measured it; rows without it, logged before schema 0003, are no sample), ``correct`` (1/0 per row
+    with a true label), ``confidence`` (top class probability per row) and
     ``prediction_drift`` (per chunk of consecutive predictions, the Jensen-Shannon distance between the chunk's
     predicted-class mix and ``reference_classes``, e.g. the training labels' mix) and, for a regression model,
     ``abs_error`` (``|prediction - label|`` per labelled row, in the target's units: its ``rms`` is the online RMSE,
@@ -120,6 +133,8 @@ class PredictionLogSource:
             return error_flags(rows)
         if measure == "latency_ms":
             return answered_latency_ms(rows)
+        if measure == "compute_ms":
+            return answered_compute_ms(rows)
         if measure == "correct":
             old_enough = self._labelable(rows, self._until)
             coverage = _coverage(old_enough)
@@ -178,6 +193,16 @@ class PredictionLogSource:
                 counts[index[key]] += 1
             out.append(float(jensenshannon(counts / counts.sum(), q, base=2)))
         return np.array(out, dtype=float)
+
+
+def answered_compute_ms(rows: pd.DataFrame) -> np.ndarray:
+    """The model's compute time of each answered request that has one, in milliseconds (same requests as
+    :func:`monitoring.online.answered_latency_ms`)."""
+    if "compute_ms" not in rows:
+        return np.array([], dtype=float)
+    requests = requests_of(rows)
+    answered = requests.loc[~requests["status"].isin(FAILED_STATUSES), "compute_ms"]
+    return answered.dropna().to_numpy(dtype=float)
 
 
 def _coverage(rows: pd.DataFrame) -> float | None:

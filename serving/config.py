@@ -40,6 +40,10 @@ class GatewaySettings(BaseSettings):
                        "(the start-up split, until a rollout record sets one)")
     sticky_header: str = Field(default="X-Request-Key", description="header whose value pins a caller to a variant")
     challenger_timeout_s: float = Field(default=0.25, gt=0, description="slower challenger answers fall back")
+    champion_timeout_s: float = Field(
+        default=5.0, gt=0, description="a slower champion answer is abandoned: the challenger answers for it, or "
+        "the caller gets a 504 JSON error (never a hang); longer than challenger_timeout_s, as the champion has no "
+        "one to fall back on")
     admin_token: str | None = Field(default=None, description="bearer token of the admin API (None: admin off)")
     admin_token_file: str | None = Field(default=None, description="file holding the admin token (instead of "
                                          "admin_token)")
@@ -69,9 +73,6 @@ class GatewaySettings(BaseSettings):
     control_file: str | None = Field(
         default=None, description="JSON file through which worker processes pass on POST /admin/reload (set by the "
         "launcher; it carries no routing: the split is the rollout record's)"
-    )
-    champion_inline_max_rows: int = Field(
-        default=64, ge=0, description="champion batches up to this size run on the event loop (no thread hop)"
     )
     torch_threads: int = Field(default=1, ge=1, description="intra-op threads per model call")
     opentelemetry: bool = Field(

@@ -114,7 +114,7 @@ async def on_rejected(request: Request, exc: RequestRejected) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from serving.gateway import ChampionFailed, LogUnavailable, NotReady
+    from serving.gateway import ChampionFailed, ChampionTimedOut, LogUnavailable, NotReady
     from serving.manual_rollout import RolloutControlled
 
     settings = app.state.settings
@@ -131,6 +131,12 @@ def install_error_handlers(app: FastAPI) -> None:
                               "with the request: it is counted in nasops_model_faults_total and logged with its "
                               "input for diagnosis")
 
+    async def on_champion_timed_out(request: Request, exc: ChampionTimedOut) -> JSONResponse:
+        log.error("answered 504: %s", exc)
+        return error_response(504, f"the champion model did not answer within {settings.champion_timeout_s:g}s",
+                              "retry later; counted in nasops_model_faults_total{reason=\"timeout\"} (raise "
+                              "champion_timeout_s for a model that is slow on large batches)")
+
     async def on_log_unavailable(request: Request, exc: LogUnavailable) -> JSONResponse:
         return error_response(503, "the prediction log cannot be written, so no answer is given (sync log mode)",
                               "retry later; the gateway log says why the database refused the write")
@@ -145,5 +151,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestRejected, on_rejected)
     app.add_exception_handler(NotReady, on_not_ready)
     app.add_exception_handler(ChampionFailed, on_champion_failed)
+    app.add_exception_handler(ChampionTimedOut, on_champion_timed_out)
     app.add_exception_handler(LogUnavailable, on_log_unavailable)
     app.add_exception_handler(RolloutControlled, on_rollout_controlled)

@@ -81,8 +81,8 @@ def _log_regression(store: RolloutStore, t0: float, n: int, rng: np.random.Gener
             rows.append({"request_id": f"{variant}-{i}", "row": 0, "ts": t0 + i * 0.01, "variant": variant,
                          "shadow": False, "model_version": str(v + 1), "inputs": json.dumps(x.tolist()),
                          "prediction": json.dumps(label + rng.normal(scale=0.3)), "probabilities": None,
-                         "latency_ms": 2.0 + rng.random(), "status": "ok", "label": json.dumps(label),
-                         "correct": False, "label_ts": t0 + 1})
+                         "latency_ms": 2.0 + rng.random(), "compute_ms": 0.2 + rng.random() / 10, "status": "ok",
+                         "label": json.dumps(label), "correct": False, "label_ts": t0 + 1})
     with store.engine.begin() as conn:
         conn.execute(sa.insert(predictions), rows)
 
@@ -152,7 +152,8 @@ def _log_table(store: RolloutStore, t0: float, n: int, rng: np.random.Generator,
             rows.append({"request_id": f"{variant}-{t0}-{i}", "row": 0, "ts": t0 + i * 0.01, "variant": variant,
                          "shadow": False, "model_version": str(v + 1), "inputs": json.dumps(inputs),
                          "prediction": json.dumps(label), "probabilities": None, "latency_ms": 2.0 + rng.random(),
-                         "status": "ok", "label": json.dumps(label), "correct": True, "label_ts": t0 + 1})
+                         "compute_ms": 0.2 + rng.random() / 10, "status": "ok", "label": json.dumps(label),
+                         "correct": True, "label_ts": t0 + 1})
     with store.engine.begin() as conn:
         conn.execute(sa.insert(predictions), rows)
 

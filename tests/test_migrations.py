@@ -19,9 +19,11 @@ import sqlalchemy as sa
 
 from monitoring import schema
 from monitoring.prediction_log import (
+    PredictionLogWriter,
     check_log_store,
     create_log_engine,
     log_engine,
+    prediction_rows,
     predictions,
     read_predictions,
 )
@@ -95,6 +97,31 @@ def build_previous_release(url: str, n_predictions: int = 40) -> None:
     engine.dispose()
 
 
+def previous_release_rows(url: str) -> list[tuple]:
+    """The logged predictions in the previous release's columns, in id order: what an upgrade must keep as is."""
+    table = previous_release.tables().tables["predictions"]
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+    engine.dispose()
+    return rows
+
+
+def upgrade_to(url: str, revision: str) -> None:
+    """Run the migrations up to ``revision`` only (a database as a release with that head left it)."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = log_engine(url)
+    with schema._locked(engine) as conn:
+        config = Config()
+        config.set_main_option("script_location", "monitoring:migrations")
+        config.attributes["connection"] = conn
+        config.attributes["notes"] = []
+        command.upgrade(config, revision)
+    engine.dispose()
+
+
 def snapshot(url: str) -> dict:
     """Our tables as the database describes them: columns (type, nullable), primary keys, indexes (with a
     partial index's condition), and the version recorded."""
@@ -158,7 +185,7 @@ def test_a_new_database_is_created_at_head_beside_mlflow(new_db, monkeypatch, ca
 def test_a_previous_release_database_is_refused_then_upgraded_in_place(new_db, monkeypatch, capsys):
     url = new_db()
     build_previous_release(url)
-    before = read_predictions(log_engine(url))
+    before = previous_release_rows(url)
     for opening in (create_log_engine, RolloutStore):
         with pytest.raises(SchemaOutOfDate) as info:
             opening(url)
@@ -170,7 +197,7 @@ def test_a_previous_release_database_is_refused_then_upgraded_in_place(new_db, m
     assert code == 2 and len(lines) == 1 and "nasops db upgrade" in lines[0], err
 
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "unversioned" in out and "pending  0001, 0002: run `nasops db upgrade`" in out
+    assert code == 0 and "unversioned" in out and "pending  0001, 0002, 0003: run `nasops db upgrade`" in out
     code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0, err
     assert f"upgraded 0001 (unversioned tables of a release before schema versions) -> {HEAD}" in out
@@ -179,9 +206,10 @@ def test_a_previous_release_database_is_refused_then_upgraded_in_place(new_db, m
     state = snapshot(url)
     assert state["version"] == [HEAD] and "model_ref" in state["nasops_rollouts"]["columns"]
     assert state["nasops_rollouts"]["indexes"][INDEX][:2] == (("model_name",), True)
-    after = read_predictions(create_log_engine(url))
-    assert len(after) == len(before) == 40  # not a row lost, not a value changed
-    assert after.drop(columns="id").equals(before.drop(columns="id")) and after.id.tolist() == before.id.tolist()
+    after = previous_release_rows(url)
+    assert len(after) == len(before) == 40 and after == before  # not a row lost, not a value changed
+    logged = read_predictions(create_log_engine(url))
+    assert len(logged) == 40 and logged.compute_ms.isna().all()  # no compute time was measured for them
     store = RolloutStore(url)
     assert [r.rollout_id for r in store.recent(limit=10)] == ["b-new", "b-old", "a-live", "done"]
     ended = store.get("b-old")
@@ -207,6 +235,37 @@ def test_an_upgraded_database_is_the_same_schema_as_a_new_one(new_db):
     build_previous_release(upgraded, n_predictions=1)
     schema.upgrade(log_engine(upgraded))
     assert snapshot(upgraded) == snapshot(fresh)
+
+
+def test_a_0002_database_gets_the_compute_time_column(new_db, monkeypatch, capsys):
+    """Revision 0003 adds ``predictions.compute_ms`` (the model call's own time, what the judge's latency compares):
+    a database of the release before it is refused until upgraded, keeps every row (compute time unknown: null,
+    which the judge reads as no sample, not as 0 ms), and then takes rows with a compute time."""
+    url = new_db()
+    build_previous_release(url, n_predictions=5)
+    upgrade_to(url, "0002")
+    assert "compute_ms" not in snapshot(url)["predictions"]["columns"] and snapshot(url)["version"] == ["0002"]
+    before = previous_release_rows(url)
+    with pytest.raises(SchemaOutOfDate, match=f"at schema revision 0002, and this nasops needs {HEAD}"):
+        create_log_engine(url)
+    code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
+    assert code == 0 and "pending  0003: run `nasops db upgrade`" in out
+    code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
+    assert code == 0 and f"upgraded 0002 -> {HEAD}" in out, err
+    state = snapshot(url)
+    columns = state["predictions"]["columns"]
+    assert columns["compute_ms"] == (columns["latency_ms"][0], True) and state["version"] == [HEAD]  # nullable float
+    assert previous_release_rows(url) == before
+    engine = create_log_engine(url)
+    writer = PredictionLogWriter(engine)
+    writer.write(prediction_rows(request_id="new", variant="challenger", model_version="2", inputs=[[1.0, 2.0]],
+                                 predictions_=[1], probabilities=[[0.2, 0.8]], latency_ms=3.5, status="ok",
+                                 compute_ms=0.25))
+    writer.close()
+    logged = read_predictions(engine).set_index("request_id")
+    assert logged.loc["new", "compute_ms"] == 0.25 and logged.loc["new", "latency_ms"] == 3.5
+    assert logged.drop(index="new").compute_ms.isna().all() and len(logged) == 6
+    engine.dispose()
 
 
 @pytest.mark.slow
@@ -276,7 +335,7 @@ def test_an_older_versioned_revision_is_refused_and_upgraded_from_there(tmp_path
     check_log_store(url, schema=False)  # reachable: what `nasops db` checks before it looks at the schema
     check_log_store(f"sqlite:///{tmp_path / 'new.db'}")  # a new file is no refusal: it is created at head
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "current  0001\n" in out and "pending  0002: run `nasops db upgrade`" in out
+    assert code == 0 and "current  0001\n" in out and "pending  0002, 0003: run `nasops db upgrade`" in out
     code, out, _ = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0 and f"upgraded 0001 -> {HEAD}" in out
     create_log_engine(url).dispose()

@@ -350,8 +350,8 @@ def test_the_sequential_judge_decides_a_regression_on_its_rmse():
     rng = np.random.default_rng(3)
     n, requests = 400, 3000  # labelled rows, requests
     lat = rng.lognormal(3.0, 0.2, requests), rng.lognormal(3.0, 0.2, requests)
-    base = {"error_rate": (np.zeros(requests), np.zeros(requests)), "latency_ms": lat, "latency_p99_ms": lat,
-            "prediction_drift": (rng.normal(0.1, 0.02, 40), rng.normal(0.1, 0.02, 40))}
+    base = {"error_rate": (np.zeros(requests), np.zeros(requests)), "model_latency_ms": lat,
+            "model_latency_p99_ms": lat, "prediction_drift": (rng.normal(0.1, 0.02, 40), rng.normal(0.1, 0.02, 40))}
     champion = _abs_error_samples(10.0, rng, n)
     worse = Judge(cfg).judge({**base, "online_rmse": (champion, _abs_error_samples(20.0, rng, n)),
                               "online_mae": (champion, _abs_error_samples(20.0, rng, n))})

@@ -139,7 +139,7 @@ def test_unlabelled_accuracy_is_nodata_hold_not_fail():
     rng = np.random.default_rng(0)
     n = 2000
     lat = rng.lognormal(3.9, 0.3, n), rng.lognormal(3.9, 0.3, n)
-    samples = {"error_rate": (np.zeros(n), np.zeros(n)), "latency_ms": lat, "latency_p99_ms": lat,
+    samples = {"error_rate": (np.zeros(n), np.zeros(n)), "model_latency_ms": lat, "model_latency_p99_ms": lat,
                "online_accuracy": (bernoulli(0.9, 20), bernoulli(0.9, 20)),  # too few labels (min 50)
                "prediction_drift": (rng.normal(0.1, 0.03, 40), rng.normal(0.1, 0.03, 40))}
     verdict = Judge(cfg).judge(samples)
@@ -154,11 +154,11 @@ def test_latency_is_judged_relative_and_robust_to_stalls():
     champion = rng.lognormal(3.9, 0.3, n)
     noisy = rng.lognormal(3.9, 0.3, n)
     noisy[:90] *= 200.0  # 3 % of the challenger's requests stalled 200x (scheduler noise)
-    metric = next(m for m in cfg.metrics if m.name == "latency_ms")
+    metric = next(m for m in cfg.metrics if m.name == "model_latency_ms")
     one = JudgeConfig(metrics=[metric], method="sequential")
-    healthy = Judge(one).judge({"latency_ms": (champion, noisy)})
+    healthy = Judge(one).judge({"model_latency_ms": (champion, noisy)})
     assert healthy.verdict != "fail" and healthy.table()[0]["outcome"] == "non_inferior"
-    slow = Judge(one).judge({"latency_ms": (champion, 2.0 * rng.lognormal(3.9, 0.3, n))})
+    slow = Judge(one).judge({"model_latency_ms": (champion, 2.0 * rng.lognormal(3.9, 0.3, n))})
     assert slow.verdict == "fail" and slow.table()[0]["outcome"] == "inferior"
 
 

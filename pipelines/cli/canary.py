@@ -38,13 +38,14 @@ def evidence_table(result: dict) -> Table:
     """The last judge run, one row per metric: samples, U, p-value, effect and the class."""
     table = Table(title=f"judge evidence (verdict {result['verdict']}, score {result['score']:.0f}/100)",
                   title_justify="left")
-    for col in ("metric", "class", "critical", "n champ", "n chall", "stat", "champion", "challenger", "effect",
-                "tolerance", "U", "p"):
+    for col in ("metric", "measure", "class", "critical", "n champ", "n chall", "stat", "champion", "challenger",
+                "effect", "tolerance", "U", "p"):
         table.add_column(col)
     colours = {"Pass": "green", "High": "red", "Low": "red", "NoData": "dim"}
     for row in result.get("evidence", []):
         cls = row["classification"]
-        table.add_row(row["name"], f"[{colours.get(cls, 'white')}]{cls}[/]", "yes" if row["critical"] else "",
+        table.add_row(row["name"], row.get("measure") or "", f"[{colours.get(cls, 'white')}]{cls}[/]",
+                      "yes" if row["critical"] else "",
                       _fmt(row["n_champion"]), _fmt(row["n_challenger"]), row["statistic"],
                       _fmt(row["champion_value"]), _fmt(row["challenger_value"]), _fmt(row["effect"]),
                       _fmt(row["tolerance"]), _fmt(row["u_statistic"]), _fmt(row["p_value"]))

@@ -27,8 +27,9 @@ router = APIRouter(tags=["serving"])
 
 
 @router.post("/predict", response_model=PredictResponse, responses=documented(
-    400, 413, 415, 422, 500, 503, d500="the champion failed on a valid request and no challenger could answer (a "
-    "model fault, logged for diagnosis)", d503="no champion loaded yet, or (sync log mode) the log cannot be written"))
+    400, 413, 415, 422, 500, 503, 504, d500="the champion failed on a valid request and no challenger could answer "
+    "(a model fault, logged for diagnosis)", d503="no champion loaded yet, or (sync log mode) the log cannot be "
+    "written", d504="the champion did not answer within champion_timeout_s and no challenger could answer"))
 async def predict(body: PredictRequest, request: Request, gateway: GatewayDep, settings: SettingsDep) -> Response:
     """Predict class labels for a batch; the whole batch goes to one variant."""
     model = gateway.contract()
