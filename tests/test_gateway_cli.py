@@ -45,6 +45,7 @@ def test_nasops_serve_answers_and_stops_cleanly(shared_registry):
     env = {**os.environ, "NASOPS_HOME": str(shared_registry.home), "NASOPS_MODEL_NAME": shared_registry.model_name}
     for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
         env.pop(leaked, None)  # set in os.environ by mlflow.set_*_uri calls of earlier tests
+    shared_registry.end_manual_rollout()  # an earlier test's admin split is durable routing state on this log
     proc, url = start_serve(env)
     try:
         assert httpx.get(f"{url}/readyz").status_code == 200
