@@ -80,3 +80,20 @@ def _mlflow_uris(restore: tuple | None = None) -> tuple:
         if module is not None:
             setattr(module, name, value)
     return restore
+
+
+def console_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """The console script's ``main()`` itself, in-process (process set-up included): (exit code, stdout, stderr).
+    :func:`nasops` is the cheaper default; this is for tests of what ``main`` adds around ``run``."""
+    import sys
+
+    from pipelines.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["nasops", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

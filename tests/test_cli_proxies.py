@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support_cli import console_main
 
 from nas.spaces import get_space
-from pipelines.cli.app import main
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 SMALL = ["--space-config", '{"C": 4, "N": 1}']
@@ -18,14 +18,7 @@ SMALL = ["--space-config", '{"C": 4, "N": 1}']
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """The real console-script entry point, in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["nasops", "proxies", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return console_main(monkeypatch, capsys, "proxies", *args)
 
 
 def test_one_architecture_as_json(monkeypatch, capsys):

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 import threading
 
 import pytest
 import sqlalchemy as sa
+from support_cli import console_main
 
 from monitoring import schema
 from monitoring.prediction_log import (
@@ -29,7 +29,6 @@ from monitoring.prediction_log import (
 )
 from monitoring.rollout_store import RolloutConflict, RolloutStore
 from monitoring.schema import HEAD, REVISIONS, VERSION_TABLE, SchemaOutOfDate
-from pipelines.cli.app import main
 
 previous_release = importlib.import_module("monitoring.migrations.versions.v0001_previous_release")
 
@@ -56,14 +55,7 @@ def new_db(request, tmp_path):
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """The real console-script entry point, in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["nasops", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return console_main(monkeypatch, capsys, *args)
 
 
 def _rollout_row(rollout_id: str, model: str, phase: str, created_at: float) -> dict:

@@ -4,27 +4,18 @@ the refresh it continues was started with. A deterministic failure inside the fl
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from pipelines.cli.app import main
+from support_cli import console_main
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """The real console-script entry point, in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["nasops", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return console_main(monkeypatch, capsys, *args)
 
 
 def _one_line_error(code: int, err: str, *needles: str) -> None:
