@@ -31,6 +31,9 @@ QUERY_LINEAGE_CHARS = 4000
 """The query text recorded as lineage is cut to this length (MLflow limits tag and parameter values)."""
 URL_FIX = "use e.g. postgresql://USER@HOST:PORT/DB or sqlite:///PATH/TO/FILE.db"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# What a statement looks like once its string literals, quoted identifiers and comments are blanked out.
+_LITERALS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
+READ_ONLY_FIX = "give one SELECT (or WITH … SELECT) statement: nasops only reads the training table"
 
 
 class SourceUnavailable(UserError):
@@ -64,6 +67,20 @@ def strip_password(url: str) -> tuple[str, str | None]:
     bare = sa.engine.URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
                                 parsed.database, parsed.query)  # URL.set(password=None) keeps the password
     return bare.render_as_string(hide_password=False), str(parsed.password)
+
+
+def check_select(query: str) -> None:
+    """Refuse anything but one ``SELECT`` / ``WITH`` statement, before connecting.
+
+    Why: the query runs with the caller's database rights; a refresh must never change the source (``DROP TABLE``,
+    ``…; COMMIT; CREATE TABLE``). This is the early, readable refusal; the guarantee is the read-only transaction
+    :func:`read_query` opens (a ``WITH x AS (DELETE …) SELECT`` passes this check and fails there)."""
+    blanked = _LITERALS.sub(" ", query).strip().rstrip(";").strip()
+    if ";" in blanked:
+        raise UserError(f"--query holds more than one statement; {READ_ONLY_FIX}")
+    first = blanked.split(None, 1)[0].upper() if blanked else ""
+    if first not in ("SELECT", "WITH"):
+        raise UserError(f"--query starts with {first or 'nothing'!r}, not SELECT; {READ_ONLY_FIX}")
 
 
 def lineage_query(query: str | None) -> str:
@@ -107,10 +124,9 @@ def read_query(url: str, query: str | None, timeout_s: float | None = None, pass
     timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
     if not (query or "").strip():
         raise UserError(f"--data {shown!r} is a database: say which rows to train on with --query \"SELECT …\"")
+    check_select(query or "")
     parsed = _engine_url(url, password)
-    connect_args = {"connect_timeout": max(1, int(timeout_s))} if parsed.get_backend_name() == "postgresql" else {}
-    if parsed.get_backend_name() == "sqlite":
-        connect_args = {"check_same_thread": False}
+    connect_args = _read_only_connect_args(parsed, timeout_s)
     try:
         engine = sa.create_engine(parsed, connect_args=connect_args, poolclass=sa.pool.NullPool)
     except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as exc:
@@ -145,12 +161,27 @@ def read_query(url: str, query: str | None, timeout_s: float | None = None, pass
     return frame
 
 
+def _read_only_connect_args(parsed: sa.engine.URL, timeout_s: float) -> dict:
+    """Driver options that make every transaction of the connection read-only: PostgreSQL's
+    ``default_transaction_read_only`` set at connect (a statement cannot undo it without a second statement, which
+    :func:`check_select` refuses); SQLite's ``query_only`` pragma is set by :func:`_run` on the DB-API connection."""
+    if parsed.get_backend_name() == "postgresql":
+        return {"connect_timeout": max(1, int(timeout_s)), "options": "-c default_transaction_read_only=on"}
+    if parsed.get_backend_name() == "sqlite":
+        return {"check_same_thread": False}
+    return {}
+
+
 def _run(conn: sa.Connection, query: str, shown: str, url: str, password: str | None = None) -> pd.DataFrame:
     """``query`` exactly as written, on the driver's own cursor without parameters: neither SQLAlchemy's ``:name``
     nor psycopg's ``%s`` placeholder parsing touches a ``'10:00'`` or a ``LIKE 'r%'`` in it."""
     dbapi = conn.connection.dbapi_connection
     cursor = dbapi.cursor()
     try:
+        if conn.dialect.name == "sqlite":
+            cursor.execute("PRAGMA query_only = ON")  # a write through this connection fails: 'readonly database'
+        elif conn.dialect.name != "postgresql":
+            cursor.execute("SET TRANSACTION READ ONLY")  # MySQL, MariaDB and others that speak the standard
         cursor.execute(query)
         if cursor.description is None:
             raise UserError(f"--query on {shown!r} returns no rows (is it a SELECT?); give a query that returns the "
@@ -162,6 +193,7 @@ def _run(conn: sa.Connection, query: str, shown: str, url: str, password: str | 
         raise kind(f"the query failed on {shown!r}: {_cause(exc, url, password)}; fix the SQL of --query") from None
     finally:
         cursor.close()
+        dbapi.rollback()  # nothing the statement did is kept (it could do nothing: the transaction was read-only)
 
 
 def _transient(exc: BaseException, conn: sa.Connection) -> bool:

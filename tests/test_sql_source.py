@@ -156,10 +156,43 @@ def test_a_wrong_source_is_one_line_and_exit_2(tmp_path, monkeypatch, data, quer
         assert took < 60, took  # the connect timeout (2 s here) holds: no hang
 
 
-def test_read_query_names_a_statement_that_returns_no_rows(tmp_path):
+def test_read_query_names_a_query_that_returned_no_rows(tmp_path):
     url = _sqlite(tmp_path / "shop.db", _customers())
-    with pytest.raises(UserError, match="returns no rows"):
-        read_query(url, "UPDATE customers SET size = 0 WHERE 0")
+    with pytest.raises(UserError, match="returned no rows"):
+        read_query(url, "SELECT * FROM customers WHERE 0 LIMIT 0; -- an empty result")
+
+
+def _customer_count(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM customers")).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+@pytest.mark.parametrize("query, needle", [
+    ("DROP TABLE customers", "starts with 'DROP', not SELECT"),
+    ("SELECT * FROM customers; DROP TABLE customers", "more than one statement"),
+    ("SELECT * FROM customers;\nCREATE TABLE pwned (x int); COMMIT", "more than one statement"),
+    ("/* a comment */ DELETE FROM customers", "starts with 'DELETE'"),
+    # passes the statement check; the read-only connection refuses the write
+    ("WITH doomed AS (SELECT 1) DELETE FROM customers", "readonly database"),
+])
+def test_a_query_that_writes_is_refused_and_the_source_is_untouched(tmp_path, query, needle):
+    """Finding 7 of the adversarial round 3: `--query "DROP TABLE t2"` took effect on the source."""
+    url = _sqlite(tmp_path / "shop.db", _customers())
+    before = _customer_count(url)
+    with pytest.raises(UserError, match=needle):
+        read_query(url, query)
+    assert _customer_count(url) == before
+
+
+def test_semicolons_and_keywords_inside_literals_are_not_statements(tmp_path):
+    url = _sqlite(tmp_path / "shop.db", _customers())
+    frame = read_query(url, "SELECT *, 'a; DROP TABLE x' AS note FROM customers -- trailing; comment\n;")
+    assert len(frame) == _customer_count(url) and set(frame["note"]) == {"a; DROP TABLE x"}
 
 
 def test_a_scheduled_refresh_carries_the_query(tmp_path):
@@ -201,6 +234,17 @@ def test_postgres_query_text_is_the_drivers_own_sql(postgres):
                             "'2023-01-01 09:00'")
     assert len(frame) > 0 and set(frame["colour"]) == {"red"}
     assert pd.api.types.is_datetime64_any_dtype(frame["joined"])  # a timestamp column arrives as a datetime type
+
+
+@pytest.mark.slow
+def test_a_postgres_query_runs_in_a_read_only_transaction(postgres):
+    """A data-modifying CTE passes the one-SELECT check; PostgreSQL's read-only transaction refuses it."""
+    url = _load_postgres(postgres, "shop_read_only", _customers())
+    with pytest.raises(UserError, match="read-only transaction"):
+        read_query(url, "WITH gone AS (DELETE FROM customers RETURNING *) SELECT * FROM gone")
+    with pytest.raises(UserError, match="more than one statement"):
+        read_query(url, "SELECT 1; COMMIT; CREATE TABLE pwned (x int)")
+    assert _customer_count(url) == len(_customers())
 
 
 def _everything_under(root: Path) -> bytes:
