@@ -105,7 +105,8 @@ class ErrorResponse(BaseModel):
 
 
 class WeightRequest(BaseModel):
-    weight: float = Field(ge=0.0, le=1.0, description="challenger share of traffic in split mode")
+    weight: float = Field(strict=True, ge=0.0, le=1.0, description="challenger share of traffic in split mode "
+                          "(a number: `true` or \"0.5\" is refused)")
 
 
 class ModeRequest(BaseModel):
@@ -114,7 +115,7 @@ class ModeRequest(BaseModel):
 
 class DriftRequest(BaseModel):
     variant: Variant | Literal["all"] = "all"
-    share: float = Field(ge=0.0, le=1.0, description="share of drifted features (0-1)")
+    share: float = Field(strict=True, ge=0.0, le=1.0, description="share of drifted features (0-1)")
 
 
 class HealthResponse(BaseModel):

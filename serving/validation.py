@@ -176,14 +176,23 @@ def table_contract(schema: list[dict], max_batch: int) -> str:
 _KINDS = {"double": "a number", "string": "text (a category)", "boolean": "true or false"}
 
 
+def within(value: int | float, max_abs: float) -> bool:
+    """True for a finite number with ``|value| <= max_abs``: the one bound every numeric input passes (matrix,
+    named rows, regression labels). An ``int`` is compared exactly: ``math.isfinite`` and ``float()`` raise
+    ``OverflowError`` on integers past ~1e308 (a 309-digit JSON integer was a 500)."""
+    if isinstance(value, int):
+        return abs(value) <= max_abs
+    return math.isfinite(value) and abs(value) <= max_abs
+
+
 def _cell_problem(value, column: dict, max_abs: float) -> tuple[str, str] | None:
     """``(reason, what is wrong)`` for one present value of a column, or None."""
     kind = column["type"]
     if kind == "double":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return "dtype", f"is {value!r}, expected {_KINDS[kind]}"
-        if not math.isfinite(value) or abs(value) > max_abs:
-            return "range", f"is {value!r}, beyond the accepted magnitude {max_abs:g}"
+        if not within(value, max_abs):
+            return "range", f"is {short_value(value)}, beyond the accepted magnitude {max_abs:g}"
         return None
     expected_type = str if kind == "string" else bool
     if not isinstance(value, expected_type):
@@ -245,6 +254,13 @@ def to_table_rows(req: PredictRequest, schema: list[dict], max_batch: int,
         more = " (and more)" if len(problems) > limit else ""
         raise RequestRejected(422, problems[0][0], f"{shown}{more}", expected)
     return out
+
+
+def short_value(value) -> str:
+    """A value for a message: a huge integer as its digit count, not 4,000 digits."""
+    if isinstance(value, int) and abs(value) > 10**15:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return repr(value)
 
 
 def _name(names: list[str] | None, j: int) -> str:

@@ -124,6 +124,39 @@ def test_a_table_champion_takes_named_raw_columns(tmp_path):
         assert missing.status_code == 422 and "required column 'age'" in missing.json()["error"]
 
 
+@pytest.mark.parametrize("digits", [309, 4300])
+def test_a_huge_integer_in_a_table_column_is_a_422_not_a_500(tmp_path, digits):
+    """Adversarial round 3, finding 4: 309–4,300 digits in a numeric column raised OverflowError (500)."""
+    schema = [{"name": "age", "type": "double", "optional": False}]
+    table = StandInBackend({"champion": StandInModel("7", n_features=1, input_schema=schema)})
+    with serve(settings_for(tmp_path), table) as c:
+        r = c.post("/predict", content=f'{{"records": [{{"age": 1{"0" * (digits - 1)}}}]}}'.encode(),
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert f"an integer of {digits} digits, beyond the accepted magnitude" in r.json()["error"]
+        assert len(r.text) < 1000  # the message names the size, it does not echo 4,300 digits
+
+
+def test_a_huge_integer_regression_label_is_a_422_not_a_500(tmp_path):
+    """Finding 4, the same pattern in a regression model's /feedback."""
+    regression = StandInBackend({"champion": StandInModel("1", task="regression")})
+    with serve(settings_for(tmp_path), regression) as c:
+        rid = c.post("/predict", json={"inputs": rows()}).json()["request_id"]
+        r = c.post("/feedback", content=f'{{"request_id": "{rid}", "labels": [1{"0" * 400}]}}'.encode(),
+                   headers={**LABELS, "content-type": "application/json"})
+        assert r.status_code == 422 and "an integer of 401 digits" in r.json()["error"], r.text
+        ok = c.post("/feedback", json={"request_id": rid, "labels": [12.5]}, headers=LABELS)
+        assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("body", ['{"weight": true}', '{"weight": "0.5"}', '{"weight": null}'])
+def test_admin_bodies_are_strictly_typed(client, body):
+    """Finding 3: `{"weight": true}` was accepted as 100%."""
+    r = client.post("/admin/weight", content=body.encode(), headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert client.get("/admin/state", headers=AUTH).json()["weight"] == 0.0
+
+
 def test_the_start_up_split_and_sticky_keys_route_whole_callers(tmp_path, backend):
     with serve(settings_for(tmp_path, challenger_weight=0.5), backend) as c:
         seen = {}

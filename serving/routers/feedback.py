@@ -7,8 +7,6 @@ transaction writes them, so a refused call changed nothing.
 
 from __future__ import annotations
 
-import math
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +15,7 @@ from monitoring.prediction_log import LabelConflict, LabelItem
 from serving.deps import GatewayDep, SettingsDep, require_feedback
 from serving.errors import count_invalid, documented, error_response
 from serving.schemas import FeedbackItem, FeedbackResponse
-from serving.validation import RequestRejected, canonical_label
+from serving.validation import RequestRejected, canonical_label, short_value, within
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_feedback)])
 
@@ -39,8 +37,8 @@ def numeric_label(label, where: str) -> float:
     expected = "a number in the target's units (this model is a regression)"
     if isinstance(label, bool) or not isinstance(label, int | float):
         raise RequestRejected(422, "label", f"{where}: label {label!r} is not a number", expected)
-    if not math.isfinite(label) or abs(label) > MAX_LABEL_MAGNITUDE:
-        raise RequestRejected(422, "label", f"{where}: label {label!r} is not finite or beyond "
+    if not within(label, MAX_LABEL_MAGNITUDE):
+        raise RequestRejected(422, "label", f"{where}: label {short_value(label)} is not finite or beyond "
                               f"±{MAX_LABEL_MAGNITUDE:g}", expected)
     return float(label)
 
