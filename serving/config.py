@@ -50,6 +50,9 @@ class GatewaySettings(BaseSettings):
     feedback_token: str | None = Field(default=None, description="bearer token that /feedback requires (None: "
                                        "feedback off); must differ from the admin token")
     feedback_token_file: str | None = Field(default=None, description="file holding the feedback token")
+    request_id_secret: str | None = Field(default=None, description="key of the client request-id namespaces "
+                                          "(HMAC of the caller's sticky key); the same on every replica; default: "
+                                          "the feedback token")
     max_abs_input: float = Field(default=1e9, gt=0, description="largest accepted |feature value|; larger values "
                                  "are answered 422 (the float32 range bounds it in any case)")
     max_feedback_items: int = Field(default=1024, ge=1, description="most items in one /feedback request")
@@ -170,6 +173,11 @@ class GatewaySettings(BaseSettings):
             raise ValueError("admin_token and feedback_token are the same; the feedback token must be a different "
                              "secret (label senders must not get admin rights)")
         return self
+
+    @property
+    def namespace_secret(self) -> bytes:
+        """The key of client request-id namespaces (:mod:`serving.request_ids`)."""
+        return (self.request_id_secret or self.feedback_token or "").encode()
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``NASOPS_GATEWAY_*`` variables (how a launcher hands them to worker processes)."""

@@ -1,15 +1,18 @@
 """Request ids: generated ones are random, client-chosen ones are namespaced by the caller's key.
 
 A generated id is 128 random bits (``secrets.token_hex``), so nobody can guess another caller's id and label its
-prediction. A client-chosen id (``"request_id": "order-42"``) becomes ``order-42@<namespace>``: the namespace is a
-keyed BLAKE2b hash of the caller's sticky key header (``X-Request-Key``), or ``anon`` without one, so two callers
-who both pick ``order-42`` get two different ids. The answer of ``/predict`` carries the id to send to
-``/feedback``.
+prediction. A client-chosen id (``"request_id": "order-42"``) becomes ``order-42@<namespace>``: the namespace is an
+HMAC-SHA256 (RFC 2104) of the caller's sticky key header (``X-Request-Key``) under the gateway's secret
+(``request_id_secret``, else the feedback token: every replica that takes labels shares it), or ``anon`` without a
+key, so two callers who both pick ``order-42`` get two different ids — and knowing another caller's sticky key is
+not enough to compute its namespace and claim its ids (an unkeyed hash let anyone make them unlabelable, 409). The
+answer of ``/predict`` carries the id to send to ``/feedback``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -49,16 +52,17 @@ def new_request_id() -> str:
     return _POOL.take(16).hex()
 
 
-def namespace_of(key: str | None) -> str:
-    """The namespace of a caller: 16 hex digits of its key's hash, or ``anon`` for callers without a key."""
+def namespace_of(key: str | None, secret: bytes = b"") -> str:
+    """The namespace of a caller: 16 hex digits of the HMAC of its key under ``secret``, or ``anon`` for callers
+    without a key."""
     if not key:
         return ANONYMOUS
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, person=b"nasops-request")
-    return digest.hexdigest()
+    mac = hmac.new(b"nasops-request-id:" + secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return mac.hexdigest()[:16]
 
 
-def effective_request_id(client_id: str | None, key: str | None) -> str:
-    """The id a request is logged and answered under."""
+def effective_request_id(client_id: str | None, key: str | None, secret: bytes = b"") -> str:
+    """The id a request is logged and answered under (``secret``: the gateway's namespace key)."""
     if client_id is None:
         return new_request_id()
-    return f"{client_id}{SEPARATOR}{namespace_of(key)}"
+    return f"{client_id}{SEPARATOR}{namespace_of(key, secret)}"

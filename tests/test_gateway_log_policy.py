@@ -111,6 +111,16 @@ def test_request_ids_random_and_namespaced():
     assert len(effective_request_id(None, "alice")) == 32
 
 
+def test_a_namespace_cannot_be_computed_from_the_sticky_key_alone():
+    """Adversarial round 3, finding 9: the namespace was an unkeyed hash, so anyone who knew a caller's sticky key
+    could send its ids first and make them unlabelable (409). It is an HMAC under the gateway's secret now."""
+    import hashlib
+
+    unkeyed = hashlib.blake2b(b"alice", digest_size=8, person=b"nasops-request").hexdigest()
+    assert namespace_of("alice", b"s3cret") not in (unkeyed, namespace_of("alice", b""), namespace_of("alice", b"x"))
+    assert namespace_of("alice", b"s3cret") == namespace_of("alice", b"s3cret")  # every replica agrees
+
+
 def test_flush_waits_for_every_row_appended_from_several_threads(engine):
     """The lock-free writer: appends from the event loop and executor threads, a flush at any moment returns only
     once everything appended before it is committed, and close stores the rest."""

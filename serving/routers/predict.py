@@ -38,6 +38,6 @@ async def predict(body: PredictRequest, request: Request, gateway: GatewayDep, s
     else:
         x = to_matrix(body, model.n_features, settings.max_batch, model.feature_names, settings.max_abs_input)
     key = request.headers.get(settings.sticky_header)
-    request_id = effective_request_id(body.request_id, key)
+    request_id = effective_request_id(body.request_id, key, settings.namespace_secret)
     answer = await gateway.predict(x, request_id, key)
     return Response(_encode(answer.to_json()), media_type="application/json")
