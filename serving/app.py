@@ -18,7 +18,7 @@ from serving.backend import ModelBackend
 from serving.config import GatewaySettings
 from serving.errors import count_invalid, install_error_handlers
 from serving.gateway import Gateway
-from serving.middleware import BodySizeLimit
+from serving.middleware import BearerGuard, BodySizeLimit
 from serving.openapi import install_openapi
 from serving.routers import admin, feedback, operations, predict
 
@@ -62,11 +62,21 @@ def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics 
 
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes,
                        on_reject=lambda path: count_invalid(app, "body_size"))
+    app.add_middleware(BearerGuard, tokens=lambda path: _guarded(app.state.settings, path))  # runs first
     install_error_handlers(app)
     for router in (predict.router, feedback.router, operations.router, admin.router):
         app.include_router(router)
     install_openapi(app)
     return app
+
+
+def _guarded(settings: GatewaySettings, path: str) -> tuple[str | None, str] | None:
+    """The token a path needs (checked before its body is read), or None for the open routes."""
+    if path.startswith("/admin/"):
+        return settings.admin_token, "admin"
+    if path == "/feedback":
+        return settings.feedback_token, "feedback"
+    return None
 
 
 def create_app_from_env() -> FastAPI:

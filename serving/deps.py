@@ -11,7 +11,8 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitoring.metrics import GatewayMetrics
@@ -36,20 +37,39 @@ MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def _check_bearer(request: Request, expected: str | None, what: str) -> None:
-    """401 without a bearer token, 403 for a wrong one, 404 when this credential is not configured at all."""
+def bearer_problem(authorization: str, expected: str | None, what: str) -> tuple[int, str] | None:
+    """``(status, message)`` when the ``Authorization`` header does not carry the ``what`` token: 401 without a
+    bearer token, 403 for a wrong one, 404 when this credential is not configured at all; None when it does."""
     if not expected:
-        raise StarletteHTTPException(404, f"the {what} API is off (no {what} token configured)")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return 404, f"the {what} API is off (no {what} token configured)"
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise StarletteHTTPException(401, "missing bearer token")
+        return 401, "missing bearer token"
     if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise StarletteHTTPException(403, f"wrong {what} token")
+        return 403, f"wrong {what} token"
+    return None
 
 
-async def require_admin(request: Request, settings: SettingsDep) -> None:
+def _check_bearer(request: Request, expected: str | None, what: str) -> None:
+    problem = bearer_problem(request.headers.get("authorization", ""), expected, what)
+    if problem is not None:
+        raise StarletteHTTPException(*problem)
+
+
+# Declared so the OpenAPI document carries the bearer security of each protected route (auto_error off: the
+# answers are the gateway's own JSON 401/403/404 above, checked before the body is parsed by serving.middleware).
+_ADMIN_BEARER = HTTPBearer(scheme_name="adminToken", auto_error=False,
+                           description="the admin token (NASOPS_GATEWAY_ADMIN_TOKEN)")
+_FEEDBACK_BEARER = HTTPBearer(scheme_name="feedbackToken", auto_error=False,
+                              description="the feedback token (NASOPS_GATEWAY_FEEDBACK_TOKEN), not the admin one")
+
+
+async def require_admin(request: Request, settings: SettingsDep,
+                        _: Annotated[HTTPAuthorizationCredentials | None, Security(_ADMIN_BEARER)] = None) -> None:
     _check_bearer(request, settings.admin_token, "admin")
 
 
-async def require_feedback(request: Request, settings: SettingsDep) -> None:
+async def require_feedback(request: Request, settings: SettingsDep,
+                           _: Annotated[HTTPAuthorizationCredentials | None, Security(_FEEDBACK_BEARER)] = None
+                           ) -> None:
     _check_bearer(request, settings.feedback_token, "feedback")

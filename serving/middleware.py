@@ -1,10 +1,10 @@
-"""Pure ASGI middleware that runs before any parsing: the request body size limit."""
+"""Pure ASGI middleware that runs before any parsing: the credentials of protected routes, the body size limit."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from serving.errors import error_response
+from serving.errors import HTTP_HINTS, SCHEMA_HINT, error_response
 
 
 class BodySizeLimit:
@@ -55,3 +55,24 @@ class BodySizeLimit:
         response = error_response(413, f"request body is {size} bytes, over the limit",
                                   f"at most {self.max_bytes} bytes; split the batch into smaller requests")
         await response(scope, receive, send)
+
+
+class BearerGuard:
+    """Check the bearer token of ``/admin/*`` and ``/feedback`` before the body is read or parsed: a caller without
+    the right token learns nothing about the body's format (bad JSON without a token was a 400, not a 401), and an
+    unauthenticated body costs no parsing. ``tokens(path)`` gives ``(expected token, what)`` or None (open route)."""
+
+    def __init__(self, app, tokens: Callable[[str], tuple[str | None, str] | None]) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (guarded := self.tokens(scope.get("path", ""))) is not None:
+            from serving.deps import bearer_problem
+
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            problem = bearer_problem(header, *guarded)
+            if problem is not None:
+                response = error_response(problem[0], problem[1], HTTP_HINTS.get(problem[0], SCHEMA_HINT))
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)

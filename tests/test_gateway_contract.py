@@ -149,6 +149,26 @@ def test_a_huge_integer_regression_label_is_a_422_not_a_500(tmp_path):
         assert ok.status_code == 200, ok.text
 
 
+@pytest.mark.parametrize("path", ["/admin/weight", "/feedback"])
+def test_credentials_are_checked_before_the_body_is_parsed(client, path):
+    """Finding 12: bad JSON without a token got 400 (the body was parsed first), telling a stranger the format."""
+    bad_json = {"content-type": "application/json"}
+    assert client.post(path, content=b"{not json", headers=bad_json).status_code == 401
+    wrong = {**bad_json, "Authorization": "Bearer wrong-token-of-some-length"}
+    assert client.post(path, content=b"{not json", headers=wrong).status_code == 403
+    right = {**bad_json, **(AUTH if path.startswith("/admin") else LABELS)}
+    assert client.post(path, content=b"{not json", headers=right).status_code == 400
+
+
+def test_openapi_declares_the_bearer_security_of_protected_routes(client):
+    doc = client.get("/openapi.json").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["adminToken"]["scheme"] == "bearer" and schemes["feedbackToken"]["scheme"] == "bearer"
+    assert doc["paths"]["/admin/weight"]["post"]["security"] == [{"adminToken": []}]
+    assert doc["paths"]["/feedback"]["post"]["security"] == [{"feedbackToken": []}]
+    assert "security" not in doc["paths"]["/predict"]["post"]
+
+
 @pytest.mark.parametrize("body", ['{"weight": true}', '{"weight": "0.5"}', '{"weight": null}'])
 def test_admin_bodies_are_strictly_typed(client, body):
     """Finding 3: `{"weight": true}` was accepted as 100%."""
