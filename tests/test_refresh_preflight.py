@@ -160,3 +160,20 @@ def test_resume_runs_the_recorded_configuration(unfinished, nasops_home, monkeyp
                      unfinished.refresh_id)
     record, config = _open_record(settings, tracking, None, unfinished.refresh_id)
     assert config.model_name == "first" and record.config["model_name"] == "first" and record.attempts == 2
+
+
+def test_a_config_file_holds_the_data_source_and_an_explicit_flag_overrides_it(nasops_home, rare_class_csv, tmp_path,
+                                                                                monkeypatch, capsys):
+    """Issue 24: the CLI's default `digits` always won over a config file's `data:` ("flags win" treated a default as
+    a flag), so neither `refresh --config` nor `schedule --config` could hold a whole job."""
+    import json
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"data: {rare_class_csv}\ntarget: label\n")
+    code, out, err = run(monkeypatch, capsys, "schedule", "--cron", "0 3 * * 0", "--config", str(job), "--check")
+    assert code == 0, err
+    config = json.loads(out)["parameters"]["config"]
+    assert (config["data"], config["target"]) == (str(rare_class_csv), "label")
+    code, _, err = run(monkeypatch, capsys, "schedule", "--cron", "0 3 * * 0", "--config", str(job), "--check",
+                       "--data", "digits")
+    _one_line_error(code, err, "--target", "digits")  # the flag wins over the file

@@ -137,8 +137,9 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 # Options shared by ``refresh`` and ``schedule`` (one spelling of each help text).
-DATA = typer.Option("digits", help="bundled dataset (digits, mnist5k, diabetes), a .csv/.parquet file, or a database "
-                    "URL (postgresql://USER@HOST/DB, sqlite:///FILE.db) with --query")
+DATA = typer.Option(None, help="bundled dataset (digits, mnist5k, diabetes), a .csv/.parquet file, or a database "
+                    "URL (postgresql://USER@HOST/DB, sqlite:///FILE.db) with --query; default: the --config file's "
+                    "`data`, else digits", show_default=False)
 TARGET = typer.Option(None, help="label column of a CSV/Parquet file or of the query's result")
 QUERY = typer.Option(None, "--query", help='SQL whose rows are the table, e.g. "SELECT * FROM t" (with a database '
                      "URL as --data)")
@@ -159,7 +160,7 @@ OPTION_FIELDS = {
 
 def refresh(
     ctx: typer.Context,
-    data: str = DATA,
+    data: str | None = DATA,
     target: str | None = TARGET,
     query: str | None = QUERY,
     categorical: str | None = CATEGORICAL,
@@ -277,7 +278,7 @@ def schedule(
     cron: str = typer.Option(..., help='cron expression, e.g. "0 3 * * 0" (Sundays 03:00)'),
     name: str = typer.Option("nasops-refresh", help="deployment name"),
     timezone: str | None = typer.Option(None, help="IANA time zone of the cron expression (default UTC)"),
-    data: str = DATA,
+    data: str | None = DATA,
     target: str | None = TARGET,
     query: str | None = QUERY,
     categorical: str | None = CATEGORICAL,
