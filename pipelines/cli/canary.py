@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from monitoring.core.enums import Decision
+from pipelines.cli.output import make_console
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
-console = Console()
+console = make_console()
 
 
 def _latest_prepared(settings: Settings) -> Path:

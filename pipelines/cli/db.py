@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from pipelines.cli.output import make_console
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
-console = Console()
+console = make_console()
 
 LOG_HELP = "the prediction-log database URL (default: the configured one, $NASOPS_PREDICTION_LOG_URL or the state " \
            "dir's SQLite file)"

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli.output import make_console
 from pipelines.errors import UserError
 
-console = Console()
+console = make_console()
 DEFAULT_INPUT_SHAPE = "3,32,32"
 DEFAULT_NUM_CLASSES = 10
 

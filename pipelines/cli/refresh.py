@@ -8,12 +8,12 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
+from pipelines.cli.output import make_console
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def _load_config_file(path: Path | None) -> dict[str, Any]:
@@ -268,7 +268,7 @@ def _run_refresh(config, resume_id: str | None, as_json: bool) -> None:
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
-    out = Console()
+    out = make_console()
     out.print(refresh_table(result))
     for line in refresh_details(result):
         out.print(line, overflow="fold", highlight=False)
@@ -348,7 +348,7 @@ def status(
         if as_json:
             print_json({"model_name": name, "versions": [], "decisions": [], "online": None})
         else:
-            Console().print(f"nothing here yet: no MLflow store at {missing} (NASOPS_HOME={settings.home_path}); "
+            make_console().print(f"nothing here yet: no MLflow store at {missing} (NASOPS_HOME={settings.home_path}); "
                             "run `nasops refresh` first", highlight=False, soft_wrap=True)
         return
     check_tracking_store(uri)
@@ -357,7 +357,7 @@ def status(
     if as_json:
         print_json({"model_name": name, "versions": versions, "decisions": decisions(versions), "online": online})
         return
-    out = Console()
+    out = make_console()
     if not versions:
         out.print(f"no registered versions of {name!r} in {uri}; run `nasops refresh` first")
         return

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from monitoring.core.enums import Actor, Decision
+from pipelines.cli.output import make_console
 from pipelines.errors import UserError
 from pipelines.gateway_admin import gateway_ready, wait_follows
 from pipelines.settings import Settings
 
-console = Console()
+console = make_console()
 
 GATEWAY_HELP = "gateway base URL the rollout steers (default $NASOPS_GATEWAY_URL)"
 LOG_HELP = "the rollout store: the gateway's prediction-log database URL (default: the state dir's SQLite file)"

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipelines.cli.output import make_console
 from pipelines.errors import UserError
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def _task_data(data: str, seed: int):
@@ -119,11 +119,11 @@ def _print_search(summary: dict[str, Any], objective: str | None) -> None:
     for i, m in enumerate(summary["top"], 1):
         table.add_row(str(i), m["arch"], f"{m['val_accuracy']:.4f}", f"{m.get('latency_ms', float('nan')):.2f}",
                       f"{int(m.get('params', 0)):,}")
-    Console().print(table)
+    make_console().print(table)
     if not summary["top"]:
         console.print("[yellow]no evaluated architecture met the constraints[/]")
     if objective is not None:
-        Console().print(_pareto_table(summary["pareto"], objective))
+        make_console().print(_pareto_table(summary["pareto"], objective))
 
 
 def _run_search(cfg, data_name: str, resume: str | None, *, quiet: bool) -> dict[str, Any]:
@@ -325,7 +325,7 @@ def _print_bench(full: dict[str, Any], seeds: int, optimum: float, rows: int, bu
         reach = e["evals_to_0.005"]
         out.add_row(n, *[f"{e['mean_regret'][m - 1]:.4f}" for m in marks],
                     f"{reach['mean_censored']:.0f} ({reach['reached']}/{seeds})")
-    Console().print(out)
+    make_console().print(out)
     for pair, r in full["ratios"].items():
         console.print(f"{pair.replace('_vs_', ' vs ')}: {r['evals_to_0.005']:.2f}x fewer evaluations to 0.5 points",
                       highlight=False)

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli.output import make_console
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def gateway_settings(settings: Settings, **overrides):
@@ -194,7 +194,7 @@ def replay_command(
                                         for k, v in summary.variants.items()) or "-")
     table.add_row("feedback sent / failed", f"{summary.feedback_sent} / {summary.feedback_errors}")
     table.add_row("drift", drift or "none")
-    Console().print(table)
+    make_console().print(table)
     if summary.ok == 0:
         raise UserError(f"no request succeeded (errors: {summary.errors}); is the gateway at {url} running?")
 

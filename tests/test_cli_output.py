@@ -1,0 +1,45 @@
+"""CLI output in logs: no cropped cells when stdout is not a terminal (issue 24: a cron job's log read `versi`,
+`candida`, `rolled_ba` because rich laid tables out for 80 columns)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from rich.table import Table
+
+from pipelines.cli.output import make_console
+
+ROOT = Path(__file__).resolve().parent.parent
+CELLS = {"model": "nasops-classifier-with-a-long-name", "version": "12", "aliases": "candidate-1, challenger",
+         "kind": "baseline-lightgbm", "metric": "log_loss", "accuracy": "0.9734", "rmse": "-",
+         "decision": "rolled_back", "reason": "model_latency_ms worse than the champion", "created": "2026-12-05 11:00",
+         "run": "abcdef1234567890", "dataset": "deadbeefcafe0123"}
+
+
+def test_a_wide_table_outside_a_terminal_is_printed_whole(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    table = Table(title="versions")
+    for name in CELLS:
+        table.add_column(name)
+    table.add_row(*CELLS.values())
+    make_console().print(table)
+    out = capsys.readouterr().out
+    assert "…" not in out
+    for header, cell in CELLS.items():
+        assert header in out and cell in out, (header, cell)
+    assert len([line for line in out.splitlines() if "rolled_back" in line]) == 1  # one line per row
+
+
+def test_columns_still_sets_the_width(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    assert make_console().width == 60
+
+
+def test_every_cli_module_prints_through_the_factory():
+    for path in (ROOT / "pipelines" / "cli").glob("*.py"):
+        if path.name == "output.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Console":
+                raise AssertionError(f"{path.name}:{node.lineno} builds its own rich Console; use make_console()")
