@@ -14,6 +14,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -124,6 +125,41 @@ def test_a_rollout_without_any_drift_reference_says_so_in_a_warning_and_in_the_e
     assert report.action == "judged"
     drift = store.get(rollout.rollout_id).history[0]["drift"]
     assert drift["challenger"] is None and "no drift reference" in drift["note"]
+
+
+def test_a_controller_without_a_prefect_server_reconciles_in_its_own_process(tracking, nasops_home, monkeypatch):
+    """Adversarial round 3, finding 5: without a Prefect server the controller never judged (silently, for minutes,
+    with the challenger on its share) and killing it left a temporary Prefect server listening. Now it reconciles
+    in its own process, says so, and returns once the rollout is decided and applied."""
+    from pipelines.control.deployment import serve_controller
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    _versions(tracking, {"task": "classification"}, None)
+    log_url = f"sqlite:///{nasops_home / 'predictions.db'}"
+    store = RolloutStore(log_url)
+    rollout = start_rollout(store, MODEL, load_canary_config({**CFG, "interval_s": 0.3}), client=tracking)
+    said: list[str] = []
+    started = time.monotonic()
+    serve_controller(store, rollout.rollout_id, prediction_log_url=log_url, tracking_uri=tracking.tracking_uri,
+                     poll_s=0.1, announce=said.append)
+    final = store.get(rollout.rollout_id)
+    assert final.terminal and final.applied and final.intervals == 1, final
+    assert time.monotonic() - started < 60
+    assert len(said) == 1 and "in this process" in said[0]
+
+
+def test_a_controller_refuses_a_prefect_server_that_does_not_answer(tracking, nasops_home, monkeypatch):
+    from pipelines.control.deployment import serve_controller
+    from pipelines.errors import UserError
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the discard port: nothing listens
+    _versions(tracking, {"task": "classification"}, None)
+    log_url = f"sqlite:///{nasops_home / 'predictions.db'}"
+    store = RolloutStore(log_url)
+    rollout = start_rollout(store, MODEL, load_canary_config(CFG), client=tracking)
+    with pytest.raises(UserError, match="does not answer") as refused:
+        serve_controller(store, rollout.rollout_id, prediction_log_url=log_url, tracking_uri=tracking.tracking_uri)
+    assert "\n" not in str(refused.value) and store.get(rollout.rollout_id).intervals == 0
 
 
 COLOURS = ("red", "green", "blue")

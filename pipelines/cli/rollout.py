@@ -127,12 +127,10 @@ def controller(
 
 
 def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None:
-    from pipelines.control.deployment import deployment_name, refuse_second_controller, serve_controller
+    from pipelines.control.deployment import refuse_second_controller, serve_controller
 
     rollout = store.get(rollout_id)
     refuse_second_controller(rollout, log_url)
-    console.print(f"serving the controller deployment [bold]canary_reconcile/{deployment_name(rollout.model_name)}"
-                  f"[/] every {rollout.config.get('interval_s')} s; it stops when the rollout is decided")
     last: dict[str, Any] = {"generation": rollout.generation}
 
     def on_poll(current: Any) -> None:
@@ -141,7 +139,8 @@ def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None
             console.print(f"  {current.phase} {current.weight:.0%}, {current.intervals} interval(s) judged"
                           + (f": {current.decision} — {current.reason}" if current.decision else ""))
 
-    serve_controller(store, rollout_id, prediction_log_url=log_url, tracking_uri=tracking_uri, on_poll=on_poll)
+    serve_controller(store, rollout_id, prediction_log_url=log_url, tracking_uri=tracking_uri, on_poll=on_poll,
+                     announce=console.print)
     final = store.get(rollout_id)
     if final is not None and final.decision:
         colour = "green" if final.decision == Decision.PROMOTED else "red"

@@ -100,9 +100,32 @@ async def _drop_missed_runs(deployment_id: Any) -> int:
         return len(runs)
 
 
+def prefect_api_url() -> str | None:
+    """The Prefect API this process would report to (environment, then profile), read now; None: no server."""
+    from prefect.settings import Settings as PrefectSettings
+
+    return PrefectSettings().api.url or None
+
+
+def check_prefect(url: str, timeout_s: float = 5.0) -> None:
+    """Refuse in one line when the configured Prefect server does not answer: a runner would otherwise wait on
+    it silently while the challenger keeps its traffic share unjudged."""
+    import httpx
+
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s)
+        answer.raise_for_status()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise UserError(f"the Prefect server at PREFECT_API_URL={url} does not answer ({type(exc).__name__}); start "
+                        "it (`prefect server start`), or unset PREFECT_API_URL to run the controller in this "
+                        "process") from None
+
+
 def serve_controller(store: RolloutStore, rollout_id: str, *, prediction_log_url: str, tracking_uri: str,
-                     poll_s: float = 1.0, on_poll: Any = None) -> None:
-    """Serve the rollout's controller deployment here until the rollout is decided and applied (or SIGTERM)."""
+                     poll_s: float = 1.0, on_poll: Any = None, announce: Any = None) -> None:
+    """Serve the rollout's controller here until the rollout is decided and applied (or SIGTERM): as a Prefect
+    deployment when a Prefect server is configured (it must answer), else as a plain reconcile loop in this
+    process (no temporary Prefect server that could outlive it). ``announce(sentence)`` says which."""
     rollout = store.get(rollout_id)
     if rollout is None:
         raise UserError(f"no rollout {rollout_id!r}")
@@ -110,10 +133,41 @@ def serve_controller(store: RolloutStore, rollout_id: str, *, prediction_log_url
 
     refuse_manual(rollout, "serve a controller for")
     cfg = CanaryConfig.model_validate(rollout.config)
+    api = prefect_api_url()
+    if api is not None:
+        check_prefect(api)
     with controller_lock(rollout, lock_dir(prediction_log_url)):
+        if api is None:
+            if announce is not None:
+                announce(f"no Prefect server configured (PREFECT_API_URL): reconciling in this process every "
+                         f"{cfg.interval_s:g} s; it stops when the rollout is decided")
+            reconcile_here(store, rollout_id, tracking_uri=tracking_uri, interval_s=cfg.interval_s, poll_s=poll_s,
+                           on_poll=on_poll)
+            return
+        if announce is not None:
+            announce(f"serving the controller deployment {FLOW_NAME}/{deployment_name(rollout.model_name)} every "
+                     f"{cfg.interval_s:g} s on {api}; it stops when the rollout is decided")
         deployment = controller_deployment(rollout_id, rollout.model_name, cfg.interval_s,
                                            prediction_log_url=prediction_log_url, tracking_uri=tracking_uri)
         asyncio.run(_serve(deployment, store, rollout_id, poll_s, on_poll))
+
+
+def reconcile_here(store: RolloutStore, rollout_id: str, *, tracking_uri: str, interval_s: float,
+                   poll_s: float = 1.0, on_poll: Any = None) -> None:
+    """The controller without Prefect: the same reconcile step as the deployment's flow, called in this process
+    when the interval is due, until the rollout is decided and applied."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    while True:
+        rollout = store.get(rollout_id)
+        if rollout is None or (rollout.terminal and rollout.applied):
+            return
+        report = reconcile(store, rollout_id, client=client)
+        if on_poll is not None:
+            on_poll(store.get(rollout_id) or rollout)
+        due = report.next_due_s if report.next_due_s is not None else interval_s
+        time.sleep(max(0.05, min(poll_s, interval_s, due)))
 
 
 def lock_dir(prediction_log_url: str) -> Path:
