@@ -197,6 +197,20 @@ class RolloutStore:
         ensure_schema(self.engine)
 
     # -- reads --------------------------------------------------------------------------------------------------
+    def clock(self) -> float:
+        """The database's time in unix seconds: the one clock every rollout timestamp comes from, so a controller
+        or gateway whose host clock runs ahead cannot write future timestamps that freeze the rollout for others.
+        SQLite's is the OS clock of the host that holds the file, read by SQLite itself (not Python's)."""
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            query = sa.text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")
+        elif dialect == "sqlite":
+            query = sa.text("SELECT (julianday('now') - 2440587.5) * 86400.0")
+        else:
+            return time.time()
+        with self.engine.connect() as conn:
+            return float(conn.execute(query).scalar_one())
+
     def get(self, rollout_id: str) -> Rollout | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(rollouts).where(rollouts.c.rollout_id == rollout_id)).mappings().first()
@@ -240,7 +254,7 @@ class RolloutStore:
                config: dict, actor: str = "operator", now: float | None = None, **extra: Any) -> Rollout:
         """A new rollout in its first phase; refused (:class:`RolloutConflict`) while another of the model is
         active, so two controllers can never steer one gateway (a unique index decides a race between starts)."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         rollout = Rollout(
             rollout_id=uuid.uuid4().hex, model_name=model_name, champion_version=str(champion_version),
             challenger_version=str(challenger_version), phase=mode, mode=mode, weight=float(weight), step_index=0,
@@ -264,7 +278,7 @@ class RolloutStore:
         """Apply ``changes`` if nobody wrote since ``rollout`` was read (compare-and-set on ``generation``),
         with one history event in the same transaction; raises :class:`StaleRollout` otherwise, and
         :class:`RolloutConflict` for a phase change back to active while another rollout of the model is."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         generation = rollout.generation + 1
         values = {**_encode(changes), "generation": generation, "updated_at": now}
         try:

@@ -162,6 +162,36 @@ def test_a_controller_refuses_a_prefect_server_that_does_not_answer(tracking, na
     assert "\n" not in str(refused.value) and store.get(rollout.rollout_id).intervals == 0
 
 
+def test_a_controller_whose_clock_runs_ahead_neither_acts_nor_freezes_the_rollout(tracking, nasops_home, monkeypatch):
+    """Adversarial round 3, finding 6: a controller an hour ahead wrote future timestamps, and a correct controller
+    afterwards waited an hour. Timestamps now come from the database's clock; a host beyond the bound refuses."""
+    import types
+
+    from pipelines.control import controller
+    from pipelines.errors import UserError
+
+    _versions(tracking, {"task": "classification"}, None)
+    store = RolloutStore(f"sqlite:///{nasops_home / 'predictions.db'}")
+    rollout = start_rollout(store, MODEL, load_canary_config({**CFG, "max_intervals": None, "steps": [0.5, 1.0]}),
+                            client=tracking)
+    real = time.time
+
+    def host_clock(offset: float) -> None:
+        monkeypatch.setattr(controller, "time", types.SimpleNamespace(time=lambda: real() + offset))
+
+    host_clock(3600.0)
+    with pytest.raises(UserError, match="3600 s ahead of the rollout database") as refused:
+        reconcile(store, rollout.rollout_id, client=tracking, force=True)
+    assert "\n" not in str(refused.value)
+    assert store.get(rollout.rollout_id).generation == rollout.generation  # nothing written
+    host_clock(5.0)  # within the bound: acts, with the database's time
+    reconcile(store, rollout.rollout_id, client=tracking, force=True)
+    judged = store.get(rollout.rollout_id)
+    assert judged.intervals == 1 and judged.last_judged_at < real() + 1.0
+    host_clock(0.0)  # a correct controller is not frozen: its next interval is due within interval_s
+    assert reconcile(store, rollout.rollout_id, client=tracking).next_due_s <= CFG["interval_s"]
+
+
 COLOURS = ("red", "green", "blue")
 
 

@@ -6,7 +6,6 @@ evidence or registry decision: ``abort`` ends it as the gateway does at weight 0
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from monitoring.core.enums import Actor, Decision, Mode, Phase
@@ -54,7 +53,7 @@ def resume(store: RolloutStore, model_name: str, *, actor: str = Actor.OPERATOR)
     if rollout.phase != Phase.PAUSED:
         raise UserError(f"rollout {rollout.rollout_id} is {rollout.phase}, not paused; nothing to resume")
     resumed = store.update(rollout, {"phase": rollout.paused_phase or rollout.mode, "paused_phase": None,
-                                     "last_judged_at": time.time()}, kind="resume", actor=actor, detail={})
+                                     "last_judged_at": store.clock()}, kind="resume", actor=actor, detail={})
     record_history(store, resumed)
     return resumed
 

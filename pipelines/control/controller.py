@@ -97,7 +97,7 @@ def start_rollout(store: RolloutStore, model_name: str, cfg: CanaryConfig, *, ga
         return store.create(model_name=model_name, champion_version=str(champion.version),
                             challenger_version=str(challenger.version), mode=first.mode, weight=first.weight,
                             config=cfg.model_dump(mode="json"), actor=actor, gateway_url=gateway_url, run_id=run_id,
-                            data_path=data_path, model_ref=models.model_dump(mode="json"))
+                            data_path=data_path, model_ref=models.model_dump(mode="json"), now=store_time(store))
     except RolloutConflict as exc:
         client.set_terminated(run_id, status="KILLED")
         raise UserError(f"{exc}; end it before starting another") from None
@@ -146,6 +146,23 @@ def judge_window(ctx: StepContext, until: float) -> tuple[Verdict, dict]:
     return verdict, coverage
 
 
+MAX_CLOCK_SKEW_S = 10.0
+"""How far this host's clock may be from the database's before a controller refuses to act: timestamps come from
+the database anyway, but the prediction rows it judges carry the gateways' host times."""
+
+
+def store_time(store: RolloutStore) -> float:
+    """The database's clock, after checking that this host's is within :data:`MAX_CLOCK_SKEW_S` of it."""
+    here = time.time()
+    now = store.clock()
+    skew = here - now
+    if abs(skew) > MAX_CLOCK_SKEW_S:
+        raise UserError(f"this host's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the "
+                        f"rollout database's (bound {MAX_CLOCK_SKEW_S:g} s); fix the host's time (NTP) before "
+                        "running a controller here")
+    return now
+
+
 def reconcile(store: RolloutStore, rollout_id: str, *, now: float | None = None, client: Any = None,
               force: bool = False) -> ReconcileReport:
     """One reconcile step of rollout ``rollout_id`` (``force``: judge now even if the interval is not over)."""
@@ -162,7 +179,7 @@ def reconcile(store: RolloutStore, rollout_id: str, *, now: float | None = None,
     ctx = StepContext.build(store, rollout, client)
     if rollout.terminal:
         return apply_decision(ctx)
-    now = time.time() if now is None else now
+    now = store_time(store) if now is None else now
     due = rollout.last_judged_at + ctx.cfg.interval_s
     if now < due and not force:
         return _report(rollout, "waiting", next_due_s=round(due - now, 3))
