@@ -245,7 +245,10 @@ class PrometheusSource:
     def __init__(self, url: str, *, step_s: float, window_s: float | None = None, timeout_s: float = 10.0) -> None:
         if step_s <= 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
+        from monitoring.core.urls import redact_url
+
         self.url = url.rstrip("/")
+        self.shown = redact_url(self.url)  # what messages say: never the password
         self.step_s = float(step_s)
         self.window_s = float(window_s or step_s)
         self.timeout_s = timeout_s
@@ -263,11 +266,12 @@ class PrometheusSource:
                 timeout=self.timeout_s,
             )
         except httpx.HTTPError as exc:
-            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}") from exc
+            said = str(exc) if self.shown == self.url else type(exc).__name__  # a driver may echo the URL
+            raise PrometheusError(f"cannot reach Prometheus at {self.shown}: {said}") from None
         try:
             body = response.json()
         except ValueError:
-            raise PrometheusError(f"Prometheus at {self.url} answered {response.status_code} without JSON") from None
+            raise PrometheusError(f"Prometheus at {self.shown} answered {response.status_code} without JSON") from None
         if body.get("status") != "success":
             raise PrometheusError(f"Prometheus rejected {promql!r}: {body.get('errorType')}: {body.get('error')}")
         points: list[tuple[float, float]] = []

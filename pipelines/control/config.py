@@ -12,11 +12,15 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from monitoring.judge_config import JudgeConfig, default_judge_config, format_validation_error
 
 __all__ = ["CanaryConfig", "load_canary_config", "parse_config"]
+
+
+PROMETHEUS_PASSWORD_ENV = "NASOPS_PROMETHEUS_PASSWORD"
+"""The Prometheus password of a controller started from a stored rollout (whose record holds the bare URL)."""
 
 
 class CanaryConfig(BaseModel):
@@ -52,7 +56,10 @@ class CanaryConfig(BaseModel):
     )
     challenger_timeout_s: float = Field(0.5, gt=0, description="gateway: slower challenger answers fall back")
     keep_challenger_alias: bool = Field(False, description="leave the 'challenger' alias in place after the decision")
-    prometheus_url: str | None = Field(None, description="Prometheus server for metrics with source: prometheus")
+    prometheus_url: str | None = Field(None, description="Prometheus server for metrics with source: prometheus "
+                                       "(a password in it is kept out of the record, artifacts and status)")
+    prometheus_password: SecretStr | None = Field(None, exclude=True, description="taken from prometheus_url; "
+                                                  "never stored or shown")
     label_wait_s: float = Field(3.0, ge=0, description="judge: a request's label counts only once the request is "
                                 "this old (labels arrive late); younger requests are not yet 'unlabelled'")
     min_label_coverage: float = Field(0.5, ge=0, le=1, description="judge: below this labelled share of the "
@@ -87,7 +94,26 @@ class CanaryConfig(BaseModel):
     def _prometheus(self) -> CanaryConfig:
         if any(m.source == "prometheus" for m in self.judge.metrics) and not self.prometheus_url:
             raise ValueError("a judge metric uses source: prometheus, so prometheus_url must be set")
+        if self.prometheus_url:  # the password leaves the URL here, before the config is stored or shown
+            from monitoring.core.urls import split_password
+
+            bare, password = split_password(self.prometheus_url)
+            if password is not None:
+                object.__setattr__(self, "prometheus_url", bare)
+                object.__setattr__(self, "prometheus_password", SecretStr(password))
         return self
+
+    def prometheus_query_url(self) -> str | None:
+        """The Prometheus URL with its password for the requests (this process's, else ``PROMETHEUS_PASSWORD_ENV``:
+        a controller started from the stored record has only the bare URL)."""
+        import os
+
+        from monitoring.core.urls import with_password
+
+        if not self.prometheus_url:
+            return None
+        secret = self.prometheus_password.get_secret_value() if self.prometheus_password else None
+        return with_password(self.prometheus_url, secret or os.environ.get(PROMETHEUS_PASSWORD_ENV))
 
     @property
     def interval_budget(self) -> int:
