@@ -25,6 +25,17 @@ MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_I
 """What MLflow's fluent setters write into ``os.environ`` (for subprocesses): restored after every set-up."""
 
 
+def _creation_lock(uri: str) -> contextlib.AbstractContextManager[None]:
+    """Serialise opening an embedded SQLite store (creating it runs MLflow's migrations, which two processes at once
+    broke with a migration traceback); a tracking server or another database needs no lock here."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from pipelines.locks import serialised
+
+    return serialised(Path(uri[len("sqlite:///"):]).expanduser().parent / ".mlflow-store.lock", "opening the "
+                      "MLflow store")
+
+
 @dataclass(frozen=True)
 class Tracking:
     """Where this process's MLflow records go: the store's URI, a client on it (tracking and registry), the
@@ -42,9 +53,10 @@ class Tracking:
         With the embedded SQLite store, artifacts go to ``$NASOPS_HOME/mlartifacts`` (not ``./mlruns`` in whatever
         directory the command happened to run from). A tracking server keeps its own artifact configuration."""
         uri = settings.tracking_uri
-        check_tracking_store(uri)
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        return cls(uri, client, _experiment_id(client, uri, experiment or settings.experiment, settings))
+        with _creation_lock(uri):  # two commands on a fresh state directory: one creates the store, then the other
+            check_tracking_store(uri)
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            return cls(uri, client, _experiment_id(client, uri, experiment or settings.experiment, settings))
 
     def under(self, parent_run_id: str) -> Tracking:
         """This handle with the refresh's parent run."""

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
-import socket
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -187,32 +183,14 @@ def refuse_second_controller(rollout: Rollout, prediction_log_url: str) -> None:
         pass
 
 
-@contextlib.contextmanager
-def controller_lock(rollout: Rollout, directory: Path) -> Iterator[None]:
-    """One controller per rollout: an exclusive ``flock`` on ``controller-<rollout id>.lock``, held while it serves
-    and released by the OS when its process ends however it ends (a killed controller leaves no stale lock). A
-    second controller is refused in one line naming the first (its pid, host and start, written in the file)."""
-    path = directory / f"controller-{rollout.rollout_id}.lock"
-    handle = path.open("a+")  # not "w": the holder's line must survive a refused opener
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise UserError(f"a controller of rollout {rollout.rollout_id} ({rollout.model_name}) is already running "
-                        f"({holder}); follow it with `nasops canary status`, or stop it before starting another "
-                        "(one controller per rollout)") from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        started = datetime.now(UTC).isoformat(timespec="seconds")
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
-        handle.flush()
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+def controller_lock(rollout: Rollout, directory: Path) -> contextlib.AbstractContextManager[None]:
+    """One controller per rollout: an exclusive lock on ``controller-<rollout id>.lock`` (:mod:`pipelines.locks`),
+    held while it serves. A second controller is refused in one line naming the first (pid, host and start)."""
+    from pipelines.locks import exclusive
+
+    return exclusive(directory / f"controller-{rollout.rollout_id}.lock", lambda holder: (
+        f"a controller of rollout {rollout.rollout_id} ({rollout.model_name}) is already running ({holder}); "
+        "follow it with `nasops canary status`, or stop it before starting another (one controller per rollout)"))
 
 
 async def _serve(deployment: Any, store: RolloutStore, rollout_id: str, poll_s: float, on_poll: Any) -> None:
