@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from monitoring import vocabulary as v
 from monitoring.core.enums import Decision
 from monitoring.vocabulary import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from pipelines.errors import UserError
 from pipelines.registry import alias_version
 
 PROMOTION_TAG = v.tag(v.PROMOTION)
@@ -58,6 +59,11 @@ def _drop_challenger_alias(client: MlflowClient, model_name: str, version: str) 
         client.delete_registered_model_alias(model_name, CHALLENGER)
 
 
+class ChampionMoved(UserError):
+    """The champion alias no longer points at the version a rollout judged its challenger against: promoting would
+    replace a model nobody compared it with, so the decision is refused (and recorded) instead."""
+
+
 def promote(
     client: MlflowClient,
     model_name: str,
@@ -69,13 +75,19 @@ def promote(
     canary_run_id: str,
     keep_challenger_alias: bool = False,
     progress: Progress | None = None,
+    judged_against: str | None = None,
 ) -> dict[str, str | None]:
-    """Make ``version`` the champion (crash-safe, idempotent); returns the aliases afterwards."""
+    """Make ``version`` the champion (crash-safe, idempotent); returns the aliases afterwards. ``judged_against``:
+    the champion version the evidence compared ``version`` with; if ``champion`` has moved elsewhere since, nothing
+    is written and :class:`ChampionMoved` is raised (a check-then-set: the registry has no compare-and-set)."""
     version = str(version)
     step = progress or (lambda _name: None)
+    old = _alias_version(client, model_name, CHAMPION)
+    if judged_against is not None and old not in (str(judged_against), version):
+        raise ChampionMoved(f"champion of {model_name!r} is now v{old}, not v{judged_against} that the rollout "
+                            f"compared v{version} with; the promotion is refused (start a new rollout against v{old})")
     client.set_model_version_tag(model_name, version, PROMOTION_TAG, "in_progress")
     step("marked")
-    old = _alias_version(client, model_name, CHAMPION)
     if old != version:
         if old is not None:
             client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, old)

@@ -192,6 +192,23 @@ def test_a_controller_whose_clock_runs_ahead_neither_acts_nor_freezes_the_rollou
     assert reconcile(store, rollout.rollout_id, client=tracking).next_due_s <= CFG["interval_s"]
 
 
+def test_a_promotion_never_replaces_a_champion_the_rollout_did_not_judge_against(tracking, nasops_home):
+    """Finding 2: a rollout's decision moves `champion` only while it still points at the version the rollout
+    compared its challenger with; otherwise the decision is applied as a recorded refusal (never retried)."""
+    from pipelines.control.commands import promote_now
+
+    _versions(tracking, {"task": "classification"}, None)  # champion v1, challenger v2
+    store = RolloutStore(f"sqlite:///{nasops_home / 'predictions.db'}")
+    rollout = start_rollout(store, MODEL, load_canary_config(CFG), client=tracking)
+    other = _register(tracking, {"task": "classification"}, None)  # another refresh promoted v3 meanwhile
+    tracking.set_registered_model_alias(MODEL, "champion", other)
+    ended = promote_now(store, MODEL, client=tracking)
+    assert ended.applied and ended.rollout_id == rollout.rollout_id
+    assert str(tracking.get_model_version_by_alias(MODEL, "champion").version) == other  # untouched
+    applied = next(e for e in store.events(rollout.rollout_id) if e["kind"] == "applied")
+    assert any("not v1 that the rollout compared v2 with" in w for w in applied["detail"]["warnings"])
+
+
 COLOURS = ("red", "green", "blue")
 
 

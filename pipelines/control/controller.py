@@ -39,6 +39,7 @@ from pipelines.control.reference import resolve_models
 from pipelines.control.rollout import RolloutState, schedule
 from pipelines.control.versions import variants
 from pipelines.errors import UserError
+from pipelines.promotion import ChampionMoved
 
 log = logging.getLogger("nasops.canary")
 
@@ -303,11 +304,19 @@ def evidence_and_decision(ctx: StepContext, verdict: Verdict) -> CanaryOutput:
         raise ValueError(f"rollout {rollout.rollout_id} is a manual split: it has no evidence or decision")
     state = _state(ctx)
     state.decision, state.reason = rollout.decision, rollout.reason
-    record_decision(ctx.client, state, verdict, ctx.cfg, model_name=rollout.model_name,
-                    challenger_version=rollout.challenger_version, canary_run_id=rollout.run_id)
+    refused = None
+    try:
+        record_decision(ctx.client, state, verdict, ctx.cfg, model_name=rollout.model_name,
+                        challenger_version=rollout.challenger_version, canary_run_id=rollout.run_id,
+                        champion_version=rollout.champion_version)
+    except ChampionMoved as exc:  # applied as a refusal: recorded, never retried forever
+        log.warning("rollout %s: %s", rollout.rollout_id, exc)
+        refused = str(exc)
     ctx.client.set_model_version_tag(rollout.model_name, rollout.challenger_version, tag("rollout_id"),
                                      rollout.rollout_id)
     result = _evidence(ctx, state, verdict)
+    if refused is not None:
+        result = result.model_copy(update={"warnings": [*result.warnings, refused]})
     record_history(store, rollout, ctx.client)
     return result
 

@@ -174,12 +174,16 @@ def decision_verdict(verdict: Verdict) -> str:
 
 
 def record_decision(client: Any, state: RolloutState, verdict: Verdict, cfg: CanaryConfig, *, model_name: str,
-                    challenger_version: str, canary_run_id: str | None) -> None:
+                    challenger_version: str, canary_run_id: str | None, champion_version: str | None = None) -> None:
     """Move the aliases (promote) or tag the challenger rejected (roll back), with the decision tags. Built from the
-    record alone, so no evidence step has to succeed before it."""
-    decide = promotion.promote if state.decision == PROMOTED else promotion.roll_back
-    decide(client, model_name, challenger_version, reason=state.reason, verdict=decision_verdict(verdict),
-           score=verdict.score, canary_run_id=canary_run_id or "", keep_challenger_alias=cfg.keep_challenger_alias)
+    record alone, so no evidence step has to succeed before it. A promotion moves ``champion`` only while it still
+    points at ``champion_version`` (the version the rollout compared with): :class:`promotion.ChampionMoved`."""
+    common = {"reason": state.reason, "verdict": decision_verdict(verdict), "score": verdict.score,
+              "canary_run_id": canary_run_id or "", "keep_challenger_alias": cfg.keep_challenger_alias}
+    if state.decision == PROMOTED:
+        promotion.promote(client, model_name, challenger_version, judged_against=champion_version, **common)
+    else:
+        promotion.roll_back(client, model_name, challenger_version, **common)
 
 
 def evidence(run: Any | None, state: RolloutState, verdict: Verdict, frame: pd.DataFrame,
