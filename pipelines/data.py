@@ -7,7 +7,6 @@ Everything a user can get wrong about their data is caught here with one message
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -28,9 +27,10 @@ from nas.datasets import BUNDLED_DATASETS, load_bundled
 from pipelines.config import DataSpec
 from pipelines.contracts import PreparedData
 from pipelines.control.reference import MAX_ROWS, RAW_REFERENCE, bounded
-from pipelines.errors import UserError
+from pipelines.errors import DataValidationError
 from pipelines.preprocessing import ID_REASON, ColumnPlan, encode, fit_preprocessor, numeric_schema, plan_columns
 from pipelines.sql_source import display_url, is_sql_url, lineage_query, read_query
+from pipelines.table_files import read_table_file, repeated_header_names
 from pipelines.targets import BUNDLED_TABLES, load_bundled_table, regression_target_problems, resolve_task, strata
 
 __all__ = ["DataSpec", "DataValidationError", "PreparedData", "RowPlan", "input_schema", "load_table", "plan_rows",
@@ -46,8 +46,6 @@ MIN_ROWS_PER_CLASS = 10
 MAX_CLASSES = 100
 
 
-class DataValidationError(UserError):
-    """The data cannot be trained on as it is; the message says what to change."""
 
 
 # -- loading --------------------------------------------------------------------------------------------------
@@ -62,29 +60,9 @@ def _load_bundled(name: str) -> tuple[pd.DataFrame, pd.Series, tuple[int, ...]]:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise DataValidationError(f"data file {str(path)!r} does not exist; pass --data with a CSV or Parquet file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path)
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            raise DataValidationError(
-                f"{path.name}: unsupported file type {suffix!r}; use a .csv or .parquet file"
-            )
-    except DataValidationError:
-        raise
-    except Exception as exc:  # pandas/pyarrow parse errors: say which file and why
-        raise DataValidationError(
-            f"could not read {path.name} as {suffix[1:].upper()}: {exc}. Check that the file is a valid table "
-            "with a header row."
-        ) from exc
-    if frame.empty:
-        raise DataValidationError(f"{path.name} has no rows; nasops needs labelled examples to train on")
-    if suffix == ".csv":
-        frame.attrs[DUPLICATES] = _repeated_header_names(path)
+    frame = read_table_file(path)  # bounded, sniffed, one-line refusals (pipelines/table_files.py)
+    if path.suffix.lower() == ".csv":
+        frame.attrs[DUPLICATES] = repeated_header_names(path)
     return frame
 
 
@@ -102,16 +80,6 @@ def _deduplicated(frame: pd.DataFrame) -> pd.DataFrame:
         frame.columns = names
     frame.attrs[DUPLICATES] = repeated
     return frame
-
-
-def _repeated_header_names(path: Path) -> list[str]:
-    """Names the CSV header holds more than once (pandas would silently keep both as ``y`` and ``y.1``)."""
-    try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as f:
-            header = next(csv.reader(f), [])
-    except OSError:
-        return []
-    return [name for name, count in Counter(h.strip() for h in header).items() if count > 1]
 
 
 def source_label(source: str) -> str:

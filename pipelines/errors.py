@@ -16,6 +16,11 @@ class UserError(Exception):
     """A mistake the user can fix (bad data, unknown name, unreachable server); never a bug of ours."""
 
 
+class DataValidationError(UserError):
+    """The data cannot be trained on as it is; the message says what to change (never retried: it fails the same
+    way every time)."""
+
+
 def validation_message(what: str, exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     """``invalid <what>: <where>: <problem>; …`` with the valid keys named for a misspelt one."""
     problems = []
