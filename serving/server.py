@@ -156,8 +156,10 @@ def _start_thread(settings: GatewaySettings, host: str, port: int, timeout: floa
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     actual_port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings, backend=backend), log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=10)
+    from serving.connections import uvicorn_options
+
+    config = uvicorn.Config(create_app(settings, backend=backend), log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=10, **uvicorn_options())
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nasops-gateway", daemon=True)
     thread.start()
@@ -189,9 +191,8 @@ def _start_process(settings: GatewaySettings, host: str, port: int, workers: int
     attempts = 3 if port == 0 else 1
     for attempt in range(attempts):
         chosen = port or free_port(host)
-        cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app_from_env", "--factory", "--host", host,
-               "--port", str(chosen), "--workers", str(workers), "--log-level", "warning", "--no-access-log",
-               "--timeout-graceful-shutdown", "10"]
+        cmd = [sys.executable, "-m", "serving.workers", "--host", host, "--port", str(chosen), "--workers",
+               str(workers), "--log-level", "warning", "--timeout-graceful-shutdown", "10"]
         log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://{host}:{chosen}"
@@ -263,6 +264,9 @@ def serve_forever(settings: GatewaySettings, host: str = "127.0.0.1", port: int 
     """Run the gateway in the foreground until interrupted (what ``nasops serve`` does)."""
     import uvicorn
 
+    from serving.connections import raise_file_limit, uvicorn_options
+
+    raise_file_limit()
     # Bounded drain: SIGTERM ends the process within seconds (an orchestrator's stop, `nasops serve` under a
     # supervisor), a slow client does not hold it.
     if workers > 1:
@@ -277,12 +281,12 @@ def serve_forever(settings: GatewaySettings, host: str = "127.0.0.1", port: int 
         os.environ.update(settings.to_env())
         try:
             uvicorn.run("serving.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level="info", access_log=False, timeout_graceful_shutdown=SHUTDOWN_DRAIN_S)
+                        log_level="info", timeout_graceful_shutdown=SHUTDOWN_DRAIN_S, **uvicorn_options())
         finally:
             shutil.rmtree(base, ignore_errors=True)
         return
     from serving.app import create_app
 
     sys.setswitchinterval(settings.gil_switch_interval_s)  # this process is the gateway's alone (``nasops serve``)
-    uvicorn.run(create_app(settings, freeze_gc=True), host=host, port=port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=SHUTDOWN_DRAIN_S)
+    uvicorn.run(create_app(settings, freeze_gc=True), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=SHUTDOWN_DRAIN_S, **uvicorn_options())

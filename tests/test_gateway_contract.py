@@ -652,3 +652,49 @@ def test_a_thread_mode_gateway_serves_a_stand_in_over_real_http(tmp_path, backen
         assert r.status_code == 200 and r.json()["model_version"] == "1"
     with pytest.raises(ValueError, match="thread-mode"):
         start_gateway(settings_for(tmp_path), mode="process", backend=backend)
+
+
+def _raw(url: str):
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = socket.create_connection((where.hostname, where.port), timeout=10)
+    return conn
+
+
+def _read_all(conn) -> bytes:
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_slow_clients_get_a_408_and_lose_their_connection(tmp_path, backend, monkeypatch):
+    """Adversarial round 3, finding 10: connections whose head or body trickled in were held forever (450 of them
+    exhausted the file limit). Each request now has a deadline for its head and one for its body."""
+    import httpx
+
+    from serving import connections
+    from serving.server import start_gateway
+
+    monkeypatch.setattr(connections, "HEADER_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(connections, "BODY_TIMEOUT_S", 0.5)
+    with start_gateway(settings_for(tmp_path), backend=backend) as gw:
+        silent = _raw(gw.url)  # connects and never sends a byte
+        head = _raw(gw.url)
+        head.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # half a head
+        body = _raw(gw.url)
+        body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: 100\r\n\r\n{\"inputs\": ")  # a tenth of the body
+        started = time.monotonic()
+        answers = [_read_all(c) for c in (silent, head, body)]
+        assert time.monotonic() - started < 8
+        for answer in answers:
+            assert answer.startswith(b"HTTP/1.1 408") and b"slow client" in answer, answer[:200]
+        ok = httpx.post(f"{gw.url}/predict", json={"inputs": rows()})  # a normal caller is served meanwhile
+        assert ok.status_code == 200
+        with httpx.Client() as kept:  # a kept-alive connection serves request after request past the deadlines
+            for _ in range(3):
+                assert kept.post(f"{gw.url}/predict", json={"inputs": rows()}).status_code == 200
+                time.sleep(0.3)
