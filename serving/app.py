@@ -20,6 +20,7 @@ from serving.errors import count_invalid, install_error_handlers
 from serving.gateway import Gateway
 from serving.middleware import BearerGuard, BodySizeLimit
 from serving.openapi import install_openapi
+from serving.rate_limit import TokenBucket
 from serving.routers import admin, feedback, operations, predict
 
 DESCRIPTION = (
@@ -59,6 +60,7 @@ def create_app(settings: GatewaySettings | None = None, metrics: GatewayMetrics 
     app.state.gateway = None
     app.state.backend = backend
     app.state.freeze_gc = freeze_gc
+    app.state.feedback_limiter = TokenBucket(settings.feedback_rate_per_s, settings.feedback_burst)
 
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes,
                        on_reject=lambda path: count_invalid(app, "body_size"))

@@ -56,6 +56,9 @@ class GatewaySettings(BaseSettings):
     max_abs_input: float = Field(default=1e9, gt=0, description="largest accepted |feature value|; larger values "
                                  "are answered 422 (the float32 range bounds it in any case)")
     max_feedback_items: int = Field(default=1024, ge=1, description="most items in one /feedback request")
+    feedback_rate_per_s: float = Field(default=200.0, gt=0, description="/feedback requests per second per token "
+                                       "and worker process, on average (beyond it: 429 with Retry-After)")
+    feedback_burst: int = Field(default=400, ge=1, description="/feedback requests a token may send at once")
     log_mode: Literal["batched", "sync"] = Field(
         default="batched", description="batched: rows are committed in the background every log_interval_s (a "
         "hard kill loses at most the last interval); sync: every served row is committed before the answer")

@@ -9,6 +9,7 @@ never await: FastAPI runs a plain ``def`` dependency in its thread pool, a threa
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -73,3 +74,10 @@ async def require_feedback(request: Request, settings: SettingsDep,
                            _: Annotated[HTTPAuthorizationCredentials | None, Security(_FEEDBACK_BEARER)] = None
                            ) -> None:
     _check_bearer(request, settings.feedback_token, "feedback")
+    wait = request.app.state.feedback_limiter.take(request.headers.get("authorization", ""))
+    if wait > 0:
+        from serving.errors import count_invalid
+
+        count_invalid(request.app, "rate_limited")
+        raise StarletteHTTPException(429, f"over {settings.feedback_rate_per_s:g} feedback requests per second for "
+                                     "this token", headers={"Retry-After": str(max(1, math.ceil(wait)))})

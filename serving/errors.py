@@ -26,6 +26,7 @@ HTTP_HINTS = {
     405: "see the OpenAPI schema at /docs for the methods of this route",
     401: "send the header 'Authorization: Bearer <token>'",
     403: "send the token the gateway was configured with",
+    429: "slow down: wait the Retry-After seconds, and batch labels (up to max_feedback_items per request)",
 }
 
 

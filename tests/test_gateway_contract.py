@@ -698,3 +698,26 @@ def test_slow_clients_get_a_408_and_lose_their_connection(tmp_path, backend, mon
             for _ in range(3):
                 assert kept.post(f"{gw.url}/predict", json={"inputs": rows()}).status_code == 200
                 time.sleep(0.3)
+
+
+def test_a_feedback_token_over_its_rate_gets_429_and_predict_is_unaffected(tmp_path, backend):
+    """Finding 10, second half: a feedback-token holder flooding /feedback slowed /predict for everyone."""
+    with serve(settings_for(tmp_path, feedback_rate_per_s=1.0, feedback_burst=3), backend) as c:
+        rid = c.post("/predict", json={"inputs": rows()}).json()["request_id"]
+        codes = [c.post("/feedback", json={"request_id": f"nope-{i}", "labels": [0]}, headers=LABELS).status_code
+                 for i in range(5)]
+        assert codes[:3] == [404, 404, 404] and codes[3:] == [429, 429], codes
+        limited = c.post("/feedback", json={"request_id": rid, "labels": [0]}, headers=LABELS)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert "per second" in limited.json()["error"]
+        assert metric(c.get("/metrics").text, "nasops_invalid_requests_total", reason="rate_limited") == 3
+        assert c.post("/predict", json={"inputs": rows()}).status_code == 200
+
+
+def test_the_token_bucket_refills_at_its_rate():
+    from serving.rate_limit import TokenBucket
+
+    bucket = TokenBucket(rate=2.0, burst=2)
+    assert [bucket.take("k", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert bucket.take("other", now=0.0) == 0.0  # per key
+    assert bucket.take("k", now=0.6) == 0.0 and bucket.take("k", now=0.6) > 0

@@ -20,7 +20,8 @@ from serving.validation import RequestRejected, canonical_label, short_value, wi
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_feedback)])
 
 RESPONSES = documented(
-    400, 401, 403, 404, 409, 413, 415, 422, 503,
+    400, 401, 403, 404, 409, 413, 415, 422, 429, 503,
+    d429="over feedback_rate_per_s for this token (see the Retry-After header)",
     d404="unknown request_id, or the feedback API is off (no feedback token configured)",
     d409="a label exists already (send overwrite), or the id names more than one request",
     d413="more items than max_feedback_items", d422="wrong label count, or a label that is not a model class",
