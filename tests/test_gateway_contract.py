@@ -377,6 +377,19 @@ def test_every_worker_follows_an_admin_change_through_the_record(tmp_path, backe
         wait_for(lambda: one.get("/admin/state", headers=AUTH).json()["weight"] == 0.0, what="the first worker")
 
 
+def test_two_admin_changes_on_two_workers_both_hold(tmp_path, backend):
+    """Adversarial round 3, finding 3: the second admin call, on another worker, undid the first (4 of 6 pairs),
+    both answering 200. Each call now changes only its own field of the record's split, read fresh."""
+    with serve(settings_for(tmp_path), backend) as one, serve(settings_for(tmp_path), models()) as other:
+        for weight, mode in ((0.3, "shadow"), (0.6, "split"), (0.2, "shadow")):
+            assert one.post("/admin/weight", json={"weight": weight}, headers=AUTH).status_code == 200
+            assert other.post("/admin/mode", json={"mode": mode}, headers=AUTH).status_code == 200  # at once
+            expected = {"weight": weight, "mode": mode}
+            for worker in (one, other):
+                wait_for(lambda w=worker, e=expected: {k: w.get("/admin/state", headers=AUTH).json()[k] for k in e}
+                         == e, what=f"both changes ({expected}) on every worker")
+
+
 def test_admin_mode_shadow_mirrors_and_split_at_weight_zero_ends_it(client, tmp_path):
     store = RolloutStore(f"sqlite:///{tmp_path / 'log.db'}")
     state = client.post("/admin/mode", json={"mode": "shadow"}, headers=AUTH).json()
