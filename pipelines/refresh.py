@@ -213,7 +213,9 @@ def _refresh(settings: Settings, tracking: Tracking, config: RefreshConfig | Non
             if result.canary is not None:
                 mlflow.set_tag(tag("decision"), result.canary.decision or "")
     except BaseException as exc:
-        record.status, record.error = refresh_state.FAILED, f"{type(exc).__name__}: {exc}"[:500]
+        why = ("interrupted (Ctrl-C); continue it with `nasops refresh --resume`" if isinstance(exc, KeyboardInterrupt)
+               else f"{type(exc).__name__}: {exc}"[:500])
+        record.status, record.error = refresh_state.FAILED, why
         refresh_state.save(settings.state_dir, record)
         raise
     record.status, record.finished = refresh_state.COMPLETED, time.time()

@@ -13,6 +13,12 @@ against a dead server, or Prefect, which swaps in its own SIGTERM handler while 
 crash to its API. The signal is seen through ``signal.set_wakeup_fd`` by a thread of ours (the C-level handler
 writes the signal number there whichever Python handler is installed); the command gets a moment to unwind,
 then its children are stopped, its gateway run directories removed, and it exits 143 with one line.
+
+Ctrl-C (SIGINT) is the same stop, as a person expects it: the first one prints one line, raises
+``KeyboardInterrupt`` in the command (a refresh records itself as interrupted, resumable with ``--resume``), gives
+it :data:`INTERRUPT_UNWIND_S` to unwind, stops its children and exits 130; a second Ctrl-C exits at once. (Before,
+SIGINT to the process group killed Prefect's temporary server while the search went on, and only SIGTERM stopped the
+command, 4 min 19 s later, leaving its record "running".)
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ OWNER_ENV = "NASOPS_OWNER_TOKEN"
 GRACE_S = 5.0
 UNWIND_S = 1.0  # SIGTERM: seconds the command gets to unwind on its own before its children are stopped
 CHILDREN_GRACE_S = 1.5  # SIGTERM: seconds its children get after their own SIGTERM, before SIGKILL
+INTERRUPT_UNWIND_S = 5.0  # Ctrl-C: seconds the command gets to record itself interrupted before the stop
+SIGTERM_EXIT, SIGINT_EXIT = 143, 130  # 128 + the signal's number, as shells report them
 
 
 _owned_token: str | None = None  # the token this process's watchdog acts on (None: not the owner of a tree)
@@ -39,6 +47,8 @@ _run_roots: list[str] = []  # where this process's gateway run directories live,
 _stop_requested = threading.Event()
 _unwound = threading.Event()  # the command reached done(): nothing of its own left to wait for
 _sigterm_installed = False
+_exit_code = SIGTERM_EXIT
+_interrupts = 0
 
 
 def start(run_roots: Sequence[Path] = ()) -> int | None:
@@ -96,8 +106,9 @@ def exit_on_sigterm(unwind_s: float = UNWIND_S, children_grace_s: float = CHILDR
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     signal.signal(signal.SIGTERM, lambda _sig, _frame: _begin_stop(unwind_s, children_grace_s))
+    signal.signal(signal.SIGINT, _on_sigint)
     previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    if previous != -1:  # an event loop's own wakeup fd: leave it; the Python handler above still works
+    if previous != -1:  # an event loop's own wakeup fd: leave it; the Python handlers above still work
         signal.set_wakeup_fd(previous)
         os.close(read_fd)
         os.close(write_fd)
@@ -106,31 +117,63 @@ def exit_on_sigterm(unwind_s: float = UNWIND_S, children_grace_s: float = CHILDR
                      daemon=True).start()
 
 
+def _on_sigint(_sig: int, _frame: object) -> None:
+    """The Python side of Ctrl-C: count it (when no wakeup thread does) and interrupt the main thread."""
+    if not _wakeup_thread_counts.is_set():
+        _interrupted()
+    raise KeyboardInterrupt
+
+
+_wakeup_thread_counts = threading.Event()
+
+
 def _read_wakeups(read_fd: int, unwind_s: float, children_grace_s: float) -> None:
     """Every signal with a Python handler writes its number here, even while Prefect's handler is the one
-    installed: SIGTERM starts the stop."""
+    installed: SIGTERM starts the stop, Ctrl-C is counted (the first stops, the second exits)."""
+    _wakeup_thread_counts.set()
     while chunk := os.read(read_fd, 64):
         if signal.SIGTERM in chunk:
             _begin_stop(unwind_s, children_grace_s)
+        for _ in range(chunk.count(signal.SIGINT)):
+            _interrupted()
 
 
-def _begin_stop(unwind_s: float, children_grace_s: float) -> None:
+def _interrupted() -> None:
+    """One Ctrl-C: the first starts the stop (exit 130), a second exits now."""
+    global _interrupts
+    _interrupts += 1
+    if _interrupts == 1 and not _stop_requested.is_set():
+        _begin_stop(INTERRUPT_UNWIND_S, CHILDREN_GRACE_S, SIGINT_EXIT,
+                    b"interrupted (Ctrl-C): stopping; press Ctrl-C again to exit at once\n")
+    elif _interrupts >= 2:
+        with contextlib.suppress(OSError):
+            os.write(2, b"interrupted again: exiting now\n")
+        with contextlib.suppress(Exception):
+            if _owned_token is not None:
+                stop_owned(_owned_token, exclude={os.getpid()}, grace_s=0.2)
+        os._exit(SIGINT_EXIT)
+
+
+def _begin_stop(unwind_s: float, children_grace_s: float, code: int = SIGTERM_EXIT,
+                line: bytes = b"stopped by SIGTERM\n") -> None:
+    global _exit_code
     if _stop_requested.is_set():
         return
+    _exit_code = code
     _stop_requested.set()
-    # not a daemon: the interpreter's exit waits for it, so the exit status is 143 even if main returns first
-    threading.Thread(target=_stop_and_exit, args=(unwind_s, children_grace_s), name="nasops-stop").start()
+    # not a daemon: the interpreter's exit waits for it, so the exit status is the signal's even if main returns
+    threading.Thread(target=_stop_and_exit, args=(unwind_s, children_grace_s, code, line), name="nasops-stop").start()
 
 
-def _stop_and_exit(unwind_s: float, children_grace_s: float) -> None:
+def _stop_and_exit(unwind_s: float, children_grace_s: float, code: int, line: bytes) -> None:
     with contextlib.suppress(OSError):
-        os.write(2, b"stopped by SIGTERM\n")
+        os.write(2, line)
     _unwound.wait(unwind_s)
     with contextlib.suppress(Exception):
         if _owned_token is not None:
             stop_owned(_owned_token, exclude={os.getpid()}, grace_s=children_grace_s)
         _remove_run_dirs(os.getpid(), _run_roots)
-    os._exit(143)
+    os._exit(code)
 
 
 def stopping() -> bool:
@@ -152,8 +195,8 @@ def done(write_end: int | None) -> None:
     to exit the process (143); the watchdog is not told ``done``, so it too stops what is left."""
     if _stop_requested.is_set():
         _unwound.set()
-        time.sleep(UNWIND_S + CHILDREN_GRACE_S + 5)
-        os._exit(143)
+        time.sleep(INTERRUPT_UNWIND_S + CHILDREN_GRACE_S + 5)
+        os._exit(_exit_code)
     if write_end is not None:
         try:
             os.write(write_end, b"done\n")

@@ -251,3 +251,63 @@ def test_sigterm_during_the_store_preflight_is_one_line_and_143(tmp_path):
     assert proc.returncode == 143, err[-3000:]
     assert err.strip().splitlines() == ["stopped by SIGTERM"], err[-3000:]
     assert elapsed < SIGTERM_BOUND_S
+
+
+INTERRUPT_BOUND_S = 12.0  # the command's unwind (5 s) + its children's grace + a loaded machine's slack
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_refresh_within_seconds_and_leaves_it_resumable(tmp_path):
+    """Issue 24: Ctrl-C (SIGINT to the process group, as a terminal sends it) killed Prefect's temporary server while
+    the search went on; a second Ctrl-C did nothing; only SIGTERM stopped it, 4 min 19 s later, its record left
+    "running". Now the first Ctrl-C stops it within seconds, one line, children gone, the record resumable."""
+    from pipelines import refresh_state
+
+    home = tmp_path / "home"
+    marker, log_path = f"NASOPS_HOME={home}", tmp_path / "refresh.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*NASOPS, "refresh", "--max-rows", "400", "--pool-size", "20", "--budget", "4",
+                                 "--epochs", "2", "--top-k", "1", "--skip-tournament", "--skip-canary"],
+                                env=_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait(lambda: (home / "refreshes").is_dir() and any("prefect" in _cmdline(p) for p in _carrying(marker)),
+              600, proc, log_path, "the refresh running its flow")
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # the whole foreground group, as a terminal's Ctrl-C
+        proc.wait(timeout=60)
+        elapsed = time.monotonic() - started
+        output = log_path.read_text(errors="replace")
+        assert proc.returncode == 130 and elapsed < INTERRUPT_BOUND_S, (elapsed, output[-3000:])
+        assert output.count("interrupted (Ctrl-C)") == 1 and "Traceback" not in output[-2000:], output[-3000:]
+        _nothing_left(marker)
+        record = refresh_state.latest_unfinished(home)
+        assert record.status == refresh_state.FAILED and "--resume" in (record.error or ""), record
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_all(marker)
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path):
+    """A command that goes on after the first Ctrl-C (here: it swallows KeyboardInterrupt) exits on the second."""
+    code = ("import time; from pipelines import supervisor; supervisor.start(); print('ready', flush=True)\n"
+            "while True:\n"
+            "    try:\n"
+            "        time.sleep(60)\n"
+            "    except KeyboardInterrupt:\n"
+            "        print('swallowed', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "swallowed"  # the first interrupts the command...
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # ...which goes on; the second ends it now, not after the unwind time
+        proc.wait(timeout=30)
+        assert proc.returncode == 130 and time.monotonic() - started < 2.0
+        err = proc.stderr.read()
+        assert "interrupted (Ctrl-C)" in err and "exiting now" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -89,7 +89,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         return code or 0
     except typer.Abort:
-        typer.secho("aborted", err=True)
+        if not supervisor.stopping():  # under a Ctrl-C stop the supervisor has said it in one line already
+            typer.secho("aborted", err=True)
         return 130
     except Exception as exc:  # click's own usage errors carry their exit code
         if isinstance(exc, _usage_errors()):
