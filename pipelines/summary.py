@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
-import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
@@ -169,36 +165,3 @@ def _float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def print_json(data: Any) -> None:
-    """One line of strict JSON on stdout (machine-readable output of ``--json``), never wrapped or coloured: a
-    NaN or infinite number (a regression's accuracy, a champion without a metric tag) is ``null``, since
-    ``NaN`` is not JSON and strict parsers (``jq``, JavaScript) refuse it."""
-    sys.stdout.write(json.dumps(strict_json(data), default=_json_default, allow_nan=False) + "\n")
-    sys.stdout.flush()
-
-
-def strict_json(data: Any) -> Any:
-    """``data`` with every non-finite float replaced by None (models dumped first), ready for strict JSON."""
-    if hasattr(data, "model_dump"):
-        data = data.model_dump(mode="json")
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {k: strict_json(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [strict_json(v) for v in data]
-    return data
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from rich.table import Table
 
 from pipelines.cli.output import make_console
@@ -43,3 +44,27 @@ def test_every_cli_module_prints_through_the_factory():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Console":
                 raise AssertionError(f"{path.name}:{node.lineno} builds its own rich Console; use make_console()")
+
+
+def test_print_json_is_strict_for_numpy_and_non_finite_numbers(capsys):
+    import json
+
+    import numpy as np
+
+    from pipelines.cli.output import print_json
+
+    print_json({"a": float("nan"), "b": np.float32("inf"), "c": np.int64(3), "d": [np.float64(0.5), np.nan],
+                "e": np.array([1.0, np.inf])})
+    out = capsys.readouterr().out
+    assert json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == {
+        "a": None, "b": None, "c": 3, "d": [0.5, None], "e": [1.0, None]}
+
+
+def test_every_json_output_of_the_cli_goes_through_print_json():
+    """Issue 24: `--json` outputs built with json.dumps printed bare NaN for a regression (not JSON)."""
+    for path in (ROOT / "pipelines" / "cli").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if ((isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("echo", "print"))
+                    or getattr(node.func if isinstance(node, ast.Call) else None, "id", None) == "print"):
+                text = ast.unparse(node)
+                assert "json.dumps" not in text, f"{path.name}:{node.lineno}: {text}; use print_json"

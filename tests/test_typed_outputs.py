@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from monitoring.core.tasks import get_task
+from pipelines.cli.output import print_json
 from pipelines.contracts import (
     CanaryOutput,
     ChampionFacts,
@@ -30,7 +31,7 @@ from pipelines.contracts import (
     TournamentOutput,
     VariantOnline,
 )
-from pipelines.summary import print_json, refresh_details, refresh_table
+from pipelines.summary import refresh_details, refresh_table
 from pipelines.tournament import analyse, summary_line
 
 

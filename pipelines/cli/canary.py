@@ -3,7 +3,6 @@ refresh's canary stage on its own), with the judge's evidence table."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import typer
 from rich.table import Table
 
 from monitoring.core.enums import Decision
-from pipelines.cli.output import make_console
+from pipelines.cli.output import make_console, print_json
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
@@ -100,7 +99,7 @@ def run(
         raise UserError(f"--data {str(path)!r} does not exist")
     result = canary_rollout(model_name or settings.model_name, str(path), raw).model_dump(mode="json")
     if as_json:
-        print(json.dumps(result))
+        print_json(result)
         return
     console.print(steps_table(result))
     console.print(evidence_table(result))

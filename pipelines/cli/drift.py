@@ -21,9 +21,9 @@ def drift_watch_command(
 ) -> None:
     """Measure Evidently data drift on the champion's served inputs; with --trigger-refresh, refresh if drifted."""
     from pipelines import registry
+    from pipelines.cli.output import print_json
     from pipelines.drift_trigger import DriftTriggerConfig, drift_watch
     from pipelines.settings import Settings
-    from pipelines.summary import print_json
     from pipelines.tracking import Tracking
 
     config = {"window_s": window_s, "threshold": threshold, "min_rows": min_rows, "trigger_refresh": trigger_refresh}

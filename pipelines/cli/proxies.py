@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from pipelines.cli.output import make_console
+from pipelines.cli.output import make_console, print_json
 from pipelines.errors import UserError
 
 console = make_console()
@@ -188,7 +188,7 @@ def _inputs(dataset: str | None, input_shape: str | None, num_classes: int | Non
 
 def _print_scores(arch: str, scores: dict[str, float], seconds: float, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"arch": arch, "scores": scores, "seconds": round(seconds, 4)}))
+        print_json({"arch": arch, "scores": scores, "seconds": round(seconds, 4)})
         return
     console.print(arch, f"({seconds:.2f} s)", soft_wrap=True, markup=False, highlight=False)
     table = Table(box=None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -251,9 +250,10 @@ def _run_refresh(config, resume_id: str | None, as_json: bool) -> None:
     import sys
 
     from pipelines import supervisor
+    from pipelines.cli.output import print_json
     from pipelines.refresh import model_refresh
     from pipelines.sql_source import display_url
-    from pipelines.summary import print_json, refresh_details, refresh_table
+    from pipelines.summary import refresh_details, refresh_table
 
     console.rule("[bold]nasops refresh")
     console.print(f"data: {display_url(config.data)}   model: {config.model_name}   seed: {config.seed}"
@@ -314,7 +314,9 @@ def schedule(
     info = {"deployment": f"model_refresh/{name}", "cron": cron, "timezone": timezone or "UTC",
             "parameters": deployment.parameters}
     if check:
-        typer.echo(json.dumps(info))
+        from pipelines.cli.output import print_json
+
+        print_json(info)
         return
     from prefect import serve
 
@@ -333,7 +335,8 @@ def status(
 
     from pipelines import registry
     from pipelines.cli.db import missing_sqlite
-    from pipelines.summary import decisions, history_table, online_table, print_json, status_table
+    from pipelines.cli.output import print_json
+    from pipelines.summary import decisions, history_table, online_table, status_table
     from pipelines.tracking import check_prediction_log, check_tracking_store
 
     settings = Settings()

@@ -4,7 +4,6 @@ database that the gateway follows; ``start`` and ``controller`` serve the contro
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import typer
 
 from monitoring.core.enums import Actor, Decision
-from pipelines.cli.output import make_console
+from pipelines.cli.output import make_console, print_json
 from pipelines.errors import UserError
 from pipelines.gateway_admin import gateway_ready, wait_follows
 from pipelines.settings import Settings
@@ -91,7 +90,7 @@ def start(
         abort(store, name, actor=Actor.OPERATOR)
         raise
     if as_json:
-        typer.echo(json.dumps(rollout.to_dict(), default=str))
+        print_json(rollout.to_dict())
     else:
         console.print(f"rollout [bold]{rollout.rollout_id}[/]: {name} v{rollout.challenger_version} against "
                       f"champion v{rollout.champion_version} on {url}; first step {rollout.mode} "
@@ -170,8 +169,7 @@ def status(
             raise UserError(f"no rollout of {name!r} in this rollout store; start one with `nasops canary start` "
                             "(or check --prediction-log-url)")
         if as_json:
-            typer.echo(json.dumps({**rollout.to_dict(), "manual": rollout.manual,
-                                   "events": store.events(rollout.rollout_id)}, default=str))
+            print_json({**rollout.to_dict(), "manual": rollout.manual, "events": store.events(rollout.rollout_id)})
         else:
             print_status(rollout)
         if not watch or rollout.terminal:

@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipelines.cli.output import make_console
+from pipelines.cli.output import make_console, print_json
 from pipelines.errors import UserError
 
 console = make_console(stderr=True)
@@ -102,7 +102,7 @@ def search_command(
     if as_json:  # whatever a library prints goes to stderr: under --json stdout is the JSON alone
         with contextlib.redirect_stdout(sys.stderr):
             summary = _run_search(cfg, data, resume, quiet=True)
-        typer.echo(json.dumps(summary))
+        print_json(summary)
         return
     summary = _run_search(cfg, data, resume, quiet=False)
     _print_search(summary, cfg.objective if objective is not None else None)
@@ -279,8 +279,8 @@ def bench_search_command(
     full = summary(curves, optimum, checkpoints=[c for c in (10, 25, 50, 100, 200, 300, 500) if c <= budget])
     if as_json:
         keep = ("budgets", "mean_best", "mean_regret", "regret_at", "evals_to_0.005", "evals_to_0.01")
-        typer.echo(json.dumps({"optimum": optimum, "ratios": full["ratios"], "strategies": {
-            n: {k: e[k] for k in keep} for n, e in full["strategies"].items()}}))
+        print_json({"optimum": optimum, "ratios": full["ratios"], "strategies": {
+            n: {k: e[k] for k in keep} for n, e in full["strategies"].items()}})
         return
     _print_bench(full, seeds, optimum, len(bench), budget)
 

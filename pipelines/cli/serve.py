@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from pipelines.cli.output import make_console
+from pipelines.cli.output import make_console, print_json
 from pipelines.errors import UserError
 from pipelines.settings import Settings
 
@@ -180,7 +179,7 @@ def replay_command(
         except OSError as exc:
             raise UserError(f"cannot reach the gateway at {url}: {exc}") from exc
     if as_json:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        print_json(summary.to_dict())
         return
     table = Table(title=f"replay to {url}", show_header=False)
     table.add_row("requests sent / ok", f"{summary.sent} / {summary.ok}")
