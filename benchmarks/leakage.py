@@ -3,7 +3,8 @@
 Per table: rows, the check's wall time (best of ``--repeat``; the column plan is made once outside the timing, as
 stage 1 makes it anyway), the columns it flags, and the strongest honest score of each kind (how far from its
 threshold the real tables are). Then the planted leaks the check must refuse: CPS1988 with ``logwage = log(wage)``,
-a ``total`` with the two parts that add up to it, and a churn table with a relabelled copy of the class.
+a ``total`` with the two parts that add up to it, and a churn table with a relabelled copy of the class; last, a
+50,000 x 100 table of noise per task (the cost of a wide table).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/leakage.py --tables ../shared/data/tabular
 """
@@ -65,6 +66,14 @@ def planted(tables: Path) -> list[tuple[str, pd.DataFrame, pd.Series, str]]:
             ("mlc_churn + churned_flag", churn.drop(columns=["churn"]), churn["churn"], CLASSIFICATION)]
 
 
+def wide(rows: int = 50_000, columns: int = 100) -> list[tuple[str, pd.DataFrame, pd.Series, str]]:
+    """A wide table of noise, once per task: the check's cost per column (nothing to flag)."""
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame(rng.normal(size=(rows, columns)), columns=[f"c{i}" for i in range(columns)])
+    return [(f"noise {rows} x {columns}", x, pd.Series(rng.choice(["a", "b"], rows), name="y"), CLASSIFICATION),
+            (f"noise {rows} x {columns}", x, pd.Series(rng.normal(size=rows), name="y"), REGRESSION)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=Path, default=Path("../shared/data/tabular"))
@@ -75,6 +84,7 @@ def main() -> None:
         frame = pd.read_csv(args.tables / file)
         rows.append(measure(file, frame.drop(columns=[target]), frame[target], task, args.repeat))
     rows.extend(measure(name, x, y, task, args.repeat) for name, x, y, task in planted(args.tables))
+    rows.extend(measure(name, x, y, task, args.repeat) for name, x, y, task in wide())
     print("| table | rows | task | seconds | flagged | strongest score of each kind |")
     print("| --- | ---: | --- | ---: | --- | --- |")
     for r in rows:

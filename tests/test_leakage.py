@@ -78,12 +78,36 @@ def test_parts_that_add_up_to_the_target_are_named_without_the_honest_column_pic
     assert _leaks(_parts().drop(columns=["part_b"]), "total", "regression") == []  # one part alone is a feature
 
 
+def test_parts_that_multiply_to_the_target_are_named():
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"unit_price": np.round(rng.gamma(2.0, 10.0, 3000), 2), "quantity": rng.integers(1, 20, 3000),
+                          "store": rng.choice(["n", "s"], 3000)})
+    frame["revenue"] = frame["unit_price"] * frame["quantity"]
+    [leak] = _leaks(frame, "revenue", "regression")
+    assert leak.columns == ("unit_price", "quantity") and "parts that multiply to the target" in leak.evidence
+
+
+def test_a_linear_target_with_honest_noise_is_not_called_parts():
+    """y = 3a - 2b + noise of 3 % of its spread: a formula with noise (R² 0.999), not parts that add up to it."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"a": rng.normal(size=3000), "b": rng.normal(size=3000)})
+    frame["y"] = 3 * frame["a"] - 2 * frame["b"] + rng.normal(0, 0.1, 3000)
+    assert _leaks(frame, "y", "regression") == []
+
+
 def test_a_relabelled_copy_of_a_rare_class_is_found_and_an_honest_predictor_is_not():
     frame = _churn()
     frame["churn_code"] = (frame["churn"] == "yes").astype(int)
     found = {leak.columns: leak.evidence for leak in _leaks(frame, "churn", "classification")}
     assert set(found) == {("churned_flag",), ("churn_code",)}
     assert "balanced accuracy 1.000" in found[("churned_flag",)]
+
+
+def test_a_class_made_by_thresholding_a_column_is_found():
+    frame = _wages(n=1000)
+    frame["high"] = np.where(frame["wage"] > frame["wage"].quantile(0.9), "high", "low")
+    [leak] = _leaks(frame, "high", "classification")
+    assert leak.columns == ("wage",) and "balanced accuracy" in leak.evidence
 
 
 def test_a_column_that_only_finds_the_majority_class_is_not_a_leak():
