@@ -55,6 +55,9 @@ an unexplained term of 1 % of the target's spread (R² 0.9999) are the limit: a 
 its features up to noise of that size (a physical law, a synthetic table) is not called a leak."""
 MAX_PARTS = 6
 """Most columns a sum of parts may take (orthogonal matching pursuit steps)."""
+MIN_ROWS = 40
+"""Fewer labelled rows than this are not checked: 20 rows a half, and a perfect score could be chance (validation
+asks at least as many of a regression, and 10 per class)."""
 MAX_BINS = 256
 MIN_ROWS_PER_BIN = 40
 
@@ -260,7 +263,7 @@ def scores(x: pd.DataFrame, y: pd.Series, task: str, plan: ColumnPlan, seed: int
     """Every score of the plan's kept feature columns (dates aside), one column at a time, then (a regression) the
     best few number columns together: what :func:`find_leaks` compares with :data:`EVIDENCE`'s thresholds."""
     sample, target, half = _sample(x, y, seed)
-    if len(target) < 4:
+    if len(target) < MIN_ROWS:
         return {}
     regression = task == "regression"
     numeric = set(plan.numeric)
