@@ -52,6 +52,8 @@ class DataSpec(_Stage):
     query: str | None = Field(None, description="the SQL query whose rows are the table (a database URL source)")
     categorical: list[str] = Field(default_factory=list, description="integer columns to encode as categories")
     task: Task = Field("auto", description="classification, regression, or auto (from the target column)")
+    allow_columns: list[str] = Field(default_factory=list, description="feature columns the leakage check may find "
+                                     "predicting the target almost perfectly: known when a prediction is made")
     password: SecretStr | None = Field(None, exclude=True, description="the database password, handed over in "
                                        "this process only (never dumped: not a cache key, a parameter or a record)")
 
@@ -316,6 +318,9 @@ class RefreshConfig(_Stage):
                                    "categories (e.g. codes 1-5) instead of treating them as numbers")
     task: Task = Field("auto", description="classification, regression, or auto: a float target with many "
                        "distinct values is regression (docs/data.md)")
+    allow_columns: list[str] = Field(default_factory=list, description="feature columns that predict the target "
+                                     "almost perfectly but are known when a prediction is made (the leakage check "
+                                     "refuses any other such column; docs/data.md)")
     seed: int = Field(0, description="seed of the split, the search and every training (all stages)")
     model_name: str | None = Field(None, description="registered model name (default: NASOPS_MODEL_NAME)")
     top_k: int | None = Field(None, ge=1, description="candidates searched for and retrained (both stages)")

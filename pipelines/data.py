@@ -28,6 +28,7 @@ from pipelines.config import DataSpec
 from pipelines.contracts import PreparedData
 from pipelines.control.reference import MAX_ROWS, RAW_REFERENCE, bounded
 from pipelines.errors import DataValidationError
+from pipelines.leakage import check_leakage
 from pipelines.preprocessing import ID_REASON, ColumnPlan, encode, fit_preprocessor, numeric_schema, plan_columns
 from pipelines.sql_source import display_url, is_sql_url, lineage_query, read_query
 from pipelines.table_files import read_table_file, repeated_header_names
@@ -271,7 +272,8 @@ class RowPlan:
 
 
 def plan_rows(spec: DataSpec, x: pd.DataFrame, y: pd.Series) -> RowPlan:
-    """Validate, subsample (``max_rows``), validate the subsample, encode the labels and split: the planning that
+    """Validate, subsample (``max_rows``), validate the subsample, refuse a feature that gives the target away
+    (:mod:`pipelines.leakage`), encode the labels and split: the planning that
     :func:`prepare` and the CLI's pre-flight both run, so a subsample that cannot be split (a class left too small)
     is refused before Prefect starts, not minutes later inside the flow."""
     label = source_label(spec.source)
@@ -285,6 +287,7 @@ def plan_rows(spec: DataSpec, x: pd.DataFrame, y: pd.Series) -> RowPlan:
         except DataValidationError as exc:
             raise DataValidationError(f"--max-rows {spec.max_rows}: {exc}; raise --max-rows, or leave it out to use "
                                       f"all {total} rows") from None
+    check_leakage(x, y, task, columns, spec.allow_columns, label, spec.seed)  # a target in disguise: refused here
     classes, codes = _encode_target(y, get_task(task))
     return RowPlan(x, y, label, columns, task, classes, codes, split_indices(strata(codes, task), spec.seed))
 

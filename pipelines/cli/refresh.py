@@ -45,6 +45,7 @@ def build_config(
     categorical: str | None = None,
     allow_schema_change: bool = False,
     gateway: str | None = None,
+    allow_column: list[str] | None = None,
     settings: Settings | None = None,
 ):
     """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig`` — the one place
@@ -56,7 +57,8 @@ def build_config(
     raw = _load_config_file(config_file)
     flags = {"data": data, "target": target, "max_rows": max_rows, "seed": seed, "model_name": model_name,
              "top_k": top_k, "task": task, "query": query, "gateway_url": gateway,
-             "categorical": [c.strip() for c in categorical.split(",") if c.strip()] if categorical else None}
+             "categorical": [c.strip() for c in categorical.split(",") if c.strip()] if categorical else None,
+             "allow_columns": list(allow_column) if allow_column else None}
     raw.update({k: v for k, v in flags.items() if v is not None})
     for section, values in (("search", {"space": space, "budget": budget, "pool_size": pool_size,
                                         "max_latency_ms": max_latency_ms, "runner": runner,
@@ -105,7 +107,7 @@ def preflight(config, settings: Settings) -> None:
 
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed, task=config.task,
                     query=config.query, categorical=config.categorical, max_rows=config.max_rows,
-                    password=config.data_password)
+                    allow_columns=config.allow_columns, password=config.data_password)
     x, y, input_shape = load_table(spec)
     plan_rows(spec, x, y)
     resolve_space(config.search, input_shape)
@@ -145,6 +147,9 @@ QUERY = typer.Option(None, "--query", help='SQL whose rows are the table, e.g. "
 CATEGORICAL = typer.Option(None, "--categorical", help="integer feature columns to encode as categories, "
                            "comma-separated (e.g. zone,rating)")
 CONFIG_FILE = typer.Option(None, "--config", help="YAML/JSON file of RefreshConfig fields")
+ALLOW_COLUMN = typer.Option(None, "--allow-column", help="a feature column that predicts the target almost perfectly "
+                            "but is known when a prediction is made (repeat for each; the leakage check refuses "
+                            "any other such column)")
 
 OPTION_FIELDS = {
     "data": "data", "target": "target", "query": "query", "categorical": "categorical", "max_rows": "max_rows",
@@ -152,7 +157,7 @@ OPTION_FIELDS = {
     "pool_size": "search.pool_size", "max_latency_ms": "search.max_latency_ms", "objective": "search.objective",
     "task": "task", "runner": "search.runner", "dask_address": "search.dask_address", "epochs": "retrain.epochs",
     "top_k": "top_k", "drift": "canary.drift", "skip_canary": "skip_canary", "skip_tournament": "skip_tournament",
-    "allow_schema_change": "allow_schema_change", "gateway": "gateway_url",
+    "allow_schema_change": "allow_schema_change", "gateway": "gateway_url", "allow_column": "allow_columns",
 }
 """Each configuration option of ``nasops refresh`` and the field it sets (what a resume compares)."""
 
@@ -163,6 +168,7 @@ def refresh(
     target: str | None = TARGET,
     query: str | None = QUERY,
     categorical: str | None = CATEGORICAL,
+    allow_column: list[str] | None = ALLOW_COLUMN,
     config_file: Path | None = CONFIG_FILE,
     max_rows: int | None = typer.Option(None, help="stratified subsample of the data, for quick runs"),
     seed: int | None = typer.Option(None, help="seed for splits, sampling and training (every stage)"),
@@ -282,6 +288,7 @@ def schedule(
     target: str | None = TARGET,
     query: str | None = QUERY,
     categorical: str | None = CATEGORICAL,
+    allow_column: list[str] | None = ALLOW_COLUMN,
     config_file: Path | None = CONFIG_FILE,
     check: bool = typer.Option(False, "--check", help="validate and print the deployment, then exit"),
 ) -> None:
@@ -294,7 +301,8 @@ def schedule(
         raise UserError(f"--cron {cron!r} is not a valid cron expression (5 fields: minute hour day month "
                         f"weekday, e.g. \"0 3 * * 0\"): {exc.errors()[0]['msg']}") from exc
     settings = Settings()
-    config = build_config(config_file, data, target, query=query, categorical=categorical, settings=settings)
+    config = build_config(config_file, data, target, query=query, categorical=categorical, allow_column=allow_column,
+                          settings=settings)
     preflight(config, settings)
     if config.data_password is not None:
         # the one place the password travels in the environment: the flow runs are child processes that serve()
