@@ -6,7 +6,7 @@ threshold the real tables are). Then the planted leaks the check must refuse: CP
 a ``total`` with the two parts that add up to it, and a churn table with a relabelled copy of the class; last, a
 50,000 x 100 table of noise per task (the cost of a wide table).
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/leakage.py --tables ../shared/data/tabular
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/leakage.py
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TABLES = {"wa_churn.csv": ("churn", CLASSIFICATION), "credit_data.csv": ("Status
           "HealthInsurance.csv": ("health", CLASSIFICATION), "Arrests.csv": ("released", CLASSIFICATION),
           "diamonds.csv": ("price", REGRESSION), "Computers.csv": ("price", REGRESSION),
           "CPS1988.csv": ("wage", REGRESSION), "SaratogaHouses.csv": ("price", REGRESSION)}
-"""Each shared table's target and task (../shared/data/tabular/README.md): an integer price is a regression."""
+"""Each shared table's target and task (benchmarks/tables/tabular/README.md): an integer price is a regression."""
 
 
 def measure(name: str, x: pd.DataFrame, y: pd.Series, task: str, repeat: int) -> dict:
@@ -76,7 +76,7 @@ def wide(rows: int = 50_000, columns: int = 100) -> list[tuple[str, pd.DataFrame
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", type=Path, default=Path("../shared/data/tabular"))
+    parser.add_argument("--tables", type=Path, default=Path(__file__).resolve().parent / "tables" / "tabular")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     rows = []
