@@ -152,7 +152,10 @@ def _plan_number(plan: ColumnPlan, label: str, present: pd.Series, distinct: int
         (plan.ordinal if distinct > MAX_ONE_HOT else plan.one_hot).append(label)
     else:
         plan.numeric.append(label)
-    plan.schema.append({"name": label, "type": "double", "optional": optional})
+    column = {"name": label, "type": "double", "optional": optional}
+    if pd.api.types.is_integer_dtype(present.dtype) and not optional:
+        column["integer"] = True  # the signature says long: a frame read from the same file (int64) is accepted
+    plan.schema.append(column)
 
 
 def _plan_category(plan: ColumnPlan, label: str, col: pd.Series, present: pd.Series, distinct: int, *,

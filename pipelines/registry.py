@@ -105,7 +105,10 @@ def table_signature(schema: list[dict], regression: bool = False) -> ModelSignat
     regression one float column ``prediction`` in the target's units."""
     from mlflow.types import ColSpec
 
-    inputs = Schema([ColSpec(c["type"], c["name"], required=not c["optional"]) for c in schema])
+    # An integer column is ``long``: MLflow refuses to cast int64 to double ("Can not safely convert"), so a
+    # DataFrame read straight from the training file failed on a model that declared it double.
+    inputs = Schema([ColSpec("long" if c.get("integer") else c["type"], c["name"], required=not c["optional"])
+                     for c in schema])
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "prediction")]) if regression else None)
 
 

@@ -261,3 +261,23 @@ def test_the_gateway_takes_named_records(refreshed):
         logged = [json.loads(r[0]) for r in conn.execute(sa.text("SELECT inputs FROM predictions LIMIT 3"))]
     engine.dispose()
     assert logged[1] == {"color": None, "size": None, "weight": -0.3, "member": False}  # named, as sent
+
+
+def test_a_frame_read_from_the_training_file_meets_the_signature(tmp_path):
+    """Issue 24: the documented `mlflow.pyfunc` call failed on a DataFrame read straight from the CSV ("Can not
+    safely convert int64 to float64"): integer columns were declared double."""
+    from mlflow.models.utils import _enforce_schema
+
+    from pipelines.preprocessing import plan_columns
+    from pipelines.registry import table_signature
+
+    frame = pd.DataFrame({"rooms": [1, 2, 3, 4] * 10, "area": [30.5, 41.0, 55.2, 80.1] * 10,
+                          "city": ["a", "b"] * 20, "floors": [1, None, 2, 3] * 10})
+    path = tmp_path / "homes.csv"
+    frame.to_csv(path, index=False)
+    read = pd.read_csv(path)
+    schema = plan_columns(read).schema
+    signature = table_signature(schema)
+    types = {c.name: c.type.name for c in signature.inputs.inputs}
+    assert types == {"rooms": "long", "area": "double", "city": "string", "floors": "double"}, types
+    _enforce_schema(read, signature.inputs)  # raises on a type MLflow will not cast
