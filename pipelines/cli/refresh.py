@@ -339,13 +339,10 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print as JSON"),
 ) -> None:
     """Registered versions, their aliases and the last canary decisions."""
-    from mlflow.tracking import MlflowClient
-
-    from pipelines import registry
     from pipelines.cli.db import missing_sqlite
     from pipelines.cli.output import print_json
+    from pipelines.store_checks import check_prediction_log, check_tracking_store
     from pipelines.summary import decisions, history_table, online_table, status_table
-    from pipelines.tracking import check_prediction_log, check_tracking_store
 
     settings = Settings()
     name = model_name or settings.model_name
@@ -363,7 +360,7 @@ def status(
                             "run `nasops refresh` first", highlight=False, soft_wrap=True)
         return
     check_tracking_store(uri)
-    versions = registry.list_versions(MlflowClient(tracking_uri=uri, registry_uri=uri), name)
+    versions = _versions(uri, name)
     online = _online(settings, window_s)
     if as_json:
         print_json({"model_name": name, "versions": versions, "decisions": decisions(versions), "online": online})
@@ -375,6 +372,21 @@ def status(
     out.print(history_table(name, versions) if history else status_table(name, versions))
     if online and any(f["requests"] for f in online.values()):
         out.print(online_table(online, window_s))
+
+
+def _versions(uri: str, name: str) -> list[dict]:
+    """The registry's versions of ``name``: read without MLflow where the store allows (seconds, not tens of
+    seconds: :mod:`pipelines.registry_view`), else through MLflow's client."""
+    from pipelines.registry_view import list_versions
+
+    versions = list_versions(uri, name)
+    if versions is not None:
+        return versions
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import registry
+
+    return registry.list_versions(MlflowClient(tracking_uri=uri, registry_uri=uri), name)
 
 
 def _online(settings: Settings, window_s: float) -> dict | None:
