@@ -4,6 +4,7 @@ registration, read back through ModelRef, applied by the prediction-log measure 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,39 @@ def test_status_and_report_put_the_estimate_beside_the_realised_accuracy():
     assert beside_realised(evidence[:1]) == {}
     page = canary_report_html({"online": {"champion": {"accuracy": 0.95, "estimated_accuracy": 0.962}}}, [], [])
     assert "<th>estimated_accuracy</th>" in page and "<td>0.962</td>" in page
+
+
+def test_registration_tags_the_version_with_its_map_and_the_rollout_reads_it(nasops_home):
+    """A real SQLite MLflow store: the map registration fits on the validation split is the one ModelRef reads
+    (what a rollout stores with its record), and its JSON is in the training run."""
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+    from torch import nn
+
+    from nas.datasets import bundled_task
+    from nas.export import FlatInputClassifier
+    from pipelines.calibration import CALIBRATION_ARTIFACT, register_calibration, top_and_correct
+    from pipelines.tracking import configure_mlflow
+
+    configure_mlflow()
+    try:
+        client = MlflowClient(mlflow.get_tracking_uri())
+        data = bundled_task("digits", seed=0)
+        torch.manual_seed(0)
+        model = FlatInputClassifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), data.input_shape,
+                                    data.feature_mean, data.feature_std)
+        client.create_registered_model("cbpe-model")
+        with mlflow.start_run() as run:
+            mv = client.create_model_version("cbpe-model", source=f"{run.info.artifact_uri}/model",
+                                             run_id=run.info.run_id, tags={"nasops.task": "classification"})
+            fitted = register_calibration(model, data, "cbpe-model", str(mv.version), client)
+        ref = ModelRef.from_version(client.get_model_version("cbpe-model", mv.version))
+        assert fitted is not None and ref.calibration == fitted and fitted.n == len(data.y_val)
+        top, correct = top_and_correct(model, data.x_val, data.y_val)
+        assert apply_calibration(top, ref.calibration).mean() == pytest.approx(correct.mean(), abs=0.01)
+        logged = json.loads(Path(client.download_artifacts(run.info.run_id, CALIBRATION_ARTIFACT,
+                                                           str(nasops_home))).read_text())
+        assert Calibration.model_validate(logged) == fitted
+    finally:
+        mlflow.set_tracking_uri("")
