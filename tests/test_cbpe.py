@@ -178,3 +178,65 @@ def test_registration_tags_the_version_with_its_map_and_the_rollout_reads_it(nas
         assert Calibration.model_validate(logged) == fitted
     finally:
         mlflow.set_tracking_uri("")
+
+
+def test_the_first_interval_before_any_label_has_an_estimate_in_the_evidence_and_in_canary_status(nasops_home):
+    """Versions tagged with their maps, a rollout started from the registry, one interval of served rows without a
+    label: the controller's evidence has each variant's estimated accuracy (online accuracy is NoData), the
+    canary result's online table has it beside the accuracy, and ``nasops canary status`` prints it beside the
+    realised value."""
+    import mlflow
+    import sqlalchemy as sa
+    import typer
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from monitoring.rollout_store import RolloutStore
+    from pipelines.cli import rollout as rollout_cli
+    from pipelines.control.config import load_canary_config
+    from pipelines.control.controller import reconcile, start_rollout
+    from pipelines.tracking import configure_mlflow
+
+    configure_mlflow()
+    try:
+        client = MlflowClient(mlflow.get_tracking_uri())
+        client.create_registered_model("m")
+        maps = {"1": {"x": [0.5, 1.0], "y": [0.5, 0.9]}, "2": {"x": [0.5, 1.0], "y": [0.4, 0.7]}}
+        for version, alias in (("1", "champion"), ("2", "challenger")):
+            with mlflow.start_run() as run:
+                mv = client.create_model_version(
+                    "m", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                    tags={"nasops.task": "classification", "nasops.calibration": json.dumps(maps[version])})
+            assert str(mv.version) == version
+            client.set_registered_model_alias("m", alias, version)
+        store = RolloutStore(f"sqlite:///{nasops_home / 'predictions.db'}")
+        cfg = load_canary_config({"steps": [1.0], "interval_s": 5.0, "label_wait_s": 0.0, "max_intervals": 1,
+                                  "min_label_coverage": 0.5, "judge": {"method": "fixed_horizon"}})
+        started = start_rollout(store, "m", cfg, client=client)
+        assert store.get(started.rollout_id).model_ref["challenger"]["calibration"]["y"] == [0.4, 0.7]
+        rows = [{"request_id": f"{variant}-{i}", "row": 0, "ts": started.created_at + i * 0.01, "variant": variant,
+                 "shadow": False, "model_version": version, "inputs": "[[0.0]]", "prediction": "0",
+                 "probabilities": json.dumps([1.0, 0.0]), "latency_ms": 2.0, "compute_ms": 0.2, "status": "ok",
+                 "label": None, "correct": None, "label_ts": None}
+                for version, variant in (("1", "champion"), ("2", "challenger")) for i in range(60)]
+        with store.engine.begin() as conn:
+            conn.execute(sa.insert(predictions), rows)
+        report = reconcile(store, started.rollout_id, now=started.created_at + 6.0, client=client)
+        assert report.action == "decided", report  # one interval allowed: decided, so the report is built too
+        online = report.result.online
+        assert (online["champion"].estimated_accuracy, online["challenger"].estimated_accuracy) == pytest.approx(
+            (0.9, 0.7)) and online["challenger"].accuracy is None
+        evidence = {r["name"]: r for r in store.get(started.rollout_id).history[0]["evidence"]}
+        estimate_row = evidence["estimated_accuracy"]
+        assert (estimate_row["champion_value"], estimate_row["challenger_value"]) == pytest.approx((0.9, 0.7))
+        assert estimate_row["n_challenger"] == 60 and evidence["online_accuracy"]["classification"] == "NoData"
+        app = typer.Typer()
+        rollout_cli.register(app)
+        shown = CliRunner().invoke(app, ["status", "--model-name", "m", "--prediction-log-url",
+                                         str(store.engine.url)])
+        assert shown.exit_code == 0, shown.output
+        text = " ".join(shown.output.split())  # rich wraps long lines at the runner's 80 columns
+        assert "challenger: 60 rows" in text
+        assert "accuracy estimated 0.700 over 60 rows (label-free) · realised – (no labels yet)" in text
+    finally:
+        mlflow.set_tracking_uri("")
