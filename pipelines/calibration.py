@@ -30,11 +30,14 @@ MIN_ROWS = 20
 
 def fit_calibration(top: np.ndarray, correct: np.ndarray, *, split: str = "val",
                     max_knots: int = MAX_KNOTS) -> Calibration | None:
-    """Isotonic map of correctness (0/1) on the top-class probability; None with fewer than :data:`MIN_ROWS`."""
+    """Isotonic map of correctness (0/1) on the top-class probability; None with fewer than :data:`MIN_ROWS`
+    rows with a finite probability."""
     from sklearn.isotonic import IsotonicRegression
 
     top = np.asarray(top, dtype=float)
     correct = np.asarray(correct, dtype=float)
+    finite = np.isfinite(top)  # a row whose logits overflowed has no probability to calibrate
+    top, correct = top[finite], correct[finite]
     if len(top) < MIN_ROWS:
         return None
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(top, correct)
