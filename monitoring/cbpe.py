@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.core.model_ref import Calibration
+from monitoring.vocabulary import VARIANTS
 
 __all__ = ["ESTIMATED_METRICS", "MISSING_METRICS", "apply_calibration", "beside_realised", "estimate",
            "estimated_accuracy", "expected_confusion", "expected_correct", "probability_rows"]
@@ -143,7 +144,7 @@ def beside_realised(evidence: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     if est is None:
         return {}
     out = {}
-    for variant in ("champion", "challenger"):
+    for variant in VARIANTS:
         value, n = est.get(f"{variant}_value"), est.get(f"n_{variant}") or 0
         text = (f"accuracy estimated {value:.3f} over {n} rows (label-free)" if n and value is not None
                 else "accuracy estimate –")
