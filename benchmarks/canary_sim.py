@@ -260,6 +260,8 @@ def fixed_verdicts(cum: Cumulative, cfg, judge: Judge) -> list[Verdict]:
     per_metric = []
     for m in cfg.metrics:
         key = m.measure if m.measure in ("error", "correct") else f"{simulated(m.measure)}:{m.statistic}"
+        if key not in rows:  # not simulated (the label-free estimate needs probabilities): NoData, as unscored
+            continue
         n_b, n_c, v_b, v_c, p = rows[key]
         eff = v_c - v_b if m.effect == "absolute" else (v_c - v_b) / np.abs(v_b)
         need = m.min_samples or cfg.min_samples

@@ -98,7 +98,7 @@ def canary_report_html(result: Mapping[str, Any], evidence: Sequence[Mapping[str
         parts.append(f"<img alt='score per interval' src='data:image/png;base64,{encoded}'>")
     parts += [
         "<h3>Online metrics</h3>",
-        table(online_rows, ("variant", "requests", "errors", "accuracy", "p50_ms", "p99_ms")),
+        table(online_rows, ("variant", "requests", "errors", "accuracy", "estimated_accuracy", "p50_ms", "p99_ms")),
         "<h3>Drift</h3>",
         table([drift], ("share", "dataset_drift", "prediction_drift", "champion_share", "challenger_share")),
     ]

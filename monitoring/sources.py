@@ -16,6 +16,8 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 from sqlalchemy.engine import Engine
 
+from monitoring.cbpe import expected_correct
+from monitoring.core.model_ref import Calibration
 from monitoring.judge_config import MetricConfig
 from monitoring.online import (
     FAILED_STATUSES,
@@ -73,7 +75,8 @@ class PredictionLogSource:
     Measures: ``error`` (1 for a request the variant failed or timed out), ``latency_ms`` (per answered request,
     end to end in the gateway), ``compute_ms`` (per answered request, the model call alone as the gateway's worker
     thread measured it; rows without it, logged before schema 0003, are no sample), ``correct`` (1/0 per row
-    with a true label), ``confidence`` (top class probability per row) and
+    with a true label), ``confidence`` (top class probability per row), ``expected_correct`` (per row, the
+    calibrated probability that it is right, from the variant's map in ``calibrations``: no labels needed) and
     ``prediction_drift`` (per chunk of consecutive predictions, the Jensen-Shannon distance between the chunk's
     predicted-class mix and ``reference_classes``, e.g. the training labels' mix) and, for a regression model,
     ``abs_error`` (``|prediction - label|`` per labelled row, in the target's units: its ``rms`` is the online RMSE,
@@ -95,6 +98,7 @@ class PredictionLogSource:
         label_wait_s: float = 0.0,
         min_label_coverage: float = 0.0,
         reference_values: Sequence[float] | None = None,
+        calibrations: Mapping[str, Calibration | None] | None = None,
     ) -> None:
         self.engine = create_log_engine(log) if isinstance(log, str) else log
         self.reference = _normalise(reference_classes) if reference_classes else None
@@ -103,6 +107,7 @@ class PredictionLogSource:
         self.chunk = chunk
         self.label_wait_s = label_wait_s
         self.min_label_coverage = min_label_coverage
+        self.calibrations = dict(calibrations or {})  # variant -> its version's map (monitoring.cbpe)
         self.coverage: dict[str, dict[str, float | int | None]] = {}
         self._until: float | None = None
 
@@ -150,6 +155,8 @@ class PredictionLogSource:
         if measure == "confidence":
             probs = rows["probabilities"].dropna()
             return np.array([max(p) for p in probs if p], dtype=float)
+        if measure == "expected_correct":  # label-free: available from the first interval (monitoring.cbpe)
+            return expected_correct(rows, self.calibrations.get(str(rows["variant"].iloc[0])))
         if measure == "prediction_drift":
             if self.reference_values is not None:
                 return self._value_distances(rows["prediction"].dropna().tolist())

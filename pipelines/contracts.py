@@ -324,6 +324,7 @@ class VariantOnline(_Output):
     labelled_rows: int = 0
     correct_rows: int | None = None
     accuracy: float | None = None
+    estimated_accuracy: float | None = None  # label-free, from calibrated probabilities (monitoring.cbpe)
     rmse: float | None = None
     mae: float | None = None
     p50_ms: float | None = None

@@ -35,6 +35,7 @@ from nas.trainer import (
     train,
 )
 from pipelines import deploy_artifacts, plots, registry
+from pipelines.calibration import register_calibration
 from pipelines.canary.reference import register_drift_reference
 from pipelines.config import RetrainConfig
 from pipelines.contracts import (
@@ -161,6 +162,7 @@ def _register(
             model, model_name=model_name, num_classes=data.num_classes, input_example=example, tags={**base, **tags}
         )
     register_drift_reference(data, model_name, version)  # a rollout of this version reads it; never the data file
+    register_calibration(model, data, model_name, version)  # the label-free accuracy estimate's map (classifiers)
     if not kind.deploy_forms:  # the ONNX / int8 forms are checked by their class labels
         return version
     deploy_artifacts.log_deploy_artifacts(model, data.x_val, data.x_train, model_name=model_name, version=version,

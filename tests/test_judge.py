@@ -158,13 +158,13 @@ def test_default_yaml_has_the_four_default_metrics():
     cfg = default_judge_config()
     assert [m.name for m in cfg.metrics] == ["error_rate", "model_latency_ms", "model_latency_p99_ms",
                                              "e2e_latency_ms", "e2e_latency_p99_ms", "online_accuracy",
-                                             "prediction_drift"]
+                                             "estimated_accuracy", "prediction_drift"]
     assert {m.name for m in cfg.metrics if m.critical} == {"error_rate", "model_latency_ms", "online_accuracy"}
     assert cfg.method == "fixed_horizon"  # the packaged default: the embedded canary has too few labels to prove a gain
     assert {m.name: m.effective_rule for m in cfg.metrics} == {
         "error_rate": "non_inferiority", "model_latency_ms": "non_inferiority", "model_latency_p99_ms": "report",
         "e2e_latency_ms": "report", "e2e_latency_p99_ms": "report", "online_accuracy": "superiority",
-        "prediction_drift": "non_inferiority"}
+        "estimated_accuracy": "report", "prediction_drift": "non_inferiority"}
     # the model's compute time decides; the end-to-end time is shown (group weight 0), never scored
     assert {m.name: m.measure for m in cfg.metrics if "latency" in m.name} == {
         "model_latency_ms": "compute_ms", "model_latency_p99_ms": "compute_ms", "e2e_latency_ms": "latency_ms",
@@ -188,7 +188,7 @@ def test_canary_config_rejects_unknown_keys_and_bad_values(tmp_path):
     path.write_text("steps: [0.1, 1.0]\ninterval_s: 2\n")
     cfg = load_canary_config(path)
     assert isinstance(cfg, CanaryConfig) and cfg.steps == [0.1, 1.0] and cfg.interval_s == 2
-    assert len(cfg.judge.metrics) == 7  # judge defaults kept
+    assert len(cfg.judge.metrics) == 8  # judge defaults kept
 
 
 def test_small_tied_samples_get_an_honest_permutation_p_value():
@@ -203,4 +203,5 @@ def test_small_tied_samples_get_an_honest_permutation_p_value():
 def test_shadow_phases_leave_out_latency():
     shadow = default_judge_config().for_shadow()
     assert Judge(shadow).judge({}).verdict == "nodata"
-    assert [m.name for m in shadow.metrics] == ["error_rate", "online_accuracy", "prediction_drift"]
+    assert [m.name for m in shadow.metrics] == ["error_rate", "online_accuracy", "estimated_accuracy",
+                                                "prediction_drift"]

@@ -52,7 +52,7 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
     mv = client.get_model_version(name, chall_version)
     tags = registry.version_tags(mv)
     for key in ("dataset_fingerprint", "code_version", "search_run_id", "arch", "proxy_scores", "seed",
-                "classes", "features", "role", "training_run_id"):
+                "classes", "features", "role", "training_run_id", "calibration"):
         assert tags.get(key), f"missing lineage tag nasops.{key}"
     assert tags["dataset_fingerprint"] == fp
     assert tags["arch"] == search["candidates"][0]["arch"] or tags["arch"] in [c["arch"] for c in search["candidates"]]
@@ -90,6 +90,8 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
     assert canary["decision"] in ("promoted", "rolled_back")
     assert canary["online"]["champion"]["requests"] > 0
     assert canary["online"]["challenger"]["requests"] > 0
+    # the label-free estimate, from each version's registered calibration map, beside the realised accuracy
+    assert all(0 < canary["online"][v]["estimated_accuracy"] <= 1 for v in ("champion", "challenger"))
     decided = registry.version_tags(client.get_model_version(name, chall_version))
     assert decided["decision"] == canary["decision"] and decided["decision_reason"]
     champion = registry.alias_version(client, name, registry.CHAMPION)

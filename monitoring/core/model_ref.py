@@ -12,11 +12,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitoring.core.tasks import TaskKind, get_task
 
-__all__ = ["DriftReference", "ModelRef"]
+__all__ = ["Calibration", "DriftReference", "ModelRef"]
 
 TAG_PREFIX = "nasops."
 
@@ -48,6 +48,39 @@ class DriftReference(BaseModel):
     input_form: str = "tensor"
 
 
+class Calibration(BaseModel):
+    """A version's calibration map, fitted at registration (``pipelines/calibration.py``): the probability that a
+    prediction is right as a piecewise-linear function of the model's top-class probability, as knots ``x``
+    (increasing) and ``y``; ``n`` held-out rows of ``split`` fitted it. Plain numbers, so the control plane applies it
+    with ``np.interp`` (``monitoring/cbpe.py``) and never imports scikit-learn."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x: list[float] = Field(..., min_length=1)
+    y: list[float] = Field(..., min_length=1)
+    n: int = Field(0, ge=0, description="held-out rows the map was fitted on")
+    split: str = "val"
+    method: str = "isotonic"
+    score: str = Field("top_probability", description="what x is: the highest class probability of a row")
+
+    @model_validator(mode="after")
+    def _knots(self) -> Calibration:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"calibration knots: {len(self.x)} x values but {len(self.y)} y values")
+        if any(b < a for a, b in zip(self.x, self.x[1:], strict=False)):
+            raise ValueError("calibration knots: x must be non-decreasing")
+        return self
+
+
+def _calibration(tags: Mapping[str, str]) -> Calibration | None:
+    """The ``nasops.calibration`` tag; an unreadable one is no map (the estimate is NoData), never a failed read."""
+    raw = _json(tags, "calibration", None)
+    try:
+        return Calibration.model_validate(raw) if raw else None
+    except ValueError:
+        return None
+
+
 class ModelRef(BaseModel):
     """A registered version as the planes after registration see it."""
 
@@ -64,6 +97,8 @@ class ModelRef(BaseModel):
     role: str | None = Field(None, description="'nas', 'baseline', ...")
     drift_reference_artifact: str | None = Field(
         None, description="artifact path (in the version's training run) of its DriftReference JSON")
+    calibration: Calibration | None = Field(
+        None, description="top-class probability -> P(correct), for the label-free accuracy estimate (classifiers)")
 
     @property
     def kind(self) -> TaskKind:
@@ -84,6 +119,7 @@ class ModelRef(BaseModel):
             metric=tags.get(TAG_PREFIX + "metric") or None,
             role=tags.get(TAG_PREFIX + "role") or None,
             drift_reference_artifact=tags.get(TAG_PREFIX + "drift_reference") or None,
+            calibration=None if get_task(task).numeric_labels else _calibration(tags),
         )
 
     @classmethod

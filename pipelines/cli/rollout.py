@@ -178,6 +178,7 @@ def status(
 
 
 def print_status(rollout: Any) -> None:
+    from monitoring.cbpe import beside_realised
     from pipelines.cli.canary import evidence_table
 
     now = time.time()
@@ -193,10 +194,12 @@ def print_status(rollout: Any) -> None:
                   f"{now - rollout.step_started_at:.0f} s in step {rollout.step_index + 1}, "
                   f"{rollout.intervals} interval(s) judged, {rollout.failures} failed")
     verdict = rollout.last_verdict or {}
+    estimates = beside_realised(verdict.get("evidence") or [])  # label-free accuracy beside the realised one
     for variant, cov in (verdict.get("coverage") or {}).items():
         share = cov.get("coverage")
         console.print(f"  {variant}: {cov.get('rows', 0)} rows, {cov.get('eligible', 0)} old enough for a label, "
-                      f"label coverage {'–' if share is None else f'{share:.0%}'}")
+                      f"label coverage {'–' if share is None else f'{share:.0%}'}"
+                      + (f"; {estimates[variant]}" if variant in estimates else ""))
     if verdict:
         console.print(evidence_table({"verdict": verdict.get("verdict"), "score": verdict.get("score", 0.0),
                                       "evidence": verdict.get("evidence", [])}))

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitoring.core.enums import Mode
-from monitoring.core.model_ref import DriftReference, ModelRef
+from monitoring.core.model_ref import Calibration, DriftReference, ModelRef
 from monitoring.core.tasks import TaskKind
 from monitoring.judge_config import JudgeConfig, for_task
 from monitoring.rollout_store import Rollout, RolloutStore
 from monitoring.sources import PredictionLogSource, PrometheusSource, SampleSource
+from monitoring.vocabulary import CHALLENGER, CHAMPION
 from pipelines.control.config import CanaryConfig
 from pipelines.control.reference import RolloutModels, reference_frame
 from pipelines.control.versions import model_ref
@@ -57,6 +58,11 @@ class StepContext:
         judge = for_task(self.cfg.judge, self.task.name)
         return judge.for_shadow() if self.rollout.mode == Mode.SHADOW else judge
 
+    @property
+    def calibrations(self) -> dict[str, Calibration | None]:
+        """Each variant's calibration map (the label-free accuracy estimate, monitoring.cbpe; None: no map)."""
+        return {CHAMPION: self.models.champion.calibration, CHALLENGER: self.challenger.calibration}
+
     def reference_frame(self) -> Any:
         return reference_frame(self.reference)
 
@@ -66,7 +72,8 @@ class StepContext:
         sources: dict[str, SampleSource] = {"prediction_log": PredictionLogSource(
             self.store.engine, reference_classes=None if numeric or ref is None else ref.class_mix,
             reference_values=ref.target_values if numeric and ref is not None else None,
-            label_wait_s=self.cfg.label_wait_s, min_label_coverage=self.cfg.min_label_coverage)}
+            label_wait_s=self.cfg.label_wait_s, min_label_coverage=self.cfg.min_label_coverage,
+            calibrations=self.calibrations)}
         if self.cfg.prometheus_url:
             sources["prometheus"] = PrometheusSource(self.cfg.prometheus_query_url(), step_s=self.cfg.interval_s)
         return sources

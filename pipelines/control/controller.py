@@ -333,6 +333,7 @@ def _evidence(ctx: StepContext, state: RolloutState, verdict: Verdict) -> Canary
     facts = {"model_name": rollout.model_name, "champion_version": rollout.champion_version,
              "challenger_version": rollout.challenger_version, "gateway_url": rollout.gateway_url or "",
              "task": ctx.task.name,
+             "calibrations": ctx.calibrations,
              "target_values": reference.target_values if reference is not None and ctx.task.numeric_labels else None}
     result: CanaryOutput | None = None
     try:

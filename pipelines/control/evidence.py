@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import mlflow
 import pandas as pd
 
+from monitoring.cbpe import estimated_accuracy
+from monitoring.core.model_ref import Calibration
 from monitoring.core.tasks import get_task
 from monitoring.drift import data_drift_report, prediction_drift
 from monitoring.judge import Verdict
@@ -86,11 +88,16 @@ def drift_summary(frame: pd.DataFrame, reference: pd.DataFrame | None, cfg: Cana
 def canary_result(state: RolloutState, verdict: Verdict, frame: pd.DataFrame, drift: dict[str, Any], *,
                   run: Any, model_name: str, champion_version: str, challenger_version: str,
                   gateway_url: str, task: str = "classification",
-                  target_values: list[float] | None = None) -> CanaryOutput:
+                  target_values: list[float] | None = None,
+                  calibrations: Mapping[str, Calibration | None] | None = None) -> CanaryOutput:
     """The canary stage's output; a task with numeric labels (a regression) has each variant's RMSE and MAE
     beside the counts, and its drift the target's: the labels that came back against the training targets
-    (``target_values``)."""
+    (``target_values``). A classifier's ``estimated_accuracy`` (label-free, each version's map in ``calibrations``)
+    sits beside the realised ``accuracy``."""
     online = summarize_variants(frame, VARIANTS)
+    for variant, facts in online.items():
+        rows = frame[frame["variant"] == variant] if len(frame) else frame
+        facts["estimated_accuracy"] = estimated_accuracy(rows, (calibrations or {}).get(variant))
     if get_task(task).numeric_labels:
         for variant, facts in online.items():
             rows = frame[frame["variant"] == variant] if len(frame) else frame
