@@ -30,8 +30,9 @@ REGRESSION_JUDGE_PATH = Path(__file__).with_name("default_judge_regression.yaml"
 predicted values (docs/canary.md)."""
 
 # What the prediction-log source can compute per variant (see monitoring.sources.PredictionLogSource).
-LOG_MEASURES = ("error", "latency_ms", "compute_ms", "correct", "prediction_drift", "confidence", "abs_error")
-CLASS_MEASURES = ("correct", "confidence")
+LOG_MEASURES = ("error", "latency_ms", "compute_ms", "correct", "prediction_drift", "confidence", "abs_error",
+                "log_loss", "balanced_correct", "cost")  # the last three: monitoring.online.LABEL_MEASURES
+CLASS_MEASURES = ("correct", "confidence", "log_loss", "balanced_correct", "cost")
 """Measures that need class labels: a regression model's judge replaces the metrics that use them."""
 # Measures that are 0/1 per request (their sequential variance is the smoothed Bernoulli one).
 BINARY_MEASURES = ("error", "correct")

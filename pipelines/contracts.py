@@ -46,6 +46,9 @@ class PreparedData(_Output):
     warnings: list[str] = Field(default_factory=list, description="what the user should know about their table")
     task: str = Field("classification", description="'classification' (num_classes classes) or 'regression' (one "
                       "number per row, num_classes 1)")
+    metric: str = Field("accuracy", description="the refresh-level metric every stage ranks and judges by "
+                        "(monitoring.core.metrics): named, or chosen from the target")
+    metric_params: dict[str, Any] = Field(default_factory=dict, description="its positive_class / cost_matrix")
 
 
 class Lineage(_Output):

@@ -38,6 +38,7 @@ from nas.strategies import get_strategy
 from pipelines.config import DARTS, SUPERNET, SearchStageConfig
 from pipelines.contracts import Candidate, SearchInput, SearchOutput
 from pipelines.errors import UserError, parse_model
+from pipelines.metric import SCORER_KEY, ranked_by_scorer, training_options
 
 
 def parse_config(config: Mapping[str, Any] | SearchStageConfig | None) -> SearchStageConfig:
@@ -80,7 +81,8 @@ def evaluate_candidate(
     data = _load_data(data_path)
     sp = get_space(space, **space_config)
     evaluator = TrainingEvaluator(data, seed=seed, int8=int8,
-                                  curve_stop=CurveStop(**curve_stop) if curve_stop is not None else None, bar=bar)
+                                  curve_stop=CurveStop(**curve_stop) if curve_stop is not None else None, bar=bar,
+                                  **training_options(data))  # the refresh-level metric (pipelines.metric)
     return evaluator.evaluate(sp.from_string(arch), fidelity).to_dict()
 
 
@@ -277,6 +279,8 @@ def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData
     pool, proxy_scores = zero_cost_pool(space, data, cfg)
     cheap_names = sorted(set.intersection(*(set(s) for s in proxy_scores.values()))) if proxy_scores else []
     metric = get_task(data.task).search_metric(cfg.metric)
+    if ranked_by_scorer(data) and cfg.objective == "accuracy":  # the refresh-level metric, not accuracy
+        metric = SCORER_KEY
     kwargs: dict[str, Any] = {"pool": pool, "metric": metric, "constraints": cfg.constraints,
                               "warm_start": pool[: cfg.warm_start]}
     if cfg.strategy == "predictor":

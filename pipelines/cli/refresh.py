@@ -47,6 +47,7 @@ def build_config(
     allow_schema_change: bool = False,
     gateway: str | None = None,
     settings: Settings | None = None,
+    metric: str | None = None,
 ):
     """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig`` — the one place
     a refresh's options are checked, before Prefect starts or anything trains. The model name is resolved (the
@@ -56,7 +57,7 @@ def build_config(
 
     raw = _load_config_file(config_file)
     flags = {"data": data, "target": target, "max_rows": max_rows, "seed": seed, "model_name": model_name,
-             "top_k": top_k, "task": task, "query": query, "gateway_url": gateway,
+             "top_k": top_k, "task": task, "query": query, "gateway_url": gateway, "metric": metric,
              "categorical": [c.strip() for c in categorical.split(",") if c.strip()] if categorical else None}
     raw.update({k: v for k, v in flags.items() if v is not None})
     for section, values in (("search", {"space": space, "budget": budget, "pool_size": pool_size,
@@ -106,7 +107,8 @@ def preflight(config, settings: Settings) -> None:
 
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed, task=config.task,
                     query=config.query, categorical=config.categorical, max_rows=config.max_rows,
-                    password=config.data_password)
+                    password=config.data_password, metric=config.metric,
+                    metric_params=config.metric_params)
     x, y, input_shape = load_table(spec)
     plan_rows(spec, x, y)
     resolve_space(config.search, input_shape)
@@ -152,7 +154,7 @@ OPTION_FIELDS = {
     "pool_size": "search.pool_size", "max_latency_ms": "search.max_latency_ms", "objective": "search.objective",
     "task": "task", "runner": "search.runner", "dask_address": "search.dask_address", "epochs": "retrain.epochs",
     "top_k": "top_k", "drift": "canary.drift", "skip_canary": "skip_canary", "skip_tournament": "skip_tournament",
-    "allow_schema_change": "allow_schema_change", "gateway": "gateway_url",
+    "allow_schema_change": "allow_schema_change", "gateway": "gateway_url", "metric": "metric",
 }
 """Each configuration option of ``nasops refresh`` and the field it sets (what a resume compares)."""
 
@@ -175,6 +177,9 @@ def refresh(
                                          "(rank int8 accuracy, bound int8 latency, register the int8 form)"),
     task: str | None = typer.Option(None, "--task", help="classification or regression (default auto: a float "
                                     "target with many distinct values is a regression)"),
+    metric: str | None = typer.Option(None, "--metric", help="what every stage ranks and the canary judges by: "
+                                      "accuracy, balanced_accuracy, log_loss, roc_auc, f1, cost, rmse, mae (default: "
+                                      "from the target; metric_params in --config)"),
     runner: str | None = typer.Option(None, help="candidate evaluation runner: thread or dask"),
     dask_address: str | None = typer.Option(None, help="address of an existing Dask scheduler (with --runner dask)"),
     epochs: int | None = typer.Option(None, help="maximum epochs of the full retraining"),

@@ -13,6 +13,7 @@ from monitoring.core.enums import Mode
 from monitoring.core.model_ref import DriftReference, ModelRef
 from monitoring.core.tasks import TaskKind
 from monitoring.judge_config import JudgeConfig, for_task
+from monitoring.metric_judge import for_metric
 from monitoring.rollout_store import Rollout, RolloutStore
 from monitoring.sources import PredictionLogSource, PrometheusSource, SampleSource
 from pipelines.control.config import CanaryConfig
@@ -45,7 +46,8 @@ class StepContext:
 
     @property
     def task(self) -> TaskKind:
-        """The challenger's task: it decides what the judge compares (accuracy, or RMSE / MAE)."""
+        """The challenger's task: it decides what the judge compares (accuracy, or RMSE / MAE; the version's
+        refresh-level metric replaces the task's primary label metric, ``monitoring.metric_judge``)."""
         return self.challenger.kind
 
     @property
@@ -54,7 +56,7 @@ class StepContext:
 
     @property
     def judge_config(self) -> JudgeConfig:
-        judge = for_task(self.cfg.judge, self.task.name)
+        judge = for_metric(for_task(self.cfg.judge, self.task.name), self.challenger.metric)
         return judge.for_shadow() if self.rollout.mode == Mode.SHADOW else judge
 
     def reference_frame(self) -> Any:
@@ -66,7 +68,8 @@ class StepContext:
         sources: dict[str, SampleSource] = {"prediction_log": PredictionLogSource(
             self.store.engine, reference_classes=None if numeric or ref is None else ref.class_mix,
             reference_values=ref.target_values if numeric and ref is not None else None,
-            label_wait_s=self.cfg.label_wait_s, min_label_coverage=self.cfg.min_label_coverage)}
+            label_wait_s=self.cfg.label_wait_s, min_label_coverage=self.cfg.min_label_coverage,
+            classes=self.challenger.classes, metric_params=self.challenger.metric_params)}
         if self.cfg.prometheus_url:
             sources["prometheus"] = PrometheusSource(self.cfg.prometheus_url, step_s=self.cfg.interval_s)
         return sources
