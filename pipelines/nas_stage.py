@@ -256,6 +256,19 @@ def _check_task(cfg: SearchStageConfig, kind: TaskKind) -> None:
                         "target needs a strategy that trains each candidate (the default predictor)")
 
 
+def _check_metric(cfg: SearchStageConfig, data: TaskData) -> None:
+    """The searches that rank by accuracy alone (weight sharing, the int8 objective) with another refresh metric:
+    refused, never run ranking something else than the metric the refresh names."""
+    if not ranked_by_scorer(data):
+        return
+    sharing = cfg.strategy == DARTS or cfg.fidelity == SUPERNET
+    what = ("weight-sharing searches (darts, the supernet fidelity)" if sharing
+            else "--objective latency_int8" if cfg.objective != "accuracy" else None)
+    if what is not None:
+        raise UserError(f"{what} rank by accuracy, and this refresh ranks by {data.meta.get('metric')}; use the "
+                        "default strategy and objective, or --metric accuracy")
+
+
 def _proxy_source(space: SearchSpace, data: TaskData, known: dict[str, dict], names: list[str]):
     """Proxy features for the predictor: the pre-filter's scores, or the cheap proxies computed on the fly."""
     from nas.proxies import compute_scores, needs_data
@@ -396,6 +409,7 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
     data = TaskData.load(data_path)
     kind = get_task(data.task)
     _check_task(cfg, kind)
+    _check_metric(cfg, data)
     space = resolve_space(cfg, data.input_shape)
     logger.info("searching %s %s for input %s, %d classes", space.name, space.config(), data.input_shape,
                 data.num_classes)
