@@ -26,7 +26,7 @@ from monitoring.core.model_ref import DriftReference
 from monitoring.core.tasks import TaskKind, get_task
 from nas.data import TaskData
 from nas.datasets import BUNDLED_DATASETS, load_bundled
-from pipelines.config import DataSpec
+from pipelines.config import DataSpec, config_hash
 from pipelines.contracts import PreparedData
 from pipelines.control.reference import MAX_ROWS, RAW_REFERENCE, bounded
 from pipelines.errors import UserError
@@ -384,7 +384,8 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
              f"; class weights {weights} in the training loss" if weights else "")
     digest = fingerprint(x, y)
     kind = get_task(task)
-    stem = Path(out_dir) / f"{digest}-seed{spec.seed}"
+    named = f"-{config_hash(rows.metric, rows.metric_params)[:8]}" if spec.metric else ""  # its own file's meta
+    stem = Path(out_dir) / f"{digest}-seed{spec.seed}{named}"
     encoded = _encoded_features(x, plan, parts, stem, label, input_shape)
     schema = input_schema(x, label, plan)
     for warning in plan.warnings if plan is not None else []:

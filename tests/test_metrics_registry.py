@@ -231,3 +231,43 @@ def test_the_tournament_ranks_candidates_by_the_refresh_metric():
     winner = report.winner
     assert winner.online_winner == "candidate-2" and winner.falls_behind and winner.gap > 0
     assert winner.test.test == "paired_t" and winner.test.paired_rows == 400 and winner.significant
+
+
+def test_a_challenger_ranked_offline_only_is_refused_before_its_rollout():
+    """The controller's judge for a version's metric (pipelines.control.context.judge_for): log loss replaces the
+    primary, an offline-only metric is a ValueError that start_rollout turns into one line."""
+    from monitoring.core.model_ref import ModelRef
+    from pipelines.control.context import judge_for
+
+    tags = {"nasops.metric": "log_loss", "nasops.classes": '["no", "yes"]'}
+    ref = ModelRef.from_tags("credit", "2", tags)
+    assert ref.metric == "log_loss" and ref.classes == ["no", "yes"]
+    assert primary_label_metric(judge_for(default_judge_config(), ref)).name == "online_log_loss"
+    cost = ModelRef.from_tags("credit", "2", {"nasops.metric": "cost", "nasops.metric_params": '{"cost_matrix": '
+                                              '[[0, 1], [10, 0]]}'})
+    assert cost.metric_params == {"cost_matrix": [[0, 1], [10, 0]]}
+    with pytest.raises(ValueError, match="offline only"):
+        judge_for(default_judge_config(), ModelRef.from_tags("credit", "3", {"nasops.metric": "roc_auc"}))
+    unchanged = ModelRef.from_tags("digits", "1", {})  # a version registered before the metric tag
+    assert judge_for(default_judge_config(), unchanged) == default_judge_config()
+
+
+def test_prepared_data_carries_the_metric_and_class_weights_only_where_they_help(tmp_path):
+    from nas.data import TaskData
+    from pipelines.config import DataSpec
+    from pipelines.data import prepare
+
+    path = tmp_path / "t.csv"
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.normal(size=400), "y": np.where(rng.random(400) < 0.08, "yes", "no")}).to_csv(path,
+                                                                                                     index=False)
+    default = TaskData.load(prepare(DataSpec(source=str(path), target="y"), tmp_path / "d").path)
+    assert default.meta["metric"] == "log_loss" and default.meta["class_weights"] is None  # weights bias p
+    named = prepare(DataSpec(source=str(path), target="y", metric="f1", metric_params={"positive_class": "yes"}),
+                    tmp_path / "d")
+    assert named.metric == "f1" and named.metric_params == {"positive_class": "yes"}
+    data = TaskData.load(named.path)
+    assert named.path != prepare(DataSpec(source=str(path), target="y"), tmp_path / "d").path  # one file each
+    weights = data.meta["class_weights"]
+    counts = np.bincount(data.y_train)
+    assert weights == pytest.approx((counts.sum() / (2 * counts)).tolist(), rel=1e-5) and weights[1] > 5

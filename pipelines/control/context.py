@@ -22,7 +22,7 @@ from pipelines.control.versions import model_ref
 
 log = logging.getLogger("nasops.canary")
 
-__all__ = ["StepContext", "rollout_models"]
+__all__ = ["StepContext", "judge_for", "rollout_models"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class StepContext:
 
     @property
     def judge_config(self) -> JudgeConfig:
-        judge = for_metric(for_task(self.cfg.judge, self.task.name), self.challenger.metric)
+        judge = judge_for(self.cfg.judge, self.challenger)
         return judge.for_shadow() if self.rollout.mode == Mode.SHADOW else judge
 
     def reference_frame(self) -> Any:
@@ -77,6 +77,12 @@ class StepContext:
     def with_rollout(self, rollout: Rollout) -> StepContext:
         """The same step after a write (the models and policy do not change during a rollout)."""
         return StepContext(rollout, self.store, self.cfg, self.models, self.client)
+
+
+def judge_for(judge: JudgeConfig, challenger: ModelRef) -> JudgeConfig:
+    """The judge of a challenger: its task's metric set, with its refresh-level metric as the primary label metric
+    (``monitoring.metric_judge``). An offline-only or unknown metric is a ``ValueError`` saying so."""
+    return for_metric(for_task(judge, challenger.task), challenger.metric)
 
 
 def rollout_models(rollout: Rollout, client: Any = None) -> RolloutModels:
