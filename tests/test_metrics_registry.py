@@ -271,3 +271,14 @@ def test_prepared_data_carries_the_metric_and_class_weights_only_where_they_help
     weights = data.meta["class_weights"]
     counts = np.bincount(data.y_train)
     assert weights == pytest.approx((counts.sum() / (2 * counts)).tolist(), rel=1e-5) and weights[1] > 5
+
+
+def test_multi_class_targets_name_the_positive_class_of_f1_but_not_of_auc():
+    three = ["a", "b", "c"]
+    assert resolve_params("roc_auc", three, {}) == {}  # one-vs-rest mean
+    with pytest.raises(ValueError, match=r"needs metric_params\.positive_class"):
+        resolve_params("f1", three, {})
+    y = np.array([0, 1, 2, 2])
+    p = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.85, 0.05, 0.1]])
+    # class a: 0.8 above 0.2 and 0.1, below 0.85 -> 2/3; b: 1; c: (0.7, 0.1) vs (0.1, 0.1) -> (2 + 2 halves) / 4
+    assert get_metric("roc_auc").score(y, p, three) == pytest.approx(np.mean([2 / 3, 1.0, 0.75]))

@@ -56,6 +56,8 @@ class Metric:
     tolerance: float = 0.02
     """the judge's margin (non-inferiority) and powered gain (superiority), in the effect's unit"""
     params: tuple[str, ...] = ()
+    needs_positive: bool = False
+    """a target of more than two classes must name ``positive_class`` (F1 of which class?)"""
     class_weighting: bool = False
     """an imbalanced binary target trains with inverse-frequency class weights under this metric (it rewards
     finding the rare class); proper scoring rules (log loss) do not: weights would bias the probabilities"""
@@ -215,7 +217,7 @@ def roc_auc(y_true: Any, output: Any, classes: Sequence[Any] = (), **params: Any
 
 
 @metric(name="f1", label="F1", tasks=CLASSIFICATION, higher_is_better=True, online_measure=None,
-        params=("positive_class",), class_weighting=True,
+        params=("positive_class",), class_weighting=True, needs_positive=True,
         offline_only_reason="F1 is a ratio of counts over all rows, not a mean of per-row terms, so the canary has no "
                             "per-row measure that equals it",
         description="F1 of the positive class (metric_params.positive_class; binary default: the last class)")
@@ -297,7 +299,7 @@ def resolve_params(name: str, classes: Sequence[Any], params: Mapping[str, Any] 
         raise ValueError(f"metric {name} takes no metric_params {unknown} (accepted: {accepted})")
     if "positive_class" in params and params["positive_class"] is not None:
         params["positive_class"] = classes[class_index(params["positive_class"], classes)]
-    if "positive_class" in entry.params and classes:
+    if entry.needs_positive and classes:
         positive_index(classes, params)  # a multi-class target without a named class fails here
     if "cost_matrix" in entry.params:
         params["cost_matrix"] = cost_matrix(classes, params).tolist()
