@@ -31,8 +31,8 @@ predicted values (docs/canary.md)."""
 
 # What the prediction-log source can compute per variant (see monitoring.sources.PredictionLogSource).
 LOG_MEASURES = ("error", "latency_ms", "compute_ms", "correct", "prediction_drift", "confidence", "abs_error",
-                "expected_correct")
-CLASS_MEASURES = ("correct", "confidence", "expected_correct")
+                "expected_correct", "log_loss", "balanced_correct", "cost")  # last three: online.LABEL_MEASURES
+CLASS_MEASURES = ("correct", "confidence", "expected_correct", "log_loss", "balanced_correct", "cost")
 """Measures that need class labels: a regression model's judge replaces the metrics that use them."""
 # Measures that are 0/1 per request (their sequential variance is the smoothed Bernoulli one).
 BINARY_MEASURES = ("error", "correct")

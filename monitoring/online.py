@@ -15,6 +15,7 @@ prediction log through these definitions, so one log always gives one error coun
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,53 @@ def absolute_errors(rows: pd.DataFrame) -> np.ndarray:
     errors = [abs(float(p) - float(y)) for p, y in zip(both["prediction"], both["label"], strict=True)
               if _is_number(p) and _is_number(y)]
     return np.asarray(errors, dtype=float)
+
+
+LABEL_MEASURES = ("log_loss", "balanced_correct", "cost")
+"""Per-labelled-row terms of the refresh-level metrics (``monitoring.core.metrics``) beyond ``correct`` and
+``abs_error``: their mean over a variant's labelled rows is the metric on those rows."""
+
+
+def label_measure(measure: str, rows: pd.DataFrame, *, classes: Sequence[Any] = (),
+                  reference: Mapping[str, float] | None = None,
+                  params: Mapping[str, Any] | None = None) -> np.ndarray:
+    """The per-row terms of ``measure`` (one of :data:`LABEL_MEASURES`) over the labelled rows of ``rows``:
+
+    - ``log_loss``: ``-log p(true class)`` from the logged probabilities (in ``classes`` order), p clipped at
+      :data:`monitoring.core.metrics.LOG_LOSS_FLOOR`;
+    - ``balanced_correct``: 1/0 correct weighted by ``1 / (k * share of the true class)`` in ``reference`` (the
+      training label mix), so the mean is the balanced accuracy when the labels arrive in the training mix;
+    - ``cost``: ``cost_matrix[true, predicted]`` of ``params``.
+    Rows whose label is not one of ``classes`` (or without probabilities, for log loss) give no term."""
+    from monitoring.core.metrics import LOG_LOSS_FLOOR, class_index, cost_matrix
+
+    if measure not in LABEL_MEASURES:
+        raise ValueError(f"unknown label measure {measure!r}; known: {', '.join(LABEL_MEASURES)}")
+    matrix = cost_matrix(classes, params or {}) if measure == "cost" else None
+    labelled = rows[rows["correct"].notna() & rows["label"].notna()]
+    out: list[float] = []
+    for label, prediction, probs, correct in zip(labelled["label"], labelled["prediction"],
+                                                 labelled["probabilities"], labelled["correct"], strict=True):
+        try:
+            if measure == "log_loss" and probs:
+                p = float(probs[class_index(label, classes)])
+                out.append(-math.log(min(max(p, LOG_LOSS_FLOOR), 1.0)))
+            elif measure == "balanced_correct":
+                share = (reference or {}).get(_key(label))
+                weight = 1.0 / (len(reference or {}) * share) if share else 1.0
+                out.append(float(bool(correct)) * weight)
+            elif matrix is not None:
+                out.append(float(matrix[class_index(label, classes), class_index(prediction, classes)]))
+        except (IndexError, ValueError):  # a label outside the model's classes: no term (it is no such row)
+            continue
+    return np.asarray(out, dtype=float)
+
+
+def _key(label: Any) -> str:
+    """A class label as the training mix spells it (``3``, ``3.0`` and ``"3"`` are one class)."""
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label)
 
 
 def _is_number(value: Any) -> bool:

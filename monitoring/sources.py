@@ -21,10 +21,12 @@ from monitoring.core.model_ref import Calibration
 from monitoring.judge_config import MetricConfig
 from monitoring.online import (
     FAILED_STATUSES,
+    LABEL_MEASURES,
     absolute_errors,
     answered_latency_ms,
     correct_flags,
     error_flags,
+    label_measure,
     requests_of,
 )
 from monitoring.prediction_log import create_log_engine, read_predictions
@@ -99,7 +101,10 @@ class PredictionLogSource:
         min_label_coverage: float = 0.0,
         reference_values: Sequence[float] | None = None,
         calibrations: Mapping[str, Calibration | None] | None = None,
+        classes: Sequence[Any] = (),
+        metric_params: Mapping[str, Any] | None = None,
     ) -> None:
+        self.classes, self.metric_params = list(classes), dict(metric_params or {})  # the refresh metric's terms
         self.engine = create_log_engine(log) if isinstance(log, str) else log
         self.reference = _normalise(reference_classes) if reference_classes else None
         self.reference_values = (np.asarray(reference_values, dtype=float) if reference_values is not None
@@ -152,6 +157,13 @@ class PredictionLogSource:
             if coverage is None or coverage < self.min_label_coverage:
                 return np.array([], dtype=float)
             return absolute_errors(old_enough)
+        if measure in LABEL_MEASURES:  # log_loss, balanced_correct, cost: the refresh-level metric's row terms
+            old_enough = self._labelable(rows, self._until)
+            coverage = _coverage(old_enough)
+            if coverage is None or coverage < self.min_label_coverage:
+                return np.array([], dtype=float)
+            return label_measure(measure, old_enough, classes=self.classes, reference=reference,
+                                 params=self.metric_params)
         if measure == "confidence":
             probs = rows["probabilities"].dropna()
             return np.array([max(p) for p in probs if p], dtype=float)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +18,9 @@ import numpy as np
 from nas.data import TaskData
 from nas.spaces.base import Architecture
 from nas.tabular import BenchmarkTable
+
+SCORER_KEY = "val_metric"
+"""The result key of a caller's metric (a scorer given to :class:`TrainingEvaluator`; higher is better)."""
 
 
 @dataclass
@@ -101,16 +104,23 @@ class TrainingEvaluator:
         int8: bool = False,
         curve_stop: CurveStop | None = None,
         bar: float | None = None,
+        scorer: Callable[[np.ndarray, np.ndarray], float] | None = None,
+        class_weights: Sequence[float] | None = None,
     ) -> None:
         self.data = data
         self.metric = data.score_key  # val_accuracy, or val_neg_rmse for a regression (higher is better, both)
+        # the caller's metric (nas.trainer.train's scorer): reported as val_metric, which the search then ranks
+        self.scorer, self.class_weights = scorer, class_weights
+        if scorer is not None:
+            self.metric = SCORER_KEY
         self.default = {"epochs": epochs, "data_fraction": data_fraction}
         self.batch_size, self.lr, self.optimizer, self.seed = batch_size, lr, optimizer, seed
         self.measure_latency, self.latency_repeats = measure_latency, latency_repeats
         self.int8 = int8  # also measure the int8 form (nas.deploy.int8_metrics): --objective latency_int8
         # Opt-in learning-curve stop against ``bar`` (None: the first trainings of a search, which never stop).
         # Its curve models extrapolate accuracies in [0, 1]: a regression's RMSE curves are not stopped by it.
-        self.curve_stop, self.bar = (None if data.is_regression else curve_stop), bar
+        # The same for a caller's metric: the curves model accuracy, not it.
+        self.curve_stop, self.bar = (None if data.is_regression or scorer is not None else curve_stop), bar
 
     def resolve(self, fidelity: Mapping[str, float] | None) -> dict[str, float]:
         fid = dict(self.default)
@@ -149,11 +159,16 @@ class TrainingEvaluator:
                                            min_epochs=self.curve_stop.min_epochs)
         epochs_run = fid["epochs"]
         try:
-            trained = train(model, self.data, config, stop_when=stopper)
+            trained = train(model, self.data, config, stop_when=stopper, scorer=self.scorer,
+                            class_weights=self.class_weights)
             score, train_seconds, epochs_run = trained.val_score, trained.train_seconds, trained.epochs_run
+            if self.scorer is not None:  # the task's own figure beside the ranked one
+                metric_score, score = score, (-trained.val_rmse if self.data.is_regression else trained.val_accuracy)
         except FloatingPointError:  # a diverging network is a legitimate (bad) result, not a crash of the search
             # chance level: a uniform guess, or a regression predicting the training mean (RMSE = the target's std)
             score = -self.data.target_scale[1] if self.data.is_regression else 1.0 / self.data.num_classes
+            if self.scorer is not None:
+                metric_score = self.scorer(self.data.y_val, self._chance_output())
             train_seconds = time.perf_counter() - start
         # the trained score under its own key (val_accuracy / val_neg_rmse), whatever metric the search ranks:
         # with --objective latency_int8 the searched metric is accuracy_int8, added below, and the fp32
@@ -161,6 +176,8 @@ class TrainingEvaluator:
         metrics = {self.data.score_key: float(score), "params": float(params), "train_seconds": float(train_seconds)}
         if self.data.is_regression:
             metrics["val_rmse"] = -float(score)
+        if self.scorer is not None:
+            metrics[SCORER_KEY] = float(metric_score)
         if stopper is not None:  # only with the option on: default results keep their exact metric set
             metrics["epochs_run"] = float(epochs_run)
             metrics["epochs_saved"] = float(fid["epochs"] - epochs_run)
@@ -173,6 +190,14 @@ class TrainingEvaluator:
 
             metrics.update(int8_metrics(model, self.data, repeats=self.latency_repeats))
         return Result(metrics, cost=time.perf_counter() - start, fidelity=fid)
+
+
+    def _chance_output(self) -> np.ndarray:
+        """A diverged network's stand-in: uniform class probabilities, or the training mean of a regression."""
+        n = len(self.data.y_val)
+        if self.data.is_regression:
+            return np.full(n, self.data.target_scale[0])
+        return np.full((n, self.data.num_classes), 1.0 / self.data.num_classes)
 
 
 class TabularEvaluator:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -124,11 +124,19 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     *,
     stop_when: Callable[[list[dict[str, float]]], bool] | None = None,
+    scorer: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    class_weights: Sequence[float] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; with ``patience`` the best-validation weights are restored at the end.
 
     ``stop_when(history)`` is asked after every epoch (e.g. a :class:`nas.learning_curves.LearningCurveStopper`);
     ``True`` ends the training there with ``stopped_early`` set.
+
+    ``scorer(y_true, output) -> float`` (higher is better) is the metric the caller ranks by (balanced accuracy,
+    minus the log loss, ...): given, every epoch records it as ``val_metric`` from the validation split (class
+    probabilities, or predictions in the target's units) and early stopping and :attr:`TrainResult.val_score`
+    follow it instead of :attr:`TaskData.score_key`. ``class_weights`` (one per class) weight the cross-entropy
+    (an imbalanced target, under a metric that rewards finding the rare class).
     """
     torch.manual_seed(config.seed)
     task = data.subset(config.data_fraction, seed=config.seed)
@@ -143,9 +151,10 @@ def train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
     regression = task.is_regression
     target_std = task.target_scale[1]
+    weight = None if class_weights is None or regression else torch.tensor(list(class_weights), dtype=torch.float32)
     loss_fn = (_regression_loss(config.regression_loss) if regression
-               else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
-    score_key = task.score_key
+               else nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing))
+    score_key = task.score_key if scorer is None else "val_metric"
     gen = torch.Generator().manual_seed(config.seed)
 
     result = TrainResult()
@@ -189,6 +198,8 @@ def train(
                 "val_accuracy": val_acc,
                 "lr": sched.get_last_lr()[0],
             }
+        if scorer is not None:
+            row["val_metric"] = float(scorer(task.y_val, validation_output(model, task, x_val)))
         result.history.append(row)
         if on_epoch is not None:
             on_epoch(row)
@@ -216,6 +227,17 @@ def train(
         model.load_state_dict(best_state)
     result.train_seconds = time.perf_counter() - start
     return result
+
+
+def validation_output(model: nn.Module, data: TaskData, x: torch.Tensor) -> np.ndarray:
+    """What a scorer reads: class probabilities ``(n, k)``, or a regression's predictions in the target's units."""
+    if not data.is_regression:
+        return predict_proba(model, x)
+    model.eval()
+    mean, std = data.target_scale
+    with torch.no_grad():
+        out = torch.cat([model(x[i : i + 512]).reshape(-1) for i in range(0, len(x), 512)]) if len(x) else None
+    return np.zeros(0) if out is None else out.double().numpy() * std + mean
 
 
 def _keep(result: TrainResult, row: dict[str, float], score_key: str) -> None:

@@ -54,6 +54,8 @@ class DataSpec(_Stage):
     task: Task = Field("auto", description="classification, regression, or auto (from the target column)")
     allow_columns: list[str] = Field(default_factory=list, description="feature columns the leakage check may find "
                                      "predicting the target almost perfectly: known when a prediction is made")
+    metric: str | None = Field(None, description="the refresh-level metric (None: chosen from the target)")
+    metric_params: dict[str, Any] = Field(default_factory=dict, description="positive_class, cost_matrix")
     password: SecretStr | None = Field(None, exclude=True, description="the database password, handed over in "
                                        "this process only (never dumped: not a cache key, a parameter or a record)")
 
@@ -321,6 +323,13 @@ class RefreshConfig(_Stage):
     allow_columns: list[str] = Field(default_factory=list, description="feature columns that predict the target "
                                      "almost perfectly but are known when a prediction is made (the leakage check "
                                      "refuses any other such column; docs/data.md)")
+    metric: str | None = Field(
+        None, description="what the search, retraining, the tournament and the canary rank by (monitoring.core."
+        "metrics): accuracy, balanced_accuracy, log_loss, roc_auc, f1, cost, rmse, mae; None: chosen from the target "
+        "(log_loss for an imbalanced binary target, accuracy for other classes, rmse for a number)")
+    metric_params: dict[str, Any] = Field(
+        default_factory=dict, description="the metric's parameters: positive_class (roc_auc, f1), cost_matrix (cost: "
+        "one row per true class, one column per predicted class, classes in sorted order)")
     seed: int = Field(0, description="seed of the split, the search and every training (all stages)")
     model_name: str | None = Field(None, description="registered model name (default: NASOPS_MODEL_NAME)")
     top_k: int | None = Field(None, ge=1, description="candidates searched for and retrained (both stages)")
@@ -360,6 +369,26 @@ class RefreshConfig(_Stage):
         k = next(iter(ks.values()), self.retrain.top_k)
         self.top_k = self.search.top_k = self.retrain.top_k = k
         return self  # model_name None: the settings' model name, resolved at the entry point
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> RefreshConfig:
+        """A metric name the registry knows, parameters it takes, and one the canary can judge when a canary runs
+        (the classes a positive class or cost matrix names are checked once the data is read: pipelines.data)."""
+        from monitoring.core.metrics import get_metric, online_problem
+
+        if self.metric is None:
+            if self.metric_params:
+                raise ValueError("metric_params given without a metric; name the metric (--metric)")
+            return self
+        entry = get_metric(self.metric)
+        unknown = sorted(set(self.metric_params) - set(entry.params))
+        if unknown:
+            raise ValueError(f"metric {self.metric} takes no metric_params {unknown} (accepted: "
+                             f"{', '.join(entry.params) or 'none'})")
+        problem = online_problem(self.metric)
+        if problem is not None and not self.skip_canary:
+            raise ValueError(problem)
+        return self
 
     def stage_config(self, name: str) -> BaseModel:
         return getattr(self, name)

@@ -46,6 +46,9 @@ class PreparedData(_Output):
     warnings: list[str] = Field(default_factory=list, description="what the user should know about their table")
     task: str = Field("classification", description="'classification' (num_classes classes) or 'regression' (one "
                       "number per row, num_classes 1)")
+    metric: str = Field("accuracy", description="the refresh-level metric every stage ranks and judges by "
+                        "(monitoring.core.metrics): named, or chosen from the target")
+    metric_params: dict[str, Any] = Field(default_factory=dict, description="its positive_class / cost_matrix")
 
 
 class Lineage(_Output):
@@ -254,6 +257,9 @@ class TournamentRow(_Output):
     correct_rows: int = 0
     online_accuracy: float | None = None
     online_latency_ms: float | None = None
+    val_metric: float | None = Field(None, description="the refresh-level metric on the validation split (its "
+                                     "val_<metric> tag), when it is not accuracy")
+    online_metric: float | None = Field(None, description="the same metric on the variant's labelled rows")
     offline_rank: int | None = None
     online_rank: int | None = None
     offline_latency_rank: int | None = None
@@ -291,6 +297,7 @@ class TournamentOutput(_Output):
     """The shadow tournament's report (3b): every candidate served in shadow on the same traffic, offline vs online
     ranking and whether the offline winner falls behind. ``skipped`` / ``error`` say why there is no ranking."""
 
+    metric: str = Field("accuracy", description="what the ranks compare (the refresh-level metric)")
     skipped: str | None = None
     error: str | None = None
     model_name: str = ""

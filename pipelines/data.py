@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from monitoring.core.metrics import default_metric, get_metric, imbalanced, metric_names, resolve_params
 from monitoring.core.model_ref import DriftReference
 from monitoring.core.tasks import TaskKind, get_task
 from nas.data import TaskData
 from nas.datasets import BUNDLED_DATASETS, load_bundled
-from pipelines.config import DataSpec
+from pipelines.config import DataSpec, config_hash
 from pipelines.contracts import PreparedData
 from pipelines.control.reference import MAX_ROWS, RAW_REFERENCE, bounded
 from pipelines.errors import DataValidationError
@@ -269,6 +270,9 @@ class RowPlan:
     classes: list
     codes: np.ndarray
     parts: dict[str, np.ndarray]
+    metric: str = "accuracy"
+    metric_params: dict = field(default_factory=dict)
+    metric_reason: str = ""
 
 
 def plan_rows(spec: DataSpec, x: pd.DataFrame, y: pd.Series) -> RowPlan:
@@ -289,7 +293,38 @@ def plan_rows(spec: DataSpec, x: pd.DataFrame, y: pd.Series) -> RowPlan:
                                       f"all {total} rows") from None
     check_leakage(x, y, task, columns, spec.allow_columns, label, spec.seed)  # a target in disguise: refused here
     classes, codes = _encode_target(y, get_task(task))
-    return RowPlan(x, y, label, columns, task, classes, codes, split_indices(strata(codes, task), spec.seed))
+    metric, params, reason = resolve_metric(spec, task, classes, codes, label)
+    return RowPlan(x, y, label, columns, task, classes, codes, split_indices(strata(codes, task), spec.seed),
+                   metric, params, reason)
+
+
+def resolve_metric(spec: DataSpec, task: str, classes: list, codes: np.ndarray, label: str
+                   ) -> tuple[str, dict, str]:
+    """The refresh-level metric: the one named (checked against the task and the classes), or the default chosen
+    from the target (``monitoring.core.metrics.default_metric``); its parameters; why it was chosen."""
+    counts = np.bincount(codes, minlength=len(classes)).tolist() if classes else []
+    if spec.metric is None:
+        name, reason = default_metric(task, counts)
+        return name, {}, f"default for {reason}"
+    if task not in get_metric(spec.metric).tasks:
+        fits = ", ".join(metric_names(task))
+        raise DataValidationError(f"{label}: metric {spec.metric} does not apply to a {task} target; choose one of "
+                                  f"{fits}")
+    try:
+        params = resolve_params(spec.metric, classes, spec.metric_params)
+    except ValueError as exc:
+        raise DataValidationError(f"{label}: {exc}") from None
+    return spec.metric, params, "named by the refresh"
+
+
+def class_weights(task: str, metric: str, y_train: np.ndarray, num_classes: int) -> list[float] | None:
+    """Inverse-frequency class weights (``n / (k * count)``, as scikit-learn's ``balanced``) for an imbalanced binary
+    target under a metric that rewards finding the rare class (balanced accuracy, F1, cost); None otherwise: log
+    loss and accuracy are best served by unweighted probabilities (weights would shift them off the base rate)."""
+    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=num_classes).astype(float)
+    if not (imbalanced(task, counts.tolist()) and get_metric(metric).class_weighting) or (counts == 0).any():
+        return None
+    return (counts.sum() / (len(counts) * counts)).round(6).tolist()
 
 
 def _subsample(x: pd.DataFrame, y: pd.Series, spec: DataSpec, task: str, label: str
@@ -315,9 +350,13 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     rows = plan_rows(spec, x, y)
     x, y, label, plan, task = rows.x, rows.y, rows.label, rows.columns, rows.task
     classes, codes, parts = rows.classes, rows.codes, rows.parts
+    weights = class_weights(task, rows.metric, codes[parts["train"]], len(classes)) if classes else None
+    log.info("%s: metric %s (%s)%s", label, rows.metric, rows.metric_reason,
+             f"; class weights {weights} in the training loss" if weights else "")
     digest = fingerprint(x, y)
     kind = get_task(task)
-    stem = Path(out_dir) / f"{digest}-seed{spec.seed}"
+    named = f"-{config_hash(rows.metric, rows.metric_params)[:8]}" if spec.metric else ""  # its own file's meta
+    stem = Path(out_dir) / f"{digest}-seed{spec.seed}{named}"
     encoded = _encoded_features(x, plan, parts, stem, label, input_shape)
     schema = input_schema(x, label, plan)
     for warning in plan.warnings if plan is not None else []:
@@ -325,6 +364,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
     task_data = _task_data(encoded, x, codes, parts, schema, kind.num_classes(classes), meta={
         "classes": classes, "feature_names": encoded.names, "fingerprint": digest, "source": label,
         "target": spec.target, "seed": spec.seed, "input_form": encoded.form, "input_schema": schema, "task": task,
+        "metric": rows.metric, "metric_params": rows.metric_params, "class_weights": weights,
         **encoded.meta, **({RAW_REFERENCE: raw_sample(x, parts["train"], schema, spec.seed)} if encoded.table else {})})
     path = task_data.save(stem.with_suffix(".npz"))
     return PreparedData(
@@ -333,6 +373,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         input_shape=list(encoded.input_shape), num_classes=task_data.num_classes, classes=classes, task=task,
         feature_names=encoded.names, rows={k: len(v) for k, v in parts.items()}, input_schema=schema,
         input_form=encoded.form, dropped_columns=dict(plan.dropped) if plan is not None else {},
+        metric=rows.metric, metric_params=rows.metric_params,
         warnings=list(plan.warnings) if plan is not None else [],
     )
 

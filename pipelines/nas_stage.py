@@ -38,6 +38,7 @@ from nas.strategies import get_strategy
 from pipelines.config import DARTS, SUPERNET, SearchStageConfig
 from pipelines.contracts import Candidate, SearchInput, SearchOutput
 from pipelines.errors import UserError, parse_model
+from pipelines.metric import SCORER_KEY, ranked_by_scorer, training_options
 
 
 def parse_config(config: Mapping[str, Any] | SearchStageConfig | None) -> SearchStageConfig:
@@ -80,7 +81,8 @@ def evaluate_candidate(
     data = _load_data(data_path)
     sp = get_space(space, **space_config)
     evaluator = TrainingEvaluator(data, seed=seed, int8=int8,
-                                  curve_stop=CurveStop(**curve_stop) if curve_stop is not None else None, bar=bar)
+                                  curve_stop=CurveStop(**curve_stop) if curve_stop is not None else None, bar=bar,
+                                  **training_options(data))  # the refresh-level metric (pipelines.metric)
     return evaluator.evaluate(sp.from_string(arch), fidelity).to_dict()
 
 
@@ -254,6 +256,19 @@ def _check_task(cfg: SearchStageConfig, kind: TaskKind) -> None:
                         "target needs a strategy that trains each candidate (the default predictor)")
 
 
+def _check_metric(cfg: SearchStageConfig, data: TaskData) -> None:
+    """The searches that rank by accuracy alone (weight sharing, the int8 objective) with another refresh metric:
+    refused, never run ranking something else than the metric the refresh names."""
+    if not ranked_by_scorer(data):
+        return
+    sharing = cfg.strategy == DARTS or cfg.fidelity == SUPERNET
+    what = ("weight-sharing searches (darts, the supernet fidelity)" if sharing
+            else "--objective latency_int8" if cfg.objective != "accuracy" else None)
+    if what is not None:
+        raise UserError(f"{what} rank by accuracy, and this refresh ranks by {data.meta.get('metric')}; use the "
+                        "default strategy and objective, or --metric accuracy")
+
+
 def _proxy_source(space: SearchSpace, data: TaskData, known: dict[str, dict], names: list[str]):
     """Proxy features for the predictor: the pre-filter's scores, or the cheap proxies computed on the fly."""
     from nas.proxies import compute_scores, needs_data
@@ -277,6 +292,8 @@ def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData
     pool, proxy_scores = zero_cost_pool(space, data, cfg)
     cheap_names = sorted(set.intersection(*(set(s) for s in proxy_scores.values()))) if proxy_scores else []
     metric = get_task(data.task).search_metric(cfg.metric)
+    if ranked_by_scorer(data) and cfg.objective == "accuracy":  # the refresh-level metric, not accuracy
+        metric = SCORER_KEY
     kwargs: dict[str, Any] = {"pool": pool, "metric": metric, "constraints": cfg.constraints,
                               "warm_start": pool[: cfg.warm_start]}
     if cfg.strategy == "predictor":
@@ -392,6 +409,7 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
     data = TaskData.load(data_path)
     kind = get_task(data.task)
     _check_task(cfg, kind)
+    _check_metric(cfg, data)
     space = resolve_space(cfg, data.input_shape)
     logger.info("searching %s %s for input %s, %d classes", space.name, space.config(), data.input_shape,
                 data.num_classes)

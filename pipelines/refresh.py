@@ -265,7 +265,8 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
     results = store / "results"
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed, max_rows=config.max_rows,
                     query=config.query, categorical=config.categorical, task=config.task,
-                    allow_columns=config.allow_columns, password=config.data_password)
+                    allow_columns=config.allow_columns, password=config.data_password, metric=config.metric,
+                    metric_params=config.metric_params)
     data: PreparedData = clock.stage("prepare_data", lambda: _cached(prepare_data, results)(
         spec, str(settings.data_dir), record.refresh_id))
     check_champion_task(model_name, data.task)  # a regression never challenges a classifier, nor the reverse

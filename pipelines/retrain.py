@@ -33,6 +33,7 @@ from nas.trainer import (
     measure_latency_ms,
     predict_proba,
     train,
+    validation_output,
 )
 from pipelines import deploy_artifacts, plots, registry
 from pipelines.calibration import register_calibration
@@ -47,6 +48,7 @@ from pipelines.contracts import (
     RetrainInput,
     RetrainOutput,
 )
+from pipelines.metric import SCORER_KEY, metric_of, ranked_by_scorer, test_value, training_options
 
 
 def train_config(config: RetrainConfig) -> TrainConfig:
@@ -90,6 +92,32 @@ def _test_metrics(net: nn.Module, data: TaskData, result: TrainResult, kind: Tas
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "test_loss": test_loss}
 
 
+def _metric_figures(net: nn.Module, data: TaskData, result: TrainResult) -> dict[str, float]:
+    """The refresh-level metric when it is not the task's own (``pipelines.metric``): ``val_metric`` (the ranked,
+    higher-is-better score) and ``val_<metric>`` / ``test_<metric>`` in the metric's own direction."""
+    if not ranked_by_scorer(data):
+        return {}
+    name = metric_of(data)
+    figures = {SCORER_KEY: result.val_score}
+    for split in ("val", "test"):
+        x, _ = data.tensors(split)
+        figures[f"{split}_{name}"] = test_value(data, getattr(data, f"y_{split}"), validation_output(net, data, x))
+    return figures
+
+
+def metric_tags(data: TaskData, metrics: dict[str, float]) -> dict[str, float]:
+    """A version's figures of the refresh-level metric (``val_log_loss``, ``test_log_loss``), when it has them."""
+    name = metric_of(data)
+    return {k: float(metrics[k]) for k in (f"val_{name}", f"test_{name}") if k in metrics}
+
+
+def rank_score(data: TaskData, metrics: dict[str, float]) -> float:
+    """What retraining ranks a candidate by (higher is better): the refresh-level metric's score, else the task's."""
+    if SCORER_KEY in metrics:
+        return float(metrics[SCORER_KEY])
+    return get_task(data.task).score(metrics)
+
+
 def _evaluation_plot(kind: TaskKind, net: nn.Module, model: nn.Module, data: TaskData, path: Path,
                      title: str) -> None:
     """The task kind's evaluation figure: predicted against true values, or the confusion matrix."""
@@ -117,11 +145,13 @@ def _train_and_log(
             net, data, train_config(config),
             on_epoch=lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
                                                     step=int(row["epoch"])),
+            **training_options(data),  # early stopping on the refresh-level metric, class weights
         )
         model = served_module(net, data).eval()
         latency = measure_latency_ms(model, (int(np.prod(data.input_shape)),))
         metrics = {
             **_test_metrics(net, data, result, kind),
+            **_metric_figures(net, data, result),
             "best_epoch": float(result.best_epoch),
             "train_seconds": result.train_seconds,
             "latency_ms": latency,
@@ -152,6 +182,7 @@ def _register(
         "code_version": registry.code_version(),
         "input_schema": data.meta.get("input_schema", []),
         "task": data.task,
+        "metric": metric_of(data), "metric_params": data.meta.get("metric_params") or {},
         **({"target": data.meta.get("target"), "target_mean": data.target_scale[0],
             "target_std": data.target_scale[1]} if kind.numeric_labels else {}),
     }
@@ -204,7 +235,8 @@ def register_baseline(data_path: str, model_name: str, config: RetrainConfig, li
         version = _register(
             trained.model, data, model_name=model_name,
             tags={**lineage.model_dump(), "arch": description, "space": "baseline", "role": "baseline",
-                  "seed": config.seed, **offline.tags(), "latency_ms": offline.latency_ms},
+                  "seed": config.seed, **offline.tags(), "latency_ms": offline.latency_ms,
+                  **metric_tags(data, trained.metrics)},
         )
     registry.client_for_active().set_registered_model_alias(model_name, CHAMPION, version)
     return BaselineOutput(version=version, arch=description, run_id=trained.run_id, seed=config.seed,
@@ -216,7 +248,6 @@ def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: 
     candidates = inputs.search.candidates[: config.top_k]
     if not candidates:
         raise ValueError("the search returned no candidates to retrain")
-    kind = get_task(data.task)
     ranked = []
     for rank, cand in enumerate(candidates):
         arch = space.from_string(cand.arch)
@@ -225,7 +256,7 @@ def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: 
             run_name=f"retrain-{rank}", params={"arch": arch.string, "space": space.name, "search_rank": rank,
                                                 "space_config": json.dumps(space.config()), "seed": config.seed},
         )
-        ranked.append(Ranked(kind.score(trained.metrics), rank, cand, trained))
+        ranked.append(Ranked(rank_score(data, trained.metrics), rank, cand, trained))
     ranked.sort(key=lambda r: (-r.score, r.search_rank))
     return ranked
 
@@ -239,7 +270,7 @@ def _train_scaled_family(data: TaskData, winner: Ranked, space: Any, config: Ret
     if space.name not in SCALABLE_SPACES:
         raise UserError(f"retrain.scale_phis: compound scaling knows the spaces {', '.join(SCALABLE_SPACES)}, "
                         f"not {space.name!r}; leave scale_phis empty for this space")
-    kind, cand = get_task(data.task), winner.candidate
+    cand = winner.candidate
     budget = Budget(max_params=config.scale_max_params, max_latency_ms=config.scale_max_latency_ms)
     family = compound_scale(space, space.from_string(cand.arch), data.num_classes, data.input_shape, budget,
                             phis=sorted(set(config.scale_phis)))
@@ -256,7 +287,7 @@ def _train_scaled_family(data: TaskData, winner: Ranked, space: Any, config: Ret
                     "scaled_phi": member.phi, "scaled_from": cand.arch},
         )
         scaled = cand.model_copy(update={"arch": member.arch, "params": int(member.params)})
-        ranked.append(Ranked(kind.score(trained.metrics), winner.search_rank, scaled, trained, member))
+        ranked.append(Ranked(rank_score(data, trained.metrics), winner.search_rank, scaled, trained, member))
     return ranked
 
 
@@ -266,7 +297,8 @@ def _pareto_order(ranked: list[Ranked], kind: TaskKind) -> tuple[list[Ranked], s
     from nas.pareto import front_indices
 
     points = [r.trained.metrics for r in ranked]
-    front = {id(ranked[i]) for i in front_indices(points, kind.score_key, ["params", "latency_ms"])}
+    key = SCORER_KEY if all(SCORER_KEY in p for p in points) else kind.score_key
+    front = {id(ranked[i]) for i in front_indices(points, key, ["params", "latency_ms"])}
     ordered = sorted(ranked, key=lambda r: (id(r) not in front, -r.score, r.trained.metrics["params"],
                                             r.search_rank))
     return ordered, {i for i, r in enumerate(ordered) if id(r) in front}
@@ -315,7 +347,8 @@ def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> Retrain
         with mlflow.start_run(run_id=entry.trained.run_id, nested=True):
             version = _register(
                 entry.trained.model, data, model_name=model_name,
-                tags={**_version_tags(inputs, entry, space, offline_rank), **scaling_tags, "seed": config.seed},
+                tags={**_version_tags(inputs, entry, space, offline_rank), **scaling_tags, "seed": config.seed,
+                      **metric_tags(data, entry.trained.metrics)},
                 int8="always" if search.objective == "latency_int8" else "auto",
             )
         alias = candidate_alias(offline_rank)

@@ -68,6 +68,8 @@ def refresh_details(result: RefreshResult) -> list[str]:
         f"{f' ({search.failed_evaluations} failed)' if search.failed_evaluations else ''}, "
         f"{_fmt(search.seconds, 1)} s",
         f"[bold]seed[/bold]                {search.seed} (refresh {result.refresh_id})",
+        f"[bold]metric[/bold]              {result.data.metric} (ranked the search, retraining and tournament; "
+        "judged by the canary)",
     ]
     if result.tournament is not None:
         from pipelines.tournament import summary_line

@@ -67,7 +67,7 @@ def _tag_float(tags: dict[str, str], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _offline(client, model_name: str, alias: str) -> TournamentRow:
+def _offline(client, model_name: str, alias: str, metric: str = "accuracy") -> TournamentRow:
     mv = registry.alias_version(client, model_name, alias)
     if mv is None:
         raise UserError(f"model {model_name!r} has no alias {alias!r}; run a refresh (it registers candidate-1.."
@@ -75,6 +75,7 @@ def _offline(client, model_name: str, alias: str) -> TournamentRow:
     tags = registry.version_tags(mv)
     return TournamentRow(alias=alias, version=str(mv.version), arch=tags.get("arch", ""),
                          val_accuracy=_tag_float(tags, "val_accuracy"),
+                         val_metric=_tag_float(tags, f"val_{metric}") if metric != "accuracy" else None,
                          offline_latency_ms=_tag_float(tags, "latency_ms"))
 
 
@@ -132,53 +133,117 @@ def _paired_correct(frame: pd.DataFrame, first: str, second: str) -> tuple[np.nd
     return joined["correct_a"].astype(bool).to_numpy(), joined["correct_b"].astype(bool).to_numpy()
 
 
-def _row(offline: TournamentRow | Mapping[str, Any], frame: pd.DataFrame, role: str) -> TournamentRow:
-    """An offline row with what its variant (its alias) did online."""
+def _row(offline: TournamentRow | Mapping[str, Any], frame: pd.DataFrame, role: str,
+         ranking: MetricRanking | None = None) -> TournamentRow:
+    """An offline row with what its variant (its alias) did online (and its metric's value, ranking by one)."""
     row = TournamentRow.model_validate(offline)
-    return row.model_copy(update={"role": role, **_online(frame, row.alias)})
+    metric = {"online_metric": ranking.value(frame, row.alias)} if ranking is not None else {}
+    return row.model_copy(update={"role": role, **_online(frame, row.alias), **metric})
 
 
 def _winner(frame: pd.DataFrame, table: list[TournamentRow], champion: TournamentRow,
-            alpha: float) -> TournamentWinner:
-    """The offline winner, the online winner and, when they differ, whether the first falls significantly behind."""
-    ranked = [c for c in table if c.offline_rank is not None and c.online_accuracy is not None]
+            alpha: float, ranking: MetricRanking | None = None) -> TournamentWinner:
+    """The offline winner, the online winner and, when they differ, whether the first falls significantly behind
+    (on accuracy: an exact McNemar test; on another metric: :meth:`MetricRanking.paired_test`)."""
+    online = ranking.online if ranking is not None else (lambda c: c.online_accuracy)
+    sign = 1.0 if ranking is None or ranking.higher_is_better else -1.0
+    ranked = [c for c in table if c.offline_rank is not None and online(c) is not None]
     if not ranked:
         return TournamentWinner()
     offline_best = min(ranked, key=lambda c: c.offline_rank)  # ties: the first alias (offline order)
-    online_best = max(ranked, key=lambda c: (c.online_accuracy, -c.offline_rank))
+    online_best = max(ranked, key=lambda c: (sign * online(c), -c.offline_rank))
     winner = TournamentWinner(offline_winner=offline_best.alias, online_winner=online_best.alias)
-    gap = online_best.online_accuracy - offline_best.online_accuracy
+    gap = sign * (online(online_best) - online(offline_best))  # how much better the online winner is
     if online_best.alias != offline_best.alias and gap > 0:
-        test = mcnemar_exact(*_paired_correct(frame, online_best.alias, offline_best.alias))
+        test = (mcnemar_exact(*_paired_correct(frame, online_best.alias, offline_best.alias)) if ranking is None
+                else ranking.paired_test(frame, online_best.alias, offline_best.alias))
         winner = winner.model_copy(update={"falls_behind": True, "gap": float(gap), "test": test,
-                                           "significant": test.p_value < alpha})
-    if champion.online_accuracy is not None:
-        winner.winner_vs_champion_gap = float(offline_best.online_accuracy - champion.online_accuracy)
+                                           "significant": test is not None and test.p_value < alpha})
+    if online(champion) is not None:
+        winner.winner_vs_champion_gap = float(sign * (online(offline_best) - online(champion)))
     return winner
 
 
+class MetricRanking:
+    """The tournament's ranking on the refresh-level metric (``monitoring.core.metrics``) instead of accuracy:
+    offline from the versions' ``val_<metric>`` tags, online from the offline scorer itself on each variant's
+    labelled rows (the tournament replays a fixed set of rows, so no per-row form is needed: ROC AUC and F1 rank
+    here too); a falling-behind winner is tested with a paired t-test on the per-row terms where the metric has
+    them (log loss, cost, balanced accuracy), and not tested otherwise (said by ``test`` None)."""
+
+    def __init__(self, metric: str, classes: Sequence[Any], params: Mapping[str, Any] | None = None,
+                 reference: Mapping[str, float] | None = None) -> None:
+        from monitoring.core.metrics import get_metric
+
+        self.entry, self.classes, self.params = get_metric(metric), list(classes), dict(params or {})
+        self.reference = dict(reference or {})
+        self.higher_is_better = self.entry.higher_is_better
+
+    def online(self, row: TournamentRow) -> float | None:
+        return row.online_metric
+
+    def value(self, frame: pd.DataFrame, variant: str) -> float | None:
+        """The metric on the variant's labelled rows with probabilities (None without any)."""
+        from monitoring.core.metrics import class_index
+
+        rows = _labelled(frame, variant)
+        rows = rows[rows["probabilities"].map(bool)]
+        if rows.empty:
+            return None
+        y = np.array([class_index(v, self.classes) for v in rows["label"]])
+        value = self.entry.score(y, np.array(rows["probabilities"].tolist(), dtype=float), self.classes,
+                                 **self.params)
+        return float(value) if math.isfinite(value) else None
+
+    def paired_test(self, frame: pd.DataFrame, first: str, second: str) -> PairedTest | None:
+        from monitoring.online import LABEL_MEASURES, label_measure
+
+        if self.entry.online_measure not in LABEL_MEASURES:
+            return None
+        a, b = (_labelled(frame, v).set_index(["request_id", "row"]) for v in (first, second))
+        both = a.index.intersection(b.index)
+        if len(both) < 2:
+            return None
+        terms = [label_measure(self.entry.online_measure, rows.loc[both].reset_index(), classes=self.classes,
+                               reference=self.reference, params=self.params) for rows in (a, b)]
+        if len(terms[0]) != len(terms[1]) or np.ptp(terms[0] - terms[1]) == 0:
+            return None
+        p = float(stats.ttest_rel(terms[0], terms[1]).pvalue)
+        return PairedTest(test="paired_t", paired_rows=len(both), only_first_correct=0, only_second_correct=0,
+                          p_value=p)
+
+
+def _labelled(frame: pd.DataFrame, variant: str) -> pd.DataFrame:
+    rows = frame[(frame["variant"] == variant) & frame["correct"].notna() & frame["label"].notna()]
+    return rows.drop_duplicates(["request_id", "row"])
+
+
 def analyse(frame: pd.DataFrame, candidates: Sequence[TournamentRow | Mapping[str, Any]],
-            champion: TournamentRow | Mapping[str, Any], alpha: float = 0.05) -> TournamentOutput:
+            champion: TournamentRow | Mapping[str, Any], alpha: float = 0.05,
+            ranking: MetricRanking | None = None) -> TournamentOutput:
     """Rankings, rank correlations and the 'winner falls behind' test from the logged rows of one tournament.
 
     ``candidates`` carry the offline facts (alias, version, val_accuracy, offline_latency_ms); each alias is also
-    the variant its shadow rows are logged under."""
-    table = [_row(cand, frame, "candidate") for cand in candidates]
-    offline_acc = [c.val_accuracy for c in table]
-    online_acc = [c.online_accuracy for c in table]
+    the variant its shadow rows are logged under. ``ranking``: rank by the refresh-level metric (None: accuracy)."""
+    table = [_row(cand, frame, "candidate", ranking) for cand in candidates]
+    if ranking is None:
+        offline_acc, online_acc, higher = [c.val_accuracy for c in table], [c.online_accuracy for c in table], True
+    else:
+        offline_acc, online_acc = [c.val_metric for c in table], [c.online_metric for c in table]
+        higher = ranking.higher_is_better
     offline_lat = [c.offline_latency_ms for c in table]
     online_lat = [c.online_latency_ms for c in table]
     table = [row.model_copy(update={"offline_rank": r_off, "online_rank": r_on, "offline_latency_rank": l_off,
                                     "online_latency_rank": l_on})
-             for row, r_off, r_on, l_off, l_on in zip(table, _ranks(offline_acc, True), _ranks(online_acc, True),
+             for row, r_off, r_on, l_off, l_on in zip(table, _ranks(offline_acc, higher), _ranks(online_acc, higher),
                                                       _ranks(offline_lat, False), _ranks(online_lat, False),
                                                       strict=True)]
-    champion_row = _row({**_as_dict(champion), "alias": CHAMPION}, frame, CHAMPION)
+    champion_row = _row({**_as_dict(champion), "alias": CHAMPION}, frame, CHAMPION, ranking)
     return TournamentOutput(
-        candidates=table, champion=champion_row,
+        candidates=table, champion=champion_row, metric=ranking.entry.name if ranking is not None else "accuracy",
         accuracy_correlation=_correlation(offline_acc, online_acc),
         latency_correlation=_correlation(offline_lat, online_lat),
-        winner=_winner(frame, table, champion_row, alpha), alpha=alpha)
+        winner=_winner(frame, table, champion_row, alpha, ranking), alpha=alpha)
 
 
 def _as_dict(row: TournamentRow | Mapping[str, Any]) -> dict[str, Any]:
@@ -227,7 +292,7 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig
+def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig, metric: str = "accuracy"
                        ) -> tuple[list[str], list[TournamentRow], TournamentRow]:
     aliases = cfg.aliases if cfg.aliases is not None else candidate_aliases(client, model_name)
     if len(aliases) < 2:
@@ -236,10 +301,23 @@ def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig
     champion = registry.alias_version(client, model_name, CHAMPION)
     if champion is None:
         raise UserError(f"model {model_name!r} has no 'champion' alias; the tournament serves callers from it")
-    candidates = [_offline(client, model_name, a) for a in aliases]
+    candidates = [_offline(client, model_name, a, metric) for a in aliases]
+    champion_tags = registry.version_tags(champion)
     champion_row = TournamentRow(alias=CHAMPION, role=CHAMPION, version=str(champion.version),
-                                 val_accuracy=_tag_float(registry.version_tags(champion), "val_accuracy"))
+                                 val_accuracy=_tag_float(champion_tags, "val_accuracy"),
+                                 val_metric=_tag_float(champion_tags, f"val_{metric}") if metric != "accuracy"
+                                 else None)
     return aliases, candidates, champion_row
+
+
+def _metric_ranking(data: Any, classes: list[Any]) -> MetricRanking | None:
+    """The ranking on the data's refresh-level metric (None: accuracy, the tournament's own)."""
+    metric = data.meta.get("metric") or "accuracy"
+    if metric == "accuracy":
+        return None
+    counts = np.bincount(np.asarray(data.y_train, dtype=int), minlength=len(classes)).astype(float)
+    mix = {str(c): float(n / counts.sum()) for c, n in zip(classes, counts, strict=True)}
+    return MetricRanking(metric, classes, data.meta.get("metric_params") or {}, reference=mix)
 
 
 def run_tournament(model_name: str, data_path: str, config: dict | TournamentConfig | None = None
@@ -250,8 +328,10 @@ def run_tournament(model_name: str, data_path: str, config: dict | TournamentCon
     cfg = parse_config(config)
     data = load_prepared(data_path)
     ensure_tracking()
-    aliases, candidates, champion = _tournament_inputs(registry.client_for_active(), model_name, cfg)
     classes = list(data.meta.get("classes") or range(data.num_classes))
+    ranking = _metric_ranking(data, classes)
+    aliases, candidates, champion = _tournament_inputs(registry.client_for_active(), model_name, cfg,
+                                                       ranking.entry.name if ranking is not None else "accuracy")
     x, y = data.x_prod, data.y_prod
     if cfg.max_rows is not None and len(x) > cfg.max_rows:
         idx = np.sort(np.random.default_rng(cfg.seed).choice(len(x), cfg.max_rows, replace=False))
@@ -275,7 +355,7 @@ def run_tournament(model_name: str, data_path: str, config: dict | TournamentCon
                                  classes=classes)
         session.admin.wait_shadow_drained()
         frame = session.frame(since, time.time() + 1.0)
-        report = analyse(frame, candidates, champion, alpha=cfg.alpha).model_copy(update={
+        report = analyse(frame, candidates, champion, alpha=cfg.alpha, ranking=ranking).model_copy(update={
             "model_name": model_name, "aliases": aliases, "tournament_run_id": run.info.run_id,
             "replay": {"sent": summary.sent, "ok": summary.ok, "rows": summary.rows,
                        "feedback_errors": summary.feedback_errors, "errors": dict(summary.errors)},
@@ -322,6 +402,6 @@ def summary_line(report: TournamentOutput | None) -> str:
     if win.falls_behind:
         p = win.test.p_value if win.test is not None else float("nan")
         return head + (f"offline winner {win.offline_winner} falls behind {win.online_winner} by "
-                       f"{win.gap:.3f} accuracy (p={p:.3g}, "
+                       f"{win.gap:.3f} {report.metric} (p={p:.3g}, "
                        f"{'significant' if win.significant else 'not significant'})")
     return head + f"offline winner {win.offline_winner} also wins online"

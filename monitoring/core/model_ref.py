@@ -94,6 +94,8 @@ class ModelRef(BaseModel):
     feature_names: list[str] = Field(default_factory=list)
     classes: list[Any] = Field(default_factory=list)
     metric: str | None = Field(None, description="the metric the refresh ranked and the canary judges by")
+    metric_params: dict[str, Any] = Field(
+        default_factory=dict, description="the metric's parameters (positive_class, cost_matrix)")
     role: str | None = Field(None, description="'nas', 'baseline', ...")
     drift_reference_artifact: str | None = Field(
         None, description="artifact path (in the version's training run) of its DriftReference JSON")
@@ -117,6 +119,7 @@ class ModelRef(BaseModel):
             feature_names=_json(tags, "features", []),
             classes=[] if get_task(task).numeric_labels else _json(tags, "classes", []),
             metric=tags.get(TAG_PREFIX + "metric") or None,
+            metric_params=_json(tags, "metric_params", {}) or {},
             role=tags.get(TAG_PREFIX + "role") or None,
             drift_reference_artifact=tags.get(TAG_PREFIX + "drift_reference") or None,
             calibration=None if get_task(task).numeric_labels else _calibration(tags),

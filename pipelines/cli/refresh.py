@@ -47,6 +47,7 @@ def build_config(
     gateway: str | None = None,
     allow_column: list[str] | None = None,
     settings: Settings | None = None,
+    metric: str | None = None,
 ):
     """Merge a config file with command-line flags (flags win) into a validated ``RefreshConfig`` — the one place
     a refresh's options are checked, before Prefect starts or anything trains. The model name is resolved (the
@@ -56,7 +57,7 @@ def build_config(
 
     raw = _load_config_file(config_file)
     flags = {"data": data, "target": target, "max_rows": max_rows, "seed": seed, "model_name": model_name,
-             "top_k": top_k, "task": task, "query": query, "gateway_url": gateway,
+             "top_k": top_k, "task": task, "query": query, "gateway_url": gateway, "metric": metric,
              "categorical": [c.strip() for c in categorical.split(",") if c.strip()] if categorical else None,
              "allow_columns": list(allow_column) if allow_column else None}
     raw.update({k: v for k, v in flags.items() if v is not None})
@@ -107,7 +108,8 @@ def preflight(config, settings: Settings) -> None:
 
     spec = DataSpec(source=config.data, target=config.target, seed=config.seed, task=config.task,
                     query=config.query, categorical=config.categorical, max_rows=config.max_rows,
-                    allow_columns=config.allow_columns, password=config.data_password)
+                    allow_columns=config.allow_columns, password=config.data_password, metric=config.metric,
+                    metric_params=config.metric_params)
     x, y, input_shape = load_table(spec)
     plan_rows(spec, x, y)
     resolve_space(config.search, input_shape)
@@ -158,6 +160,7 @@ OPTION_FIELDS = {
     "task": "task", "runner": "search.runner", "dask_address": "search.dask_address", "epochs": "retrain.epochs",
     "top_k": "top_k", "drift": "canary.drift", "skip_canary": "skip_canary", "skip_tournament": "skip_tournament",
     "allow_schema_change": "allow_schema_change", "gateway": "gateway_url", "allow_column": "allow_columns",
+    "metric": "metric",
 }
 """Each configuration option of ``nasops refresh`` and the field it sets (what a resume compares)."""
 
@@ -181,6 +184,9 @@ def refresh(
                                          "(rank int8 accuracy, bound int8 latency, register the int8 form)"),
     task: str | None = typer.Option(None, "--task", help="classification or regression (default auto: a float "
                                     "target with many distinct values is a regression)"),
+    metric: str | None = typer.Option(None, "--metric", help="what every stage ranks and the canary judges by: "
+                                      "accuracy, balanced_accuracy, log_loss, roc_auc, f1, cost, rmse, mae (default: "
+                                      "from the target; metric_params in --config)"),
     runner: str | None = typer.Option(None, help="candidate evaluation runner: thread or dask"),
     dask_address: str | None = typer.Option(None, help="address of an existing Dask scheduler (with --runner dask)"),
     epochs: int | None = typer.Option(None, help="maximum epochs of the full retraining"),

@@ -13,6 +13,7 @@ from monitoring.core.enums import Mode
 from monitoring.core.model_ref import Calibration, DriftReference, ModelRef
 from monitoring.core.tasks import TaskKind
 from monitoring.judge_config import JudgeConfig, for_task
+from monitoring.metric_judge import for_metric
 from monitoring.rollout_store import Rollout, RolloutStore
 from monitoring.sources import PredictionLogSource, PrometheusSource, SampleSource
 from monitoring.vocabulary import CHALLENGER, CHAMPION
@@ -22,7 +23,7 @@ from pipelines.control.versions import model_ref
 
 log = logging.getLogger("nasops.canary")
 
-__all__ = ["StepContext", "rollout_models"]
+__all__ = ["StepContext", "judge_for", "rollout_models"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class StepContext:
 
     @property
     def task(self) -> TaskKind:
-        """The challenger's task: it decides what the judge compares (accuracy, or RMSE / MAE)."""
+        """The challenger's task: it decides what the judge compares (accuracy, or RMSE / MAE; the version's
+        refresh-level metric replaces the task's primary label metric, ``monitoring.metric_judge``)."""
         return self.challenger.kind
 
     @property
@@ -55,7 +57,7 @@ class StepContext:
 
     @property
     def judge_config(self) -> JudgeConfig:
-        judge = for_task(self.cfg.judge, self.task.name)
+        judge = judge_for(self.cfg.judge, self.challenger)
         return judge.for_shadow() if self.rollout.mode == Mode.SHADOW else judge
 
     @property
@@ -73,7 +75,8 @@ class StepContext:
             self.store.engine, reference_classes=None if numeric or ref is None else ref.class_mix,
             reference_values=ref.target_values if numeric and ref is not None else None,
             label_wait_s=self.cfg.label_wait_s, min_label_coverage=self.cfg.min_label_coverage,
-            calibrations=self.calibrations)}
+            calibrations=self.calibrations, classes=self.challenger.classes,
+            metric_params=self.challenger.metric_params)}
         if self.cfg.prometheus_url:
             sources["prometheus"] = PrometheusSource(self.cfg.prometheus_query_url(), step_s=self.cfg.interval_s)
         return sources
@@ -81,6 +84,12 @@ class StepContext:
     def with_rollout(self, rollout: Rollout) -> StepContext:
         """The same step after a write (the models and policy do not change during a rollout)."""
         return StepContext(rollout, self.store, self.cfg, self.models, self.client)
+
+
+def judge_for(judge: JudgeConfig, challenger: ModelRef) -> JudgeConfig:
+    """The judge of a challenger: its task's metric set, with its refresh-level metric as the primary label metric
+    (``monitoring.metric_judge``). An offline-only or unknown metric is a ``ValueError`` saying so."""
+    return for_metric(for_task(judge, challenger.task), challenger.metric)
 
 
 def rollout_models(rollout: Rollout, client: Any = None) -> RolloutModels:

@@ -33,7 +33,7 @@ from monitoring.vocabulary import tag
 from pipelines import registry
 from pipelines.contracts import CanaryOutput
 from pipelines.control.config import CanaryConfig
-from pipelines.control.context import StepContext
+from pipelines.control.context import StepContext, judge_for
 from pipelines.control.evidence import REPORT_DIR, attempt, evidence, record_decision
 from pipelines.control.reference import resolve_models
 from pipelines.control.rollout import RolloutState, schedule
@@ -93,6 +93,10 @@ def start_rollout(store: RolloutStore, model_name: str, cfg: CanaryConfig, *, ga
                         f"is still {active.phase}; follow it with `nasops canary status`, or end it with "
                         "`nasops canary abort` / `promote` before starting another")
     models = resolve_models(client, champion, challenger, reference, rows=cfg.reference_rows, seed=cfg.seed)
+    try:  # a challenger ranked by a metric the canary cannot judge online is refused here, not at every step
+        judge_for(cfg.judge, models.challenger)
+    except ValueError as exc:
+        raise UserError(f"{model_name} v{challenger.version}: {exc}") from None
     run_id = _open_run(client, model_name, str(champion.version), str(challenger.version), cfg)
     try:
         return store.create(model_name=model_name, champion_version=str(champion.version),
