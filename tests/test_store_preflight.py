@@ -94,7 +94,7 @@ def test_log_store_on_a_dead_or_silent_database_server_fails_within_the_timeout(
 
 def test_tracking_store_checks(tmp_path):
     from pipelines.errors import UserError
-    from pipelines.tracking import check_tracking_store
+    from pipelines.store_checks import check_tracking_store
 
     check_tracking_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     cases = {

@@ -39,7 +39,7 @@ def missing_sqlite(url: str, settings: Settings) -> Path | None:
 
 def _engine(prediction_log_url: str | None):
     from monitoring.prediction_log import log_engine
-    from pipelines.tracking import check_prediction_log
+    from pipelines.store_checks import check_prediction_log
 
     url = prediction_log_url or Settings().prediction_log_url
     # a malformed or dead database: one line naming the fix, before SQLAlchemy raises (its schema is our business)

@@ -98,7 +98,7 @@ def preflight(config, settings: Settings) -> None:
     """Load the data and plan it exactly as the flow's first stage will (validation, the ``--max-rows`` subsample,
     the split), and check the search space can take it, before Prefect starts: a bad file, a subsample that leaves
     a class too small or a space that cannot read the data gets one clear line, not a failed flow run."""
-    from pipelines.tracking import check_stores
+    from pipelines.store_checks import check_stores
 
     # the state dir, the tracking store and the prediction log (the canary's and the tournament's) answer in
     # seconds or are one line, exit 2: never MLflow's minutes of retries inside a flow run

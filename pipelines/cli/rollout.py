@@ -24,7 +24,7 @@ LOG_HELP = "the rollout store: the gateway's prediction-log database URL (defaul
 
 def _store(prediction_log_url: str | None) -> tuple[Any, str]:
     from monitoring.rollout_store import RolloutStore
-    from pipelines.tracking import check_prediction_log
+    from pipelines.store_checks import check_prediction_log
 
     url = prediction_log_url or Settings().prediction_log_url
     check_prediction_log(url)  # a malformed or dead store: one line naming the fix, before SQLAlchemy raises

@@ -84,7 +84,7 @@ def _preflight(gw) -> str | None:
     from mlflow.tracking import MlflowClient
 
     from monitoring.prediction_log import create_log_engine
-    from pipelines.tracking import check_prediction_log, check_tracking_store
+    from pipelines.store_checks import check_prediction_log, check_tracking_store
     from serving.models import resolve_alias
 
     check_tracking_store(gw.tracking_uri)
