@@ -44,6 +44,7 @@ _MAX_PAIRS = 250_000
 _MIN_ASYMPTOTIC = 50
 _MIN_ASYMPTOTIC_MINORITY = 20
 PERMUTATIONS = 1000
+_PERMUTATION_CHUNK = 50  # relabellings drawn at once (van_elteren: chunk x stratum rows in memory)
 # Sequential relative metrics (latency): log values clipped at this ratio around the champion's median.
 ROBUST_RATIO = 10.0
 
@@ -235,8 +236,9 @@ def van_elteren(champion: np.ndarray, challenger: np.ndarray, champion_strata: n
         obs += ranks[len(b):].sum() / (n + 1)
         exp += len(c) / 2.0
         var += len(b) * len(c) / 12.0 * ((n + 1) - (ties**3 - ties).sum() / (n * (n - 1))) / (n + 1) ** 2
-        if not approximate:
-            perm += rng.permuted(np.tile(ranks, (PERMUTATIONS, 1)), axis=1)[:, len(b):].sum(1) / (n + 1)
+        for start in range(0, PERMUTATIONS if not approximate else 0, _PERMUTATION_CHUNK):  # bounded memory
+            rows = min(_PERMUTATION_CHUNK, PERMUTATIONS - start)
+            perm[start:start + rows] += rng.permuted(np.tile(ranks, (rows, 1)), axis=1)[:, len(b):].sum(1) / (n + 1)
     if var <= 0:
         return obs, 1.0
     if approximate:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitoring import sequential as seq
-from monitoring.judge import Judge
+from monitoring.judge import Judge, mann_whitney, van_elteren
 from monitoring.judge_config import JudgeConfig, MetricConfig
 from monitoring.prediction_log import create_log_engine, prediction_rows, predictions
 from monitoring.samples import MetricSamples, matched_stats, stratify, weighted_quantile, weighted_stats
@@ -149,3 +149,18 @@ def test_simulated_aa_canaries_are_not_rolled_back_as_worse_even_with_a_trend(mo
                                   np.random.default_rng(0), window="matched")
         assert row["rollback_worse_rate"] <= 0.01, scenario
         assert row["promote_rate"] <= 0.05, scenario
+
+
+def test_van_elteren_with_one_stratum_is_the_mann_whitney_test_and_ignores_a_shift_between_strata():
+    rng = np.random.default_rng(2)
+    b, c = rng.normal(0, 1, 300), rng.normal(0.2, 1, 200)
+    _, p_ve = van_elteren(b, c, np.zeros(300, int), np.zeros(200, int))
+    assert p_ve == pytest.approx(mann_whitney(b, c)[1], rel=0.05)
+    # stratum 1 is 3 units higher for both; the champion lives mostly in stratum 0, the challenger in stratum 1
+    b = np.concatenate([rng.normal(0, 1, 270), rng.normal(3, 1, 30)])
+    c = np.concatenate([rng.normal(0, 1, 20), rng.normal(3, 1, 180)])
+    s_b, s_c = np.repeat([0, 1], [270, 30]), np.repeat([0, 1], [20, 180])
+    assert mann_whitney(b, c)[1] < 1e-6 and van_elteren(b, c, s_b, s_c)[1] > 0.05
+    # small or sparse samples: the stratified permutation distribution
+    _, p_small = van_elteren(b[:30], c[:8], s_b[:30], s_c[:8])
+    assert 0 < p_small <= 1
