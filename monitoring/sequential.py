@@ -106,7 +106,7 @@ def count_log_bayes_factor(events_c, events_b, exposure_c, exposure_b, *, ratio:
     champion's, from event counts and exposures (requests).
 
     Lindon, M., Malek, A. (2022). "Anytime-valid inference for multinomial count data." NeurIPS 2022; Lindon, M.,
-    Sanden, C., Shirikian, V., et al. (2022). "Rapid regression detection in software deployments through
+    Sanden, C., Shirikian, V. (2022). "Rapid regression detection in software deployments through
     sequential testing." KDD 2022. With Poisson event streams of rates ``l_c, l_b`` on exposures ``n_c, n_b``,
     conditional on the total ``T`` the challenger's count is ``Binomial(T, theta)`` with
     ``theta = n_c l_c / (n_c l_c + n_b l_b)``; under ``l_c = ratio * l_b`` the share is the known

@@ -8,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from monitoring import sequential as seq
 from monitoring.judge import Judge, mann_whitney, van_elteren
 from monitoring.judge_config import JudgeConfig, MetricConfig
 from monitoring.prediction_log import create_log_engine, prediction_rows, predictions
+from monitoring.rollout_store import RolloutStore
 from monitoring.samples import MetricSamples, matched_stats, stratify, weighted_quantile, weighted_stats
 from monitoring.sources import PredictionLogSource, collect_samples
+from pipelines.control.config import load_canary_config
+from pipelines.control.controller import reconcile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import canary_sim
@@ -164,3 +168,35 @@ def test_van_elteren_with_one_stratum_is_the_mann_whitney_test_and_ignores_a_shi
     # small or sparse samples: the stratified permutation distribution
     _, p_small = van_elteren(b[:30], c[:8], s_b[:30], s_c[:8])
     assert 0 < p_small <= 1
+
+
+def _served(store, t0: float, t1: float, n: int, variants: tuple[str, ...], latency_ms: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = [{"request_id": f"{v}-{t0}-{i}", "row": 0, "ts": t0 + (t1 - t0) * i / n, "variant": v, "shadow": False,
+             "model_version": "1" if v == "champion" else "2", "inputs": "[0]", "prediction": "1",
+             "probabilities": "[0.1,0.9]", "latency_ms": latency_ms * (1 + 0.2 * rng.random()), "status": "ok"}
+            for v in variants for i in range(n)]
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(predictions), rows)
+
+
+@pytest.mark.parametrize("window", ["cumulative", "matched"])
+def test_the_controller_compares_the_challenger_with_the_champion_of_the_same_intervals(tmp_path, window):
+    """Identical models on a host that gets slow after the 50 % step: the 100 % interval's slow rows have no
+    champion rows beside them. Cumulatively they make the challenger 'slower'; time-matched they are left out."""
+    store = RolloutStore(f"sqlite:///{tmp_path / 'predictions.db'}")
+    judge = {"method": "fixed_horizon", "metrics": [{
+        "name": "latency", "measure": "latency_ms", "critical": True, "statistic": "median", "tolerance": 0.5}]}
+    # two 100 % steps, so that the pass at the first one does not promote (no registry in this test)
+    cfg = load_canary_config({"steps": [0.5, 1.0, 1.0], "interval_s": 5.0, "window": window, "judge": judge})
+    rollout = store.create(model_name="m", champion_version="1", challenger_version="2", mode="split", weight=0.5,
+                           config=cfg.model_dump(mode="json"), now=1000.0)
+    _served(store, 1000.0, 1005.0, 200, ("champion", "challenger"), 2.0, seed=0)
+    assert reconcile(store, rollout.rollout_id, now=1005.5).outcome == "pass"
+    _served(store, 1005.6, 1010.5, 400, ("challenger",), 30.0, seed=1)  # 100 %: the challenger alone, slow host
+    report = reconcile(store, rollout.rollout_id, now=1011.0)
+    if window == "cumulative":
+        assert report.verdict == "fail"
+    else:
+        assert report.verdict == "pass" and report.outcome == "pass"
+    store.engine.dispose()
