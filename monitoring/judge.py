@@ -17,9 +17,11 @@ That is ``method: fixed_horizon``. With ``method: sequential`` (the packaged def
 by an always-valid confidence sequence (:mod:`monitoring.sequential`) under its rule -- non-inferiority with a
 margin, or superiority powered for a minimum effect -- and the verdict is the promotion rule over the critical
 metrics (:func:`monitoring.sequential.combine`): ``pass`` = proven non-inferior everywhere and superior on the
-primary metric; ``marginal`` = guards proven non-inferior, primary still undecided (safe to ramp, not to promote);
-``fail`` = a critical metric proven bad; ``nodata`` = undecided (hold). ``Verdict.decided_by`` names the rule
-that decided.
+primary metric; ``marginal`` = no guard proven bad and each guard's estimate inside its margin (``ramp:
+within_margin``; ``ramp: proof``: guards proven non-inferior), primary still undecided (safe to ramp, not to
+promote); ``fail`` = a critical metric proven bad; ``nodata`` = undecided (hold). ``Verdict.decided_by`` names the
+rule that decided. Samples may carry time-matched weights (:class:`monitoring.samples.MetricSamples`): both methods
+then compare the champion over the challenger's mix of intervals.
 """
 
 from __future__ import annotations
