@@ -141,6 +141,13 @@ def test_count_test_keeps_beta_on_aa_and_catches_a_rate_increase_early():
     e_c = rng.poisson(0.025 * n_c, (runs, looks)).cumsum(1)  # +2 points at a 5 % share
     worse = seq.count_worse((n_b * exposure, e_b), (n_c * exposure, e_c), beta=0.05)
     assert worse[:, 2].mean() > 0.6  # proven within 3 intervals (300 challenger requests) in most runs
+    # The null share comes from the cumulative exposures: with the split changing 5 -> 25 -> 50 % (a rollout's
+    # steps) the A/A rate over all looks still stays under beta (measured 1-2 %).
+    share = np.repeat([0.05, 0.25, 0.5], [3, 3, looks - 6])
+    c_n, b_n = (2000 * share).astype(int), 2000 - (2000 * share).astype(int)
+    e_b = rng.poisson(0.005 * b_n, (runs, looks)).cumsum(1)
+    e_c = rng.poisson(0.005 * c_n, (runs, looks)).cumsum(1)
+    assert seq.count_worse((b_n.cumsum(), e_b), (c_n.cumsum(), e_c), beta=0.05).any(axis=1).mean() <= 0.05
 
 
 def test_simulated_aa_canaries_are_not_rolled_back_as_worse_even_with_a_trend(monkeypatch):
