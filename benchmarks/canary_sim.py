@@ -27,8 +27,19 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monitoring import sequential as seq
-from monitoring.judge import HIGH, LOW, NODATA, PASS, ROBUST_RATIO, Judge, MetricResult, Verdict
+from monitoring.judge import (
+    HIGH,
+    LOW,
+    NODATA,
+    PASS,
+    ROBUST_RATIO,
+    Judge,
+    MetricResult,
+    Verdict,
+    sequential_decision,
+)
 from monitoring.judge_config import default_judge_config
+from monitoring.samples import matched_stats
 from monitoring.vocabulary import PROMOTED
 from pipelines.control.config import load_canary_config
 from pipelines.control.rollout import RolloutState, schedule
@@ -36,7 +47,9 @@ from pipelines.control.rollout import RolloutState, schedule
 CHUNK = 100  # requests per prediction-drift chunk
 # sequential: the always-valid judge (method: sequential); fixed_horizon: the Mann-Whitney "not worse" judge;
 # fixed_horizon_better: the sequential judge's promotion rule with fixed-horizon z bounds read at every look.
-POLICIES = ("sequential", "fixed_horizon", "fixed_horizon_better")
+POLICIES = ("sequential", "sequential_cumulative", "fixed_horizon", "fixed_horizon_better")
+# sequential judges the time-matched window (the controller's default ``window: matched``); sequential_cumulative is
+# the same judge on the cumulative window as served; the two fixed-horizon policies judge the cumulative window.
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,10 @@ class Variant:
     latency_sigma: float = 0.35
     drift_mean: float = 0.10
     drift_sd: float = 0.03
+    # A trend of the whole traffic over the rollout (both variants; set on the scenario's challenger): latency times
+    # (1 + latency_trend * interval), accuracy minus accuracy_trend * interval (a host and a day getting busier).
+    latency_trend: float = 0.0
+    accuracy_trend: float = 0.0
 
 
 CHAMPION = Variant()
@@ -60,18 +77,21 @@ SCENARIOS = {
     "errors_2pct": replace(CHAMPION, error_rate=0.025),
     "latency_x2": replace(CHAMPION, latency_median_ms=100.0),
     "drifted": replace(CHAMPION, drift_mean=0.25, drift_sd=0.05, accuracy=0.83),
+    "aa_trend": replace(CHAMPION, latency_trend=1.0),
 }
 STALL_P, STALL_MAX = 0.02, 50.0  # 2 % of requests stall 2-50x
 BURST_P, BURST_SHARE, BURST_MAX = 0.2, 0.1, 10.0  # a variant's interval is noisy w.p. 0.2: 10 % of it 2-10x
 
 
-def draw_interval(rng, chal: Variant, n_b: np.ndarray, requests: int, coverage: float) -> dict:
-    """One interval of traffic for ``len(n_b)`` canaries: ``n_b`` requests to the champion, the rest challenger."""
+def draw_interval(rng, chal: Variant, n_b: np.ndarray, requests: int, coverage: float, index: int = 0) -> dict:
+    """One interval (number ``index``) of traffic for ``len(n_b)`` canaries: ``n_b`` requests to the champion, the
+    rest challenger."""
     s = len(n_b)
     n_c = requests - n_b
     cols = np.arange(requests)[None, :]
     is_c = cols >= n_b[:, None]
-    med = np.where(is_c, chal.latency_median_ms, CHAMPION.latency_median_ms)
+    slow = 1.0 + chal.latency_trend * index
+    med = slow * np.where(is_c, chal.latency_median_ms, CHAMPION.latency_median_ms)
     sig = np.where(is_c, chal.latency_sigma, CHAMPION.latency_sigma)
     lat = med * np.exp(sig * rng.standard_normal((s, requests)))
     stall = rng.random((s, requests)) < STALL_P
@@ -84,7 +104,9 @@ def draw_interval(rng, chal: Variant, n_b: np.ndarray, requests: int, coverage: 
         out[key] = (rng.binomial(n_b, p_b), rng.binomial(n_c, p_c))
     lab_b, lab_c = rng.binomial(n_b, coverage), rng.binomial(n_c, coverage)
     out["labels"] = (lab_b, lab_c)
-    out["correct"] = (rng.binomial(lab_b, CHAMPION.accuracy), rng.binomial(lab_c, chal.accuracy))
+    worse = chal.accuracy_trend * index
+    out["correct"] = (rng.binomial(lab_b, max(CHAMPION.accuracy - worse, 0.5)),
+                      rng.binomial(lab_c, max(chal.accuracy - worse, 0.5)))
     kmax = requests // CHUNK
     k_b, k_c = n_b // CHUNK, n_c // CHUNK
     d_b = np.clip(rng.normal(CHAMPION.drift_mean, CHAMPION.drift_sd, (s, kmax)), 0, 1)
@@ -95,42 +117,59 @@ def draw_interval(rng, chal: Variant, n_b: np.ndarray, requests: int, coverage: 
 
 
 class Cumulative:
-    """Everything since the canary started, for a fixed set of canaries."""
+    """Everything since the canary started, for a fixed set of canaries: running totals, and per interval (the
+    strata of the time-matched window) the same sufficient statistics."""
 
-    def __init__(self, s: int, keep_raw: bool, log_offset: float = 0.0):
+    def __init__(self, s: int, keep_raw: bool, log_offset: float = 0.0, window: str = "cumulative"):
         z = np.zeros(s)
         self.log_offset = log_offset
+        self.window = window
         self.n = {"errors": [z.copy(), z.copy()], "labels": [z.copy(), z.copy()], "latency": [z.copy(), z.copy()],
                   "drift": [z.copy(), z.copy()]}
         self.sums = {k: [z.copy(), z.copy()] for k in ("errors", "correct", "latency", "drift")}
         self.sq = {k: [z.copy(), z.copy()] for k in ("latency", "drift")}
+        self.parts: list[dict] = []  # per interval: {"n"|"sums"|"sq": {key: (champion, challenger)}}
         self.keep_raw = keep_raw
         self.raw: list[dict] = []
 
     def add(self, it: dict) -> None:
-        for side, n in enumerate((it["n_b"], it["n_c"])):
-            self.n["errors"][side] += n
-            self.n["latency"][side] += n
-            self.n["labels"][side] += it["labels"][side]
-            self.sums["errors"][side] += it["errors"][side]
-            self.sums["correct"][side] += it["correct"][side]
-            d = it["drift"][side]
-            self.n["drift"][side] += np.isfinite(d).sum(1)
-            self.sums["drift"][side] += np.nansum(d, 1)
-            self.sq["drift"][side] += np.nansum(d**2, 1)
+        part: dict = {"n": {}, "sums": {}, "sq": {}}
+        part["n"]["errors"] = part["n"]["latency"] = (it["n_b"].astype(float), it["n_c"].astype(float))
+        part["n"]["labels"] = tuple(np.asarray(x, dtype=float) for x in it["labels"])
+        part["sums"]["errors"] = tuple(np.asarray(x, dtype=float) for x in it["errors"])
+        part["sums"]["correct"] = tuple(np.asarray(x, dtype=float) for x in it["correct"])
+        part["n"]["drift"] = tuple(np.isfinite(d).sum(1).astype(float) for d in it["drift"])
+        part["sums"]["drift"] = tuple(np.nansum(d, 1) for d in it["drift"])
+        part["sq"]["drift"] = tuple(np.nansum(d**2, 1) for d in it["drift"])
         offset = self.log_offset
         centre = np.log(CHAMPION.latency_median_ms + offset)  # the champion's median (the judge: sample median)
         logs = np.clip(np.log(it["latency"] + offset), centre - np.log(ROBUST_RATIO), centre + np.log(ROBUST_RATIO))
-        for side, mask in enumerate((~it["is_c"], it["is_c"])):
-            self.sums["latency"][side] += np.where(mask, logs, 0).sum(1)
-            self.sq["latency"][side] += np.where(mask, logs**2, 0).sum(1)
+        masks = (~it["is_c"], it["is_c"])
+        part["sums"]["latency"] = tuple(np.where(mask, logs, 0).sum(1) for mask in masks)
+        part["sq"]["latency"] = tuple(np.where(mask, logs**2, 0).sum(1) for mask in masks)
+        for name, table in (("n", self.n), ("sums", self.sums), ("sq", self.sq)):
+            for key, pair in table.items():
+                for side in (0, 1):
+                    pair[side] += part[name][key][side]
+        self.parts.append(part)
         if self.keep_raw:
             self.raw.append(it)
+
+    def stats(self, nk: str, sk: str, qk: str | None) -> tuple[tuple, tuple]:
+        """``(n, sum, sum of squares)`` of champion and challenger in this window (see monitoring.samples)."""
+        if self.window == "cumulative":
+            q = self.sq[qk] if qk else self.sums[sk]
+            return (self.n[nk][0], self.sums[sk][0], q[0]), (self.n[nk][1], self.sums[sk][1], q[1])
+        stack = [np.stack([p[t][k][side] for p in self.parts], -1) for t, k in
+                 (("n", nk), ("sums", sk), ("sq" if qk else "sums", qk or sk)) for side in (0, 1)]
+        return matched_stats(*stack)
 
     def select(self, keep: np.ndarray) -> None:
         for table in (self.n, self.sums, self.sq):
             for pair in table.values():
                 pair[0], pair[1] = pair[0][keep], pair[1][keep]
+        self.parts = [{t: {k: (v[0][keep], v[1][keep]) for k, v in d.items()} for t, d in p.items()}
+                      for p in self.parts]
         self.raw = [{k: (tuple(x[keep] for x in v) if isinstance(v, tuple) else v[keep]) for k, v in it.items()}
                     for it in self.raw]
 
@@ -153,8 +192,9 @@ def simulated(measure: str | None) -> str | None:
 
 
 def sequential_verdicts(cum: Cumulative, cfg, bounds=seq.difference_bounds) -> tuple[np.ndarray, np.ndarray]:
-    """Verdict codes (monitoring.sequential.combine) and whether a rejection was 'not better' only."""
-    rules, crit, codes, futile = [], [], [], []
+    """Verdict codes (monitoring.sequential.combine) and whether a rejection was 'not better' only; each metric is
+    decided by the judge's own ``sequential_decision``."""
+    rules, crit, codes, ramps, futile = [], [], [], [], []
     keys = {"error": ("errors", "errors", None), "correct": ("labels", "correct", None),
             "latency_ms": ("latency", "latency", "latency"), "prediction_drift": ("drift", "drift", "drift")}
     for m in cfg.metrics:
@@ -162,21 +202,20 @@ def sequential_verdicts(cum: Cumulative, cfg, bounds=seq.difference_bounds) -> t
         if rule == "report":
             continue
         nk, sk, qk = keys[simulated(m.measure)]
-        n_b, n_c = cum.n[nk]
-        s_b, s_c = cum.sums[sk]
-        q_b, q_c = (cum.sq[qk] if qk else (s_b, s_c))
-        sign = 1.0 if m.direction == "decrease" else -1.0
-        g, lo, hi = bounds((n_b, s_b, q_b), (n_c, s_c, q_c), sign=sign, alpha=cfg.alpha, beta=cfg.beta,
-                           tau2=m.threshold**2, binary=m.binary)
-        code = seq.decide(rule, lo, hi, m.threshold, g)
+        champion, challenger = cum.stats(nk, sk, qk)
+        _, _, _, code, ramp = sequential_decision(m, cfg, champion, challenger, bounds=bounds)
         need = m.min_samples or cfg.min_samples
-        code[(n_b < need) | (n_c < need)] = seq.NODATA
+        short = (cum.n[nk][0] < need) | (cum.n[nk][1] < need)
+        code[short] = seq.NODATA
+        if ramp is not None:
+            ramp = ramp & ~short
         rules.append(rule)
         crit.append(m.critical)
         codes.append(code)
+        ramps.append(ramp)
         if m.critical:
             futile.append((rule, code))
-    verdict = seq.combine(rules, crit, codes)
+    verdict = seq.combine(rules, crit, codes, ramps)
     guard_bad = np.zeros(len(verdict), dtype=bool)
     for rule, code in futile:
         if rule == seq.NON_INFERIORITY:
@@ -288,8 +327,9 @@ def _row(m, cls: str, failed: bool) -> MetricResult:
 
 
 # -- the rollout ---------------------------------------------------------------------------------------------------
-def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
-    """``runs`` canaries of one scenario under one policy; rates and intervals to decision."""
+def simulate(policy: str, chal: Variant, runs: int, args, rng, window: str | None = None) -> dict:
+    """``runs`` canaries of one scenario under one policy; rates and intervals to decision. ``window``: the
+    sequential judge's window (default: matched for ``sequential``, cumulative otherwise)."""
     rollout = load_canary_config({"max_intervals": args.max_intervals, "failure_limit": 1,
                                   "on_marginal": "hold" if policy == "fixed_horizon" else "advance"})
     cfg = default_judge_config().model_copy(update={"method": "sequential"})
@@ -300,29 +340,28 @@ def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
     exposure = np.zeros(runs)
     active = np.arange(runs)
     latency = next(m for m in cfg.metrics if simulated(m.measure) == "latency_ms" and m.effective_rule != "report")
-    cum = Cumulative(runs, keep_raw=policy == "fixed_horizon", log_offset=latency.log_offset)
+    window = window or ("matched" if policy == "sequential" else "cumulative")
+    cum = Cumulative(runs, keep_raw=policy == "fixed_horizon", log_offset=latency.log_offset, window=window)
     rule_based = policy != "fixed_horizon"
+    index = 0
     while len(active):
         weights = np.array([states[i].phase.weight for i in active])
         n_c = np.rint(args.requests * weights).astype(int)
-        it = draw_interval(rng, chal, args.requests - n_c, args.requests, args.label_coverage)
+        it = draw_interval(rng, chal, args.requests - n_c, args.requests, args.label_coverage, index)
+        index += 1
         cum.add(it)
         exposure[active] += n_c
         if rule_based:
-            codes, futile = sequential_verdicts(cum, cfg, seq.difference_bounds if policy == "sequential" else
-                                                peeking_bounds)
-            names = [SEQ_NAMES[int(c)] for c in codes]
-            verdicts = [Verdict(v, 100.0, [], {}, ["not better" if f else v])
-                        for v, f in zip(names, futile, strict=True)]
+            codes, futile = sequential_verdicts(cum, cfg, peeking_bounds if policy == "fixed_horizon_better" else
+                                                seq.difference_bounds)
+            verdicts = [Verdict(SEQ_NAMES[int(c)], 100.0, [], {}, ["not better" if f else SEQ_NAMES[int(c)]],
+                                method="sequential") for c, f in zip(codes, futile, strict=True)]
         else:
             verdicts = fixed_verdicts(cum, fixed_cfg, judge)
         still = []
         for j, i in enumerate(active):
             state, verdict = states[i], verdicts[j]
-            last = state.phase_index == len(state.phases) - 1
-            if rule_based and last and verdict.verdict == "marginal":
-                verdict = Verdict("nodata", verdict.score, [], {}, verdict.reasons)  # promote only on proof
-            outcome = state.advance(verdict)
+            outcome = state.advance(verdict)  # the real rollout rule (sequential: marginal holds before 100 %)
             if state.decision is None:
                 still.append(j)
             elif state.decision != PROMOTED:
@@ -347,39 +386,55 @@ def simulate(policy: str, chal: Variant, runs: int, args, rng) -> dict:
 def goals(result: dict) -> dict:
     seqr = result["policies"]["sequential"]
     fixed = result["policies"]["fixed_horizon"]
+    same_claim = result["policies"]["fixed_horizon_better"]
     harmful = ("worse_1pt", "errors_2pct", "latency_x2", "drifted")
+    issue = ("better_3pt", "worse_1pt", "errors_2pct")  # issue 22's three scenarios
     return {
-        "aa_false_rollback_worse_le_1pct": seqr["aa_identical"]["rollback_worse_rate"] <= 0.01,
-        "aa_false_promotion_le_5pct": seqr["aa_identical"]["promote_rate"] <= 0.05,
+        "aa_false_rollback_worse_le_1pct": all(seqr[s]["rollback_worse_rate"] <= 0.01
+                                               for s in ("aa_identical", "aa_trend")),
+        "aa_false_promotion_le_5pct": all(seqr[s]["promote_rate"] <= 0.05 for s in ("aa_identical", "aa_trend")),
         "harmful_rolled_back_ge_99pct": all(seqr[s]["rollback_rate"] >= 0.99 for s in harmful),
         "better_3pt_promoted_ge_95pct": seqr["better_3pt"]["promote_rate"] >= 0.95,
-        "fewer_intervals_than_fixed_horizon": {
-            s: seqr[s]["mean_intervals_to_decision"] < fixed[s]["mean_intervals_to_decision"] for s in seqr},
+        "no_more_intervals_than_fixed_horizon": {
+            s: seqr[s]["mean_intervals_to_decision"] <= fixed[s]["mean_intervals_to_decision"] for s in issue},
+        "no_more_intervals_than_fixed_horizon_better": {
+            s: seqr[s]["mean_intervals_to_decision"] <= same_claim[s]["mean_intervals_to_decision"] for s in issue},
+        "aa_trend_cumulative_rollback_worse_rate": result["policies"]["sequential_cumulative"]["aa_trend"][
+            "rollback_worse_rate"],
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="simulated canaries per scenario and policy")
     parser.add_argument("--requests", type=int, default=2000, help="requests per interval (both variants)")
     parser.add_argument("--label-coverage", type=float, default=0.5, help="share of requests that get a label")
     parser.add_argument("--max-intervals", type=int, default=40, help="interval budget of the rollout")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    policies = [s.strip() for s in args.policies.split(",") if s.strip()]
     unknown = [s for s in names if s not in SCENARIOS]
-    if unknown or args.runs < 1 or args.requests < 40 or not 0 < args.label_coverage <= 1:
-        print(f"error: bad arguments (unknown scenarios {unknown}; need --runs >= 1, --requests >= 40, "
-              f"0 < --label-coverage <= 1); scenarios: {', '.join(SCENARIOS)}", file=sys.stderr)
+    unknown_policies = [p for p in policies if p not in POLICIES]
+    if unknown or unknown_policies or args.runs < 1 or args.requests < 40 or not 0 < args.label_coverage <= 1:
+        print(f"error: bad arguments (unknown scenarios {unknown}, policies {unknown_policies}; need --runs >= 1, "
+              f"--requests >= 40, "
+              f"0 < --label-coverage <= 1); scenarios: {', '.join(SCENARIOS)}; policies: {', '.join(POLICIES)}",
+              file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     result: dict = {"policies": {}, "settings": {k: v for k, v in vars(args).items() if k != "json"}}
-    for policy in POLICIES:
+    for policy in policies:
         rng = np.random.default_rng(args.seed)
         result["policies"][policy] = {s: simulate(policy, SCENARIOS[s], args.runs, args, rng) for s in names}
-    if set(names) == set(SCENARIOS):
+    if set(names) == set(SCENARIOS) and set(policies) == set(POLICIES):
         result["goals"] = goals(result)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:

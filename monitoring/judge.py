@@ -17,9 +17,11 @@ That is ``method: fixed_horizon``. With ``method: sequential`` (the packaged def
 by an always-valid confidence sequence (:mod:`monitoring.sequential`) under its rule -- non-inferiority with a
 margin, or superiority powered for a minimum effect -- and the verdict is the promotion rule over the critical
 metrics (:func:`monitoring.sequential.combine`): ``pass`` = proven non-inferior everywhere and superior on the
-primary metric; ``marginal`` = guards proven non-inferior, primary still undecided (safe to ramp, not to promote);
-``fail`` = a critical metric proven bad; ``nodata`` = undecided (hold). ``Verdict.decided_by`` names the rule
-that decided.
+primary metric; ``marginal`` = no guard proven bad and each guard's estimate inside its margin (``ramp:
+within_margin``; ``ramp: proof``: guards proven non-inferior), primary still undecided (safe to ramp, not to
+promote); ``fail`` = a critical metric proven bad; ``nodata`` = undecided (hold). ``Verdict.decided_by`` names the
+rule that decided. Samples may carry time-matched weights (:class:`monitoring.samples.MetricSamples`): both methods
+then compare the champion over the challenger's mix of intervals.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from scipy import stats
 from monitoring import sequential as seq
 from monitoring.core.enums import VerdictKind
 from monitoring.judge_config import JudgeConfig, MetricConfig
+from monitoring.samples import MetricSamples, weighted_quantile, weighted_stats
 
 PASS, HIGH, LOW, NODATA = "Pass", "High", "Low", "NoData"
 # At most this many pairwise differences for the Hodges-Lehmann shift estimate (a random subsample beyond it).
@@ -43,6 +46,7 @@ _MAX_PAIRS = 250_000
 _MIN_ASYMPTOTIC = 50
 _MIN_ASYMPTOTIC_MINORITY = 20
 PERMUTATIONS = 1000
+_PERMUTATION_CHUNK = 50  # relabellings drawn at once (van_elteren: chunk x stratum rows in memory)
 # Sequential relative metrics (latency): log values clipped at this ratio around the champion's median.
 ROBUST_RATIO = 10.0
 
@@ -143,11 +147,17 @@ class Verdict:
         return head + (": " + "; ".join(self.reasons) if self.reasons else "")
 
 
-def summarize(values: np.ndarray, statistic: str) -> float:
+def summarize(values: np.ndarray, statistic: str, weights: np.ndarray | None = None) -> float:
     """The summary statistic a metric's effect compares (mean, median, a percentile, or ``rms``: the root of the
-    mean square, e.g. a regression's RMSE from its absolute errors)."""
+    mean square, e.g. a regression's RMSE from its absolute errors); weighted when ``weights`` are given (the
+    time-matched comparison, :mod:`monitoring.samples`)."""
     if len(values) == 0:
         return float("nan")
+    if weights is not None:
+        if statistic in ("rms", "mean"):
+            mean = float(np.average(np.square(values) if statistic == "rms" else values, weights=weights))
+            return math.sqrt(mean) if statistic == "rms" else mean
+        return weighted_quantile(values, weights, 0.5 if statistic == "median" else float(statistic[1:]) / 100)
     if statistic == "rms":
         return float(np.sqrt(np.mean(np.square(values))))
     if statistic == "mean":
@@ -202,18 +212,61 @@ def mann_whitney(champion: np.ndarray, challenger: np.ndarray, *, seed: int = 0)
     return float(result.statistic), (1.0 if not math.isfinite(p) else min(1.0, p))
 
 
+def van_elteren(champion: np.ndarray, challenger: np.ndarray, champion_strata: np.ndarray,
+                challenger_strata: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
+    """Van Elteren's stratified Wilcoxon test, two-sided: ``(T, p)``.
+
+    van Elteren, P. H. (1960). "On the combination of independent two-sample tests of Wilcoxon." Bull. Int.
+    Statist. Inst. 37. Per stratum (a rollout step) the challenger's rank sum ``W_s`` among the stratum's ``N_s``
+    rows; ``T = sum W_s / (N_s + 1)`` weights each stratum by its size (locally most powerful for a common shift),
+    with mean ``sum n_c,s / 2`` and the tie-corrected variance. Only strata where both variants served count. As
+    :func:`mann_whitney`: the normal approximation when the pooled samples allow it, else ``PERMUTATIONS``
+    relabellings within each stratum.
+    """
+    obs = exp = var = 0.0
+    perm = np.zeros(PERMUTATIONS)
+    rng = np.random.default_rng(seed)
+    both = np.concatenate([champion, challenger])
+    _, counts = np.unique(both, return_counts=True) if len(both) else (None, np.array([0]))
+    approximate = min(len(champion), len(challenger)) >= _MIN_ASYMPTOTIC and not (
+        len(counts) <= 2 and counts.min() < _MIN_ASYMPTOTIC_MINORITY)
+    for s in np.intersect1d(champion_strata, challenger_strata):
+        b, c = champion[champion_strata == s], challenger[challenger_strata == s]
+        n = len(b) + len(c)
+        ranks = stats.rankdata(np.concatenate([b, c]))
+        _, ties = np.unique(ranks, return_counts=True)
+        obs += ranks[len(b):].sum() / (n + 1)
+        exp += len(c) / 2.0
+        var += len(b) * len(c) / 12.0 * ((n + 1) - (ties**3 - ties).sum() / (n * (n - 1))) / (n + 1) ** 2
+        for start in range(0, PERMUTATIONS if not approximate else 0, _PERMUTATION_CHUNK):  # bounded memory
+            rows = min(_PERMUTATION_CHUNK, PERMUTATIONS - start)
+            perm[start:start + rows] += rng.permuted(np.tile(ranks, (rows, 1)), axis=1)[:, len(b):].sum(1) / (n + 1)
+    if var <= 0:
+        return obs, 1.0
+    if approximate:
+        return obs, float(min(1.0, 2 * stats.norm.sf(abs(obs - exp) / math.sqrt(var))))
+    return obs, float((1 + np.sum(np.abs(perm - exp) >= abs(obs - exp) - 1e-12)) / (PERMUTATIONS + 1))
+
+
 def classify_metric(
-    metric: MetricConfig, champion: np.ndarray, challenger: np.ndarray, *, alpha: float, min_samples: int
+    metric: MetricConfig, champion: np.ndarray, challenger: np.ndarray, *, alpha: float, min_samples: int,
+    samples: MetricSamples | None = None,
 ) -> MetricResult:
-    """Compare one metric's samples; see the module docstring for the rule."""
-    champion = _clean(champion)
-    challenger = _clean(challenger)
+    """Compare one metric's samples; see the module docstring for the rule. With weighted ``samples`` (the
+    time-matched window) the summaries are weighted, rows of weight 0 are left out, and the test is van Elteren's
+    stratified one where the rows carry their strata."""
+    w_b = w_c = s_b = s_c = None
+    if samples is not None and samples.weighted:
+        (champion, w_b, s_b), (challenger, w_c, s_c) = samples.side(0), samples.side(1)
+    else:
+        champion = _clean(champion)
+        challenger = _clean(challenger)
     need = metric.min_samples or min_samples
     base = {
         "name": metric.name, "group": metric.group, "critical": metric.critical, "direction": metric.direction,
         "statistic": metric.statistic, "n_champion": len(champion), "n_challenger": len(challenger),
-        "champion_value": summarize(champion, metric.statistic),
-        "challenger_value": summarize(challenger, metric.statistic),
+        "champion_value": summarize(champion, metric.statistic, w_b),
+        "challenger_value": summarize(challenger, metric.statistic, w_c),
         "effect_kind": metric.effect, "tolerance": metric.tolerance,
         "measure": metric.measure if metric.source == "prediction_log" else "promql",
     }
@@ -224,7 +277,10 @@ def classify_metric(
             reason=f"{metric.name}: not enough samples ({len(champion)} champion, {len(challenger)} challenger; "
                    f"need {need} each)",
         )
-    u, p = mann_whitney(champion, challenger)
+    if s_b is not None and s_c is not None:
+        u, p = van_elteren(champion, challenger, s_b, s_c)
+    else:
+        u, p = mann_whitney(champion, challenger)
     # A relative effect is taken on value + log_offset, as the sequential test does: a 0.3 ms vs 0.5 ms model pair is
     # not "68% slower" for anyone who waits on it (the noise of a busy 2-core machine is larger than both).
     offset = metric.log_offset if metric.effect == "relative" else 0.0
@@ -251,47 +307,73 @@ def classify_metric(
                         failed=failed, reason=f"{metric.name}: {why}")
 
 
-def compared_values(metric: MetricConfig, values: np.ndarray, champion: np.ndarray) -> np.ndarray:
+def compared_values(metric: MetricConfig, values: np.ndarray, champion: np.ndarray,
+                    champion_weights: np.ndarray | None = None) -> np.ndarray:
     """What the sequential test averages: the values, or for a relative effect the logs of ``value + log_offset``,
-    winsorised at ``ROBUST_RATIO`` times / divided by the champion's median (a stall counts as at most 10x slow)."""
+    winsorised at ``ROBUST_RATIO`` times / divided by the champion's (weighted) median (a stall counts as at most
+    10x slow)."""
     if metric.effect != "relative":
         return values
     floor = 1e-9
     logs = np.log(np.maximum(values + metric.log_offset, floor))
     if len(champion) == 0:
         return logs
-    centre = float(np.log(max(float(np.median(champion)) + metric.log_offset, floor)))
+    median = weighted_quantile(champion, champion_weights, 0.5)
+    centre = float(np.log(max(median + metric.log_offset, floor)))
     return np.clip(logs, centre - math.log(ROBUST_RATIO), centre + math.log(ROBUST_RATIO))
 
 
-def sequential_metric(metric: MetricConfig, fixed: MetricResult, champion, challenger, cfg: JudgeConfig
-                      ) -> MetricResult:
-    """One metric under its sequential rule; ``fixed`` (the fixed-horizon row) supplies the descriptive columns."""
+def sequential_decision(metric: MetricConfig, cfg: JudgeConfig, champion: tuple, challenger: tuple, *,
+                        bounds=seq.difference_bounds) -> tuple:
+    """One metric's sequential decision from sufficient statistics ``(n, sum, sum of squares)`` of the compared
+    values (arrays: vectorised over canaries, so benchmarks/canary_sim.py decides with this very function).
+
+    Returns ``(estimate, lower, upper, outcome codes, ramp_ok)``; ``ramp_ok`` is None under ``ramp: proof``.
+    ``bounds`` is the bound function of a mean difference (the simulation swaps in fixed-horizon bounds).
+    """
+    rule = metric.effective_rule
+    sign = 1.0 if metric.direction == "decrease" else -1.0
+    tau2 = (seq.TAU_SCALE * metric.threshold) ** 2
+    if metric.statistic == "rms":  # a regression's RMSE: the log ratio of the two roots of mean squares
+        g, lo, hi = seq.log_rms_ratio_bounds(champion, challenger, sign=sign, alpha=cfg.alpha, beta=cfg.beta,
+                                             tau2=tau2)
+    else:
+        g, lo, hi = bounds(champion, challenger, sign=sign, alpha=cfg.alpha, beta=cfg.beta, tau2=tau2,
+                           binary=metric.binary)
+    worse = seq.count_worse(champion[:2], challenger[:2], beta=cfg.beta) if metric.count else None
+    code = seq.decide(rule, lo, hi, metric.threshold, g, worse=worse)
+    ramp = seq.within_margin(rule, code, g, metric.threshold) if cfg.ramp == "within_margin" else None
+    return g, lo, hi, code, ramp
+
+
+def sequential_metric(metric: MetricConfig, fixed: MetricResult, champion, challenger, cfg: JudgeConfig,
+                      samples: MetricSamples | None = None) -> MetricResult:
+    """One metric under its sequential rule; ``fixed`` (the fixed-horizon row) supplies the descriptive columns.
+    With weighted ``samples`` (time-matched) the sufficient statistics are weighted (Kish's effective n)."""
     rule = metric.effective_rule
     if fixed.classification == NODATA or rule == "report":
         outcome = "nodata" if fixed.classification == NODATA else "report"
         return dataclasses.replace(fixed, rule=rule, threshold=metric.threshold, outcome=outcome)
-    champion, challenger = _clean(champion), _clean(challenger)
-    sign = 1.0 if metric.direction == "decrease" else -1.0
-    if metric.statistic == "rms":  # a regression's RMSE: the log ratio of the two roots of mean squares
+    samples = samples if samples is not None else MetricSamples(champion, challenger)
+    (champion, w_b, _), (challenger, w_c, _) = samples.side(0), samples.side(1)
+    w_b, w_c = (w_b, w_c) if samples.weighted else (None, None)
+    if metric.statistic == "rms":
         b, c = np.square(champion), np.square(challenger)
-        g, lo, hi = seq.log_rms_ratio_bounds((len(b), b.sum(), (b**2).sum()), (len(c), c.sum(), (c**2).sum()),
-                                             sign=sign, alpha=cfg.alpha, beta=cfg.beta, tau2=metric.threshold**2)
     else:
-        b = compared_values(metric, champion, champion)
-        c = compared_values(metric, challenger, champion)
-        g, lo, hi = seq.difference_bounds((len(b), b.sum(), (b**2).sum()), (len(c), c.sum(), (c**2).sum()),
-                                          sign=sign, alpha=cfg.alpha, beta=cfg.beta, tau2=metric.threshold**2,
-                                          binary=metric.binary)
-    code = int(seq.decide(rule, lo, hi, metric.threshold, g))
+        b = compared_values(metric, champion, champion, w_b)
+        c = compared_values(metric, challenger, champion, w_b)
+    g, lo, hi, code, _ = sequential_decision(metric, cfg, weighted_stats(b, w_b), weighted_stats(c, w_c))
+    code = int(code)
     outcome = seq.OUTCOME_NAMES[code]
     worse, better = (HIGH, LOW) if metric.direction == "increase" else (LOW, HIGH)
     failed = bool(seq.bad(rule, code))
     cls = worse if failed else better if code == seq.SUPERIOR else PASS
     scale = "log " if metric.effect == "relative" else ""
+    matched = ", time-matched" if samples.weighted else ""
+    counts = ", worse tested on the event counts" if metric.count else ""
     reason = (f"{metric.name}: {outcome.replace('_', '-')} ({rule.replace('_', '-')}, {scale}threshold "
-              f"{metric.threshold:.3g}): good-direction difference {float(g):+.4g}, always-valid bounds "
-              f"[{float(lo):+.4g}, {float(hi):+.4g}]")
+              f"{metric.threshold:.3g}{matched}{counts}): good-direction difference {float(g):+.4g}, always-valid "
+              f"bounds [{float(lo):+.4g}, {float(hi):+.4g}]")
     return dataclasses.replace(fixed, classification=cls, failed=failed, reason=reason, rule=rule,
                                threshold=metric.threshold, estimate=float(g), lower=float(lo), upper=float(hi),
                                outcome=outcome)
@@ -301,6 +383,10 @@ def _code(result: MetricResult) -> int:
     """The outcome code of a sequential row ("report" rows decide nothing: NoData)."""
     names = seq.OUTCOME_NAMES
     return names.index(result.outcome) if result.outcome in names else seq.NODATA
+
+
+def _as_samples(pair) -> MetricSamples:
+    return pair if isinstance(pair, MetricSamples) else MetricSamples(*pair)
 
 
 def _clean(values) -> np.ndarray:
@@ -314,16 +400,18 @@ class Judge:
     def __init__(self, config: JudgeConfig) -> None:
         self.config = config
 
-    def judge(self, samples: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Verdict:
-        """``samples``: metric name -> (champion samples, challenger samples). A metric left out is NoData."""
+    def judge(self, samples: Mapping[str, tuple[np.ndarray, np.ndarray] | MetricSamples]) -> Verdict:
+        """``samples``: metric name -> (champion samples, challenger samples), or a :class:`MetricSamples` with
+        the time-matched weights. A metric left out is NoData."""
         cfg = self.config
         empty = np.array([])
+        pairs = {m.name: _as_samples(samples.get(m.name, (empty, empty))) for m in cfg.metrics}
         results = [
-            classify_metric(m, *samples.get(m.name, (empty, empty)), alpha=cfg.alpha, min_samples=cfg.min_samples)
+            classify_metric(m, *pairs[m.name], alpha=cfg.alpha, min_samples=cfg.min_samples, samples=pairs[m.name])
             for m in cfg.metrics
         ]
         if cfg.method == "sequential":
-            results = [sequential_metric(m, r, *samples.get(m.name, (empty, empty)), cfg)
+            results = [sequential_metric(m, r, *pairs[m.name], cfg, samples=pairs[m.name])
                        for m, r in zip(cfg.metrics, results, strict=True)]
             return self.sequential_verdict(results)
         return self.score(results)
@@ -345,8 +433,10 @@ class Judge:
 
     def sequential_verdict(self, results: list[MetricResult]) -> Verdict:
         """The promotion rule (:func:`monitoring.sequential.combine`) over the sequential outcomes of one look."""
+        ramp = ([seq.within_margin(r.rule, _code(r), r.estimate, r.threshold) for r in results]
+                if self.config.ramp == "within_margin" else None)
         code = int(seq.combine([r.rule for r in results], [r.critical for r in results],
-                               [np.array(_code(r)) for r in results]))
+                               [np.array(_code(r)) for r in results], ramp))
         score, group_scores = self._weighted(results)
         deciding = [r for r in results if r.critical and r.rule in (seq.SUPERIORITY, seq.NON_INFERIORITY)]
         bad = [r for r in deciding if seq.bad(r.rule, _code(r))]
@@ -361,7 +451,8 @@ class Judge:
             decided_by = (f"superiority on {sup} and " if sup else "") + f"non-inferiority on {guards}"
         elif code == seq.RAMP:
             verdict, reasons = VerdictKind.MARGINAL, [f"undecided: {r.reason}" for r in open_]
-            decided_by = f"non-inferiority on {guards} (safe to ramp; not yet proven better)"
+            how = "within their margins" if self.config.ramp == "within_margin" else "non-inferiority"
+            decided_by = f"{how} on {guards} (safe to ramp; not yet proven better)"
         else:
             verdict, reasons = VerdictKind.NODATA, [f"undecided: {r.reason}" for r in open_]
             decided_by = "undecided (hold)"

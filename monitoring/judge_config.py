@@ -36,6 +36,9 @@ CLASS_MEASURES = ("correct", "confidence", "expected_correct", "log_loss", "bala
 """Measures that need class labels: a regression model's judge replaces the metrics that use them."""
 # Measures that are 0/1 per request (their sequential variance is the smoothed Bernoulli one).
 BINARY_MEASURES = ("error", "correct")
+COUNT_MEASURES = ("error",)
+"""Rare events per request: their "worse" claim is the count test (monitoring.sequential.count_log_bayes_factor)."""
+Ramp = Literal["within_margin", "proof"]
 
 
 class MetricConfig(BaseModel):
@@ -119,6 +122,11 @@ class MetricConfig(BaseModel):
         return self.source == "prediction_log" and self.measure in BINARY_MEASURES
 
     @property
+    def count(self) -> bool:
+        """Events counted per request whose increase is bad (errors): judged "worse" by the count test."""
+        return self.source == "prediction_log" and self.measure in COUNT_MEASURES and self.direction == "increase"
+
+    @property
     def threshold(self) -> float:
         """Margin (non-inferiority) or minimum effect (superiority) on the compared scale: relative effects are
         compared as differences of log values, so a relative 0.5 becomes log(1.5)."""
@@ -143,6 +151,12 @@ class JudgeConfig(BaseModel):
                                                        "'good' claim (false promotion / false non-inferiority)")
     beta: float = Field(0.05, gt=0, lt=1, description="sequential: error rate of a 'bad' claim (rolling back a "
                                                      "challenger within the margin / gaining min_effect)")
+    ramp: Ramp = Field(
+        "within_margin",
+        description="sequential: what lets a step advance before promotion: within_margin (no guard proven worse "
+                    "and every guard's estimate inside its margin) or proof (every guard proven non-inferior); "
+                    "promotion always needs the proof",
+    )
     min_samples: int = Field(10, ge=1, description="default fewest samples per variant for a metric to have data")
     pass_threshold: float = Field(95.0, ge=0, le=100)
     marginal_threshold: float = Field(75.0, ge=0, le=100)

@@ -20,14 +20,28 @@ The confidence sequence used here is the one obtained by inverting the mixture s
   variance estimated from the data (plug-in, as here) the guarantee is asymptotic (Waudby-Smith et al. 2023,
   "Time-uniform central limit theory and asymptotic confidence sequences").
 
-The two-sided boundary at level ``alpha`` is used for each one-sided claim, which is conservative (each side
-crosses with probability at most ``alpha``). Everything here is vectorised over leading array axes, so the
-simulation benchmark runs thousands of canaries with the very code the judge uses.
+Each claim the judge makes is one-sided ("better than", "not worse by the margin", "worse"), so each bound is the
+*one-sided* normal mixture of Howard et al. (2021; their one-sided normal-mixture boundary, here with a
+half-normal mixing distribution): at level ``alpha`` it lies between the two-sided radius at ``2 alpha`` and at
+``alpha``, i.e. about one ``log 2`` of evidence closer than the two-sided boundary used before (measured effect in
+docs/benchmarks-canary.md). The mixture variance is ``(TAU_SCALE * threshold)^2``: the boundary in standard
+errors, ``sqrt((1 + v/tau2)(2 log(1/alpha) + log(1 + tau2/v)))``, is flattest near ``tau2 ~ 5-10 v``, and at the
+canary's decision points ``v`` is about ``(threshold / 3)^2``.
+
+Counts (errors, timeouts) get their own test for the "worse" claim, :func:`count_log_bayes_factor`: conditional on
+the total number of events, the challenger's share of them is binomial with a null share fixed by the traffic
+split, and a conjugate Beta prior gives the Bayes factor in closed form (Lindon & Malek 2022; Lindon et al. 2022).
+It decides a 2-point error increase at a 5 % traffic share from a handful of events, where the normal
+approximation of a rate near 0 needs hundreds.
+
+Everything here is vectorised over leading array axes, so the simulation benchmark runs thousands of canaries with
+the very code the judge uses.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import special, stats
 
 # Outcome codes of one metric at one look (int arrays, so that thousands of canaries are decided at once).
 NODATA, UNDECIDED, NON_INFERIOR, INFERIOR, SUPERIOR, NOT_SUPERIOR = range(6)
@@ -35,6 +49,10 @@ OUTCOME_NAMES = ("nodata", "undecided", "non_inferior", "inferior", "superior", 
 SUPERIORITY, NON_INFERIORITY = "superiority", "non_inferiority"
 # Variance floor of a continuous metric: two constant samples must not give a zero-width interval.
 _VAR_FLOOR = 1e-12
+# Mixture standard deviation of the normal mixture, in units of the metric's threshold (margin / minimum effect).
+TAU_SCALE = 1.0
+# Prior concentration of the count test's Beta mixture (Lindon & Malek's Dirichlet "k"): Beta(k theta0, k (1-theta0)).
+COUNT_CONCENTRATION = 5.0
 
 
 def mixture_radius(variance, alpha: float, tau2):
@@ -47,6 +65,74 @@ def mixture_radius(variance, alpha: float, tau2):
     v = np.maximum(np.asarray(variance, dtype=float), 1e-300)
     tau2 = np.asarray(tau2, dtype=float)
     return np.sqrt(2.0 * v * (v + tau2) / tau2 * np.log(np.sqrt((v + tau2) / v) / alpha))
+
+
+def one_sided_log_lr(d, variance, tau2):
+    """Log of the one-sided (half-normal) mixture likelihood ratio of an estimate ``d >= 0`` with variance ``v``
+    against 0: ``log(2 sqrt(v / (v + tau2)) exp(tau2 d^2 / (2 v (v + tau2))) Phi(d tau / sqrt(v (v + tau2))))``.
+
+    Howard et al. (2021), one-sided normal mixture with mixing density ``2 N(0, tau2)`` on the positive half-line
+    (in the mSPRT parametrisation of Johari et al.: ``s = d / v``, ``V = 1 / v``, ``rho = 1 / tau2``).
+    """
+    v = np.maximum(np.asarray(variance, dtype=float), 1e-300)
+    tau2 = np.asarray(tau2, dtype=float)
+    d = np.asarray(d, dtype=float)
+    z = d * np.sqrt(tau2 / (v * (v + tau2)))
+    return (np.log(2.0) + 0.5 * np.log(v / (v + tau2)) + tau2 * d**2 / (2 * v * (v + tau2))
+            + stats.norm.logcdf(z))
+
+
+def one_sided_radius(variance, alpha: float, tau2, iterations: int = 40):
+    """Distance below the estimate of the one-sided always-valid bound at level ``alpha``: the ``d`` where
+    :func:`one_sided_log_lr` reaches ``log(1 / alpha)`` (bisection, vectorised).
+
+    Bracketed by the two-sided radius at ``2 alpha`` (``Phi <= 1``) and at ``alpha`` (``Phi >= 1/2`` for
+    ``d >= 0``), so the one-sided bound is never wider than the two-sided one it replaces.
+    """
+    lo = mixture_radius(variance, min(2.0 * alpha, 0.999), tau2)
+    hi = mixture_radius(variance, alpha, tau2)
+    target = np.log(1.0 / alpha)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        above = one_sided_log_lr(mid, variance, tau2) >= target
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return hi
+
+
+def count_log_bayes_factor(events_c, events_b, exposure_c, exposure_b, *, ratio: float = 1.0,
+                           concentration: float | None = None):
+    """Log Bayes factor (an e-process in the events) that the challenger's event rate exceeds ``ratio`` times the
+    champion's, from event counts and exposures (requests).
+
+    Lindon, M., Malek, A. (2022). "Anytime-valid inference for multinomial count data." NeurIPS 2022; Lindon, M.,
+    Sanden, C., Shirikian, V. (2022). "Rapid regression detection in software deployments through
+    sequential testing." KDD 2022. With Poisson event streams of rates ``l_c, l_b`` on exposures ``n_c, n_b``,
+    conditional on the total ``T`` the challenger's count is ``Binomial(T, theta)`` with
+    ``theta = n_c l_c / (n_c l_c + n_b l_b)``; under ``l_c = ratio * l_b`` the share is the known
+    ``theta0 = ratio n_c / (ratio n_c + n_b)``. A conjugate ``Beta(k theta0, k (1 - theta0))`` prior (their
+    Dirichlet centred on the null), restricted to ``theta > theta0`` for the one-sided claim "worse", gives
+
+        BF = B(a + x, b + T - x) / B(a, b) * P_post(theta > theta0) / P_prior(theta > theta0)
+             / (theta0^x (1 - theta0)^(T - x)).
+
+    Rejecting "not worse" when ``BF >= 1 / beta`` is wrong with probability at most ``beta`` (Ville's inequality;
+    for ``theta <= theta0`` the one-sided mixture is a supermartingale). The null share is taken from the
+    cumulative exposures: exact while the split is constant, and the canary's few split changes are checked in
+    the simulation (A/A false rollback, docs/benchmarks-canary.md).
+    """
+    concentration = COUNT_CONCENTRATION if concentration is None else concentration
+    x = np.asarray(events_c, dtype=float)
+    total = x + np.asarray(events_b, dtype=float)
+    n_c = np.asarray(exposure_c, dtype=float)
+    n_b = np.asarray(exposure_b, dtype=float)
+    theta0 = np.clip(ratio * n_c / np.maximum(ratio * n_c + n_b, 1e-300), 1e-12, 1 - 1e-12)
+    a, b = concentration * theta0, concentration * (1.0 - theta0)
+    with np.errstate(divide="ignore"):
+        log_bf = (special.betaln(a + x, b + total - x) - special.betaln(a, b)
+                  + np.log(special.betaincc(a + x, b + total - x, theta0)) - np.log(special.betaincc(a, b, theta0))
+                  - x * np.log(theta0) - (total - x) * np.log1p(-theta0))
+    return np.where(total > 0, log_bf, 0.0)
 
 
 def mean_and_variance(n, total, total_sq, *, binary: bool):
@@ -79,7 +165,7 @@ def difference_bounds(champion: tuple, challenger: tuple, *, sign: float, alpha:
     n_c = np.maximum(np.asarray(challenger[0], dtype=float), 1.0)
     v = var_b / n_b + var_c / n_c
     g = sign * (mean_c - mean_b)
-    return g, g - mixture_radius(v, alpha, tau2), g + mixture_radius(v, beta, tau2)
+    return g, g - one_sided_radius(v, alpha, tau2), g + one_sided_radius(v, beta, tau2)
 
 
 def log_rms_ratio_bounds(champion: tuple, challenger: tuple, *, sign: float, alpha: float, beta: float, tau2):
@@ -98,10 +184,16 @@ def log_rms_ratio_bounds(champion: tuple, challenger: tuple, *, sign: float, alp
     mean_b, mean_c = np.maximum(mean_b, _VAR_FLOOR), np.maximum(mean_c, _VAR_FLOOR)  # all-zero errors: no 0/0
     v = 0.25 * (var_b / (n_b * mean_b**2) + var_c / (n_c * mean_c**2))
     g = sign * 0.5 * (np.log(mean_c) - np.log(mean_b))
-    return g, g - mixture_radius(v, alpha, tau2), g + mixture_radius(v, beta, tau2)
+    return g, g - one_sided_radius(v, alpha, tau2), g + one_sided_radius(v, beta, tau2)
 
 
-def decide(rule: str, lower, upper, threshold: float, estimate=None):
+def count_worse(champion: tuple, challenger: tuple, *, beta: float):
+    """Whether the challenger's event rate is proven higher than the champion's, from ``(n, events)`` of each
+    (:func:`count_log_bayes_factor` at ``1 / beta``): the "worse" claim of a count metric (errors, timeouts)."""
+    return count_log_bayes_factor(challenger[1], champion[1], challenger[0], champion[0]) >= np.log(1.0 / beta)
+
+
+def decide(rule: str, lower, upper, threshold: float, estimate=None, worse=None):
     """One metric's outcome code from its bounds (see :data:`OUTCOME_NAMES`).
 
     * ``non_inferiority`` with margin ``threshold``: ``non_inferior`` once ``lower > -margin`` (wrongly, with
@@ -114,6 +206,9 @@ def decide(rule: str, lower, upper, threshold: float, estimate=None):
       probability <= alpha, when it is not better); ``not_superior`` once ``upper < min_effect`` (wrongly, with
       probability <= beta, when its true gain is at least ``min_effect``: the effect the test is powered for).
       A proven gain wins over a proven small gain (both can hold when ``0 < gain < min_effect``).
+
+    ``worse`` (bool array) replaces ``upper < 0`` as the proof of "worse at all" where a better test of it exists
+    (:func:`count_worse` for counts).
     """
     lower = np.asarray(lower, dtype=float)
     upper = np.asarray(upper, dtype=float)
@@ -123,7 +218,8 @@ def decide(rule: str, lower, upper, threshold: float, estimate=None):
         out[lower > 0] = SUPERIOR
     elif rule == NON_INFERIORITY:
         est = (lower + upper) / 2 if estimate is None else np.asarray(estimate, dtype=float)
-        out[(upper < 0) & (est < -threshold)] = INFERIOR
+        proven_worse = upper < 0 if worse is None else np.asarray(worse, dtype=bool)
+        out[proven_worse & (est < -threshold)] = INFERIOR
         out[lower > -threshold] = NON_INFERIOR
     else:
         raise ValueError(f"rule must be {SUPERIORITY!r} or {NON_INFERIORITY!r}, got {rule!r}")
@@ -144,7 +240,17 @@ def bad(rule: str, codes):
 HOLD, RAMP, PROMOTE, REJECT = range(4)
 
 
-def combine(rules: list[str], critical: list[bool], codes: list) -> np.ndarray:
+def within_margin(rule: str, codes, estimate, threshold: float):
+    """Codes of a guard that may take more traffic without proof: not proven bad, and for non-inferiority the
+    estimate inside the margin (a challenger that *looks* worse than the margin holds its step)."""
+    codes = np.asarray(codes)
+    if rule == NON_INFERIORITY:
+        return good(rule, codes) | ((codes != INFERIOR) & (codes != NODATA)
+                                    & (np.asarray(estimate, dtype=float) > -threshold))
+    return ~bad(rule, codes)
+
+
+def combine(rules: list[str], critical: list[bool], codes: list, ramp_ok: list | None = None) -> np.ndarray:
     """The promotion rule over the critical metrics, vectorised over canaries.
 
     * ``REJECT``: a critical metric is proven bad (inferior beyond its margin, or its gain proven below the minimum
@@ -154,20 +260,23 @@ def combine(rules: list[str], critical: list[bool], codes: list) -> np.ndarray:
       superiority metric is still undecided (safe to take more traffic, not yet to promote);
     * ``HOLD``: otherwise (too little data or undecided).
 
-    Metrics with rule ``report`` and non-critical metrics never decide.
+    Metrics with rule ``report`` and non-critical metrics never decide. ``ramp_ok`` (per metric, bool arrays, e.g.
+    :func:`within_margin`) relaxes the ramp condition of the non-inferiority guards from "proven non-inferior" to
+    that; promotion still needs the proof.
     """
     shape = np.shape(codes[0]) if codes else ()
     reject = np.zeros(shape, dtype=bool)
     all_good = np.ones(shape, dtype=bool)
     guards_good = np.ones(shape, dtype=bool)
-    for rule, crit, code in zip(rules, critical, codes, strict=True):
+    ramp_ok = ramp_ok if ramp_ok is not None else [None] * len(codes)
+    for rule, crit, code, relaxed in zip(rules, critical, codes, ramp_ok, strict=True):
         if not crit or rule not in (SUPERIORITY, NON_INFERIORITY):
             continue
         reject |= bad(rule, code)
         ok = good(rule, code)
         all_good &= ok
         if rule == NON_INFERIORITY:
-            guards_good &= ok
+            guards_good &= ok if relaxed is None else (ok | np.asarray(relaxed, dtype=bool))
     out = np.full(shape, HOLD, dtype=np.int8)
     out[guards_good] = RAMP
     out[all_good] = PROMOTE

@@ -30,6 +30,7 @@ from monitoring.online import (
     requests_of,
 )
 from monitoring.prediction_log import create_log_engine, read_predictions
+from monitoring.samples import MetricSamples, stratum_of, stratum_weights
 from monitoring.vocabulary import CHAMPION, VARIANTS
 
 __all__ = [
@@ -64,7 +65,7 @@ PROMETHEUS_QUERIES = {
     ),
 }
 
-Samples = dict[str, tuple[np.ndarray, np.ndarray]]
+Samples = dict[str, tuple[np.ndarray, np.ndarray] | MetricSamples]
 
 
 class SampleSource(Protocol):
@@ -119,7 +120,11 @@ class PredictionLogSource:
     def frame(self, since: float | None, until: float | None) -> pd.DataFrame:
         return read_predictions(self.engine, since, until)
 
-    def collect(self, metrics: Sequence[MetricConfig], since: float | None, until: float | None) -> Samples:
+    def collect(self, metrics: Sequence[MetricConfig], since: float | None, until: float | None,
+                strata: Sequence[float] | None = None) -> Samples:
+        """Per metric the two variants' samples in ``[since, until)``. With ``strata`` (boundaries in unix
+        seconds, e.g. the rollout's interval ends) each sample carries its stratum and the time-matched weights
+        (:mod:`monitoring.samples`): the champion re-weighted to the challenger's time composition."""
         frame = self.frame(since, until)
         self._until = until
         by_variant = {v: frame[frame["variant"] == v] for v in VARIANTS}
@@ -130,10 +135,31 @@ class PredictionLogSource:
         for metric in metrics:
             if metric.source != "prediction_log":
                 continue
-            out[metric.name] = tuple(  # type: ignore[assignment]
-                self.measure(by_variant[v], metric.measure or "", reference) for v in VARIANTS
-            )
+            if strata is None:
+                out[metric.name] = tuple(  # type: ignore[assignment]
+                    self.measure(by_variant[v], metric.measure or "", reference) for v in VARIANTS
+                )
+            else:
+                out[metric.name] = self.stratified(by_variant, metric.measure or "", reference, strata)
         return out
+
+    def stratified(self, by_variant: Mapping[str, pd.DataFrame], measure: str, reference: Mapping[str, float],
+                   strata: Sequence[float]) -> MetricSamples:
+        """One measure per stratum of each variant's rows (served time), with the time-matched weights."""
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for variant in VARIANTS:
+            rows = by_variant[variant]
+            ids = stratum_of(rows["ts"].to_numpy(dtype=float), strata) if len(rows) else np.array([], dtype=int)
+            values, labels = [], []
+            for stratum in np.unique(ids):
+                sample = self.measure(rows[ids == stratum], measure, reference)
+                values.append(sample)
+                labels.append(np.full(len(sample), stratum, dtype=int))
+            parts.append((np.concatenate(values) if values else np.array([], dtype=float),
+                          np.concatenate(labels) if labels else np.array([], dtype=int)))
+        (b, s_b), (c, s_c) = parts
+        w_b, w_c = stratum_weights(s_b, s_c)
+        return MetricSamples(b, c, w_b, w_c, s_b, s_c)
 
     def measure(self, rows: pd.DataFrame, measure: str, reference: Mapping[str, float]) -> np.ndarray:
         """One variant's samples of ``measure`` from its log rows."""
@@ -314,9 +340,12 @@ class PrometheusSource:
 
 
 def collect_samples(
-    metrics: Sequence[MetricConfig], sources: Mapping[str, SampleSource], since: float, until: float
+    metrics: Sequence[MetricConfig], sources: Mapping[str, SampleSource], since: float, until: float,
+    strata: Sequence[float] | None = None,
 ) -> Samples:
-    """Samples of every metric from its configured source; a metric whose source is absent raises ValueError."""
+    """Samples of every metric from its configured source; a metric whose source is absent raises ValueError.
+    ``strata`` (interval boundaries): the prediction log's samples come time-matched (``PredictionLogSource``);
+    Prometheus's per-interval points are already matched in time."""
     needed = {m.source for m in metrics}
     missing = needed - set(sources)
     if missing:
@@ -324,5 +353,9 @@ def collect_samples(
     samples: Samples = {}
     for name, source in sources.items():
         if name in needed:
-            samples.update(source.collect([m for m in metrics if m.source == name], since, until))
+            chosen = [m for m in metrics if m.source == name]
+            if strata is not None and isinstance(source, PredictionLogSource):
+                samples.update(source.collect(chosen, since, until, strata=strata))
+            else:
+                samples.update(source.collect(chosen, since, until))
     return samples

@@ -195,15 +195,23 @@ def test_a_budget_rollback_names_the_step_that_was_judged_not_the_next_one():
 
 
 def test_sequential_marginal_ramps_but_never_promotes():
-    """The sequential judge's `marginal` (guards proven non-inferior, gain not yet proven) advances the ramp and
-    holds at the last step: only a proven gain promotes."""
+    """The sequential judge's `marginal` (guards fine, gain not yet proven) advances the ramp and holds at the last
+    step, and at a step followed by 100 % (where the champion serves nothing to compare with): only a proven gain
+    promotes."""
     cfg = load_canary_config({"steps": [0.05, 0.5, 1.0], "max_intervals": 6})
     state = RolloutState(schedule(cfg), cfg)
     for _ in range(6):
         v = verdict("marginal")
         v.method = "sequential"
         state.advance(v)
-    assert state.decision == "rolled_back" and "100% traffic" in state.reason
+    assert state.decision == "rolled_back" and "50% traffic" in state.reason
+    cfg = load_canary_config({"steps": [0.05, 0.5, 0.9], "max_intervals": 6})
+    state = RolloutState(schedule(cfg), cfg)
+    for _ in range(6):
+        v = verdict("marginal")
+        v.method = "sequential"
+        state.advance(v)
+    assert state.decision == "rolled_back" and "90% traffic" in state.reason
     state = RolloutState(schedule(cfg), cfg)
     for kind in ("marginal", "marginal", "pass"):
         v = verdict(kind)

@@ -37,8 +37,10 @@ class CanaryConfig(BaseModel):
     on_marginal: Literal["hold", "advance", "fail"] = Field(
         "hold", description="marginal interval: hold the step (repeat it), advance anyway, or count as a failure"
     )
-    window: Literal["cumulative", "interval"] = Field(
-        "cumulative", description="judge all samples since the canary started, or only the last interval"
+    window: Literal["matched", "cumulative", "interval"] = Field(
+        "matched", description="judge all samples since the canary started, time-matched (matched: the champion "
+                               "re-weighted to the challenger's mix of intervals), or as served (cumulative), or "
+                               "only the last interval"
     )
     shadow_first: bool = Field(False, description="mirror traffic to the challenger before any split step")
     shadow_intervals: int = Field(1, ge=1, description="shadow intervals that must pass before the split steps")

@@ -145,8 +145,11 @@ def judge_window(ctx: StepContext, until: float) -> tuple[Verdict, dict]:
     sources = ctx.sources()
     judge_cfg = ctx.judge_config
     rollout = ctx.rollout
-    since = rollout.window_start if ctx.cfg.window == "cumulative" else rollout.last_judged_at
-    verdict = Judge(judge_cfg).judge(collect_samples(judge_cfg.metrics, sources, since, until))
+    since = rollout.last_judged_at if ctx.cfg.window == "interval" else rollout.window_start
+    # window matched: strata = the judged intervals, so the champion is compared over the challenger's time mix
+    strata = ([since] + [h["judged_at"] for h in rollout.history if h.get("judged_at", since) > since]
+              if ctx.cfg.window == "matched" else None)
+    verdict = Judge(judge_cfg).judge(collect_samples(judge_cfg.metrics, sources, since, until, strata=strata))
     coverage = getattr(sources["prediction_log"], "coverage", {})
     return verdict, coverage
 

@@ -52,9 +52,11 @@ class RolloutState:
         rest on critical metrics without data, holds."""
         last = self.phase_index == len(self.phases) - 1
         if verdict.verdict == VerdictKind.MARGINAL and getattr(verdict, "method", "") == "sequential":
-            # sequential: marginal = the guards are proven non-inferior, the primary's gain not yet proven — safe
-            # to ramp, not to promote (the last step holds until superiority is proven or the budget ends)
-            result = Outcome.HOLD if last else Outcome.PASS
+            # sequential: marginal = the guards are fine, the primary's gain not yet proven — safe to ramp, not to
+            # promote. The last step holds until superiority is proven or the budget ends, and so does a step
+            # followed by 100 %: there the champion serves nothing, so the gain must be proven before it.
+            nxt = self.phases[self.phase_index + 1] if not last else None
+            result = Outcome.HOLD if last or (nxt is not None and nxt.weight >= 1.0) else Outcome.PASS
         elif verdict.verdict == VerdictKind.MARGINAL:
             result = {"hold": Outcome.HOLD, "advance": Outcome.PASS, "fail": Outcome.FAIL}[self.cfg.on_marginal]
         elif verdict.verdict == VerdictKind.NODATA:
