@@ -47,6 +47,10 @@ predictions = sa.Table(
     sa.Column("label_ts", sa.Float, nullable=True),
     # the model call alone, measured on the worker thread (schema 0003; null: a failed call, or an older gateway)
     sa.Column("compute_ms", sa.Float, nullable=True),
+    # the registered model the writing gateway serves and its instance id (schema 0004; null: an older gateway)
+    sa.Column("model_name", sa.String(255), nullable=True),
+    sa.Column("instance", sa.String(64), nullable=True),
+    sa.Index("ix_predictions_model_name_ts", "model_name", "ts"),
 )
 
 ROW_STATUSES = ("ok", "error", "fallback", "timeout")
@@ -250,10 +254,13 @@ def prediction_rows(
     ts: float | None = None,
     inputs_mode: str = "raw",
     compute_ms: float | None = None,
+    model_name: str | None = None,
+    instance: str | None = None,
 ) -> list[dict]:
     """One dict per batch row, ready for :meth:`PredictionLogWriter.append` (``None`` predictions: a failed call).
 
-    ``latency_ms`` is the variant's end-to-end time, ``compute_ms`` the model call's alone (None when unknown).
+    ``latency_ms`` is the variant's end-to-end time, ``compute_ms`` the model call's alone (None when unknown);
+    ``model_name`` and ``instance`` say which model and gateway replica the row belongs to (readers filter on it).
 
     ``inputs_mode="hash"`` stores ``"sha256:<hex>"`` of each row's float32 bytes instead of its values (privacy:
     the same row still hashes alike, so duplicates stay countable, but the values cannot be read back)."""
@@ -286,6 +293,8 @@ def prediction_rows(
                 "latency_ms": float(latency_ms),
                 "compute_ms": None if compute_ms is None else float(compute_ms),
                 "status": status,
+                "model_name": model_name,
+                "instance": instance,
             }
         )
     return rows
@@ -550,9 +559,11 @@ def read_predictions(
     variant: str | None = None,
     *,
     include_shadow: bool = True,
+    model_name: str | None = None,
 ):
-    """Logged rows as a pandas DataFrame (JSON columns decoded), optionally in ``[since, until)`` unix seconds and
-    for one variant. Columns: those of the ``predictions`` table."""
+    """Logged rows as a pandas DataFrame (JSON columns decoded), optionally in ``[since, until)`` unix seconds, for
+    one variant, and for one model (``model_name``: its rows, and rows of gateways older than schema 0004, which do
+    not say). Columns: those of the ``predictions`` table."""
     import pandas as pd
 
     query = sa.select(predictions)
@@ -564,6 +575,8 @@ def read_predictions(
         query = query.where(predictions.c.variant == variant)
     if not include_shadow:
         query = query.where(predictions.c.shadow.is_(False))
+    if model_name is not None:
+        query = query.where(sa.or_(predictions.c.model_name == model_name, predictions.c.model_name.is_(None)))
     with engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(query.order_by(predictions.c.id)).mappings().all(),
                              columns=[c.name for c in predictions.columns])

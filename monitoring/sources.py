@@ -104,7 +104,9 @@ class PredictionLogSource:
         calibrations: Mapping[str, Calibration | None] | None = None,
         classes: Sequence[Any] = (),
         metric_params: Mapping[str, Any] | None = None,
+        model_name: str | None = None,
     ) -> None:
+        self.model_name = model_name  # only this model's rows (several models may share one log)
         self.classes, self.metric_params = list(classes), dict(metric_params or {})  # the refresh metric's terms
         self.engine = create_log_engine(log) if isinstance(log, str) else log
         self.reference = _normalise(reference_classes) if reference_classes else None
@@ -118,7 +120,7 @@ class PredictionLogSource:
         self._until: float | None = None
 
     def frame(self, since: float | None, until: float | None) -> pd.DataFrame:
-        return read_predictions(self.engine, since, until)
+        return read_predictions(self.engine, since, until, model_name=self.model_name)
 
     def collect(self, metrics: Sequence[MetricConfig], since: float | None, until: float | None,
                 strata: Sequence[float] | None = None) -> Samples:

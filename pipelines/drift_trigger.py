@@ -71,7 +71,8 @@ def champion_drift(model_name: str, cfg: DriftTriggerConfig, data_path: str | No
     now = time.time() if now is None else now
     engine = create_log_engine(settings.prediction_log_url)
     try:
-        frame = read_predictions(engine, now - cfg.window_s, now + 1, variant="champion", include_shadow=False)
+        frame = read_predictions(engine, now - cfg.window_s, now + 1, variant="champion", include_shadow=False,
+                                 model_name=model_name)
     finally:
         engine.dispose()
     rows = frame.drop_duplicates(["request_id", "row"])

@@ -412,7 +412,8 @@ class Gateway:
                     predictions_=labels, probabilities=None if model.regression else probs,
                     latency_ms=seconds * 1000.0, status=status,
                     compute_ms=None if compute_s is None else compute_s * 1000.0,
-                    shadow=shadow, ts=time.time(), inputs_mode=inputs_mode)
+                    shadow=shadow, ts=time.time(), inputs_mode=inputs_mode, model_name=self.settings.model_name,
+                    instance=self.settings.instance_id)
 
     async def _persist(self, entries: list[dict]) -> None:
         """Log entries: queued (batched mode) or committed before the caller is answered (sync mode)."""

@@ -189,7 +189,7 @@ def test_a_previous_release_database_is_refused_then_upgraded_in_place(new_db, m
     assert code == 2 and len(lines) == 1 and "nasops db upgrade" in lines[0], err
 
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "unversioned" in out and "pending  0001, 0002, 0003: run `nasops db upgrade`" in out
+    assert code == 0 and "unversioned" in out and "pending  0001, 0002, 0003, 0004: run `nasops db upgrade`" in out
     code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0, err
     assert f"upgraded 0001 (unversioned tables of a release before schema versions) -> {HEAD}" in out
@@ -241,7 +241,7 @@ def test_a_0002_database_gets_the_compute_time_column(new_db, monkeypatch, capsy
     with pytest.raises(SchemaOutOfDate, match=f"at schema revision 0002, and this nasops needs {HEAD}"):
         create_log_engine(url)
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "pending  0003: run `nasops db upgrade`" in out
+    assert code == 0 and "pending  0003, 0004: run `nasops db upgrade`" in out
     code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0 and f"upgraded 0002 -> {HEAD}" in out, err
     state = snapshot(url)
@@ -327,7 +327,7 @@ def test_an_older_versioned_revision_is_refused_and_upgraded_from_there(tmp_path
     check_log_store(url, schema=False)  # reachable: what `nasops db` checks before it looks at the schema
     check_log_store(f"sqlite:///{tmp_path / 'new.db'}")  # a new file is no refusal: it is created at head
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "current  0001\n" in out and "pending  0002, 0003: run `nasops db upgrade`" in out
+    assert code == 0 and "current  0001\n" in out and "pending  0002, 0003, 0004: run `nasops db upgrade`" in out
     code, out, _ = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0 and f"upgraded 0001 -> {HEAD}" in out
     create_log_engine(url).dispose()
@@ -388,3 +388,28 @@ def test_the_configured_prediction_log_is_the_default(tmp_path, monkeypatch, cap
     code, out, _ = cli(monkeypatch, capsys, "db", "upgrade")
     assert code == 0 and f"new database: created at head {HEAD}" in out
     assert snapshot(f"sqlite:///{tmp_path / 'predictions.db'}")["version"] == [HEAD]
+
+
+def test_a_0003_database_gets_the_model_and_instance_columns(new_db, monkeypatch, capsys):
+    """Revision 0004 (issue 25, tenancy): every row names its model and replica; older rows keep NULL."""
+    url = new_db()
+    build_previous_release(url, n_predictions=5)
+    upgrade_to(url, "0003")
+    before = previous_release_rows(url)
+    code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
+    assert code == 0 and f"upgraded 0003 -> {HEAD}" in out, err
+    columns = snapshot(url)["predictions"]["columns"]
+    assert columns["model_name"][1] and columns["instance"][1]  # nullable
+    assert previous_release_rows(url) == before
+    engine = create_log_engine(url)
+    writer = PredictionLogWriter(engine)
+    for model in ("credit", "churn"):
+        writer.write(prediction_rows(request_id=f"r-{model}", variant="champion", model_version="1",
+                                     inputs=[[1.0]], predictions_=[1], probabilities=[[0.2, 0.8]], latency_ms=1.0,
+                                     status="ok", model_name=model, instance=f"gw-{model}"))
+    writer.close()
+    credit = read_predictions(engine, model_name="credit")
+    assert set(credit.request_id) == {"r-credit", *read_predictions(engine).request_id[:5]}  # its own + legacy
+    assert "r-churn" not in set(credit.request_id) and credit.set_index("request_id").loc["r-credit", "instance"] \
+        == "gw-credit"
+    engine.dispose()

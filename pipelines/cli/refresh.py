@@ -367,7 +367,7 @@ def status(
         return
     check_tracking_store(uri)
     versions = _versions(uri, name)
-    online = _online(settings, window_s)
+    online = _online(settings, window_s, name)
     if as_json:
         print_json({"model_name": name, "versions": versions, "decisions": decisions(versions), "online": online})
         return
@@ -395,7 +395,7 @@ def _versions(uri: str, name: str) -> list[dict]:
     return registry.list_versions(MlflowClient(tracking_uri=uri, registry_uri=uri), name)
 
 
-def _online(settings: Settings, window_s: float) -> dict | None:
+def _online(settings: Settings, window_s: float, model_name: str) -> dict | None:
     """The online summary of the last ``window_s`` seconds, or None without a prediction log yet."""
     import time
 
@@ -411,7 +411,8 @@ def _online(settings: Settings, window_s: float) -> dict | None:
     engine = create_log_engine(url)
     try:
         now = time.time()
-        return summarize_variants(read_predictions(engine, now - window_s, now + 1, include_shadow=False), VARIANTS)
+        frame = read_predictions(engine, now - window_s, now + 1, include_shadow=False, model_name=model_name)
+        return summarize_variants(frame, VARIANTS)
     except Exception as exc:  # the log is optional evidence here; the registry view must still print
         raise UserError(f"cannot read the prediction log at {url} ({type(exc).__name__}); check "
                         "NASOPS_PREDICTION_LOG_URL") from None

@@ -76,7 +76,7 @@ class StepContext:
             reference_values=ref.target_values if numeric and ref is not None else None,
             label_wait_s=self.cfg.label_wait_s, min_label_coverage=self.cfg.min_label_coverage,
             calibrations=self.calibrations, classes=self.challenger.classes,
-            metric_params=self.challenger.metric_params)}
+            metric_params=self.challenger.metric_params, model_name=self.rollout.model_name)}
         if self.cfg.prometheus_url:
             sources["prometheus"] = PrometheusSource(self.cfg.prometheus_query_url(), step_s=self.cfg.interval_s)
         return sources

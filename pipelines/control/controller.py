@@ -259,7 +259,8 @@ def _interval_drift(ctx: StepContext, since: float, until: float) -> dict[str, A
                                             "was prepared before they were saved): its input drift is not computed"
                                             if table else "the drift reference holds no input rows"))
     try:
-        return interval_drift(read_predictions(ctx.store.engine, since, until), reference, ctx.cfg)
+        return interval_drift(read_predictions(ctx.store.engine, since, until, model_name=ctx.rollout.model_name),
+                              reference, ctx.cfg)
     except Exception as exc:  # drift informs the dashboards; it must not stop the rollout
         log.warning("interval drift failed: %s", exc)
         return no_drift(f"interval drift failed: {exc}")
@@ -334,7 +335,8 @@ def _evidence(ctx: StepContext, state: RolloutState, verdict: Verdict) -> Canary
     rollout, reference = ctx.rollout, ctx.reference
     warnings: list[str] = []
     frame = attempt(warnings, "reading the prediction log",
-                    lambda: read_predictions(ctx.store.engine, rollout.created_at, rollout.updated_at + 1.0))
+                    lambda: read_predictions(ctx.store.engine, rollout.created_at, rollout.updated_at + 1.0,
+                                             model_name=rollout.model_name))
     if frame is None:  # no rows, the log's columns
         frame = pd.DataFrame(columns=[column.name for column in predictions.columns])
     facts = {"model_name": rollout.model_name, "champion_version": rollout.champion_version,
