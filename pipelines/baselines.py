@@ -290,13 +290,16 @@ def compare_on_test(data: TaskData, nas_version: str, nas_module: torch.nn.Modul
 
 
 def record_gap(client: Any, model_name: str, gap: BaselineGap, challenger: Contender) -> None:
-    """The comparison on the MLflow versions compared (and the challenger): tags and the version description."""
+    """The comparison on the NAS winner's version (tags ``vs_best_baseline``: the whole gap as JSON, and
+    ``vs_best_baseline_verdict``) and, as the version description, on the winner, the best baseline and the
+    challenger."""
     from pipelines.summary import gap_line
 
     line = gap_line(gap)
     if challenger.model_kind != NAS:
-        line += f" The challenger is {challenger.model_kind} version {challenger.version}: it ranked first."
+        line += (f" The challenger is {challenger.model_kind} version {challenger.version}: it ranked above the NAS "
+                 "winner.")
+    client.set_model_version_tag(model_name, gap.nas_version, tag("vs_best_baseline"), gap.model_dump_json())
+    client.set_model_version_tag(model_name, gap.nas_version, tag("vs_best_baseline_verdict"), gap.verdict)
     for version in dict.fromkeys([gap.nas_version, gap.baseline_version, challenger.version]):
-        client.set_model_version_tag(model_name, version, tag("vs_best_baseline"), gap.model_dump_json())
-        client.set_model_version_tag(model_name, version, tag("vs_best_baseline_verdict"), gap.verdict)
         client.update_model_version(model_name, version, description=line)

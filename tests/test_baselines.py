@@ -184,6 +184,26 @@ def test_the_gap_reads_the_same_in_the_summary_and_in_status():
     assert gap_short(None) == "" and gap_short("not json") == ""
 
 
+def test_the_summary_says_when_a_baseline_is_the_challenger():
+    from test_typed_outputs import _render, _result
+
+    from pipelines.summary import refresh_details, refresh_table
+
+    result = _result()
+    gap = BaselineGap(nas_version="5", baseline_version="3", baseline_kind="baseline-lightgbm",
+                      metric="test_accuracy", nas_value=0.88, baseline_value=0.92, advantage=-0.04, low=-0.06,
+                      high=-0.02, rows=300, resamples=2000)
+    ranking = [_c("3", "baseline-lightgbm", 0.93), _c("5", "nas", 0.90), _c("4", "baseline-linear", 0.80)]
+    result.challenger = result.challenger.model_copy(update={
+        "version": "3", "model_kind": "baseline-lightgbm", "nas_version": "5", "ranking": ranking,
+        "versus_baseline": gap})
+    lines = "\n".join(refresh_details(result))
+    assert "1. v3 baseline-lightgbm" in lines and "2. v5 nas" in lines
+    assert "NAS winner v5 trails the best baseline (baseline-lightgbm v3)" in lines
+    assert "baseline-lightgbm v3: a baseline ranked above the NAS winner (v5)" in lines
+    assert "baseline-lightgbm" in _render(refresh_table(result))  # the challenger's kind in the table
+
+
 # -- a small tabular refresh: the baselines are registered, tagged and served --------------------------------------
 
 @pytest.fixture(scope="module")
@@ -250,5 +270,5 @@ def test_a_table_refresh_registers_ranks_and_serves_its_baselines(refreshed):
     # `nasops status` names each version's kind and the NAS winner's gap
     from support_cli import nasops
 
-    out = nasops("status", home=home).stdout
+    out = nasops("status", "--model-name", "shop", home=home, env={"COLUMNS": "200"}).stdout
     assert "baseline-lightgbm" in out and "baseline-linear" in out and "vs best baseline" in out
