@@ -29,6 +29,9 @@ class EstimatorModule(nn.Module):
     """``(n, F)`` raw float features -> standardise -> ``estimator`` -> log-probabilities ``(n, C)`` (a classifier)
     or values ``(n, 1)`` (a regression, ``num_classes`` 0)."""
 
+    serialization_format = "pickle"
+    """How MLflow's pytorch flavour must save it: torch.export cannot trace a call into the estimator."""
+
     def __init__(self, estimator: Any, mean: np.ndarray, std: np.ndarray, num_classes: int) -> None:
         super().__init__()
         self.estimator = estimator

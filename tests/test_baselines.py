@@ -204,6 +204,36 @@ def test_the_summary_says_when_a_baseline_is_the_challenger():
     assert "baseline-lightgbm" in _render(refresh_table(result))  # the challenger's kind in the table
 
 
+@pytest.mark.slow
+def test_a_float_matrix_baseline_is_registered_pickled_and_served(tmp_path):
+    """MLflow's default pytorch serialization (torch.export) cannot trace a call into LightGBM: a baseline on a
+    plain numeric table must be pickled, and the gateway's loader must answer through the one path."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import registry
+    from serving.models import load_version
+
+    data = table()
+    module = served(fit_lightgbm(data, 0)[0], data)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        with mlflow.start_run():
+            version = registry.log_and_register(module, model_name="flat", num_classes=3,
+                                                input_example=data.x_val[:2], tags={"classes": [0, 1, 2]})
+    finally:
+        mlflow.set_tracking_uri("")
+        mlflow.set_registry_uri("")
+    loaded = load_version(MlflowClient(uri, uri), "flat", "champion", version)
+    probs = loaded.predict_proba(data.x_test)
+    with torch.inference_mode():
+        expected = torch.softmax(module(torch.from_numpy(data.x_test)), dim=1).numpy()
+    assert loaded.n_features == 5 and loaded.classes == [0, 1, 2]
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
 # -- a small tabular refresh: the baselines are registered, tagged and served --------------------------------------
 
 @pytest.fixture(scope="module")
