@@ -22,6 +22,7 @@ LightGBM and scikit-learn are imported inside the functions that fit them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -71,8 +72,11 @@ def fit_lightgbm(data: TaskData, seed: int) -> tuple[Any, dict[str, Any]]:
     x_train, x_val = data.standardize(data.x_train), data.standardize(data.x_val)
     cls = lightgbm.LGBMRegressor if data.is_regression else lightgbm.LGBMClassifier
     model = cls(n_estimators=LIGHTGBM_MAX_ROUNDS, random_state=seed, verbose=-1)
-    model.fit(x_train, data.y_train, eval_set=[(x_val, data.y_val)],
+    model.fit(x_train, data.y_train, eval_X=(x_val,), eval_y=(data.y_val,),
               callbacks=[lightgbm.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)])
+    # served one request at a time: one thread (LightGBM's OpenMP pool costs 30 ms a row on a busy 2-core box,
+    # 0.4 ms with one thread; like the gateway's torch_threads=1); prediction only, training used them all
+    model.set_params(n_jobs=1)
     rounds = int(model.best_iteration_ or model.n_estimators)
     trees = model.booster_.dump_model(num_iteration=rounds)["tree_info"]
     nodes = sum(2 * int(t["num_leaves"]) - 1 for t in trees)  # the served trees' split and leaf nodes
@@ -234,9 +238,12 @@ def load_served(model_name: str, version: str) -> torch.nn.Module:
     """A registered version's served module (the network, or a baseline's estimator module, on the encoded
     features a table model's encoder produces), read back from the registry."""
     uri = f"models:/{model_name}/{version}"
-    if "pytorch" in mlflow.models.get_model_info(uri).flavors:
-        return mlflow.pytorch.load_model(uri, map_location="cpu").eval()
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().module.eval()
+    if "pytorch" not in mlflow.models.get_model_info(uri).flavors:
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().module.eval()
+    module = mlflow.pytorch.load_model(uri, map_location="cpu")
+    with contextlib.suppress(NotImplementedError):  # a torch.export (pt2) module refuses .eval(): it is already
+        module.eval()
+    return module
 
 
 def headline_metric(kind: TaskKind) -> Callable[[np.ndarray, np.ndarray], float]:

@@ -73,6 +73,7 @@ def test_lightgbm_stops_early_on_the_validation_split():
     assert 1 <= info["best_iteration"] < LIGHTGBM_MAX_ROUNDS - EARLY_STOPPING_ROUNDS
     assert estimator.best_iteration_ == info["best_iteration"]
     assert "valid_0" in estimator.evals_result_  # stopped on the validation rows, not the training rows
+    assert estimator.get_params()["n_jobs"] == 1  # served a row at a time: no OpenMP pool per call
     assert info["arch"] == f"lightgbm(defaults, {info['best_iteration']} rounds by early stopping)"
 
 
