@@ -111,7 +111,7 @@ def gap_short(raw: str | None) -> str:
 def _versus_baselines(result: RefreshResult) -> list[str]:
     """The joint ranking, the NAS winner against the best baseline, and a baseline challenger said plainly."""
     chall = result.challenger
-    if not chall.ranking:
+    if all(c.model_kind == "nas" for c in chall.ranking):  # images: no library baselines ranked
         return []
     kind = get_task(chall.task)
     ranks = " · ".join(f"{i}. v{c.version} {c.model_kind} {_fmt(c.offline.headline('val'))}"
