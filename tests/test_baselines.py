@@ -282,6 +282,7 @@ def test_a_table_refresh_registers_ranks_and_serves_its_baselines(refreshed):
     assert result["baseline"]["model_kind"] in ("baseline-lightgbm", "baseline-linear", "baseline-mlp")
     champion = str(registry.alias_version(client, "shop", registry.CHAMPION).version)
     assert champion == result["baseline"]["version"]
+    assert result["baseline"]["score"] >= max(m["score"] for m in result["baselines"]["models"])
     assert chall["version"] == next(c["version"] for c in ranking if c["version"] != champion)
     assert str(registry.alias_version(client, "shop", registry.CHALLENGER).version) == chall["version"]
     # the NAS winner against the best baseline, paired on the test rows: in the result, on the version
