@@ -116,6 +116,8 @@ class RetrainInput(_Output):
     search: SearchOutput
     model_name: str
     lineage: Lineage
+    baselines: BaselinesOutput | None = Field(
+        None, description="the baselines this refresh registered: ranked with the NAS finalists")
 
 
 class RegisteredCandidate(_Output):
@@ -133,8 +135,53 @@ class RegisteredCandidate(_Output):
     test_mae: float | None = None
 
 
+class Contender(_Output):
+    """One registered model of a refresh's ranking: a NAS finalist or a baseline (``model_kind``)."""
+
+    version: str
+    model_kind: str = Field(description="nas, baseline-lightgbm, baseline-linear, baseline-mlp or baseline-cnn")
+    arch: str
+    run_id: str
+    score: Number = Field(description="the ranking score (higher is better; pipelines.retrain.ranking_score)")
+    offline: OfflineMetrics
+    metrics: dict[str, float] = Field(default_factory=dict, description="everything its training logged")
+
+
+class BaselinesOutput(_Output):
+    """The baselines a refresh trained on its tabular split and registered (LightGBM, linear), in training order."""
+
+    models: list[Contender] = Field(default_factory=list)
+
+
+class BaselineGap(_Output):
+    """How far the NAS winner is ahead of the best baseline on the test rows: ``advantage`` is the headline metric's
+    difference in its better direction (positive: NAS better), with a paired bootstrap interval over test rows."""
+
+    task: str = "classification"
+    nas_version: str
+    baseline_version: str
+    baseline_kind: str
+    metric: str = Field(description="the test metric compared, e.g. test_accuracy or test_rmse")
+    nas_value: float
+    baseline_value: float
+    advantage: float
+    low: float
+    high: float
+    level: float = 0.95
+    rows: int
+    resamples: int
+    method: str = "paired bootstrap over test rows (percentile interval)"
+    p_value: float | None = Field(None, description="exact McNemar test on the paired correct rows (a classifier)")
+
+    @property
+    def verdict(self) -> str:
+        """``beats`` / ``trails`` when the interval excludes 0, else ``ties``."""
+        return "beats" if self.low > 0 else "trails" if self.high < 0 else "ties"
+
+
 class RetrainOutput(_Output):
-    """Stage 3's output: the challenger (the best retrained candidate) and every registered candidate."""
+    """Stage 3's output: the challenger (the best model overall: the best retrained candidate, or a baseline that
+    beat it) and every registered candidate."""
 
     version: str
     arch: str
@@ -154,10 +201,15 @@ class RetrainOutput(_Output):
     val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
     test_rmse: float | None = None
     test_mae: float | None = None
+    model_kind: str = Field("nas", description="what the challenger is: nas, or a baseline that ranked first")
+    nas_version: str | None = Field(None, description="the NAS winner's version (the challenger's when nas)")
+    ranking: list[Contender] = Field(default_factory=list, description="NAS finalists and baselines, best first")
+    versus_baseline: BaselineGap | None = Field(None, description="the NAS winner against the best baseline")
 
 
 class BaselineOutput(_Output):
-    """The first refresh's hand-designed champion."""
+    """The first refresh's champion: the best baseline (the hand-designed network, or on a table LightGBM or the
+    linear model when one ranks above it)."""
 
     version: str
     arch: str
@@ -169,6 +221,9 @@ class BaselineOutput(_Output):
     val_rmse: float | None = Field(None, description="regression: validation RMSE, target units (accuracy NaN)")
     test_rmse: float | None = None
     test_mae: float | None = None
+    model_kind: str = Field("baseline-mlp", description="baseline-mlp / baseline-cnn (hand-designed), "
+                            "baseline-lightgbm, baseline-linear")
+    score: Number = Field(float("nan"), description="its ranking score (pipelines.retrain.ranking_score)")
 
 
 class ChampionFacts(_Output):
@@ -176,6 +231,7 @@ class ChampionFacts(_Output):
 
     version: str
     arch: str = ""
+    model_kind: str = ""
     val_accuracy: Number = float("nan")
     test_accuracy: Number = float("nan")
     latency_ms: Number = float("nan")
@@ -421,6 +477,7 @@ class RefreshResult(_Output):
     data: PreparedData
     search: SearchOutput
     baseline: BaselineOutput | None = None
+    baselines: BaselinesOutput | None = Field(None, description="the baselines trained beside the NAS finalists")
     champion_before: ChampionFacts | None = None
     challenger: RetrainOutput
     tournament: TournamentOutput | None = None

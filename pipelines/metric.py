@@ -20,7 +20,7 @@ from monitoring.core.tasks import get_task
 from nas.data import TaskData
 from nas.evaluators import SCORER_KEY
 
-__all__ = ["SCORER_KEY", "metric_of", "ranked_by_scorer", "test_value", "training_options"]
+__all__ = ["SCORER_KEY", "metric_figures", "metric_of", "ranked_by_scorer", "test_value", "training_options"]
 
 
 def metric_of(data: TaskData) -> str:
@@ -52,3 +52,20 @@ def test_value(data: TaskData, y_true: np.ndarray, output: np.ndarray) -> float:
     classes = data.meta.get("classes") or list(range(data.num_classes))
     entry = get_metric(metric_of(data))
     return float(entry.score(y_true, output, classes, **(data.meta.get("metric_params") or {})))
+
+
+def metric_figures(data: TaskData, outputs: dict[str, np.ndarray], val_score: float | None = None
+                   ) -> dict[str, float]:
+    """A trained model's figures of the refresh-level metric, when it is not the task's own: ``val_metric`` (the
+    ranked, higher-is-better score: ``val_score`` when training already computed it) and ``val_<metric>`` /
+    ``test_<metric>`` in the metric's own direction. ``outputs``: the model's output on each split (class
+    probabilities, or values in the target's units). One place for networks and baselines alike, so they rank on
+    the same key."""
+    if not ranked_by_scorer(data):
+        return {}
+    name = metric_of(data)
+    score = val_score if val_score is not None else _scorer(data)(data.y_val, outputs["val"])
+    figures = {SCORER_KEY: float(score)}
+    for split in ("val", "test"):
+        figures[f"{split}_{name}"] = test_value(data, getattr(data, f"y_{split}"), outputs[split])
+    return figures

@@ -22,9 +22,11 @@ from prefect.context import TaskRunContext, get_run_context
 from monitoring.core.tasks import get_task
 from monitoring.vocabulary import CHAMPION, tag
 from pipelines import refresh_state, registry
+from pipelines.baselines import crown_first_champion, is_tabular, register_baselines
 from pipelines.config import DataSpec, RefreshConfig, RetrainConfig, config_hash
 from pipelines.contracts import (
     BaselineOutput,
+    BaselinesOutput,
     CanaryOutput,
     ChampionFacts,
     HandoverOutput,
@@ -70,14 +72,22 @@ def prepare_data(spec: DataSpec, out_dir: str, refresh_id: str) -> PreparedData:
     return prepared
 
 
+@task(name="train_baselines")
+def baselines_task(data: PreparedData, model_name: str, config: RetrainConfig, lineage: Lineage) -> BaselinesOutput:
+    """Every refresh of a table: LightGBM and a linear model on the same split, registered to rank with NAS."""
+    return register_baselines(data.path, model_name, config, lineage)
+
+
 @task(name="register_baseline_champion")
-def baseline_champion(data: PreparedData, model_name: str, config: RetrainConfig, lineage: Lineage
-                      ) -> BaselineOutput | None:
-    """First refresh only: a hand-designed baseline becomes ``champion`` so the canary has something to beat."""
+def baseline_champion(data: PreparedData, model_name: str, config: RetrainConfig, lineage: Lineage,
+                      baselines: BaselinesOutput | None = None) -> BaselineOutput | None:
+    """First refresh only: the best baseline (this refresh's LightGBM and linear models and the hand-designed
+    network) becomes ``champion`` so the canary has something to beat."""
     if registry.alias_version(registry.client_for_active(), model_name, CHAMPION) is not None:
         return None
-    get_run_logger().info("no champion for %s yet: registering a hand-designed baseline", model_name)
-    return register_baseline(data.path, model_name, config, lineage)
+    get_run_logger().info("no champion for %s yet: the best baseline becomes champion", model_name)
+    hand = register_baseline(data.path, model_name, config, lineage, champion=False)
+    return crown_first_champion(model_name, hand, baselines)
 
 
 @task(name="retrain_and_register")
@@ -95,7 +105,8 @@ def champion_facts(model_name: str) -> ChampionFacts | None:
         return None
     tags = registry.version_tags(mv)
     offline = OfflineMetrics.from_tags(tags)
-    return ChampionFacts(version=str(mv.version), arch=tags.get("arch", ""), latency_ms=offline.latency_ms,
+    return ChampionFacts(version=str(mv.version), arch=tags.get("arch", ""), model_kind=tags.get("model_kind", ""),
+                         latency_ms=offline.latency_ms,
                          **offline.reported())
 
 
@@ -296,17 +307,19 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
                       seed=config.seed)
     search_in = SearchInput(data=data, journal=str(store / record.journal_name), resume=record.attempts > 1)
     search = clock.stage("search_architectures", lambda: search_architectures(search_in, config.search))
+    baselines = clock.stage("train_baselines", lambda: _cached(baselines_task, results)(
+        data, model_name, config.retrain, lineage)) if is_tabular(data.input_shape) else None
     baseline = clock.stage("register_baseline_champion", lambda: _cached(baseline_champion, results)(
-        data, model_name, config.retrain, lineage))
+        data, model_name, config.retrain, lineage, baselines))
     champion_before = champion_facts(model_name)
-    retrain_in = RetrainInput(data=data, search=search, model_name=model_name, lineage=lineage)
+    retrain_in = RetrainInput(data=data, search=search, model_name=model_name, lineage=lineage, baselines=baselines)
     challenger = clock.stage("retrain_and_register", lambda: _cached(retrain_task, results)(
         retrain_in, config.retrain))
     tournament = _tournament_stage(config, model_name, data, challenger, clock)
     canary = _canary_stage(config, model_name, data, clock)
     return RefreshResult(
         model_name=model_name, refresh_id=record.refresh_id, refresh_run_id=parent_run_id,
-        tracking_uri=settings.tracking_uri, data=data, search=search, baseline=baseline,
+        tracking_uri=settings.tracking_uri, data=data, search=search, baseline=baseline, baselines=baselines,
         champion_before=champion_before, challenger=challenger, tournament=tournament, canary=canary,
         seconds=clock.total, timings=clock.timings,
     )

@@ -90,6 +90,9 @@ def log_and_register(
         registered_model_name=model_name,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "nasops"],
         await_registration_for=60,
+        # MLflow's default (None: torch.export) cannot trace a module that calls a fitted estimator (a baseline's
+        # nas.estimator_module.EstimatorModule says "pickle")
+        serialization_format=getattr(model, "serialization_format", None),
     )
     version = str(info.registered_model_version)
     client = client_for_active()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from monitoring.core.tasks import TaskKind, get_task
-from monitoring.vocabulary import CHALLENGER, CHAMPION, candidate_alias, candidate_rank
+from monitoring.vocabulary import CHAMPION, candidate_alias, candidate_rank
 from nas.baselines import build_baseline
 from nas.data import TaskData
 from nas.export import FlatInputClassifier, served_module
@@ -42,13 +42,14 @@ from pipelines.config import RetrainConfig
 from pipelines.contracts import (
     BaselineOutput,
     Candidate,
+    Contender,
     Lineage,
     OfflineMetrics,
     RegisteredCandidate,
     RetrainInput,
     RetrainOutput,
 )
-from pipelines.metric import SCORER_KEY, metric_of, ranked_by_scorer, test_value, training_options
+from pipelines.metric import SCORER_KEY, metric_figures, metric_of, ranked_by_scorer, training_options
 
 
 def train_config(config: RetrainConfig) -> TrainConfig:
@@ -81,6 +82,8 @@ class Ranked:
     member: Any = None
 
 
+
+
 def _test_metrics(net: nn.Module, data: TaskData, result: TrainResult, kind: TaskKind) -> dict[str, float]:
     """The validation and test figures of the task kind (a regression's in the target's units)."""
     x_test, y_test = data.tensors("test")
@@ -93,16 +96,11 @@ def _test_metrics(net: nn.Module, data: TaskData, result: TrainResult, kind: Tas
 
 
 def _metric_figures(net: nn.Module, data: TaskData, result: TrainResult) -> dict[str, float]:
-    """The refresh-level metric when it is not the task's own (``pipelines.metric``): ``val_metric`` (the ranked,
-    higher-is-better score) and ``val_<metric>`` / ``test_<metric>`` in the metric's own direction."""
+    """The refresh-level metric's figures of a trained network (:func:`pipelines.metric.metric_figures`)."""
     if not ranked_by_scorer(data):
         return {}
-    name = metric_of(data)
-    figures = {SCORER_KEY: result.val_score}
-    for split in ("val", "test"):
-        x, _ = data.tensors(split)
-        figures[f"{split}_{name}"] = test_value(data, getattr(data, f"y_{split}"), validation_output(net, data, x))
-    return figures
+    outputs = {split: validation_output(net, data, data.tensors(split)[0]) for split in ("val", "test")}
+    return metric_figures(data, outputs, result.val_score)
 
 
 def metric_tags(data: TaskData, metrics: dict[str, float]) -> dict[str, float]:
@@ -111,8 +109,9 @@ def metric_tags(data: TaskData, metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(metrics[k]) for k in (f"val_{name}", f"test_{name}") if k in metrics}
 
 
-def rank_score(data: TaskData, metrics: dict[str, float]) -> float:
-    """What retraining ranks a candidate by (higher is better): the refresh-level metric's score, else the task's."""
+def ranking_score(data: TaskData, metrics: dict[str, float]) -> float:
+    """The one key a refresh ranks its trained models by, NAS finalists and baselines alike (higher is better):
+    the refresh-level metric's validation score (``val_metric``), else the task's own."""
     if SCORER_KEY in metrics:
         return float(metrics[SCORER_KEY])
     return get_task(data.task).score(metrics)
@@ -170,7 +169,7 @@ def _train_and_log(
 
 def _register(
     model: FlatInputClassifier, data: TaskData, *, model_name: str, tags: dict[str, Any],
-    int8: deploy_artifacts.Int8Policy = "auto",
+    int8: deploy_artifacts.Int8Policy = "auto", deploy_forms: bool = True,
 ) -> str:
     kind = get_task(data.task)
     example = data.x_val[:2]
@@ -194,7 +193,7 @@ def _register(
         )
     register_drift_reference(data, model_name, version)  # a rollout of this version reads it; never the data file
     register_calibration(model, data, model_name, version)  # the label-free accuracy estimate's map (classifiers)
-    if not kind.deploy_forms:  # the ONNX / int8 forms are checked by their class labels
+    if not (kind.deploy_forms and deploy_forms):  # the ONNX / int8 forms are checked by their class labels
         return version
     deploy_artifacts.log_deploy_artifacts(model, data.x_val, data.x_train, model_name=model_name, version=version,
                                           int8=int8)
@@ -222,10 +221,13 @@ def _example_value(column: dict) -> Any:
     return {"double": 0.0, "boolean": False}.get(column["type"], "")
 
 
-def register_baseline(data_path: str, model_name: str, config: RetrainConfig, lineage: Lineage) -> BaselineOutput:
-    """Train the hand-designed baseline, register it and make it ``champion`` (used when none exists yet)."""
+def register_baseline(data_path: str, model_name: str, config: RetrainConfig, lineage: Lineage, *,
+                      champion: bool = True) -> BaselineOutput:
+    """Train the hand-designed baseline and register it; with ``champion`` make it ``champion`` (the refresh
+    instead crowns the best of all baselines: :func:`pipelines.baselines.crown_first_champion`)."""
     data = TaskData.load(data_path)
     description = build_baseline(data.input_shape, data.num_classes)[1]
+    model_kind = description.split("(")[0]  # baseline-mlp or baseline-cnn
     trained = _train_and_log(
         lambda: build_baseline(data.input_shape, data.num_classes)[0], data, config,
         run_name="baseline", params={"arch": description, "role": "baseline", "seed": config.seed},
@@ -235,12 +237,14 @@ def register_baseline(data_path: str, model_name: str, config: RetrainConfig, li
         version = _register(
             trained.model, data, model_name=model_name,
             tags={**lineage.model_dump(), "arch": description, "space": "baseline", "role": "baseline",
-                  "seed": config.seed, **offline.tags(), "latency_ms": offline.latency_ms,
+                  "model_kind": model_kind, "seed": config.seed, **offline.tags(), "latency_ms": offline.latency_ms,
                   **metric_tags(data, trained.metrics)},
         )
-    registry.client_for_active().set_registered_model_alias(model_name, CHAMPION, version)
+    if champion:
+        registry.client_for_active().set_registered_model_alias(model_name, CHAMPION, version)
     return BaselineOutput(version=version, arch=description, run_id=trained.run_id, seed=config.seed,
-                          latency_ms=offline.latency_ms, **offline.reported())
+                          latency_ms=offline.latency_ms, model_kind=model_kind,
+                          score=ranking_score(data, trained.metrics), **offline.reported())
 
 
 def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: RetrainConfig) -> list[Ranked]:
@@ -256,7 +260,7 @@ def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: 
             run_name=f"retrain-{rank}", params={"arch": arch.string, "space": space.name, "search_rank": rank,
                                                 "space_config": json.dumps(space.config()), "seed": config.seed},
         )
-        ranked.append(Ranked(rank_score(data, trained.metrics), rank, cand, trained))
+        ranked.append(Ranked(ranking_score(data, trained.metrics), rank, cand, trained))
     ranked.sort(key=lambda r: (-r.score, r.search_rank))
     return ranked
 
@@ -287,7 +291,7 @@ def _train_scaled_family(data: TaskData, winner: Ranked, space: Any, config: Ret
                     "scaled_phi": member.phi, "scaled_from": cand.arch},
         )
         scaled = cand.model_copy(update={"arch": member.arch, "params": int(member.params)})
-        ranked.append(Ranked(rank_score(data, trained.metrics), winner.search_rank, scaled, trained, member))
+        ranked.append(Ranked(ranking_score(data, trained.metrics), winner.search_rank, scaled, trained, member))
     return ranked
 
 
@@ -310,7 +314,7 @@ def _version_tags(inputs: RetrainInput, entry: Ranked, space: Any, offline_rank:
     search, cand, member, offline = inputs.search, entry.candidate, entry.member, entry.trained.offline
     return {**inputs.lineage.model_dump(), "arch": cand.arch, "space": space.name,
             "space_config": member.space_config if member is not None else space.config(),
-            "role": "nas" if offline_rank == 1 else "candidate",
+            "role": "nas" if offline_rank == 1 else "candidate", "model_kind": "nas",
             "tournament_rank": offline_rank, "search_rank": entry.search_rank, "proxy_scores": cand.proxy_scores,
             "search_run_id": search.search_run_id, "search_method": search.method,
             **({"supernet_run_id": search.supernet_run_id} if search.supernet_run_id else {}),
@@ -357,14 +361,19 @@ def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> Retrain
             version=version, arch=entry.candidate.arch, alias=alias, run_id=entry.trained.run_id,
             latency_ms=entry.trained.offline.latency_ms, **entry.trained.offline.reported()))
     _drop_stale_candidate_aliases(client, model_name, len(registered))
-    best = registered[0]
-    client.set_registered_model_alias(model_name, CHALLENGER, best.version)
-    metrics = ranked[0].trained.metrics
-    return RetrainOutput(version=best.version, arch=best.arch, space=space.name, run_id=best.run_id,
-                         retrained=len(ranked), seed=config.seed, candidates=registered, task=data.task,
-                         **ranked[0].trained.offline.reported(),
-                         **{k: float(metrics[k]) for k in ("test_loss", "best_epoch", "train_seconds", "latency_ms",
-                                                           "params")})
+    from pipelines.baselines import settle_challenger  # ranks them with the baselines; moves ``challenger``
+
+    nas = [Contender(version=r.version, model_kind="nas", arch=r.arch, run_id=r.run_id, score=e.score,
+                     offline=e.trained.offline, metrics=e.trained.metrics)
+           for r, e in zip(registered, ranked, strict=True)]
+    best, ranking, gap = settle_challenger(data, model_name, nas, inputs.baselines, config.seed)
+    return RetrainOutput(version=best.version, arch=best.arch, space=space.name if best.model_kind == "nas" else
+                         "baseline", run_id=best.run_id, retrained=len(ranked), seed=config.seed,
+                         candidates=registered, task=data.task, **best.offline.reported(),
+                         **{k: float(best.metrics.get(k, float("nan"))) for k in (
+                             "test_loss", "best_epoch", "train_seconds", "latency_ms", "params")},
+                         model_kind=best.model_kind, nas_version=nas[0].version, ranking=ranking,
+                         versus_baseline=gap)
 
 
 def _drop_stale_candidate_aliases(client: Any, model_name: str, kept: int) -> None:

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from monitoring.core.tasks import TaskKind, get_task
 from monitoring.vocabulary import CHALLENGER, CHAMPION
-from pipelines.contracts import CanaryOutput, HandoverOutput, RefreshResult
+from pipelines.contracts import BaselineGap, CanaryOutput, HandoverOutput, RefreshResult
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -38,6 +38,7 @@ def refresh_table(result: RefreshResult) -> Table:
     champ, chall = result.champion_before, result.challenger
     kind = get_task(chall.task)
     table.add_row("version", _fmt(champ and champ.version), _fmt(chall.version))
+    table.add_row("kind", _fmt(champ and champ.model_kind), _fmt(chall.model_kind))
     for split in ("val", "test"):
         key = f"{split}_{kind.headline}"
         table.add_row(f"{split} {kind.headline_label} (offline)", _fmt(getattr(champ, key, None)),
@@ -71,6 +72,7 @@ def refresh_details(result: RefreshResult) -> list[str]:
         f"[bold]metric[/bold]              {result.data.metric} (ranked the search, retraining and tournament; "
         "judged by the canary)",
     ]
+    lines.extend(_versus_baselines(result))
     if result.tournament is not None:
         from pipelines.tournament import summary_line
 
@@ -79,6 +81,49 @@ def refresh_details(result: RefreshResult) -> list[str]:
     lines.append(f"[bold]MLflow UI[/bold]           {mlflow_ui_hint(result.tracking_uri)}  "
                  f"(refresh run {result.refresh_run_id})")
     lines.append(f"[bold]time[/bold]                {_fmt(result.seconds, 1)} s")
+    return lines
+
+
+def gap_line(gap: BaselineGap) -> str:
+    """One sentence: by how much the NAS winner beats or trails the best baseline on the test rows, with the
+    paired interval (the same words in the summary, on the MLflow version and in ``nasops status``)."""
+    label = get_task(gap.task).label(gap.metric.removeprefix("test_"))
+    p = f", McNemar p {gap.p_value:.3g}" if gap.p_value is not None else ""
+    return (f"NAS winner v{gap.nas_version} {gap.verdict} the best baseline ({gap.baseline_kind} "
+            f"v{gap.baseline_version}) on test {label}: {_fmt(gap.nas_value)} vs {_fmt(gap.baseline_value)}, "
+            f"advantage {gap.advantage:+.4f} ({gap.level:.0%} CI {gap.low:+.4f} … {gap.high:+.4f}; "
+            f"{gap.method}, {gap.rows} rows{p})")
+
+
+def gap_short(raw: str | None) -> str:
+    """A ``vs_best_baseline`` tag as a status cell: the advantage and its interval."""
+    if not raw:
+        return ""
+    try:
+        gap = BaselineGap.model_validate_json(raw)
+    except ValueError:
+        return ""
+    return f"{gap.verdict} {gap.advantage:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}]"
+
+
+def _versus_baselines(result: RefreshResult) -> list[str]:
+    """The joint ranking, the NAS winner against the best baseline, and a baseline challenger said plainly."""
+    chall = result.challenger
+    if all(c.model_kind == "nas" for c in chall.ranking):  # images: no library baselines ranked
+        return []
+    kind = get_task(chall.task)
+    ranks = " · ".join(f"{i}. v{c.version} {c.model_kind} {_fmt(c.offline.headline('val'))}"
+                       for i, c in enumerate(chall.ranking, start=1))
+    lines = [f"[bold]ranking[/bold]             by validation {kind.headline_label}: {ranks}"]
+    if chall.versus_baseline is not None:
+        lines.append(f"[bold]vs baselines[/bold]        {gap_line(chall.versus_baseline)}")
+    if chall.model_kind != "nas":
+        lines.append(f"[bold]challenger[/bold]          {chall.model_kind} v{chall.version}: a baseline ranked above "
+                     f"the NAS winner (v{chall.nas_version}), so the canary judges the best model overall")
+    if chall.ranking[0].version != chall.version:
+        best = chall.ranking[0]
+        lines.append(f"[bold]champion[/bold]            {best.model_kind} v{best.version} is champion already and "
+                     "ranks first; the challenger is the next best")
     return lines
 
 
@@ -100,9 +145,11 @@ def _canary_lines(canary: CanaryOutput | HandoverOutput | None) -> list[str]:
 
 
 def status_table(model_name: str, versions: list[dict[str, Any]]) -> Table:
-    """Registered versions with aliases, role, architecture, offline accuracy and the canary decision."""
+    """Registered versions with aliases, kind (nas or which baseline; the role of a version tagged before kinds),
+    architecture, offline accuracy, the NAS winner against the best baseline, and the canary decision."""
     table = Table(title=f"{model_name}: registered versions", title_justify="left")
-    for col in ("version", "aliases", "role", "architecture", "test acc", "decision", "decided at"):
+    for col in ("version", "aliases", "kind", "architecture", "test acc", "vs best baseline", "decision",
+                "decided at"):
         # the architecture string takes the room left and wraps; it is never cut
         wraps = col == "architecture"
         table.add_column(col, overflow="fold", no_wrap=not wraps, ratio=1 if wraps else None)
@@ -111,9 +158,10 @@ def status_table(model_name: str, versions: list[dict[str, Any]]) -> Table:
         table.add_row(
             row["version"],
             ", ".join(row["aliases"]) or "",
-            tags.get("role", ""),
+            tags.get("model_kind") or tags.get("role", ""),
             tags.get("arch", ""),
             _fmt(_float(tags.get("test_accuracy"))),
+            gap_short(tags.get("vs_best_baseline")),
             tags.get("decision", "rejected" if row.get("rejected") else ""),
             tags.get("decision_time", ""),
         )
