@@ -15,7 +15,7 @@ from servers import free_port
 pytestmark = pytest.mark.slow  # starts gateways and trains models
 
 
-def start_serve(env: dict, attempts: int = 3) -> tuple[subprocess.Popen, str]:
+def start_serve(env: dict, *extra: str, attempts: int = 3) -> tuple[subprocess.Popen, str]:
     """``nasops serve`` on a free port, retried if another program takes the port while it starts (other test
     suites run on this machine too): /healthz must name the instance id given to this process."""
     for _ in range(attempts):
@@ -23,7 +23,7 @@ def start_serve(env: dict, attempts: int = 3) -> tuple[subprocess.Popen, str]:
         instance = f"cli-test-{port}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipelines.cli.app", "serve", "--port", str(port), "--weight", "0",
-             "--poll-interval-s", "0"], env={**env, "NASOPS_GATEWAY_INSTANCE_ID": instance},
+             "--poll-interval-s", "0", *extra], env={**env, "NASOPS_GATEWAY_INSTANCE_ID": instance},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         url = f"http://127.0.0.1:{port}"
@@ -42,11 +42,11 @@ def start_serve(env: dict, attempts: int = 3) -> tuple[subprocess.Popen, str]:
 
 
 def test_nasops_serve_answers_and_stops_cleanly(shared_registry):
-    env = {**os.environ, "NASOPS_HOME": str(shared_registry.home), "NASOPS_MODEL_NAME": shared_registry.model_name}
-    for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+    env = {**os.environ, "NASOPS_HOME": str(shared_registry.home)}
+    for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "NASOPS_MODEL_NAME"):
         env.pop(leaked, None)  # set in os.environ by mlflow.set_*_uri calls of earlier tests
     shared_registry.end_manual_rollout()  # an earlier test's admin split is durable routing state on this log
-    proc, url = start_serve(env)
+    proc, url = start_serve(env, "--model-name", shared_registry.model_name)  # issue 24: serve had no --model-name
     try:
         assert httpx.get(f"{url}/readyz").status_code == 200
         r = httpx.post(f"{url}/predict", json={"inputs": [shared_registry.x_test[0].tolist()]})

@@ -35,7 +35,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 exposes it to the network)"),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (metrics merged in multiprocess mode)"),
-    weight: float = typer.Option(None, help="challenger share of traffic in split mode, 0-1 (default 0.1)"),
+    model_name: str | None = typer.Option(None, "--model-name", help="registered model to serve (default "
+                                          "$NASOPS_MODEL_NAME, else nasops-classifier)"),
+    weight: float = typer.Option(None, help="challenger share of traffic in split mode, 0-1 (default 0: the "
+                                 "champion serves everything until a rollout or /admin/weight says otherwise)"),
     mode: str = typer.Option(None, help="split or shadow (default split)"),
     poll_interval: float = typer.Option(None, "--poll-interval-s", help="seconds between alias polls (0: off; "
                                         "default 10)"),
@@ -55,7 +58,8 @@ def serve(
     if mode is not None and mode not in ("split", "shadow"):
         raise UserError(f"--mode must be 'split' or 'shadow', got {mode!r}")
     settings = Settings()
-    gw = gateway_settings(settings, challenger_weight=weight, mode=mode, poll_interval_s=poll_interval,
+    gw = gateway_settings(settings, model_name=model_name, challenger_weight=weight, mode=mode,
+                          poll_interval_s=poll_interval,
                           challenger_timeout_s=challenger_timeout, log_mode=log_mode,
                           admin_token_file=str(admin_token_file) if admin_token_file else None,
                           feedback_token_file=str(feedback_token_file) if feedback_token_file else None)
