@@ -29,6 +29,7 @@ TARGETS = {  # file stem -> target column (benchmarks/tables/tabular/README.md)
     "HealthInsurance": "health", "Arrests": "released", "diamonds": "price", "Computers": "price",
     "CPS1988": "wage", "SaratogaHouses": "price",
 }
+REGRESSIONS = {"diamonds", "Computers", "CPS1988", "SaratogaHouses"}  # integer prices: say so (--task regression)
 
 
 def refresh(table: str, seed: int, extra: list[str], timeout_s: float) -> dict:
@@ -40,6 +41,7 @@ def refresh(table: str, seed: int, extra: list[str], timeout_s: float) -> dict:
             env.pop(key, None)
         cmd = [sys.executable, "-m", "pipelines.cli.app", "refresh", "--data", str(TABLES / f"{table}.csv"),
                "--target", TARGETS[table], "--seed", str(seed), "--model-name", f"bench-{table.lower()}",
+               "--task", "regression" if table in REGRESSIONS else "classification",
                "--skip-canary", "--skip-tournament", "--json", *extra]
         started, cpu = time.monotonic(), os.times()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)

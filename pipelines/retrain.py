@@ -217,7 +217,10 @@ def _register_table(model: FlatInputClassifier, data: TaskData, *, model_name: s
 
 
 def _example_value(column: dict) -> Any:
-    """A plausible value of a raw column for the logged input example (any known category is fine)."""
+    """A plausible value of a raw column for the logged input example (any known category is fine; an integer
+    column's is an integer: the signature declares it long)."""
+    if column.get("integer"):
+        return 0
     return {"double": 0.0, "boolean": False}.get(column["type"], "")
 
 

@@ -281,3 +281,17 @@ def test_a_frame_read_from_the_training_file_meets_the_signature(tmp_path):
     types = {c.name: c.type.name for c in signature.inputs.inputs}
     assert types == {"rooms": "long", "area": "double", "city": "string", "floors": "double"}, types
     _enforce_schema(read, signature.inputs)  # raises on a type MLflow will not cast
+
+
+def test_the_logged_input_example_meets_an_integer_signature():
+    """The input example registration logs must pass MLflow's own check of the signature (a long column)."""
+    from mlflow.models.utils import _enforce_schema
+
+    from pipelines.registry import table_signature
+    from pipelines.retrain import _example_value
+
+    schema = [{"name": "age", "type": "double", "optional": False, "integer": True},
+              {"name": "income", "type": "double", "optional": True}, {"name": "home", "type": "string",
+                                                                       "optional": True}]
+    example = pd.DataFrame([{c["name"]: _example_value(c) for c in schema}])
+    _enforce_schema(example, table_signature(schema).inputs)
