@@ -122,7 +122,16 @@ def roll_back(
     client.set_model_version_tag(model_name, version, v.REJECTED, reason)
     if not keep_challenger_alias:
         _drop_challenger_alias(client, model_name, version)
+    _drop_candidate_aliases(client, model_name, version)
     return aliases(client, model_name)
+
+
+def _drop_candidate_aliases(client: MlflowClient, model_name: str, version: str) -> None:
+    """A rejected version is nobody's candidate any more: its ``candidate-N`` aliases go (issue 24: a rolled-back
+    version kept ``candidate-1``, so the registry still offered it)."""
+    for alias in client.get_model_version(model_name, version).aliases or []:
+        if v.candidate_rank(alias) is not None:
+            client.delete_registered_model_alias(model_name, alias)
 
 
 def aliases(client: MlflowClient, model_name: str) -> dict[str, str | None]:

@@ -99,6 +99,15 @@ def test_rollback_rejects_and_keeps_the_champion(store):
     assert kept["champion"] == "1"
 
 
+def test_a_rolled_back_version_is_nobodys_candidate_any_more(store):
+    """Issue 24: a rolled-back version kept its `candidate-1` alias, so the registry still offered it."""
+    store.set_registered_model_alias(store.model, "candidate-1", "2")
+    store.set_registered_model_alias(store.model, "candidate-2", "3")
+    roll_back(store, store.model, "2", reason="worse", verdict="fail", score=0.0, canary_run_id="run-4")
+    assert store.get_model_version(store.model, "2").aliases == []
+    assert store.get_model_version(store.model, "3").aliases == ["candidate-2"]  # another version's: kept
+
+
 def test_the_champion_itself_cannot_be_rolled_back(store):
     with pytest.raises(ValueError, match="is the champion"):
         roll_back(store, store.model, "1", reason="r", verdict="fail", score=0.0, canary_run_id="x")
