@@ -144,11 +144,21 @@ def _canary_lines(canary: CanaryOutput | HandoverOutput | None) -> list[str]:
     ]
 
 
+def test_metric(tags: dict[str, str]) -> str:
+    """A version's test figure on the metric it was ranked by (``log_loss 0.231``, ``rmse 12.4``), else its task's
+    headline (a regression's RMSE, a classifier's accuracy): issue 24, `status` showed nothing for a regression."""
+    metric = tags.get("metric") or ("rmse" if tags.get("task") == "regression" else "accuracy")
+    value = _float(tags.get(f"test_{metric}"))
+    if value is None and metric != "accuracy":
+        metric, value = "accuracy", _float(tags.get("test_accuracy"))
+    return "" if value is None else f"{metric} {_fmt(value)}"
+
+
 def status_table(model_name: str, versions: list[dict[str, Any]]) -> Table:
     """Registered versions with aliases, kind (nas or which baseline; the role of a version tagged before kinds),
     architecture, offline accuracy, the NAS winner against the best baseline, and the canary decision."""
     table = Table(title=f"{model_name}: registered versions", title_justify="left")
-    for col in ("version", "aliases", "kind", "architecture", "test acc", "vs best baseline", "decision",
+    for col in ("version", "aliases", "kind", "architecture", "test metric", "vs best baseline", "decision",
                 "decided at"):
         # the architecture string takes the room left and wraps; it is never cut
         wraps = col == "architecture"
@@ -160,7 +170,7 @@ def status_table(model_name: str, versions: list[dict[str, Any]]) -> Table:
             ", ".join(row["aliases"]) or "",
             tags.get("model_kind") or tags.get("role", ""),
             tags.get("arch", ""),
-            _fmt(_float(tags.get("test_accuracy"))),
+            test_metric(tags),
             gap_short(tags.get("vs_best_baseline")),
             tags.get("decision", "rejected" if row.get("rejected") else ""),
             tags.get("decision_time", ""),

@@ -68,3 +68,19 @@ def test_every_json_output_of_the_cli_goes_through_print_json():
                     or getattr(node.func if isinstance(node, ast.Call) else None, "id", None) == "print"):
                 text = ast.unparse(node)
                 assert "json.dumps" not in text, f"{path.name}:{node.lineno}: {text}; use print_json"
+
+
+def test_status_shows_each_versions_own_metric(capsys, monkeypatch):
+    """Issue 24: `status` showed no metric for a regression model (only a `test acc` column)."""
+    from pipelines.summary import status_table
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    versions = [
+        {"version": "3", "aliases": ["champion"], "tags": {"task": "regression", "test_rmse": "12.41"}},
+        {"version": "2", "aliases": [], "tags": {"task": "classification", "metric": "log_loss",
+                                                 "test_log_loss": "0.2315", "test_accuracy": "0.97"}},
+        {"version": "1", "aliases": [], "tags": {"task": "classification", "test_accuracy": "0.9"}},
+    ]
+    make_console().print(status_table("m", versions))
+    out = capsys.readouterr().out
+    assert "rmse 12.41" in out and "log_loss 0.2315" in out and "accuracy 0.9" in out
