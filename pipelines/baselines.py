@@ -289,17 +289,37 @@ def paired_bootstrap_ci(y: np.ndarray, a: np.ndarray, b: np.ndarray, metric: Cal
     return metric(y, a) - metric(y, b), float(low), float(high)
 
 
+def _scored(data: TaskData) -> tuple[str, bool, Callable[[np.ndarray, np.ndarray], float]]:
+    """``(name, higher is better, metric(y, served output))`` of the refresh-level metric (the task's headline for
+    data prepared before it): the comparison is on what the refresh ranks and the canary judges."""
+    from monitoring.core.metrics import get_metric
+    from pipelines.metric import metric_of
+
+    entry = get_metric(metric_of(data))
+    classes = data.meta.get("classes") or list(range(data.num_classes))
+    params = data.meta.get("metric_params") or {}
+    if data.is_regression:
+        return entry.name, entry.higher_is_better, lambda y, out: entry.score(y, out.reshape(-1), classes, **params)
+
+    def on_probabilities(y: np.ndarray, logits: np.ndarray) -> float:
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return entry.score(y, shifted / shifted.sum(axis=1, keepdims=True), classes, **params)
+
+    return entry.name, entry.higher_is_better, on_probabilities
+
+
 def compare_on_test(data: TaskData, nas_version: str, nas_module: torch.nn.Module, best: Contender,
                     best_module: torch.nn.Module, seed: int) -> BaselineGap:
-    """The NAS winner against the best baseline on the test rows: the headline metric's difference in its better
-    direction (positive: NAS better), its paired bootstrap interval, and for a classifier the exact McNemar p."""
+    """The NAS winner against the best baseline on the test rows: the refresh-level metric's difference in its
+    better direction (positive: NAS better), its paired bootstrap interval, and for a classifier the exact McNemar
+    p of the paired correct rows."""
     kind = get_task(data.task)
     x = torch.from_numpy(data.x_test)
     with torch.inference_mode():
-        a, b = nas_module(x).float().numpy(), best_module(x).float().numpy()
-    metric = headline_metric(kind)
+        a, b = nas_module(x).double().numpy(), best_module(x).double().numpy()
+    name, higher, metric = _scored(data)
     diff, low, high = paired_bootstrap_ci(data.y_test, a, b, metric, seed=seed)
-    sign = 1.0 if kind.higher_is_better else -1.0
+    sign = 1.0 if higher else -1.0
     low, high = sorted((sign * low, sign * high))
     p_value = None
     if not kind.numeric_labels:
@@ -307,7 +327,7 @@ def compare_on_test(data: TaskData, nas_version: str, nas_module: torch.nn.Modul
 
         p_value = mcnemar_exact(a.argmax(1) == data.y_test, b.argmax(1) == data.y_test).p_value
     return BaselineGap(task=data.task, nas_version=nas_version, baseline_version=best.version,
-                       baseline_kind=best.model_kind, metric=f"test_{kind.headline}", nas_value=metric(data.y_test, a),
+                       baseline_kind=best.model_kind, metric=f"test_{name}", nas_value=metric(data.y_test, a),
                        baseline_value=metric(data.y_test, b), advantage=sign * diff, low=low, high=high,
                        level=LEVEL, rows=len(data.y_test), resamples=RESAMPLES, p_value=p_value)
 
