@@ -8,8 +8,8 @@ the trainer's image-path defaults (SGD, lr 0.05, batch 64, as the refresh trains
 defaults (:func:`nas.trainer.tabular_config`), so the table separates what the training defaults give from what the
 architecture choices give. This is a quick look, not the NAS-vs-baselines benchmark (``benchmarks/tabular.py``).
 
-    .venv/bin/python benchmarks/tabular_space.py --tables credit_data.csv:Status Computers.csv:price \\
-        --epochs 40 --seeds 0 1
+    .venv/bin/python benchmarks/tabular_space.py --tables credit_data.csv:Status Computers.csv:price:regression \\
+        Arrests.csv:released --epochs 30 --patience 8 --seeds 0 1
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def _test_scores(model: torch.nn.Module, data: TaskData) -> dict[str, float]:
     return scores
 
 
-def run_table(source: Path, target: str, args: argparse.Namespace, work: Path) -> list[dict]:
+def run_table(source: Path, target: str, task: str, args: argparse.Namespace, work: Path) -> list[dict]:
     rows = []
     for seed in args.seeds:
-        prepared = prepare(DataSpec(source=str(source), target=target, seed=seed), work)
+        prepared = prepare(DataSpec(source=str(source), target=target, seed=seed, task=task), work)
         data = TaskData.load(prepared.path)
         plain_cfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=seed)
         tab_cfg = tabular_config(regression=data.is_regression, epochs=args.epochs, patience=args.patience, seed=seed)
@@ -100,8 +100,9 @@ def summarise(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", nargs="+", default=["credit_data.csv:Status", "Computers.csv:price"],
-                        help="FILE:TARGET pairs under --dir")
+    parser.add_argument("--tables", nargs="+", default=["credit_data.csv:Status", "Computers.csv:price:regression",
+                                                         "Arrests.csv:released"],
+                        help="FILE:TARGET[:TASK] under --dir (TASK: classification, regression; default auto)")
     parser.add_argument("--dir", type=Path, default=TABLES)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=10)
@@ -113,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for item in args.tables:
-            name, _, target = item.partition(":")
-            rows += run_table(args.dir / name, target, args, Path(work))
+            name, target, task = [*item.split(":"), "auto"][:3]
+            rows += run_table(args.dir / name, target, task, args, Path(work))
     summarise(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

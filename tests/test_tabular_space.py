@@ -4,6 +4,8 @@ travel as buffers, the ONNX and int8 forms match, and the zero-cost proxies and 
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -150,6 +152,7 @@ def test_training_fits_the_bins_on_the_training_rows_once_and_the_state_dict_car
     fresh.load_state_dict(net.state_dict())
     net.eval(), fresh.eval()
     assert torch.equal(fresh(x), net(x)) and bool(fresh.embedding.encoding.fitted)
+    assert torch.equal(pickle.loads(pickle.dumps(net))(x), net(x))  # how MLflow's PyTorch flavour stores it
 
 
 def test_tabular_training_learns_and_the_schedule_warms_up_then_decays():
