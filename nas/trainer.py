@@ -10,7 +10,7 @@ standardised target and is scored by ``val_neg_rmse`` (minus the validation RMSE
 The defaults (SGD with Nesterov momentum, per-epoch cosine annealing, no label smoothing) are the image path's and
 stay as they were. :func:`tabular_config` gives the settings the tabular papers train with: AdamW (Loshchilov &
 Hutter, ICLR 2019) with decoupled weight decay, a linear warm-up then cosine decay per step (``schedule=
-"warmup_cosine"``), label smoothing 0.1 for classifiers (RealMLP, Holzmüller et al. 2024) and a batch of 256.
+"warmup_cosine"``), label smoothing 0.1 for classifiers (RealMLP, Holzmüller et al. 2024) and a batch of 128.
 Two hooks serve the ``tabular`` space's networks (:mod:`nas.tabular_layers`): a model with ``fit_inputs(x)`` has its
 data statistics (robust scaling, PLE bin edges) fitted on the training rows before the first epoch, and a model
 with ``ensemble_size > 1`` and ``member_outputs(x)`` (a TabM / BatchEnsemble head) is trained as its members, the
@@ -74,10 +74,10 @@ class TrainConfig:
 
 
 def tabular_config(*, regression: bool = False, **overrides) -> TrainConfig:
-    """The training settings for the ``tabular`` space: AdamW (lr 1e-3, weight decay 1e-4 decoupled), batch 256,
+    """The training settings for the ``tabular`` space: AdamW (lr 2e-3, weight decay 1e-4 decoupled), batch 128,
     linear warm-up (5% of the steps) then cosine decay, label smoothing 0.1 for a classifier (none for a
     regression, where it does not apply); ``overrides`` replace any of them (epochs, patience, seed, ...)."""
-    values = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256, "schedule": "warmup_cosine",
+    values = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 128, "schedule": "warmup_cosine",
               "warmup_fraction": 0.05, "label_smoothing": 0.0 if regression else 0.1, **overrides}
     return TrainConfig(**values)
 
