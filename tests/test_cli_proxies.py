@@ -60,7 +60,7 @@ def test_sample_and_table_output(monkeypatch, capsys):
         (["--arch", BEST, "--proxies", "nwot"], "need data: add --data digits"),
         (["--arch", BEST.replace("skip_connect", "skip")], "valid operations: none, skip_connect, nor_conv_1x1"),
         (["--arch", "|none~0|+|none~0|"], "malformed nb201 architecture"),
-        (["--space", "darts", "--arch", BEST], "choose one of: mlp, nb201, vit"),
+        (["--space", "darts", "--arch", BEST], "choose one of: mlp, nb201, tabular, vit"),
         (["--arch", BEST, "--sample", "3"], "exactly one of --arch"),
         (["--arch", BEST, "--input-shape", "64"], "channels, height, width"),
         (["--arch", BEST, "--data", "cifar10"], "digits, mnist5k"),

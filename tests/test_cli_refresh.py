@@ -91,7 +91,7 @@ def test_dead_tracking_server_is_a_clear_error(tmp_path):
 def test_an_unknown_space_ends_before_prefect_or_any_store_starts(tmp_path):
     """Defect: `--space foo` started Prefect, ran data prep, printed 72 lines of traceback, then the error."""
     proc = run_cli("refresh", "--space", "foo", home=tmp_path / "h")
-    _assert_user_error(proc, "unknown search space 'foo'; choose one of: mlp, nb201, vit")
+    _assert_user_error(proc, "unknown search space 'foo'; choose one of: mlp, nb201, tabular, vit")
     assert len(proc.stderr.strip().splitlines()) == 1 and "prefect" not in proc.stderr.lower()
     assert not (tmp_path / "h" / "mlflow.db").exists() and not (tmp_path / "h" / "refreshes").exists()
 

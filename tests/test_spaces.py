@@ -26,9 +26,9 @@ def tiny():
     return get_space("nb201", C=4, N=1)
 
 
-def test_registry_lists_all_three_spaces():
-    assert list_spaces() == ["mlp", "nb201", "vit"]
-    with pytest.raises(KeyError, match="mlp, nb201, vit"):
+def test_registry_lists_all_four_spaces():
+    assert list_spaces() == ["mlp", "nb201", "tabular", "vit"]
+    with pytest.raises(KeyError, match="mlp, nb201, tabular, vit"):
         get_space("darts")
 
 
