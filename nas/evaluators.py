@@ -141,15 +141,16 @@ class TrainingEvaluator:
         return self._evaluate(arch, fidelity)
 
     def _evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
-        from nas.trainer import TrainConfig, measure_latency_ms, train
+        from nas.trainer import measure_latency_ms, space_training_config, train
 
         fid = self.resolve(fidelity)
         start = time.perf_counter()
         model = arch.build(self.data.num_classes, self.data.input_shape)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        config = TrainConfig(
-            epochs=fid["epochs"], data_fraction=fid["data_fraction"], batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, seed=self.seed,
+        config = space_training_config(  # the tabular space trains with its own defaults (AdamW, warm-up cosine)
+            arch.space.name, regression=self.data.is_regression, epochs=fid["epochs"],
+            data_fraction=fid["data_fraction"], batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+            seed=self.seed,
         )
         stopper = None
         if self.curve_stop is not None:

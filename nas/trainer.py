@@ -82,6 +82,18 @@ def tabular_config(*, regression: bool = False, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
+_OPTIMISER_KEYS = ("lr", "batch_size", "optimizer", "weight_decay", "momentum", "schedule", "label_smoothing")
+
+
+def space_training_config(space: str, *, regression: bool = False, **values) -> TrainConfig:
+    """The trainer's settings for an architecture of ``space``: the ``tabular`` space trains with its papers'
+    defaults (:func:`tabular_config`: AdamW, warm-up then cosine, label smoothing), keeping the run's budget
+    (epochs, patience, data fraction, seed, ...) from ``values``; every other space with ``values`` as given."""
+    if space == "tabular":
+        return tabular_config(regression=regression, **{k: v for k, v in values.items() if k not in _OPTIMISER_KEYS})
+    return TrainConfig(**values)
+
+
 @dataclass
 class TrainResult:
     """What a training run produced: per-epoch history, the best validation accuracy and the time spent."""

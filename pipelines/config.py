@@ -264,7 +264,7 @@ class RetrainConfig(_Stage):
     patience: int = Field(6, ge=1, description="stop after this many epochs without a better validation accuracy")
     lr: float = Field(0.05, gt=0)
     batch_size: int = Field(64, ge=2)
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     weight_decay: float = Field(5e-4, ge=0)
     regression_loss: Literal["mse", "mae"] = Field(
         "mse", description="loss of a regression target (on the standardised target); ignored for classifiers")

@@ -32,6 +32,7 @@ from nas.trainer import (
     evaluate_regression,
     measure_latency_ms,
     predict_proba,
+    space_training_config,
     train,
     validation_output,
 )
@@ -52,11 +53,12 @@ from pipelines.contracts import (
 from pipelines.metric import SCORER_KEY, metric_figures, metric_of, ranked_by_scorer, training_options
 
 
-def train_config(config: RetrainConfig) -> TrainConfig:
-    """The trainer's settings for a full retraining."""
-    return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
-                       weight_decay=config.weight_decay, patience=config.patience, seed=config.seed,
-                       regression_loss=config.regression_loss)
+def train_config(config: RetrainConfig, space: str = "", regression: bool = False) -> TrainConfig:
+    """The trainer's settings for a full retraining of an architecture of ``space`` (the tabular space: its own
+    optimiser defaults, :func:`nas.trainer.space_training_config`)."""
+    return space_training_config(space, regression=regression, epochs=config.epochs, batch_size=config.batch_size,
+                                 lr=config.lr, optimizer=config.optimizer, weight_decay=config.weight_decay,
+                                 patience=config.patience, seed=config.seed, regression_loss=config.regression_loss)
 
 
 @dataclass
@@ -141,7 +143,7 @@ def _train_and_log(
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
         mlflow.log_params({**params, "task": data.task, **{f"train.{k}": v for k, v in config.model_dump().items()}})
         result = train(
-            net, data, train_config(config),
+            net, data, train_config(config, str(params.get("space", "")), data.is_regression),
             on_epoch=lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
                                                     step=int(row["epoch"])),
             **training_options(data),  # early stopping on the refresh-level metric, class weights

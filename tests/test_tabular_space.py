@@ -218,3 +218,20 @@ def test_zero_cost_proxies_and_predictors_run_on_the_tabular_space():
     for name in ("mlp", "lgbm"):
         mean, std = get_predictor(name, seed=0).fit(x, y).predict(x[:5])
         assert mean.shape == std.shape == (5,) and np.isfinite(mean).all()
+
+
+def test_the_tabular_space_trains_with_its_own_defaults_in_search_and_retraining():
+    """The search's evaluator and retraining give a tabular architecture AdamW with warm-up cosine (the papers'
+    recipe), whatever SGD defaults the stage carries; other spaces keep the stage's settings."""
+    from nas.trainer import space_training_config
+    from pipelines.config import RetrainConfig
+    from pipelines.retrain import train_config
+
+    tab = train_config(RetrainConfig(epochs=7, patience=3), "tabular", regression=False)
+    assert (tab.optimizer, tab.schedule, tab.lr, tab.epochs, tab.patience, tab.label_smoothing) == \
+        ("adamw", "warmup_cosine", 2e-3, 7, 3, 0.1)
+    assert train_config(RetrainConfig(epochs=7), "tabular", regression=True).label_smoothing == 0.0
+    plain = train_config(RetrainConfig(epochs=7), "mlp")
+    assert (plain.optimizer, plain.lr, plain.epochs) == ("sgd", 0.05, 7)
+    assert space_training_config("tabular", epochs=2, data_fraction=0.5, lr=0.05, optimizer="sgd").data_fraction \
+        == 0.5
