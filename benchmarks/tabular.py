@@ -108,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", default=",".join(TARGETS), help="comma-separated file stems")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-rows", type=int, default=None, help="stratified subsample (quick runs)")
+    parser.add_argument("--space", default=None, help="search space (default: the refresh's, mlp for tables)")
     parser.add_argument("--timeout-s", type=float, default=3600.0)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args(argv)
-    extra = ["--max-rows", str(args.max_rows)] if args.max_rows else []
+    extra = (["--max-rows", str(args.max_rows)] if args.max_rows else []) + (["--space", args.space] if args.space
+                                                                              else [])
     rows = []
     for table in [t.strip() for t in args.tables.split(",") if t.strip()]:
         if table not in TARGETS:
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(refresh(table, seed, extra, args.timeout_s))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: one line per refresh
     if args.json:
-        print(json.dumps({"rows": rows, "command": " ".join(sys.argv), "cpus": os.cpu_count(),
+        print(json.dumps({"rows": rows, "space": args.space, "command": " ".join(sys.argv), "cpus": os.cpu_count(),
                           "loadavg": os.getloadavg()}))
     else:
         print_table(rows)
