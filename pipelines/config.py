@@ -32,7 +32,8 @@ __all__ = [
 
 DARTS, SUPERNET = "darts", "supernet"
 DEFAULT_SPACE_CONFIG: dict[str, dict[str, Any]] = {"nb201": {"C": 8, "N": 1}, "mlp": {}, "vit": {}}
-IMAGE_SPACE, FLAT_SPACE = "nb201", "mlp"
+IMAGE_SPACE, FLAT_SPACE = "nb201", "tabular"
+WEIGHT_SHARED_FLAT_SPACE = "mlp"  # the table space the supernet, DARTS and compound scaling know
 
 
 class _Stage(BaseModel):
@@ -86,7 +87,8 @@ def _check_options(name: str, options: dict[str, Any], module: str, *cls_names: 
 class SearchStageConfig(_Stage):
     """Options of the NAS stage (every key optional; unknown keys are an error naming the valid ones)."""
 
-    space: str | None = Field(None, description="search space (default: nb201 for images, mlp for tables)")
+    space: str | None = Field(None, description="search space (default: nb201 for images, tabular for tables; mlp "
+                              "for tables searched by weight sharing or compound-scaled)")
     space_config: dict[str, Any] | None = Field(None, description="space options; default {'C': 8, 'N': 1} for nb201")
     pool_size: int = Field(1000, ge=1, description="architectures sampled for the zero-cost pre-filter")
     prefilter_keep: int = Field(32, ge=1, description="how many the pre-filter keeps (the predictor's pool)")
@@ -187,6 +189,9 @@ class SearchStageConfig(_Stage):
             raise ValueError("fidelity needs epochs >= 1 and 0 < data_fraction <= 1")
         return value
 
+    table_space: str | None = Field(None, description="the default space for a table when `space` is not given "
+                                    "(None: tabular, or mlp for the searches and scaling that only know mlp)")
+
     @model_validator(mode="after")
     def _space_builds(self) -> SearchStageConfig:
         if self.space is not None and self.space_config is not None:
@@ -250,9 +255,15 @@ class SearchStageConfig(_Stage):
 
         return objective_spec(self.objective).metric
 
+    def _table_space(self) -> str:
+        if self.table_space is not None:
+            return self.table_space
+        weight_shared = self.fidelity == SUPERNET or self.strategy == DARTS
+        return WEIGHT_SHARED_FLAT_SPACE if weight_shared else FLAT_SPACE
+
     def space_for(self, input_shape: tuple[int, ...] | list[int]) -> tuple[str, dict[str, Any]]:
         """The space to search for inputs of this shape: the configured one, or the default for images / tables."""
-        name = self.space or (IMAGE_SPACE if len(tuple(input_shape)) > 1 else FLAT_SPACE)
+        name = self.space or (IMAGE_SPACE if len(tuple(input_shape)) > 1 else self._table_space())
         config = self.space_config if self.space_config is not None else DEFAULT_SPACE_CONFIG.get(name, {})
         return name, dict(config)
 
@@ -368,6 +379,8 @@ class RefreshConfig(_Stage):
             raise ValueError(f"conflicting top_k values {ks}; set it once, at the top level (--top-k)")
         k = next(iter(ks.values()), self.retrain.top_k)
         self.top_k = self.search.top_k = self.retrain.top_k = k
+        if self.retrain.scale_phis and self.search.space is None and self.search.table_space is None:
+            self.search.table_space = WEIGHT_SHARED_FLAT_SPACE  # compound scaling knows mlp (and nb201 for images)
         return self  # model_name None: the settings' model name, resolved at the entry point
 
     @model_validator(mode="after")

@@ -44,10 +44,12 @@ def test_config_errors_name_the_key_and_the_choices():
     assert parse_config(None) == SearchStageConfig()
 
 
-def test_flat_data_falls_back_to_the_mlp_space():
+def test_flat_data_gets_the_tabular_space_and_weight_sharing_the_mlp_space():
     cfg = parse_config({})
     assert resolve_space(cfg, (1, 8, 8)).name == "nb201"
-    assert resolve_space(cfg, (64,)).name == "mlp"
+    assert resolve_space(cfg, (64,)).name == "tabular"  # the papers' space (issue 23)
+    assert resolve_space(parse_config({"fidelity": "supernet"}), (64,)).name == "mlp"  # what a supernet knows
+    assert resolve_space(parse_config({"strategy": "darts"}), (64,)).name == "mlp"
     with pytest.raises(UserError, match="cannot take inputs"):
         resolve_space(parse_config({"space": "nb201"}), (1, 2, 2))
 
@@ -117,3 +119,11 @@ def test_flow_on_a_two_worker_dask_cluster(prefect_server, nasops_home, digits_p
 def test_impossible_constraints_are_a_clear_error(prefect_server, nasops_home, digits_path):
     with pytest.raises(UserError, match="no evaluated architecture meets the constraints"):
         search_architectures(_inputs(digits_path), {**TINY, "budget": 2, "max_latency_ms": 1e-6, "strategy": "random"})
+
+
+def test_a_compound_scaled_refresh_searches_a_table_in_the_mlp_space():
+    from pipelines.config import RefreshConfig
+
+    scaled = RefreshConfig(retrain={"scale_phis": [1.0]})
+    assert resolve_space(scaled.search, (64,)).name == "mlp"  # compound scaling knows mlp, not tabular
+    assert resolve_space(RefreshConfig().search, (64,)).name == "tabular"
