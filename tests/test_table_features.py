@@ -180,7 +180,7 @@ mlflow.set_tracking_uri(sys.argv[1])
 mlflow.set_registry_uri(sys.argv[1])
 model = mlflow.pyfunc.load_model("models:/orders@champion")
 raw = pd.DataFrame({"placed": ["2024-03-09 21:00", "2024-03-11 09:15", None],
-                    "store": [3.0, 1.0, 2.0], "amount": [10.0, 55.5, 20.0]})
+                    "store": [3, 1, 2], "amount": [10.0, 55.5, 20.0]})  # an integer column: long in the signature
 out = model.predict(raw)
 print(json.dumps({"columns": [c.name for c in model.metadata.get_input_schema().inputs],
                   "predictions": out["prediction"].tolist()}))
