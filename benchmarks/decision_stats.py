@@ -24,16 +24,19 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def target(scenario_expected: str, counts: Mapping[str, int], n: int) -> tuple[str, bool | None]:
-    """The issue's goal for a scenario and whether the point estimate meets it (None: no rollout)."""
+def target(scenario_expected: str, counts: Mapping[str, int], n: int) -> tuple[str, bool | None, bool | None]:
+    """The issue's goal for a scenario, whether the point estimate meets it, and whether the whole Wilson interval
+    does (None: no rollout)."""
     if n == 0:
-        return "", None
+        return "", None, None
     if scenario_expected == "not_worse":
-        return "rolled back as worse <= 5%", counts["rolled_back_worse"] / n <= 0.05
+        bad = counts["rolled_back_worse"]
+        return "rolled back as worse <= 5%", bad / n <= 0.05, wilson(bad, n)[1] <= 0.05
     if scenario_expected == "promoted":
-        return "promoted >= 90%", counts["promoted"] / n >= 0.90
+        good, goal = counts["promoted"], 0.90
+        return "promoted >= 90%", good / n >= goal, wilson(good, n)[0] >= goal
     rolled = counts["rolled_back_worse"] + counts["kept_not_better"]
-    return "rolled back >= 95%", rolled / n >= 0.95
+    return "rolled back >= 95%", rolled / n >= 0.95, wilson(rolled, n)[0] >= 0.95
 
 
 def summarize(rows: Sequence[Mapping], expected: Mapping[str, str]) -> list[dict]:
@@ -47,7 +50,7 @@ def summarize(rows: Sequence[Mapping], expected: Mapping[str, str]) -> list[dict
                                                                           if kv[0][0] in expected else 99, kv[0][1])):
         n = len(group)
         counts = {k: sum(r["kind"] == k for r in group) for k in KINDS}
-        goal, met = target(expected.get(scenario, ""), counts, n)
+        goal, met, proven = target(expected.get(scenario, ""), counts, n)
         loads = [float(r["loadavg_1m"]) for r in group]
         out.append({
             "scenario": scenario, "load": load, "n": n,
@@ -56,9 +59,13 @@ def summarize(rows: Sequence[Mapping], expected: Mapping[str, str]) -> list[dict
             "median_intervals": statistics.median(r["intervals"] for r in group),
             "median_seconds": statistics.median(r["seconds"] for r in group),
             "loadavg_1m": {"median": round(statistics.median(loads), 2), "min": min(loads), "max": max(loads)},
-            "goal": goal, "met": met,
+            "goal": goal, "met": met, "met_by_interval": proven,
         })
     return out
+
+
+def _yes(flag: bool | None) -> str:
+    return "–" if flag is None else "yes" if flag else "no"
 
 
 def _cell(entry: Mapping) -> str:
@@ -69,12 +76,12 @@ def _cell(entry: Mapping) -> str:
 def table(summary: Sequence[Mapping]) -> str:
     """The summary as a Markdown table (rates with their Wilson 95 % intervals)."""
     head = ("| scenario | CPU load | n | promoted | rolled back as worse | kept as not better | median intervals | "
-            "median s | load avg (median, min–max) | goal | met |")
-    lines = [head, "|" + " --- |" * 11]
+            "median s | load avg (median, min–max) | goal | met (rate) | met (whole interval) |")
+    lines = [head, "|" + " --- |" * 12]
     for e in summary:
         load = e["loadavg_1m"]
         lines.append(f"| `{e['scenario']}` | {'on' if e['load'] else 'off'} | {e['n']} | {_cell(e['promoted'])} | "
-                     f"{_cell(e['rolled_back_worse'])} | {_cell(e['kept_not_better'])} | {e['median_intervals']} | "
-                     f"{e['median_seconds']} | {load['median']} ({load['min']}–{load['max']}) | {e['goal']} | "
-                     f"{'yes' if e['met'] else 'no' if e['met'] is not None else '–'} |")
+                     f"{_cell(e['rolled_back_worse'])} | {_cell(e['kept_not_better'])} | {e['median_intervals']:g} | "
+                     f"{e['median_seconds']:.0f} | {load['median']:.1f} ({load['min']:.1f}–{load['max']:.1f}) | "
+                     f"{e['goal']} | {_yes(e['met'])} | {_yes(e['met_by_interval'])} |")
     return "\n".join(lines)
