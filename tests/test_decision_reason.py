@@ -147,3 +147,19 @@ def test_the_html_report_carries_the_same_sentence_and_labels_the_latency_rows()
     # without a sentence given, the page builds it from the result itself (its window unknown: not claimed)
     default = canary_report_html(result, verdict.table(), steps)
     assert "<b>Why:</b> rolled back: model_latency_ms worse" in default and "time-matched" not in default
+
+
+def test_the_controller_evidence_builds_the_report_sentence_from_the_deciding_step_and_the_window():
+    from pipelines.control.config import load_canary_config
+    from pipelines.control.evidence import decision_why
+    from pipelines.control.rollout import RolloutState, schedule
+
+    cfg = load_canary_config({"window": "interval", "judge": {"method": "sequential"}})
+    verdict = _verdict("sequential", slower_ms=40.0)
+    state = RolloutState(schedule(cfg), cfg)
+    state.advance(verdict)
+    state.advance(verdict)  # the second failed interval rolls back (failure limit 1)
+    state.history = [{"interval": 2, "mode": "split", "weight": 0.05}]
+    sentence = decision_why(state, verdict, cfg, "controller")
+    assert state.decision == "rolled_back" and sentence.startswith("rolled back: model_latency_ms worse ("), sentence
+    assert sentence.endswith("time-matched samples (the same interval for both variants), at 5% traffic, interval 2")
