@@ -110,6 +110,7 @@ def reference(data, cfg, full_evidence: bool):
 
 def one_rollout(ctx: dict, scenario: str, version: str, cfg, loaded: bool) -> dict:
     """Point the aliases, sync and warm the gateway, start a rollout, reconcile it to its decision."""
+    from monitoring.decision_reason import rollout_sentence
     from pipelines.canary.flow import drive, wait_followed
     from pipelines.control.controller import start_rollout
 
@@ -129,7 +130,7 @@ def one_rollout(ctx: dict, scenario: str, version: str, cfg, loaded: bool) -> di
     return {"scenario": scenario, "load": loaded, "version": version, "rollout_id": final.rollout_id,
             "decision": final.decision, "kind": kind_of(final), "intervals": final.intervals,
             "highest_weight": max((s["weight"] for s in final.history if s["mode"] == "split"), default=0.0),
-            "failed_metrics": last.get("failed_metrics", []), "reason": final.reason,
+            "failed_metrics": last.get("failed_metrics", []), "reason": final.reason, "why": rollout_sentence(final),
             "seconds": round(time.time() - started, 1), "loadavg_1m": round((load_before + os.getloadavg()[0]) / 2, 2)}
 
 
