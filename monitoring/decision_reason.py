@@ -77,8 +77,9 @@ def _fixed_clause(row: Mapping[str, Any]) -> str:
     champ, chall = _num(row.get("champion_value")), _num(row.get("challenger_value"))
     values = (f"{row.get('statistic')} {chall:.3g}{unit} vs {champ:.3g}{unit} on the champion"
               if None not in (champ, chall) else "")
-    if not row.get("failed"):
-        return f"{name} not worse ({values})" if values else f"{name} not worse"
+    if not row.get("failed"):  # High / Low without failing: a significant shift the good way
+        verb = "better" if cls in ("High", "Low") else "not worse"
+        return f"{name} {verb} ({values})" if values else f"{name} {verb}"
     effect, p = _num(row.get("effect")), _num(row.get("p_value"))
     relative = " relative" if row.get("effect_kind") == "relative" else ""
     detail = [values] if values else []

@@ -163,3 +163,12 @@ def test_the_controller_evidence_builds_the_report_sentence_from_the_deciding_st
     sentence = decision_why(state, verdict, cfg, "controller")
     assert state.decision == "rolled_back" and sentence.startswith("rolled back: model_latency_ms worse ("), sentence
     assert sentence.endswith("time-matched samples (the same interval for both variants), at 5% traffic, interval 2")
+
+
+def test_a_fixed_horizon_metric_significantly_better_is_called_better():
+    rows = [{"name": "online_accuracy", "critical": True, "failed": False, "classification": "High",
+             "direction": "decrease", "statistic": "mean", "champion_value": 0.942, "challenger_value": 0.994,
+             "measure": "correct"}]
+    sentence = decision_sentence("promoted", rows, reason="passed every step", mode="split", weight=1.0, interval=4)
+    assert sentence == ("promoted: no critical metric worse at any step: online_accuracy better (mean 0.994 vs 0.942 "
+                        "on the champion) — at 100% traffic, interval 4")
