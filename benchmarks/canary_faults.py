@@ -73,6 +73,26 @@ def offline_accuracy(module, x, y) -> float:
         return float((module(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
 
 
+def digits_registry(home: Path) -> tuple:
+    """A fresh MLflow SQLite registry under ``home`` holding the linear digits champion, and the prepared digits
+    data whose second half of the test rows is the ``prod`` split the traffic plays: ``(registry, data path,
+    (x_train, y_train, x_test, y_test))``."""
+    import logging
+
+    import support_models as sm
+    from fixtures_registry import build_registry
+
+    from nas.data import TaskData
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    reg = build_registry(home, challenger=None)
+    x_tr, y_tr, x_te, y_te = sm.digits_data()
+    half = len(x_te) // 2
+    data = TaskData(x_tr, y_tr, x_te[:half], y_te[:half], (64,), 10, x_te[:half], y_te[:half], x_te[half:],
+                    y_te[half:], meta={"classes": list(range(10)), "feature_names": [f"pixel_{i}" for i in range(64)]})
+    return reg, str(data.save(home / "data.npz")), (x_tr, y_tr, x_te, y_te)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
@@ -91,23 +111,13 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ["NASOPS_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    import logging
-
     import mlflow.pytorch
-    import support_models as sm
-    from fixtures_registry import build_registry
     from mlflow.tracking import MlflowClient
 
-    from nas.data import TaskData
     from pipelines.canary import run_canary
 
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    reg = build_registry(home, challenger=None)
-    x_tr, y_tr, x_te, y_te = sm.digits_data()
+    reg, data_path, (x_tr, y_tr, x_te, y_te) = digits_registry(home)
     half = len(x_te) // 2
-    data = TaskData(x_tr, y_tr, x_te[:half], y_te[:half], (64,), 10, x_te[:half], y_te[:half], x_te[half:],
-                    y_te[half:], meta={"classes": list(range(10)), "feature_names": [f"pixel_{i}" for i in range(64)]})
-    data_path = str(data.save(home / "data.npz"))
     models = build_models(x_tr, y_tr)
     client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri)
     champion_module = None

@@ -11,6 +11,8 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from monitoring.decision_reason import decision_sentence, measure_label
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -72,10 +74,23 @@ EVIDENCE_COLUMNS = ("name", "measure", "classification", "critical", "n_champion
 STEP_COLUMNS = ("interval", "mode", "weight", "verdict", "outcome", "score", "failed_metrics")
 
 
+def report_sentence(result: Mapping[str, Any], evidence: Sequence[Mapping[str, Any]],
+                    steps: Sequence[Mapping[str, Any]], window: str | None = None) -> str:
+    """Why the canary ``result`` was decided, in one sentence (:func:`monitoring.decision_reason.decision_sentence`
+    of its evidence and last judged step; ``window``: the rollout's, which the result does not hold)."""
+    last = steps[-1] if steps else {}
+    return decision_sentence(result.get("decision"), evidence, reason=str(result.get("reason") or ""),
+                             decided_by=result.get("decided_by"), mode=last.get("mode"), weight=last.get("weight"),
+                             interval=result.get("intervals"), window=window)
+
+
 def canary_report_html(result: Mapping[str, Any], evidence: Sequence[Mapping[str, Any]],
                        steps: Sequence[Mapping[str, Any]], *, drift_report_name: str | None = None,
-                       plot_png: bytes | None = None) -> str:
-    """The whole report page for one canary ``result`` (the flow's return value)."""
+                       plot_png: bytes | None = None, why: str | None = None) -> str:
+    """The whole report page for one canary ``result`` (the flow's return value); ``why``: the sentence saying why
+    it was decided (default: :func:`report_sentence` without the window, which the result does not hold)."""
+    why = why or report_sentence(result, evidence, steps)
+    evidence = [{**row, "measure": measure_label(row.get("measure"))} for row in evidence]
     decision = result.get("decision", "")
     online = result.get("online", {})
     online_rows = [{"variant": v, **vals} for v, vals in online.items()]
@@ -84,7 +99,8 @@ def canary_report_html(result: Mapping[str, Any], evidence: Sequence[Mapping[str
         f"<h1>Canary: {html.escape(str(result.get('model_name', '')))} version "
         f"{html.escape(str(result.get('challenger_version', '')))}</h1>",
         f"<h2 class='{html.escape(decision)}'>{html.escape(decision.replace('_', ' '))}</h2>",
-        f"<p>{html.escape(str(result.get('reason', '')))}</p>",
+        f"<p class='why'><b>Why:</b> {html.escape(why)}</p>",
+        f"<p><small>Detail: {html.escape(str(result.get('reason', '')))}</small></p>",
         f"<p>Verdict <b>{html.escape(str(result.get('verdict', '')))}</b>, score {_fmt(result.get('score'))}/100 "
         f"after {_fmt(result.get('intervals'))} interval(s). Champion after the decision: version "
         f"{html.escape(str(result.get('champion_version', '')))}.</p>",

@@ -154,7 +154,7 @@ def test_the_judge_compares_compute_time_and_its_evidence_says_which_latency(tmp
         "model_latency_ms": "compute_ms", "model_latency_p99_ms": "compute_ms", "e2e_latency_ms": "latency_ms",
         "e2e_latency_p99_ms": "latency_ms"}
     page = canary_report_html({"decision": "promoted"}, verdict.table(), [])
-    assert "<th>measure</th>" in page and "<td>compute_ms</td>" in page
+    assert "<th>measure</th>" in page and "<td>model time (compute_ms)</td>" in page
     engine.dispose()
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from monitoring.core.enums import Decision
+from monitoring.decision_reason import decision_sentence, measure_label
 from pipelines.cli.output import make_console, print_json
 from pipelines.errors import UserError
 from pipelines.settings import Settings
@@ -43,12 +45,28 @@ def evidence_table(result: dict) -> Table:
     colours = {"Pass": "green", "High": "red", "Low": "red", "NoData": "dim"}
     for row in result.get("evidence", []):
         cls = row["classification"]
-        table.add_row(row["name"], row.get("measure") or "", f"[{colours.get(cls, 'white')}]{cls}[/]",
+        table.add_row(row["name"], measure_label(row.get("measure")), f"[{colours.get(cls, 'white')}]{cls}[/]",
                       "yes" if row["critical"] else "",
                       _fmt(row["n_champion"]), _fmt(row["n_challenger"]), row["statistic"],
                       _fmt(row["champion_value"]), _fmt(row["challenger_value"]), _fmt(row["effect"]),
                       _fmt(row["tolerance"]), _fmt(row["u_statistic"]), _fmt(row["p_value"]))
     return table
+
+
+def why(rollout: Any) -> str | None:
+    """The one sentence saying why a decided rollout record was decided (None while it runs, or a manual split)."""
+    if not rollout.decision or rollout.manual:
+        return None
+    from monitoring.decision_reason import rollout_sentence
+
+    return rollout_sentence(rollout)
+
+
+def print_decision(rollout: Any) -> None:
+    """A decided rollout's last lines of ``status``: the sentence saying why, then the rollout's full reason."""
+    colour = "green" if rollout.decision == Decision.PROMOTED else "red"
+    console.print(f"[bold {colour}]{escape(why(rollout) or rollout.decision)}[/] (decided by {rollout.decided_by})")
+    console.print(f"[dim]detail: {escape(rollout.reason or '')}[/]")
 
 
 def steps_table(result: dict) -> Table:
@@ -104,7 +122,13 @@ def run(
     console.print(steps_table(result))
     console.print(evidence_table(result))
     colour = "green" if result["decision"] == Decision.PROMOTED else "red"
-    console.print(f"[bold {colour}]{result['decision']}[/]: {result['reason']}")
+    last = result["steps"][-1] if result["steps"] else {}
+    sentence = decision_sentence(result["decision"], result.get("evidence"), reason=result["reason"],
+                                 decided_by=result.get("decided_by"), mode=last.get("mode"),
+                                 weight=last.get("weight"), interval=result.get("intervals"),
+                                 window=parse_config(raw).window)
+    console.print(f"[bold {colour}]{escape(sentence)}[/]")
+    console.print(f"[dim]detail: {escape(result['reason'])}[/]")
     console.print(f"champion is version {result['champion_version']}; report: {result['report_uri']}")
 
 

@@ -153,6 +153,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print the rollout record and its history as JSON"),
 ) -> None:
     """Phase, weight, time in step, samples and label coverage per variant, the last verdict and its evidence."""
+    from pipelines.cli.canary import why
     from pipelines.cli.db import missing_sqlite
 
     settings = Settings()
@@ -169,7 +170,8 @@ def status(
             raise UserError(f"no rollout of {name!r} in this rollout store; start one with `nasops canary start` "
                             "(or check --prediction-log-url)")
         if as_json:
-            print_json({**rollout.to_dict(), "manual": rollout.manual, "events": store.events(rollout.rollout_id)})
+            print_json({**rollout.to_dict(), "manual": rollout.manual, "why": why(rollout),
+                        "events": store.events(rollout.rollout_id)})
         else:
             print_status(rollout)
         if not watch or rollout.terminal:
@@ -179,7 +181,7 @@ def status(
 
 def print_status(rollout: Any) -> None:
     from monitoring.cbpe import beside_realised
-    from pipelines.cli.canary import evidence_table
+    from pipelines.cli.canary import evidence_table, print_decision
 
     now = time.time()
     if rollout.manual:
@@ -204,8 +206,7 @@ def print_status(rollout: Any) -> None:
         console.print(evidence_table({"verdict": verdict.get("verdict"), "score": verdict.get("score", 0.0),
                                       "evidence": verdict.get("evidence", [])}))
     if rollout.decision:
-        colour = "green" if rollout.decision == Decision.PROMOTED else "red"
-        console.print(f"[bold {colour}]{rollout.decision}[/] by {rollout.decided_by}: {rollout.reason}")
+        print_decision(rollout)
 
 
 def _command(verb: str):

@@ -347,7 +347,8 @@ def _evidence(ctx: StepContext, state: RolloutState, verdict: Verdict) -> Canary
     result: CanaryOutput | None = None
     try:
         with mlflow.start_run(run_id=rollout.run_id, nested=mlflow.active_run() is not None) as run:
-            result = evidence(run, state, verdict, frame, ctx.reference_frame(), ctx.cfg, **facts)
+            result = evidence(run, state, verdict, frame, ctx.reference_frame(), ctx.cfg,
+                              decided_by=rollout.decided_by, **facts)
             result.rollout_id, result.decided_by = rollout.rollout_id, rollout.decided_by
             attempt(result.warnings, "logging result.json",
                     lambda: mlflow.log_dict(result.model_dump(mode="json"), f"{REPORT_DIR}/result.json"))
@@ -355,7 +356,8 @@ def _evidence(ctx: StepContext, state: RolloutState, verdict: Verdict) -> Canary
         warnings.append(f"the rollout's MLflow run {rollout.run_id} failed: {type(exc).__name__}: {exc}")
         log.warning("canary evidence: %s", warnings[-1])
     if result is None:
-        result = evidence(None, state, verdict, frame, ctx.reference_frame(), ctx.cfg, **facts)
+        result = evidence(None, state, verdict, frame, ctx.reference_frame(), ctx.cfg,
+                          decided_by=rollout.decided_by, **facts)
         result.rollout_id, result.decided_by, result.canary_run_id = (rollout.rollout_id, rollout.decided_by,
                                                                       rollout.run_id)
     result.warnings = [*warnings, *result.warnings]

@@ -19,6 +19,7 @@ import pandas as pd
 from monitoring.cbpe import estimated_accuracy
 from monitoring.core.model_ref import Calibration
 from monitoring.core.tasks import get_task
+from monitoring.decision_reason import decision_sentence
 from monitoring.drift import data_drift_report, prediction_drift
 from monitoring.judge import Verdict
 from monitoring.online import regression_summary, summarize_variants
@@ -141,9 +142,10 @@ def target_drift(frame: pd.DataFrame, target_values: list[float] | None) -> floa
 
 
 def log_evidence(result: CanaryOutput, state: RolloutState, verdict: Verdict, tmp: Path,
-                 drift_html: Path | None, warnings: list[str]) -> None:
-    """Judge table per interval, score plot, the HTML page (linking the Evidently report) and headline metrics,
-    each on its own: one that fails is a warning and the others are still logged."""
+                 drift_html: Path | None, warnings: list[str], why: str | None = None) -> None:
+    """Judge table per interval, score plot, the HTML page (linking the Evidently report; ``why``: the sentence
+    saying why it was decided) and headline metrics, each on its own: one that fails is a warning and the others
+    are still logged."""
     rows = [{"interval": s["interval"], "weight": s["weight"], **row} for s in state.history
             for row in s.get("evidence", [])]
     attempt(warnings, "the judge table",
@@ -155,7 +157,7 @@ def log_evidence(result: CanaryOutput, state: RolloutState, verdict: Verdict, tm
 
     def page() -> None:
         html = canary_report_html(result.model_dump(mode="json"), verdict.table(), state.history,
-                                  drift_report_name=report.name if report else None, plot_png=plot)
+                                  drift_report_name=report.name if report else None, plot_png=plot, why=why)
         (tmp / "canary_report.html").write_text(html)
         mlflow.log_artifact(str(tmp / "canary_report.html"), REPORT_DIR)
 
@@ -173,6 +175,15 @@ def _log_plot(history: list[dict], path: Path) -> bytes:
     path.write_bytes(plot)
     mlflow.log_artifact(str(path), REPORT_DIR)
     return plot
+
+
+def decision_why(state: RolloutState, verdict: Verdict, cfg: CanaryConfig, decided_by: str | None) -> str:
+    """The one sentence saying why the rollout was decided: the deciding verdict's evidence, the step it judged,
+    the rollout's window (:func:`monitoring.decision_reason.decision_sentence`)."""
+    last = state.history[-1] if state.history else {}
+    return decision_sentence(state.decision, verdict.table(), reason=state.reason, decided_by=decided_by,
+                             mode=last.get("mode"), weight=last.get("weight"),
+                             interval=last.get("interval", state.intervals), window=cfg.window)
 
 
 def decision_verdict(verdict: Verdict) -> str:
@@ -194,9 +205,11 @@ def record_decision(client: Any, state: RolloutState, verdict: Verdict, cfg: Can
 
 
 def evidence(run: Any | None, state: RolloutState, verdict: Verdict, frame: pd.DataFrame,
-             reference: pd.DataFrame | None, cfg: CanaryConfig, **facts: Any) -> CanaryOutput:
+             reference: pd.DataFrame | None, cfg: CanaryConfig, *, decided_by: str | None = None,
+             **facts: Any) -> CanaryOutput:
     """The stage's result with its drift report and artifacts (in ``run``, the active MLflow run; None: no run
-    could be opened, nothing logged). Each step that fails is a warning in ``result.warnings``."""
+    could be opened, nothing logged). Each step that fails is a warning in ``result.warnings``. ``decided_by``:
+    who decided (the controller, or an operator), for the report's sentence saying why."""
     warnings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="nasops-canary-") as tmp:
         html = Path(tmp) / "data_drift.html"
@@ -208,7 +221,8 @@ def evidence(run: Any | None, state: RolloutState, verdict: Verdict, frame: pd.D
         if result is None:  # the summary of what was served failed: the result without it
             result = canary_result(state, verdict, frame.iloc[:0], drift, run=run, **facts)
         if run is not None:
-            log_evidence(result, state, verdict, Path(tmp), html, warnings)
+            log_evidence(result, state, verdict, Path(tmp), html, warnings,
+                         why=decision_why(state, verdict, cfg, decided_by))
     result.warnings = warnings
     return result
 
