@@ -32,6 +32,9 @@ def measure_label(measure: str | None) -> str:
 
 def comparison(window: str | None) -> str:
     """How the judge's samples were taken, from the rollout's ``window`` setting (empty when unknown)."""
+    if window == "matched":
+        return ("time-matched samples (since the rollout started, the champion weighted to the challenger's "
+                "intervals)")
     if window == "interval":
         return "time-matched samples (the same interval for both variants)"
     if window == "cumulative":

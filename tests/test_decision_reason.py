@@ -172,3 +172,9 @@ def test_a_fixed_horizon_metric_significantly_better_is_called_better():
     sentence = decision_sentence("promoted", rows, reason="passed every step", mode="split", weight=1.0, interval=4)
     assert sentence == ("promoted: no critical metric worse at any step: online_accuracy better (mean 0.994 vs 0.942 "
                         "on the champion) — at 100% traffic, interval 4")
+
+
+def test_the_default_matched_window_is_named_time_matched():
+    from monitoring.decision_reason import comparison
+
+    assert comparison("matched").startswith("time-matched samples")
