@@ -220,8 +220,9 @@ def test_a_float_matrix_baseline_is_registered_pickled_and_served(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    experiment = MlflowClient(uri, uri).create_experiment("flat-baseline")  # not a global left by another test
     try:
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             version = registry.log_and_register(module, model_name="flat", num_classes=3,
                                                 input_example=data.x_val[:2], tags={"classes": [0, 1, 2]})
     finally:

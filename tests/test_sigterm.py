@@ -182,7 +182,7 @@ def test_sigterm_of_a_refresh_during_its_canary_stops_everything_within_5s(tmp_p
                                  "--epochs", "1", "--top-k", "1", "--skip-tournament"], env=_env(home),
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: any("serving.app" in _cmdline(p) for p in _carrying(marker)), 900, proc, log_path,
+        _wait(lambda: any("serving.workers" in _cmdline(p) for p in _carrying(marker)), 900, proc, log_path,
               "the canary's gateway starting")
         children = [p for p in _carrying(marker) if p != proc.pid]
         assert any("prefect" in _cmdline(p) for p in children)  # the temporary Prefect API server
@@ -290,9 +290,12 @@ def test_ctrl_c_stops_a_refresh_within_seconds_and_leaves_it_resumable(tmp_path)
 
 def test_a_second_ctrl_c_exits_at_once(tmp_path):
     """A command that goes on after the first Ctrl-C (here: it swallows KeyboardInterrupt) exits on the second."""
-    code = ("import time; from pipelines import supervisor; supervisor.start(); print('ready', flush=True)\n"
+    code = ("import time; from pipelines import supervisor; supervisor.start(); ready = False\n"
             "while True:\n"
             "    try:\n"
+            "        if not ready:\n"
+            "            ready = True\n"
+            "            print('ready', flush=True)  # inside the try: a Ctrl-C from now on is swallowed\n"
             "        time.sleep(60)\n"
             "    except KeyboardInterrupt:\n"
             "        print('swallowed', flush=True)\n")

@@ -61,7 +61,7 @@ def test_kill_9_of_a_refresh_leaves_no_gateway_and_no_prefect_server(tmp_path):
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:  # until the canary's gateway is up
             assert proc.poll() is None, (tmp_path / "refresh.log").read_text()[-3000:]
-            if any("serving.app" in _cmdline(p) for p in _carrying(marker)):
+            if any("serving.workers" in _cmdline(p) for p in _carrying(marker)):
                 break
             time.sleep(0.5)
         else:
