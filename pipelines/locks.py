@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.errors import UserError
 
-__all__ = ["exclusive", "serialised"]
+__all__ = ["exclusive", "refresh_lock", "serialised"]
 
 
 def _holder_line(note: str) -> str:
@@ -72,3 +72,13 @@ def serialised(path: Path, what: str, timeout_s: float = 120.0) -> Iterator[None
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def refresh_lock(state_dir: Path, model_name: str) -> contextlib.AbstractContextManager[None]:
+    """One refresh of a model at a time per state directory: a second is refused in one line naming the first.
+    Two at once registered v3 and v4 and the first one's canary judged and promoted the second's version."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
+    return exclusive(state_dir / "locks" / f"refresh-{safe}.lock", lambda holder: (
+        f"a refresh of {model_name!r} is already running on this state directory ({holder}); wait for it (`nasops "
+        "status`) or stop it — one refresh of a model at a time, so each canary judges the version it registered"),
+        note=f"model {model_name}")

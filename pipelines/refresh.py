@@ -180,6 +180,8 @@ def model_refresh(config: RefreshConfig | None = None, refresh_id: str | None = 
     settings = Settings()
     tracking = Tracking.open(settings)
     config = None if config is None else RefreshConfig.model_validate(config)
+    from pipelines.locks import refresh_lock
+
     with refresh_lock(settings.state_dir, _model_name(settings, config, refresh_id)):
         return _refresh(settings, tracking, config, refresh_id)
 
@@ -190,18 +192,6 @@ def _model_name(settings: Settings, config: RefreshConfig | None, refresh_id: st
         recorded = refresh_state.load(settings.state_dir, refresh_id).config.get("model_name")
         return recorded or settings.model_name
     return (config.model_name if config is not None else None) or settings.model_name
-
-
-def refresh_lock(state_dir: Path, model_name: str) -> Any:
-    """One refresh of a model at a time per state directory: a second is refused in one line naming the first.
-    Two at once registered v3 and v4 and the first one's canary judged and promoted the second's version."""
-    from pipelines.locks import exclusive
-
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
-    return exclusive(state_dir / "locks" / f"refresh-{safe}.lock", lambda holder: (
-        f"a refresh of {model_name!r} is already running on this state directory ({holder}); wait for it (`nasops "
-        "status`) or stop it — one refresh of a model at a time, so each canary judges the version it registered"),
-        note=f"model {model_name}")
 
 
 def _refresh(settings: Settings, tracking: Tracking, config: RefreshConfig | None, refresh_id: str | None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import UserError
-from pipelines.refresh import refresh_lock
+from pipelines.locks import refresh_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def test_a_second_refresh_of_the_same_model_is_refused_in_one_line_naming_the_fi
 
 
 def test_a_killed_refresh_leaves_no_stale_lock(tmp_path):
-    code = ("import sys, os; from pathlib import Path; from pipelines.refresh import refresh_lock; "
+    code = ("import sys, os; from pathlib import Path; from pipelines.locks import refresh_lock; "
             "lock = refresh_lock(Path(sys.argv[1]), 'credit'); lock.__enter__(); os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT, timeout=120)
     with refresh_lock(tmp_path, "credit"):
