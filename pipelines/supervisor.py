@@ -117,10 +117,18 @@ def exit_on_sigterm(unwind_s: float = UNWIND_S, children_grace_s: float = CHILDR
                      daemon=True).start()
 
 
+_sigints_handled = 0
+
+
 def _on_sigint(_sig: int, _frame: object) -> None:
-    """The Python side of Ctrl-C: count it (when no wakeup thread does) and interrupt the main thread."""
+    """The Python side of Ctrl-C: count it (when no wakeup thread does), exit on a second one (here, in the main
+    thread, so no ``KeyboardInterrupt`` escapes half-way), else interrupt the main thread."""
+    global _sigints_handled
+    _sigints_handled += 1
     if not _wakeup_thread_counts.is_set():
         _interrupted()
+    elif _sigints_handled >= 2:
+        _exit_now()
     raise KeyboardInterrupt
 
 
@@ -146,12 +154,17 @@ def _interrupted() -> None:
         _begin_stop(INTERRUPT_UNWIND_S, CHILDREN_GRACE_S, SIGINT_EXIT,
                     b"interrupted (Ctrl-C): stopping; press Ctrl-C again to exit at once\n")
     elif _interrupts >= 2:
-        with contextlib.suppress(OSError):
-            os.write(2, b"interrupted again: exiting now\n")
-        with contextlib.suppress(Exception):
-            if _owned_token is not None:
-                stop_owned(_owned_token, exclude={os.getpid()}, grace_s=0.2)
-        os._exit(SIGINT_EXIT)
+        _exit_now()
+
+
+def _exit_now() -> None:
+    """A second Ctrl-C: say so, stop the children without a grace period, exit 130."""
+    with contextlib.suppress(OSError):
+        os.write(2, b"interrupted again: exiting now\n")
+    with contextlib.suppress(Exception):
+        if _owned_token is not None:
+            stop_owned(_owned_token, exclude={os.getpid()}, grace_s=0.2)
+    os._exit(SIGINT_EXIT)
 
 
 def _begin_stop(unwind_s: float, children_grace_s: float, code: int = SIGTERM_EXIT,
@@ -161,13 +174,13 @@ def _begin_stop(unwind_s: float, children_grace_s: float, code: int = SIGTERM_EX
         return
     _exit_code = code
     _stop_requested.set()
-    # not a daemon: the interpreter's exit waits for it, so the exit status is the signal's even if main returns
-    threading.Thread(target=_stop_and_exit, args=(unwind_s, children_grace_s, code, line), name="nasops-stop").start()
-
-
-def _stop_and_exit(unwind_s: float, children_grace_s: float, code: int, line: bytes) -> None:
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # said now, not by the thread: a second Ctrl-C may end the process first
         os.write(2, line)
+    # not a daemon: the interpreter's exit waits for it, so the exit status is the signal's even if main returns
+    threading.Thread(target=_stop_and_exit, args=(unwind_s, children_grace_s, code), name="nasops-stop").start()
+
+
+def _stop_and_exit(unwind_s: float, children_grace_s: float, code: int) -> None:
     _unwound.wait(unwind_s)
     with contextlib.suppress(Exception):
         if _owned_token is not None:
