@@ -153,3 +153,28 @@ def test_allow_schema_change_runs_the_canary_on_compatible_traffic(tmp_path, pre
     assert online["champion"]["errors"] == 0 and online["challenger"]["errors"] == 0, canary
     assert canary["replay"]["failed"] == 0, canary
     assert canary["decision"] in ("promote", "rollback", "promoted", "rolled_back"), canary
+
+
+@pytest.mark.slow
+def test_a_canary_of_one_version_against_itself_is_refused_before_prefect_starts(nasops_home, tmp_path, monkeypatch):
+    """Issue 24: `nasops canary run` with 'champion' and 'challenger' on the same version was refused only inside
+    the flow, ~65 s later on a busy host. The registry is read first now; the flow is never reached."""
+    from support_cli import nasops
+
+    import pipelines.canary
+
+    client = tracking_client(Settings())
+    client.create_registered_model("shop")
+    client.create_model_version("shop", source=str(tmp_path / "model"))
+    client.set_registered_model_alias("shop", "champion", "1")
+    client.set_registered_model_alias("shop", "challenger", "1")
+    prepared = tmp_path / "prepared.npz"
+    prepared.write_bytes(b"")
+
+    def flow_reached(*_args, **_kwargs):
+        raise AssertionError("the canary flow started")
+
+    monkeypatch.setattr(pipelines.canary, "canary_rollout", flow_reached, raising=False)
+    result = nasops("canary", "run", "--model-name", "shop", "--data", str(prepared), home=nasops_home)
+    assert result.returncode == 2, result
+    assert "both point at version 1" in result.stderr and "Traceback" not in result.stderr, result.stderr

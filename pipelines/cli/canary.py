@@ -96,6 +96,17 @@ def canary_options(config_file: Path | None, **options: Any) -> dict[str, Any]:
     return raw
 
 
+def _check_variants(settings: Settings, model_name: str) -> None:
+    """Both aliases exist and name two versions, read from the registry before Prefect starts: a canary of one
+    version against itself was refused only inside the flow, a minute later (issue 24)."""
+    from pipelines.control.versions import variants
+    from pipelines.registry import client_for_active
+    from pipelines.tracking import ensure_tracking
+
+    ensure_tracking(settings)
+    variants(client_for_active(), model_name)
+
+
 def run(
     data: Path | None = typer.Option(None, help="prepared data (.npz from prepare_data; default: the newest one)"),
     config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
@@ -115,7 +126,9 @@ def run(
     path = data or _latest_prepared(settings)
     if not path.is_file():
         raise UserError(f"--data {str(path)!r} does not exist")
-    result = canary_rollout(model_name or settings.model_name, str(path), raw).model_dump(mode="json")
+    name = model_name or settings.model_name
+    _check_variants(settings, name)
+    result = canary_rollout(name, str(path), raw).model_dump(mode="json")
     if as_json:
         print_json(result)
         return
