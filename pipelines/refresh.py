@@ -113,9 +113,10 @@ def champion_facts(model_name: str) -> ChampionFacts | None:
 class _Clock:
     """Per-stage wall time and the progress lines the CLI shows."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_done: Callable[[str], None] | None = None) -> None:
         self.timings: dict[str, float] = {}
         self._start = time.perf_counter()
+        self._on_done = on_done  # records each finished stage (what a resume reuses)
 
     def stage(self, name: str, fn: Callable[[], Any]) -> Any:
         progress.info("▶ %s", name)
@@ -123,6 +124,8 @@ class _Clock:
         result = fn()
         self.timings[name] = time.perf_counter() - t0
         progress.info("✔ %s (%.1f s)", name, self.timings[name])
+        if self._on_done is not None:
+            self._on_done(name)
         return result
 
     @property
@@ -202,7 +205,7 @@ def _refresh(settings: Settings, tracking: Tracking, config: RefreshConfig | Non
     store = record.directory(settings.state_dir)
     ctx = get_run_context()
     flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else ""
-    clock = _Clock()
+    clock = _Clock(on_done=lambda stage: _note_stage(settings, record, stage))
     try:
         with tracking.fluent(), mlflow.start_run(
                 run_id=record.parent_run_id,
@@ -248,6 +251,12 @@ def _open_record(settings: Settings, tracking: Tracking, config: RefreshConfig |
         record.status, record.error, record.attempts = refresh_state.RUNNING, None, record.attempts + 1
     refresh_state.save(home, record)
     return record, config
+
+
+def _note_stage(settings: Settings, record: refresh_state.RefreshRecord, stage: str) -> None:
+    if stage not in record.stages_done:
+        record.stages_done.append(stage)
+        refresh_state.save(settings.state_dir, record)
 
 
 def _note_parent(settings: Settings, record: refresh_state.RefreshRecord, run_id: str, flow_run_id: str) -> None:

@@ -34,6 +34,7 @@ class RefreshRecord:
     error: str | None = None
     attempts: int = 1
     pid: int = field(default_factory=os.getpid)
+    stages_done: list[str] = field(default_factory=list)  # in order, as each stage ends (what a resume reuses)
 
     def directory(self, home: Path) -> Path:
         return refreshes_dir(home) / self.refresh_id
@@ -132,3 +133,38 @@ def resumed_config(record: RefreshRecord, given: Any | None = None) -> Any:
                         "continues its recorded configuration: resume it without a new configuration, or start a new "
                         "refresh for this one")
     return recorded.model_copy(update={"data_password": given.data_password})
+
+
+# The stages whose result the refresh's own store keeps (pipelines.refresh._cached): a resume reads them back.
+CACHED_STAGES = ("prepare_data", "train_baselines", "register_baseline_champion", "retrain_and_register")
+SEARCH_STAGE = "search_architectures"
+
+
+def journal_trials(path: Path) -> int:
+    """Finished trials in a search journal (its ``result`` lines; a torn last line does not count)."""
+    if not path.is_file():
+        return 0
+    count = 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            count += json.loads(line).get("type") == "result"
+        except (ValueError, AttributeError):
+            continue
+    return count
+
+
+def resume_plan(home: Path, record: RefreshRecord) -> str:
+    """One line saying what ``--resume`` reuses and what runs again: stages read back from the refresh's store, the
+    search's finished trials (continued from its journal), the stages that run from the start."""
+    done = [s for s in record.stages_done if s in CACHED_STAGES]
+    trials = journal_trials(record.directory(home) / record.journal_name)
+    search = record.config.get("search", {}) if isinstance(record.config, dict) else {}
+    budget = search.get("budget")
+    parts = [f"read back: {', '.join(done)}" if done else "no finished stage to read back"]
+    if SEARCH_STAGE in record.stages_done:
+        parts.append(f"search: {trials} trials in its journal, not run again")
+    elif trials:
+        parts.append(f"search: continues from {trials}" + (f" of {budget}" if budget else "") + " trials")
+    return f"resuming refresh {record.refresh_id} (attempt {record.attempts + 1}): " + "; ".join(parts) + \
+        "; the stages after run again"
+

@@ -143,6 +143,24 @@ def test_resume_config_file_that_changes_a_value_is_refused(unfinished, monkeypa
     _one_line_error(code, err, f"--config {path}", "search.budget")
 
 
+def test_the_resume_plan_names_what_is_read_back_and_where_the_search_continues(unfinished, nasops_home):
+    """Issue 24: a resume said nothing of what it would skip. It names the stages read back from the refresh's
+    store and the trials its search journal already holds (a torn last line is not a trial)."""
+    from pipelines import refresh_state
+
+    unfinished.stages_done = ["prepare_data"]
+    refresh_state.save(nasops_home, unfinished)
+    journal = unfinished.directory(nasops_home) / unfinished.journal_name
+    journal.write_text('{"type": "header"}\n' + '{"type": "result", "index": 0}\n' * 3 + '{"type": "res')
+    record = refresh_state.load(nasops_home, unfinished.refresh_id)
+    budget = record.config["search"]["budget"]
+    assert refresh_state.resume_plan(nasops_home, record) == (
+        f"resuming refresh {record.refresh_id} (attempt 2): read back: prepare_data; search: continues from 3 of "
+        f"{budget} trials; the stages after run again")
+    record.stages_done = [*refresh_state.CACHED_STAGES[:1], refresh_state.SEARCH_STAGE]
+    assert "search: 3 trials in its journal, not run again" in refresh_state.resume_plan(nasops_home, record)
+
+
 def test_resume_runs_the_recorded_configuration(unfinished, nasops_home, monkeypatch):
     """The flow's own entry: the recorded model name, whatever the environment says now; a caller's different
     configuration is refused, not half-applied."""

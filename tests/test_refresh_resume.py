@@ -63,6 +63,9 @@ def test_a_killed_refresh_resumes_where_it_stopped(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     result = json.loads(resumed.stdout)
     assert result["refresh_id"] == record["refresh_id"]
+    # issue 24: the resume says what it reuses before it runs
+    said = f"resuming refresh {record['refresh_id']} (attempt 2): read back: prepare_data; search: continues from "
+    assert f"{said}{len(before)} of 4 trials" in resumed.stderr, resumed.stderr[-3000:]
     after = _results(journal)
     assert [r["arch"] for r in after[: len(before)]] == [r["arch"] for r in before]  # continued, not restarted
     assert len(after) == 4 and result["search"]["evaluations"] == 4
