@@ -51,7 +51,7 @@ class MetricConfig(BaseModel):
     source: Source = Field("prediction_log", description="where the samples come from")
     measure: str | None = Field(None, description=f"prediction-log measure: one of {', '.join(LOG_MEASURES)}")
     query: str | None = Field(
-        None, description="PromQL template for the prometheus source; {variant} and {window} are filled in"
+        None, description="PromQL template for the prometheus source; {model}, {variant} and {window} are filled in"
     )
     direction: Direction = "increase"
     critical: bool = Field(False, description="a failing critical metric fails the whole canary")
@@ -88,11 +88,11 @@ class MetricConfig(BaseModel):
                     f"metric {self.name!r}: source prediction_log needs measure in {list(LOG_MEASURES)}, "
                     f"got {self.measure!r}"
                 )
-        elif not self.query or "{variant}" not in self.query:
-            raise ValueError(
-                f"metric {self.name!r}: source prometheus needs a PromQL 'query' containing {{variant}} "
+        elif not self.query or "{variant}" not in self.query or "{model}" not in self.query:
+            raise ValueError(  # {model}: models sharing one Prometheus must not read each other's traffic
+                f"metric {self.name!r}: source prometheus needs a PromQL 'query' containing {{model}} and {{variant}} "
                 "(and optionally {window}), e.g. "
-                "'sum(rate(nasops_requests_total{variant=\"{variant}\",status!=\"ok\"}[{window}]))'"
+                "'sum(rate(nasops_requests_total{model=\"{model}\",variant=\"{variant}\",status!=\"ok\"}[{window}]))'"
             )
         if self.rule not in (None, "report") and self.direction == "either":
             raise ValueError(f"metric {self.name!r}: rule {self.rule} needs a direction (increase or decrease), not "

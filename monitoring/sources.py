@@ -43,25 +43,26 @@ __all__ = [
     "label_key",
 ]
 
-# PromQL for the gateway's metrics (monitoring.metrics); {variant} and {window} are filled in per query.
+# PromQL for the gateway's metrics (monitoring.metrics); {model}, {variant} and {window} are filled in per query.
+# ``model="{model}"``: several models' gateways may share one Prometheus; a query without it would mix their traffic.
 # ``or vector(0)``: a variant with no failed request has no error series at all, which means a rate of 0, not "no
 # data"; the denominator stays empty (no data) when the variant served nothing in the window.
 PROMETHEUS_QUERIES = {
     "error_rate": (
-        '(sum(rate(nasops_requests_total{variant="{variant}",status=~"error|timeout"}[{window}])) or vector(0)) '
-        '/ sum(rate(nasops_requests_total{variant="{variant}"}[{window}]))'
+        '(sum(rate(nasops_requests_total{model="{model}",variant="{variant}",status=~"error|timeout"}[{window}])) '
+        'or vector(0)) / sum(rate(nasops_requests_total{model="{model}",variant="{variant}"}[{window}]))'
     ),
     "latency_p99_ms": (
-        'histogram_quantile(0.99, sum by (le) (rate(nasops_request_duration_seconds_bucket{variant="{variant}"}'
-        "[{window}]))) * 1000"
+        'histogram_quantile(0.99, sum by (le) (rate(nasops_request_duration_seconds_bucket{model="{model}",'
+        'variant="{variant}"}[{window}]))) * 1000'
     ),
     "model_latency_p99_ms": (
-        'histogram_quantile(0.99, sum by (le) (rate(nasops_model_compute_seconds_bucket{variant="{variant}"}'
-        "[{window}]))) * 1000"
+        'histogram_quantile(0.99, sum by (le) (rate(nasops_model_compute_seconds_bucket{model="{model}",'
+        'variant="{variant}"}[{window}]))) * 1000'
     ),
     "online_accuracy": (
-        '(sum(rate(nasops_feedback_total{variant="{variant}",correct="true"}[{window}])) or vector(0)) '
-        '/ sum(rate(nasops_feedback_total{variant="{variant}"}[{window}]))'
+        '(sum(rate(nasops_feedback_total{model="{model}",variant="{variant}",correct="true"}[{window}])) '
+        'or vector(0)) / sum(rate(nasops_feedback_total{model="{model}",variant="{variant}"}[{window}]))'
     ),
 }
 
@@ -285,11 +286,13 @@ class PrometheusError(RuntimeError):
 class PrometheusSource:
     """Per-interval samples from a Prometheus server's HTTP API (``/api/v1/query_range``, one point per step).
 
-    Each metric's ``query`` is a PromQL template; ``{variant}`` becomes the variant name and ``{window}`` the rate
-    window (``window_s``, default the step). Intervals without traffic evaluate to NaN/no point and are dropped.
+    Each metric's ``query`` is a PromQL template; ``{model}`` becomes ``model_name`` (the rollout's model: the
+    gateway labels every metric with it), ``{variant}`` the variant name and ``{window}`` the rate window
+    (``window_s``, default the step). Intervals without traffic evaluate to NaN/no point and are dropped.
     """
 
-    def __init__(self, url: str, *, step_s: float, window_s: float | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, step_s: float, window_s: float | None = None, timeout_s: float = 10.0,
+                 model_name: str = "") -> None:
         if step_s <= 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
         from monitoring.core.urls import redact_url
@@ -299,10 +302,14 @@ class PrometheusSource:
         self.step_s = float(step_s)
         self.window_s = float(window_s or step_s)
         self.timeout_s = timeout_s
+        self.model_name = model_name
 
     def render(self, template: str, variant: str) -> str:
+        if "{model}" in template and not self.model_name:
+            raise ValueError("a PromQL template with {model} needs the source's model_name (the rollout's model)")
         window = f"{max(1, math.ceil(self.window_s))}s"
-        return template.replace("{variant}", variant).replace("{window}", window)
+        model = self.model_name.replace("\\", "\\\\").replace('"', '\\"')  # a PromQL string literal's escapes
+        return template.replace("{model}", model).replace("{variant}", variant).replace("{window}", window)
 
     def query_range(self, promql: str, start: float, end: float) -> list[tuple[float, float]]:
         """``(timestamp, value)`` points of every returned series, in time order."""

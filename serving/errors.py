@@ -48,7 +48,7 @@ def documented(*codes: int, **descriptions: str) -> dict:
 def count_invalid(app, reason: str) -> None:
     """Count one rejected client request (both the reason counter and the per-outcome request counter)."""
     metrics, settings = app.state.metrics, app.state.settings
-    metrics.invalid.labels(reason).inc()
+    metrics.invalid.labels(settings.model_name, reason).inc()
     metrics.requests.labels(settings.model_name, "none", "none", "invalid").inc()
 
 

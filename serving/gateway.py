@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from monitoring.core.enums import Mode
-from monitoring.metrics import GatewayMetrics
+from monitoring.core.enums import Mode, Phase
+from monitoring.metrics import GatewayMetrics, drop_series
 from monitoring.prediction_log import (
     FeedbackResult,
     LabelItem,
@@ -96,6 +96,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None,
                  backend: ModelBackend | None = None) -> None:
         self.settings = settings
+        self._model = settings.model_name  # the ``model`` label of every metric this gateway writes
         self.metrics = metrics or GatewayMetrics.create()
         self.backend = backend if backend is not None else registry_backend(settings)
         self.models: dict[str, ServedModel | None] = {CHAMPION: None, CHALLENGER: None}
@@ -129,7 +130,7 @@ class Gateway:
         self._started_at = time.time()
         store = RolloutStore(self.log_engine if settings.follow_rollouts else private_store_engine())
         self.rollouts = RolloutFollower(store, settings.model_name, settings.rollout_poll_s, self._on_rollout)
-        self.metrics.challenger_weight.set(self.effective_weight())
+        self.metrics.challenger_weight.labels(self._model).set(self.effective_weight())
 
     # -- life cycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -213,7 +214,7 @@ class Gateway:
                     self._swap(alias_key, loaded)
             for alias in self.settings.shadow_aliases:
                 self._reload_shadow(alias)
-            self.metrics.challenger_weight.set(self.effective_weight())
+            self.metrics.challenger_weight.labels(self._model).set(self.effective_weight())
             return self.versions()
 
     def _reload_shadow(self, alias: str) -> None:
@@ -259,21 +260,19 @@ class Gateway:
     def _swap_shadow(self, alias: str, loaded: ServedModel | None) -> None:
         old = self.shadow_models.get(alias)
         if old is not None:
-            with contextlib.suppress(KeyError):
-                self.metrics.model_info.remove(self.settings.model_name, alias, old.version)
+            drop_series(self.metrics.model_info, self._model, alias, old.version)
         self.shadow_models[alias] = loaded
         if loaded is not None:
-            self.metrics.model_info.labels(self.settings.model_name, alias, loaded.version).set(1)
+            self.metrics.model_info.labels(self._model, alias, loaded.version).set(1)
             log.info("shadowing %s version %s", alias, loaded.version)
 
     def _swap(self, alias_key: str, loaded: ServedModel | None) -> None:
         old = self.models[alias_key]
         if old is not None:
-            with contextlib.suppress(KeyError):
-                self.metrics.model_info.remove(self.settings.model_name, alias_key, old.version)
+            drop_series(self.metrics.model_info, self._model, alias_key, old.version)
         self.models[alias_key] = loaded  # one reference assignment: requests in flight keep their model
         if loaded is not None:
-            self.metrics.model_info.labels(self.settings.model_name, alias_key, loaded.version).set(1)
+            self.metrics.model_info.labels(self._model, alias_key, loaded.version).set(1)
             log.info("serving %s version %s", alias_key, loaded.version)
 
     def versions(self) -> dict[str, str | None]:
@@ -320,13 +319,26 @@ class Gateway:
                 previous is not None or current.updated_at >= self._started_at):
             self._reload_in_background("rollout-reload")
         self._split = split_of(current, self._default_split, self._started_at, previous is not None)
-        self.metrics.challenger_weight.set(self.effective_weight())
+        self._publish_rollout(current, manual)
+        log.info("rollout %s generation %d%s: %s, %s %.0f%%", current.rollout_id, current.generation,
+                 " (manual)" if manual else "", current.phase, current.mode, 100 * current.weight)
+
+    def _publish_rollout(self, current: Rollout, manual: bool) -> None:
+        """The record as gauges: the split applied, the last interval's drift, and the controller's clock (what the
+        dead-controller and stuck-rollout alerts read; the controller itself has nothing to scrape)."""
+        m, model = self.metrics, self._model
+        m.challenger_weight.labels(model).set(self.effective_weight())
         drift = (current.last_verdict or {}).get("drift") or {}  # the last judged interval's (routing read)
         for variant in (CHAMPION, CHALLENGER):
             if isinstance(drift.get(variant), int | float):
-                self.metrics.drift_share.labels(variant).set(float(drift[variant]))
-        log.info("rollout %s generation %d%s: %s, %s %.0f%%", current.rollout_id, current.generation,
-                 " (manual)" if manual else "", current.phase, current.mode, 100 * current.weight)
+                m.drift_share.labels(model, variant).set(float(drift[variant]))
+        judging = not manual and current.phase in (Phase.SHADOW, Phase.SPLIT)
+        m.rollout_active.labels(model).set(1 if judging else 0)
+        m.rollout_last_judged.labels(model).set(current.last_judged_at)
+        m.rollout_step_started.labels(model).set(current.step_started_at)
+        interval = (current.config or {}).get("interval_s")
+        if isinstance(interval, int | float):
+            m.rollout_interval.labels(model).set(float(interval))
 
     def _safe_reload(self) -> None:
         try:
@@ -399,13 +411,13 @@ class Gateway:
         ``seconds``: the variant's end-to-end time (queue, thread hop, model, post-processing); ``compute_s``: the
         model call alone, measured on the worker thread (None when the call did not finish)."""
         m = self.metrics
-        m.requests.labels(self.settings.model_name, variant, model.version, status).inc()
-        m.duration.labels(variant).observe(seconds)
+        m.requests.labels(self._model, variant, model.version, status).inc()
+        m.duration.labels(self._model, variant).observe(seconds)
         if compute_s is not None:
-            m.compute.labels(variant).observe(compute_s)
+            m.compute.labels(self._model, variant).observe(compute_s)
         if labels is not None and not model.regression:  # a regression's values: one series each would explode
             for label, count in collections.Counter(labels).items():
-                m.predictions.labels(variant, str(label)).inc(count)
+                m.predictions.labels(self._model, variant, str(label)).inc(count)
         # A failed call keeps its raw input whatever log_inputs says: it is what a model fault is diagnosed from.
         inputs_mode = "raw" if probs is None else self.settings.log_inputs
         return dict(request_id=request_id, variant=variant, model_version=model.version, inputs=x,
@@ -441,7 +453,7 @@ class Gateway:
             if reason == "error":
                 log.warning("%s version %s failed on a valid request: %s: %s", variant, model.version,
                             type(exc).__name__, exc)
-            self.metrics.model_faults.labels(variant, reason).inc()
+            self.metrics.model_faults.labels(self._model, variant, reason).inc()
             row_status = "timeout" if reason == "timeout" else "error"
             entries.append(self._record(model, variant, row_status, request_id, x, None, None,
                                         time.perf_counter() - t0))
@@ -461,13 +473,14 @@ class Gateway:
         request_id = request_id or new_request_id()
         weight = split.weight if (challenger is not None and split.mode == Mode.SPLIT) else 0.0
         variant = choose_variant(weight, key)
-        self.metrics.routed.labels(self._worker, Mode.SHADOW if split.mode == Mode.SHADOW else f"{weight:g}").inc()
+        applied = Mode.SHADOW if split.mode == Mode.SHADOW else f"{weight:g}"
+        self.metrics.routed.labels(self._model, self._worker, applied).inc()
         entries: list[dict] = []
         answer, champion_status = None, "ok"
         if variant == CHALLENGER:
             answer, failure = await self._attempt(challenger, CHALLENGER, "ok", x, request_id, entries)
             if answer is None:
-                self.metrics.fallback.labels(failure).inc()
+                self.metrics.fallback.labels(self._model, failure).inc()
                 champion_status = "fallback"
         if answer is None:
             answer, failure = await self._attempt(champion, CHAMPION, champion_status, x, request_id, entries)
@@ -489,7 +502,7 @@ class Gateway:
     def _mirror(self, model: ServedModel, variant: str, x: np.ndarray, request_id: str) -> None:
         """Start one shadow call in the background (dropped, and counted, beyond ``shadow_max_in_flight``)."""
         if len(self._shadow_tasks) >= self.settings.shadow_max_in_flight:
-            self.metrics.shadow.labels("dropped").inc()
+            self.metrics.shadow.labels(self._model, "dropped").inc()
             return
         task = asyncio.get_running_loop().create_task(self._shadow(model, variant, x, request_id))
         self._shadow_tasks.add(task)
@@ -530,7 +543,7 @@ class Gateway:
             status = "invalid_output"
         except Exception:
             status = "error"
-        self.metrics.shadow.labels(status).inc()
+        self.metrics.shadow.labels(self._model, status).inc()
         row_status = status if status in ("ok", "timeout") else "error"
         try:
             # A shadow alias's latency is its compute time: the wait in its one-thread queue is an artefact of
@@ -562,9 +575,9 @@ class Gateway:
                 missing = [i for i in missing if i not in rows]
         result = apply_feedback_batch(self.log_engine, items, rows_by_id=rows)
         for (variant, correct), count in result.counts.items():
-            self.metrics.feedback.labels(variant, "true" if correct else "false").inc(count)
+            self.metrics.feedback.labels(self._model, variant, "true" if correct else "false").inc(count)
         for (variant, correct), count in result.retracted.items():
-            self.metrics.feedback_retracted.labels(variant, "true" if correct else "false").inc(count)
+            self.metrics.feedback_retracted.labels(self._model, variant, "true" if correct else "false").inc(count)
         return result
 
 

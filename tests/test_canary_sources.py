@@ -67,7 +67,7 @@ def test_prediction_log_source_turns_rows_into_per_request_samples(tmp_path):
     assert champion["prediction_drift"] == pytest.approx([0.0, 0.0])
     assert challenger["prediction_drift"] == []  # one prediction: not a full chunk
     with pytest.raises(ValueError, match="source"):
-        collect_samples([MetricConfig(name="p", source="prometheus", query='up{job="{variant}"}')],
+        collect_samples([MetricConfig(name="p", source="prometheus", query='up{job="{variant}",model="{model}"}')],
                         {"prediction_log": source}, t, t + 10)
 
 
@@ -107,16 +107,16 @@ def test_prometheus_source_reads_one_sample_per_interval_from_a_real_server():
             for tick in range(32):
                 for i in range(5):
                     metrics.requests.labels("m", "champion", "1", "ok").inc()
-                    metrics.duration.labels("champion").observe(0.004)
+                    metrics.duration.labels("m", "champion").observe(0.004)
                     status = "error" if (tick * 5 + i) % 4 == 0 else "ok"
                     metrics.requests.labels("m", "challenger", "2", status).inc()
-                    metrics.duration.labels("challenger").observe(0.045)
-                    metrics.feedback.labels("champion", "true").inc()
-                    metrics.feedback.labels("challenger", "true" if i else "false").inc()
+                    metrics.duration.labels("m", "challenger").observe(0.045)
+                    metrics.feedback.labels("m", "champion", "true").inc()
+                    metrics.feedback.labels("m", "challenger", "true" if i else "false").inc()
                 time.sleep(0.25)
             end = time.time()
             prom.wait_for('sum(nasops_requests_total{variant="challenger"})', lambda v: v >= 160)
-            source = PrometheusSource(prom.url, step_s=1.0, window_s=3.0)
+            source = PrometheusSource(prom.url, step_s=1.0, window_s=3.0, model_name="m")
             metric_names = ("error_rate", "latency_p99_ms", "online_accuracy")
             config = JudgeConfig(min_samples=3, metrics=[
                 MetricConfig(name="error_rate", source="prometheus", query=PROMETHEUS_QUERIES["error_rate"],

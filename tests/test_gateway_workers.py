@@ -3,6 +3,8 @@ an admin change made through one worker reaches the others."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from servers import wait_until
@@ -40,3 +42,20 @@ def test_two_workers_report_correct_totals_and_share_admin_changes(shared_regist
                   for _ in range(20)}
         assert served == {"challenger"}
         assert len(pids) == 2, f"only one worker answered 80 fresh connections: {pids}"
+        # each live worker's weight is its own series (a disagreement would show), and the versions the merged
+        # gauges say are served are the ones the workers serve (issue 25, finding 9)
+        wait_until(lambda: weight_series(httpx.get(f"{gw.url}/metrics").text) == {(p, 1.0) for p in pids},
+                   timeout=10, message="each worker's nasops_challenger_weight at 1.0")
+        state = httpx.get(f"{gw.url}/admin/state", headers=AUTH).json()["models"]
+        info = {(labels["variant"], labels["version"]) for labels, value in
+                samples(httpx.get(f"{gw.url}/metrics").text, "nasops_model_version_info") if value == 1}
+        assert info == {(v, m["version"]) for v, m in state.items() if m}, (info, state)
+
+
+def samples(text: str, name: str) -> list[tuple[dict, float]]:
+    return [(dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0])), float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines() if line.startswith(name + "{")]
+
+
+def weight_series(text: str) -> set[tuple[int, float]]:
+    return {(int(labels["pid"]), value) for labels, value in samples(text, "nasops_challenger_weight")}

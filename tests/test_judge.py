@@ -179,7 +179,7 @@ def test_canary_config_rejects_unknown_keys_and_bad_values(tmp_path):
         load_canary_config({"steps": [0.5, 0.2]})
     with pytest.raises(ValueError, match=r"prometheus_url"):
         load_canary_config({"judge": {"metrics": [{"name": "e", "source": "prometheus",
-                                                  "query": 'sum(rate(x{variant="{variant}"}[1m]))'}]}})
+                                                  "query": 'sum(rate(x{model="{model}",variant="{variant}"}[1m]))'}]}})
     with pytest.raises(ValueError, match=r"measure"):
         load_canary_config({"judge": {"metrics": [{"name": "e", "measure": "nope"}]}})
     with pytest.raises(ValueError, match=r"does not exist"):

@@ -78,7 +78,8 @@ class StepContext:
             calibrations=self.calibrations, classes=self.challenger.classes,
             metric_params=self.challenger.metric_params, model_name=self.rollout.model_name)}
         if self.cfg.prometheus_url:
-            sources["prometheus"] = PrometheusSource(self.cfg.prometheus_query_url(), step_s=self.cfg.interval_s)
+            sources["prometheus"] = PrometheusSource(self.cfg.prometheus_query_url(), step_s=self.cfg.interval_s,
+                                                     model_name=self.rollout.model_name)
         return sources
 
     def with_rollout(self, rollout: Rollout) -> StepContext:

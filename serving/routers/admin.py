@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.vocabulary import VARIANTS
-from serving.deps import GatewayDep, MetricsDep, require_admin
+from serving.deps import GatewayDep, MetricsDep, SettingsDep, require_admin
 from serving.errors import documented
 from serving.schemas import DriftRequest, ModeRequest, WeightRequest
 
@@ -48,9 +48,9 @@ async def admin_reload(gateway: GatewayDep) -> dict:
 
 
 @router.post("/drift", responses=WITH_BODY)
-async def admin_drift(body: DriftRequest, metrics: MetricsDep) -> dict:
-    """Publish the drift step's share of drifted features as ``nasops_drift_share{variant}``."""
+async def admin_drift(body: DriftRequest, metrics: MetricsDep, settings: SettingsDep) -> dict:
+    """Publish the drift step's share of drifted features as ``nasops_drift_share{model, variant}``."""
     variants = list(VARIANTS) if body.variant == "all" else [body.variant]
     for variant in variants:
-        metrics.drift_share.labels(variant).set(body.share)
+        metrics.drift_share.labels(settings.model_name, variant).set(body.share)
     return {"variants": variants, "share": body.share}
