@@ -28,6 +28,8 @@ INVALID_REQUESTS_TOTAL = "nasops_invalid_requests_total"
 MODEL_INFO = "nasops_model_version_info"
 CHALLENGER_WEIGHT = "nasops_challenger_weight"
 ROUTED_REQUESTS_TOTAL = "nasops_routed_requests_total"
+IGNORED_COLUMNS_TOTAL = "nasops_ignored_columns_total"
+UNSEEN_VALUES_TOTAL = "nasops_unseen_values_total"
 
 # Latency buckets in seconds: sub-millisecond model calls up to multi-second stalls.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -63,6 +65,8 @@ class GatewayMetrics:
     model_info: Gauge
     challenger_weight: Gauge
     routed: Counter
+    ignored_columns: Counter
+    unseen_values: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -124,6 +128,16 @@ def _label_metrics(reg: CollectorRegistry) -> dict:
         invalid=Counter(
             INVALID_REQUESTS_TOTAL, "Rejected client requests by reason (json, schema, shape, dtype, non_finite, "
             "range, batch_size, body_size, media_type, label).", ["reason"], registry=reg,
+        ),
+        ignored_columns=Counter(
+            IGNORED_COLUMNS_TOTAL, "Named columns accepted and ignored in answered requests (once per request), by "
+            "reason: dropped_at_training (the refresh did not use it) or unknown (unknown_columns=ignore; names "
+            "past the first few are counted as column '(other)').", ["model", "column", "reason"], registry=reg,
+        ),
+        unseen_values=Counter(
+            UNSEEN_VALUES_TOTAL, "Values of answered rows the model could not use as sent, per column, by kind: "
+            "unseen_category (not in the training split: encoded as no category) or unparseable (a date that is "
+            "not one: imputed).", ["model", "column", "kind"], registry=reg,
         ),
     )
 
