@@ -133,7 +133,7 @@ def test_unseen_categories_and_unparseable_dates_are_counted_and_flagged_on_requ
     assert metric(text, "nasops_unseen_values_total", model=MODEL, column="when", kind="unparseable") == 2.0
 
 
-def test_a_declared_integer_category_is_flagged_by_its_value_not_its_spelling(table_model):
+def test_a_declared_integer_category_is_flagged_by_its_value_not_its_spelling():
     frame = pd.DataFrame({"grade": [1, 2, 3] * 10, "size": np.arange(30.0)})
     plan = plan_columns(frame, categorical=["grade"])
     table = TableClassifier(fit_preprocessor(plan, frame), torch.nn.Linear(4, 2), [0, 1], plan.schema)
@@ -172,3 +172,14 @@ def test_a_refused_row_still_names_the_unknown_column_it_ignored(table_model):
         to_table_rows(req, table_model.input_schema, 8, ignore=ignore)
     assert "required column 'color' is missing" in refused.value.error
     assert "unknown column(s) 'colour' (ignored)" in refused.value.error
+
+
+def test_nasops_serve_takes_the_policy_and_refuses_another_word():
+    from pipelines.cli.serve import gateway_settings
+    from pipelines.errors import UserError
+    from pipelines.settings import Settings
+
+    assert gateway_settings(Settings(), unknown_columns="reject").unknown_columns == "reject"
+    assert gateway_settings(Settings()).unknown_columns == "ignore"
+    with pytest.raises(UserError, match="unknown_columns"):
+        gateway_settings(Settings(), unknown_columns="drop")
