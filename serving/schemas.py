@@ -86,7 +86,8 @@ class FeedbackItem(BaseModel):
     """True labels for a logged request: `labels` (one per row) or `label` (a one-row request)."""
 
     model_config = ConfigDict(extra="forbid")
-    request_id: AnsweredRequestId = Field(description="the request_id answered by /predict")
+    request_id: AnsweredRequestId = Field(description="the request_id answered by /predict, or your own id as you "
+                                          "sent it (with the same X-Request-Key header)")
     labels: list[Label] | None = Field(default=None, min_length=1, description="one of the model's classes per row")
     label: Label | None = Field(default=None, description="the class of a one-row request")
     overwrite: bool = Field(default=False, description="replace labels sent before (otherwise a second label "
