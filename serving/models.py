@@ -135,8 +135,7 @@ def _json_tag(tags: dict, key: str):
 
 
 def _signature_width(model_dir: str) -> tuple[int | None, int | None]:
-    """``(F, C)`` from the logged signature (F unnamed double columns, or before that a TensorSpec float32
-    (-1, F); -> (-1, C)); None where absent."""
+    """``(F, C)`` from the logged signature (TensorSpec float32 (-1, F) -> (-1, C)); None where absent."""
     from mlflow.models import Model
 
     try:
@@ -147,8 +146,6 @@ def _signature_width(model_dir: str) -> tuple[int | None, int | None]:
         return None, None
 
     def width(schema) -> int | None:
-        if schema is not None and not schema.is_tensor_spec():  # one double column per feature (any float dtype)
-            return len(schema.inputs) or None
         try:
             shape = schema.inputs[0].shape
         except (AttributeError, IndexError, TypeError):
