@@ -37,6 +37,8 @@ ROLLOUT_LAST_JUDGED = "nasops_rollout_last_judged_timestamp_seconds"
 ROLLOUT_STEP_STARTED = "nasops_rollout_step_started_timestamp_seconds"
 ROLLOUT_INTERVAL = "nasops_rollout_interval_seconds"
 PRESENCE_GAUGES = (MODEL_INFO,)  # 1 while present; a series at 0 is one that was dropped (drop_series)
+IGNORED_COLUMNS_TOTAL = "nasops_ignored_columns_total"
+UNSEEN_VALUES_TOTAL = "nasops_unseen_values_total"
 
 # Latency buckets in seconds: sub-millisecond model calls up to multi-second stalls.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -76,6 +78,8 @@ class GatewayMetrics:
     rollout_last_judged: Gauge
     rollout_step_started: Gauge
     rollout_interval: Gauge
+    ignored_columns: Counter
+    unseen_values: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -140,6 +144,16 @@ def _label_metrics(reg: CollectorRegistry) -> dict:
         invalid=Counter(
             INVALID_REQUESTS_TOTAL, "Rejected client requests by reason (json, schema, shape, dtype, non_finite, "
             "range, batch_size, body_size, media_type, label).", ["model", "reason"], registry=reg,
+        ),
+        ignored_columns=Counter(
+            IGNORED_COLUMNS_TOTAL, "Named columns accepted and ignored in answered requests (once per request), by "
+            "reason: dropped_at_training (the refresh did not use it) or unknown (unknown_columns=ignore; names "
+            "past the first few are counted as column '(other)').", ["model", "column", "reason"], registry=reg,
+        ),
+        unseen_values=Counter(
+            UNSEEN_VALUES_TOTAL, "Values of answered rows the model could not use as sent, per column, by kind: "
+            "unseen_category (not in the training split: encoded as no category) or unparseable (a date that is "
+            "not one: imputed).", ["model", "column", "kind"], registry=reg,
         ),
     )
 

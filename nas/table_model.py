@@ -189,6 +189,22 @@ def _date_parts(value: Any, hour: bool) -> list[float]:
     return [float(v) for v in parts] + ([float(stamp.hour)] if hour else [])
 
 
+def _vocabulary(preprocessor: Any) -> dict[str, frozenset[str] | None]:
+    """``{column: the categories fitted (as :func:`_category` spells them)}`` for category columns, ``None`` for a
+    date column: what :meth:`TableClassifier.input_flags` checks a value against."""
+    vocab: dict[str, frozenset[str] | None] = {}
+    for name, pipe, columns in getattr(preprocessor, "transformers_", []):
+        if pipe == "drop" or name == "remainder" or not hasattr(pipe, "named_steps"):
+            continue
+        step = pipe.named_steps.get("onehot") or pipe.named_steps.get("ordinal")
+        if name == "date":
+            vocab.update({str(c): None for c in columns})
+        elif step is not None:
+            for column, cats in zip(columns, step.categories_, strict=True):
+                vocab[str(column)] = frozenset(_category(v) for v in cats)
+    return vocab
+
+
 class TableClassifier(mlflow.pyfunc.PythonModel):
     """Raw rows -> fitted ``ColumnTransformer`` -> the network (:class:`nas.export.FlatInputClassifier`) -> softmax
     (a regression, ``classes`` empty: the network's value in the target's units).
@@ -219,6 +235,29 @@ class TableClassifier(mlflow.pyfunc.PythonModel):
         if self._rows is None:
             return self.encode(pd.DataFrame.from_records(list(records), columns=self.columns))
         return self._rows.encode([[r.get(c) for c in self.columns] for r in records])
+
+    def input_flags(self, records: Sequence[dict]) -> list[dict[str, str]]:
+        """Per row, ``{column: kind}`` for the values the encoder cannot use as sent, though the contract takes
+        them: ``unseen_category`` (a category the training split never had: one-hot all zeros, ordinal -1) and
+        ``unparseable`` (a date column's text that is not a date: imputed). Missing cells are not flagged (the
+        schema says which may be missing). Built lazily from the fitted transformer, so models pickled before
+        this method existed flag too."""
+        if "_vocab" not in self.__dict__:
+            self._vocab = _vocabulary(self.preprocessor)
+        flags = []
+        for record in records:
+            row = {}
+            for name, known in self._vocab.items():
+                value = record.get(name)
+                if value is None or (isinstance(value, float) and np.isnan(value)):
+                    continue
+                if known is None:
+                    if parse_iso_utc(value) is None:
+                        row[name] = "unparseable"
+                elif _category(value) not in known:
+                    row[name] = "unseen_category"
+            flags.append(row)
+        return flags
 
     def logits(self, frame: pd.DataFrame) -> torch.Tensor:
         with torch.inference_mode():

@@ -365,6 +365,7 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         "classes": classes, "feature_names": encoded.names, "fingerprint": digest, "source": label,
         "target": spec.target, "seed": spec.seed, "input_form": encoded.form, "input_schema": schema, "task": task,
         "metric": rows.metric, "metric_params": rows.metric_params, "class_weights": weights,
+        "dropped_columns": dict(plan.dropped) if plan is not None else {},
         **encoded.meta, **({RAW_REFERENCE: raw_sample(x, parts["train"], schema, spec.seed)} if encoded.table else {})})
     path = task_data.save(stem.with_suffix(".npz"))
     return PreparedData(

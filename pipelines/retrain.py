@@ -182,6 +182,7 @@ def _register(
         "dataset_fingerprint": data.meta.get("fingerprint", ""),
         "code_version": registry.code_version(),
         "input_schema": data.meta.get("input_schema", []),
+        "dropped_columns": data.meta.get("dropped_columns") or {},  # the gateway accepts and ignores them
         "task": data.task,
         "metric": metric_of(data), "metric_params": data.meta.get("metric_params") or {},
         **({"target": data.meta.get("target"), "target_mean": data.target_scale[0],

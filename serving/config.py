@@ -55,6 +55,10 @@ class GatewaySettings(BaseSettings):
                                           "the feedback token")
     max_abs_input: float = Field(default=1e9, gt=0, description="largest accepted |feature value|; larger values "
                                  "are answered 422 (the float32 range bounds it in any case)")
+    unknown_columns: Literal["ignore", "reject"] = Field(
+        default="ignore", description="a named column the model never saw (not even as one the refresh dropped): "
+        "ignore (answered, counted in nasops_ignored_columns_total, as MLflow's pyfunc ignores extra columns) or "
+        "reject (422 naming it)")
     max_feedback_items: int = Field(default=1024, ge=1, description="most items in one /feedback request")
     feedback_rate_per_s: float = Field(default=200.0, gt=0, description="/feedback requests per second per token "
                                        "and worker process, on average (beyond it: 429 with Retry-After)")

@@ -46,6 +46,8 @@ class LoadedModel:
     """The form ``module`` runs (``pytorch``, ``onnx``, ``int8``; see :mod:`serving.flavours`)."""
     flavour_note: str | None = None
     """Why the flavour asked for is not the one served (its artifact is missing or did not load), else None."""
+    dropped_columns: dict[str, str] = field(default_factory=dict)
+    """Columns of the training table the refresh did not use (``nasops.dropped_columns``): accepted and ignored."""
     task: str = "classification"
     """``regression``: the module answers one value per row in the target's units (no classes, no softmax)."""
 
@@ -84,6 +86,11 @@ class LoadedModel:
         if not np.isfinite(probs).all():
             raise InvalidModelOutput("model returned non-finite logits")
         return probs
+
+    def input_flags(self, rows: list[dict]) -> list[dict[str, str]] | None:
+        """A table model's per-row ``{column: "unseen_category" | "unparseable"}`` (None: nothing to flag)."""
+        flag = getattr(self.table, "input_flags", None)
+        return flag(rows) if flag is not None else None
 
     def labels(self, probs: np.ndarray) -> list:
         """Predicted class labels, or a regression's values as floats."""
@@ -186,7 +193,8 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
         classes = [] if numeric else ref.classes or table.classes
         return LoadedModel(alias=alias, name=name, version=str(version), module=table.module,
                            n_features=len(table.schema), classes=list(classes), feature_names=table.columns,
-                           table=table, input_schema=table.schema, task=task)
+                           table=table, input_schema=table.schema, task=task,
+                           dropped_columns=dict(_json_tag(tags, "nasops.dropped_columns") or {}))
     module = mlflow.pytorch.load_model(model_dir, map_location="cpu")
     with contextlib.suppress(Exception):  # torch.export (pt2) modules refuse .eval(); MLflow set them up already
         module.eval()

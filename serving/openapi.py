@@ -92,6 +92,16 @@ def _patch(spec: dict, width: int | None, names: list[str] | None, classes: list
     return spec
 
 
+def _open_rows(spec: dict) -> dict:
+    """Named rows may carry columns the model does not take (``unknown_columns=ignore``: answered, ignored)."""
+    props = spec["components"]["schemas"]["PredictRequest"]["properties"]
+    for form in ("records", "dataframe_records"):
+        items = props.get(form, {}).get("items")
+        if isinstance(items, dict) and items.get("additionalProperties") is False:
+            items["additionalProperties"] = True
+    return spec
+
+
 def install_openapi(app: FastAPI) -> None:
     """Serve :func:`_patch`-ed documents from ``app.openapi()`` (cached per champion version)."""
     cache: dict = {}
@@ -109,8 +119,8 @@ def install_openapi(app: FastAPI) -> None:
             classes = champion.classes if champion is not None else None
             table = champion.input_schema if champion is not None else None
             bound = min(settings.max_abs_input, FLOAT32_MAX)
-            cache.update(key=key, spec=_patch(copy.deepcopy(base), width, names, classes, settings.max_batch, bound,
-                                              table))
+            spec = _patch(copy.deepcopy(base), width, names, classes, settings.max_batch, bound, table)
+            cache.update(key=key, spec=_open_rows(spec) if settings.unknown_columns == "ignore" else spec)
         return cache["spec"]
 
     app.openapi = openapi

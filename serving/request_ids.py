@@ -6,7 +6,9 @@ HMAC-SHA256 (RFC 2104) of the caller's sticky key header (``X-Request-Key``) und
 (``request_id_secret``, else the feedback token: every replica that takes labels shares it), or ``anon`` without a
 key, so two callers who both pick ``order-42`` get two different ids — and knowing another caller's sticky key is
 not enough to compute its namespace and claim its ids (an unkeyed hash let anyone make them unlabelable, 409). The
-answer of ``/predict`` carries the id to send to ``/feedback``.
+answer of ``/predict`` carries the id to send to ``/feedback``; ``/feedback`` also takes the client's own id as it
+was sent (``order-42``, with the same key header) and namespaces it the same way (:func:`feedback_request_id`), so
+a client need not store the gateway's spelling of its own id.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import threading
 
@@ -66,3 +69,15 @@ def effective_request_id(client_id: str | None, key: str | None, secret: bytes =
     if client_id is None:
         return new_request_id()
     return f"{client_id}{SEPARATOR}{namespace_of(key, secret)}"
+
+
+_GENERATED = re.compile(r"^[0-9a-f]{32}$")
+
+
+def feedback_request_id(given: str, key: str | None, secret: bytes = b"") -> str:
+    """The logged id ``/feedback``'s ``given`` names: as answered (``order-42@<namespace>``, or a generated id),
+    or a client's own bare id, namespaced by the feedback caller's key as :func:`effective_request_id` did. A
+    client id that looks like a generated one (32 lowercase hex digits) must be sent as answered."""
+    if SEPARATOR in given or _GENERATED.match(given):
+        return given
+    return f"{given}{SEPARATOR}{namespace_of(key, secret)}"

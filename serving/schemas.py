@@ -53,7 +53,11 @@ class PredictRequest(BaseModel):
     dataframe_records: list[Record] | None = Field(default=None, description="same as `records` (MLflow's spelling)")
     request_id: RequestId | None = Field(
         default=None, description="your id for this request; it is answered as '<id>@<namespace of your "
-        "X-Request-Key>' (send that to /feedback). A random 128-bit id is generated if absent")
+        "X-Request-Key>' (send either to /feedback, the bare id with the same X-Request-Key). A random 128-bit id "
+        "is generated if absent")
+    explain_inputs: bool = Field(default=False, description="also answer `input_flags` (per row, the columns "
+                                 "whose value the model could not use: unseen_category, unparseable) and "
+                                 "`ignored_columns` (columns accepted and ignored, with why)")
 
     @model_validator(mode="after")
     def _exactly_one_form(self) -> PredictRequest:
@@ -72,13 +76,18 @@ class PredictResponse(BaseModel):
     model_version: str = Field(description="registered model version that answered")
     predictions: list[Label] = Field(description="predicted class label per row (from the nasops.classes tag)")
     probabilities: list[list[float]] = Field(description="class probabilities per row, in the order of the classes")
+    input_flags: list[dict[str, str]] | None = Field(
+        default=None, description="with explain_inputs: per row, {column: 'unseen_category' | 'unparseable'}")
+    ignored_columns: dict[str, str] | None = Field(
+        default=None, description="with explain_inputs: {column: 'dropped_at_training' | 'unknown'}")
 
 
 class FeedbackItem(BaseModel):
     """True labels for a logged request: `labels` (one per row) or `label` (a one-row request)."""
 
     model_config = ConfigDict(extra="forbid")
-    request_id: AnsweredRequestId = Field(description="the request_id answered by /predict")
+    request_id: AnsweredRequestId = Field(description="the request_id answered by /predict, or your own id as you "
+                                          "sent it (with the same X-Request-Key header)")
     labels: list[Label] | None = Field(default=None, min_length=1, description="one of the model's classes per row")
     label: Label | None = Field(default=None, description="the class of a one-row request")
     overwrite: bool = Field(default=False, description="replace labels sent before (otherwise a second label "

@@ -4,6 +4,9 @@ A float-matrix model (images, numeric tables) gets a float32 matrix: checked in 
 the schema (types: numbers only), the batch size, the row width against the model signature, finite values. A
 table model (raw named columns, encoded inside the model) gets named rows checked against its input schema
 (:func:`to_table_rows`): unknown columns, missing required columns and wrong types are named, all of them at once.
+Named columns the model does not take are sorted by :func:`ignored_columns` first: a column the refresh dropped at
+training (constant, an ID) is always accepted and ignored, as MLflow's pyfunc ignores extra columns; any other
+follows the gateway's ``unknown_columns`` policy (``ignore``, counted, or ``reject``, a 422).
 Every failure is a :class:`RequestRejected` carrying an HTTP status, a low-cardinality reason (a metric label) and
 two sentences: what was wrong, what was expected.
 """
@@ -11,6 +14,7 @@ two sentences: what was wrong, what was expected.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
@@ -18,6 +22,10 @@ from pydantic import TypeAdapter, ValidationError
 from serving.schemas import PredictRequest, Row
 
 _NUMBER_ROWS = TypeAdapter(list[Row])
+
+DROPPED_AT_TRAINING = "dropped_at_training"
+UNKNOWN = "unknown"
+UNKNOWN_POLICIES = ("ignore", "reject")
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -63,18 +71,20 @@ def describe_validation_error(exc, limit: int = 3) -> tuple[str, str]:
 
 
 def to_matrix(req: PredictRequest, n_features: int, max_batch: int,
-              feature_names: list[str] | None = None, max_abs: float = float(FLOAT32_MAX)) -> np.ndarray:
+              feature_names: list[str] | None = None, max_abs: float = float(FLOAT32_MAX),
+              ignore: Collection[str] = ()) -> np.ndarray:
     """The request's rows as a contiguous float32 ``(n, F)`` array, or :class:`RequestRejected`.
 
     Every value must be finite, within float32 (the signature's dtype) and within ``max_abs``; a failure names the
-    row and the column."""
+    row and the column. Named columns in ``ignore`` (see :func:`ignored_columns`) are left out."""
     expected = expected_contract(n_features, max_batch)
     if req.dataframe_split is not None:
-        rows, order = req.dataframe_split.data, _column_order(req.dataframe_split.columns, n_features, feature_names)
-        names = req.dataframe_split.columns
+        columns, rows = _without(req.dataframe_split.columns, req.dataframe_split.data, ignore)
+        order, names = _column_order(columns, n_features, feature_names), columns
         _numbers_only(rows, names)
     elif _records(req) is not None:
-        rows, order, names = _records_as_rows(_records(req), feature_names, max_batch), None, feature_names
+        records = [{k: v for k, v in r.items() if k not in ignore} for r in _records(req)] if ignore else _records(req)
+        rows, order, names = _records_as_rows(records, feature_names, max_batch), None, feature_names
     else:
         rows = req.inputs if req.inputs is not None else req.instances
         order, names = None, feature_names
@@ -99,6 +109,38 @@ def to_matrix(req: PredictRequest, n_features: int, max_batch: int,
     if order is not None:
         x = x[:, order]
     return np.ascontiguousarray(x.astype(np.float32))
+
+
+def _without(columns: list[str], rows: list[list], ignore: Collection[str]) -> tuple[list[str], list[list]]:
+    """A ``dataframe_split`` without its ignored columns (rows of another length are left for the shape check)."""
+    if not ignore or not any(c in ignore for c in columns):
+        return columns, rows
+    keep = [j for j, c in enumerate(columns) if c not in ignore]
+    return [columns[j] for j in keep], [[row[j] for j in keep] if len(row) == len(columns) else row for row in rows]
+
+
+def sent_columns(req: PredictRequest) -> list[str]:
+    """The column names a request sends, in first-seen order (none for the positional ``inputs`` forms)."""
+    if req.dataframe_split is not None:
+        return list(dict.fromkeys(req.dataframe_split.columns))
+    return list(dict.fromkeys(k for r in _records(req) or [] for k in r))
+
+
+def ignored_columns(req: PredictRequest, known: Collection[str], dropped: Mapping[str, str],
+                    policy: str = "ignore") -> dict[str, str]:
+    """``{column: reason}`` for the sent columns the model does not take and the gateway accepts and ignores:
+    those the refresh dropped at training (:data:`DROPPED_AT_TRAINING`: the training table's own rows are
+    answered), and, under ``policy="ignore"``, any other (:data:`UNKNOWN`). Under ``reject`` an unknown column is
+    left for the validator, which names it in its 422."""
+    out = {}
+    for column in sent_columns(req):
+        if column in known:
+            continue
+        if column in dropped:
+            out[column] = DROPPED_AT_TRAINING
+        elif policy == "ignore":
+            out[column] = UNKNOWN
+    return out
 
 
 def _column_order(columns: list[str], n_features: int, feature_names: list[str] | None) -> list[int] | None:
@@ -201,10 +243,11 @@ def _cell_problem(value, column: dict, max_abs: float) -> tuple[str, str] | None
 
 
 def to_table_rows(req: PredictRequest, schema: list[dict], max_batch: int,
-                  max_abs: float = float(FLOAT32_MAX), limit: int = 5) -> list[dict]:
+                  max_abs: float = float(FLOAT32_MAX), limit: int = 5, ignore: Collection[str] = ()) -> list[dict]:
     """The request's rows as dicts over every schema column (absent or null optional values ``None``: the model
-    imputes them), or :class:`RequestRejected` naming unknown columns, missing required ones and wrong types —
-    every problem (up to ``limit``) in one answer. The ``inputs`` form means rows in the schema's column order."""
+    imputes them), or :class:`RequestRejected` naming unknown columns (but those in ``ignore``), missing required
+    ones and wrong types — every problem (up to ``limit``) in one answer. The ``inputs`` form means rows in the
+    schema's column order."""
     names = [c["name"] for c in schema]
     expected = table_contract(schema, max_batch)
     records = _records(req)
@@ -227,7 +270,7 @@ def to_table_rows(req: PredictRequest, schema: list[dict], max_batch: int,
                                       f"in the model's column order {names[:8]}, or named rows: {expected}")
         records = [dict(zip(names, row, strict=True)) for row in rows or []]
     _batch_size(len(records), max_batch, expected)
-    unknown = sorted({k for r in records for k in r} - set(names))
+    unknown = sorted({k for r in records for k in r} - set(names) - set(ignore))
     problems: list[tuple[str, str]] = []
     if unknown:
         problems.append(("unknown_column", f"unknown column(s) {', '.join(map(repr, unknown[:8]))}"))
@@ -250,6 +293,9 @@ def to_table_rows(req: PredictRequest, schema: list[dict], max_batch: int,
         if len(problems) >= limit:
             break
     if problems:
+        typos = [c for c in ignore if isinstance(ignore, Mapping) and ignore[c] == UNKNOWN]
+        if typos:  # refused anyway: an unknown column next to a missing one is most likely its misspelling
+            problems.append(("unknown_column", f"unknown column(s) {', '.join(map(repr, typos[:8]))} (ignored)"))
         shown = "; ".join(p for _, p in problems[:limit])
         more = " (and more)" if len(problems) > limit else ""
         raise RequestRejected(422, problems[0][0], f"{shown}{more}", expected)

@@ -236,6 +236,12 @@ def test_the_gateway_takes_named_records(refreshed):
         assert variants == {"champion", "challenger"}
         r = httpx.post(f"{gw.url}/predict", json={"dataframe_records": rows[:1]})
         assert r.status_code == 200, r.text
+        # issue 24: a row of the training table itself, with the ID column the refresh dropped, is answered (the
+        # version's nasops.dropped_columns tag: data prep -> registration -> the gateway)
+        own = httpx.post(f"{gw.url}/predict", json={"records": [{**rows[0], "customer_id": "c-1"}],
+                                                    "explain_inputs": True})
+        assert own.status_code == 200, own.text
+        assert own.json()["ignored_columns"] == {"customer_id": "dropped_at_training"}, own.json()
         split = {"columns": ["member", "weight", "color"], "data": [[True, 0.2, "blue"]]}
         assert httpx.post(f"{gw.url}/predict", json={"dataframe_split": split}).status_code == 200
         # rows in the schema's column order (what the canary replays): color, size, weight, member

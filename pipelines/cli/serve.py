@@ -51,6 +51,9 @@ def serve(
         None, envvar="NASOPS_GATEWAY_FEEDBACK_TOKEN_FILE", help="file holding the bearer token /feedback requires, "
         "at least 32 random bytes, not the admin token (or set NASOPS_GATEWAY_FEEDBACK_TOKEN; default: labels off)"),
     log_mode: str = typer.Option(None, help="prediction log: batched (default) or sync (durable before answering)"),
+    unknown_columns: str = typer.Option(None, help="a named column the model never saw: ignore (default; answered "
+                                        "and counted) or reject (422); columns dropped at training are always "
+                                        "ignored"),
 ) -> None:
     """Serve champion and challenger from the registry (the canary gateway) until interrupted."""
     from serving.server import serve_forever
@@ -61,6 +64,7 @@ def serve(
     gw = gateway_settings(settings, model_name=model_name, challenger_weight=weight, mode=mode,
                           poll_interval_s=poll_interval,
                           challenger_timeout_s=challenger_timeout, log_mode=log_mode,
+                          unknown_columns=unknown_columns,
                           admin_token_file=str(admin_token_file) if admin_token_file else None,
                           feedback_token_file=str(feedback_token_file) if feedback_token_file else None)
     champion = _preflight(gw)

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from monitoring.prediction_log import LabelConflict, LabelItem
 from serving.deps import GatewayDep, SettingsDep, require_feedback
 from serving.errors import count_invalid, documented, error_response
+from serving.request_ids import feedback_request_id
 from serving.schemas import FeedbackItem, FeedbackResponse
 from serving.validation import RequestRejected, canonical_label, short_value, within
 
@@ -60,12 +61,13 @@ async def feedback(body: FeedbackItem | list[FeedbackItem], request: Request, ga
     def check(value, where: str):
         return numeric_label(value, where) if model.regression else canonical_label(value, classes, where)
 
+    key = request.headers.get(settings.sticky_header)  # a bare client id is namespaced as /predict did
     labelled = [
-        LabelItem(item.request_id, [check(v, f"item {n} row {i}") for i, v in enumerate(item.all_labels())],
-                  item.overwrite)
+        LabelItem(feedback_request_id(item.request_id, key, settings.namespace_secret),
+                  [check(v, f"item {n} row {i}") for i, v in enumerate(item.all_labels())], item.overwrite)
         for n, item in enumerate(items)
     ]
-    await gateway.shadow_settled([item.request_id for item in items])
+    await gateway.shadow_settled([item.request_id for item in labelled])
     try:
         result = await run_in_threadpool(gateway.feedback, labelled)
     except KeyError as exc:
