@@ -656,15 +656,36 @@ def apply_feedback(
         raise KeyError(f"unknown request_id {request_id!r}: no logged prediction has it") from None
 
 
-def erase_old_inputs(engine: Engine, older_than: float) -> int:
+RETENTION_BATCH_ROWS = 10_000  # rows per retention transaction: short locks on a log that gateways keep writing
+
+
+def erase_old_inputs(engine: Engine, older_than: float, *, batch_rows: int = RETENTION_BATCH_ROWS) -> int:
     """Replace the logged inputs of rows older than ``older_than`` (unix seconds) by ``null``; returns how many.
 
     The input retention of the log: labels, predictions and latencies stay (the judge's history), the feature
-    values do not."""
-    with engine.begin() as conn:
-        result = conn.execute(predictions.update().where(predictions.c.ts < older_than,
-                                                         predictions.c.inputs != "null").values(inputs="null"))
-    return result.rowcount
+    values do not. In transactions of ``batch_rows`` rows, so a first run over millions of rows never holds one
+    long lock against the gateways' inserts."""
+    old = sa.select(predictions.c.id).where(predictions.c.ts < older_than, predictions.c.inputs != "null")
+    return _in_batches(engine, lambda ids: predictions.update().where(predictions.c.id.in_(ids))
+                       .values(inputs="null"), old, batch_rows)
+
+
+def delete_old_rows(engine: Engine, older_than: float, *, batch_rows: int = RETENTION_BATCH_ROWS) -> int:
+    """Delete the logged rows older than ``older_than`` (unix seconds), ``batch_rows`` per transaction; returns how
+    many. The row retention of the log (``nasops db prune``): without it the table only grows (1 M rows ~ 0.4 GB)."""
+    old = sa.select(predictions.c.id).where(predictions.c.ts < older_than)
+    return _in_batches(engine, lambda ids: predictions.delete().where(predictions.c.id.in_(ids)), old, batch_rows)
+
+
+def _in_batches(engine: Engine, statement: Callable[[Any], Any], selection: sa.Select, batch_rows: int) -> int:
+    total = 0
+    while True:
+        ids = selection.order_by(predictions.c.id).limit(batch_rows).scalar_subquery()
+        with engine.begin() as conn:
+            done = conn.execute(statement(ids)).rowcount
+        total += done
+        if done < batch_rows:
+            return total
 
 
 def read_predictions(

@@ -161,3 +161,36 @@ def test_the_journal_directory_defaults_beside_a_sqlite_log_else_under_the_home(
     assert settings.journal_directory() == str(expected)
     assert GatewaySettings(tracking_uri="sqlite:///u.db", prediction_log_url=value.format(tmp=tmp_path),
                            log_journal_dir="/j").journal_directory() == "/j"
+
+
+def test_db_prune_deletes_old_rows_and_erases_older_inputs_in_batches(tmp_path, monkeypatch, capsys):
+    """Retention (issue 25, finding 8): rows older than --days go, inputs older than --inputs-days are erased."""
+    from support_cli import console_main
+
+    from monitoring.prediction_log import delete_old_rows
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = create_log_engine(url)
+    now = time.time()
+    for age_days in (40, 20, 1):
+        insert_rows(engine, rows(f"age-{age_days}", 3, ts=now - age_days * 86400.0))
+    code, out, err = console_main(monkeypatch, capsys, "db", "prune", "--days", "30", "--inputs-days", "7",
+                                  "--prediction-log-url", url)
+    assert code == 0, err
+    assert "deleted 3 row(s) logged more than 30 day(s) ago" in out and "erased the inputs of 3 row(s)" in out
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(predictions.c.request_id, predictions.c.inputs)).all()
+    assert sorted(left) == [("age-1", "[1.0]")] * 3 + [("age-20", "null")] * 3
+    assert delete_old_rows(engine, now, batch_rows=2) == 6  # several batches: every old row, none twice
+    engine.dispose()
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "inf"])
+def test_db_prune_refuses_a_bad_number_of_days_in_one_line(tmp_path, monkeypatch, capsys, value):
+    from support_cli import console_main
+
+    code, _, err = console_main(monkeypatch, capsys, "db", "prune", "--days", value, "--prediction-log-url",
+                                  f"sqlite:///{tmp_path / 'log.db'}")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "--days must be a positive number of days" in lines[0], err
+    assert not (tmp_path / "log.db").exists()
