@@ -406,7 +406,7 @@ class PredictionLogWriter:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
-        if self.journal.rows:
+        if self.journal.rows and not self._thread.is_alive():  # never beside a replay still running
             self._next_try = 0.0
             self._replay()
         self.journal.close()
@@ -458,7 +458,8 @@ class PredictionLogWriter:
     def _spill(self, batch: list[dict]) -> None:
         try:
             kept = self.journal.spill(batch)
-        except OSError:  # the journal's disk is full or gone: the rows are lost, and counted
+        except (OSError, TypeError, ValueError):  # its disk is full or gone, or a row is not JSON: lost, and counted
+            log.exception("journaling %d prediction log row(s) failed; they are lost", len(batch))
             kept = False
         self._observe("spilled" if kept else "dropped", len(batch))
         self._observe("depth", self.journal.rows)
