@@ -185,12 +185,18 @@ def test_db_prune_deletes_old_rows_and_erases_older_inputs_in_batches(tmp_path, 
     engine.dispose()
 
 
-@pytest.mark.parametrize("value", ["abc", "-3", "inf"])
-def test_db_prune_refuses_a_bad_number_of_days_in_one_line(tmp_path, monkeypatch, capsys, value):
+def test_db_prune_refuses_a_bad_number_of_days_in_one_line(tmp_path, monkeypatch, capsys):
     from support_cli import console_main
 
-    code, _, err = console_main(monkeypatch, capsys, "db", "prune", "--days", value, "--prediction-log-url",
-                                  f"sqlite:///{tmp_path / 'log.db'}")
+    from pipelines.cli.db import _days
+    from pipelines.errors import UserError
+
+    code, _, err = console_main(monkeypatch, capsys, "db", "prune", "--days", "abc", "--prediction-log-url",
+                                f"sqlite:///{tmp_path / 'log.db'}")
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "--days must be a positive number of days" in lines[0], err
     assert not (tmp_path / "log.db").exists()
+    for value in ("0", "-3", "nan", "inf"):
+        with pytest.raises(UserError, match="--inputs-days must be a positive number of days"):
+            _days(value, "--inputs-days")
+    assert _days("0.5", "--days") == 0.5
