@@ -34,7 +34,8 @@ predictions = sa.Table(
     metadata,
     # 64-bit on PostgreSQL (BIGSERIAL); SQLite's INTEGER PRIMARY KEY (the rowid) is 64-bit already
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(128), nullable=False, index=True),
+    # looked up by the unique index below, which leads with it (schema 0005 dropped its own index)
+    sa.Column("request_id", sa.String(128), nullable=False),
     sa.Column("row", sa.Integer, nullable=False),
     sa.Column("ts", sa.Float, nullable=False, index=True),
     # champion, challenger, or a shadow alias name (MLflow allows 255 characters). PostgreSQL enforces the length,

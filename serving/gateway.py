@@ -388,6 +388,7 @@ class Gateway:
             "load_errors": dict(self.load_errors),
             "shadow_in_flight": len(self._shadow_tasks),
             "prediction_log_errors": self.log_writer.errors,
+            "prediction_log_journal_rows": self.log_writer.spilled_rows,  # waiting for the database to return
             "rollout": self.rollouts.describe(),
         }
 
