@@ -39,6 +39,10 @@ ROLLOUT_INTERVAL = "nasops_rollout_interval_seconds"
 PRESENCE_GAUGES = (MODEL_INFO,)  # 1 while present; a series at 0 is one that was dropped (drop_series)
 IGNORED_COLUMNS_TOTAL = "nasops_ignored_columns_total"
 UNSEEN_VALUES_TOTAL = "nasops_unseen_values_total"
+LOG_WRITE_FAILURES_TOTAL = "nasops_log_write_failures_total"
+LOG_SPILLED_ROWS_TOTAL = "nasops_log_spilled_rows_total"
+LOG_DROPPED_ROWS_TOTAL = "nasops_log_dropped_rows_total"
+LOG_SPILL_DEPTH = "nasops_log_spill_depth_rows"
 
 # Latency buckets in seconds: sub-millisecond model calls up to multi-second stalls.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -80,13 +84,17 @@ class GatewayMetrics:
     rollout_interval: Gauge
     ignored_columns: Counter
     unseen_values: Counter
+    log_write_failures: Counter
+    log_spilled: Counter
+    log_dropped: Counter
+    log_spill_depth: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
         """New metric objects on ``registry`` (a fresh one by default)."""
         reg = registry if registry is not None else CollectorRegistry(auto_describe=True)
         return cls(registry=reg, **_answer_metrics(reg), **_label_metrics(reg), **_state_metrics(reg),
-                   **_rollout_metrics(reg))
+                   **_rollout_metrics(reg), **_log_metrics(reg))
 
 
 def _answer_metrics(reg: CollectorRegistry) -> dict:
@@ -212,6 +220,28 @@ def drop_series(gauge: Gauge, *labelvalues: str) -> None:
         return
     with contextlib.suppress(KeyError):
         gauge.remove(*labelvalues)
+
+
+def _log_metrics(reg: CollectorRegistry) -> dict:
+    """The prediction log's writer: failed commits, rows journaled while the database is away, rows lost."""
+    return dict(
+        log_write_failures=Counter(
+            LOG_WRITE_FAILURES_TOTAL, "Prediction log commits that failed (each retry of the journal counts): the "
+            "database is away or refused a batch.", ["model"], registry=reg,
+        ),
+        log_spilled=Counter(
+            LOG_SPILLED_ROWS_TOTAL, "Prediction log rows written to the local journal because the database did not "
+            "take them (replayed in order when it returns).", ["model"], registry=reg,
+        ),
+        log_dropped=Counter(
+            LOG_DROPPED_ROWS_TOTAL, "Prediction log rows lost: the journal was full (its bound), its disk failed, or "
+            "the database refused the rows for their content.", ["model"], registry=reg,
+        ),
+        log_spill_depth=Gauge(
+            LOG_SPILL_DEPTH, "Rows waiting in the prediction log's local journal for the database (0: none).",
+            ["model"], registry=reg, multiprocess_mode="livesum",
+        ),
+    )
 
 
 def render_latest(registry: CollectorRegistry) -> bytes:

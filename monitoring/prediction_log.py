@@ -11,6 +11,7 @@ import collections
 import hashlib
 import itertools
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +23,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from monitoring.log_journal import LogJournal
+
+log = logging.getLogger("nasops.prediction_log")
+
 metadata = sa.MetaData()
 
 predictions = sa.Table(
@@ -29,7 +34,8 @@ predictions = sa.Table(
     metadata,
     # 64-bit on PostgreSQL (BIGSERIAL); SQLite's INTEGER PRIMARY KEY (the rowid) is 64-bit already
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(128), nullable=False, index=True),
+    # looked up by the unique index below, which leads with it (schema 0005 dropped its own index)
+    sa.Column("request_id", sa.String(128), nullable=False),
     sa.Column("row", sa.Integer, nullable=False),
     sa.Column("ts", sa.Float, nullable=False, index=True),
     # champion, challenger, or a shadow alias name (MLflow allows 255 characters). PostgreSQL enforces the length,
@@ -51,6 +57,8 @@ predictions = sa.Table(
     sa.Column("model_name", sa.String(255), nullable=True),
     sa.Column("instance", sa.String(64), nullable=True),
     sa.Index("ix_predictions_model_name_ts", "model_name", "ts"),
+    # schema 0005: a replayed batch (its first commit succeeded, the acknowledgement was lost) is not stored twice
+    sa.Index("uq_predictions_request_row_variant_ts", "request_id", "row", "variant", "ts", unique=True),
 )
 
 ROW_STATUSES = ("ok", "error", "fallback", "timeout")
@@ -301,27 +309,47 @@ def prediction_rows(
 
 
 class PredictionLogWriter:
-    """Appends rows from a background thread in batches; :meth:`flush` waits until everything queued is stored.
+    """Appends rows from a background thread in batches; :meth:`flush` waits until everything queued is handled.
 
     The request path only appends to a deque (atomic under the GIL: no lock, no wake-up of the writer), and the
     writer wakes every ``interval_s`` to drain it. A ``queue.Queue`` here cost a condition-variable notify per
     request and a writer thread polling every 5 ms, both fighting the event loop for the GIL (``py-spy`` on the
     serving benchmark: ~17 % of the event loop's samples in ``Queue.put``). Loss on ``kill -9``: what was appended
     within the last ``interval_s`` (plus one commit in flight), as before.
+
+    A batch the database cannot take (it is restarting, unreachable, locked) goes to the :class:`LogJournal`
+    (a bounded local file, see :mod:`monitoring.log_journal`), and so does every later batch until the journal has
+    been replayed: retries back off exponentially (``backoff_s`` doubling up to ``max_backoff_s``), rows keep
+    their order, and a replayed batch whose commit had succeeded before its acknowledgement was lost is not
+    stored twice (:func:`insert_rows` ignores rows already there). A batch the database refuses for its content
+    (a constraint, a bad value) is dropped and counted, as before: retrying it could never succeed.
+    ``observe(event, n)`` is told ``failure`` (a failed commit), ``spilled``, ``dropped`` (rows) and ``depth``
+    (rows in the journal), for the gateway's metrics.
     """
 
-    def __init__(self, engine: Engine, *, batch_size: int = 256, interval_s: float = 0.05) -> None:
+    def __init__(self, engine: Engine, *, batch_size: int = 256, interval_s: float = 0.05,
+                 journal: LogJournal | None = None, backoff_s: float = 0.1, max_backoff_s: float = 2.0,
+                 observe: Callable[[str, int], None] | None = None) -> None:
         self.engine = engine
         self.batch_size = batch_size
         self.interval_s = interval_s
+        self.journal = journal if journal is not None else LogJournal()
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self._delay = 0.0  # the current retry delay (0: the database answered the last commit)
+        self._next_try = 0.0  # monotonic time of the next replay attempt
+        self._observe = observe or (lambda event, n: None)
         self._items: collections.deque = collections.deque()
         self._appended = itertools.count(1)  # next() is atomic in CPython: a lock-free append counter
         self._last_ticket = 0
-        self._committed = 0  # items taken from the deque and handled (stored, or counted as an error)
+        self._committed = 0  # items taken from the deque and handled (stored, journaled, or counted as an error)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._done = threading.Condition()
         self.errors = 0
+        if self.journal.rows:  # left by a process that died: replayed first, before any new row
+            log.warning("replaying %d prediction log row(s) journaled by an earlier gateway process",
+                        self.journal.rows)
+            self._observe("depth", self.journal.rows)
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
 
@@ -344,17 +372,23 @@ class PredictionLogWriter:
         """Items appended and not yet handled by the writer."""
         return len(self._items)
 
+    @property
+    def spilled_rows(self) -> int:
+        """Rows waiting in the journal for the database to return."""
+        return self.journal.rows
+
     def write(self, rows: list[dict]) -> None:
         """Commit ``rows`` now, on the caller's thread (the log's synchronous mode); raises when the commit fails."""
         try:
-            with self.engine.begin() as conn:
-                conn.execute(predictions.insert(), rows)
+            insert_rows(self.engine, rows)
         except Exception:
             self.errors += 1
+            self._observe("failure", 1)
             raise
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Block until every row appended before this call is committed (or ``timeout``); True when it is."""
+        """Block until every row appended before this call is handled: committed, or journaled while the database
+        is away (or ``timeout``); True when it is."""
         deadline = time.monotonic() + timeout
         target = self._last_ticket  # how many items were appended before this call
         self._wake.set()
@@ -367,10 +401,16 @@ class PredictionLogWriter:
         return True
 
     def close(self) -> None:
+        """Flush, try the journal's replay once more, and stop; rows still journaled stay on disk for the next
+        process (a journal directory) to replay."""
         self.flush()
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
+        if self.journal.rows and not self._thread.is_alive():  # never beside a replay still running
+            self._next_try = 0.0
+            self._replay()
+        self.journal.close()
 
     def _run(self) -> None:
         while True:
@@ -378,6 +418,8 @@ class PredictionLogWriter:
             if not self._items:
                 if stopping:
                     return
+                if self.journal.rows:
+                    self._replay()  # the database may be back: drain the backlog even without new rows
                 self._wake.wait(self.interval_s)
                 self._wake.clear()
                 continue
@@ -388,10 +430,11 @@ class PredictionLogWriter:
                 batch: list[dict] = []
                 for item in items:
                     batch.extend(item if isinstance(item, list) else item[0](**item[1]))
-                with self.engine.begin() as conn:
-                    conn.execute(predictions.insert(), batch)
-            except Exception:  # keep serving: a lost log batch must never take the gateway down
+            except Exception:  # a row that cannot be built is never stored: count it, keep serving
                 self.errors += 1
+                batch = []
+            if batch:
+                self._store(batch)
             with self._done:
                 self._committed += len(items)
                 self._done.notify_all()
@@ -399,6 +442,80 @@ class PredictionLogWriter:
                 # Gather for one interval before the next commit: one commit per batch, not per request.
                 self._wake.wait(self.interval_s)
                 self._wake.clear()
+
+    def _store(self, batch: list[dict]) -> None:
+        """Commit ``batch`` after the journal's backlog (order kept), or journal it while the database is away."""
+        if not self.journal.rows or self._replay():
+            try:
+                insert_rows(self.engine, batch)
+                return
+            except Exception as exc:  # keep serving: a log write must never take the gateway down
+                self._failed(exc)
+                if not _transient(exc):
+                    self._observe("dropped", len(batch))
+                    return
+        self._spill(batch)
+
+    def _spill(self, batch: list[dict]) -> None:
+        try:
+            kept = self.journal.spill(batch)
+        except (OSError, TypeError, ValueError):  # its disk is full or gone, or a row is not JSON: lost, and counted
+            log.exception("journaling %d prediction log row(s) failed; they are lost", len(batch))
+            kept = False
+        self._observe("spilled" if kept else "dropped", len(batch))
+        self._observe("depth", self.journal.rows)
+
+    def _replay(self) -> bool:
+        """Store the journal's batches in order (when the backoff allows); True when it is empty afterwards."""
+        if time.monotonic() < self._next_try:
+            return False
+        try:
+            for batch in self.journal.batches():
+                try:
+                    insert_rows(self.engine, batch)
+                except Exception as exc:
+                    if _transient(exc):
+                        raise
+                    self._failed(exc)  # refused for its content: it never will be stored
+                    self._observe("dropped", len(batch))
+        except Exception as exc:
+            self._failed(exc)
+            self._delay = min(self.max_backoff_s, max(self.backoff_s, 2 * self._delay))
+            self._next_try = time.monotonic() + self._delay
+            return False
+        self.journal.clear()
+        self._delay, self._next_try = 0.0, 0.0
+        self._observe("depth", 0)
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        self._observe("failure", 1)
+        if not self._delay:  # once per outage, not per retry
+            log.warning("prediction log write failed (%s); journaling rows until the database answers",
+                        " ".join(str(getattr(exc, "orig", None) or exc).split())[:200])
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure worth retrying: the database is away or busy (not a row it refuses for its content)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or exc.connection_invalidated
+    return isinstance(exc, sa.exc.TimeoutError | OSError)
+
+
+def insert_rows(engine: Engine, rows: list[dict]) -> None:
+    """Insert ``rows`` in one transaction, skipping any already stored (same request id, row, variant and time:
+    a replayed batch whose first commit succeeded). Needs the unique index of schema 0005."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement = pg_insert(predictions).on_conflict_do_nothing()
+    elif engine.dialect.name == "sqlite":
+        statement = predictions.insert().prefix_with("OR IGNORE")
+    else:
+        statement = predictions.insert()
+    with engine.begin() as conn:
+        conn.execute(statement, rows)
 
 
 def _same_label(prediction_json: str | None, label: Any) -> bool | None:
@@ -541,15 +658,36 @@ def apply_feedback(
         raise KeyError(f"unknown request_id {request_id!r}: no logged prediction has it") from None
 
 
-def erase_old_inputs(engine: Engine, older_than: float) -> int:
+RETENTION_BATCH_ROWS = 10_000  # rows per retention transaction: short locks on a log that gateways keep writing
+
+
+def erase_old_inputs(engine: Engine, older_than: float, *, batch_rows: int = RETENTION_BATCH_ROWS) -> int:
     """Replace the logged inputs of rows older than ``older_than`` (unix seconds) by ``null``; returns how many.
 
     The input retention of the log: labels, predictions and latencies stay (the judge's history), the feature
-    values do not."""
-    with engine.begin() as conn:
-        result = conn.execute(predictions.update().where(predictions.c.ts < older_than,
-                                                         predictions.c.inputs != "null").values(inputs="null"))
-    return result.rowcount
+    values do not. In transactions of ``batch_rows`` rows, so a first run over millions of rows never holds one
+    long lock against the gateways' inserts."""
+    old = sa.select(predictions.c.id).where(predictions.c.ts < older_than, predictions.c.inputs != "null")
+    return _in_batches(engine, lambda ids: predictions.update().where(predictions.c.id.in_(ids))
+                       .values(inputs="null"), old, batch_rows)
+
+
+def delete_old_rows(engine: Engine, older_than: float, *, batch_rows: int = RETENTION_BATCH_ROWS) -> int:
+    """Delete the logged rows older than ``older_than`` (unix seconds), ``batch_rows`` per transaction; returns how
+    many. The row retention of the log (``nasops db prune``): without it the table only grows (1 M rows ~ 0.4 GB)."""
+    old = sa.select(predictions.c.id).where(predictions.c.ts < older_than)
+    return _in_batches(engine, lambda ids: predictions.delete().where(predictions.c.id.in_(ids)), old, batch_rows)
+
+
+def _in_batches(engine: Engine, statement: Callable[[Any], Any], selection: sa.Select, batch_rows: int) -> int:
+    total = 0
+    while True:
+        ids = selection.order_by(predictions.c.id).limit(batch_rows).scalar_subquery()
+        with engine.begin() as conn:
+            done = conn.execute(statement(ids)).rowcount
+        total += done
+        if done < batch_rows:
+            return total
 
 
 def read_predictions(

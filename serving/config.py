@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from monitoring.core.enums import Mode
 from monitoring.core.settings import Settings
+from monitoring.log_journal import JournalBound
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
 from serving.tokens import check_token, read_token_file
 
@@ -67,6 +68,12 @@ class GatewaySettings(BaseSettings):
         default="batched", description="batched: rows are committed in the background every log_interval_s (a "
         "hard kill loses at most the last interval); sync: every served row is committed before the answer")
     log_interval_s: float = Field(default=0.05, gt=0, le=5, description="batched mode: longest wait before a commit")
+    log_journal_dir: str | None = Field(
+        default=None, description="where rows wait (one file per worker) while the prediction log's database is "
+        "away, replayed in order when it returns (None: log-journal beside a SQLite log, else under NASOPS_HOME)")
+    log_journal_max_rows: int = Field(default=1_000_000, ge=1, description="most rows the journal holds; later "
+                                      "batches are dropped and counted in nasops_log_dropped_rows_total")
+    log_journal_max_mb: float = Field(default=512.0, gt=0, description="most megabytes the journal holds (per worker)")
     log_inputs: Literal["raw", "hash"] = Field(
         default="raw", description="raw: log the feature values (drift detection needs them); hash: a SHA-256 "
         "of each row instead (rows of a model fault are kept raw for diagnosis)")
@@ -185,6 +192,27 @@ class GatewaySettings(BaseSettings):
     def namespace_secret(self) -> bytes:
         """The key of client request-id namespaces (:mod:`serving.request_ids`)."""
         return (self.request_id_secret or self.feedback_token or "").encode()
+
+    def journal_directory(self) -> str | None:
+        """The prediction log's spill journal: ``log_journal_dir``, else ``log-journal`` beside a SQLite log file,
+        else under ``$NASOPS_HOME`` (where a restarted gateway finds what a crashed one left); None: in memory
+        (an in-memory SQLite log)."""
+        if self.log_journal_dir is not None:
+            return self.log_journal_dir
+        from pathlib import Path
+
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.prediction_log_url)
+        if url.get_backend_name() != "sqlite":
+            return str(Settings().home_path / "log-journal")
+        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+            return None
+        return str(Path(url.database).expanduser().parent / "log-journal")
+
+    def journal_bound(self) -> JournalBound:
+        """The journal's bound in rows and bytes (per worker process)."""
+        return JournalBound(self.log_journal_max_rows, int(self.log_journal_max_mb * 1024 * 1024))
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``NASOPS_GATEWAY_*`` variables (how a launcher hands them to worker processes)."""

@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitoring.vocabulary import CHAMPION
@@ -20,6 +21,7 @@ from serving.validation import RequestRejected, describe_validation_error, expec
 log = logging.getLogger("nasops.gateway")
 
 SCHEMA_HINT = "see the OpenAPI schema at /docs"
+DB_RETRY_AFTER_S = 5  # seconds a client waits before retrying while the log's database is away (a restart's order)
 
 HTTP_HINTS = {
     404: "see the OpenAPI schema at /docs for the routes",
@@ -142,6 +144,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "the prediction log cannot be written, so no answer is given (sync log mode)",
                               "retry later; the gateway log says why the database refused the write")
 
+    async def on_database_error(request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
+        # /feedback (and the admin reads) go to the log's database on the request path: while it is away, say so
+        # in the error envelope, with when to retry, never a plain-text 500 with a traceback.
+        cause = " ".join(str(exc.orig or exc).split())[:300]
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or exc.connection_invalidated:
+            log.error("answered 503, the prediction log's database is unavailable: %s", cause)
+            return error_response(503, "the prediction log's database is unavailable", "retry after the Retry-After "
+                                  "seconds; nothing was applied (the gateway log says why the database refused)",
+                                  headers={"Retry-After": str(DB_RETRY_AFTER_S)})
+        log.error("answered 500, the prediction log's database refused the request: %s", cause)
+        return error_response(500, "the prediction log's database refused this request", "nothing was applied; "
+                              "the gateway log says why")
+
     async def on_rollout_controlled(request: Request, exc: RolloutControlled) -> JSONResponse:
         return error_response(409, f"{exc}, so the admin API does not change it",
                               "steer the rollout with `nasops canary pause|resume|promote|abort`; every worker and "
@@ -155,3 +170,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ChampionTimedOut, on_champion_timed_out)
     app.add_exception_handler(LogUnavailable, on_log_unavailable)
     app.add_exception_handler(RolloutControlled, on_rollout_controlled)
+    app.add_exception_handler(sa_exc.DBAPIError, on_database_error)

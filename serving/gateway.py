@@ -28,6 +28,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from monitoring.core.enums import Mode, Phase
+from monitoring.log_journal import LogJournal
 from monitoring.metrics import GatewayMetrics, drop_series
 from monitoring.prediction_log import (
     FeedbackResult,
@@ -125,7 +126,9 @@ class Gateway:
         self._shadow_by_request: dict[str, list[asyncio.Task]] = {}
         ensure_sqlite_dir(settings.prediction_log_url)  # the one place the gateway writes: create it here
         self.log_engine = create_log_engine(settings.prediction_log_url, durable=settings.log_mode == "sync")
-        self.log_writer = PredictionLogWriter(self.log_engine, interval_s=settings.log_interval_s)
+        journal = LogJournal(settings.journal_directory(), settings.journal_bound())  # rows kept while the DB is away
+        self.log_writer = PredictionLogWriter(self.log_engine, interval_s=settings.log_interval_s, journal=journal,
+                                              observe=self._observe_log)
         self._worker = str(os.getpid())
         self._started_at = time.time()
         store = RolloutStore(self.log_engine if settings.follow_rollouts else private_store_engine())
@@ -158,6 +161,15 @@ class Gateway:
                     "`nasops canary abort`%s", self._default_split.mode, 100 * self._default_split.weight, kind,
                     current.rollout_id, current.mode, 100 * current.weight,
                     " or POST /admin/weight 0" if current.manual else "")
+
+    def _observe_log(self, event: str, n: int) -> None:
+        """The log writer's events as metrics (failed commits, rows journaled or lost, journal depth)."""
+        m, model = self.metrics, self.settings.model_name
+        if event == "depth":
+            m.log_spill_depth.labels(model).set(n)
+        else:
+            {"failure": m.log_write_failures, "spilled": m.log_spilled, "dropped": m.log_dropped}[event].labels(
+                model).inc(n)
 
     def erase_expired_inputs(self) -> int:
         """Erase logged inputs older than ``input_retention_days`` (run at start and then hourly)."""
@@ -388,6 +400,7 @@ class Gateway:
             "load_errors": dict(self.load_errors),
             "shadow_in_flight": len(self._shadow_tasks),
             "prediction_log_errors": self.log_writer.errors,
+            "prediction_log_journal_rows": self.log_writer.spilled_rows,  # waiting for the database to return
             "rollout": self.rollouts.describe(),
         }
 

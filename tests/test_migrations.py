@@ -22,6 +22,7 @@ from monitoring.prediction_log import (
     PredictionLogWriter,
     check_log_store,
     create_log_engine,
+    insert_rows,
     log_engine,
     prediction_rows,
     predictions,
@@ -189,7 +190,8 @@ def test_a_previous_release_database_is_refused_then_upgraded_in_place(new_db, m
     assert code == 2 and len(lines) == 1 and "nasops db upgrade" in lines[0], err
 
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "unversioned" in out and "pending  0001, 0002, 0003, 0004: run `nasops db upgrade`" in out
+    assert code == 0 and "unversioned" in out
+    assert "pending  0001, 0002, 0003, 0004, 0005: run `nasops db upgrade`" in out
     code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0, err
     assert f"upgraded 0001 (unversioned tables of a release before schema versions) -> {HEAD}" in out
@@ -241,7 +243,7 @@ def test_a_0002_database_gets_the_compute_time_column(new_db, monkeypatch, capsy
     with pytest.raises(SchemaOutOfDate, match=f"at schema revision 0002, and this nasops needs {HEAD}"):
         create_log_engine(url)
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "pending  0003, 0004: run `nasops db upgrade`" in out
+    assert code == 0 and "pending  0003, 0004, 0005: run `nasops db upgrade`" in out
     code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0 and f"upgraded 0002 -> {HEAD}" in out, err
     state = snapshot(url)
@@ -327,7 +329,7 @@ def test_an_older_versioned_revision_is_refused_and_upgraded_from_there(tmp_path
     check_log_store(url, schema=False)  # reachable: what `nasops db` checks before it looks at the schema
     check_log_store(f"sqlite:///{tmp_path / 'new.db'}")  # a new file is no refusal: it is created at head
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "current  0001\n" in out and "pending  0002, 0003, 0004: run `nasops db upgrade`" in out
+    assert code == 0 and "current  0001\n" in out and "pending  0002, 0003, 0004, 0005: run `nasops db upgrade`" in out
     code, out, _ = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0 and f"upgraded 0001 -> {HEAD}" in out
     create_log_engine(url).dispose()
@@ -412,4 +414,32 @@ def test_a_0003_database_gets_the_model_and_instance_columns(new_db, monkeypatch
     assert set(credit.request_id) == {"r-credit", *read_predictions(engine).request_id[:5]}  # its own + legacy
     assert "r-churn" not in set(credit.request_id) and credit.set_index("request_id").loc["r-credit", "instance"] \
         == "gw-credit"
+    engine.dispose()
+
+
+def test_a_0004_database_gets_the_replay_key_and_its_duplicates_are_removed(new_db, monkeypatch, capsys):
+    """Revision 0005 (issue 25, a log that loses nothing): a unique (request id, row, variant, time) index, so a
+    journal's replay of a batch already committed stores nothing twice; exact duplicates already there are removed
+    (the oldest kept, and said), and a client reusing its request id later still gets its rows logged."""
+    url = new_db()
+    build_previous_release(url, n_predictions=3)
+    upgrade_to(url, "0004")
+    table = previous_release.tables().tables["predictions"]
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # r1 twice, as a bulk copy could have left it
+        conn.execute(table.insert().from_select([c.name for c in table.columns if c.name != "id"], sa.select(
+            *[c for c in table.columns if c.name != "id"]).where(table.c.request_id == "r1")))
+    engine.dispose()
+    code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
+    assert code == 0 and f"upgraded 0004 -> {HEAD}" in out and "removed 1 duplicate prediction row" in out, err
+    assert snapshot(url)["predictions"]["indexes"]["uq_predictions_request_row_variant_ts"] == (
+        ("request_id", "row", "variant", "ts"), True, "")
+    assert [r[1] for r in previous_release_rows(url)] == ["r0", "r1", "r2"]
+    engine = create_log_engine(url)
+    batch = prediction_rows(request_id="r9", variant="champion", model_version="1", inputs=[[1.0], [2.0]],
+                            predictions_=[1, 0], probabilities=None, latency_ms=1.0, status="ok", ts=2000.0)
+    insert_rows(engine, batch)
+    insert_rows(engine, batch)  # replayed: its acknowledgement was lost
+    insert_rows(engine, [{**batch[0], "ts": 2001.0}])  # the same client id, a later request
+    assert read_predictions(engine).request_id.tolist() == ["r0", "r1", "r2", "r9", "r9", "r9"]
     engine.dispose()

@@ -1,8 +1,11 @@
-"""``nasops db status|upgrade``: the prediction-log database's schema revision (the prediction log and the rollout
-record), and its upgrade in place. The mechanism is :mod:`monitoring.schema`; this module only reports."""
+"""``nasops db status|upgrade|prune``: the prediction-log database's schema revision (the prediction log and the
+rollout record), its upgrade in place, and the log's retention. The mechanisms are :mod:`monitoring.schema` and
+:mod:`monitoring.prediction_log`; this module only reports."""
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 import typer
@@ -103,9 +106,49 @@ def upgrade(prediction_log_url: str | None = typer.Option(None, "--prediction-lo
         _say(f"upgraded {before.describe()} -> {schema.HEAD}")
 
 
+def _days(text: str, option: str) -> float:
+    """A positive, finite number of days, or the one-line refusal naming ``option``."""
+    try:
+        days = float(text)
+    except ValueError:
+        days = float("nan")
+    if not math.isfinite(days) or days <= 0:
+        raise UserError(f"{option} must be a positive number of days (e.g. 30 or 0.5), got {text!r}")
+    return days
+
+
+def prune(
+    days: str = typer.Option(..., "--days", help="delete logged rows older than this many days"),
+    inputs_days: str | None = typer.Option(None, "--inputs-days", help="also erase the raw inputs of rows older "
+                                           "than this many days (labels and predictions stay): sooner than --days"),
+    prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
+) -> None:
+    """Apply the log's retention: delete rows older than --days, erase raw inputs older than --inputs-days, in
+    batches of 10,000 rows (short transactions beside the gateways' writes). Run it daily (cron, a CronJob)."""
+    from monitoring.prediction_log import delete_old_rows, erase_old_inputs
+    from monitoring.schema import check_schema
+
+    rows_days = _days(days, "--days")
+    input_days = None if inputs_days is None else _days(inputs_days, "--inputs-days")
+    engine = _engine(prediction_log_url)
+    now = time.time()
+    try:
+        check_schema(engine)
+        deleted = delete_old_rows(engine, now - rows_days * 86400.0)
+        erased = None if input_days is None else erase_old_inputs(engine, now - input_days * 86400.0)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        engine.dispose()
+    _say(f"deleted {deleted} row(s) logged more than {rows_days:g} day(s) ago")
+    if erased is not None:
+        _say(f"erased the inputs of {erased} row(s) logged more than {input_days:g} day(s) ago")
+
+
 def register(app: typer.Typer) -> None:
-    db_app = typer.Typer(name="db", no_args_is_help=True, help="The prediction-log database's schema (the "
-                         "prediction log and the rollout record): status, upgrade.")
+    db_app = typer.Typer(name="db", no_args_is_help=True, help="The prediction-log database (the prediction "
+                         "log and the rollout record): schema status, upgrade, and retention (prune).")
     db_app.command("status")(status)
     db_app.command("upgrade")(upgrade)
+    db_app.command("prune")(prune)
     app.add_typer(db_app)
