@@ -151,10 +151,11 @@ def refuse_production_target(target: str | None) -> None:
 
 
 def wait_follows(url: str, rollout_id: str, timeout_s: float = 15.0) -> None:
-    """Wait until the gateway reports following ``rollout_id`` (it reads the same rollout store as we write)."""
+    """Wait until the gateway reports following ``rollout_id`` (it reads the same rollout store as we write). A
+    worker still loading what a first refresh registered (503; its sibling answered ready) is waited for too."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if ((gateway_ready(url) or {}).get("rollout") or {}).get("rollout_id") == rollout_id:
+        if ((gateway_ready(url, awaiting_champion=True) or {}).get("rollout") or {}).get("rollout_id") == rollout_id:
             return
         time.sleep(0.25)
     raise UserError(f"the gateway at {url} does not follow rollout {rollout_id}: it reads another rollout store. "
