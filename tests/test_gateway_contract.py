@@ -736,20 +736,17 @@ def test_the_token_bucket_refills_at_its_rate():
     assert bucket.take("k", now=0.6) == 0.0 and bucket.take("k", now=0.6) > 0
 
 
-@pytest.fixture(scope="module")
-def postgres():
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def shared_log(request, tmp_path) -> Iterator[str]:
+    """One prediction log for several gateways: a SQLite file, or a database on a real PostgreSQL server (started
+    for the one test that asks: a module-scoped server would pin this whole module to one xdist worker)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'log.db'}"
+        return
     from servers import start_postgres
 
     with start_postgres() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def shared_log(request, tmp_path) -> str:
-    """One prediction log for several gateways: a SQLite file, or a fresh database on a real PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'log.db'}"
-    return request.getfixturevalue("postgres").create_database(f"shared_log_{os.getpid()}")
+        yield server.url
 
 
 def test_two_models_sharing_one_log_each_judge_only_their_own_rows(tmp_path, shared_log):
