@@ -10,6 +10,12 @@ writes and the judge already reads, so a rollout needs no new store. Two tables:
 - ``nasops_rollout_events``: the append-only history (start, each judged interval, pause/resume/promote/abort, the
   decision), written in the same transaction as the row change it explains.
 
+Every rollout has a **target**: the name of the gateways it steers. Production gateways follow
+:data:`PRODUCTION_TARGET` (or the name their operator gives them); the private gateway of an embedded canary or a
+tournament follows ``embedded:<session>`` (:func:`embedded_target`), so a refresh run without a gateway URL beside a
+production gateway on the same database can never move production's split (issue 25, finding 2). One rollout per
+*model* is active at a time, whatever its target: both would move the same registry aliases.
+
 This module knows nothing of the judge or the registry: it stores and fences. The policy is in
 ``pipelines.control.controller``; the gateway's side is :class:`serving.rollout_follower.RolloutFollower`.
 """
@@ -30,11 +36,26 @@ from monitoring.core.enums import Decision, Mode, Phase
 from monitoring.prediction_log import create_log_engine
 from monitoring.schema import ensure_schema
 
-__all__ = ["ACTIVE_PHASES", "MANUAL_CONFIG", "TERMINAL_PHASES", "Rollout", "RolloutConflict", "RolloutStore",
-           "StaleRollout", "manual_end"]
+__all__ = ["ACTIVE_PHASES", "EMBEDDED_PREFIX", "MANUAL_CONFIG", "PRODUCTION_TARGET", "TERMINAL_PHASES", "Rollout",
+           "RolloutConflict", "RolloutStore", "StaleRollout", "embedded_target", "is_embedded", "manual_end"]
 
 ACTIVE_PHASES = ("shadow", "split", "paused")
 TERMINAL_PHASES = ("promoted", "rolled_back")
+PRODUCTION_TARGET = "production"
+"""The target of a gateway nobody named otherwise: the one callers use (and of every rollout before schema 0006)."""
+EMBEDDED_PREFIX = "embedded:"
+"""The namespace of private gateways (an embedded canary's, a tournament's): no production gateway follows it."""
+
+
+def embedded_target(session: str) -> str:
+    """The target of one private gateway session (``session``: an id unique to it)."""
+    return f"{EMBEDDED_PREFIX}{session}"
+
+
+def is_embedded(target: str) -> bool:
+    """Whether ``target`` names a private gateway (an embedded canary's), never one callers use."""
+    return target.startswith(EMBEDDED_PREFIX)
+
 
 metadata = sa.MetaData()
 
@@ -70,6 +91,9 @@ rollouts = sa.Table(
     sa.Column("history", sa.Text, nullable=False),
     sa.Column("last_verdict", sa.Text, nullable=True),
     sa.Column("model_ref", sa.Text, nullable=True),  # JSON: the model facts and drift reference (schema 0002)
+    # the gateways it steers (schema 0006): production's, or one embedded canary's private gateway
+    sa.Column("target", sa.String(255), nullable=False, default=PRODUCTION_TARGET,
+              server_default=PRODUCTION_TARGET),
 )
 # One active rollout per model, held by the database: two controllers starting one at the same moment cannot both
 # insert (a check-then-insert let them), and a decided rollout cannot be put back in an active phase beside another.
@@ -143,6 +167,7 @@ class Rollout:
     run_id: str | None = None
     data_path: str | None = None
     model_ref: dict | None = None
+    target: str = PRODUCTION_TARGET
 
     @property
     def terminal(self) -> bool:
@@ -220,14 +245,17 @@ class RolloutStore:
         """The newest rollout of ``model_name`` (active or not), every column."""
         return self._latest(model_name, rollouts.c)
 
-    def latest_routing(self, model_name: str) -> Rollout | None:
-        """The newest rollout of ``model_name`` without its :data:`HEAVY` columns (``history`` empty, ``model_ref``
-        None): what a gateway worker follows every poll. For routing only: never judge or report from it."""
-        return self._latest(model_name, ROUTING_COLUMNS)
+    def latest_routing(self, model_name: str, target: str | None = None) -> Rollout | None:
+        """The newest rollout of ``model_name`` steering ``target`` (None: any target) without its :data:`HEAVY`
+        columns (``history`` empty, ``model_ref`` None): what a gateway worker follows every poll. For routing
+        only: never judge or report from it."""
+        return self._latest(model_name, ROUTING_COLUMNS, target)
 
-    def _latest(self, model_name: str, columns: Any) -> Rollout | None:
+    def _latest(self, model_name: str, columns: Any, target: str | None = None) -> Rollout | None:
         query = (sa.select(*columns).where(rollouts.c.model_name == model_name)
                  .order_by(rollouts.c.created_at.desc(), rollouts.c.rollout_id.desc()).limit(1))
+        if target is not None:
+            query = query.where(rollouts.c.target == target)
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         return _row_to_rollout(row) if row else None
@@ -299,11 +327,13 @@ class RolloutStore:
     @staticmethod
     def _refuse_if_active(conn: Any, model_name: str) -> None:
         current = conn.execute(
-            sa.select(rollouts.c.rollout_id, rollouts.c.phase).where(rollouts.c.model_name == model_name)
+            sa.select(rollouts.c.rollout_id, rollouts.c.phase, rollouts.c.target)
+            .where(rollouts.c.model_name == model_name)
             .where(rollouts.c.phase.in_(ACTIVE_PHASES))
         ).first()
         if current is not None:
-            raise RolloutConflict(f"rollout {current.rollout_id} of {model_name!r} is still {current.phase}")
+            raise RolloutConflict(f"rollout {current.rollout_id} of {model_name!r} (target {current.target!r}) is "
+                                  f"still {current.phase}")
 
     def _raise_conflict(self, model_name: str) -> None:
         """After the unique index refused a write: :class:`RolloutConflict` naming the active rollout that won

@@ -30,7 +30,8 @@ __all__ = ["HEAD", "REVISIONS", "VERSION_TABLE", "SchemaOutOfDate", "SchemaStatu
            "schema_status", "upgrade"]
 
 VERSION_TABLE = "nasops_schema_version"
-REVISIONS = ("0001", "0002", "0003", "0004", "0005")  # oldest first; the last is head (tests check the scripts)
+# oldest first; the last is head (tests check it against the scripts)
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 HEAD = REVISIONS[-1]
 UNVERSIONED = "0001"  # the tables of the release before versions are revision 0001 without the version table
 OUR_TABLES = ("predictions", "nasops_rollouts", "nasops_rollout_events")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -82,13 +83,26 @@ class GatewayAdmin:
         self.close()
 
 
-def gateway_ready(url: str) -> dict:
-    """A running gateway's ``/readyz`` body (no token needed); a dead or unready gateway is a UserError."""
+def gateway_ready(url: str, *, awaiting_champion: bool = False) -> dict | None:
+    """A running gateway's ``/readyz`` body (no token needed); a dead or unready gateway is a UserError.
+
+    ``awaiting_champion``: the registry has no champion of the model yet (the first refresh on a fresh stack), so a
+    live gateway answering 503 is what it should answer: accepted (None), the refresh registers the first champion
+    and the hand-over waits for the gateway to load it (:func:`wait_ready`). A gateway that does not answer is
+    refused all the same."""
     try:
         response = httpx.get(f"{url}/readyz", timeout=5.0)
     except httpx.HTTPError as exc:
         raise UserError(f"cannot reach the gateway at {url} ({type(exc).__name__}); start it (`nasops serve`) or "
                         "fix the gateway URL") from None
+    return readiness(response, url, awaiting_champion=awaiting_champion)
+
+
+def readiness(response: httpx.Response, url: str, *, awaiting_champion: bool = False) -> dict | None:
+    """The decision on a gateway's ``/readyz`` answer (see :func:`gateway_ready`): its body when ready, None when
+    it waits for the first champion the caller is about to register, else a UserError naming why."""
+    if response.status_code == 503 and awaiting_champion:
+        return None
     if response.status_code != 200:
         try:
             why = response.json().get("error", "")
@@ -98,11 +112,50 @@ def gateway_ready(url: str) -> dict:
     return response.json()
 
 
+def wait_ready(url: str, *, admin_token: str | None = None, timeout_s: float = 60.0) -> dict:
+    """Wait until the gateway at ``url`` is ready, e.g. until it loads a champion and challenger the refresh has
+    just registered (it polls the registry's aliases every ``poll_interval_s``, 10 s by default); with the admin
+    token, ``POST /admin/reload`` asks it to load them now. Unreachable, or not ready in ``timeout_s``: UserError."""
+    if admin_token:
+        with contextlib.suppress(httpx.HTTPError):  # the wait below says what is wrong with the gateway
+            httpx.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {admin_token}"}, timeout=30.0)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = gateway_ready(url, awaiting_champion=time.monotonic() < deadline)
+        if body is not None:
+            return body
+        time.sleep(0.5)
+
+
+def rollout_target(ready: dict, url: str) -> str:
+    """The rollout target the gateway at ``url`` follows (its ``/readyz`` body): what a rollout started on it must
+    name. A private gateway's (an embedded canary's) is refused: a hand-over steers the gateways callers use."""
+    from monitoring.rollout_store import PRODUCTION_TARGET, is_embedded
+
+    target = str(ready.get("rollout_target") or PRODUCTION_TARGET)
+    if is_embedded(target):
+        raise UserError(f"the gateway at {url} is an embedded canary's private gateway (rollout target "
+                        f"{target!r}); start rollouts on the gateway callers use")
+    return target
+
+
+def refuse_production_target(target: str | None) -> None:
+    """An embedded canary publishes to its private gateway's namespace only: a target outside it (production's, or
+    any gateway callers use) would let a refresh without a gateway URL steer real traffic. One line, exit 2."""
+    from monitoring.rollout_store import is_embedded
+
+    if target is not None and not is_embedded(target):
+        raise UserError(f"an embedded canary cannot publish its rollout to {target!r}: that target is followed by "
+                        "gateways callers use; roll out there with `nasops refresh --gateway URL` or `nasops canary "
+                        "start`")
+
+
 def wait_follows(url: str, rollout_id: str, timeout_s: float = 15.0) -> None:
-    """Wait until the gateway reports following ``rollout_id`` (it reads the same rollout store as we write)."""
+    """Wait until the gateway reports following ``rollout_id`` (it reads the same rollout store as we write). A
+    worker still loading what a first refresh registered (503; its sibling answered ready) is waited for too."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if (gateway_ready(url).get("rollout") or {}).get("rollout_id") == rollout_id:
+        if ((gateway_ready(url, awaiting_champion=True) or {}).get("rollout") or {}).get("rollout_id") == rollout_id:
             return
         time.sleep(0.25)
     raise UserError(f"the gateway at {url} does not follow rollout {rollout_id}: it reads another rollout store. "

@@ -4,6 +4,11 @@ A session owns the whole life of one gateway: its settings (tracking store, mode
 this session), the process it runs in (its own, as in production: in the caller's process the gateway's request
 threads would share the GIL with the traffic and drift threads, and the judge would measure that contention as
 model latency), readiness, warm-up, traffic and reading back the prediction log.
+
+A session's gateway follows the rollouts of its own target, ``embedded:<session id>``
+(:func:`monitoring.rollout_store.embedded_target`), never ``production``: on a prediction-log database shared with
+production gateways, an embedded canary's rollout steers only this gateway, and production's rollouts do not steer
+it (issue 25, finding 2).
 """
 
 from __future__ import annotations
@@ -21,18 +26,21 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from monitoring.prediction_log import create_log_engine, read_predictions
+from monitoring.rollout_store import embedded_target
 from pipelines.gateway_admin import GatewayAdmin
 from pipelines.settings import Settings
 
 
 @dataclass
 class GatewaySession:
-    """A running private gateway: its URL, an admin client, the prediction log it writes to."""
+    """A running private gateway: its URL, an admin client, the prediction log it writes to, and the rollout
+    target it follows (the one a rollout meant for it must name)."""
 
     url: str
     admin: GatewayAdmin
     log_engine: Engine
     feedback_token: str
+    target: str
 
     def replay(self, x: np.ndarray, y: np.ndarray | None, **options: Any) -> Any:
         """Traffic at this gateway (see :func:`pipelines.replay.replay`); labels go to ``/feedback`` when ``y``."""
@@ -81,6 +89,7 @@ def gateway_session(
     log_url = prediction_log_url or Settings().prediction_log_url
     # Tokens made for this session (32 random bytes each): the admin API steers, /feedback labels.
     admin_token, feedback_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    target = embedded_target(secrets.token_hex(6))
     extra: dict[str, Any] = {}
     if shadow_max_in_flight is not None:
         extra["shadow_max_in_flight"] = shadow_max_in_flight
@@ -88,12 +97,12 @@ def gateway_session(
         tracking_uri=tracking_uri or mlflow.get_tracking_uri(), model_name=model_name, challenger_weight=weight,
         mode=mode,
         shadow_aliases=list(shadow_aliases), admin_token=admin_token, prediction_log_url=log_url, poll_interval_s=0,
-        challenger_timeout_s=challenger_timeout_s, feedback_token=feedback_token, **extra,
+        challenger_timeout_s=challenger_timeout_s, feedback_token=feedback_token, rollout_target=target, **extra,
     )
     engine = create_log_engine(log_url)
     try:
         with start_gateway(settings, mode="process", workers=workers) as gateway, \
                 GatewayAdmin(gateway.url, admin_token) as admin:
-            yield GatewaySession(gateway.url, admin, engine, feedback_token)
+            yield GatewaySession(gateway.url, admin, engine, feedback_token, target)
     finally:
         engine.dispose()

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from monitoring.core.enums import Mode
 from monitoring.core.settings import Settings
 from monitoring.log_journal import JournalBound
+from monitoring.rollout_store import PRODUCTION_TARGET
 from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
 from serving.tokens import check_token, read_token_file
 
@@ -86,6 +87,10 @@ class GatewaySettings(BaseSettings):
     follow_rollouts: bool = Field(
         default=True, description="apply the rollout record of model_name (in the prediction-log database) that a "
         "canary controller writes: every worker and replica follows the same split")
+    rollout_target: str = Field(
+        default=PRODUCTION_TARGET, min_length=1, max_length=255, description="the rollouts this gateway follows: those "
+        "started for this target (`production`: the gateway callers use; an embedded canary's private gateway "
+        "follows its own `embedded:<session>`, so it never steers this one)")
     rollout_poll_s: float = Field(default=1.0, gt=0, le=60, description="how often the rollout record is re-read")
     control_file: str | None = Field(
         default=None, description="JSON file through which worker processes pass on POST /admin/reload (set by the "

@@ -132,7 +132,8 @@ class Gateway:
         self._worker = str(os.getpid())
         self._started_at = time.time()
         store = RolloutStore(self.log_engine if settings.follow_rollouts else private_store_engine())
-        self.rollouts = RolloutFollower(store, settings.model_name, settings.rollout_poll_s, self._on_rollout)
+        self.rollouts = RolloutFollower(store, settings.model_name, settings.rollout_poll_s, self._on_rollout,
+                                        target=settings.rollout_target)
         self.metrics.challenger_weight.labels(self._model).set(self.effective_weight())
 
     # -- life cycle ---------------------------------------------------------------------------------------
@@ -374,7 +375,8 @@ class Gateway:
         follow within ``rollout_poll_s``)."""
         served = self.versions()
         versions = (served.get(CHAMPION) or "none", served.get(CHALLENGER) or "none")
-        record = steer(self.rollouts.store, self.settings.model_name, change, self._split, versions)
+        record = steer(self.rollouts.store, self.settings.model_name, change, self._split, versions,
+                       gateways=self.settings.rollout_target)
         if record is not None:
             self.rollouts.observe(record)
         return self._split

@@ -14,6 +14,7 @@ So there is one source of routing truth: every worker of every replica follows t
   From the start-up split (``nasops serve --weight``) a record is created and ended at once, so every worker
   follows the change. ``nasops canary abort`` ends one the same way (both write
   :func:`~monitoring.rollout_store.manual_end`).
+- A manual rollout steers the gateway's own target (``rollout_target``), like any rollout it follows.
 - :meth:`RolloutStore.create` refuses a new rollout while any is active, so a refresh's or ``nasops canary start``'s
   rollout is refused while a manual one is active: end it first (``/admin/weight`` 0, or ``nasops canary abort``).
 """
@@ -23,7 +24,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from monitoring.core.enums import Actor, Mode
-from monitoring.rollout_store import MANUAL_CONFIG, Rollout, RolloutConflict, RolloutStore, StaleRollout, manual_end
+from monitoring.rollout_store import (
+    MANUAL_CONFIG,
+    PRODUCTION_TARGET,
+    Rollout,
+    RolloutConflict,
+    RolloutStore,
+    StaleRollout,
+    manual_end,
+)
 from serving.routing import Split
 
 __all__ = ["MANUAL_CONFIG", "RolloutControlled", "is_manual", "steer"]
@@ -45,7 +54,7 @@ def _ended() -> dict:
 
 
 def _write(store: RolloutStore, model_name: str, active: Rollout | None, target: Split, current: Split,
-           versions: tuple[str, str]) -> Rollout | None:
+           versions: tuple[str, str], gateways: str) -> Rollout | None:
     """One attempt, given the active record read: the record that carries ``target`` (None: nothing to write)."""
     if active is not None and not is_manual(active):
         raise RolloutControlled(f"rollout {active.rollout_id} ({active.phase}) steers the split")
@@ -57,7 +66,7 @@ def _write(store: RolloutStore, model_name: str, active: Rollout | None, target:
             return None  # already what every worker applies
         created = store.create(model_name=model_name, champion_version=versions[0], challenger_version=versions[1],
                                mode=target.mode, weight=target.weight, config=dict(MANUAL_CONFIG),
-                               actor=Actor.OPERATOR)
+                               actor=Actor.OPERATOR, target=gateways)
         if not target.neutral:
             return created
         active = created
@@ -68,16 +77,22 @@ def _write(store: RolloutStore, model_name: str, active: Rollout | None, target:
 
 
 def steer(store: RolloutStore, model_name: str, change: Callable[[Split], Split], current: Split,
-          versions: tuple[str, str]) -> Rollout | None:
+          versions: tuple[str, str], *, gateways: str = PRODUCTION_TARGET) -> Rollout | None:
     """Apply ``change`` to the split now in force (the active manual rollout's, else ``current``) as a manual
-    rollout; returns the record written (None: nothing to write). Raises :class:`RolloutControlled` while a
-    controller's rollout is active."""
+    rollout of the ``gateways`` target; returns the record written (None: nothing to write). Raises
+    :class:`RolloutControlled` while a controller's rollout is active (another target's included: one rollout per
+    model is active at a time)."""
+    conflict: RolloutConflict | None = None
     for _ in range(RETRIES):
-        latest = store.latest_routing(model_name)  # the split is all this needs; the write changes only the split
+        latest = store.latest_routing(model_name, gateways)  # the split is all this needs
         active = latest if latest is not None and latest.active else None
         base = Split(Mode(active.mode), active.weight) if is_manual(active) else current
         try:
-            return _write(store, model_name, active, change(base), current, versions)
-        except (StaleRollout, RolloutConflict):
+            return _write(store, model_name, active, change(base), current, versions, gateways)
+        except StaleRollout:
             continue  # another worker or command wrote in between: read again
+        except RolloutConflict as exc:  # a race with another worker's start, or another target's rollout
+            conflict = exc
+    if conflict is not None:
+        raise RolloutControlled(str(conflict))
     raise RolloutControlled("the rollout record kept changing under this admin call; try again")

@@ -6,6 +6,10 @@ or the controller talks to. The record is the one routing source: a controller's
 one (``/admin/weight`` and ``/admin/mode`` write one, :mod:`serving.manual_rollout`). While a rollout is active its
 ``mode`` and ``weight`` are the split; when it ends, the challenger's weight is 0 and, after a promotion, the
 worker re-reads the aliases the controller moved.
+
+A worker follows only the rollouts of its **target** (``rollout_target``: ``production`` unless its operator names
+another): an embedded canary's rollout on the same database steers its own private gateway (``embedded:<session>``)
+and never a production one, whatever model name they share.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from monitoring.rollout_store import Rollout, RolloutStore
+from monitoring.rollout_store import PRODUCTION_TARGET, Rollout, RolloutStore
 from serving.manual_rollout import is_manual
 
 log = logging.getLogger("nasops.gateway")
@@ -31,12 +35,14 @@ def _newer(record: Rollout, applied: Rollout | None) -> bool:
 
 
 class RolloutFollower:
-    """Polls the newest rollout of ``model_name``; ``on_change(previous, current)`` runs on each new generation."""
+    """Polls the newest rollout of ``model_name`` steering ``target``; ``on_change(previous, current)`` runs on each
+    new generation."""
 
     def __init__(self, store: RolloutStore, model_name: str, poll_s: float,
-                 on_change: Callable[[Rollout | None, Rollout], None]) -> None:
+                 on_change: Callable[[Rollout | None, Rollout], None], *, target: str = PRODUCTION_TARGET) -> None:
         self.store = store
         self.model_name = model_name
+        self.target = target
         self.poll_s = poll_s
         self.on_change = on_change
         self.current: Rollout | None = None
@@ -54,7 +60,7 @@ class RolloutFollower:
     def poll_once(self) -> Rollout | None:
         """Read the record; apply a new generation. A store error keeps the last state (and is counted)."""
         try:
-            latest = self.store.latest_routing(self.model_name)  # not the drift reference nor the history
+            latest = self.store.latest_routing(self.model_name, self.target)  # not the drift reference nor history
         except Exception as exc:  # a busy or briefly unreachable database: keep following what we know
             self.errors += 1
             log.warning("reading the rollout record failed: %s", exc)
@@ -71,10 +77,10 @@ class RolloutFollower:
 
     def observe(self, record: Rollout) -> None:
         """Apply a record this worker just wrote (an admin call) now, without waiting for the next poll; an older
-        generation than the one applied is ignored."""
+        generation than the one applied, or another target's record, is ignored."""
         with self._lock:
             previous = self.current
-            if not _newer(record, previous):
+            if record.target != self.target or not _newer(record, previous):
                 return
             self.current = record
             self.on_change(previous, record)
@@ -99,4 +105,4 @@ class RolloutFollower:
             return None
         return {"rollout_id": current.rollout_id, "generation": current.generation, "phase": current.phase,
                 "mode": current.mode, "weight": current.weight, "challenger_version": current.challenger_version,
-                "manual": is_manual(current)}
+                "manual": is_manual(current), "target": current.target}

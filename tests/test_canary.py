@@ -151,11 +151,18 @@ def test_faulty_challenger_rolls_back_with_no_failed_user_request(canary_registr
 
 @pytest.mark.slow
 def test_better_challenger_is_promoted_with_evidence_in_mlflow(canary_registry, monkeypatch, prefect_server):
+    from support_tenancy import watch_production
+
     from pipelines.canary import canary_rollout
+    from pipelines.settings import Settings
 
     reg = canary_registry
     client = _use(reg, monkeypatch, reg.challenger_version)
-    result = canary_rollout(reg.model_name, reg.data_path, FAST).model_dump(mode="json")
+    # a production gateway of the same model on the same database (issue 25: a refresh without a gateway URL
+    # steered it to 5 % and 25 %): it must apply weight 0 and follow no rollout throughout
+    with watch_production(Settings().prediction_log_url, reg.model_name) as production:
+        result = canary_rollout(reg.model_name, reg.data_path, FAST).model_dump(mode="json")
+    assert len(production) > 10 and {w for w, _ in production} == {0.0} and {r for _, r in production} == {None}
     assert result["decision"] == "promoted", result["reason"]
     assert result["verdict"] in ("pass", "marginal") and result["score"] >= 75  # never promoted on a failure
     assert [s["weight"] for s in result["steps"]][-1] == 1.0

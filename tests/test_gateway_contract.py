@@ -736,21 +736,37 @@ def test_the_token_bucket_refills_at_its_rate():
     assert bucket.take("k", now=0.6) == 0.0 and bucket.take("k", now=0.6) > 0
 
 
-def test_two_models_sharing_one_log_each_judge_only_their_own_rows(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def shared_log(request, tmp_path) -> Iterator[str]:
+    """One prediction log for several gateways: a SQLite file, or a database on a real PostgreSQL server (started
+    for the one test that asks: a module-scoped server would pin this whole module to one xdist worker)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'log.db'}"
+        return
+    from servers import start_postgres
+
+    with start_postgres() as server:
+        yield server.url
+
+
+def test_two_models_sharing_one_log_each_judge_only_their_own_rows(tmp_path, shared_log):
     """Issue 25, finding 1: the judge filtered by time and variant only, so on a shared log one team's rollout
-    counted another team's traffic. Rows carry their model (and replica) now, and the judge's source filters."""
+    counted another team's traffic. Rows carry their model (and replica) now, and the judge's source filters
+    (on SQLite and on the PostgreSQL log production uses)."""
     from monitoring.judge_config import default_judge_config
     from monitoring.sources import PredictionLogSource
 
     started = time.time()
-    with serve(settings_for(tmp_path, model_name="team-a", instance_id="gw-a-1"), models()) as a, \
-            serve(settings_for(tmp_path, model_name="team-b", instance_id="gw-b-1"), models()) as b:
+    log = shared_log
+    with serve(settings_for(tmp_path, model_name="team-a", instance_id="gw-a-1", prediction_log_url=log),
+               models()) as a, \
+            serve(settings_for(tmp_path, model_name="team-b", instance_id="gw-b-1", prediction_log_url=log),
+                  models()) as b:
         for _ in range(5):
             assert a.post("/predict", json={"inputs": rows()}).status_code == 200
         for _ in range(7):
             assert b.post("/predict", json={"inputs": rows()}).status_code == 200
     metrics = [m for m in default_judge_config().metrics if m.name == "error_rate"]
-    log = f"sqlite:///{tmp_path / 'log.db'}"
     for model, n in (("team-a", 5), ("team-b", 7)):
         source = PredictionLogSource(log, model_name=model)
         champion, _ = source.collect(metrics, started - 1, time.time() + 1)["error_rate"]

@@ -190,8 +190,7 @@ def test_a_previous_release_database_is_refused_then_upgraded_in_place(new_db, m
     assert code == 2 and len(lines) == 1 and "nasops db upgrade" in lines[0], err
 
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "unversioned" in out
-    assert "pending  0001, 0002, 0003, 0004, 0005: run `nasops db upgrade`" in out
+    assert code == 0 and "unversioned" in out and f"pending  {', '.join(REVISIONS)}: run `nasops db upgrade`" in out
     code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0, err
     assert f"upgraded 0001 (unversioned tables of a release before schema versions) -> {HEAD}" in out
@@ -243,7 +242,7 @@ def test_a_0002_database_gets_the_compute_time_column(new_db, monkeypatch, capsy
     with pytest.raises(SchemaOutOfDate, match=f"at schema revision 0002, and this nasops needs {HEAD}"):
         create_log_engine(url)
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "pending  0003, 0004, 0005: run `nasops db upgrade`" in out
+    assert code == 0 and f"pending  {', '.join(REVISIONS[2:])}: run `nasops db upgrade`" in out
     code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0 and f"upgraded 0002 -> {HEAD}" in out, err
     state = snapshot(url)
@@ -329,7 +328,8 @@ def test_an_older_versioned_revision_is_refused_and_upgraded_from_there(tmp_path
     check_log_store(url, schema=False)  # reachable: what `nasops db` checks before it looks at the schema
     check_log_store(f"sqlite:///{tmp_path / 'new.db'}")  # a new file is no refusal: it is created at head
     code, out, _ = cli(monkeypatch, capsys, "db", "status", "--prediction-log-url", url)
-    assert code == 0 and "current  0001\n" in out and "pending  0002, 0003, 0004, 0005: run `nasops db upgrade`" in out
+    assert code == 0 and "current  0001\n" in out
+    assert f"pending  {', '.join(REVISIONS[1:])}: run `nasops db upgrade`" in out
     code, out, _ = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
     assert code == 0 and f"upgraded 0001 -> {HEAD}" in out
     create_log_engine(url).dispose()
@@ -443,3 +443,20 @@ def test_a_0004_database_gets_the_replay_key_and_its_duplicates_are_removed(new_
     insert_rows(engine, [{**batch[0], "ts": 2001.0}])  # the same client id, a later request
     assert read_predictions(engine).request_id.tolist() == ["r0", "r1", "r2", "r9", "r9", "r9"]
     engine.dispose()
+
+
+def test_a_0004_database_gets_the_rollout_target_and_its_rollouts_stay_production(new_db, monkeypatch, capsys):
+    """Revision 0006 (issue 25, tenancy): a rollout names the gateways it steers; every rollout written before
+    was followed by production gateways, so it keeps steering them (target ``production``)."""
+    url = new_db()
+    build_previous_release(url, n_predictions=2)
+    upgrade_to(url, "0004")
+    code, out, err = cli(monkeypatch, capsys, "db", "upgrade", "--prediction-log-url", url)
+    assert code == 0 and f"upgraded 0004 -> {HEAD}" in out, err
+    assert snapshot(url)["nasops_rollouts"]["columns"]["target"][1] is False  # NOT NULL
+    store = RolloutStore(url)
+    assert {r.target for r in store.recent()} == {"production"}
+    latest = store.latest("b")
+    assert store.latest_routing("b", "production").rollout_id == latest.rollout_id
+    assert store.latest_routing("b", "embedded:x") is None
+    store.engine.dispose()

@@ -26,11 +26,17 @@ def test_hand_over_starts_the_rollout_on_the_gateway_and_operators_steer_it(regi
 
     monkeypatch.setenv("NASOPS_HOME", str(registry.home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
-    settings = registry.gateway_settings(admin_token=ADMIN, rollout_poll_s=0.3)
+    from mlflow.tracking import MlflowClient
+
+    settings = registry.gateway_settings(admin_token=ADMIN, rollout_poll_s=0.3)  # alias poll off: reload only
     cfg = load_canary_config({"steps": [0.05, 0.5, 1.0], "interval_s": 30})
+    client = MlflowClient(registry.tracking_uri)
+    client.delete_registered_model_alias(registry.model_name, "champion")  # a fresh stack (issue 25, finding 5)
     with start_gateway(settings, workers=2) as gateway:
+        assert httpx.get(f"{gateway.url}/readyz").status_code == 503  # live, waiting for its first champion
+        client.set_registered_model_alias(registry.model_name, "champion", registry.champion_version)  # the refresh
         result = hand_over(registry.model_name, str(tmp_path / "absent.npz"), cfg, gateway.url,
-                           prediction_log_url=registry.prediction_log_url)
+                           prediction_log_url=registry.prediction_log_url, admin_token=ADMIN)  # reload, then start
         assert result.decision is None and result.handed_over
         assert "nasops canary controller" in result.reason and "status" in result.reason
         store = RolloutStore(registry.prediction_log_url)

@@ -33,6 +33,7 @@ from pipelines.control.config import CanaryConfig, parse_config
 from pipelines.control.controller import reconcile, start_rollout
 from pipelines.control.versions import variants
 from pipelines.errors import UserError
+from pipelines.gateway_admin import refuse_production_target
 from pipelines.gateway_session import GatewaySession, gateway_session
 from pipelines.prepared import load_prepared
 from pipelines.tracking import ensure_tracking
@@ -75,13 +76,16 @@ def canary_rollout(model_name: str, data_path: str, config: dict | CanaryConfig 
 
 
 def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryConfig | str | None = None, *,
-               on_interval: Callable[[dict], None] | None = None) -> CanaryOutput:
+               on_interval: Callable[[dict], None] | None = None, target: str | None = None) -> CanaryOutput:
     """The body of :func:`canary_rollout` (callable without Prefect, e.g. from benchmarks).
 
     The embedded canary is production in miniature: a gateway process, a separate traffic process playing the
     ``prod`` split with labels arriving ``label_delay_s`` late, a rollout record in the prediction-log database
     that the gateway follows, and the very controller a production rollout uses, reconciling until it decides.
+    Its rollout steers its own gateway only (``target``, default: the session's ``embedded:<id>``): a production
+    gateway on the same database never follows it; a production target is refused.
     """
+    refuse_production_target(target)
     cfg = parse_config(config)
     log = _logger()
     load_prepared(data_path)  # fail before a gateway starts
@@ -107,7 +111,8 @@ def run_canary(model_name: str, data_path: str, config: dict[str, Any] | CanaryC
         # production traffic exists before a rollout starts: the first interval must not be judged on silence
         with traffic_process(session, data_path, cfg) as traffic:
             rollout = start_rollout(store, model_name, cfg, gateway_url=session.url, data_path=data_path,
-                                    client=client, reference=drift_reference(data, cfg.reference_rows, cfg.seed))
+                                    client=client, reference=drift_reference(data, cfg.reference_rows, cfg.seed),
+                                    target=target or session.target)
             wait_followed(session, rollout)
             report = drive(store, rollout.rollout_id, cfg, client=client, on_interval=on_interval)
         traffic_s = time.perf_counter() - clock - gateway_start_s

@@ -212,10 +212,31 @@ def refresh(
     config, resume_id = _resumed(settings, config, refresh_id, resume, _given(ctx, options), config_file)
     preflight(config, settings)
     if config.gateway_url and not config.skip_canary:  # before anything trains: the rollout needs that gateway
-        from pipelines.gateway_admin import gateway_ready
-
-        gateway_ready(config.gateway_url.rstrip("/"))
+        gateway_preflight(settings, config.gateway_url.rstrip("/"), config.model_name or settings.model_name)
     _run_refresh(config, resume_id, as_json)
+
+
+def gateway_preflight(settings: Settings, url: str, model_name: str) -> None:
+    """The gateway the refresh hands over to must answer and be ready; on a fresh stack (no champion of the model in
+    the registry yet) a live gateway waits for its first champion (503), which this refresh registers (the best
+    baseline) before it hands over: accepted, and said. A gateway that does not answer is refused either way."""
+    from pipelines.gateway_admin import gateway_ready
+
+    if gateway_ready(url, awaiting_champion=not has_champion(settings, model_name)) is None:
+        make_console(stderr=True).print(
+            f"the gateway at {url} waits for its first champion: this refresh registers {model_name!r}'s best "
+            "baseline as champion and hands over once the gateway has loaded it", highlight=False, soft_wrap=True)
+
+
+def has_champion(settings: Settings, model_name: str) -> bool:
+    """Whether the registry holds a champion of ``model_name`` (a read-only look: no store is created)."""
+    from monitoring.vocabulary import CHAMPION
+    from pipelines.cli.db import missing_sqlite
+
+    uri = settings.tracking_uri_uncreated
+    if missing_sqlite(uri, settings) is not None:
+        return False
+    return any(CHAMPION in v["aliases"] for v in _versions(uri, model_name))
 
 
 def _given(ctx: typer.Context, options: dict[str, Any]) -> list[str]:

@@ -13,7 +13,7 @@ import typer
 from monitoring.core.enums import Actor, Decision
 from pipelines.cli.output import make_console, print_json
 from pipelines.errors import UserError
-from pipelines.gateway_admin import gateway_ready, wait_follows
+from pipelines.gateway_admin import gateway_ready, rollout_target, wait_follows
 from pipelines.settings import Settings
 
 console = make_console()
@@ -78,12 +78,12 @@ def start(
     cfg = parse_config(canary_options(config_file, steps=steps, interval_s=interval_s))
     if data is not None and not data.is_file():
         raise UserError(f"--data {str(data)!r} does not exist")
-    gateway_ready(url)
+    target = rollout_target(gateway_ready(url) or {}, url)
     store, log_url = _store(prediction_log_url)
     tracking_uri = _tracking()
     name = model_name or Settings().model_name
     rollout = start_rollout(store, name, cfg, gateway_url=url, data_path=str(data) if data else None,
-                            reference=_reference(data, cfg))
+                            reference=_reference(data, cfg), target=target)
     try:
         wait_follows(url, rollout.rollout_id)
     except UserError:
@@ -185,13 +185,15 @@ def print_status(rollout: Any) -> None:
 
     now = time.time()
     if rollout.manual:
-        console.print(f"[bold]rollout {rollout.rollout_id}[/] {rollout.model_name}: [bold]manual[/] split set through "
+        console.print(f"[bold]rollout {rollout.rollout_id}[/] {rollout.model_name} (target {rollout.target}): "
+                      "[bold]manual[/] split set through "
                       f"the gateway's admin API (no controller judges it): phase [bold]{rollout.phase}[/], "
                       f"{rollout.mode} weight {rollout.weight:.0%}, challenger v{rollout.challenger_version}"
                       + (f"; ended by {rollout.decided_by}: {rollout.reason}" if rollout.decision else ""))
         return
     console.print(f"[bold]rollout {rollout.rollout_id}[/] {rollout.model_name}: challenger "
-                  f"v{rollout.challenger_version} vs champion v{rollout.champion_version}")
+                  f"v{rollout.challenger_version} vs champion v{rollout.champion_version}, steering the "
+                  f"{rollout.target!r} gateways")
     console.print(f"phase [bold]{rollout.phase}[/], {rollout.mode} weight {rollout.weight:.0%}, "
                   f"{now - rollout.step_started_at:.0f} s in step {rollout.step_index + 1}, "
                   f"{rollout.intervals} interval(s) judged, {rollout.failures} failed")

@@ -27,7 +27,7 @@ from monitoring.core.enums import Actor, Decision, Mode, Phase
 from monitoring.core.model_ref import DriftReference
 from monitoring.judge import Judge, Verdict
 from monitoring.prediction_log import predictions, read_predictions
-from monitoring.rollout_store import Rollout, RolloutConflict, RolloutStore, StaleRollout
+from monitoring.rollout_store import PRODUCTION_TARGET, Rollout, RolloutConflict, RolloutStore, StaleRollout
 from monitoring.sources import collect_samples
 from monitoring.vocabulary import tag
 from pipelines import registry
@@ -76,10 +76,10 @@ def _report(rollout: Rollout, action: str, **extra: Any) -> ReconcileReport:
 
 def start_rollout(store: RolloutStore, model_name: str, cfg: CanaryConfig, *, gateway_url: str | None = None,
                   data_path: str | None = None, client: Any = None, actor: str = Actor.OPERATOR,
-                  reference: DriftReference | None = None) -> Rollout:
-    """Create the rollout of ``@challenger`` against ``@champion``: its record (first phase, both versions'
-    ModelRefs and the drift reference: ``reference`` when the caller has the prepared data, else the challenger's
-    registered one) and its MLflow run. ``data_path`` is kept for lineage only; nothing reads it again."""
+                  reference: DriftReference | None = None, target: str = PRODUCTION_TARGET) -> Rollout:
+    """Create the rollout of ``@challenger`` against ``@champion`` steering the gateways of ``target``: its record
+    (first phase, both versions' ModelRefs and the drift reference: ``reference`` when the caller has the prepared
+    data, else the challenger's registered one) and its MLflow run. ``data_path`` is kept for lineage only."""
     client = client or registry.client_for_active()
     champion, challenger = variants(client, model_name)
     first = schedule(cfg)[0]
@@ -89,9 +89,9 @@ def start_rollout(store: RolloutStore, model_name: str, cfg: CanaryConfig, *, ga
                         f"{active.rollout_id}, set through the gateway's admin API) is active; end it with "
                         "`/admin/weight 0` or `nasops canary abort` before starting a judged rollout")
     if active is not None:
-        raise UserError(f"rollout {active.rollout_id} of {model_name!r} (challenger v{active.challenger_version}) "
-                        f"is still {active.phase}; follow it with `nasops canary status`, or end it with "
-                        "`nasops canary abort` / `promote` before starting another")
+        raise UserError(f"rollout {active.rollout_id} of {model_name!r} (challenger v{active.challenger_version}, "
+                        f"target {active.target!r}) is still {active.phase}; follow it with `nasops canary status`, "
+                        "or end it with `nasops canary abort` / `promote` before starting another")
     models = resolve_models(client, champion, challenger, reference, rows=cfg.reference_rows, seed=cfg.seed)
     try:  # a challenger ranked by a metric the canary cannot judge online is refused here, not at every step
         judge_for(cfg.judge, models.challenger)
@@ -102,7 +102,8 @@ def start_rollout(store: RolloutStore, model_name: str, cfg: CanaryConfig, *, ga
         return store.create(model_name=model_name, champion_version=str(champion.version),
                             challenger_version=str(challenger.version), mode=first.mode, weight=first.weight,
                             config=cfg.model_dump(mode="json"), actor=actor, gateway_url=gateway_url, run_id=run_id,
-                            data_path=data_path, model_ref=models.model_dump(mode="json"), now=store_time(store))
+                            data_path=data_path, model_ref=models.model_dump(mode="json"), now=store_time(store),
+                            target=target)
     except RolloutConflict as exc:
         client.set_terminated(run_id, status="KILLED")
         raise UserError(f"{exc}; end it before starting another") from None

@@ -18,22 +18,29 @@ from pipelines.control.commands import abort
 from pipelines.control.config import CanaryConfig
 from pipelines.control.controller import start_rollout
 from pipelines.errors import UserError
-from pipelines.gateway_admin import gateway_ready, wait_follows
+from pipelines.gateway_admin import rollout_target, wait_follows, wait_ready
 from pipelines.settings import Settings
 
 
 def hand_over(model_name: str, data_path: str, cfg: CanaryConfig, gateway_url: str, *,
-              work_pool: str | None = None, prediction_log_url: str | None = None) -> HandoverOutput:
-    """Start the rollout of ``@challenger`` on ``gateway_url``; returns the canary stage's (undecided) result."""
+              work_pool: str | None = None, prediction_log_url: str | None = None,
+              admin_token: str | None = None) -> HandoverOutput:
+    """Start the rollout of ``@challenger`` on ``gateway_url``; returns the canary stage's (undecided) result.
+
+    The gateway must be ready: it has loaded the champion and the challenger this refresh registered (on the first
+    refresh of a fresh stack, the champion too), which it does within one alias poll, or at once when the admin
+    token (``admin_token``, else ``NASOPS_GATEWAY_ADMIN_TOKEN``) lets the hand-over ask it to reload."""
+    import os
+
     import mlflow
 
     url = gateway_url.rstrip("/")
-    gateway_ready(url)
+    ready = wait_ready(url, admin_token=admin_token or os.environ.get("NASOPS_GATEWAY_ADMIN_TOKEN"))
     log_url = prediction_log_url or Settings().prediction_log_url
     store = RolloutStore(log_url)
     # the drift reference is the one registration logged with the challenger: data_path is lineage only
     rollout = start_rollout(store, model_name, cfg, gateway_url=url, data_path=data_path or None,
-                            actor=Actor.REFRESH)
+                            actor=Actor.REFRESH, target=rollout_target(ready, url))
     try:
         wait_follows(url, rollout.rollout_id)
     except UserError:

@@ -38,4 +38,5 @@ async def readyz(gateway: GatewayDep) -> Response:
                               "a loadable version in the registry")
     followed = gateway.rollouts.describe() if gateway.rollouts is not None else None
     rollout = {k: followed[k] for k in ("rollout_id", "generation", "phase")} if followed else None
-    return JSONResponse({"status": "ready", "versions": gateway.versions(), "rollout": rollout})
+    return JSONResponse({"status": "ready", "versions": gateway.versions(), "rollout": rollout,
+                         "rollout_target": gateway.settings.rollout_target})
