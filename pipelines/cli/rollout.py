@@ -61,6 +61,8 @@ def start(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
     steps: str | None = typer.Option(None, help="challenger traffic shares, e.g. 0.05,0.25,0.5,1"),
     interval_s: float | None = typer.Option(None, "--interval-s", help="seconds between two judged looks"),
+    canary_profile: str | None = typer.Option(None, "--canary-profile", help="whose defaults fill the keys not "
+                                              "given: production (default: minutes) or demo (seconds)"),
     data: Path | None = typer.Option(None, help="prepared data (.npz) as the drift reference (default: the "
                                       "one registered with the challenger)"),
     prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
@@ -71,11 +73,12 @@ def start(
     """Start a rollout of @challenger on a running gateway and serve its controller (a Prefect deployment)."""
     from pipelines.cli.canary import canary_options
     from pipelines.control.commands import abort
-    from pipelines.control.config import parse_config
+    from pipelines.control.config import for_gateway, parse_config
     from pipelines.control.controller import start_rollout
 
     url = _gateway_url(gateway)
-    cfg = parse_config(canary_options(config_file, steps=steps, interval_s=interval_s))
+    cfg = for_gateway(parse_config(canary_options(config_file, steps=steps, interval_s=interval_s,
+                                                  profile=canary_profile)))
     if data is not None and not data.is_file():
         raise UserError(f"--data {str(data)!r} does not exist")
     gateway_ready(url)
