@@ -117,15 +117,37 @@ def _reference(data: Path | None, cfg: Any) -> Any:
 def controller(
     model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
     prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
+    forever: bool = typer.Option(False, "--forever", help="keep running: serve each rollout of the model as it "
+                                 "starts (a long-lived controller, e.g. a Kubernetes Deployment)"),
+    wait_s: float = typer.Option(30.0, "--wait-s", min=0.01, help="with --forever: seconds between two looks for "
+                                 "the model's next rollout"),
 ) -> None:
     """Serve the controller of the model's active rollout (after `start --detach`, or to restart a killed one)."""
     from pipelines.control.commands import active_rollout, refuse_manual
 
     store, log_url = _store(prediction_log_url)
-    rollout = active_rollout(store, model_name or Settings().model_name)
-    refuse_manual(rollout, "serve a controller for")
+    name = model_name or Settings().model_name
     tracking_uri = _tracking()
+    if forever:
+        serve_forever(store, name, log_url, tracking_uri, wait_s)
+        return
+    rollout = active_rollout(store, name)
+    refuse_manual(rollout, "serve a controller for")
     _serve(store, rollout.rollout_id, log_url, tracking_uri)
+
+
+def serve_forever(store: Any, model_name: str, log_url: str, tracking_uri: str, wait_s: float) -> None:
+    """Serve every judged rollout of ``model_name`` as it starts, and wait for the next one between them: a
+    controller that exits with nothing to do would be restarted in a loop by a Kubernetes Deployment."""
+    import time
+
+    console.print(f"controller of {model_name}: serving each rollout as it starts (looking every {wait_s:g} s)")
+    while True:
+        rollout = store.active(model_name)
+        if rollout is not None and not rollout.manual:
+            _serve(store, rollout.rollout_id, log_url, tracking_uri)
+            continue
+        time.sleep(wait_s)
 
 
 def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None:
