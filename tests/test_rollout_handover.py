@@ -27,7 +27,7 @@ def test_hand_over_starts_the_rollout_on_the_gateway_and_operators_steer_it(regi
     monkeypatch.setenv("NASOPS_HOME", str(registry.home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
     settings = registry.gateway_settings(admin_token=ADMIN, rollout_poll_s=0.3)
-    cfg = load_canary_config({"steps": [0.05, 0.5, 1.0], "interval_s": 30})
+    cfg = load_canary_config({"steps": [0.05, 0.5, 1.0]})  # a hand-over: the production intervals (minutes)
     with start_gateway(settings, workers=2) as gateway:
         result = hand_over(registry.model_name, str(tmp_path / "absent.npz"), cfg, gateway.url,
                            prediction_log_url=registry.prediction_log_url)
