@@ -3,7 +3,8 @@ gateway settings of the embedded canary.
 
 This is pipeline policy (how the controller advances a rollout and how the embedded traffic is played), so it lives
 in ``pipelines``; what the judge compares and how it scores is ``monitoring.judge_config``. The defaults finish in
-about a minute on a laptop (see docs/canary.md). Unknown keys are an error that names the key.
+about a minute on a laptop (see docs/canary.md); a rollout handed over to a gateway real callers use takes
+:data:`PRODUCTION_DEFAULTS` instead (:func:`for_gateway`). Unknown keys are an error that names the key.
 """
 
 from __future__ import annotations
