@@ -44,6 +44,7 @@ def test_hand_over_refuses_a_demo_policy_before_it_touches_the_gateway():
         hand_over("m", "", load_canary_config({"interval_s": 4}), "http://127.0.0.1:9")
 
 
+@pytest.mark.slow  # the command imports the controller and MLflow (seconds when cold)
 def test_canary_start_refuses_demo_seconds_on_a_gateway_in_one_line(tmp_path):
     proc = nasops("canary", "start", "--gateway", "http://127.0.0.1:9", "--interval-s", "4", home=tmp_path)
     assert proc.returncode == 2 and "profile: demo" in proc.stderr, proc.stderr
@@ -95,3 +96,15 @@ def test_a_long_lived_controller_waits_for_the_next_rollout_instead_of_exiting(t
     with pytest.raises(Slept):
         serve_forever(store, "m", "sqlite:///unused", "unused", 12.5)
     assert waits == [12.5]
+
+
+@pytest.mark.slow  # the command imports the controller and MLflow (seconds when cold)
+def test_a_refresh_handing_over_with_demo_seconds_is_refused_before_its_data_is_read(tmp_path):
+    config = tmp_path / "refresh.yaml"
+    config.write_text("canary: {interval_s: 4}\n")
+    args = ("refresh", "--data", str(tmp_path / "absent.csv"), "--target", "y", "--gateway", "http://127.0.0.1:9",
+            "--config", str(config))
+    refused = nasops(*args, home=tmp_path / "h")
+    assert refused.returncode == 2 and "profile: demo" in refused.stderr, refused.stderr
+    asked = nasops(*args, "--canary-profile", "demo", home=tmp_path / "h")  # asked for: on to the data check
+    assert asked.returncode == 2 and "profile: demo" not in asked.stderr and "absent.csv" in asked.stderr, asked.stderr

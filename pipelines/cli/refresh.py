@@ -214,12 +214,14 @@ def refresh(
     options = {name: ctx.params[name] for name in (*OPTION_FIELDS, "config_file")}
     config = build_config(**{k: v for k, v in options.items() if k != "gateway"}, gateway=gateway, settings=settings)
     config, resume_id = _resumed(settings, config, refresh_id, resume, _given(ctx, options), config_file)
+    if config.gateway_url and not config.skip_canary:  # a demo-sized canary policy on a real gateway: refused now
+        from pipelines.control.config import for_gateway
+
+        for_gateway(config.canary)
     preflight(config, settings)
     if config.gateway_url and not config.skip_canary:  # before anything trains: the rollout needs that gateway
-        from pipelines.control.config import for_gateway
         from pipelines.gateway_admin import gateway_ready
 
-        for_gateway(config.canary)  # a demo-sized canary policy on a production gateway is refused now
         gateway_ready(config.gateway_url.rstrip("/"))
     _run_refresh(config, resume_id, as_json)
 
