@@ -316,3 +316,44 @@ def test_a_classifiers_reference_is_its_training_class_mix_and_rows():
     ref = drift_reference(data)
     assert ref.class_mix == {"cat": 15.0, "dog": 5.0} and ref.target_values is None
     assert ref.columns == ["a", "b"] and ref.rows[1] == [2.0, 3.0] and len(ref.rows) == 20
+
+
+@pytest.mark.slow
+def test_a_work_pool_controller_runs_one_reconcile_at_a_time_and_pauses_itself_once_decided(
+        tracking, nasops_home, prefect_server):
+    """Issue 25, finding 4: the work-pool deployment had no concurrency limit (3-4 reconcile processes at once,
+    compare-and-set conflicts) and kept its schedule after the decision (a new process every interval until paused
+    by hand). Now it allows one run at a time (a colliding one is cancelled) and the run that finds the rollout
+    decided and applied pauses the deployment, which deletes its scheduled runs. Real Prefect server; the flow runs
+    created from the deployment run in this process (what a worker would start)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+    from prefect.flow_engine import run_flow
+
+    from pipelines.control.deployment import canary_reconcile
+    from pipelines.control.handover import deploy_to_pool
+
+    _versions(tracking, {"task": "classification"}, None)
+    log_url = f"sqlite:///{nasops_home / 'predictions.db'}"
+    store = RolloutStore(log_url)
+    rollout = start_rollout(store, MODEL, load_canary_config({**CFG, "interval_s": 300.0}), client=tracking)
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="ctl-pool", type="process"), overwrite=True)
+        deployment_id = deploy_to_pool(rollout.rollout_id, MODEL, 300.0, "ctl-pool", prediction_log_url=log_url,
+                                       tracking_uri=tracking.tracking_uri)
+        deployment = client.read_deployment(deployment_id)
+        assert deployment.global_concurrency_limit.limit == 1 and not deployment.paused
+        assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+
+        def one_run() -> dict:
+            run = client.create_flow_run_from_deployment(deployment_id)
+            return run_flow(canary_reconcile, flow_run=run, parameters=run.parameters)
+
+        assert one_run()["action"] == "waiting"  # undecided: the schedule stays
+        assert not client.read_deployment(deployment_id).paused
+        reconcile(store, rollout.rollout_id, force=True, client=tracking)  # judged and decided (one interval)
+        if not store.get(rollout.rollout_id).applied:
+            reconcile(store, rollout.rollout_id, client=tracking)
+        assert one_run()["action"] == "done"
+        assert client.read_deployment(deployment_id).paused  # the decided rollout's runs stop themselves

@@ -69,7 +69,7 @@ def test_kubernetes_manifests_parse_and_use_real_gateway_settings():
         for container in _containers(doc):
             names = {e["name"] for e in container.get("env", [])}
             assert {n for n in names if n.startswith("NASOPS_GATEWAY_")} <= known
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "nasops-gateway")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -97,7 +97,7 @@ def test_kubernetes_manifests_ship_no_secret_and_a_silent_challenger():
                     weights.append(float(env["value"]))
     assert weights and all(w == 0 for w in weights), f"challenger weight must start at 0, found {weights}"
     # the Secrets the Deployment refers to are named in the manifest's instructions
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "nasops-gateway")
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in _containers(deployment)[0]["env"] if "valueFrom" in e}
     header = (INFRA / "k8s" / "gateway.yaml").read_text()
     assert refs == {"nasops-gateway-tokens", "nasops-postgres"}

@@ -36,6 +36,7 @@ INTERVAL_S = 6.0
 
 def _config(path, prometheus_url: str) -> str:
     cfg = {
+        "profile": "demo",  # seconds-long looks on a real gateway: refused unless asked for
         "steps": [0.5, 1.0], "interval_s": INTERVAL_S, "label_wait_s": 6.0, "min_label_coverage": 0.5,
         "prometheus_url": prometheus_url, "max_intervals": 12,
         "judge": {"method": "fixed_horizon", "metrics": [

@@ -29,7 +29,7 @@ def test_hand_over_starts_the_rollout_on_the_gateway_and_operators_steer_it(regi
     from mlflow.tracking import MlflowClient
 
     settings = registry.gateway_settings(admin_token=ADMIN, rollout_poll_s=0.3)  # alias poll off: reload only
-    cfg = load_canary_config({"steps": [0.05, 0.5, 1.0], "interval_s": 30})
+    cfg = load_canary_config({"steps": [0.05, 0.5, 1.0]})  # a hand-over: the production intervals (minutes)
     client = MlflowClient(registry.tracking_uri)
     client.delete_registered_model_alias(registry.model_name, "champion")  # a fresh stack (issue 25, finding 5)
     with start_gateway(settings, workers=2) as gateway:

@@ -37,6 +37,7 @@ def build_config(
     epochs: int | None = None,
     top_k: int | None = None,
     drift: str | None = None,
+    canary_profile: str | None = None,
     skip_canary: bool = False,
     skip_tournament: bool = False,
     objective: str | None = None,
@@ -65,7 +66,7 @@ def build_config(
                                         "max_latency_ms": max_latency_ms, "runner": runner,
                                         "dask_address": dask_address, "objective": objective}),
                             ("retrain", {"epochs": epochs}),
-                            ("canary", {"drift": drift})):
+                            ("canary", {"drift": drift, "profile": canary_profile})):
         given = {k: v for k, v in values.items() if v is not None}
         if given:
             raw[section] = {**(raw.get(section) or {}), **given}
@@ -158,7 +159,8 @@ OPTION_FIELDS = {
     "seed": "seed", "model_name": "model_name", "space": "search.space", "budget": "search.budget",
     "pool_size": "search.pool_size", "max_latency_ms": "search.max_latency_ms", "objective": "search.objective",
     "task": "task", "runner": "search.runner", "dask_address": "search.dask_address", "epochs": "retrain.epochs",
-    "top_k": "top_k", "drift": "canary.drift", "skip_canary": "skip_canary", "skip_tournament": "skip_tournament",
+    "top_k": "top_k", "drift": "canary.drift", "canary_profile": "canary.profile", "skip_canary": "skip_canary",
+    "skip_tournament": "skip_tournament",
     "allow_schema_change": "allow_schema_change", "gateway": "gateway_url", "allow_column": "allow_columns",
     "metric": "metric",
 }
@@ -192,6 +194,8 @@ def refresh(
     epochs: int | None = typer.Option(None, help="maximum epochs of the full retraining"),
     top_k: int | None = typer.Option(None, help="candidates searched for and retrained fully"),
     drift: str | None = typer.Option(None, help="inject drift into the replayed traffic, e.g. noise=0.3"),
+    canary_profile: str | None = typer.Option(None, "--canary-profile", help="whose canary defaults a hand-over "
+                                              "to --gateway uses: production (default: minutes) or demo (seconds)"),
     skip_canary: bool = typer.Option(False, help="register the challenger without running the canary"),
     skip_tournament: bool = typer.Option(False, help="do not serve the retrained candidates in a shadow tournament"),
     allow_schema_change: bool = typer.Option(False, "--allow-schema-change", help="retrain the model although the "
@@ -210,6 +214,10 @@ def refresh(
     options = {name: ctx.params[name] for name in (*OPTION_FIELDS, "config_file")}
     config = build_config(**{k: v for k, v in options.items() if k != "gateway"}, gateway=gateway, settings=settings)
     config, resume_id = _resumed(settings, config, refresh_id, resume, _given(ctx, options), config_file)
+    if config.gateway_url and not config.skip_canary:  # a demo-sized canary policy on a real gateway: refused now
+        from pipelines.control.config import for_gateway
+
+        for_gateway(config.canary)
     preflight(config, settings)
     if config.gateway_url and not config.skip_canary:  # before anything trains: the rollout needs that gateway
         gateway_preflight(settings, config.gateway_url.rstrip("/"), config.model_name or settings.model_name)

@@ -61,6 +61,8 @@ def start(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file of canary options (docs/canary.md)"),
     steps: str | None = typer.Option(None, help="challenger traffic shares, e.g. 0.05,0.25,0.5,1"),
     interval_s: float | None = typer.Option(None, "--interval-s", help="seconds between two judged looks"),
+    canary_profile: str | None = typer.Option(None, "--canary-profile", help="whose defaults fill the keys not "
+                                              "given: production (default: minutes) or demo (seconds)"),
     data: Path | None = typer.Option(None, help="prepared data (.npz) as the drift reference (default: the "
                                       "one registered with the challenger)"),
     prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
@@ -71,11 +73,12 @@ def start(
     """Start a rollout of @challenger on a running gateway and serve its controller (a Prefect deployment)."""
     from pipelines.cli.canary import canary_options
     from pipelines.control.commands import abort
-    from pipelines.control.config import parse_config
+    from pipelines.control.config import for_gateway, parse_config
     from pipelines.control.controller import start_rollout
 
     url = _gateway_url(gateway)
-    cfg = parse_config(canary_options(config_file, steps=steps, interval_s=interval_s))
+    cfg = for_gateway(parse_config(canary_options(config_file, steps=steps, interval_s=interval_s,
+                                                  profile=canary_profile)))
     if data is not None and not data.is_file():
         raise UserError(f"--data {str(data)!r} does not exist")
     target = rollout_target(gateway_ready(url) or {}, url)
@@ -114,15 +117,37 @@ def _reference(data: Path | None, cfg: Any) -> Any:
 def controller(
     model_name: str | None = typer.Option(None, help="registered model name (default $NASOPS_MODEL_NAME)"),
     prediction_log_url: str | None = typer.Option(None, "--prediction-log-url", help=LOG_HELP),
+    forever: bool = typer.Option(False, "--forever", help="keep running: serve each rollout of the model as it "
+                                 "starts (a long-lived controller, e.g. a Kubernetes Deployment)"),
+    wait_s: float = typer.Option(30.0, "--wait-s", min=0.01, help="with --forever: seconds between two looks for "
+                                 "the model's next rollout"),
 ) -> None:
     """Serve the controller of the model's active rollout (after `start --detach`, or to restart a killed one)."""
     from pipelines.control.commands import active_rollout, refuse_manual
 
     store, log_url = _store(prediction_log_url)
-    rollout = active_rollout(store, model_name or Settings().model_name)
-    refuse_manual(rollout, "serve a controller for")
+    name = model_name or Settings().model_name
     tracking_uri = _tracking()
+    if forever:
+        serve_forever(store, name, log_url, tracking_uri, wait_s)
+        return
+    rollout = active_rollout(store, name)
+    refuse_manual(rollout, "serve a controller for")
     _serve(store, rollout.rollout_id, log_url, tracking_uri)
+
+
+def serve_forever(store: Any, model_name: str, log_url: str, tracking_uri: str, wait_s: float) -> None:
+    """Serve every judged rollout of ``model_name`` as it starts, and wait for the next one between them: a
+    controller that exits with nothing to do would be restarted in a loop by a Kubernetes Deployment."""
+    import time
+
+    console.print(f"controller of {model_name}: serving each rollout as it starts (looking every {wait_s:g} s)")
+    while True:
+        rollout = store.active(model_name)
+        if rollout is not None and not rollout.manual:
+            _serve(store, rollout.rollout_id, log_url, tracking_uri)
+            continue
+        time.sleep(wait_s)
 
 
 def _serve(store: Any, rollout_id: str, log_url: str, tracking_uri: str) -> None:

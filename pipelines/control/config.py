@@ -3,7 +3,8 @@ gateway settings of the embedded canary.
 
 This is pipeline policy (how the controller advances a rollout and how the embedded traffic is played), so it lives
 in ``pipelines``; what the judge compares and how it scores is ``monitoring.judge_config``. The defaults finish in
-about a minute on a laptop (see docs/canary.md). Unknown keys are an error that names the key.
+about a minute on a laptop (see docs/canary.md); a rollout handed over to a gateway real callers use takes
+:data:`PRODUCTION_DEFAULTS` instead (:func:`for_gateway`). Unknown keys are an error that names the key.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from monitoring.judge_config import JudgeConfig, default_judge_config, format_validation_error
 
-__all__ = ["CanaryConfig", "load_canary_config", "parse_config"]
+__all__ = ["PRODUCTION_DEFAULTS", "CanaryConfig", "for_gateway", "load_canary_config", "parse_config"]
 
 
 PROMETHEUS_PASSWORD_ENV = "NASOPS_PROMETHEUS_PASSWORD"
@@ -70,6 +71,10 @@ class CanaryConfig(BaseModel):
                                  "answer and its label (a real system's labels come later still)")
     gateway_workers: int = Field(1, ge=1, le=8, description="embedded gateway: uvicorn worker processes")
     judge: JudgeConfig = Field(default_factory=lambda: default_judge_config())
+    profile: Literal["demo", "production"] | None = Field(
+        None, description="whose defaults fill the keys not given: demo (seconds, this class's defaults) or "
+        "production (minutes, PRODUCTION_DEFAULTS); None: production on a gateway real callers use (a hand-over), "
+        "demo for the embedded canary")
 
     @field_validator("steps")
     @classmethod
@@ -123,6 +128,53 @@ class CanaryConfig(BaseModel):
         return self.max_intervals or (len(self.steps) * self.intervals_per_step + shadow + 4)
 
 
+
+
+PRODUCTION_DEFAULTS: dict[str, Any] = {
+    "interval_s": 300.0,
+    "intervals_per_step": 2,
+    "failure_limit": 2,
+    "label_wait_s": 60.0,
+}
+"""The canary policy of a rollout handed over to a production gateway, for the keys its config does not set.
+
+Why these numbers: the demo's 4 s intervals and failure limit 1 exist so that ``make demo`` decides in a minute on
+simulated traffic; on a real gateway they decided in ~2 minutes, on a few hundred requests, and one noisy
+interval rolled back. Five-minute intervals give a 5% step of a 10 requests/s service ~150 challenger requests per
+look (so every metric clears ``PRODUCTION_MIN_SAMPLES``) and span several Prometheus scrapes; two passing
+intervals per step mean one lucky look does not advance; a failure limit of 2 means one bad interval (a cold
+cache, a deploy blip, a late label batch) holds instead of rolling back, and a third rolls back. Labels get a
+minute to arrive. With the default four steps a clean rollout takes 8 x 5 min = 40 minutes."""
+
+PRODUCTION_MIN_SAMPLES = 100
+"""The judge's fewest samples per variant (metrics without their own) on a production gateway: below it a metric
+is NoData (hold), so a look at a quiet hour cannot decide on a handful of requests (the demo's is 10)."""
+
+PRODUCTION_FLOOR = {"interval_s": 60.0}
+"""Below these a hand-over is refused unless ``profile: demo`` is asked for: seconds-long looks are the demo's
+setting, not a real canary's (a stricter failure limit is a policy choice, so it is not refused)."""
+
+
+def for_gateway(cfg: CanaryConfig) -> CanaryConfig:
+    """The policy of a rollout handed over to a gateway real callers use: the production defaults fill every key
+    the config does not set, unless it asks for ``profile: demo``; a demo-sized interval or failure limit given
+    explicitly is refused in one line (``profile: demo`` allows it)."""
+    from pipelines.errors import UserError
+
+    if cfg.profile == "demo":
+        return cfg
+    update = {k: v for k, v in PRODUCTION_DEFAULTS.items() if k not in cfg.model_fields_set}
+    if "judge" not in cfg.model_fields_set:  # the packaged judge; a config's own judge keeps its min_samples
+        update["judge"] = cfg.judge.model_copy(update={"min_samples": PRODUCTION_MIN_SAMPLES})
+    resolved = cfg.model_copy(update={**update, "profile": "production"})
+    demo = [f"{key}={getattr(resolved, key):g}" for key, floor in PRODUCTION_FLOOR.items()
+            if getattr(resolved, key) < floor]
+    if demo:
+        raise UserError(f"a production hand-over with the demo's canary settings ({', '.join(demo)}; production "
+                        f"needs interval_s >= {PRODUCTION_FLOOR['interval_s']:g}) would decide in minutes on a few "
+                        "requests; drop them for the production defaults (interval_s 300), or ask for the demo's "
+                        "with canary profile: demo (--canary-profile demo)")
+    return resolved
 
 
 def load_canary_config(source: dict[str, Any] | str | Path | None = None) -> CanaryConfig:

@@ -1,5 +1,12 @@
 """The controller as Prefect sees it: the flow ``canary_reconcile`` (one reconcile step) and its deployment on an
-interval schedule, served by a runner that stops once the rollout is decided.
+interval schedule, served by a runner that stops once the rollout is decided, or run by a work pool's workers.
+
+On a work pool nothing stops a worker from starting the next scheduled run while the last one still reads its
+window, and nothing stops the schedule after the decision (issue 25, finding 4: 3-4 reconcile processes at once,
+compare-and-set conflicts, then a new process every interval until paused by hand). So the pool deployment
+allows one run at a time and cancels a new one that collides (:func:`one_at_a_time`), and the flow run that finds
+its rollout decided and applied pauses its own deployment (:func:`stop_own_schedule`), which deletes the runs
+already scheduled.
 
 The flow takes only the rollout id and where the record lives: all state is in the record, so any run of it, on any
 machine, after any crash, does the right next step. Missed runs are not replayed: when a controller comes back after
@@ -49,7 +56,37 @@ def canary_reconcile(rollout_id: str, prediction_log_url: str | None = None,
     with contextlib.suppress(Exception):  # outside a flow run there is no run logger
         get_run_logger().info("rollout %s: %s (%s, weight %.2f, %d interval(s) judged)", rollout_id, report.action,
                               report.phase, report.weight, report.intervals)
+    final = store.get(rollout_id)
+    if final is None or final.manual or (final.terminal and final.applied):
+        stopped = stop_own_schedule()
+        with contextlib.suppress(Exception):
+            if stopped:
+                get_run_logger().info("rollout %s is over: paused deployment %s (no more scheduled runs)",
+                                      rollout_id, stopped)
     return report.to_dict()
+
+
+def stop_own_schedule() -> str | None:
+    """Pause the deployment this flow run was started from (Prefect deletes its scheduled runs as it pauses);
+    returns its id, None outside a deployment. The runs of a decided rollout have nothing left to do."""
+    from prefect import get_client
+    from prefect.runtime import deployment
+
+    deployment_id = deployment.id
+    if not deployment_id:
+        return None
+    with get_client(sync_client=True) as client:
+        client.pause_deployment(deployment_id)
+    return str(deployment_id)
+
+
+def one_at_a_time() -> Any:
+    """The deployment concurrency of a controller on a work pool: one reconcile run at a time, and a run that
+    becomes due while one is still running is cancelled (not queued: the next one judges the longer window).
+    A worker killed mid-run holds its slot until Prefect's lease expires (300 s by default): one look is missed."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
 def deployment_name(model_name: str) -> str:
@@ -193,9 +230,25 @@ def controller_lock(rollout: Rollout, directory: Path) -> contextlib.AbstractCon
         "follow it with `nasops canary status`, or stop it before starting another (one controller per rollout)"))
 
 
+class _AtCapacityFilter(logging.Filter):
+    """Drops the runner's "N scheduled runs skipped (at capacity)" line: with ``limit=1`` and a prefetch window
+    the next scheduled run is always "skipped" while one runs, so the line came every poll (every second)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "(at capacity)" not in record.getMessage()
+
+
+def quiet_runner_capacity_log() -> None:
+    """Install :class:`_AtCapacityFilter` on Prefect's runner logger once."""
+    runner_log = logging.getLogger("prefect.runner")
+    if not any(isinstance(f, _AtCapacityFilter) for f in runner_log.filters):
+        runner_log.addFilter(_AtCapacityFilter())
+
+
 async def _serve(deployment: Any, store: RolloutStore, rollout_id: str, poll_s: float, on_poll: Any) -> None:
     from prefect.runner import Runner
 
+    quiet_runner_capacity_log()
     runner = Runner(name=f"nasops-canary-{rollout_id[:12]}", query_seconds=poll_s, limit=1, pause_on_shutdown=True)
     deployment_id = await runner.aadd_deployment(deployment)
     dropped = await _drop_missed_runs(deployment_id)

@@ -15,7 +15,7 @@ from monitoring.core.enums import Actor
 from monitoring.rollout_store import RolloutStore
 from pipelines.contracts import HandoverOutput
 from pipelines.control.commands import abort
-from pipelines.control.config import CanaryConfig
+from pipelines.control.config import CanaryConfig, for_gateway
 from pipelines.control.controller import start_rollout
 from pipelines.errors import UserError
 from pipelines.gateway_admin import rollout_target, wait_follows, wait_ready
@@ -25,7 +25,8 @@ from pipelines.settings import Settings
 def hand_over(model_name: str, data_path: str, cfg: CanaryConfig, gateway_url: str, *,
               work_pool: str | None = None, prediction_log_url: str | None = None,
               admin_token: str | None = None) -> HandoverOutput:
-    """Start the rollout of ``@challenger`` on ``gateway_url``; returns the canary stage's (undecided) result.
+    """Start the rollout of ``@challenger`` on ``gateway_url``; with the production canary defaults
+    (:func:`~pipelines.control.config.for_gateway`); returns the canary stage's (undecided) result.
 
     The gateway must be ready: it has loaded the champion and the challenger this refresh registered (on the first
     refresh of a fresh stack, the champion too), which it does within one alias poll, or at once when the admin
@@ -34,6 +35,7 @@ def hand_over(model_name: str, data_path: str, cfg: CanaryConfig, gateway_url: s
 
     import mlflow
 
+    cfg = for_gateway(cfg)  # a demo-sized policy is refused before the gateway is touched
     url = gateway_url.rstrip("/")
     ready = wait_ready(url, admin_token=admin_token or os.environ.get("NASOPS_GATEWAY_ADMIN_TOKEN"))
     log_url = prediction_log_url or Settings().prediction_log_url
@@ -66,17 +68,18 @@ def hand_over(model_name: str, data_path: str, cfg: CanaryConfig, gateway_url: s
 def deploy_to_pool(rollout_id: str, model_name: str, interval_s: float, work_pool: str, *,
                    prediction_log_url: str, tracking_uri: str) -> str:
     """Register the controller deployment on a process work pool (its workers import nasops from this checkout or
-    installation); returns the deployment id."""
+    installation): one run at a time, and a run that finds the rollout decided pauses it
+    (:mod:`pipelines.control.deployment`); returns the deployment id."""
     from datetime import timedelta
 
-    from pipelines.control.deployment import canary_reconcile, deployment_name
+    from pipelines.control.deployment import canary_reconcile, deployment_name, one_at_a_time
 
     root = Path(__file__).resolve().parents[2]
     flow = canary_reconcile.from_source(source=str(root), entrypoint="pipelines/control/deployment.py:canary_reconcile")
     deployment_id = flow.deploy(
         name=deployment_name(model_name), work_pool_name=work_pool, interval=timedelta(seconds=interval_s),
         parameters={"rollout_id": rollout_id, "prediction_log_url": prediction_log_url, "tracking_uri": tracking_uri},
-        tags=["nasops", "canary"], print_next_steps=False,
+        tags=["nasops", "canary"], print_next_steps=False, concurrency_limit=one_at_a_time(),
     )
     return str(deployment_id)
 
