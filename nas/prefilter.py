@@ -55,17 +55,41 @@ def _init_worker(space: SearchSpace, batch, input_shape, num_classes, seed) -> N
 
 
 def _score_chunk(arch_strings: list[str], names: list[str], needs_batch: bool) -> list[tuple[str, dict[str, float]]]:
-    space: SearchSpace = _WORKER["space"]
-    shape, classes = _WORKER["input_shape"], _WORKER["num_classes"]
+    return score_chunk(arch_strings, names, needs_batch, ScoringSetup(
+        _WORKER["space"], _WORKER["batch"], _WORKER["input_shape"], _WORKER["num_classes"], _WORKER["seed"]))
+
+
+@dataclass(frozen=True)
+class ScoringSetup:
+    """What scoring a chunk needs besides the architectures: the space, the labelled batch (``None`` without
+    data), input shape, classes and seed. Picklable, so a chunk can be scored in any process (a cluster worker)."""
+
+    space: SearchSpace
+    batch: Any
+    input_shape: tuple[int, ...]
+    num_classes: int
+    seed: int
+
+
+def score_chunk(arch_strings: Sequence[str], names: Sequence[str], needs_batch: bool,
+                setup: ScoringSetup) -> list[tuple[str, dict[str, float]]]:
+    """Score architectures (by string) with ``names``: the same scores in whatever process runs it (each network
+    is built under the seed, and torch's generator is global: one chunk at a time per process)."""
+    shape, classes = setup.input_shape, setup.num_classes
     out = []
     for text in arch_strings:
-        arch = space.from_string(text)
+        arch = setup.space.from_string(text)
         scores = compute_scores(
-            lambda a=arch: a.build(classes, shape), names, batch=_WORKER["batch"] if needs_batch else None,
-            input_shape=shape, num_classes=classes, seed=_WORKER["seed"],
+            lambda a=arch: a.build(classes, shape), list(names), batch=setup.batch if needs_batch else None,
+            input_shape=shape, num_classes=classes, seed=setup.seed,
         )
         out.append((text, scores))
     return out
+
+
+ChunkMap = Callable[[list[list[str]], list[str], bool, ScoringSetup], list[list[tuple[str, dict[str, float]]]]]
+"""A caller's way to score chunks elsewhere (a cluster): ``(chunks, names, needs_batch, setup)`` -> each chunk's
+:func:`score_chunk` result, in the chunks' order."""
 
 
 # -- the journal ------------------------------------------------------------------------------------------------------
@@ -144,10 +168,19 @@ def _run_stage(
     executor: ProcessPoolExecutor | None,
     workers: int,
     on_done: Callable[[], None],
+    remote: tuple[ChunkMap, ScoringSetup] | None = None,
 ) -> None:
     if not todo:
         return
     wants_batch = any(needs_data(n) for n in names)
+    if remote is not None:  # the caller's workers: results come back in the chunks' order, as serial
+        mapper, setup = remote
+        parts = list(_chunks(todo, max(1, math.ceil(len(todo) / (workers * 4)))))
+        for part in mapper(parts, list(names), wants_batch, setup):
+            for arch, scores in part:
+                journal.record(arch, scores)
+                on_done()
+        return
     if executor is None:
         for text in todo:
             for arch, scores in _score_chunk([text], names, wants_batch):
@@ -173,8 +206,12 @@ def _run_stage(
 
 
 @contextmanager
-def _executor(workers: int, init_args: tuple) -> Iterator[ProcessPoolExecutor | None]:
-    """``None`` (score in this process) for one worker, else a pool of spawned processes shared by both stages."""
+def _executor(workers: int, init_args: tuple, local: bool = True) -> Iterator[ProcessPoolExecutor | None]:
+    """``None`` (score in this process) for one worker, else a pool of spawned processes shared by both stages;
+    nothing at all when the chunks are scored elsewhere (``local`` False)."""
+    if not local:
+        yield None
+        return
     if workers <= 1:
         _init_worker(*init_args)
         yield None
@@ -201,6 +238,7 @@ def prefilter(
     progress: Callable[[int, int], None] | None = None,
     input_shape: Sequence[int] | None = None,
     num_classes: int | None = None,
+    map_chunks: ChunkMap | None = None,
 ) -> list[ScoredArchitecture]:
     """The ``keep`` most promising architectures of ``pool``, best first.
 
@@ -211,7 +249,8 @@ def prefilter(
 
     Without ``data`` (then ``input_shape`` and ``num_classes`` are required) data-dependent proxies are left out of
     the default ``costly`` and of the ensemble; naming one explicitly raises ``ValueError``. ``progress(done,
-    total)`` is called after each scored architecture (``total`` counts both stages).
+    total)`` is called after each scored architecture (``total`` counts both stages). ``map_chunks`` scores the
+    chunks on the caller's workers (a cluster; ``workers`` is then its size) instead of local processes.
     """
     archs = dedupe_canonical(pool)
     if not archs:
@@ -279,15 +318,16 @@ def prefilter(
 
     # one worker pool for both stages, started only if something is left to score (a finished journal needs none)
     needed = workers if todo or (costly_names and book.missing(best_of_stage1(), costly_names)) else 1
-    with _executor(needed, (space, batch, shape, classes, seed)) as executor:
-        _run_stage(todo, cheap_names, book, executor, workers, tick)
+    remote = (map_chunks, ScoringSetup(space, batch, shape, classes, seed)) if map_chunks is not None else None
+    with _executor(needed, (space, batch, shape, classes, seed), remote is None) as executor:
+        _run_stage(todo, cheap_names, book, executor, workers, tick, remote)
         finalists = best_of_stage1()
         if costly_names:
             todo = book.missing(finalists, costly_names)
             done[0] += n_costly - len(todo)
             if progress is not None:
                 progress(done[0], total)
-            _run_stage(todo, costly_names, book, executor, workers, tick)
+            _run_stage(todo, costly_names, book, executor, workers, tick, remote)
 
     available = set(cheap_names) | set(costly_names)
     weights = {m: 1.0 for m in members if m in available}
@@ -309,4 +349,4 @@ def _data_fingerprint(batch) -> str:
     return digest.hexdigest()[:16]
 
 
-__all__ = ["CHEAP_DEFAULT", "ScoredArchitecture", "prefilter"]
+__all__ = ["CHEAP_DEFAULT", "ChunkMap", "ScoredArchitecture", "ScoringSetup", "prefilter", "score_chunk"]

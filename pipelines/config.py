@@ -286,6 +286,11 @@ class RetrainConfig(_Stage):
         "candidate and make the Pareto-best (accuracy vs params / latency) the challenger; empty: off")
     scale_max_params: int | None = Field(None, gt=0, description="parameter budget of a scaled member")
     scale_max_latency_ms: float | None = Field(None, gt=0, description="CPU latency budget of a scaled member")
+    runner: Literal["serial", "thread", "dask"] = Field(
+        "serial", description="where the finalists train (pipelines.finalists): here one after another, a thread "
+        "pool, or Dask; a refresh whose search runs on Dask retrains there too unless this is set")
+    dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
+    workers: int = Field(2, ge=1, description="thread pool size / LocalCluster workers")
     seed: int = 0
 
     @field_validator("scale_phis")
@@ -379,6 +384,9 @@ class RefreshConfig(_Stage):
             raise ValueError(f"conflicting top_k values {ks}; set it once, at the top level (--top-k)")
         k = next(iter(ks.values()), self.retrain.top_k)
         self.top_k = self.search.top_k = self.retrain.top_k = k
+        if self.search.runner == "dask" and not {"runner", "dask_address", "workers"} & self.retrain.model_fields_set:
+            self.retrain.runner, self.retrain.dask_address = self.search.runner, self.search.dask_address
+            self.retrain.workers = self.search.workers
         if self.retrain.scale_phis and self.search.space is None and self.search.table_space is None:
             self.search.table_space = WEIGHT_SHARED_FLAT_SPACE  # compound scaling knows mlp (and nb201 for images)
         return self  # model_name None: the settings' model name, resolved at the entry point

@@ -1,10 +1,13 @@
 """The refresh's NAS stage as a Prefect flow: zero-cost pre-filter -> predictor-guided search at low fidelity ->
 the top-k candidates, ready for full retraining.
 
-Candidate trainings are Prefect tasks submitted to a task runner: a thread pool by default, or Dask
-(``runner="dask"``: a temporary LocalCluster, or ``dask_address`` of an existing scheduler), so the same flow scales
-out. The search itself (ask/tell, journal) is :func:`nas.search.run_search`; this module adds Prefect, MLflow
-(one ``search`` run, a nested run per evaluation, PNG plots) and the config a refresh passes.
+Candidate trainings are Prefect tasks submitted to a task runner (:mod:`pipelines.cluster`): a thread pool by
+default, or Dask (``runner="dask"``: a temporary LocalCluster, or ``dask_address`` of an existing scheduler), so the
+same flow scales out. On Dask the zero-cost scoring of the pool goes to the same workers (chunks of architectures,
+merged in the pool's order), the evaluations in flight follow the cluster's size, and the tasks read the prepared
+data from the run's artifacts (:func:`pipelines.prepared.publish_prepared`), never the refresh's local path. The
+search itself (ask/tell, journal) is :func:`nas.search.run_search`; this module adds Prefect, MLflow (one ``search``
+run, a nested run per evaluation, PNG plots) and the config a refresh passes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextvars
 import dataclasses
-import functools
 import json
 import logging
 import tempfile
@@ -26,7 +28,6 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from monitoring.core.tasks import TaskKind, get_task
 from nas.data import TaskData
@@ -35,10 +36,12 @@ from nas.objectives import pareto_front
 from nas.search import Record, SearchResult, run_search
 from nas.spaces import Architecture, SearchSpace, get_space
 from nas.strategies import get_strategy
+from pipelines import cluster
 from pipelines.config import DARTS, SUPERNET, SearchStageConfig
 from pipelines.contracts import Candidate, SearchInput, SearchOutput
 from pipelines.errors import UserError, parse_model
 from pipelines.metric import SCORER_KEY, ranked_by_scorer, training_options
+from pipelines.prepared import load_shipped, local_ref, publish_prepared
 
 
 def parse_config(config: Mapping[str, Any] | SearchStageConfig | None) -> SearchStageConfig:
@@ -61,24 +64,20 @@ def resolve_space(cfg: SearchStageConfig, input_shape: Sequence[int]) -> SearchS
 
 
 # -- evaluation as a Prefect task ------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=4)
-def _load_data(path: str) -> TaskData:
-    return TaskData.load(path)
-
-
 @task(name="evaluate_candidate", cache_policy=NO_CACHE, task_run_name="evaluate {arch}")
 def evaluate_candidate(
-    data_path: str, space: str, space_config: dict, arch: str, fidelity: dict, seed: int = 0, int8: bool = False,
+    data_ref: dict, space: str, space_config: dict, arch: str, fidelity: dict, seed: int = 0, int8: bool = False,
     curve_stop: dict | None = None, bar: float | None = None,
 ) -> dict:
-    """Train one architecture at low fidelity and measure it; runs on whichever worker the task runner picks.
+    """Train one architecture at low fidelity and measure it; runs on whichever worker the task runner picks,
+    reading the data ``data_ref`` names (:func:`pipelines.prepared.load_shipped`).
 
     ``curve_stop`` (``nas.evaluators.CurveStop`` fields) stops the training early against ``bar``, the search's best
     accuracy when the trial was submitted."""
     import torch
 
     torch.set_num_threads(1)
-    data = _load_data(data_path)
+    data = load_shipped(data_ref)
     sp = get_space(space, **space_config)
     evaluator = TrainingEvaluator(data, seed=seed, int8=int8,
                                   curve_stop=CurveStop(**curve_stop) if curve_stop is not None else None, bar=bar,
@@ -94,16 +93,16 @@ class TaskRunnerEvaluator:
 
     metric = "val_accuracy"
 
-    def __init__(self, runner: Any, data_path: str, space: SearchSpace, seed: int, objective: str = "accuracy",
+    def __init__(self, runner: Any, data_ref: dict, space: SearchSpace, seed: int, objective: str = "accuracy",
                  curve_stop: CurveStop | None = None) -> None:
         from nas.pareto import objective_spec
 
-        self.runner, self.data_path, self.space, self.seed = runner, data_path, space, seed
+        self.runner, self.data_ref, self.space, self.seed = runner, data_ref, space, seed
         self.metric, self.int8 = objective_spec(objective).metric, objective_spec(objective).int8
         self.curve_stop, self.curve_bar = curve_stop, CurveBar()
 
     def evaluate(self, arch: Architecture, fidelity: Mapping[str, float] | None = None) -> Result:
-        params = {"data_path": self.data_path, "space": self.space.name, "space_config": self.space.config(),
+        params = {"data_ref": self.data_ref, "space": self.space.name, "space_config": self.space.config(),
                   "arch": arch.string, "fidelity": dict(fidelity or {}), "seed": self.seed, "int8": self.int8}
         if self.curve_stop is not None:
             params.update(curve_stop=dataclasses.asdict(self.curve_stop), bar=self.curve_bar.bar)
@@ -120,26 +119,45 @@ class ContextThreadExecutor(cf.ThreadPoolExecutor):
 
 
 def make_task_runner(cfg: SearchStageConfig) -> Any:
-    if cfg.runner == "thread":
-        return ThreadPoolTaskRunner(max_workers=cfg.workers)
-    from prefect_dask import DaskTaskRunner
-
-    if cfg.dask_address:
-        return DaskTaskRunner(address=cfg.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": ":0"})
+    """The task runner the config names (:func:`pipelines.cluster.make_task_runner`)."""
+    return cluster.make_task_runner(cfg.runner, cfg.workers, cfg.dask_address)
 
 
 # -- zero-cost pool --------------------------------------------------------------------------------------------------
-def zero_cost_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig) -> tuple[list[Architecture],
-                                                                                             dict[str, dict]]:
-    """Sample ``pool_size`` architectures and keep the pre-filter's best ``prefilter_keep`` (best first)."""
+@task(name="score_proxies", cache_policy=NO_CACHE, task_run_name="zero-cost scores of {n} architectures")
+def score_proxies(archs: list[str], names: list[str], needs_batch: bool, setup: Any, n: int = 0) -> list:
+    """One chunk of the pool's zero-cost scoring (:func:`nas.prefilter.score_chunk`) on a worker."""
+    from nas.prefilter import score_chunk
+
+    cluster.pin_worker_threads()
+    with cluster.RNG_LOCK:  # networks are built under the seed: one chunk at a time per process
+        return score_chunk(archs, names, needs_batch, setup)
+
+
+def runner_chunks(runner: Any) -> Any:
+    """A :data:`nas.prefilter.ChunkMap` that scores each chunk as a :func:`score_proxies` task on ``runner``."""
+    def mapper(chunks: list[list[str]], names: list[str], needs_batch: bool, setup: Any) -> list:
+        return cluster.map_ordered(runner, score_proxies, [
+            {"archs": c, "names": names, "needs_batch": needs_batch, "setup": setup, "n": len(c)} for c in chunks])
+
+    return mapper
+
+
+def zero_cost_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig, runner: Any = None,
+                   workers: int | None = None) -> tuple[list[Architecture], dict[str, dict]]:
+    """Sample ``pool_size`` architectures and keep the pre-filter's best ``prefilter_keep`` (best first).
+
+    With a started ``runner`` the pool is scored in chunks on its ``workers`` (the cluster's size), the same scores
+    in the same order as scored here; without one, in ``cfg.workers`` local processes."""
     from nas.prefilter import prefilter
 
     rng = np.random.default_rng(cfg.seed)
     pool = space.sample_many(cfg.pool_size, rng)  # unique by canonical form
     kwargs: dict[str, Any] = {"keep": min(cfg.prefilter_keep, len(pool)), "ensemble": cfg.ensemble,
-                              "seed": cfg.seed, "workers": cfg.workers, "costly_fraction": cfg.costly_fraction}
+                              "seed": cfg.seed, "workers": workers or cfg.workers,
+                              "costly_fraction": cfg.costly_fraction}
+    if runner is not None:
+        kwargs["map_chunks"] = runner_chunks(runner)
     if cfg.proxies:
         kwargs["cheap"] = tuple(cfg.proxies)
     if cfg.costly_proxies is not None:
@@ -286,10 +304,11 @@ def _proxy_source(space: SearchSpace, data: TaskData, known: dict[str, dict], na
     return scores
 
 
-def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData
-                     ) -> tuple[Any, list[Architecture], dict[str, dict]]:
-    """Pre-filter a pool, then the configured strategy warm-started from its zero-cost ranking."""
-    pool, proxy_scores = zero_cost_pool(space, data, cfg)
+def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData, runner: Any = None,
+                     workers: int | None = None) -> tuple[Any, list[Architecture], dict[str, dict]]:
+    """Pre-filter a pool (on ``runner``'s workers when given), then the configured strategy warm-started from its
+    zero-cost ranking."""
+    pool, proxy_scores = zero_cost_pool(space, data, cfg, runner, workers)
     cheap_names = sorted(set.intersection(*(set(s) for s in proxy_scores.values()))) if proxy_scores else []
     metric = get_task(data.task).search_metric(cfg.metric)
     if ranked_by_scorer(data) and cfg.objective == "accuracy":  # the refresh-level metric, not accuracy
@@ -327,9 +346,10 @@ def _log_search_params(space: SearchSpace, cfg: SearchStageConfig) -> None:
                            "early_stop_min_epochs": cfg.early_stop_min_epochs})
 
 
-def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStageConfig, journal: Path,
-              resume: bool, run: Any) -> SearchResult:
-    """The shared search loop with evaluations as Prefect tasks on the configured task runner."""
+def _run_loop(strategy: Any, space: SearchSpace, data_ref: dict, cfg: SearchStageConfig, journal: Path,
+              resume: bool, run: Any, runner: Any, workers: int) -> SearchResult:
+    """The shared search loop with evaluations as Prefect tasks on the started task runner, ``workers`` (its
+    size) in flight: the strategy is asked for that many at first, then one per finished evaluation."""
     client = MlflowClient()
     logger = get_run_logger()
 
@@ -346,10 +366,8 @@ def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStag
         logger.info("evaluation %d: %s val_accuracy=%.4f", rec.index + 1, rec.arch,
                     rec.result.metrics.get("val_accuracy", float("nan")))
 
-    runner = make_task_runner(cfg)
-    with runner, ContextThreadExecutor(max_workers=cfg.workers, thread_name_prefix="nas-submit") as pool_exec:
-        evaluator = TaskRunnerEvaluator(runner, str(Path(data_path).resolve()), space, cfg.seed, cfg.objective,
-                                        cfg.curve_stop)
+    with ContextThreadExecutor(max_workers=workers, thread_name_prefix="nas-submit") as pool_exec:
+        evaluator = TaskRunnerEvaluator(runner, data_ref, space, cfg.seed, cfg.objective, cfg.curve_stop)
         evaluator.metric = strategy.metric  # val_neg_rmse for a regression (prepare_strategy)
         if evaluator.curve_stop is not None and resume:  # replayed trials skip on_result: they set the bar here
             from nas.search import Journal
@@ -359,7 +377,7 @@ def _run_loop(strategy: Any, space: SearchSpace, data_path: str, cfg: SearchStag
                                               and np.isfinite(float(row.get("score", float("-inf")))))
         try:
             return run_search(strategy, evaluator, budget=cfg.budget, time_budget_s=cfg.time_budget_s,
-                              fidelity=cfg.fidelity, workers=cfg.workers, executor=pool_exec,
+                              fidelity=cfg.fidelity, workers=workers, executor=pool_exec,
                               journal=journal, resume=resume, on_result=on_result)
         except ValueError as exc:
             raise UserError(f"search: {exc}") from None
@@ -426,17 +444,25 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
             mlflow.log_metrics({"search_seconds": seconds, "darts_epochs": len(darts.history)})
             return _output(run, space, data, cfg, candidates, evaluations=len(darts.history), failed=0,
                            seconds=seconds, prefilter_seconds=0.0, journal=journal, tau=[])
-        strategy, pool, proxy_scores = prepare_strategy(cfg, space, data)
-        prefilter_seconds = time.perf_counter() - started
-        logger.info("pre-filter kept %d of %d architectures in %.1f s", len(pool), cfg.pool_size, prefilter_seconds)
-        if cfg.fidelity == SUPERNET:
-            from pipelines.weight_sharing import trained_supernet
+        with cluster.started(make_task_runner(cfg)) as runner:
+            workers = cluster.slots(runner)  # the cluster's size, not the configured number, on Dask
+            remote = runner if cfg.runner == "dask" else None  # threads: the pre-filter's own processes
+            strategy, pool, proxy_scores = prepare_strategy(cfg, space, data, remote, workers)
+            prefilter_seconds = time.perf_counter() - started
+            logger.info("pre-filter kept %d of %d architectures in %.1f s; %d evaluations in flight", len(pool),
+                        cfg.pool_size, prefilter_seconds, workers)
+            mlflow.log_metric("evaluations_in_flight", workers)
+            if cfg.fidelity == SUPERNET:
+                from pipelines.weight_sharing import trained_supernet
 
-            evaluator, supernet_run_id = trained_supernet(space, data, cfg)
-            mlflow.set_tag("nasops.supernet_run_id", supernet_run_id)
-            result = _run_on(evaluator, strategy, space, cfg, journal, inputs.resume or cfg.resume, run)
-        else:
-            result = _run_loop(strategy, space, data_path, cfg, journal, inputs.resume or cfg.resume, run)
+                evaluator, supernet_run_id = trained_supernet(space, data, cfg)
+                mlflow.set_tag("nasops.supernet_run_id", supernet_run_id)
+                result = _run_on(evaluator, strategy, space, cfg, journal, inputs.resume or cfg.resume, run)
+            else:
+                ref = (publish_prepared(data_path, run.info.run_id, mlflow.get_tracking_uri()) if remote is not None
+                       else local_ref(data_path))
+                result = _run_loop(strategy, space, ref, cfg, journal, inputs.resume or cfg.resume, run, runner,
+                                   workers)
         seconds = time.perf_counter() - started
         candidates = _candidates(result, cfg, proxy_scores)
         if not candidates:

@@ -133,40 +133,64 @@ def _evaluation_plot(kind: TaskKind, net: nn.Module, model: nn.Module, data: Tas
         plots.confusion(y_test.numpy(), probs.argmax(1), classes, path / "confusion_matrix.png", title)
 
 
-def _train_and_log(
-    build: Callable[[], nn.Module], data: TaskData, config: RetrainConfig, *, run_name: str, params: dict[str, Any]
-) -> Trained:
-    """Train in a nested MLflow run with per-epoch metrics and plots."""
+@dataclass
+class Fitted:
+    """One full training as a worker returns it (no MLflow there): the trained network, its per-epoch history and
+    every figure measured on it."""
+
+    net: nn.Module
+    history: list[dict[str, float]]
+    metrics: dict[str, float]
+
+
+def fit_network(build: Callable[[], nn.Module], data: TaskData, config: RetrainConfig, space: str = "") -> Fitted:
+    """Train a network fully under the config's seed and measure it (test figures, latency, parameters)."""
     kind = get_task(data.task)
     torch.manual_seed(config.seed)
     net = build()
+    result = train(net, data, train_config(config, space, data.is_regression),
+                   **training_options(data))  # early stopping on the refresh-level metric, class weights
+    model = served_module(net, data).eval()
+    latency = measure_latency_ms(model, (int(np.prod(data.input_shape)),))
+    metrics = {
+        **_test_metrics(net, data, result, kind),
+        **_metric_figures(net, data, result),
+        "best_epoch": float(result.best_epoch),
+        "train_seconds": result.train_seconds,
+        "latency_ms": latency,
+        "params": float(sum(p.numel() for p in net.parameters())),
+    }
+    return Fitted(net, result.history, metrics)
+
+
+def _log_fitted(fitted: Fitted, data: TaskData, config: RetrainConfig, *, run_name: str,
+                params: dict[str, Any]) -> Trained:
+    """A training's nested MLflow run, written by the refresh's process: params, per-epoch metrics, figures and
+    plots (a worker that trained it needs no MLflow)."""
+    kind = get_task(data.task)
+    net = fitted.net
+    model = served_module(net, data).eval()
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
         mlflow.log_params({**params, "task": data.task, **{f"train.{k}": v for k, v in config.model_dump().items()}})
-        result = train(
-            net, data, train_config(config, str(params.get("space", "")), data.is_regression),
-            on_epoch=lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
-                                                    step=int(row["epoch"])),
-            **training_options(data),  # early stopping on the refresh-level metric, class weights
-        )
-        model = served_module(net, data).eval()
-        latency = measure_latency_ms(model, (int(np.prod(data.input_shape)),))
-        metrics = {
-            **_test_metrics(net, data, result, kind),
-            **_metric_figures(net, data, result),
-            "best_epoch": float(result.best_epoch),
-            "train_seconds": result.train_seconds,
-            "latency_ms": latency,
-            "params": float(sum(p.numel() for p in net.parameters())),
-        }
-        mlflow.log_metrics(metrics)
+        for row in fitted.history:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        mlflow.log_metrics(fitted.metrics)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            plots.learning_curves(result.history, tmp_path / "learning_curves.png", title=run_name, task=kind)
+            plots.learning_curves(fitted.history, tmp_path / "learning_curves.png", title=run_name, task=kind)
             _evaluation_plot(kind, net, model, data, tmp_path, run_name)
-            (tmp_path / "history.json").write_text(json.dumps(result.history, indent=1))
+            (tmp_path / "history.json").write_text(json.dumps(fitted.history, indent=1))
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
-        return Trained(model=model, run_id=run.info.run_id, metrics=metrics,
-                       offline=OfflineMetrics.from_metrics(data.task, metrics))
+        return Trained(model=model, run_id=run.info.run_id, metrics=fitted.metrics,
+                       offline=OfflineMetrics.from_metrics(data.task, fitted.metrics))
+
+
+def _train_and_log(
+    build: Callable[[], nn.Module], data: TaskData, config: RetrainConfig, *, run_name: str, params: dict[str, Any]
+) -> Trained:
+    """Train here, then log the training in a nested MLflow run with per-epoch metrics and plots."""
+    fitted = fit_network(build, data, config, str(params.get("space", "")))
+    return _log_fitted(fitted, data, config, run_name=run_name, params=params)
 
 
 def _register(
@@ -253,25 +277,29 @@ def register_baseline(data_path: str, model_name: str, config: RetrainConfig, li
                           score=ranking_score(data, trained.metrics), **offline.reported())
 
 
-def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: RetrainConfig) -> list[Ranked]:
-    """Train the search's top ``config.top_k`` candidates fully; best validation score first."""
+def _train_candidates(data: TaskData, inputs: RetrainInput, space: Any, config: RetrainConfig,
+                      runner: Any = None, data_ref: dict | None = None) -> list[Ranked]:
+    """Train the search's top ``config.top_k`` candidates fully (each a task on ``runner``: all at once on the
+    cluster's workers), log each here; best validation score first."""
+    from pipelines.finalists import train_finalists
+
     candidates = inputs.search.candidates[: config.top_k]
     if not candidates:
         raise ValueError("the search returned no candidates to retrain")
+    jobs = [(space.name, space.config(), cand.arch) for cand in candidates]
+    fitted = train_finalists(runner, data_ref, jobs, config, data)
     ranked = []
-    for rank, cand in enumerate(candidates):
-        arch = space.from_string(cand.arch)
-        trained = _train_and_log(
-            lambda arch=arch: arch.build(data.num_classes, data.input_shape), data, config,
-            run_name=f"retrain-{rank}", params={"arch": arch.string, "space": space.name, "search_rank": rank,
-                                                "space_config": json.dumps(space.config()), "seed": config.seed},
-        )
+    for rank, (cand, fit) in enumerate(zip(candidates, fitted, strict=True)):
+        trained = _log_fitted(fit, data, config, run_name=f"retrain-{rank}", params={
+            "arch": cand.arch, "space": space.name, "search_rank": rank,
+            "space_config": json.dumps(space.config()), "seed": config.seed})
         ranked.append(Ranked(ranking_score(data, trained.metrics), rank, cand, trained))
     ranked.sort(key=lambda r: (-r.score, r.search_rank))
     return ranked
 
 
-def _train_scaled_family(data: TaskData, winner: Ranked, space: Any, config: RetrainConfig) -> list[Ranked]:
+def _train_scaled_family(data: TaskData, winner: Ranked, space: Any, config: RetrainConfig, runner: Any = None,
+                         data_ref: dict | None = None) -> list[Ranked]:
     """Compound-scale the fully trained winner (``config.scale_phis`` within the ``scale_max_*`` budget) and train
     each member that differs from it fully (each ranked with the member it is)."""
     from nas.scaling import SCALABLE_SPACES, Budget, compound_scale
@@ -284,18 +312,18 @@ def _train_scaled_family(data: TaskData, winner: Ranked, space: Any, config: Ret
     budget = Budget(max_params=config.scale_max_params, max_latency_ms=config.scale_max_latency_ms)
     family = compound_scale(space, space.from_string(cand.arch), data.num_classes, data.input_shape, budget,
                             phis=sorted(set(config.scale_phis)))
+    from pipelines.finalists import train_finalists
+
     same = (json.dumps(space.config(), sort_keys=True), cand.arch)
+    # φ = 0 (or a rounding to the winner itself): already trained
+    members = [m for m in family if (json.dumps(m.space_config, sort_keys=True), m.arch) != same]
+    fitted = train_finalists(runner, data_ref, [(m.space, m.space_config, m.arch) for m in members], config, data)
     ranked = []
-    for member in family:
-        if (json.dumps(member.space_config, sort_keys=True), member.arch) == same:
-            continue  # φ = 0 (or a rounding to the winner itself): already trained
-        trained = _train_and_log(
-            lambda member=member: member.build(data.num_classes), data, config,
-            run_name=f"retrain-scaled-{member.phi:g}",
-            params={"arch": member.arch, "space": member.space, "search_rank": winner.search_rank,
-                    "space_config": json.dumps(member.space_config), "seed": config.seed,
-                    "scaled_phi": member.phi, "scaled_from": cand.arch},
-        )
+    for member, fit in zip(members, fitted, strict=True):
+        trained = _log_fitted(fit, data, config, run_name=f"retrain-scaled-{member.phi:g}", params={
+            "arch": member.arch, "space": member.space, "search_rank": winner.search_rank,
+            "space_config": json.dumps(member.space_config), "seed": config.seed,
+            "scaled_phi": member.phi, "scaled_from": cand.arch})
         scaled = cand.model_copy(update={"arch": member.arch, "params": int(member.params)})
         ranked.append(Ranked(ranking_score(data, trained.metrics), winner.search_rank, scaled, trained, member))
     return ranked
@@ -335,14 +363,17 @@ def retrain_and_register(inputs: RetrainInput, config: RetrainConfig) -> Retrain
 
     With ``config.scale_phis`` the winner's compound-scaled family is trained and registered too, and the ranking
     puts the Pareto front (score vs params / latency) first (:func:`_pareto_order`)."""
+    from pipelines.finalists import finalists_runner
+
     data = TaskData.load(inputs.data.path)
     search = inputs.search
     space = get_space(search.space, **search.space_config)
-    ranked = _train_candidates(data, inputs, space, config)
-    front: set[int] = set()
-    if config.scale_phis:
-        ranked, front = _pareto_order(ranked + _train_scaled_family(data, ranked[0], space, config),
-                                      get_task(data.task))
+    with finalists_runner(config, inputs.data.path) as (runner, data_ref):  # the trainings: on the cluster
+        ranked = _train_candidates(data, inputs, space, config, runner, data_ref)
+        front: set[int] = set()
+        if config.scale_phis:
+            family = _train_scaled_family(data, ranked[0], space, config, runner, data_ref)
+            ranked, front = _pareto_order(ranked + family, get_task(data.task))
     client = registry.client_for_active()
     model_name = inputs.model_name
     registered = []
