@@ -84,6 +84,10 @@ def test_pool_scoring_and_retraining_on_a_thread_runner_equal_the_serial_run(pre
         pool, scores = zero_cost_pool(space, data, cfg, runner, workers=2)
         fits = train_finalists(runner, local_ref(digits), jobs, config, data)
     assert [a.string for a in pool] == [a.string for a in serial_pool] and scores == serial_scores
+    _same_training(fits, serial_fits)
+
+
+def _same_training(fits, serial_fits) -> None:
     for x, y in zip(fits, serial_fits, strict=True):
         timings = ("latency_ms", "train_seconds")  # the rest is exact
         assert {k: v for k, v in x.metrics.items() if k not in timings} == {
@@ -93,26 +97,56 @@ def test_pool_scoring_and_retraining_on_a_thread_runner_equal_the_serial_run(pre
             assert k == k2 and bool((v == v2).all()), k
 
 
+def _store_run(root) -> tuple[str, str]:
+    """A real SQLite MLflow store with a file artifact root, and one run in it: (tracking URI, run id)."""
+    from mlflow.tracking import MlflowClient
+
+    root.mkdir(exist_ok=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("ship", artifact_location=(root / "artifacts").as_uri())
+    return uri, client.create_run(experiment).info.run_id
+
+
+@pytest.mark.slow
+def test_scoring_and_retraining_on_a_real_two_worker_local_cluster(prefect_server, tmp_path, digits):
+    """Two Dask worker processes: two slots, the pool's scores and the finalists' weights equal the serial run's,
+    the data read from the artifact store."""
+    from nas.data import TaskData
+    from pipelines.config import RetrainConfig, SearchStageConfig
+    from pipelines.finalists import train_finalists
+    from pipelines.nas_stage import zero_cost_pool
+    from pipelines.prepared import publish_prepared
+
+    data = TaskData.load(digits)
+    cfg = SearchStageConfig(pool_size=8, prefilter_keep=3, seed=0, workers=1)
+    space = get_space("nb201", C=8, N=1)
+    serial_pool, serial_scores = zero_cost_pool(space, data, cfg)
+    config = RetrainConfig(**TINY_RETRAIN)
+    jobs = [(space.name, space.config(), a.string) for a in serial_pool[:2]]
+    serial_fits = train_finalists(None, None, jobs, config, data)
+    ref = publish_prepared(digits, *reversed(_store_run(tmp_path / "store")))
+    with cluster.started(cluster.make_task_runner("dask", 2)) as runner:
+        assert cluster.slots(runner) == 2
+        pool, scores = zero_cost_pool(space, data, cfg, runner, workers=2)
+        fits = train_finalists(runner, ref, jobs, config, data)
+    assert [a.string for a in pool] == [a.string for a in serial_pool] and scores == serial_scores
+    _same_training(fits, serial_fits)
+
+
 @pytest.mark.slow
 def test_a_worker_without_the_refresh_path_loads_the_data_from_the_artifact_store(tmp_path, digits):
     """The task's loader in another process, whose working directory is elsewhere and where the refresh's data
     file no longer exists: it reads the copy logged to the run's artifacts (and checks its digest)."""
     import shutil
 
-    from mlflow.tracking import MlflowClient
-
     from pipelines.prepared import file_digest, publish_prepared
 
-    store = tmp_path / "store"
-    store.mkdir()
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("ship", artifact_location=(store / "artifacts").as_uri())
-    run = client.create_run(experiment)
+    uri, run_id = _store_run(tmp_path / "store")
     local = tmp_path / "refresh" / "prepared.npz"
     local.parent.mkdir()
     shutil.copy(digits, local)
-    ref = publish_prepared(str(local), run.info.run_id, uri)
+    ref = publish_prepared(str(local), run_id, uri)
     assert ref["sha256"] == file_digest(digits) and "/prepared/" in ref["uri"]
     shutil.rmtree(local.parent)  # the refresh's local path is gone
     elsewhere = tmp_path / "worker"
