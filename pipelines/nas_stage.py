@@ -287,21 +287,36 @@ def _check_metric(cfg: SearchStageConfig, data: TaskData) -> None:
                         "default strategy and objective, or --metric accuracy")
 
 
-def _proxy_source(space: SearchSpace, data: TaskData, known: dict[str, dict], names: list[str]):
-    """Proxy features for the predictor: the pre-filter's scores, or the cheap proxies computed on the fly."""
-    from nas.proxies import compute_scores, needs_data
+class _ProxySource:
+    """Proxy features for the predictor: the pre-filter's scores, or the data-free proxies computed for the
+    architectures it has not scored (mutants). With a runner, :meth:`prefetch` scores the predictor's whole candidate
+    set in chunks on the workers (the same scores: :func:`nas.prefilter.score_chunk` with this seed); without one
+    each is computed here when asked."""
 
-    names = [n for n in names if not needs_data(n)]  # mutants outside the pool get the data-free ones only
+    def __init__(self, space: SearchSpace, data: TaskData, known: dict[str, dict], names: list[str],
+                 runner: Any = None, workers: int = 1) -> None:
+        from nas.prefilter import ScoringSetup
+        from nas.proxies import needs_data
 
-    def scores(arch: Architecture) -> dict[str, float]:
-        if arch.string not in known:
-            known[arch.string] = compute_scores(
-                lambda: arch.build(data.num_classes, data.input_shape), names,
-                input_shape=data.input_shape, num_classes=data.num_classes,
-            )
-        return {n: known[arch.string][n] for n in names if n in known[arch.string]}
+        self.names = [n for n in names if not needs_data(n)]  # mutants outside the pool get the data-free ones
+        self.known, self.runner, self.workers = known, runner, workers
+        self.setup = ScoringSetup(space, None, tuple(data.input_shape), int(data.num_classes), 0)
 
-    return scores
+    def prefetch(self, archs: Sequence[Architecture]) -> None:
+        todo = list(dict.fromkeys(a.string for a in archs if a.string not in self.known))
+        if self.runner is None or not todo or not self.names:
+            return
+        size = max(1, -(-len(todo) // (self.workers * 2)))
+        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        for part in runner_chunks(self.runner)(chunks, self.names, False, self.setup):
+            self.known.update(dict(part))
+
+    def __call__(self, arch: Architecture) -> dict[str, float]:
+        from nas.prefilter import score_chunk
+
+        if arch.string not in self.known:
+            self.known.update(dict(score_chunk([arch.string], self.names, False, self.setup)))
+        return {n: self.known[arch.string][n] for n in self.names if n in self.known[arch.string]}
 
 
 def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData, runner: Any = None,
@@ -316,7 +331,8 @@ def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData,
     kwargs: dict[str, Any] = {"pool": pool, "metric": metric, "constraints": cfg.constraints,
                               "warm_start": pool[: cfg.warm_start]}
     if cfg.strategy == "predictor":
-        kwargs.update(proxies=_proxy_source(space, data, proxy_scores, cheap_names), predictor=cfg.predictor,
+        kwargs.update(proxies=_ProxySource(space, data, proxy_scores, cheap_names, runner, workers or 1),
+                      predictor=cfg.predictor,
                       acquisition=cfg.acquisition, n_init=max(2, min(cfg.warm_start or 4, cfg.budget // 2)))
     try:
         strategy = get_strategy(cfg.strategy, space, seed=cfg.seed, **kwargs)

@@ -69,7 +69,7 @@ def test_pool_scoring_and_retraining_on_a_thread_runner_equal_the_serial_run(pre
     from nas.data import TaskData
     from pipelines.config import RetrainConfig, SearchStageConfig
     from pipelines.finalists import train_finalists
-    from pipelines.nas_stage import zero_cost_pool
+    from pipelines.nas_stage import _ProxySource, zero_cost_pool
     from pipelines.prepared import local_ref
 
     data = TaskData.load(digits)
@@ -79,10 +79,17 @@ def test_pool_scoring_and_retraining_on_a_thread_runner_equal_the_serial_run(pre
     config = RetrainConfig(**TINY_RETRAIN)
     jobs = [(space.name, space.config(), a.string) for a in serial_pool[:2]]
     serial_fits = train_finalists(None, None, jobs, config, data)
+    mutants = space.sample_many(5, np.random.default_rng(1))  # the predictor's candidates outside the pool
+    here = _ProxySource(space, data, {}, ["synflow", "params", "nwot"])
+    serial_features = [here(a) for a in mutants]
     with cluster.started(cluster.make_task_runner("thread", 2)) as runner:
         assert cluster.slots(runner) == 2  # evaluations in flight: the runner's size
         pool, scores = zero_cost_pool(space, data, cfg, runner, workers=2)
         fits = train_finalists(runner, local_ref(digits), jobs, config, data)
+        there = _ProxySource(space, data, {}, ["synflow", "params", "nwot"], runner, 2)
+        there.prefetch(mutants)  # scored on the runner, all at once
+        assert set(there.known) == {a.string for a in mutants}
+    assert [there(a) for a in mutants] == serial_features and set(serial_features[0]) == {"synflow", "params"}
     assert [a.string for a in pool] == [a.string for a in serial_pool] and scores == serial_scores
     _same_training(fits, serial_fits)
 

@@ -100,6 +100,9 @@ class PredictorGuided(Strategy):
         enc = np.stack([np.asarray(a.encode(), dtype=np.float64) for a in archs])
         if self.proxies is None:
             return enc
+        prefetch = getattr(self.proxies, "prefetch", None)  # a source that scores many at once (on a cluster)
+        if prefetch is not None:
+            prefetch([a for a in archs if a.string not in self._proxy_cache])
         prox = [self._proxy_vector(a) for a in archs]
         width = max(len(p) for p in prox)
         prox_arr = np.stack([np.pad(p, (0, width - len(p)), constant_values=np.nan) for p in prox])
