@@ -301,7 +301,9 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
         data, model_name, config.retrain, lineage)) if is_tabular(data.input_shape) else None
     baseline = clock.stage("register_baseline_champion", lambda: _cached(baseline_champion, results)(
         data, model_name, config.retrain, lineage, baselines))
-    champion_before = champion_facts(model_name)
+    from pipelines.rescore import on_this_split  # the champion on this refresh's rows when the data changed
+
+    champion_before = on_this_split(model_name, data.path, champion_facts(model_name))
     retrain_in = RetrainInput(data=data, search=search, model_name=model_name, lineage=lineage, baselines=baselines)
     challenger = clock.stage("retrain_and_register", lambda: _cached(retrain_task, results)(
         retrain_in, config.retrain))

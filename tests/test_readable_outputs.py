@@ -43,3 +43,71 @@ def test_canary_status_after_a_decision_stops_counting_time_in_step(tmp_path, na
     from datetime import datetime
 
     assert abs(datetime.fromisoformat(stamp).timestamp() - (started + 600)) < 2, stamp
+
+
+# -- the champion against the challenger on the same rows (issue 24) ---------------------------------------------
+
+def _split_data(tmp_path, name: str, seed: int, fingerprint: str):
+    """A two-class table whose label is ``x0 > threshold``; each split of the data has other rows."""
+    import numpy as np
+
+    from nas.data import TaskData
+
+    rng = np.random.default_rng(seed)
+
+    def part(n):
+        x = rng.normal(size=(n, 2)).astype(np.float32)
+        return x, (x[:, 0] > 0.3).astype(np.int64)
+
+    (xt, yt), (xv, yv), (xs, ys) = part(40), part(60), part(80)
+    data = TaskData(x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs, y_test=ys, input_shape=(2,),
+                    num_classes=2, meta={"fingerprint": fingerprint, "task": "classification", "classes": [0, 1]})
+    return str(data.save(tmp_path / f"{name}.npz"))
+
+
+def _stand_in_champion(model_name, version, data):
+    """A champion that answers ``x0 > 0``: its scores depend on which rows it is given."""
+    import numpy as np
+
+    def probs(x):
+        p = (x[:, 0] > 0).astype(np.float64)
+        return np.stack([1 - p, p], axis=1)
+
+    return {s: probs(getattr(data, f"x_{s}")) for s in ("val", "test")}
+
+
+def test_the_champion_is_scored_again_on_the_new_split_when_the_data_changed(tmp_path):
+    """The summary compared the champion's registered test accuracy (its own split) with the challenger's (the new
+    one): 0.969 vs 0.979, while on the same rows they scored 0.980 vs 0.979."""
+    import numpy as np
+
+    from nas.data import TaskData
+    from pipelines.contracts import ChampionFacts
+    from pipelines.rescore import champion_on_split
+    from pipelines.summary import split_cell
+
+    new = _split_data(tmp_path, "new", seed=1, fingerprint="bbbbbbbbbbbbbbbb")
+    registered = ChampionFacts(version="3", val_accuracy=0.5, test_accuracy=0.5)  # from its own split
+    facts = champion_on_split(registered, new, "m", "aaaaaaaaaaaaaaaa", outputs=_stand_in_champion)
+    data = TaskData.load(new)
+    on_new_rows = float(np.mean((data.x_test[:, 0] > 0) == data.y_test))
+    assert facts.test_accuracy == on_new_rows and facts.test_accuracy != 0.5
+    assert facts.val_accuracy == float(np.mean((data.x_val[:, 0] > 0) == data.y_val))
+    assert facts.rescored and facts.split == "bbbbbbbb" and facts.registered_split == "aaaaaaaa"
+    assert split_cell(facts) == "bbbbbbbb (re-scored; registered on aaaaaaaa)"
+    # the same data: the registered figures stand, and say their split
+    same = champion_on_split(registered, new, "m", "bbbbbbbbbbbbbbbb", outputs=_stand_in_champion)
+    assert same.test_accuracy == 0.5 and not same.rescored and split_cell(same) == "bbbbbbbb"
+
+
+def test_a_champion_that_cannot_answer_the_new_rows_keeps_its_figures_labelled_with_their_split(tmp_path):
+    from pipelines.contracts import ChampionFacts
+    from pipelines.rescore import champion_on_split
+
+    def refuses(*_):
+        raise ValueError("other columns")
+
+    new = _split_data(tmp_path, "new", seed=1, fingerprint="bbbbbbbbbbbbbbbb")
+    facts = champion_on_split(ChampionFacts(version="3", test_accuracy=0.5), new, "m", "aaaaaaaaaaaaaaaa",
+                              outputs=refuses)
+    assert facts.test_accuracy == 0.5 and not facts.rescored and facts.split == "aaaaaaaa"
