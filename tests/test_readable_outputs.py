@@ -111,3 +111,85 @@ def test_a_champion_that_cannot_answer_the_new_rows_keeps_its_figures_labelled_w
     facts = champion_on_split(ChampionFacts(version="3", test_accuracy=0.5), new, "m", "aaaaaaaaaaaaaaaa",
                               outputs=refuses)
     assert facts.test_accuracy == 0.5 and not facts.rescored and facts.split == "aaaaaaaa"
+
+
+# -- the refresh run and the registered model say what happened (issue 24) ---------------------------------------
+
+def _refresh_result(canary=None):
+    from pipelines.contracts import (
+        BaselinesOutput,
+        CanaryOutput,
+        ChampionFacts,
+        Contender,
+        OfflineMetrics,
+        PreparedData,
+        RefreshResult,
+        RegisteredCandidate,
+        RetrainOutput,
+        SearchOutput,
+    )
+
+    def contender(version, kind, score, test_ll, val_ll):
+        offline = OfflineMetrics(val_accuracy=0.9, test_accuracy=0.88)
+        return Contender(version=version, model_kind=kind, arch=kind, run_id=f"r{version}", score=-val_ll,
+                         offline=offline, metrics={"val_log_loss": val_ll, "test_log_loss": test_ll,
+                                                   "val_accuracy": 0.9, "test_accuracy": 0.88})
+
+    nas, lgbm, linear = contender("4", "nas", -0.2, 0.21, 0.2), contender("2", "baseline-lightgbm", -0.3, 0.31, 0.3), \
+        contender("3", "baseline-linear", -0.5, 0.52, 0.5)
+    data = PreparedData(path="/tmp/d.npz", fingerprint="0123456789abcdef", source="credit.csv", target="default",
+                        input_shape=[3], num_classes=2, classes=[0, 1], feature_names=["a", "b", "c"],
+                        metric="log_loss")
+    search = SearchOutput(search_run_id="r", space="mlp", space_config={}, input_shape=[3], num_classes=2,
+                          pool_size=4, evaluations=4, seconds=1.0, prefilter_seconds=0.1, candidates=[], journal="j")
+    challenger = RetrainOutput(version="4", arch="nas", space="mlp", run_id="r4", retrained=1, seed=0, val_accuracy=0.9,
+                               test_accuracy=0.88, test_loss=0.2, best_epoch=3, train_seconds=1.0, latency_ms=0.2,
+                               params=100.0, candidates=[RegisteredCandidate(
+                                   version="4", arch="nas", alias="candidate-1", run_id="r4", val_accuracy=0.9,
+                                   test_accuracy=0.88, latency_ms=0.2)],
+                               ranking=[nas, lgbm, linear])
+    champion = ChampionFacts(version="2", model_kind="baseline-lightgbm", split="01234567")
+    if canary:
+        canary = CanaryOutput(decision="rolled_back", reason="log_loss worse", verdict="fail", score=10.0,
+                              model_name="m", champion_version="2", challenger_version="4",
+                              previous_champion_version="", report_uri="runs:/c1/canary_report.html")
+    return RefreshResult(model_name="m", refresh_id="x1", refresh_run_id="run", tracking_uri="sqlite:///m.db",
+                         data=data, search=search, challenger=challenger, champion_before=champion, seconds=2.0,
+                         baselines=BaselinesOutput(models=[lgbm, linear]), canary=canary)
+
+
+def test_the_refresh_run_carries_the_quality_figures_and_the_registered_versions():
+    """The refresh run showed no quality metric and no registered model."""
+    from pipelines.refresh_facts import run_facts
+
+    metrics, tags = run_facts(_refresh_result(canary=True))
+    assert metrics["test_log_loss"] == 0.21 and metrics["val_log_loss"] == 0.2 and metrics["test_accuracy"] == 0.88
+    assert metrics["champion.test_log_loss"] == 0.31  # the champion on the same split (it was ranked here)
+    assert tags["nasops.registered_versions"] == "2,3,4" and tags["nasops.challenger_version"] == "4"
+    assert tags["nasops.champion_version"] == "2" and tags["nasops.split_fingerprint"] == "01234567"
+    assert tags["nasops.champion_split"] == "01234567"
+
+
+def test_the_registered_model_is_described_by_the_refresh():
+    """Models had no description: what it is, its champion against the best baseline, the last decision, report."""
+    from pipelines.refresh_facts import model_description
+
+    text = model_description(_refresh_result(canary=True))
+    assert "classification of default from credit.csv" in text and "refresh x1" in text
+    assert "Champion: v2 (baseline-lightgbm), test log_loss 0.31 (split 01234567)." in text  # it is the best baseline
+    assert "Last decision: rolled_back v4 — log_loss worse. Report: runs:/c1/canary_report.html" in text
+    assert len(text.splitlines()) == 3
+    skipped = model_description(_refresh_result())
+    assert "canary skipped" in skipped
+
+
+def test_each_model_has_its_own_experiment_unless_one_is_named(monkeypatch, tmp_path):
+    from pipelines.settings import Settings
+    from pipelines.tracking import experiment_name
+
+    monkeypatch.setenv("NASOPS_HOME", str(tmp_path))
+    monkeypatch.delenv("NASOPS_EXPERIMENT", raising=False)
+    assert experiment_name(Settings(), "credit") == "nasops/credit"
+    assert experiment_name(Settings()) == "nasops-refresh"  # no model: the shared one, as before
+    monkeypatch.setenv("NASOPS_EXPERIMENT", "team-x")
+    assert experiment_name(Settings(), "credit") == "team-x"
