@@ -193,3 +193,44 @@ def test_each_model_has_its_own_experiment_unless_one_is_named(monkeypatch, tmp_
     assert experiment_name(Settings()) == "nasops-refresh"  # no model: the shared one, as before
     monkeypatch.setenv("NASOPS_EXPERIMENT", "team-x")
     assert experiment_name(Settings(), "credit") == "team-x"
+
+
+# -- the canary report and sentence read each metric in its own direction (issue 24) -----------------------------
+
+def test_the_regression_report_paints_a_lower_rmse_green_in_its_own_column():
+    """The regression canary report painted the challenger's lower RMSE red and had no RMSE column."""
+    from monitoring.report import canary_report_html
+
+    row = {"name": "online_rmse", "classification": "Low", "direction": "increase", "failed": False,
+           "statistic": "rms", "champion_value": 40.0, "challenger_value": 30.0, "effect_kind": "relative"}
+    unjudged = {**row, "name": "online_mae", "direction": "either", "classification": "Low"}  # the registry's way
+    online = {"champion": {"requests": 10, "rmse": 40.0, "mae": 30.0}, "challenger": {"requests": 9, "rmse": 30.0,
+                                                                                      "mae": 33.0}}
+    page = canary_report_html({"decision": "promoted", "online": online}, [row, unjudged], [], why="promoted")
+    assert '<tr class="better"><td>online_rmse' in page and '<tr class="better"><td>online_mae' in page
+    assert "<th>online_rmse</th>" in page and "<th>online_mae</th>" in page and "<th>accuracy</th>" not in page
+    assert '<td class="better">30</td>' in page and '<td class="worse">33</td>' in page  # the challenger's cells
+    failed = canary_report_html({"decision": "rolled_back"}, [{**row, "classification": "High", "failed": True}], [])
+    assert '<tr class="worse"><td>online_rmse' in failed
+
+
+def test_a_latency_within_tolerance_states_the_rule_where_it_is_applied():
+    """`latency_ms: shift within tolerance` for a 12x median: the log offset and the ratio were not said."""
+    import numpy as np
+
+    from monitoring.decision_reason import decision_sentence
+    from monitoring.judge import classify_metric
+    from monitoring.judge_config import MetricConfig
+
+    metric = MetricConfig(name="latency_ms", measure="latency_ms", statistic="median", effect="relative",
+                          tolerance=1.0, log_offset=20.0, critical=True)
+    rng = np.random.default_rng(0)
+    result = classify_metric(metric, rng.normal(1.0, 0.05, 200), rng.normal(12.0, 0.5, 200), alpha=0.05,
+                             min_samples=10)
+    assert not result.failed and result.log_offset == 20.0
+    assert "compared on ms + 20: ratio ×1.52, log ratio +0.42" in result.reason, result.reason
+    assert "median 11.9 ms vs 1 ms on the champion (×11.9 raw)" in result.reason
+    assert "against tolerance 1" in result.reason
+    sentence = decision_sentence("promoted", [result.to_dict()])
+    assert "latency_ms not worse (median 11.9 ms vs 1 ms on the champion (×11.9 raw); compared on ms + 20: ratio " \
+        "×1.52, log ratio +0.42, relative effect +0.52 against tolerance 1)" in sentence, sentence
