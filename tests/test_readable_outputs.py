@@ -234,3 +234,25 @@ def test_a_latency_within_tolerance_states_the_rule_where_it_is_applied():
     sentence = decision_sentence("promoted", [result.to_dict()])
     assert "latency_ms not worse (median 11.9 ms vs 1 ms on the champion (×11.9 raw); compared on ms + 20: ratio " \
         "×1.52, log ratio +0.42, relative effect +0.52 against tolerance 1)" in sentence, sentence
+
+
+@pytest.mark.slow  # a SQLite MLflow registry (~2 s to create)
+def test_the_tournament_leaves_out_a_champions_offline_figures_from_other_rows(nasops_home, tmp_path):
+    """The tournament's champion row showed its validation accuracy on its own (old) split beside the candidates'
+    on the new one."""
+    from pipelines.settings import Settings
+    from pipelines.tournament import _tournament_inputs, parse_config
+    from pipelines.tracking import Tracking
+
+    client = Tracking.open(Settings()).client
+    client.create_registered_model("m")
+    (tmp_path / "model").mkdir()
+    for fingerprint in ("old", "new", "new"):  # versions 1, 2, 3
+        client.create_model_version("m", source=str(tmp_path / "model"),
+                                    tags={"nasops.dataset_fingerprint": fingerprint, "nasops.val_accuracy": "0.9"})
+    for alias, version in (("champion", 1), ("candidate-1", 2), ("candidate-2", 3)):
+        client.set_registered_model_alias("m", alias, str(version))
+    _, candidates, champion = _tournament_inputs(client, "m", parse_config(None), "accuracy", "new")
+    assert champion.val_accuracy is None and all(c.val_accuracy == 0.9 for c in candidates)
+    _, _, same = _tournament_inputs(client, "m", parse_config(None), "accuracy", "old")
+    assert same.val_accuracy == 0.9
