@@ -123,14 +123,20 @@ def model_description(result: RefreshResult) -> str:
 
 def record_refresh(result: RefreshResult, client: Any = None) -> None:
     """Write :func:`run_facts` on the active (refresh) run and :func:`model_description` on the registered
-    model."""
+    model. They inform: a store that fails here is a warning, never a failed refresh whose models are registered."""
+    import logging
+
     import mlflow
 
     from pipelines import registry
 
     metrics, tags = run_facts(result)
-    if metrics:
-        mlflow.log_metrics(metrics)
-    mlflow.set_tags(tags)
-    client = client or registry.client_for_active()
-    client.update_registered_model(result.model_name, description=model_description(result))
+    try:
+        if metrics:
+            mlflow.log_metrics(metrics)
+        mlflow.set_tags(tags)
+        client = client or registry.client_for_active()
+        client.update_registered_model(result.model_name, description=model_description(result))
+    except Exception as exc:  # the refresh's work is done and recorded elsewhere
+        logging.getLogger("nasops.refresh").warning("the refresh run's figures or the model description were not "
+                                                    "written: %s: %s", type(exc).__name__, exc)
