@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["comparison", "decision_sentence", "measure_label", "rollout_sentence"]
+__all__ = ["comparison", "decision_sentence", "measure_label", "relative_rule", "rollout_sentence"]
 
 # What each prediction-log measure is, as the sentence names it.
 MEASURES = {
@@ -54,6 +54,27 @@ def _scale(row: Mapping[str, Any]) -> str:
     return "rate" if row.get("measure") in ("error", "correct") else "difference"
 
 
+def relative_rule(statistic: str, champion: float, challenger: float, offset: float | None, effect: float,
+                  tolerance: float, unit: str = "") -> str:
+    """A relative comparison as the judge applied it: the raw values and their ratio, the ratio on ``value +
+    offset`` (the log offset) and its log, the relative effect and the tolerance it is held to (issue 24: "shift
+    within tolerance" for a 12x median did not say the comparison was on ms + 20)."""
+    raw = f"×{challenger / champion:.3g}" if champion else "champion 0"
+    ratio = 1.0 + effect
+    on = f"{unit.strip() or 'value'} + {offset:g}" if offset else (unit.strip() or "value")
+    log_ratio = f", log ratio {math.log(ratio):+.2f}" if ratio > 0 else ""
+    return (f"{statistic} {challenger:.3g}{unit} vs {champion:.3g}{unit} on the champion ({raw} raw); compared on "
+            f"{on}: ratio ×{ratio:.3g}{log_ratio}, relative effect {effect:+.2f} against tolerance {tolerance:g}")
+
+
+def _offset(row: Mapping[str, Any], champ: float, chall: float, effect: float) -> float | None:
+    """The row's log offset, or (a row recorded before it was stored) the one its effect implies."""
+    offset = _num(row.get("log_offset"))
+    if offset is None and effect:
+        offset = (chall - champ * (1 + effect)) / effect
+    return offset
+
+
 def _sequential_clause(row: Mapping[str, Any]) -> str:
     """A sequential row: its outcome and always-valid bounds on challenger - champion."""
     name, outcome = row["name"], row.get("outcome") or ""
@@ -80,6 +101,11 @@ def _fixed_clause(row: Mapping[str, Any]) -> str:
     champ, chall = _num(row.get("champion_value")), _num(row.get("challenger_value"))
     values = (f"{row.get('statistic')} {chall:.3g}{unit} vs {champ:.3g}{unit} on the champion"
               if None not in (champ, chall) else "")
+    effect, tolerance = _num(row.get("effect")), _num(row.get("tolerance"))
+    if row.get("effect_kind") == "relative" and None not in (champ, chall, effect, tolerance):
+        rule = relative_rule(str(row.get("statistic")), champ, chall, _offset(row, champ, chall, effect), effect,
+                             tolerance, unit)
+        return f"{name} {'worse' if row.get('failed') else 'not worse'} ({rule})"
     if not row.get("failed"):  # High / Low without failing: a significant shift the good way
         verb = "better" if cls in ("High", "Low") else "not worse"
         return f"{name} {verb} ({values})" if values else f"{name} {verb}"

@@ -84,6 +84,7 @@ class MetricResult:
     # What was compared: the prediction-log measure (e.g. compute_ms: model time, latency_ms: end to end) or
     # "promql", so a reader of the table knows which latency a latency row is.
     measure: str = ""
+    log_offset: float = 0.0  # a relative effect's offset: the values compared are value + log_offset
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -269,6 +270,7 @@ def classify_metric(
         "challenger_value": summarize(challenger, metric.statistic, w_c),
         "effect_kind": metric.effect, "tolerance": metric.tolerance,
         "measure": metric.measure if metric.source == "prediction_log" else "promql",
+        "log_offset": metric.log_offset if metric.effect == "relative" else 0.0,
     }
     if len(champion) < need or len(challenger) < need:
         return MetricResult(
@@ -299,6 +301,12 @@ def classify_metric(
     unit = "" if metric.effect == "absolute" else " (relative)"
     if cls == PASS:
         why = "no significant shift" if not significant else f"shift within tolerance {metric.tolerance:g}{unit}"
+        if metric.effect == "relative":  # the rule where it is applied: which scale, what ratio (issue 24)
+            from monitoring.decision_reason import MS_MEASURES, relative_rule
+
+            why += ": " + relative_rule(metric.statistic, base["champion_value"], base["challenger_value"],
+                                        offset, effect, metric.tolerance,
+                                        " ms" if base["measure"] in MS_MEASURES else "")
     else:
         why = (f"{'higher' if cls == HIGH else 'lower'} on the challenger: {metric.statistic} "
                f"{base['challenger_value']:.4g} vs {base['champion_value']:.4g}, effect {effect:+.4g}{unit} beyond "

@@ -238,6 +238,11 @@ class ChampionFacts(_Output):
     val_rmse: Number = float("nan")
     test_rmse: Number = float("nan")
     test_mae: Number = float("nan")
+    split: str = Field("", description="the data fingerprint (short) of the rows these numbers are from")
+    rescored: bool = Field(False, description="scored again on this refresh's split (the data changed)")
+    registered_split: str = Field("", description="the fingerprint (short) its registered figures are from")
+    figures: dict[str, float] = Field(default_factory=dict, description="every figure on ``split``: the task's "
+                                      "and the refresh-level metric's (val_log_loss, test_log_loss)")
 
 
 class OfflineMetrics(_Output):

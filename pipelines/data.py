@@ -230,6 +230,20 @@ def raw_sample(frame: pd.DataFrame, train: np.ndarray, schema: list[dict], seed:
     return {"columns": sample.columns, "rows": sample.rows}
 
 
+RAW_EVAL = "raw_eval"
+"""Meta key: the file of an encoded table's raw validation and test rows, beside the arrays (an older champion,
+fitted on other data with its own encoder, is scored again on them: :mod:`pipelines.rescore`)."""
+
+
+def save_raw_eval(frame: pd.DataFrame, parts: dict[str, np.ndarray], schema: list[dict], stem: Path) -> str:
+    """The validation and test rows as a client sends them, in a JSON file beside the arrays (not in the meta,
+    which every search evaluation loads)."""
+    path = stem.with_suffix(".raw_eval.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({s: raw_rows(frame.iloc[parts[s]], schema).tolist() for s in ("val", "test")}))
+    return str(path)
+
+
 # -- split and fingerprint --------------------------------------------------------------------------------------
 def fingerprint(x: pd.DataFrame, y: pd.Series) -> str:
     """Content hash of features, labels and column names: same data, same fingerprint, any file type. Numeric
@@ -366,7 +380,8 @@ def prepare(spec: DataSpec, out_dir: Path) -> PreparedData:
         "target": spec.target, "seed": spec.seed, "input_form": encoded.form, "input_schema": schema, "task": task,
         "metric": rows.metric, "metric_params": rows.metric_params, "class_weights": weights,
         "dropped_columns": dict(plan.dropped) if plan is not None else {},
-        **encoded.meta, **({RAW_REFERENCE: raw_sample(x, parts["train"], schema, spec.seed)} if encoded.table else {})})
+        **encoded.meta, **({RAW_REFERENCE: raw_sample(x, parts["train"], schema, spec.seed),
+                            RAW_EVAL: save_raw_eval(x, parts, schema, stem)} if encoded.table else {})})
     path = task_data.save(stem.with_suffix(".npz"))
     return PreparedData(
         path=str(path), fingerprint=digest, source=label,

@@ -181,11 +181,12 @@ def model_refresh(config: RefreshConfig | None = None, refresh_id: str | None = 
     """One scheduled refresh (``refresh_id`` of an unfinished one resumes it, with its recorded configuration);
     returns every stage's output. The flow's entry point: its one ``Settings`` and tracking handle are built here."""
     settings = Settings()
-    tracking = Tracking.open(settings)
     config = None if config is None else RefreshConfig.model_validate(config)
+    model_name = _model_name(settings, config, refresh_id)
+    tracking = Tracking.open(settings, model_name=model_name)  # the model's own experiment
     from pipelines.locks import refresh_lock
 
-    with refresh_lock(settings.state_dir, _model_name(settings, config, refresh_id)):
+    with refresh_lock(settings.state_dir, model_name):
         return _refresh(settings, tracking, config, refresh_id)
 
 
@@ -201,6 +202,8 @@ def _refresh(settings: Settings, tracking: Tracking, config: RefreshConfig | Non
              ) -> RefreshResult:
     """The flow's body, under the model's refresh lock."""
     record, config = _open_record(settings, tracking, config, refresh_id)
+    if record.parent_run_id:  # resumed: its parent run's experiment, wherever it was started
+        tracking = tracking.for_run(record.parent_run_id)
     model_name = config.model_name or settings.model_name
     store = record.directory(settings.state_dir)
     ctx = get_run_context()
@@ -212,6 +215,9 @@ def _refresh(settings: Settings, tracking: Tracking, config: RefreshConfig | Non
                 run_name=None if record.parent_run_id else f"refresh-{record.refresh_id}") as parent:
             _note_parent(settings, record, parent.info.run_id, flow_run_id)
             result = _stages(config, model_name, record, store, parent.info.run_id, flow_run_id, clock, settings)
+            from pipelines.refresh_facts import record_refresh  # quality figures, versions, model description
+
+            record_refresh(result, tracking.client)
             mlflow.log_metrics({"refresh_seconds": clock.total,
                                 **{f"seconds.{k}": v for k, v in clock.timings.items()}})
             if result.canary is not None:
@@ -310,7 +316,9 @@ def _stages(config: RefreshConfig, model_name: str, record: refresh_state.Refres
         data, model_name, config.retrain, lineage)) if is_tabular(data.input_shape) else None
     baseline = clock.stage("register_baseline_champion", lambda: _cached(baseline_champion, results)(
         data, model_name, config.retrain, lineage, baselines))
-    champion_before = champion_facts(model_name)
+    from pipelines.rescore import on_this_split  # the champion on this refresh's rows when the data changed
+
+    champion_before = on_this_split(model_name, data.path, champion_facts(model_name))
     retrain_in = RetrainInput(data=data, search=search, model_name=model_name, lineage=lineage, baselines=baselines)
     challenger = clock.stage("retrain_and_register", lambda: _cached(retrain_task, results)(
         retrain_in, config.retrain))

@@ -8,7 +8,8 @@ from rich.table import Table
 
 from monitoring.core.tasks import TaskKind, get_task
 from monitoring.vocabulary import CHALLENGER, CHAMPION
-from pipelines.contracts import BaselineGap, CanaryOutput, HandoverOutput, RefreshResult
+from pipelines.contracts import BaselineGap, CanaryOutput, ChampionFacts, HandoverOutput, RefreshResult
+from pipelines.rescore import short
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -39,6 +40,7 @@ def refresh_table(result: RefreshResult) -> Table:
     kind = get_task(chall.task)
     table.add_row("version", _fmt(champ and champ.version), _fmt(chall.version))
     table.add_row("kind", _fmt(champ and champ.model_kind), _fmt(chall.model_kind))
+    table.add_row("rows scored (data)", split_cell(champ), short(result.data.fingerprint))
     for split in ("val", "test"):
         key = f"{split}_{kind.headline}"
         table.add_row(f"{split} {kind.headline_label} (offline)", _fmt(getattr(champ, key, None)),
@@ -47,6 +49,17 @@ def refresh_table(result: RefreshResult) -> Table:
     if isinstance(result.canary, CanaryOutput) and result.canary.online:
         _online_rows(table, result.canary, kind)
     return table
+
+
+def split_cell(champ: ChampionFacts | None) -> str:
+    """Which split the champion's offline figures are from: this refresh's (scored again on it when the data
+    changed) or, when it could not be scored again, its own training data's (issue 24: the two columns were
+    compared across different rows)."""
+    if champ is None:
+        return "—"
+    if champ.rescored:
+        return f"{champ.split} (re-scored; registered on {champ.registered_split})"
+    return champ.split or "—"
 
 
 def _online_rows(table: Table, canary: CanaryOutput, kind: TaskKind) -> None:

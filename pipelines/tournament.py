@@ -292,8 +292,10 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig, metric: str = "accuracy"
-                       ) -> tuple[list[str], list[TournamentRow], TournamentRow]:
+def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig, metric: str = "accuracy",
+                       fingerprint: str | None = None) -> tuple[list[str], list[TournamentRow], TournamentRow]:
+    """The aliases served, their offline facts, and the champion's row: its offline figures only when they are from
+    this data's rows (``fingerprint``); after the data changed they are from other rows, so left out (issue 24)."""
     aliases = cfg.aliases if cfg.aliases is not None else candidate_aliases(client, model_name)
     if len(aliases) < 2:
         raise UserError(f"a tournament needs at least 2 candidate aliases of {model_name!r}, found {aliases}; "
@@ -303,6 +305,8 @@ def _tournament_inputs(client: Any, model_name: str, cfg: TournamentConfig, metr
         raise UserError(f"model {model_name!r} has no 'champion' alias; the tournament serves callers from it")
     candidates = [_offline(client, model_name, a, metric) for a in aliases]
     champion_tags = registry.version_tags(champion)
+    if fingerprint and champion_tags.get("dataset_fingerprint") not in (None, fingerprint):
+        champion_tags = {k: v for k, v in champion_tags.items() if not k.startswith("val_")}
     champion_row = TournamentRow(alias=CHAMPION, role=CHAMPION, version=str(champion.version),
                                  val_accuracy=_tag_float(champion_tags, "val_accuracy"),
                                  val_metric=_tag_float(champion_tags, f"val_{metric}") if metric != "accuracy"
@@ -331,7 +335,8 @@ def run_tournament(model_name: str, data_path: str, config: dict | TournamentCon
     classes = list(data.meta.get("classes") or range(data.num_classes))
     ranking = _metric_ranking(data, classes)
     aliases, candidates, champion = _tournament_inputs(registry.client_for_active(), model_name, cfg,
-                                                       ranking.entry.name if ranking is not None else "accuracy")
+                                                       ranking.entry.name if ranking is not None else "accuracy",
+                                                       data.meta.get("fingerprint"))
     x, y = data.x_prod, data.y_prod
     if cfg.max_rows is not None and len(x) > cfg.max_rows:
         idx = np.sort(np.random.default_rng(cfg.seed).choice(len(x), cfg.max_rows, replace=False))

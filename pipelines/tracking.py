@@ -48,8 +48,9 @@ class Tracking:
     parent_run_id: str | None = None
 
     @classmethod
-    def open(cls, settings: Settings, experiment: str | None = None) -> Tracking:
+    def open(cls, settings: Settings, experiment: str | None = None, *, model_name: str | None = None) -> Tracking:
         """Check the store (one line when it cannot work) and make sure the experiment exists; no global state.
+        ``model_name``: the model's own experiment (:func:`experiment_name`) unless one is named.
 
         With the embedded SQLite store, artifacts go to ``$NASOPS_HOME/mlartifacts`` (not ``./mlruns`` in whatever
         directory the command happened to run from). A tracking server keeps its own artifact configuration."""
@@ -57,7 +58,13 @@ class Tracking:
         with _creation_lock(uri):  # two commands on a fresh state directory: one creates the store, then the other
             check_tracking_store(uri)
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            return cls(uri, client, _experiment_id(client, uri, experiment or settings.experiment, settings))
+            name = experiment or experiment_name(settings, model_name)
+            return cls(uri, client, _experiment_id(client, uri, name, settings))
+
+    def for_run(self, run_id: str) -> Tracking:
+        """This handle on the experiment ``run_id`` belongs to: a refresh resumed under a parent run started before
+        experiments were per model stays in that run's experiment (MLflow refuses to resume a run elsewhere)."""
+        return replace(self, experiment_id=self.client.get_run(run_id).info.experiment_id)
 
     def under(self, parent_run_id: str) -> Tracking:
         """This handle with the refresh's parent run."""
@@ -106,6 +113,18 @@ def _environ_kept() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+EXPERIMENT_PREFIX = "nasops/"
+
+
+def experiment_name(settings: Settings, model_name: str | None = None) -> str:
+    """The MLflow experiment of ``model_name``'s runs: ``nasops/<model_name>`` (issue 24: every model's runs shared
+    one experiment), unless ``NASOPS_EXPERIMENT`` names one, which then holds every model's runs as before."""
+    default = type(settings).model_fields["experiment"].default
+    if model_name is None or settings.experiment != default:
+        return settings.experiment
+    return f"{EXPERIMENT_PREFIX}{model_name}"
 
 
 def _experiment_id(client: MlflowClient, uri: str, name: str, settings: Settings) -> str:

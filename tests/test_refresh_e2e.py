@@ -103,6 +103,15 @@ def test_refresh_end_to_end(refresh_result, nasops_home):
         assert client.get_model_version(name, chall_version).tags.get("rejected")
     assert "drift" in canary and 0.0 <= canary["drift"]["share"] <= 1.0
     assert canary["drift"]["distinct_rows"] <= len(canary["online"]) * 10_000  # counted on distinct inputs
+    # the refresh run carries the quality figures and the versions, in the model's own experiment; the model is
+    # described (issue 24)
+    parent = client.get_run(result["refresh_run_id"])
+    assert parent.data.metrics["test_accuracy"] == result["challenger"]["test_accuracy"]
+    assert "champion.test_accuracy" in parent.data.metrics
+    assert chall_version in parent.data.tags["nasops.registered_versions"].split(",")
+    assert client.get_experiment(parent.info.experiment_id).name == f"nasops/{name}"
+    description = client.get_registered_model(name).description
+    assert f"Champion: v{champion.version}" in description and canary["decision"] in description
     canary_artifacts = [a.path for a in client.list_artifacts(canary["canary_run_id"])]
     assert any(p.endswith(".html") for p in _walk(client, canary["canary_run_id"], canary_artifacts))
 

@@ -155,3 +155,34 @@ def test_allow_schema_change_retrains_the_model_on_the_new_columns(champion_home
     mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("shop", "challenger")
     names = [c["name"] for c in json.loads(mv.tags["nasops.input_schema"])]
     assert names == ["size", "colour", "height"]
+
+
+@pytest.mark.slow
+def test_changed_data_scores_the_table_champion_again_on_the_new_rows(champion_home):
+    """Issue 24: after the data changed the summary compared the champion's figures on its own split with the
+    challenger's on the new one. Here the real table champion (its own fitted encoder) is scored on new rows of the
+    same columns, and the figures are the ones its pyfunc gives on the new test rows."""
+    import mlflow
+
+    from nas.data import TaskData
+    from pipelines import registry
+    from pipelines.contracts import ChampionFacts
+    from pipelines.data import RAW_EVAL, DataSpec, prepare
+    from pipelines.rescore import on_this_split
+    from pipelines.settings import Settings
+
+    csv = champion_home["tmp"] / "v1b.csv"
+    _table({"size": "double", "colour": "string", "age": "double"}, rows=300, seed=5).to_csv(csv, index=False)
+    new = prepare(DataSpec(source=str(csv), target="y"), Settings().data_dir)
+    version = str(registry.alias_version(registry.client_for_active(), "shop", registry.CHAMPION).version)
+    facts = on_this_split("shop", new.path, ChampionFacts(version=version, test_accuracy=0.0))
+    assert facts.rescored and facts.split == new.fingerprint[:8]
+    assert facts.registered_split == champion_home["prepared"].fingerprint[:8]
+    data = TaskData.load(new.path)
+    rows = json.loads(Path(data.meta[RAW_EVAL]).read_text())["test"]
+    frame = pd.DataFrame(rows, columns=[c["name"] for c in data.meta["input_schema"]])
+    predicted = mlflow.pyfunc.load_model(f"models:/shop/{version}").predict(frame)["prediction"]
+    truth = [new.classes[i] for i in data.y_test]
+    assert facts.test_accuracy == pytest.approx(float(np.mean(predicted.to_numpy() == np.asarray(truth))))
+    same = on_this_split("shop", champion_home["prepared"].path, ChampionFacts(version=version, test_accuracy=0.5))
+    assert not same.rescored and same.test_accuracy == 0.5  # the champion's own data: its registered figures

@@ -82,7 +82,7 @@ def _runs_on(url: str) -> int:
     """How many runs the refresh's experiment has on the tracking server at ``url`` (0 before it exists)."""
     try:
         found = httpx.get(f"{url}/api/2.0/mlflow/experiments/get-by-name",
-                          params={"experiment_name": "nasops-refresh"}, timeout=5)
+                          params={"experiment_name": "nasops/nasops-classifier"}, timeout=5)  # the model's own
         if found.status_code != 200:
             return 0
         exp_id = found.json()["experiment"]["experiment_id"]

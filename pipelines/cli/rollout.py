@@ -198,17 +198,44 @@ def status(
             print_json({**rollout.to_dict(), "manual": rollout.manual, "why": why(rollout),
                         "events": store.events(rollout.rollout_id)})
         else:
-            print_status(rollout)
+            print_status(rollout, decided_at(rollout, store.events(rollout.rollout_id)) if rollout.terminal
+                         else None)
         if not watch or rollout.terminal:
             return
         time.sleep(2.0)
 
 
-def print_status(rollout: Any) -> None:
+AFTER_DECISION = ("applied",)
+"""Event kinds written after a rollout is decided (the registry catching up): they do not move its decision time."""
+
+
+def decided_at(rollout: Any, events: list[dict[str, Any]]) -> float:
+    """When a terminal rollout was decided: its last event before the registry was brought in line (the record's
+    ``updated_at`` moves again when the decision is applied)."""
+    times = [e["at"] for e in events if e["kind"] not in AFTER_DECISION]
+    return max(times) if times else rollout.updated_at
+
+
+def step_clock(rollout: Any, decided: float | None, now: float) -> str:
+    """Time in the current step; after a decision, the step's time until the decision and when it was taken (issue
+    24: a decided rollout went on counting time in step 1)."""
+    from datetime import UTC, datetime
+
+    if decided is None:
+        return f"{now - rollout.step_started_at:.0f} s in step {rollout.step_index + 1}"
+    stamp = datetime.fromtimestamp(decided, UTC).isoformat(timespec="seconds")
+    return (f"decided at {stamp} after {max(0.0, decided - rollout.step_started_at):.0f} s in step "
+            f"{rollout.step_index + 1}")
+
+
+def print_status(rollout: Any, decided: float | None = None) -> None:
+    """The rollout as a person reads it; ``decided``: when a terminal rollout was decided (:func:`decided_at`)."""
     from monitoring.cbpe import beside_realised
     from pipelines.cli.canary import evidence_table, print_decision
 
     now = time.time()
+    if rollout.terminal and decided is None:
+        decided = rollout.updated_at
     if rollout.manual:
         console.print(f"[bold]rollout {rollout.rollout_id}[/] {rollout.model_name} (target {rollout.target}): "
                       "[bold]manual[/] split set through "
@@ -220,7 +247,7 @@ def print_status(rollout: Any) -> None:
                   f"v{rollout.challenger_version} vs champion v{rollout.champion_version}, steering the "
                   f"{rollout.target!r} gateways")
     console.print(f"phase [bold]{rollout.phase}[/], {rollout.mode} weight {rollout.weight:.0%}, "
-                  f"{now - rollout.step_started_at:.0f} s in step {rollout.step_index + 1}, "
+                  f"{step_clock(rollout, decided, now)}, "
                   f"{rollout.intervals} interval(s) judged, {rollout.failures} failed")
     verdict = rollout.last_verdict or {}
     estimates = beside_realised(verdict.get("evidence") or [])  # label-free accuracy beside the realised one
