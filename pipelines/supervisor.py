@@ -45,6 +45,7 @@ SIGTERM_EXIT, SIGINT_EXIT = 143, 130  # 128 + the signal's number, as shells rep
 _owned_token: str | None = None  # the token this process's watchdog acts on (None: not the owner of a tree)
 _run_roots: list[str] = []  # where this process's gateway run directories live, besides the temp dir
 _stop_requested = threading.Event()
+_stop_lock = threading.Lock()
 _unwound = threading.Event()  # the command reached done(): nothing of its own left to wait for
 _sigterm_installed = False
 _exit_code = SIGTERM_EXIT
@@ -121,13 +122,18 @@ _sigints_handled = 0
 
 
 def _on_sigint(_sig: int, _frame: object) -> None:
-    """The Python side of Ctrl-C: count it (when no wakeup thread does), exit on a second one (here, in the main
-    thread, so no ``KeyboardInterrupt`` escapes half-way), else interrupt the main thread."""
+    """The Python side of Ctrl-C: the first starts the stop and says so at once, a second exits (here, in the main
+    thread, so no ``KeyboardInterrupt`` escapes half-way); each interrupts the main thread. The wakeup thread counts
+    the same signals on its own (it sees them while another library's handler is installed): whichever of the two
+    sees a signal first acts, the stop being started once. Leaving the first to the wakeup thread lost its line on
+    a loaded machine, where a second Ctrl-C reached this handler before that thread had run."""
     global _sigints_handled
     _sigints_handled += 1
     if not _wakeup_thread_counts.is_set():
         _interrupted()
-    elif _sigints_handled >= 2:
+    elif _sigints_handled == 1:
+        _begin_interrupt()
+    else:
         _exit_now()
     raise KeyboardInterrupt
 
@@ -150,11 +156,15 @@ def _interrupted() -> None:
     """One Ctrl-C: the first starts the stop (exit 130), a second exits now."""
     global _interrupts
     _interrupts += 1
-    if _interrupts == 1 and not _stop_requested.is_set():
-        _begin_stop(INTERRUPT_UNWIND_S, CHILDREN_GRACE_S, SIGINT_EXIT,
-                    b"interrupted (Ctrl-C): stopping; press Ctrl-C again to exit at once\n")
+    if _interrupts == 1:
+        _begin_interrupt()
     elif _interrupts >= 2:
         _exit_now()
+
+
+def _begin_interrupt() -> None:
+    _begin_stop(INTERRUPT_UNWIND_S, CHILDREN_GRACE_S, SIGINT_EXIT,
+                b"interrupted (Ctrl-C): stopping; press Ctrl-C again to exit at once\n")
 
 
 def _exit_now() -> None:
@@ -170,10 +180,11 @@ def _exit_now() -> None:
 def _begin_stop(unwind_s: float, children_grace_s: float, code: int = SIGTERM_EXIT,
                 line: bytes = b"stopped by SIGTERM\n") -> None:
     global _exit_code
-    if _stop_requested.is_set():
-        return
-    _exit_code = code
-    _stop_requested.set()
+    with _stop_lock:  # the main thread's handler and the wakeup thread may both start it: once
+        if _stop_requested.is_set():
+            return
+        _exit_code = code
+        _stop_requested.set()
     with contextlib.suppress(OSError):  # said now, not by the thread: a second Ctrl-C may end the process first
         os.write(2, line)
     # not a daemon: the interpreter's exit waits for it, so the exit status is the signal's even if main returns
