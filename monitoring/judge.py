@@ -5,7 +5,9 @@ After Kayenta's design (Netflix/Google automated canary analysis):
 1. per metric, a two-sided Mann-Whitney U test (``scipy.stats.mannwhitneyu``) asks whether the challenger's
    samples come from a shifted distribution, and an effect size (difference or ratio of a summary statistic) asks
    whether the shift is large enough to matter: only a significant shift *beyond the tolerance* is classified
-   ``High`` or ``Low``; everything else is ``Pass``; too few samples on either side is ``NoData``;
+   ``High`` or ``Low``; everything else is ``Pass`` -- except a critical error guard beyond its tolerance without
+   proof, which is undecided (``NoData``: the step holds, :func:`fixed_class`); too few samples on either side is
+   ``NoData``;
 2. a metric fails when its class is the bad direction (``High`` for errors/latency, ``Low`` for accuracy);
 3. each group scores the share of its metrics (with data) that did not fail; the total score is the weighted mean
    of the group scores (0-100); ``pass_threshold`` and ``marginal_threshold`` turn it into pass / marginal / fail;
