@@ -108,7 +108,8 @@ class Verdict:
 
     @property
     def critical_nodata(self) -> list[str]:
-        """Critical metrics without enough samples (a promotion should not rest on them)."""
+        """Critical metrics without enough samples, or undecided (an error guard beyond its tolerance without
+        proof, :func:`fixed_class`): a promotion should not rest on them."""
         return [m.name for m in self.metrics if m.critical and m.classification == NODATA]
 
     @property
