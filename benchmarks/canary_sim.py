@@ -31,11 +31,11 @@ from monitoring.judge import (
     HIGH,
     LOW,
     NODATA,
-    PASS,
     ROBUST_RATIO,
     Judge,
     MetricResult,
     Verdict,
+    fixed_class,
     sequential_decision,
 )
 from monitoring.judge_config import default_judge_config
@@ -66,6 +66,9 @@ class Variant:
     # (1 + latency_trend * interval), accuracy minus accuracy_trend * interval (a host and a day getting busier).
     latency_trend: float = 0.0
     accuracy_trend: float = 0.0
+    # The share of ``--requests`` served per interval (both variants): below 1 a host under CPU load answers fewer
+    # requests, so every interval holds less evidence (the real path served ~160 per 2 s interval, fewer under load).
+    traffic: float = 1.0
 
 
 CHAMPION = Variant()
@@ -78,6 +81,11 @@ SCENARIOS = {
     "latency_x2": replace(CHAMPION, latency_median_ms=100.0),
     "drifted": replace(CHAMPION, drift_mean=0.25, drift_sd=0.05, accuracy=0.83),
     "aa_trend": replace(CHAMPION, latency_trend=1.0),
+    # Thin intervals (5 % of --requests: 100 at the default 2000, ~8 of them the challenger's at the 5 % step), as
+    # benchmarks/canary_real.py under CPU load, where the fixed-horizon judge promoted an erroring challenger.
+    "aa_loaded": replace(CHAMPION, traffic=0.05),
+    "better_3pt_loaded": replace(CHAMPION, accuracy=0.88, traffic=0.05),
+    "errors_2pct_loaded": replace(CHAMPION, error_rate=0.025, traffic=0.05),
 }
 STALL_P, STALL_MAX = 0.02, 50.0  # 2 % of requests stall 2-50x
 BURST_P, BURST_SHARE, BURST_MAX = 0.2, 0.1, 10.0  # a variant's interval is noisy w.p. 0.2: 10 % of it 2-10x
@@ -304,26 +312,28 @@ def fixed_verdicts(cum: Cumulative, cfg, judge: Judge) -> list[Verdict]:
         n_b, n_c, v_b, v_c, p = rows[key]
         eff = v_c - v_b if m.effect == "absolute" else (v_c - v_b) / np.abs(v_b)
         need = m.min_samples or cfg.min_samples
-        cls = np.where(p < cfg.alpha, np.where(eff > m.tolerance, HIGH, np.where(eff < -m.tolerance, LOW, PASS)),
-                       PASS)
-        cls = np.where((n_b < need) | (n_c < need), NODATA, cls)
-        per_metric.append((m, cls))
+        worse = seq.count_worse((n_b, v_b * n_b), (n_c, v_c * n_c), beta=cfg.alpha) if m.count else None
+        cls = fixed_class(m, p, eff, cfg.alpha, worse)  # the judge's own rule (an undecided guard: NoData, hold)
+        undecided = cls == NODATA
+        short = (n_b < need) | (n_c < need)
+        cls = np.where(short, NODATA, cls)
+        per_metric.append((m, cls, undecided & ~short))
     verdicts = []
     for i in range(len(cum.n["errors"][0])):
         results = []
-        for m, cls in per_metric:
+        for m, cls, undecided in per_metric:
             c = str(cls[i])
             failed = (c == HIGH and m.direction in ("increase", "either")) or (
                 c == LOW and m.direction in ("decrease", "either"))
-            results.append(_row(m, c, failed))
+            results.append(_row(m, c, failed, "undecided" if undecided[i] else ""))
         verdicts.append(judge.score(results))
     return verdicts
 
 
-def _row(m, cls: str, failed: bool) -> MetricResult:
+def _row(m, cls: str, failed: bool, outcome: str = "") -> MetricResult:
     nan = float("nan")
     return MetricResult(m.name, m.group, m.critical, m.direction, m.statistic, 0, 0, nan, nan, nan, nan, nan,
-                        m.effect, m.tolerance, nan, cls, failed, f"{m.name}: {cls}")
+                        m.effect, m.tolerance, nan, cls, failed, f"{m.name}: {cls}", outcome=outcome)
 
 
 # -- the rollout ---------------------------------------------------------------------------------------------------
@@ -344,10 +354,11 @@ def simulate(policy: str, chal: Variant, runs: int, args, rng, window: str | Non
     cum = Cumulative(runs, keep_raw=policy == "fixed_horizon", log_offset=latency.log_offset, window=window)
     rule_based = policy != "fixed_horizon"
     index = 0
+    requests = max(round(args.requests * chal.traffic), 1)
     while len(active):
         weights = np.array([states[i].phase.weight for i in active])
-        n_c = np.rint(args.requests * weights).astype(int)
-        it = draw_interval(rng, chal, args.requests - n_c, args.requests, args.label_coverage, index)
+        n_c = np.rint(requests * weights).astype(int)
+        it = draw_interval(rng, chal, requests - n_c, requests, args.label_coverage, index)
         index += 1
         cum.add(it)
         exposure[active] += n_c

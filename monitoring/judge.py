@@ -5,7 +5,9 @@ After Kayenta's design (Netflix/Google automated canary analysis):
 1. per metric, a two-sided Mann-Whitney U test (``scipy.stats.mannwhitneyu``) asks whether the challenger's
    samples come from a shifted distribution, and an effect size (difference or ratio of a summary statistic) asks
    whether the shift is large enough to matter: only a significant shift *beyond the tolerance* is classified
-   ``High`` or ``Low``; everything else is ``Pass``; too few samples on either side is ``NoData``;
+   ``High`` or ``Low``; everything else is ``Pass`` -- except a critical error guard beyond its tolerance without
+   proof, which is undecided (``NoData``: the step holds, :func:`fixed_class`); too few samples on either side is
+   ``NoData``;
 2. a metric fails when its class is the bad direction (``High`` for errors/latency, ``Low`` for accuracy);
 3. each group scores the share of its metrics (with data) that did not fail; the total score is the weighted mean
    of the group scores (0-100); ``pass_threshold`` and ``marginal_threshold`` turn it into pass / marginal / fail;
@@ -107,7 +109,8 @@ class Verdict:
 
     @property
     def critical_nodata(self) -> list[str]:
-        """Critical metrics without enough samples (a promotion should not rest on them)."""
+        """Critical metrics without enough samples, or undecided (an error guard beyond its tolerance without
+        proof, :func:`fixed_class`): a promotion should not rest on them."""
         return [m.name for m in self.metrics if m.critical and m.classification == NODATA]
 
     @property
@@ -288,17 +291,22 @@ def classify_metric(
     offset = metric.log_offset if metric.effect == "relative" else 0.0
     effect = effect_size(base["champion_value"] + offset, base["challenger_value"] + offset, metric.effect)
     shift = hodges_lehmann_shift(champion, challenger)
-    significant = p < alpha
-    if significant and effect > metric.tolerance:
-        cls = HIGH
-    elif significant and effect < -metric.tolerance:
-        cls = LOW
-    else:
-        cls = PASS
+    worse = None
+    if metric.count:  # errors: also the exact conditional count test (monitoring.sequential), powerful at few events
+        worse = bool(seq.count_worse(weighted_stats(champion, w_b)[:2], weighted_stats(challenger, w_c)[:2],
+                                     beta=alpha))
+    significant = p < alpha or bool(worse)
+    cls = str(fixed_class(metric, p, effect, alpha, worse))
     failed = (cls == HIGH and metric.direction in ("increase", "either")) or (
         cls == LOW and metric.direction in ("decrease", "either")
     )
     unit = "" if metric.effect == "absolute" else " (relative)"
+    if cls == NODATA:  # a guard that looks worse than its tolerance without proof either way: hold the step
+        why = (f"undecided: {metric.statistic} {base['challenger_value']:.4g} vs {base['champion_value']:.4g}, "
+               f"effect {effect:+.4g}{unit} beyond tolerance {metric.tolerance:g} but not significant (p={p:.2g}): "
+               "not enough samples to tell, hold")
+        return MetricResult(**base, u_statistic=u, p_value=p, effect=effect, shift=shift, classification=cls,
+                            failed=False, reason=f"{metric.name}: {why}", outcome="undecided")
     if cls == PASS:
         why = "no significant shift" if not significant else f"shift within tolerance {metric.tolerance:g}{unit}"
         if metric.effect == "relative":  # the rule where it is applied: which scale, what ratio (issue 24)
@@ -313,6 +321,33 @@ def classify_metric(
                f"tolerance {metric.tolerance:g}, p={p:.2g}")
     return MetricResult(**base, u_statistic=u, p_value=p, effect=effect, shift=shift, classification=cls,
                         failed=failed, reason=f"{metric.name}: {why}")
+
+
+def fixed_class(metric: MetricConfig, p, effect, alpha: float, worse=None):
+    """The fixed-horizon class of one metric from its p-value and effect (arrays: vectorised over canaries, so
+    benchmarks/canary_sim.py classifies with this very function): ``High`` / ``Low`` for a significant shift beyond
+    the tolerance, else ``Pass`` -- except a critical non-inferiority guard whose effect lies beyond its tolerance
+    in the bad direction without being significant, which is ``NoData`` (undecided: the step holds).
+
+    Why: "no significant shift" is not evidence of "no harm" when the sample is too small to show the harm. A
+    challenger failing 2 % of requests serves ~8 requests in a 5 % step of a thin interval (a loaded host), far too
+    few for a significant difference, and was promoted as "passed every step" in 17 % of real-path rollouts under
+    load. A non-inferiority conclusion needs the data to be compatible with a difference inside the margin (ICH E9
+    and the CONSORT extension for non-inferiority trials: Piaggio et al. (2012), JAMA 308(24), where a confidence
+    interval that crosses the margin is "inconclusive", never "non-inferior"); requiring the whole interval inside
+    the margin would hold an A/A canary for hundreds of requests at 5 %, so the fixed-horizon judge asks only that
+    the point estimate be inside it and holds otherwise -- the sequential judge's ``ramp: within_margin`` rule
+    (:func:`monitoring.sequential.within_margin`). Holding lets the cumulative window gather the evidence that
+    then proves the harm (rollback) or puts the estimate back inside the margin (pass)."""
+    p, effect = np.asarray(p, dtype=float), np.asarray(effect, dtype=float)
+    significant = p < alpha
+    if worse is not None and metric.direction == "increase":  # the count test's proof of "worse" (errors)
+        significant = significant | np.asarray(worse, dtype=bool)
+    cls = np.where(significant & (effect > metric.tolerance), HIGH,
+                   np.where(significant & (effect < -metric.tolerance), LOW, PASS)).astype(object)
+    if metric.critical and metric.count and metric.effective_rule == seq.NON_INFERIORITY:
+        cls[(effect > metric.tolerance) & ~significant] = NODATA
+    return cls if cls.ndim else cls[()]
 
 
 def compared_values(metric: MetricConfig, values: np.ndarray, champion: np.ndarray,
@@ -480,6 +515,9 @@ class Judge:
             reasons = [f"critical metric failed: {r.reason}" for r in critical] + [
                 r.reason for r in results if r.failed and not r.critical
             ]
+        elif score >= cfg.marginal_threshold and (held := [r for r in results if r.critical
+                                                             and r.outcome == "undecided"]):
+            verdict, reasons = VerdictKind.NODATA, [r.reason for r in held] + reasons  # a guard undecided: hold
         elif score >= cfg.pass_threshold:
             verdict = VerdictKind.PASS
         elif score >= cfg.marginal_threshold:
