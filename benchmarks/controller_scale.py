@@ -5,7 +5,8 @@ rows/s (champion and challenger, the challenger's share growing 5 % -> 25 % -> 5
 errors, ``compute_ms``, ``model_name``, a 10-feature ``inputs`` JSON row), creates a rollout in the RolloutStore at its
 50 % step with one judged interval per 5 minutes of traffic behind it (time-matched window: one stratum each), and
 times ONE reconcile through the controller's real code path (``pipelines.control.controller.reconcile``: judge +
-per-interval drift against a stored drift reference). Each N is filled in one child process and measured in two
+per-interval drift against a stored drift reference; Evidently and SciPy are imported first and timed apart, as
+``import_s``: a fixed cost of a fresh process whatever N). Each N is filled in one child process and measured in two
 others (wall time + RSS high-water mark from ``resource.getrusage``; then tracemalloc's Python-heap peak, which slows
 the run and is timed apart), so no number carries another's memory.
 
@@ -163,6 +164,11 @@ def measure(url: str, n: int, trace: bool) -> dict:
 
     rollout_id, now = fresh_rollout(url, n)
     store = RolloutStore(url)
+    start = time.perf_counter()
+    import evidently  # noqa: F401  - drift's first use imports it (20-50 s here): a fixed cost, timed apart
+    import scipy.stats  # noqa: F401
+
+    imports = time.perf_counter() - start
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if trace:
         tracemalloc.start()
@@ -172,7 +178,8 @@ def measure(url: str, n: int, trace: bool) -> dict:
     peak = tracemalloc.get_traced_memory()[1] / 2**20 if trace else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     store.engine.dispose()
-    return {"seconds": round(seconds, 2), "rss_peak_mib": round(rss), "rss_before_mib": round(rss_before),
+    return {"seconds": round(seconds, 2), "import_s": round(imports, 1), "rss_peak_mib": round(rss),
+            "rss_before_mib": round(rss_before),
             "heap_peak_mib": None if peak is None else round(peak, 1), "action": report.action,
             "verdict": report.verdict, "intervals": report.intervals}
 
