@@ -30,7 +30,7 @@ from monitoring.prediction_log import predictions
 from monitoring.vocabulary import VARIANTS
 
 __all__ = ["HASH_MODULUS", "class_counts", "columns_for", "coverage_of", "interval_stats", "sample_inputs",
-           "sample_rows", "stratum_bucket"]
+           "sample_rows", "stratum_ranges"]
 
 P = predictions.c
 HASH_MULTIPLIER, HASH_MODULUS = 618_034, 1_000_003
@@ -58,13 +58,22 @@ def columns_for(measures: Iterable[str]) -> list[str]:
     return [c.name for c in predictions.columns if c.name in wanted]
 
 
-def stratum_bucket(boundaries: Sequence[float]) -> sa.ColumnElement:
-    """The stratum id of a row as SQL, as :func:`monitoring.samples.stratum_of` numbers it: ``i`` for
-    ``[t_{i-1}, t_i)``, 0 before the first boundary, ``len`` from the last on (0 for every row without boundaries)."""
+def stratum_ranges(since: float | None, until: float | None, boundaries: Sequence[float] = ()
+                   ) -> list[tuple[int, float | None, float | None]]:
+    """``(stratum id, from, to)`` of each stratum that meets ``[since, until)``, numbered as
+    :func:`monitoring.samples.stratum_of` does: ``i`` for ``[t_{i-1}, t_i)``, 0 before the first boundary, ``len``
+    from the last on (None: open). One query per range reads it through the log's ``ts`` index: a ``CASE`` over a
+    long rollout's hundreds of boundaries, evaluated on every row, made the database's scan the slow part."""
     bounds = sorted(float(b) for b in boundaries)
-    if not bounds:
-        return sa.literal(0, sa.Integer)
-    return sa.case(*[(P.ts < b, i) for i, b in enumerate(bounds)], else_=len(bounds))
+    edges: list[float | None] = [None, *bounds, None]
+    out = []
+    for stratum in range(len(bounds) + 1):
+        lo, hi = edges[stratum], edges[stratum + 1]
+        lo = since if lo is None else lo if since is None else max(lo, since)
+        hi = until if hi is None else hi if until is None else min(hi, until)
+        if lo is None or hi is None or lo < hi:
+            out.append((stratum, lo, hi))
+    return out
 
 
 def _window(query: sa.Select, since: float | None, until: float | None, model_name: str | None) -> sa.Select:
@@ -97,27 +106,29 @@ def interval_stats(engine: Engine, since: float | None, until: float | None, bou
     ``latency``/``compute`` ``_n``/``_sum``/``_sumsq`` over answered requests (compute: those that have one);
     ``eligible`` (rows older than ``label_before``: they had the time to get a label; all rows when None),
     ``labelled`` and ``correct`` among them (``correct`` is 0/1, so its sum of squares is its sum)."""
-    bucket = stratum_bucket(boundaries).label("stratum")
     first = P.row == 0
     answered = sa.and_(first, P.status.notin_(FAILED_STATUSES))
     eligible = sa.true() if label_before is None else P.ts < label_before
     labelled = sa.and_(eligible, P.correct.is_not(None))
-    query = sa.select(
-        P.variant, bucket, sa.func.count().label("rows"), _count(first).label("requests"),
+    measures = [
+        sa.func.count().label("rows"), _count(first).label("requests"),
         _count(sa.and_(first, P.status.in_(FAILED_STATUSES))).label("errors"),
         *_moments("latency", P.latency_ms, answered),
         *_moments("compute", P.compute_ms, sa.and_(answered, P.compute_ms.is_not(None))),
         _count(eligible).label("eligible"), _count(labelled).label("labelled"),
         _count(sa.and_(labelled, P.correct.is_(True))).label("correct"),
-    )
-    query = _window(query, since, until, model_name).group_by(P.variant, bucket).order_by(P.variant, bucket)
+    ]
+    parts = []
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(query).mappings().all())
+        for stratum, lo, hi in stratum_ranges(since, until, boundaries):
+            query = _window(sa.select(P.variant, *measures), lo, hi, model_name).group_by(P.variant)
+            parts.extend({**row, "stratum": stratum} for row in conn.execute(query).mappings())
+    frame = pd.DataFrame(parts)
     columns = ["variant", "stratum", "rows", "requests", "errors", "latency_n", "latency_sum", "latency_sumsq",
                "compute_n", "compute_sum", "compute_sumsq", "eligible", "labelled", "correct"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    frame = frame[columns].fillna(0.0)
+    frame = frame[columns].fillna(0.0).sort_values(["variant", "stratum"], ignore_index=True)
     counts = [c for c in columns if c not in ("variant", "stratum") and not c.endswith(("_sum", "_sumsq"))]
     frame[counts] = frame[counts].astype(int)
     frame["stratum"] = frame["stratum"].astype(int)
@@ -142,30 +153,26 @@ def sample_rows(engine: Engine, since: float | None, until: float | None, column
     difference that needs more rows than the cap to show takes longer to be declared. Rows are sampled, not
     requests: a multi-row request is in when any of its rows is (the request-level measures keep its row 0), which
     over-weights multi-row requests alike for both variants."""
-    fractions: dict[tuple[str, int], float] = {}
-    sampled: list[tuple[str, int, int]] = []
-    for variant, stratum, rows in stats[["variant", "stratum", "rows"]].itertuples(index=False):
-        if cap is not None and rows > cap:
-            sampled.append((variant, int(stratum), math.ceil(HASH_MODULUS * cap / rows)))
+    totals = {(v, int(st)): int(n) for v, st, n in stats[["variant", "stratum", "rows"]].itertuples(index=False)}
     selected = [getattr(P, c) for c in columns]
-    query = _window(sa.select(*selected), since, until, model_name)
-    if sampled:
-        bucket = stratum_bucket(boundaries)
-        threshold = sa.case(*[(sa.and_(P.variant == v, bucket == s), t) for v, s, t in sampled],
-                            else_=HASH_MODULUS)
-        query = query.where(P.id * HASH_MULTIPLIER % HASH_MODULUS < threshold)
+    parts, fractions = [], {}
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(query.order_by(P.id)).mappings().all(), columns=list(columns))
+        for stratum, lo, hi in stratum_ranges(since, until, boundaries):
+            query = _window(sa.select(*selected), lo, hi, model_name)
+            limits = {v: math.ceil(HASH_MODULUS * cap / totals[(v, stratum)]) for v in VARIANTS
+                      if cap is not None and totals.get((v, stratum), 0) > cap}
+            if limits:
+                threshold = sa.case(*[(P.variant == v, t) for v, t in limits.items()], else_=HASH_MODULUS)
+                query = query.where(P.id * HASH_MULTIPLIER % HASH_MODULUS < threshold)
+            part = pd.DataFrame(conn.execute(query.order_by(P.id)).mappings().all(), columns=list(columns))
+            for v in limits:
+                fractions[(v, stratum)] = int((part["variant"] == v).sum()) / totals[(v, stratum)]
+            parts.append(part)
+    parts = [part for part in parts if len(part)]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns))
+    if len(parts) > 1 and "id" in frame:  # late rows of one stratum may carry lower ids than the next one's
+        frame = frame.sort_values("id", ignore_index=True)
     _decode(frame)
-    if sampled:
-        from monitoring.samples import stratum_of
-
-        got = pd.Series(stratum_of(frame["ts"].to_numpy(dtype=float), boundaries) if len(boundaries) else 0,
-                        index=frame.index)
-        read = frame.groupby([frame["variant"], got]).size()
-        totals = {(v, int(s)): int(n) for v, s, n in stats[["variant", "stratum", "rows"]].itertuples(index=False)}
-        for v, s, _ in sampled:
-            fractions[(v, s)] = float(read.get((v, s), 0)) / totals[(v, s)]
     return frame, fractions
 
 
