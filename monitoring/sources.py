@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from monitoring.cbpe import expected_correct
 from monitoring.core.model_ref import Calibration
 from monitoring.judge_config import MetricConfig
+from monitoring.log_aggregates import class_counts, columns_for, coverage_of, interval_stats, sample_rows
 from monitoring.online import (
     FAILED_STATUSES,
     LABEL_MEASURES,
@@ -31,7 +32,7 @@ from monitoring.online import (
 )
 from monitoring.prediction_log import create_log_engine, read_predictions
 from monitoring.samples import MetricSamples, stratum_of, stratum_weights
-from monitoring.vocabulary import CHAMPION, VARIANTS
+from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
 
 __all__ = [
     "FAILED_STATUSES",
@@ -91,7 +92,15 @@ class PredictionLogSource:
     ``label_wait_s`` (those that have had the time to get their label), and a variant whose label coverage among
     them is below ``min_label_coverage`` gives no sample (the judge reads NoData and holds, never fails). The
     coverage of the last collect is in :attr:`coverage`.
+
+    A collect stays light at millions of rows (:mod:`monitoring.log_aggregates`): the database counts each
+    variant's rows, labels and measures per interval (the coverage and the time-matched strata's sizes come from
+    it, exact), and the judge's per-row values are read once, only the columns its measures use (never ``inputs``),
+    at most ``max_rows`` per variant (spread evenly over the strata, at least :data:`MIN_STRATUM_ROWS` each): above
+    that, a pseudo-random subset of each large stratum, re-weighted to its true size.
     """
+
+    MIN_STRATUM_ROWS = 500
 
     def __init__(
         self,
@@ -106,7 +115,9 @@ class PredictionLogSource:
         classes: Sequence[Any] = (),
         metric_params: Mapping[str, Any] | None = None,
         model_name: str | None = None,
+        max_rows: int | None = 200_000,
     ) -> None:
+        self.max_rows = max_rows  # per variant, over the whole window (None: every row)
         self.model_name = model_name  # only this model's rows (several models may share one log)
         self.classes, self.metric_params = list(classes), dict(metric_params or {})  # the refresh metric's terms
         self.engine = create_log_engine(log) if isinstance(log, str) else log
@@ -119,6 +130,7 @@ class PredictionLogSource:
         self.calibrations = dict(calibrations or {})  # variant -> its version's map (monitoring.cbpe)
         self.coverage: dict[str, dict[str, float | int | None]] = {}
         self._until: float | None = None
+        self._fractions: dict[tuple[str, int], float] = {}  # (variant, stratum) -> share read, where sampled
 
     def frame(self, since: float | None, until: float | None) -> pd.DataFrame:
         return read_predictions(self.engine, since, until, model_name=self.model_name)
@@ -128,16 +140,25 @@ class PredictionLogSource:
         """Per metric the two variants' samples in ``[since, until)``. With ``strata`` (boundaries in unix
         seconds, e.g. the rollout's interval ends) each sample carries its stratum and the time-matched weights
         (:mod:`monitoring.samples`): the champion re-weighted to the challenger's time composition."""
-        frame = self.frame(since, until)
         self._until = until
+        chosen = [m for m in metrics if m.source == "prediction_log"]
+        bounds = sorted(strata) if strata is not None else []
+        label_before = until - self.label_wait_s if self.label_wait_s > 0 and until is not None else None
+        stats = interval_stats(self.engine, since, until, bounds, model_name=self.model_name,
+                               label_before=label_before)
+        self.coverage = coverage_of(stats)
+        if not chosen:
+            return {}
+        measures = {m.measure or "" for m in chosen}
+        frame, self._fractions = sample_rows(self.engine, since, until, columns_for(measures), stats, bounds,
+                                             cap=self._cap(len(bounds) + 1), model_name=self.model_name)
         by_variant = {v: frame[frame["variant"] == v] for v in VARIANTS}
-        self.coverage = {v: self.label_coverage(rows, until) for v, rows in by_variant.items()}
-        reference = ({} if self.reference_values is not None else
-                     self.reference or _normalise(_class_counts(by_variant[CHAMPION]["prediction"])))
+        reference: Mapping[str, float] = {}
+        if self.reference_values is None and measures & {"prediction_drift", *LABEL_MEASURES}:
+            reference = self.reference or _normalise(class_counts(self.engine, since, until, CHAMPION,
+                                                                  model_name=self.model_name))
         out: Samples = {}
-        for metric in metrics:
-            if metric.source != "prediction_log":
-                continue
+        for metric in chosen:
             if strata is None:
                 out[metric.name] = tuple(  # type: ignore[assignment]
                     self.measure(by_variant[v], metric.measure or "", reference) for v in VARIANTS
@@ -145,6 +166,10 @@ class PredictionLogSource:
             else:
                 out[metric.name] = self.stratified(by_variant, metric.measure or "", reference, strata)
         return out
+
+    def _cap(self, strata: int) -> int | None:
+        """Rows read per variant and stratum: :attr:`max_rows` spread over the strata."""
+        return None if self.max_rows is None else max(self.MIN_STRATUM_ROWS, self.max_rows // max(strata, 1))
 
     def stratified(self, by_variant: Mapping[str, pd.DataFrame], measure: str, reference: Mapping[str, float],
                    strata: Sequence[float]) -> MetricSamples:
@@ -162,6 +187,12 @@ class PredictionLogSource:
                           np.concatenate(labels) if labels else np.array([], dtype=int)))
         (b, s_b), (c, s_c) = parts
         w_b, w_c = stratum_weights(s_b, s_c)
+        fractions = self._fractions
+        if fractions:  # a sampled stratum: its weights scaled to the challenger's true rows there
+            for stratum in np.unique(s_c):
+                scale = 1.0 / max(fractions.get((CHALLENGER, int(stratum)), 1.0), 1e-12)
+                w_b[s_b == stratum] *= scale
+                w_c[s_c == stratum] *= scale
         return MetricSamples(b, c, w_b, w_c, s_b, s_c)
 
     def measure(self, rows: pd.DataFrame, measure: str, reference: Mapping[str, float]) -> np.ndarray:

@@ -251,7 +251,8 @@ def _interval_drift(ctx: StepContext, since: float, until: float) -> dict[str, A
     """Data drift of each variant's distinct inputs in the interval against the training rows, and prediction
     drift; every gateway worker publishes it as ``nasops_drift_share``. Without a reference: None values and the
     reason why, in the step's evidence."""
-    from pipelines.control.drift import interval_drift, no_drift
+    from monitoring.log_aggregates import sample_inputs
+    from pipelines.control.drift import DRIFT_ROWS, interval_drift, no_drift
 
     reference = ctx.reference_frame()
     if reference is None:
@@ -260,8 +261,8 @@ def _interval_drift(ctx: StepContext, since: float, until: float) -> dict[str, A
                                             "was prepared before they were saved): its input drift is not computed"
                                             if table else "the drift reference holds no input rows"))
     try:
-        return interval_drift(read_predictions(ctx.store.engine, since, until, model_name=ctx.rollout.model_name),
-                              reference, ctx.cfg)
+        rows = sample_inputs(ctx.store.engine, since, until, per_variant=DRIFT_ROWS, model_name=ctx.rollout.model_name)
+        return interval_drift(rows, reference, ctx.cfg)
     except Exception as exc:  # drift informs the dashboards; it must not stop the rollout
         log.warning("interval drift failed: %s", exc)
         return no_drift(f"interval drift failed: {exc}")

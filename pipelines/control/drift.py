@@ -34,6 +34,10 @@ from monitoring.vocabulary import CHALLENGER, CHAMPION, VARIANTS
 from pipelines.control.config import CanaryConfig
 
 MIN_DISTINCT_ROWS = 10
+DRIFT_ROWS = 5000
+"""Rows per variant an interval's drift reads (a hashed pseudo-random subset, :func:`monitoring.log_aggregates.
+sample_inputs`): the share of drifted features and the prediction drift are tests of two distributions, which a few
+thousand rows per side settle as well as a million; more rows only made a reconcile read gigabytes of JSON."""
 
 log = logging.getLogger("nasops.canary")
 
