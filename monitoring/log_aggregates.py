@@ -76,8 +76,10 @@ def stratum_ranges(since: float | None, until: float | None, boundaries: Sequenc
     return out
 
 
-def _window(query: sa.Select, since: float | None, until: float | None, model_name: str | None) -> sa.Select:
-    """Rows of the judged variants in ``[since, until)`` of one model (and of gateways too old to say which)."""
+def _window(query: sa.Select, since: float | None, until: float | None, model_name: str | None,
+            instance: str | None = None) -> sa.Select:
+    """Rows of the judged variants in ``[since, until)`` of one model (and of gateways too old to say which); with
+    ``instance`` only the rows one gateway wrote (an embedded canary's private gateway beside production's)."""
     query = query.where(P.variant.in_(VARIANTS))
     if since is not None:
         query = query.where(P.ts >= since)
@@ -85,6 +87,8 @@ def _window(query: sa.Select, since: float | None, until: float | None, model_na
         query = query.where(P.ts < until)
     if model_name is not None:
         query = query.where(sa.or_(P.model_name == model_name, P.model_name.is_(None)))
+    if instance is not None:
+        query = query.where(P.instance == instance)
     return query
 
 
@@ -100,7 +104,8 @@ def _moments(name: str, value: sa.ColumnElement, condition: sa.ColumnElement) ->
 
 
 def interval_stats(engine: Engine, since: float | None, until: float | None, boundaries: Sequence[float] = (), *,
-                   model_name: str | None = None, label_before: float | None = None) -> pd.DataFrame:
+                   model_name: str | None = None, label_before: float | None = None,
+                   instance: str | None = None) -> pd.DataFrame:
     """Per ``(variant, stratum)`` in ``[since, until)``: ``rows``; per request (its row 0, as
     :func:`monitoring.online.requests_of` keeps the first) ``requests`` and ``errors`` (failed or timed out);
     ``latency``/``compute`` ``_n``/``_sum``/``_sumsq`` over answered requests (compute: those that have one);
@@ -121,7 +126,7 @@ def interval_stats(engine: Engine, since: float | None, until: float | None, bou
     parts = []
     with engine.connect() as conn:
         for stratum, lo, hi in stratum_ranges(since, until, boundaries):
-            query = _window(sa.select(P.variant, *measures), lo, hi, model_name).group_by(P.variant)
+            query = _window(sa.select(P.variant, *measures), lo, hi, model_name, instance).group_by(P.variant)
             parts.extend({**row, "stratum": stratum} for row in conn.execute(query).mappings())
     frame = pd.DataFrame(parts)
     columns = ["variant", "stratum", "rows", "requests", "errors", "latency_n", "latency_sum", "latency_sumsq",
@@ -140,7 +145,8 @@ def interval_stats(engine: Engine, since: float | None, until: float | None, bou
 
 def sample_rows(engine: Engine, since: float | None, until: float | None, columns: Sequence[str],
                 stats: pd.DataFrame, boundaries: Sequence[float] = (), *, cap: int | None = None,
-                model_name: str | None = None) -> tuple[pd.DataFrame, dict[tuple[str, int], float]]:
+                model_name: str | None = None, instance: str | None = None
+                ) -> tuple[pd.DataFrame, dict[tuple[str, int], float]]:
     """The window's rows, ``columns`` only (JSON ones decoded), and the share of each ``(variant, stratum)``'s rows
     they hold (1.0 where all were read).
 
@@ -158,7 +164,7 @@ def sample_rows(engine: Engine, since: float | None, until: float | None, column
     parts, fractions = [], {}
     with engine.connect() as conn:
         for stratum, lo, hi in stratum_ranges(since, until, boundaries):
-            query = _window(sa.select(*selected), lo, hi, model_name)
+            query = _window(sa.select(*selected), lo, hi, model_name, instance)
             limits = {v: math.ceil(HASH_MODULUS * cap / totals[(v, stratum)]) for v in VARIANTS
                       if cap is not None and totals.get((v, stratum), 0) > cap}
             if limits:
@@ -177,18 +183,19 @@ def sample_rows(engine: Engine, since: float | None, until: float | None, column
 
 
 def sample_inputs(engine: Engine, since: float | None, until: float | None, *, per_variant: int = 5000,
-                  model_name: str | None = None) -> pd.DataFrame:
+                  model_name: str | None = None, instance: str | None = None) -> pd.DataFrame:
     """At most about ``per_variant`` rows of each variant in ``[since, until)`` with their raw ``inputs`` (and the
     columns drift reads beside them), the same hashed subset as :func:`sample_rows`: what drift compares with its
     training rows. Drift is judged on distinct inputs and a share of drifted features: a few thousand rows per side
     test it as well as a million, and a million JSON rows are what made a reconcile heavy."""
     columns = ["id", "request_id", "row", "ts", "variant", "shadow", "inputs", "prediction"]
-    count = _window(sa.select(P.variant, sa.func.count().label("n")), since, until, model_name).group_by(P.variant)
+    count = _window(sa.select(P.variant, sa.func.count().label("n")), since, until, model_name,
+                    instance).group_by(P.variant)
     with engine.connect() as conn:
         counts = dict(conn.execute(count).all())
         parts = []
         for variant, n in counts.items():
-            query = _window(sa.select(*[getattr(P, c) for c in columns]), since, until, model_name)
+            query = _window(sa.select(*[getattr(P, c) for c in columns]), since, until, model_name, instance)
             query = query.where(P.variant == variant)
             if n > per_variant:
                 threshold = math.ceil(HASH_MODULUS * per_variant / n)
@@ -202,12 +209,12 @@ def sample_inputs(engine: Engine, since: float | None, until: float | None, *, p
 
 
 def class_counts(engine: Engine, since: float | None, until: float | None, variant: str, *,
-                 model_name: str | None = None) -> dict[str, float]:
+                 model_name: str | None = None, instance: str | None = None) -> dict[str, float]:
     """How often ``variant`` predicted each class in ``[since, until)``, counted by the database (keys: the decoded
     JSON as :func:`monitoring.sources.label_key` spells it, so ``3`` and ``3.0`` are one class)."""
     from monitoring.sources import label_key
 
-    query = _window(sa.select(P.prediction, sa.func.count()), since, until, model_name)
+    query = _window(sa.select(P.prediction, sa.func.count()), since, until, model_name, instance)
     query = query.where(P.variant == variant, P.prediction.is_not(None)).group_by(P.prediction)
     with engine.connect() as conn:
         rows = conn.execute(query).all()

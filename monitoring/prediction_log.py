@@ -698,6 +698,7 @@ def read_predictions(
     *,
     include_shadow: bool = True,
     model_name: str | None = None,
+    instance: str | None = None,
 ):
     """Logged rows as a pandas DataFrame (JSON columns decoded), optionally in ``[since, until)`` unix seconds, for
     one variant, and for one model (``model_name``: its rows, and rows of gateways older than schema 0004, which do
@@ -715,6 +716,8 @@ def read_predictions(
         query = query.where(predictions.c.shadow.is_(False))
     if model_name is not None:
         query = query.where(sa.or_(predictions.c.model_name == model_name, predictions.c.model_name.is_(None)))
+    if instance is not None:  # one gateway's rows: an embedded canary's private gateway beside production's
+        query = query.where(predictions.c.instance == instance)
     with engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(query.order_by(predictions.c.id)).mappings().all(),
                              columns=[c.name for c in predictions.columns])

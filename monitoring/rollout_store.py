@@ -37,7 +37,7 @@ from monitoring.prediction_log import create_log_engine
 from monitoring.schema import ensure_schema
 
 __all__ = ["ACTIVE_PHASES", "EMBEDDED_PREFIX", "MANUAL_CONFIG", "PRODUCTION_TARGET", "TERMINAL_PHASES", "Rollout",
-           "RolloutConflict", "RolloutStore", "StaleRollout", "embedded_target", "is_embedded", "manual_end"]
+           "RolloutConflict", "RolloutStore", "StaleRollout", "embedded_target", "is_embedded", "manual_end", "rows_of"]
 
 ACTIVE_PHASES = ("shadow", "split", "paused")
 TERMINAL_PHASES = ("promoted", "rolled_back")
@@ -55,6 +55,13 @@ def embedded_target(session: str) -> str:
 def is_embedded(target: str) -> bool:
     """Whether ``target`` names a private gateway (an embedded canary's), never one callers use."""
     return target.startswith(EMBEDDED_PREFIX)
+
+
+def rows_of(rollout: Rollout) -> str | None:
+    """The ``instance`` whose prediction rows a rollout judges: an embedded canary's private gateway logs under its
+    target (:func:`embedded_target`), so production traffic of the same model on the same log never enters its
+    samples; a production rollout judges every replica's rows (None)."""
+    return rollout.target if is_embedded(rollout.target) else None
 
 
 metadata = sa.MetaData()

@@ -116,9 +116,11 @@ class PredictionLogSource:
         metric_params: Mapping[str, Any] | None = None,
         model_name: str | None = None,
         max_rows: int | None = 200_000,
+        instance: str | None = None,
     ) -> None:
         self.max_rows = max_rows  # per variant, over the whole window (None: every row)
         self.model_name = model_name  # only this model's rows (several models may share one log)
+        self.instance = instance  # only one gateway's rows (an embedded canary's, beside production's)
         self.classes, self.metric_params = list(classes), dict(metric_params or {})  # the refresh metric's terms
         self.engine = create_log_engine(log) if isinstance(log, str) else log
         self.reference = _normalise(reference_classes) if reference_classes else None
@@ -133,7 +135,7 @@ class PredictionLogSource:
         self._fractions: dict[tuple[str, int], float] = {}  # (variant, stratum) -> share read, where sampled
 
     def frame(self, since: float | None, until: float | None) -> pd.DataFrame:
-        return read_predictions(self.engine, since, until, model_name=self.model_name)
+        return read_predictions(self.engine, since, until, model_name=self.model_name, instance=self.instance)
 
     def collect(self, metrics: Sequence[MetricConfig], since: float | None, until: float | None,
                 strata: Sequence[float] | None = None) -> Samples:
@@ -145,18 +147,20 @@ class PredictionLogSource:
         bounds = sorted(strata) if strata is not None else []
         label_before = until - self.label_wait_s if self.label_wait_s > 0 and until is not None else None
         stats = interval_stats(self.engine, since, until, bounds, model_name=self.model_name,
-                               label_before=label_before)
+                               label_before=label_before, instance=self.instance)
         self.coverage = coverage_of(stats)
         if not chosen:
             return {}
         measures = {m.measure or "" for m in chosen}
         frame, self._fractions = sample_rows(self.engine, since, until, columns_for(measures), stats, bounds,
-                                             cap=self._cap(len(bounds) + 1), model_name=self.model_name)
+                                             cap=self._cap(len(bounds) + 1), model_name=self.model_name,
+                                             instance=self.instance)
         by_variant = {v: frame[frame["variant"] == v] for v in VARIANTS}
         reference: Mapping[str, float] = {}
         if self.reference_values is None and measures & {"prediction_drift", *LABEL_MEASURES}:
             reference = self.reference or _normalise(class_counts(self.engine, since, until, CHAMPION,
-                                                                  model_name=self.model_name))
+                                                                  model_name=self.model_name,
+                                                                  instance=self.instance))
         out: Samples = {}
         for metric in chosen:
             if strata is None:

@@ -97,7 +97,9 @@ def gateway_session(
         tracking_uri=tracking_uri or mlflow.get_tracking_uri(), model_name=model_name, challenger_weight=weight,
         mode=mode,
         shadow_aliases=list(shadow_aliases), admin_token=admin_token, prediction_log_url=log_url, poll_interval_s=0,
-        challenger_timeout_s=challenger_timeout_s, feedback_token=feedback_token, rollout_target=target, **extra,
+        challenger_timeout_s=challenger_timeout_s, feedback_token=feedback_token, rollout_target=target,
+        instance_id=target,  # its rows carry its target: its rollout judges them alone (rows_of), not production's
+        **extra,
     )
     engine = create_log_engine(log_url)
     try:

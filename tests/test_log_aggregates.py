@@ -169,3 +169,32 @@ def test_a_reconcile_never_selects_the_inputs_column_for_its_judge(tmp_path):
     assert reads and not [s for s in reads if "predictions.inputs" in s]
     assert len([s for s in reads if "GROUP BY" not in s]) == 1  # the judge's rows, read once
     store.engine.dispose()
+
+
+def test_an_embedded_rollout_judges_only_its_private_gateways_rows(tmp_path):
+    """Issue 25 (tenancy): an embedded canary beside a live production gateway of the same model counted
+    production's champion traffic in its champion sample (rows were filtered by model only). Its private gateway logs
+    under its target, and its rollout reads those rows alone; a production rollout still reads every replica's."""
+    from types import SimpleNamespace
+
+    from monitoring.rollout_store import PRODUCTION_TARGET, embedded_target, rows_of
+
+    target = embedded_target("abc123")
+    engine = create_log_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.insert(predictions), [{**row, "model_name": "m", "instance": target} for row in _rows(60)]
+                     + [{**row, "model_name": "m", "instance": "prod-1"} for row in _rows(200, seed=2)])
+    embedded, production = SimpleNamespace(target=target), SimpleNamespace(target=PRODUCTION_TARGET)
+    assert rows_of(embedded) == target and rows_of(production) is None
+    mine = PredictionLogSource(engine, model_name="m", instance=rows_of(embedded))
+    everyone = PredictionLogSource(engine, model_name="m", instance=rows_of(production))
+    metric = MetricConfig(name="error_rate", measure="error")
+    ours, all_rows = mine.collect([metric], None, None), everyone.collect([metric], None, None)
+    assert sum(map(len, ours["error_rate"])) < sum(map(len, all_rows["error_rate"]))
+    assert set(read_predictions(engine, model_name="m", instance=target)["instance"]) == {target}
+    assert set(sample_inputs(engine, None, None, model_name="m", instance=target)["id"]) <= set(
+        read_predictions(engine, model_name="m", instance=target)["id"])
+    stats = interval_stats(engine, None, None, model_name="m", instance=target)
+    assert int(stats["rows"].sum()) == int(read_predictions(engine, model_name="m", instance=target)
+                                           .variant.isin(["champion", "challenger"]).sum())
+    engine.dispose()

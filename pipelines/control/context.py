@@ -14,7 +14,7 @@ from monitoring.core.model_ref import Calibration, DriftReference, ModelRef
 from monitoring.core.tasks import TaskKind
 from monitoring.judge_config import JudgeConfig, for_task
 from monitoring.metric_judge import for_metric
-from monitoring.rollout_store import Rollout, RolloutStore
+from monitoring.rollout_store import Rollout, RolloutStore, rows_of
 from monitoring.sources import PredictionLogSource, PrometheusSource, SampleSource
 from monitoring.vocabulary import CHALLENGER, CHAMPION
 from pipelines.control.config import CanaryConfig
@@ -76,7 +76,8 @@ class StepContext:
             reference_values=ref.target_values if numeric and ref is not None else None,
             label_wait_s=self.cfg.label_wait_s, min_label_coverage=self.cfg.min_label_coverage,
             calibrations=self.calibrations, classes=self.challenger.classes,
-            metric_params=self.challenger.metric_params, model_name=self.rollout.model_name)}
+            metric_params=self.challenger.metric_params, model_name=self.rollout.model_name,
+            instance=rows_of(self.rollout))}
         if self.cfg.prometheus_url:
             sources["prometheus"] = PrometheusSource(self.cfg.prometheus_query_url(), step_s=self.cfg.interval_s,
                                                      model_name=self.rollout.model_name)

@@ -27,7 +27,14 @@ from monitoring.core.enums import Actor, Decision, Mode, Phase
 from monitoring.core.model_ref import DriftReference
 from monitoring.judge import Judge, Verdict
 from monitoring.prediction_log import predictions, read_predictions
-from monitoring.rollout_store import PRODUCTION_TARGET, Rollout, RolloutConflict, RolloutStore, StaleRollout
+from monitoring.rollout_store import (
+    PRODUCTION_TARGET,
+    Rollout,
+    RolloutConflict,
+    RolloutStore,
+    StaleRollout,
+    rows_of,
+)
 from monitoring.sources import collect_samples
 from monitoring.vocabulary import tag
 from pipelines import registry
@@ -261,7 +268,8 @@ def _interval_drift(ctx: StepContext, since: float, until: float) -> dict[str, A
                                             "was prepared before they were saved): its input drift is not computed"
                                             if table else "the drift reference holds no input rows"))
     try:
-        rows = sample_inputs(ctx.store.engine, since, until, per_variant=DRIFT_ROWS, model_name=ctx.rollout.model_name)
+        rows = sample_inputs(ctx.store.engine, since, until, per_variant=DRIFT_ROWS, model_name=ctx.rollout.model_name,
+                             instance=rows_of(ctx.rollout))
         return interval_drift(rows, reference, ctx.cfg)
     except Exception as exc:  # drift informs the dashboards; it must not stop the rollout
         log.warning("interval drift failed: %s", exc)
@@ -338,7 +346,7 @@ def _evidence(ctx: StepContext, state: RolloutState, verdict: Verdict) -> Canary
     warnings: list[str] = []
     frame = attempt(warnings, "reading the prediction log",
                     lambda: read_predictions(ctx.store.engine, rollout.created_at, rollout.updated_at + 1.0,
-                                             model_name=rollout.model_name))
+                                             model_name=rollout.model_name, instance=rows_of(rollout)))
     if frame is None:  # no rows, the log's columns
         frame = pd.DataFrame(columns=[column.name for column in predictions.columns])
     facts = {"model_name": rollout.model_name, "champion_version": rollout.champion_version,
