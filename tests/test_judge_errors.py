@@ -64,3 +64,14 @@ def test_time_matched_error_samples_are_judged_the_same_way():
     drift = np.linspace(0.1, 0.2, 5)
     verdict = Judge(default_judge_config()).judge({"error_rate": samples, "prediction_drift": (drift, drift)})
     assert verdict.verdict == "nodata"
+
+
+def test_a_rollout_decided_on_no_data_says_nodata_not_fail():
+    """Issue 24: `--json` said ``verdict: fail`` while its reason said every step had no data. The result and the
+    decision tags now carry the deciding look's own word."""
+    from pipelines.control.evidence import decision_verdict
+
+    held = Judge(default_judge_config()).judge(_evidence((60, 0), (120, 2)))
+    assert held.verdict == "nodata" and decision_verdict(held) == "nodata"
+    failed = Judge(default_judge_config()).judge(_evidence((60, 0), (120, 20)))
+    assert decision_verdict(failed) == "fail"

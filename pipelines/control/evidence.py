@@ -187,8 +187,10 @@ def decision_why(state: RolloutState, verdict: Verdict, cfg: CanaryConfig, decid
 
 
 def decision_verdict(verdict: Verdict) -> str:
-    """The verdict as the result and the decision tags spell it (no data is a fail)."""
-    return "fail" if verdict.verdict == "nodata" else verdict.verdict
+    """The verdict as the result and the decision tags spell it: the deciding look's own word. No data stays
+    ``nodata`` (it was spelt ``fail``, so ``--json`` said fail while its reason said every step had no data; the
+    decision ``rolled_back`` already says what was done)."""
+    return str(verdict.verdict)
 
 
 def record_decision(client: Any, state: RolloutState, verdict: Verdict, cfg: CanaryConfig, *, model_name: str,
