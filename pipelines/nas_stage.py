@@ -15,8 +15,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextvars
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -144,11 +146,48 @@ def runner_chunks(runner: Any) -> Any:
 
 
 def zero_cost_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig, runner: Any = None,
-                   workers: int | None = None) -> tuple[list[Architecture], dict[str, dict]]:
+                   workers: int | None = None, cache: Path | None = None) -> tuple[list[Architecture], dict[str, dict]]:
     """Sample ``pool_size`` architectures and keep the pre-filter's best ``prefilter_keep`` (best first).
 
     With a started ``runner`` the pool is scored in chunks on its ``workers`` (the cluster's size), the same scores
-    in the same order as scored here; without one, in ``cfg.workers`` local processes."""
+    in the same order as scored here; without one, in ``cfg.workers`` local processes. With ``cache`` (a file beside
+    the search journal) a resumed search reads back the survivors and scores a run with the same space, data and
+    pre-filter settings wrote there, instead of scoring the pool again (issue 24: a resume redid it)."""
+    key = _pool_key(space, data, cfg)
+    cached = _read_pool(cache, key, space)
+    if cached is not None:
+        return cached
+    pool, scores = _score_pool(space, data, cfg, runner, workers)
+    if cache is not None:
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "pool": [a.string for a in pool], "scores": scores}))
+        os.replace(tmp, cache)
+    return pool, scores
+
+
+def _pool_key(space: SearchSpace, data: TaskData, cfg: SearchStageConfig) -> str:
+    """What decides the pre-filter's result: the space, the data (its fingerprint) and the pre-filter's settings."""
+    facts = {"space": space.name, "config": space.config(), "data": data.meta.get("fingerprint"),
+             "shape": list(data.input_shape), "task": data.task,
+             **{k: getattr(cfg, k) for k in ("seed", "pool_size", "prefilter_keep", "ensemble", "proxies",
+                                             "costly_proxies", "costly_fraction")}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_pool(cache: Path | None, key: str, space: SearchSpace) -> tuple[list[Architecture], dict[str, dict]] | None:
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") != key:
+            return None
+        return [space.from_string(s) for s in saved["pool"]], dict(saved["scores"])
+    except (ValueError, KeyError, TypeError):  # torn or foreign: scored again
+        return None
+
+
+def _score_pool(space: SearchSpace, data: TaskData, cfg: SearchStageConfig, runner: Any,
+                workers: int | None) -> tuple[list[Architecture], dict[str, dict]]:
     from nas.prefilter import prefilter
 
     rng = np.random.default_rng(cfg.seed)
@@ -320,10 +359,11 @@ class _ProxySource:
 
 
 def prepare_strategy(cfg: SearchStageConfig, space: SearchSpace, data: TaskData, runner: Any = None,
-                     workers: int | None = None) -> tuple[Any, list[Architecture], dict[str, dict]]:
+                     workers: int | None = None, pool_cache: Path | None = None
+                     ) -> tuple[Any, list[Architecture], dict[str, dict]]:
     """Pre-filter a pool (on ``runner``'s workers when given), then the configured strategy warm-started from its
     zero-cost ranking."""
-    pool, proxy_scores = zero_cost_pool(space, data, cfg, runner, workers)
+    pool, proxy_scores = zero_cost_pool(space, data, cfg, runner, workers, cache=pool_cache)
     cheap_names = sorted(set.intersection(*(set(s) for s in proxy_scores.values()))) if proxy_scores else []
     metric = get_task(data.task).search_metric(cfg.metric)
     if ranked_by_scorer(data) and cfg.objective == "accuracy":  # the refresh-level metric, not accuracy
@@ -463,7 +503,8 @@ def search_architectures(inputs: SearchInput, config: SearchStageConfig | None =
         with cluster.started(make_task_runner(cfg)) as runner:
             workers = cluster.slots(runner)  # the cluster's size, not the configured number, on Dask
             remote = runner if cfg.runner == "dask" else None  # threads: the pre-filter's own processes
-            strategy, pool, proxy_scores = prepare_strategy(cfg, space, data, remote, workers)
+            strategy, pool, proxy_scores = prepare_strategy(cfg, space, data, remote, workers,
+                                                            pool_cache=journal.with_name(journal.stem + ".pool.json"))
             prefilter_seconds = time.perf_counter() - started
             logger.info("pre-filter kept %d of %d architectures in %.1f s; %d evaluations in flight", len(pool),
                         cfg.pool_size, prefilter_seconds, workers)

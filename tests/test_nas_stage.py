@@ -127,3 +127,25 @@ def test_a_compound_scaled_refresh_searches_a_table_in_the_mlp_space():
     scaled = RefreshConfig(retrain={"scale_phis": [1.0]})
     assert resolve_space(scaled.search, (64,)).name == "mlp"  # compound scaling knows mlp, not tabular
     assert resolve_space(RefreshConfig().search, (64,)).name == "tabular"
+
+
+def test_a_resumed_search_reads_its_pre_filter_back_instead_of_scoring_the_pool_again(tmp_path, monkeypatch):
+    """Issue 24: a resumed refresh's search stage scored its whole pool again (benchmarks/resume_cost.py: 11 s of
+    a ~100 s stage). The survivors and their scores are kept beside the journal and read back when the space, the
+    data and the pre-filter's settings are the same; other settings score anew."""
+    import pipelines.nas_stage as stage
+    from nas.datasets import bundled_task
+    from pipelines.config import SearchStageConfig
+
+    data = bundled_task("digits", seed=0)
+    cfg = SearchStageConfig(space="mlp", pool_size=6, prefilter_keep=3, seed=0, workers=1)
+    space = stage.resolve_space(cfg, data.input_shape)
+    cache = tmp_path / "search.pool.json"
+    pool, scores = stage.zero_cost_pool(space, data, cfg, cache=cache)
+    scored_again = []
+    real = stage._score_pool
+    monkeypatch.setattr(stage, "_score_pool", lambda *a, **k: scored_again.append(1) or real(*a, **k))
+    again, again_scores = stage.zero_cost_pool(space, data, cfg, cache=cache)
+    assert not scored_again and [a.string for a in again] == [a.string for a in pool] and again_scores == scores
+    stage.zero_cost_pool(space, data, cfg.model_copy(update={"seed": 1}), cache=cache)
+    assert scored_again == [1]  # another seed: another pool, scored
