@@ -100,11 +100,9 @@ def _check_variants(settings: Settings, model_name: str) -> None:
     """Both aliases exist and name two versions, read from the registry before Prefect starts: a canary of one
     version against itself was refused only inside the flow, a minute later (issue 24)."""
     from pipelines.control.versions import variants
-    from pipelines.registry import client_for_active
-    from pipelines.tracking import ensure_tracking
+    from pipelines.tracking import client
 
-    ensure_tracking(settings)
-    variants(client_for_active(), model_name)
+    variants(client(settings), model_name)
 
 
 def run(

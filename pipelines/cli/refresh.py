@@ -273,7 +273,7 @@ def _resumed(settings: Settings, config, refresh_id: str | None, resume: bool, g
             raise UserError(f"{option} gives {field}={new!r}, but refresh {record.refresh_id} was started with "
                             f"{old!r} and --resume continues its recorded configuration; drop {option.split()[0]} "
                             "to resume it, or run without --resume to start a new refresh with it")
-    console.print(refresh_state.resume_plan(home, record), highlight=False)  # stderr: what this resume reuses
+    console.print(refresh_state.resume_plan(home, record), highlight=False, soft_wrap=True)  # stderr, one line
     return refresh_state.resumed_config(record, None).model_copy(
         update={"data_password": config.data_password}), record.refresh_id
 
