@@ -67,6 +67,7 @@ def test_a_baseline_fits_and_answers_probabilities_of_the_same_classes(fit):
     assert info["params"] > 0 and info["arch"]
 
 
+@pytest.mark.slow  # the heaviest of the fast layer (keeps `make test-fast` under its 90 s)
 def test_lightgbm_stops_early_on_the_validation_split():
     data = table(rows=600)
     estimator, info = fit_lightgbm(data, 0)

@@ -180,6 +180,7 @@ def test_registration_tags_the_version_with_its_map_and_the_rollout_reads_it(nas
         mlflow.set_tracking_uri("")
 
 
+@pytest.mark.slow  # the heaviest of the fast layer (keeps `make test-fast` under its 90 s)
 def test_the_first_interval_before_any_label_has_an_estimate_in_the_evidence_and_in_canary_status(nasops_home):
     """Versions tagged with their maps, a rollout started from the registry, one interval of served rows without a
     label: the controller's evidence has each variant's estimated accuracy (online accuracy is NoData), the

@@ -88,6 +88,7 @@ def _log_regression(store: RolloutStore, t0: float, n: int, rng: np.random.Gener
         conn.execute(sa.insert(predictions), rows)
 
 
+@pytest.mark.slow  # the heaviest of the fast layer (keeps `make test-fast` under its 90 s)
 def test_a_regression_rollout_without_its_training_file_is_judged_on_rmse_with_its_drift_reference(
         tracking, nasops_home):
     rng = np.random.default_rng(0)
