@@ -256,3 +256,15 @@ def test_the_tournament_leaves_out_a_champions_offline_figures_from_other_rows(n
     assert champion.val_accuracy is None and all(c.val_accuracy == 0.9 for c in candidates)
     _, _, same = _tournament_inputs(client, "m", parse_config(None), "accuracy", "old")
     assert same.val_accuracy == 0.9
+
+
+def test_a_promoted_rollout_is_shown_in_its_last_step_not_past_it():
+    """After a promotion the record's step index is one past the last step: status said 'in step 5' of 4."""
+    from types import SimpleNamespace
+
+    from pipelines.cli.rollout import step_clock
+
+    promoted = SimpleNamespace(config={"steps": [0.05, 0.25, 0.5, 1.0]}, step_index=4, step_started_at=100.0)
+    assert step_clock(promoted, 104.0, 200.0).endswith("after 4 s in step 4")
+    assert step_clock(SimpleNamespace(config={}, step_index=0, step_started_at=100.0), None, 110.0) == \
+        "10 s in step 1"

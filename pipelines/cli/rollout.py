@@ -221,11 +221,12 @@ def step_clock(rollout: Any, decided: float | None, now: float) -> str:
     24: a decided rollout went on counting time in step 1)."""
     from datetime import UTC, datetime
 
+    steps = (rollout.config or {}).get("steps") or []
+    step = min(rollout.step_index, len(steps) - 1) + 1 if steps else rollout.step_index + 1  # a promotion ends past
     if decided is None:
-        return f"{now - rollout.step_started_at:.0f} s in step {rollout.step_index + 1}"
+        return f"{now - rollout.step_started_at:.0f} s in step {step}"
     stamp = datetime.fromtimestamp(decided, UTC).isoformat(timespec="seconds")
-    return (f"decided at {stamp} after {max(0.0, decided - rollout.step_started_at):.0f} s in step "
-            f"{rollout.step_index + 1}")
+    return f"decided at {stamp} after {max(0.0, decided - rollout.step_started_at):.0f} s in step {step}"
 
 
 def print_status(rollout: Any, decided: float | None = None) -> None:
