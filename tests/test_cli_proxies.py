@@ -81,6 +81,7 @@ def test_bad_line_of_an_arch_file_is_named(monkeypatch, capsys, tmp_path):
     assert code == 2 and "line 2 of" in err and "nor_conv_5x5" in err
 
 
+@pytest.mark.slow  # among the heaviest of the fast layer (`make test-fast` stays under 90 s)
 def test_console_script_exit_code():
     exe = Path(sys.executable).with_name("nasops")
     proc = subprocess.run([str(exe), "proxies", "--arch", "|bad|"], capture_output=True, text=True, timeout=300)

@@ -242,6 +242,7 @@ def _log_table(store: RolloutStore, t0: float, n: int, rng: np.random.Generator,
         conn.execute(sa.insert(predictions), rows)
 
 
+@pytest.mark.slow  # among the heaviest of the fast layer (`make test-fast` stays under 90 s)
 def test_a_table_models_raw_inputs_get_an_input_drift_share_each_interval_and_a_shift_is_drift(
         tracking, nasops_home):
     """Before: a table model's reference held no rows (its training rows were kept only encoded, and the control

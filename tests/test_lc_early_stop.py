@@ -61,6 +61,7 @@ def _search(data, curve_stop: CurveStop | None, budget: int = 6):
                       fidelity=FIDELITY, on_result=on_result)
 
 
+@pytest.mark.slow  # among the heaviest of the fast layer (`make test-fast` stays under 90 s)
 def test_a_seeded_search_stops_poor_candidates_early_and_still_returns_its_best(digits):
     result = _search(digits, CurveStop())
     saved = [r.result.metrics["epochs_saved"] for r in result.records]

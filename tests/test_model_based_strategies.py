@@ -136,6 +136,7 @@ def test_bohb_models_the_largest_budget_with_enough_results(computers):
 
 
 # -- better than random at the same budget --------------------------------------------------------------------------
+@pytest.mark.slow  # among the heaviest of the fast layer (`make test-fast` stays under 90 s)
 def test_each_new_strategy_beats_random_search_at_the_same_budget(computers):
     """16 seeds x 150 evaluations each: lower mean regret than random, and more seeds within 0.5 accuracy points of
     the table's optimum (measured: random 0.0106 / 1 seed; rl 0.0068 / 4; bo 0.0054 / 5; bohb 0.0075 / 3)."""

@@ -223,6 +223,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
+@pytest.mark.slow  # among the heaviest of the fast layer (`make test-fast` stays under 90 s)
 def test_memory_stays_flat_over_many_networks(image_batch):
     names = ["synflow", "snip", "fisher", "nwot", "jacob_cov", "zico", "meco", "zen", "grasp"]
     for seed in range(20):  # warm-up: allocator pools and lazy imports settle

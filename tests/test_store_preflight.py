@@ -135,6 +135,7 @@ def test_serve_with_nasops_home_that_is_a_file(tmp_path):
     _one_line(_cli(["serve", "--port", str(_free_port())], home), "NASOPS_HOME")
 
 
+@pytest.mark.slow  # among the heaviest of the fast layer (`make test-fast` stays under 90 s)
 def test_serve_with_a_bad_prediction_log(tmp_path):
     _one_line(_cli(["serve", "--port", str(_free_port())], tmp_path, NASOPS_PREDICTION_LOG_URL="notaurl"),
               "is not a database URL", "NASOPS_PREDICTION_LOG_URL")
