@@ -300,27 +300,33 @@ def classify_metric(
     failed = (cls == HIGH and metric.direction in ("increase", "either")) or (
         cls == LOW and metric.direction in ("decrease", "either")
     )
-    unit = "" if metric.effect == "absolute" else " (relative)"
+    why = _why(metric, base, cls, effect, p, offset, significant)
     if cls == NODATA:  # a guard that looks worse than its tolerance without proof either way: hold the step
-        why = (f"undecided: {metric.statistic} {base['challenger_value']:.4g} vs {base['champion_value']:.4g}, "
-               f"effect {effect:+.4g}{unit} beyond tolerance {metric.tolerance:g} but not significant (p={p:.2g}): "
-               "not enough samples to tell, hold")
         return MetricResult(**base, u_statistic=u, p_value=p, effect=effect, shift=shift, classification=cls,
                             failed=False, reason=f"{metric.name}: {why}", outcome="undecided")
-    if cls == PASS:
-        why = "no significant shift" if not significant else f"shift within tolerance {metric.tolerance:g}{unit}"
-        if metric.effect == "relative":  # the rule where it is applied: which scale, what ratio (issue 24)
-            from monitoring.decision_reason import MS_MEASURES, relative_rule
-
-            why += ": " + relative_rule(metric.statistic, base["champion_value"], base["challenger_value"],
-                                        offset, effect, metric.tolerance,
-                                        " ms" if base["measure"] in MS_MEASURES else "")
-    else:
-        why = (f"{'higher' if cls == HIGH else 'lower'} on the challenger: {metric.statistic} "
-               f"{base['challenger_value']:.4g} vs {base['champion_value']:.4g}, effect {effect:+.4g}{unit} beyond "
-               f"tolerance {metric.tolerance:g}, p={p:.2g}")
     return MetricResult(**base, u_statistic=u, p_value=p, effect=effect, shift=shift, classification=cls,
                         failed=failed, reason=f"{metric.name}: {why}")
+
+
+def _why(metric: MetricConfig, base: dict, cls: str, effect: float, p: float, offset: float,
+         significant: bool) -> str:
+    """The reason a compared metric got its class, in words (the rule stated where it is applied)."""
+    unit = "" if metric.effect == "absolute" else " (relative)"
+    if cls == NODATA:
+        return (f"undecided: {metric.statistic} {base['challenger_value']:.4g} vs {base['champion_value']:.4g}, "
+                f"effect {effect:+.4g}{unit} beyond tolerance {metric.tolerance:g} but not significant (p={p:.2g}): "
+                "not enough samples to tell, hold")
+    if cls != PASS:
+        return (f"{'higher' if cls == HIGH else 'lower'} on the challenger: {metric.statistic} "
+                f"{base['challenger_value']:.4g} vs {base['champion_value']:.4g}, effect {effect:+.4g}{unit} beyond "
+                f"tolerance {metric.tolerance:g}, p={p:.2g}")
+    why = "no significant shift" if not significant else f"shift within tolerance {metric.tolerance:g}{unit}"
+    if metric.effect == "relative":  # the rule where it is applied: which scale, what ratio (issue 24)
+        from monitoring.decision_reason import MS_MEASURES, relative_rule
+
+        why += ": " + relative_rule(metric.statistic, base["champion_value"], base["challenger_value"],
+                                    offset, effect, metric.tolerance, " ms" if base["measure"] in MS_MEASURES else "")
+    return why
 
 
 def fixed_class(metric: MetricConfig, p, effect, alpha: float, worse=None):

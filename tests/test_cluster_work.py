@@ -64,13 +64,12 @@ def digits(tmp_path_factory):
 TINY_RETRAIN = {"epochs": 1, "patience": 1, "seed": 0}
 
 
-@pytest.mark.slow
-def test_pool_scoring_and_retraining_on_a_thread_runner_equal_the_serial_run(prefect_server, digits):
+def _serial_run(digits: str):
+    """The small nb201 problem both runner tests compare against: its pool's scores and two finalists trained here."""
     from nas.data import TaskData
     from pipelines.config import RetrainConfig, SearchStageConfig
     from pipelines.finalists import train_finalists
-    from pipelines.nas_stage import _ProxySource, zero_cost_pool
-    from pipelines.prepared import local_ref
+    from pipelines.nas_stage import zero_cost_pool
 
     data = TaskData.load(digits)
     cfg = SearchStageConfig(pool_size=8, prefilter_keep=3, seed=0, workers=1)
@@ -78,7 +77,16 @@ def test_pool_scoring_and_retraining_on_a_thread_runner_equal_the_serial_run(pre
     serial_pool, serial_scores = zero_cost_pool(space, data, cfg)
     config = RetrainConfig(**TINY_RETRAIN)
     jobs = [(space.name, space.config(), a.string) for a in serial_pool[:2]]
-    serial_fits = train_finalists(None, None, jobs, config, data)
+    return data, cfg, space, config, jobs, (serial_pool, serial_scores, train_finalists(None, None, jobs, config, data))
+
+
+@pytest.mark.slow
+def test_pool_scoring_and_retraining_on_a_thread_runner_equal_the_serial_run(prefect_server, digits):
+    from pipelines.finalists import train_finalists
+    from pipelines.nas_stage import _ProxySource, zero_cost_pool
+    from pipelines.prepared import local_ref
+
+    data, cfg, space, config, jobs, (serial_pool, serial_scores, serial_fits) = _serial_run(digits)
     mutants = space.sample_many(5, np.random.default_rng(1))  # the predictor's candidates outside the pool
     here = _ProxySource(space, data, {}, ["synflow", "params", "nwot"])
     serial_features = [here(a) for a in mutants]
@@ -119,19 +127,11 @@ def _store_run(root) -> tuple[str, str]:
 def test_scoring_and_retraining_on_a_real_two_worker_local_cluster(prefect_server, tmp_path, digits):
     """Two Dask worker processes: two slots, the pool's scores and the finalists' weights equal the serial run's,
     the data read from the artifact store."""
-    from nas.data import TaskData
-    from pipelines.config import RetrainConfig, SearchStageConfig
     from pipelines.finalists import train_finalists
     from pipelines.nas_stage import zero_cost_pool
     from pipelines.prepared import publish_prepared
 
-    data = TaskData.load(digits)
-    cfg = SearchStageConfig(pool_size=8, prefilter_keep=3, seed=0, workers=1)
-    space = get_space("nb201", C=8, N=1)
-    serial_pool, serial_scores = zero_cost_pool(space, data, cfg)
-    config = RetrainConfig(**TINY_RETRAIN)
-    jobs = [(space.name, space.config(), a.string) for a in serial_pool[:2]]
-    serial_fits = train_finalists(None, None, jobs, config, data)
+    data, cfg, space, config, jobs, (serial_pool, serial_scores, serial_fits) = _serial_run(digits)
     ref = publish_prepared(digits, *reversed(_store_run(tmp_path / "store")))
     with cluster.started(cluster.make_task_runner("dask", 2)) as runner:
         assert cluster.slots(runner) == 2
