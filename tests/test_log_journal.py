@@ -200,3 +200,20 @@ def test_db_prune_refuses_a_bad_number_of_days_in_one_line(tmp_path, monkeypatch
         with pytest.raises(UserError, match="--inputs-days must be a positive number of days"):
             _days(value, "--inputs-days")
     assert _days("0.5", "--days") == 0.5
+
+
+def test_db_prune_of_a_missing_or_empty_log_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    """`nasops db prune` on a fresh state dir raised SQLAlchemy's "no such table" traceback (exit 1) after
+    creating an empty predictions.db; a log that does not exist, or holds none of our tables, is one line now."""
+    from support_cli import console_main
+
+    missing = tmp_path / "log.db"
+    code, _, err = console_main(monkeypatch, capsys, "db", "prune", "--days", "30", "--prediction-log-url",
+                                f"sqlite:///{missing}")
+    assert code == 2 and "no prediction log at" in err and "Traceback" not in err, err
+    assert not missing.exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    code, _, err = console_main(monkeypatch, capsys, "db", "prune", "--days", "30", "--prediction-log-url",
+                                f"sqlite:///{empty}")
+    assert code == 2 and "holds no prediction log" in err and "Traceback" not in err, err

@@ -125,15 +125,24 @@ def prune(
 ) -> None:
     """Apply the log's retention: delete rows older than --days, erase raw inputs older than --inputs-days, in
     batches of 10,000 rows (short transactions beside the gateways' writes). Run it daily (cron, a CronJob)."""
+    from monitoring.core.urls import redact_url
     from monitoring.prediction_log import delete_old_rows, erase_old_inputs
-    from monitoring.schema import check_schema
+    from monitoring.schema import check_schema, schema_status
 
     rows_days = _days(days, "--days")
     input_days = None if inputs_days is None else _days(inputs_days, "--inputs-days")
-    engine = _engine(prediction_log_url)
+    settings = Settings()
+    url = prediction_log_url or settings.prediction_log_url_uncreated  # pruning creates no database
+    missing = missing_sqlite(url, settings)
+    if missing is not None:
+        raise UserError(f"no prediction log at {missing}: nothing to prune; check --prediction-log-url / NASOPS_HOME")
+    engine = _engine(url)
     now = time.time()
     try:
         check_schema(engine)
+        if schema_status(engine).current is None:
+            raise UserError(f"{redact_url(url)} holds no prediction log: nothing to prune; check "
+                            "--prediction-log-url / NASOPS_HOME")
         deleted = delete_old_rows(engine, now - rows_days * 86400.0)
         erased = None if input_days is None else erase_old_inputs(engine, now - input_days * 86400.0)
     except ValueError as exc:
